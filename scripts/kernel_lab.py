@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""The kernel lab: the kernel suite inside Debian's 6.1 and 6.12 kernels.
+
+The host kernel here cannot run BPF LSM programs, so the kernel suite runs
+in guest kernels booted with virtme-ng under QEMU (TCG, no KVM). For each
+kernel series this:
+
+1. resolves the current Debian package through apt (``linux-image-amd64``
+   of bookworm for 6.1, of bookworm-backports for 6.12): point releases are
+   replaced, so no version is written down here;
+2. downloads it once and keeps a pruned copy (vmlinuz and the few modules
+   virtme-ng and the tests need, about 12 MB) in the cache;
+3. boots it once and runs the whole suite inside that boot, with the host's
+   root shared read-only and results written to ``lab-results/<series>/``;
+4. reads the JUnit report back and prints ``6.1: N passed, M failed``.
+
+Usage: ``kernel_lab.py fetch`` or ``kernel_lab.py run [--kernel 6.1] [-k EXPR]
+[TESTS...]``; ``--help`` for the rest. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SERIES = {"6.1": "bookworm", "6.12": "bookworm-backports"}
+"""Kernel series -> the suite whose linux-image-amd64 we follow."""
+
+# What virtme-ng needs to boot (9p root, virtio console) and what the tests
+# use (overlay); modprobe --show-depends adds their dependencies.
+MODULES = (
+    "overlay", "9p", "9pnet_virtio", "virtio_pci", "virtio_console", "virtio_net", "virtio_blk",
+    "virtio_rng", "fuse", "netfs", "fscache", "virtiofs", "vsock", "vmw_vsock_virtio_transport",
+)  # fmt: skip
+DEFAULT_TESTS = ("tests/kernel", "tests/e2e")
+RESULTS = REPO / "lab-results"
+
+
+def cache_root() -> Path:
+    base = os.environ.get("FILEWARDEN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "filewarden"
+    )
+    return Path(base)
+
+
+def say(msg: str) -> None:
+    print(f"kernel-lab: {msg}", file=sys.stderr, flush=True)
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def _run(cmd: list[str], **kw: object) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return str(result.stdout)
+
+
+# -- fetching ------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelPackage:
+    series: str
+    package: str  # e.g. linux-image-6.1.0-56-amd64
+    version: str  # Debian version, e.g. 6.1.192-2
+
+
+def resolve(series: str) -> KernelPackage:
+    """The current Debian kernel package of `series`, asked of apt."""
+    suite = SERIES[series]
+    madison = _run(["apt-cache", "madison", "linux-image-amd64"])
+    versions = [
+        cols[1]
+        for line in madison.splitlines()
+        if len(cols := [c.strip() for c in line.split("|")]) >= 3
+        and cols[1].startswith(series + ".")
+        and re.search(rf"\b{re.escape(suite)}(/|-security/|\s)", cols[2])
+    ]
+    if not versions:
+        raise LabError(
+            f"apt knows no linux-image-amd64 {series}.x from {suite}: "
+            "run scripts/setup.sh test (it adds bookworm-backports) and apt-get update"
+        )
+    version = versions[0]  # madison lists the newest first
+    show = _run(["apt-cache", "show", f"linux-image-amd64={version}"])
+    depends = next((line for line in show.splitlines() if line.startswith("Depends:")), "")
+    match = re.match(r"Depends:\s*(linux-image-[^\s,(]+)", depends)
+    if not match:
+        raise LabError(f"cannot read the kernel package linux-image-amd64={version} depends on")
+    package = match.group(1)
+    pkg_version = _run(["apt-cache", "show", package]).split("Version:", 1)[1].split()[0]
+    return KernelPackage(series, package, pkg_version)
+
+
+def kernel_dir(pkg: KernelPackage) -> Path:
+    return cache_root() / "kernels" / f"{pkg.package}_{pkg.version}"
+
+
+def _release(boot: Path) -> str:
+    images = sorted(boot.glob("vmlinuz-*"))
+    if not images:
+        raise LabError(f"no vmlinuz in {boot}")
+    return images[0].name.removeprefix("vmlinuz-")
+
+
+def fetch(series: str) -> tuple[Path, str]:
+    """A pruned kernel folder for `series` (downloaded once); (folder, release)."""
+    pkg = resolve(series)
+    dest = kernel_dir(pkg)
+    if (dest / ".complete").is_file():
+        return dest, _release(dest / "boot")
+    say(f"{series}: fetching {pkg.package} {pkg.version}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)  # noqa: S103 - apt-get download drops to the _apt user, who must read it
+        _run(["apt-get", "download", "-q", f"{pkg.package}={pkg.version}"], cwd=work)
+        deb = next(work.glob("*.deb"))
+        full = work / "full"
+        _run(["dpkg-deb", "-x", str(deb), str(full)])
+        deb.unlink()
+        release = _release(full / "boot")
+        _run(["depmod", "-b", str(full), release])
+        pruned = work / "pruned"
+        (pruned / "boot").mkdir(parents=True)
+        for name in (f"vmlinuz-{release}", f"config-{release}"):
+            shutil.copy2(full / "boot" / name, pruned / "boot" / name)
+        moddir = Path("lib/modules") / release
+        (pruned / moddir).mkdir(parents=True)
+        for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+            if (full / moddir / meta).exists():
+                shutil.copy2(full / moddir / meta, pruned / moddir / meta)
+        wanted: set[str] = set()
+        for module in MODULES:
+            out = subprocess.run(
+                ["modprobe", "-d", str(full), "-S", release, "--show-depends", module],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            wanted.update(line.split()[1] for line in out.splitlines() if line.startswith("insmod "))
+        for ko in sorted(wanted):
+            rel = Path(ko).relative_to(full)
+            (pruned / rel.parent).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ko, pruned / rel)
+        _run(["depmod", "-b", str(pruned), release])
+        (pruned / ".complete").write_text(f"{series} {pkg.package} {pkg.version} {release}\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(pruned, dest)
+    # Older point releases of the same series are of no further use.
+    for old in dest.parent.iterdir():
+        stamp = old / ".complete"
+        if old != dest and stamp.is_file() and stamp.read_text().split()[:1] == [series]:
+            shutil.rmtree(old, ignore_errors=True)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) // (1 << 20)
+    say(f"{series}: kernel {release} ready in {dest} ({size} MB)")
+    return dest, release
+
+
+# -- running --------------------------------------------------------------------
+@dataclass
+class SuiteResult:
+    name: str
+    ran: bool = False
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    skips: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    note: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.ran and self.failed == 0 and self.skipped == 0 and self.passed > 0
+
+    def closing_line(self) -> str:
+        line = f"{self.name}: {self.passed} passed, {self.failed} failed"
+        if self.skipped:
+            line += f", {self.skipped} skipped"
+        if not self.ran:
+            line += f" (did not run: {self.note})"
+        return line
+
+
+def read_junit(path: Path, name: str) -> SuiteResult:
+    result = SuiteResult(name)
+    if not path.is_file():
+        result.note = f"no report at {path}"
+        return result
+    try:
+        root = ET.parse(path).getroot()  # noqa: S314 - our own report
+    except ET.ParseError as exc:
+        result.note = f"unreadable report {path}: {exc}"
+        return result
+    for case in root.iter("testcase"):
+        test_id = f"{case.get('classname', '')}::{case.get('name', '')}"
+        if (skip := case.find("skipped")) is not None:
+            result.skipped += 1
+            result.skips.append(f"{test_id}: {skip.get('message', '')}")
+        elif case.find("failure") is not None or case.find("error") is not None:
+            result.failed += 1
+            result.failures.append(test_id)
+        else:
+            result.passed += 1
+    result.ran = True
+    return result
+
+
+def vng_binary() -> str:
+    candidate = Path(sys.prefix) / "bin" / "vng"
+    found = str(candidate) if candidate.exists() else shutil.which("vng")
+    if not found:
+        raise LabError("vng not found: run scripts/setup.sh test (it installs virtme-ng into .venv)")
+    return found
+
+
+def boot_and_test(
+    series: str,
+    tests: list[str],
+    *,
+    keyword: str | None,
+    cpus: int,
+    memory: str,
+    timeout: float,
+    append: str | None = None,
+    exec_argv: list[str] | None = None,
+) -> SuiteResult:
+    """Boots the `series` kernel once and runs `tests` (or `exec_argv`) inside it."""
+    result = SuiteResult(series)
+    started = time.monotonic()
+    try:
+        kdir, release = fetch(series)
+    except LabError as exc:
+        result.note = str(exc)
+        return result
+    out = RESULTS / series
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    pytest_args = [*tests]
+    if keyword:
+        pytest_args += ["-k", keyword]
+    guest = REPO / "tests" / "lab" / "guest.sh"
+    mode = ["--exec"] if exec_argv else []
+    command = " ".join(_quote(a) for a in ["sh", str(guest), str(out), *mode, *(exec_argv or pytest_args)])
+    cmd = [
+        vng_binary(), "--run", str(kdir / "boot" / f"vmlinuz-{release}"),
+        "--disable-kvm", "--force-9p", "--memory", memory, "--cpus", str(cpus),
+        f"--rwdir={out}", "--exec", command,
+    ]  # fmt: skip
+    if append:
+        cmd[2:2] = ["--append", append]
+    say(f"{series}: booting {release} (TCG, {cpus} vCPUs) for {' '.join(pytest_args)}")
+    console = out / "console.log"
+    with console.open("w") as log:
+        env = dict(os.environ)
+        # vng runs its helpers (virtme-run) from PATH: put the venv's first.
+        env["PATH"] = f"{Path(cmd[0]).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                print(f"[{series}] {line}", end="", flush=True)
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+            rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except (TimeoutError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+            result.note = f"timed out after {timeout:.0f} s"
+            result.seconds = time.monotonic() - started
+            return result
+    if exec_argv:
+        result.ran, result.note, result.seconds = rc == 0, f"exit {rc}", time.monotonic() - started
+        return result
+    result = read_junit(out / "junit.xml", series)
+    result.seconds = time.monotonic() - started
+    exit_file = out / "exit-code"
+    guest_rc = exit_file.read_text().strip() if exit_file.exists() else "missing"
+    if not result.ran:
+        result.note = result.note or f"guest exit {rc}"
+    elif guest_rc not in ("0", "1"):
+        result.ran = False
+        result.note = f"pytest in the guest exited {guest_rc} (vng {rc}); see {console}"
+    return result
+
+
+def _quote(arg: str) -> str:
+    return arg if re.fullmatch(r"[\w./=:,+-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
+
+
+def report(results: list[SuiteResult]) -> None:
+    for r in results:
+        for skip in r.skips:
+            print(f"{r.name}: SKIPPED {skip}")
+        for failure in r.failures:
+            print(f"{r.name}: FAILED {failure}")
+    for r in results:
+        print(f"{r.closing_line()}   [{r.seconds:.0f} s]" if r.seconds else r.closing_line())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fetch", help="download and prune the kernels (cached)")
+    f.add_argument("--kernel", action="append", choices=sorted(SERIES), help="one series (repeatable)")
+    r = sub.add_parser("run", help="boot each kernel and run the kernel suite inside it")
+    r.add_argument("--kernel", action="append", choices=sorted(SERIES), help="one series (repeatable)")
+    r.add_argument("-k", dest="keyword", help="pytest -k expression, for a quick loop")
+    r.add_argument("--cpus", type=int, default=2)
+    r.add_argument("--memory", default="2G")
+    r.add_argument("--timeout", type=float, default=1500.0, help="seconds per boot [1500]")
+    r.add_argument("tests", nargs="*", help=f"test paths [{' '.join(DEFAULT_TESTS)}]")
+    e = sub.add_parser("exec", help="boot each kernel and run one command in it (the guest set-up included)")
+    e.add_argument("--kernel", action="append", choices=sorted(SERIES), help="one series (repeatable)")
+    e.add_argument("argv", nargs=argparse.REMAINDER, help="the command (after --)")
+    args = parser.parse_args(argv)
+    kernels = args.kernel or sorted(SERIES, key=lambda s: tuple(int(x) for x in s.split(".")))
+    if os.geteuid() != 0:
+        say("run as root")
+        return 1
+    if args.command == "fetch":
+        try:
+            for series in kernels:
+                fetch(series)
+        except LabError as exc:
+            say(str(exc))
+            return 1
+        return 0
+    if args.command == "exec":
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        runs = [
+            boot_and_test(s, [], keyword=None, cpus=2, memory="2G", timeout=1500.0, exec_argv=argv) for s in kernels
+        ]
+        for r in runs:
+            say(f"{r.name}: {r.note}")
+        return 0 if all(r.ran for r in runs) else 1
+    results = [
+        boot_and_test(
+            s,
+            args.tests or list(DEFAULT_TESTS),
+            keyword=args.keyword,
+            cpus=args.cpus,
+            memory=args.memory,
+            timeout=args.timeout,
+        )
+        for s in kernels
+    ]
+    report(results)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

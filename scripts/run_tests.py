@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Every test of filewarden, in order, with one closing line per suite.
+
+1. lint: ruff check, ruff format --check, mypy (strict on src/);
+2. host: unit tests (no root, no kernel), host tests (real BPF on this
+   kernel, which refuses LSM programs) and the end-to-end tests that need no
+   BPF LSM;
+3. the kernel suite and the end-to-end tests inside Debian's 6.1 and 6.12
+   kernels (scripts/kernel_lab.py).
+
+Exits 0 only if lint is clean, nothing failed, nothing skipped (each skip
+is listed with its reason), and every suite ran. Run through scripts/test.sh, which installs what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kernel_lab
+
+REPO = kernel_lab.REPO
+VENV_BIN = Path(sys.executable).parent
+
+
+def step(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def lint() -> list[str]:
+    failures = []
+    for name, cmd in (
+        ("ruff check", [str(VENV_BIN / "ruff"), "check", "."]),
+        ("ruff format", [str(VENV_BIN / "ruff"), "format", "--check", "."]),
+        ("mypy", [str(VENV_BIN / "mypy")]),
+    ):
+        if subprocess.run(cmd, cwd=REPO, check=False).returncode != 0:
+            failures.append(name)
+    return failures
+
+
+def host_tests(keyword: str | None) -> kernel_lab.SuiteResult:
+    out = kernel_lab.RESULTS / "host"
+    out.mkdir(parents=True, exist_ok=True)
+    junit = out / "junit.xml"
+    junit.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml", str(junit),
+        "-o", "junit_family=xunit2", "-m", "not lsm", "tests/unit", "tests/host", "tests/e2e",
+    ]  # fmt: skip
+    if keyword:
+        cmd += ["-k", keyword]
+    started = time.monotonic()
+    rc = subprocess.run(cmd, cwd=REPO, check=False).returncode
+    result = kernel_lab.read_junit(junit, "host")
+    result.seconds = time.monotonic() - started
+    if result.ran and rc not in (0, 1):
+        result.ran, result.note = False, f"pytest exited {rc}"
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--kernel", action="append", choices=sorted(kernel_lab.SERIES), help="guest series")
+    parser.add_argument("-k", dest="keyword", help="pytest -k expression (host and guests), for a quick loop")
+    parser.add_argument("--no-lint", action="store_true", help="skip ruff and mypy")
+    parser.add_argument("--host-only", action="store_true", help="skip the guest kernels")
+    parser.add_argument("--guest-only", action="store_true", help="skip lint and host tests")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+
+    lint_failures: list[str] = []
+    results: list[kernel_lab.SuiteResult] = []
+    if not args.guest_only:
+        if not args.no_lint:
+            step("lint: ruff, mypy")
+            lint_failures = lint()
+        step("host: unit, host and end-to-end tests")
+        results.append(host_tests(args.keyword))
+    if not args.host_only:
+        for series in args.kernel or sorted(kernel_lab.SERIES, key=lambda s: tuple(map(int, s.split(".")))):
+            step(f"guest {series}: kernel and end-to-end tests")
+            results.append(
+                kernel_lab.boot_and_test(
+                    series,
+                    list(kernel_lab.DEFAULT_TESTS),
+                    keyword=args.keyword,
+                    cpus=2,
+                    memory="2G",
+                    timeout=1500.0,
+                )
+            )
+
+    step("summary")
+    kernel_lab.report(results)
+    if lint_failures:
+        print(f"lint: failed: {', '.join(lint_failures)}")
+    elif not args.guest_only and not args.no_lint:
+        print("lint: clean")
+    passed = sum(r.passed for r in results)
+    failed = sum(r.failed for r in results) + len(lint_failures) + sum(not r.ran for r in results)
+    skipped = sum(r.skipped for r in results)
+    print(f"took {time.monotonic() - started:.0f} s")
+    closing = f"filewarden: {passed} passed, {failed} failed"
+    print(closing + (f", {skipped} skipped" if skipped else ""))
+    # A skip anywhere is not a pass: the summary above names each one.
+    ok = not lint_failures and all(r.ok for r in results)
+    return 0 if ok and results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

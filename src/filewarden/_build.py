@@ -1,0 +1,141 @@
+"""Compiles the BPF programs (stdlib only: also run by hatch_build.py).
+
+The objects are CO-RE: compiled once against the committed
+bpf/vmlinux/x86/vmlinux.h and relocated by libbpf at load time for the
+running kernel. DWARF is stripped after compiling; the BTF that CO-RE and
+the ABI check need stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+OBJECTS = ("filewarden", "selftest")
+"""Object stems: bpf/<stem>.bpf.c -> <stem>.bpf.o"""
+
+CFLAGS = (
+    "-target", "bpf", "-O2", "-g", "-mcpu=v3",
+    "-Wall", "-Werror", "-D__TARGET_ARCH_x86",
+)  # fmt: skip
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def source_dir() -> Path | None:
+    """The bpf/ folder of the source checkout this package runs from, if any."""
+    candidate = Path(__file__).resolve().parents[2] / "bpf"
+    return candidate if (candidate / "abi.h").is_file() else None
+
+
+def _inputs(src: Path) -> list[Path]:
+    return [p for p in src.rglob("*") if p.suffix in (".c", ".h")]
+
+
+def stale(src: Path, out: Path) -> bool:
+    """True if an object is missing or older than any BPF source or header."""
+    objects = [out / f"{stem}.bpf.o" for stem in OBJECTS]
+    if not all(o.exists() for o in objects):
+        return True
+    newest_input = max(p.stat().st_mtime_ns for p in _inputs(src))
+    return min(o.stat().st_mtime_ns for o in objects) < newest_input
+
+
+def cache_dir() -> Path:
+    """Where built objects are kept by content: $FILEWARDEN_CACHE/bpf."""
+    base = os.environ.get("FILEWARDEN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "filewarden"
+    )
+    return Path(base) / "bpf"
+
+
+def _fingerprint(src: Path, clang: str) -> str:
+    """Hash of everything that goes into the objects: flags, compiler, sources."""
+    h = hashlib.sha256()
+    h.update(" ".join(CFLAGS).encode())
+    h.update(subprocess.run([clang, "--version"], capture_output=True, check=True).stdout)
+    for p in sorted(_inputs(src)):
+        h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:32]
+
+
+def _install(obj_from: Path, obj_to: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{obj_to.stem}.", suffix=".o", dir=obj_to.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(obj_from, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, obj_to)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _tool(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise BuildError(f"{names[0]} not found: install clang and llvm (apt-get install clang llvm libbpf-dev)")
+
+
+def build(src: Path, out: Path, *, force: bool = False) -> list[Path]:
+    """Builds every object into `out` (atomically); returns their paths."""
+    objects = [out / f"{stem}.bpf.o" for stem in OBJECTS]
+    if not force and not stale(src, out):
+        return objects
+    clang = _tool("clang", "clang-14", "clang-15", "clang-16")
+    strip = _tool("llvm-strip", "llvm-strip-14", "llvm-strip-15", "llvm-strip-16")
+    out.mkdir(parents=True, exist_ok=True)
+    cached = cache_dir() / _fingerprint(src, clang)
+    if all((cached / o.name).is_file() for o in objects):
+        for obj in objects:
+            _install(cached / obj.name, obj)
+        return objects
+    includes = ("-I", str(src), "-I", str(src / "vmlinux" / "x86"))
+    for stem, obj in zip(OBJECTS, objects, strict=True):
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".o", dir=out)
+        os.close(fd)
+        try:
+            cmd = [clang, *CFLAGS, *includes, "-c", str(src / f"{stem}.bpf.c"), "-o", tmp]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise BuildError(f"compiling {stem}.bpf.c failed:\n{result.stderr}")
+            subprocess.run([strip, "-g", tmp], check=True)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, obj)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    try:
+        cached.mkdir(parents=True, exist_ok=True)
+        for obj in objects:
+            _install(obj, cached / obj.name)
+    except OSError:
+        pass  # a read-only or full cache only costs a rebuild next time
+    return objects
+
+
+def main() -> int:
+    src = source_dir()
+    if src is None:
+        print("no bpf/ sources next to this package", file=sys.stderr)
+        return 1
+    try:
+        for obj in build(src, Path(__file__).parent / "_bpf", force="--force" in sys.argv):
+            print(obj)
+    except BuildError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

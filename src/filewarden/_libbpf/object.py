@@ -1,0 +1,203 @@
+"""A BPF object file: open, set load-time constants, load, attach, close."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._lib import LibbpfError, lib, take_log
+from ._types import BPF_TEST_RUN_OPTS
+from .btf import Btf
+from .maps import Map
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """A program of an open object; valid while the object is open."""
+
+    handle: int
+    name: str
+    section: str
+
+    @property
+    def fd(self) -> int:
+        return int(lib().bpf_program__fd(self.handle))
+
+    @property
+    def autoload(self) -> bool:
+        return bool(lib().bpf_program__autoload(self.handle))
+
+    def set_autoload(self, autoload: bool) -> None:
+        """Whether load() loads this program (before load only)."""
+        lib().bpf_program__set_autoload(self.handle, autoload)
+
+    def test_run(self, ctx: bytes = b"") -> int:
+        """Runs the program once with BPF_PROG_TEST_RUN; returns its return value."""
+        opts = BPF_TEST_RUN_OPTS(sz=ctypes.sizeof(BPF_TEST_RUN_OPTS))
+        buf = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+        if buf is not None:
+            opts.ctx_in = ctypes.cast(buf, ctypes.c_void_p)
+            opts.ctx_size_in = len(ctx)
+        lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        return int(opts.retval)
+
+
+class Link:
+    """An attachment of a program; destroying it detaches the program."""
+
+    def __init__(self, handle: int, program: Program) -> None:
+        self._handle: int | None = handle
+        self.program = program
+
+    def destroy(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            lib().bpf_link__destroy(handle)
+
+    @property
+    def attached(self) -> bool:
+        return self._handle is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AttachFailure:
+    program: Program
+    error: LibbpfError
+
+
+class BpfObject:
+    """Owns a ``struct bpf_object`` and every link made from it.
+
+    Use as a context manager, or call :meth:`close`; closing detaches all
+    programs and frees maps the kernel holds only for us.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        take_log()
+        self._handle: int | None = lib().bpf_object__open_file(str(self.path).encode(), None)
+        self._links: list[Link] = []
+        self.loaded = False
+
+    # -- lifetime ---------------------------------------------------------
+    def close(self) -> None:
+        self.detach()
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            lib().bpf_object__close(handle)
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def handle(self) -> int:
+        if self._handle is None:
+            raise ValueError("BPF object is closed")
+        return self._handle
+
+    # -- contents ---------------------------------------------------------
+    def programs(self) -> Iterator[Program]:
+        prog: int | None = None
+        while True:
+            prog = lib().bpf_object__next_program(self.handle, prog)
+            if not prog:
+                return
+            yield Program(prog, lib().bpf_program__name(prog).decode(), lib().bpf_program__section_name(prog).decode())
+
+    def program(self, name: str) -> Program:
+        for prog in self.programs():
+            if prog.name == name:
+                return prog
+        raise KeyError(f"no program {name!r} in {self.path.name}")
+
+    def _map_handle(self, name: str) -> int:
+        try:
+            return int(lib().bpf_object__find_map_by_name(self.handle, name.encode()))
+        except LibbpfError:
+            raise KeyError(f"no map {name!r} in {self.path.name}") from None
+
+    def map(self, name: str) -> Map:
+        """A map of the loaded object."""
+        h = self._map_handle(name)
+        return Map(
+            name=name,
+            fd=int(lib().bpf_map__fd(h)),
+            type=int(lib().bpf_map__type(h)),
+            key_size=int(lib().bpf_map__key_size(h)),
+            value_size=int(lib().bpf_map__value_size(h)),
+            max_entries=int(lib().bpf_map__max_entries(h)),
+        )
+
+    def set_max_entries(self, map_name: str, max_entries: int) -> None:
+        """Resizes a map (before load only)."""
+        lib().bpf_map__set_max_entries(self._map_handle(map_name), max_entries)
+
+    def btf(self) -> Btf:
+        """The object's BTF (owned by the object)."""
+        return Btf(lib().bpf_object__btf(self.handle), owned=False)
+
+    def set_rodata(self, name: str, value: bytes) -> None:
+        """Sets a ``const volatile`` global before load.
+
+        The variable is found by name in the object's BTF (.rodata datasec)
+        and `value` must have its exact size.
+        """
+        if self.loaded:
+            raise RuntimeError("set_rodata() after load()")
+        var = self.btf().datasec_vars(".rodata").get(name)
+        if var is None:
+            raise KeyError(f"no .rodata variable {name!r} in {self.path.name}")
+        if len(value) != var.size:
+            raise ValueError(f"{name} is {var.size} bytes, got {len(value)}")
+        size = ctypes.c_size_t()
+        base: int = lib().bpf_map__initial_value(self._map_handle(".rodata"), ctypes.byref(size))
+        ctypes.memmove(base + var.offset, value, len(value))
+
+    def read_global(self, name: str, section: str = ".bss") -> bytes:
+        """Current value of a global variable of a loaded object."""
+        var = self.btf().datasec_vars(section).get(name)
+        if var is None:
+            raise KeyError(f"no {section} variable {name!r} in {self.path.name}")
+        raw = self.map(section).lookup(b"\0\0\0\0")
+        if raw is None:
+            raise KeyError(f"{section} of {self.path.name} cannot be read")
+        return raw[var.offset : var.offset + var.size]
+
+    # -- load and attach ----------------------------------------------------
+    def load(self) -> None:
+        take_log()
+        lib().bpf_object__load(self.handle)
+        self.loaded = True
+
+    def attach(self, program: Program) -> Link:
+        take_log()
+        link = Link(lib().bpf_program__attach(program.handle), program)
+        self._links.append(link)
+        return link
+
+    def attach_all(self) -> list[AttachFailure]:
+        """Attaches every loaded program; returns those that failed."""
+        failures = []
+        for prog in self.programs():
+            if not prog.autoload:
+                continue
+            try:
+                self.attach(prog)
+            except LibbpfError as exc:
+                failures.append(AttachFailure(prog, exc))
+        return failures
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        return tuple(link for link in self._links if link.attached)
+
+    def detach(self) -> None:
+        """Detaches every attached program (maps stay readable)."""
+        for link in self._links:
+            link.destroy()
+        self._links.clear()

@@ -1,0 +1,141 @@
+"""The command line: `filewarden run`, `filewarden doctor`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .agent import AgentError
+from .config import LOG_LEVELS, ConfigError
+from .config import load as load_config
+from .outputs import OutputError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="filewarden", message="%(prog)s %(version)s")
+def cli() -> None:
+    """File integrity monitoring for Linux hosts and containers, with BPF LSM programs."""
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML configuration file (see README). Without it, the embedded defaults apply.",
+)
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    metavar="GLOB",
+    help="Monitor files matching GLOB; repeatable; replaces the configured paths. "
+    "'*' is one segment, '**' any depth, '?' one character, '[...]' a set.",
+)
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="SPEC",
+    help="Where events go: 'jsonl:-' (stdout, the default) or 'jsonl:PATH' (append); repeatable.",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Create this file (atomically, holding the agent's pid) once every program is attached "
+    "and the monitored paths are loaded in the kernel; it is removed when the agent exits.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Log verbosity on stderr [default: info].",
+)
+def run(
+    config_file: Path | None,
+    paths: tuple[str, ...],
+    outputs: tuple[str, ...],
+    ready_file: Path | None,
+    log_level: str | None,
+) -> None:
+    """Monitor file changes until SIGINT or SIGTERM.
+
+    Events are written as JSON lines; logs go to stderr. With no --config and
+    no --path, a built-in set of critical system paths is monitored. On
+    SIGINT or SIGTERM the agent detaches its programs, writes every event the
+    kernel already queued, and exits 0.
+    """
+    from .runner import run as run_agent
+
+    config = load_config(config_file, paths=paths, outputs=outputs, log_level=log_level)
+    _setup_logging(config.log_level)
+    sys.exit(run_agent(config, ready_file))
+
+
+@cli.command()
+def doctor() -> None:
+    """Check everything the agent needs; print one line per check.
+
+    Exits 0 when the agent can run here and 1 when it cannot; each failed
+    check says how to fix it.
+    """
+    from .doctor import FAIL, format_check, run_checks
+
+    _setup_logging("warning")
+    failed = False
+    for check in run_checks():
+        click.echo(format_check(check))
+        failed |= check.status == FAIL
+    click.echo("filewarden cannot run here" if failed else "filewarden can run here")
+    sys.exit(EXIT_FAILURE if failed else EXIT_OK)
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"filewarden: error: {message}", err=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per kind of failure
+    """Entry point: every failure is one line on stderr and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="filewarden", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return _fail(f"{exc.format_message().rstrip('.')}{where}", EXIT_USAGE)
+    except click.Abort:
+        return _fail("aborted", EXIT_FAILURE)
+    except click.ClickException as exc:
+        return _fail(exc.format_message(), EXIT_USAGE)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (AgentError, OutputError) as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_FAILURE)
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, traceback on request
+        if os.environ.get("FILEWARDEN_TRACEBACK"):
+            traceback.print_exc()
+        return _fail(f"internal error: {exc!r} (set FILEWARDEN_TRACEBACK=1 for a traceback)", EXIT_FAILURE)
+    return EXIT_OK

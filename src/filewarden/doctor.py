@@ -1,0 +1,157 @@
+"""`filewarden doctor`: everything the agent needs, checked one by one.
+
+Each check gives a status, what it found and, when it fails, the fix. The
+hook checks load and attach each program for real, so they answer exactly
+what `filewarden run` would meet.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from . import _bpf
+from ._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
+from ._libbpf import version as libbpf_version
+from .agent import PROGRAM_HOOKS
+from .sysinfo import Host
+
+OK: Final = "ok"
+FAIL: Final = "FAIL"
+WARN: Final = "warn"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: str  # OK, WARN or FAIL
+    detail: str
+    fix: str = ""
+
+
+def check_kernel(host: Host) -> Check:
+    release, machine = host.kernel_release(), host.machine()
+    if machine != "x86_64":
+        return Check("kernel", FAIL, f"Linux {release} on {machine}", "filewarden's BPF objects are built for x86_64")
+    return Check("kernel", OK, f"Linux {release} {machine}")
+
+
+def check_btf(host: Host) -> Check:
+    if host.has_vmlinux_btf():
+        return Check("btf", OK, "/sys/kernel/btf/vmlinux is present")
+    return Check(
+        "btf",
+        FAIL,
+        "the kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing)",
+        "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian, Ubuntu, Fedora and RHEL kernels are)",
+    )
+
+
+def check_bpf_lsm(host: Host) -> Check:
+    lsms = host.active_lsms()
+    if lsms is None:
+        # securityfs is not mounted: fall back on what the boot asked for.
+        # Only the hook checks below can tell for sure.
+        asked = host.cmdline_lsms() or host.config_lsms()
+        said = f"the boot asks for lsm={','.join(asked)}" if asked else "no lsm= setting found"
+        return Check(
+            "bpf-lsm",
+            WARN,
+            f"cannot read the active LSMs (securityfs is not mounted); {said}",
+            "mount -t securityfs securityfs /sys/kernel/security to let doctor check",
+        )
+    if "bpf" in lsms:
+        return Check("bpf-lsm", OK, f"bpf is an active LSM ({','.join(lsms)})")
+    return Check(
+        "bpf-lsm",
+        FAIL,
+        f"bpf is not an active LSM ({','.join(lsms)})",
+        f"add bpf to the lsm= boot parameter (for example lsm={','.join([*lsms, 'bpf'])}) and reboot; "
+        "the kernel needs CONFIG_BPF_LSM=y",
+    )
+
+
+def check_privileges(host: Host) -> Check:
+    missing = host.missing_caps()
+    if not missing:
+        return Check("privileges", OK, "CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON are effective")
+    return Check(
+        "privileges",
+        FAIL,
+        f"missing {', '.join(missing)}",
+        "run as root (sudo filewarden ...) or grant those capabilities",
+    )
+
+
+def check_libbpf() -> Check:
+    try:
+        major, minor = libbpf_version()
+    except LibbpfUnavailableError as exc:
+        return Check("libbpf", FAIL, str(exc), "apt-get install libbpf1 (libbpf >= 1.0)")
+    return Check("libbpf", OK, f"libbpf.so.1 version {major}.{minor}")
+
+
+def check_object() -> tuple[Check, Path | None]:
+    try:
+        path = _bpf.object_path()
+    except (OSError, RuntimeError) as exc:
+        return Check("bpf-object", FAIL, str(exc), "reinstall filewarden"), None
+    return Check("bpf-object", OK, str(path)), path
+
+
+def _hook_failure(program: str, exc: LibbpfError, prior_ok: bool) -> tuple[str, str]:
+    """(detail, fix) for a program that would not load or attach."""
+    if exc.errno == errno.EPERM:
+        detail = f"the kernel refused {program} in {exc.function} (EPERM): BPF LSM programs cannot be loaded here"
+        if prior_ok:
+            return detail, (
+                "the checks above pass, so a sandbox, hypervisor or lockdown policy blocks BPF LSM "
+                "programs (BPF trampolines) on this kernel; run filewarden on a kernel that allows them"
+            )
+        return detail, "fix the failed checks above first"
+    detail = f"{program} failed in {exc.function}: {exc.strerror} (errno {exc.errno})"
+    if exc.errno in (errno.ENOENT, errno.ESRCH):
+        return detail, "this kernel lacks the hook; the others still run"
+    return detail, "run with --log-level debug and report the libbpf log"
+
+
+def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
+    """Loads and attaches each program on its own."""
+    for program, hook in PROGRAM_HOOKS.items():
+        name = f"hook {hook.name.lower()}"
+        try:
+            with BpfObject(path) as obj:
+                obj.set_rodata("fw_agent_tgid", struct.pack("<I", 0))
+                for prog in obj.programs():
+                    prog.set_autoload(prog.name == program)
+                obj.load()
+                obj.attach(obj.program(program))
+        except LibbpfError as exc:
+            detail, fix = _hook_failure(program, exc, prior_ok)
+            yield Check(name, FAIL, detail, fix)
+        except LibbpfUnavailableError as exc:
+            yield Check(name, FAIL, str(exc), "apt-get install libbpf1 (libbpf >= 1.0)")
+        else:
+            yield Check(name, OK, f"{program} loads and attaches")
+
+
+def run_checks(host: Host | None = None) -> list[Check]:
+    host = host or Host()
+    checks = [check_kernel(host), check_btf(host), check_bpf_lsm(host), check_privileges(host), check_libbpf()]
+    obj_check, path = check_object()
+    checks.append(obj_check)
+    if path is not None:
+        prior_ok = all(c.status != FAIL for c in checks)
+        checks.extend(check_hooks(path, prior_ok))
+    return checks
+
+
+def format_check(check: Check) -> str:
+    line = f"{check.status:<4}  {check.name:<16} {check.detail}"
+    if check.fix:
+        line += f" -- fix: {check.fix}"
+    return line

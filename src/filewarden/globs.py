@@ -1,0 +1,143 @@
+"""Monitored-path globs: parsing, the literal prefix the kernel filters on,
+and the final match user space makes.
+
+Syntax (on absolute paths, matched against the whole path):
+
+- ``*`` any run of characters within one path segment (no ``/``)
+- ``**`` as a whole segment: any number of segments, including none
+  (``/etc/**`` matches everything below /etc; ``/a/**/b`` matches ``/a/b``)
+- ``?`` one character other than ``/``
+- ``[...]`` one character from a set; ``[!...]`` or ``[^...]`` negates it
+- ``\\`` makes the next character literal
+
+Paths are bytes: a glob is encoded as UTF-8 (with surrogateescape, so a
+glob can name a path that is not valid UTF-8).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+_META: Final = frozenset("*?[")
+
+
+class GlobError(ValueError):
+    """A glob that cannot be parsed; the message names it and says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Glob:
+    pattern: str
+    prefix: bytes  # literal text before the first wildcard
+    regex: re.Pattern[bytes]
+
+    def match(self, path: bytes) -> bool:
+        return self.regex.fullmatch(path) is not None
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """Index just past the ']' closing the class that opens at `start`."""
+    i = start + 1
+    if i < len(pattern) and pattern[i] in "!^":
+        i += 1
+    if i < len(pattern) and pattern[i] == "]":
+        i += 1
+    while i < len(pattern) and pattern[i] != "]":
+        i += 1
+    if i >= len(pattern):
+        raise GlobError(f"glob {pattern!r}: '[' at offset {start} is never closed")
+    return i + 1
+
+
+def _class_regex(body: str) -> str:
+    negate = body[:1] in ("!", "^")
+    if negate:
+        body = body[1:]
+    escaped = "".join("\\" + c if c in "\\]^[" else c for c in body)
+    return f"[^/{escaped}]" if negate else f"[{escaped}]"
+
+
+def parse(pattern: str) -> Glob:
+    if not pattern:
+        raise GlobError("empty glob")
+    if not pattern.startswith("/"):
+        raise GlobError(f"glob {pattern!r} is not an absolute path")
+    if "\0" in pattern:
+        raise GlobError(f"glob {pattern!r} contains a NUL byte")
+    regex: list[str] = []
+    prefix: list[str] = []
+    literal = True  # still inside the literal prefix
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise GlobError(f"glob {pattern!r} ends with a lone backslash")
+            regex.append(re.escape(pattern[i + 1]))
+            if literal:
+                prefix.append(pattern[i + 1])
+            i += 2
+            continue
+        if c in _META:
+            literal = False
+        if c == "*" and pattern.startswith("**", i):
+            seg_start = i == 0 or pattern[i - 1] == "/"
+            seg_end = i + 2 == n or pattern[i + 2] == "/"
+            if not (seg_start and seg_end):
+                raise GlobError(f"glob {pattern!r}: '**' must be a whole path segment")
+            if i + 2 == n:
+                regex.append(".*")  # '/x/**': everything below /x/
+                i += 2
+            else:
+                regex.append("(?:.*/)?")  # '/x/**/y': zero or more segments
+                i += 3
+            continue
+        if c == "*":
+            regex.append("[^/]*")
+        elif c == "?":
+            regex.append("[^/]")
+        elif c == "[":
+            end = _class_end(pattern, i)
+            regex.append(_class_regex(pattern[i + 1 : end - 1]))
+            i = end
+            continue
+        else:
+            regex.append(re.escape(c))
+            if literal:
+                prefix.append(c)
+        i += 1
+    encoded = "".join(regex).encode("utf-8", "surrogateescape")
+    return Glob(
+        pattern=pattern,
+        prefix="".join(prefix).encode("utf-8", "surrogateescape"),
+        regex=re.compile(encoded, re.DOTALL),
+    )
+
+
+class PathMatcher:
+    """A set of globs: the kernel's prefixes and the final decision."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.globs: tuple[Glob, ...] = tuple(parse(p) for p in dict.fromkeys(patterns))
+        if not self.globs:
+            raise GlobError("no paths to monitor")
+        # One alternation is faster than trying each glob in turn.
+        self._any = re.compile(b"|".join(b"(?:" + g.regex.pattern + b")" for g in self.globs), re.DOTALL)
+
+    def prefixes(self) -> list[bytes]:
+        """Distinct literal prefixes, shortest first."""
+        return sorted({g.prefix for g in self.globs}, key=lambda p: (len(p), p))
+
+    def matches(self, path: bytes) -> bool:
+        return self._any.fullmatch(path) is not None
+
+    def which(self, path: bytes) -> Glob | None:
+        """The first glob that matches `path` (for explanations)."""
+        for g in self.globs:
+            if g.match(path):
+                return g
+        return None

@@ -1,0 +1,138 @@
+"""`filewarden run`: the agent's main loop, readiness and clean stop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from .agent import Agent
+from .clock import WallClock
+from .outputs import JsonlSink, open_outputs
+from .render import to_document, to_json_line
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .events import FileEvent
+
+log = logging.getLogger(__name__)
+
+
+def write_ready_file(path: Path) -> None:
+    """Creates `path` atomically (readers never see it half written)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def sd_notify(state: str) -> None:
+    """Tells systemd our state when it asked (Type=notify: NOTIFY_SOCKET)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("cannot notify systemd (%s): %s", address, exc)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[tuple[int, list[int]]]:
+    """SIGINT/SIGTERM wake the loop through a pipe (signal.set_wakeup_fd)."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    received: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_fd = signal.set_wakeup_fd(w)
+    try:
+        yield r, received
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(r)
+        os.close(w)
+
+
+class Pipeline:
+    """Events to JSON lines to every output."""
+
+    def __init__(self, sinks: list[JsonlSink]) -> None:
+        self.sinks = sinks
+        self.clock = WallClock()
+        self.written = 0
+
+    def emit(self, events: list[FileEvent]) -> None:
+        if not events:
+            return
+        lines = [to_json_line(to_document(e, self.clock)) for e in events]
+        for sink in self.sinks:
+            sink.write(lines)
+        self.written += len(lines)
+
+
+def run(config: Config, ready_file: Path | None = None) -> int:
+    """Runs until SIGINT/SIGTERM; returns the exit code."""
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)
+    sinks = open_outputs(config.outputs)
+    agent = Agent(config)
+    try:
+        agent.start()
+        pipeline = Pipeline(sinks)
+        with stop_signals() as (wakeup, received):
+            if ready_file is not None:
+                write_ready_file(ready_file)
+            sd_notify("READY=1")
+            log.info("ready; writing events to %s", ", ".join(s.spec for s in sinks))
+            with select.epoll() as ep:
+                ep.register(agent.fileno(), select.EPOLLIN)
+                ep.register(wakeup, select.EPOLLIN)
+                while not received:
+                    ep.poll(1.0)
+                    pipeline.emit(agent.read())
+            log.info("stopping on %s", signal.Signals(received[0]).name)
+            sd_notify("STOPPING=1")
+            pipeline.emit(agent.stop())
+        _log_summary(agent, pipeline)
+    finally:
+        agent.close()
+        for sink in sinks:
+            sink.close()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+    return 0
+
+
+def _log_summary(agent: Agent, pipeline: Pipeline) -> None:
+    stats = agent.stats
+    log.info(
+        "stopped: %d event(s) written; %d record(s) read, %d outside the globs, %d malformed, %d lost",
+        pipeline.written,
+        stats.records,
+        stats.filtered,
+        stats.malformed,
+        stats.lost,
+    )
+    for hook, counts in agent.counters().items():
+        log.info("kernel %s: %s", hook, " ".join(f"{k}={v}" for k, v in counts.items()))
+    if stats.lost:
+        log.warning("%d record(s) were lost (sequence gaps): enlarge ring_buffer_bytes", stats.lost)

@@ -1,0 +1,75 @@
+"""End-to-end: the installed `filewarden` command, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FILEWARDEN = str(Path(sys.executable).parent / "filewarden")
+IN_GUEST = os.environ.get("FILEWARDEN_GUEST") == "1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+def filewarden(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FILEWARDEN, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@dataclass
+class Agent:
+    proc: subprocess.Popen[str]
+    ready: Path
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                _, err = self.proc.communicate()
+                raise AssertionError(f"filewarden exited {self.proc.returncode} before ready:\n{err}")
+            if time.monotonic() > deadline:
+                raise AssertionError("filewarden did not become ready")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 120) -> tuple[int, str, str]:
+        """SIGTERM, then (exit code, stdout, stderr)."""
+        self.proc.terminate()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 120) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[object]:
+    started: list[Agent] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Agent:
+        ready = tmp_path / f"ready-{len(started)}"
+        proc = subprocess.Popen(
+            [FILEWARDEN, "run", "--ready-file", str(ready), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        agent = Agent(proc, ready)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.proc.communicate()

@@ -1,0 +1,133 @@
+"""Both ring readers against records a real BPF program writes."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from filewarden import abi
+from filewarden._libbpf import BpfObject, LibbpfError, LibbpfRingReader, Map, MmapRingReader, RingReader
+from filewarden.agent import SequenceTracker
+from tests.support.producer import producer
+
+READERS: dict[str, Callable[[Map], RingReader]] = {"mmap": MmapRingReader, "libbpf": LibbpfRingReader}
+
+
+@pytest.fixture(params=sorted(READERS))
+def make_reader(request: pytest.FixtureRequest) -> Callable[[Map], RingReader]:
+    return READERS[request.param]
+
+
+def test_every_record_in_order_and_intact(make_reader: Callable[[Map], RingReader]) -> None:
+    with producer() as p:
+        reader = make_reader(p.ring)
+        p.produce(1000, b"/etc/fw/one")
+        records = reader.read()
+        reader.close()
+        assert p.outcome() == (1000, 0)
+    events = [abi.decode(r) for r in records]
+    assert [e.seq for e in events] == list(range(1000))
+    assert {(e.path, e.hook, e.action, e.process.pid, e.inode, e.process.comm) for e in events} == {
+        (b"/etc/fw/one", abi.Hook.SELFTEST, abi.Action.CREATE, 4242, 77, b"fw-selftest")
+    }
+    assert all(len(r) == abi.EVENT_SIZE + len(b"/etc/fw/one") for r in records)
+
+
+def test_wrap_around_many_times(make_reader: Callable[[Map], RingReader]) -> None:
+    ring = 64 * 1024
+    with producer(ring) as p:
+        reader = make_reader(p.ring)
+        got = []
+        for i in range(25):  # 25 rounds of up to 53 KB: the ring wraps over 10 times
+            path = b"/w/" + bytes([97 + i % 26]) * (50 + 7 * i)
+            p.produce(150, path)
+            got.extend((abi.decode(r), path) for r in reader.read())
+        assert p.counters()["ringbuf_full"] == 0
+        reader.close()
+    assert len(got) == 25 * 150
+    assert [e.seq for e, _ in got] == list(range(25 * 150))
+    assert all(e.path == path for e, path in got)
+
+
+def test_read_limit_leaves_the_rest_queued(make_reader: Callable[[Map], RingReader]) -> None:
+    with producer() as p:
+        reader = make_reader(p.ring)
+        p.produce(100)
+        first = reader.read(limit=10)
+        rest = reader.read()
+        reader.close()
+    assert len(first) == 10
+    assert [abi.decode(r).seq for r in first + rest] == list(range(100))
+
+
+def test_poll_wakes_up_for_new_records(make_reader: Callable[[Map], RingReader]) -> None:
+    with producer() as p:
+        reader = make_reader(p.ring)
+        assert reader.poll(0.05) == []
+        timer = threading.Timer(0.2, p.produce, args=(5,))
+        timer.start()
+        started = time.monotonic()
+        got = reader.poll(10.0)
+        waited = time.monotonic() - started
+        timer.join()
+        got += reader.read()
+        reader.close()
+    assert len(got) == 5
+    assert waited < 5.0
+
+
+def test_a_full_ring_is_counted_and_shows_as_sequence_gaps() -> None:
+    ring = 64 * 1024
+    delivered = 0
+    tracker = SequenceTracker()
+
+    def drain(reader: MmapRingReader) -> None:
+        nonlocal delivered
+        for r in reader.read():
+            tracker.observe(abi.decode(r).seq)
+            delivered += 1
+
+    with producer(ring) as p:
+        reader = MmapRingReader(p.ring)
+        p.produce(1000)  # far more than fits
+        emitted, full = p.outcome()
+        counters = p.counters()
+        drain(reader)
+        p.produce(10)  # these reveal the gap left by the lost ones
+        drain(reader)
+        lost_in_gaps = tracker.finish()
+        p.produce(1000)  # lost again, at the very end this time
+        drain(reader)
+        produced = p.next_seq()
+        reader.close()
+    assert full > 0
+    assert emitted + full == 1000
+    assert counters["ringbuf_full"] == full
+    assert counters["total"] == counters["emitted"] + counters["ringbuf_full"]
+    assert lost_in_gaps == full
+    # Losses at the very end leave no later number behind them: only the
+    # kernel's count of numbered records reveals them.
+    assert produced == 2010
+    assert tracker.finish() == lost_in_gaps
+    assert tracker.finish(produced) == produced - delivered > lost_in_gaps
+
+
+def test_libbpf_errors_carry_errno_and_function(tmp_path: object) -> None:
+    with pytest.raises(LibbpfError) as err:
+        BpfObject("/nonexistent/x.bpf.o")
+    assert err.value.errno == errno.ENOENT
+    assert err.value.function == "bpf_object__open_file"
+    assert "No such file or directory" in str(err.value)
+
+
+def test_unknown_names_are_key_errors() -> None:
+    with producer() as p:
+        with pytest.raises(KeyError, match="no map 'nope'"):
+            p.obj.map("nope")
+        with pytest.raises(KeyError, match="no program 'nope'"):
+            p.obj.program("nope")
+        assert p.obj.map("counters").lookup(b"\xff\x00\x00\x00") is None

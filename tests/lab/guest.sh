@@ -1,0 +1,29 @@
+#!/bin/sh
+# Runs inside a guest kernel booted by scripts/kernel_lab.py: prepares the
+# guest and runs pytest, writing the JUnit report and the exit code to $1.
+# The host's root is shared read-only; writable space is made here on tmpfs.
+set -u
+out=$1
+shift
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security
+# A fresh tmpfs, not /tmp: in the guest /tmp is itself an overlay mount.
+mkdir -p /run/fw
+mount -t tmpfs -o size=768m,mode=1777 fwtmp /run/fw
+mkdir -p /run/fw/tmp
+export TMPDIR=/run/fw/tmp PYTHONDONTWRITEBYTECODE=1 FILEWARDEN_GUEST=1 FILEWARDEN_CACHE=/run/fw/cache
+echo "guest: $(uname -r), $(nproc) CPUs, LSMs: $(cat /sys/kernel/security/lsm)"
+
+cd "$repo"
+if [ "${1:-}" = "--exec" ]; then  # kernel_lab.py exec: one command, not the suite
+    shift
+    PATH="$repo/.venv/bin:$PATH" PYTHONPATH="$repo" "$@"
+    exit $?
+fi
+"$repo/.venv/bin/python" -m pytest -p no:cacheprovider --basetemp=/run/fw/pytest \
+    --junitxml="$out/junit.xml" -o junit_family=xunit2 -o testpaths= "$@"
+rc=$?
+echo "$rc" >"$out/exit-code"
+exit "$rc"

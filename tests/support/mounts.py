@@ -1,0 +1,72 @@
+"""Real mounts for the kernel suite: fresh tmpfs and overlay mounts.
+
+Upper and work dirs of an overlay must sit on a non-overlay filesystem; in
+the guest /tmp is itself an overlay, so everything here lives on tmpfs
+mounts made for the test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+def umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+@contextmanager
+def tmpfs(size: str = "64m", base: str | None = None) -> Iterator[Path]:
+    """A fresh tmpfs mounted on a new directory."""
+    where = Path(tempfile.mkdtemp(prefix="fw-tmpfs-", dir=base))
+    # nr_inodes: a tiny tmpfs would otherwise have only a handful of inodes.
+    mount("-t", "tmpfs", "-o", f"size={size},nr_inodes=65536", "fwtest", str(where))
+    try:
+        yield where
+    finally:
+        umount(where)
+        where.rmdir()
+
+
+@dataclass(frozen=True)
+class Overlay:
+    lower: Path
+    upper: Path
+    work: Path
+    merged: Path
+
+
+@contextmanager
+def overlay(
+    lower_files: dict[str, bytes] | None = None, upper_size: str = "64m", options: str = ""
+) -> Iterator[Overlay]:
+    """An overlay mount: lower on one tmpfs, upper and work on another.
+
+    `lower_files` (relative path -> content) are put in the lower layer
+    before mounting.
+    """
+    with tmpfs() as lower_fs, tmpfs(upper_size) as upper_fs:
+        lower = lower_fs / "lower"
+        upper, work, merged = upper_fs / "upper", upper_fs / "work", lower_fs / "merged"
+        for d in (lower, upper, work, merged):
+            d.mkdir()
+        for rel, content in (lower_files or {}).items():
+            path = lower / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if options:
+            opts += "," + options
+        mount("-t", "overlay", "-o", opts, "fwovl", str(merged))
+        try:
+            yield Overlay(lower, upper, work, merged)
+        finally:
+            umount(merged)

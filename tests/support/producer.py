@@ -1,0 +1,45 @@
+"""Drives selftest.bpf.o: records in the real ABI, written by a BPF program
+run with BPF_PROG_TEST_RUN (works on kernels that refuse LSM programs)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from filewarden import _bpf, abi
+from filewarden._libbpf import BpfObject, Map, Program
+
+_ARGS = struct.Struct(f"<IIIIIIQ{abi.PATH_MAX}s")
+
+
+@dataclass
+class Producer:
+    obj: BpfObject
+    program: Program
+    ring: Map
+
+    def produce(self, count: int, path: bytes = b"/etc/fw-selftest", action: int = 1, pid: int = 4242) -> None:
+        self.program.test_run(_ARGS.pack(count, len(path), action, pid, 0, 0, 77, path))
+
+    def outcome(self) -> tuple[int, int]:
+        """(emitted, ring full) of the last produce()."""
+        emitted = struct.unpack("<Q", self.obj.read_global("fw_selftest_emitted"))[0]
+        full = struct.unpack("<Q", self.obj.read_global("fw_selftest_full"))[0]
+        return int(emitted), int(full)
+
+    def next_seq(self) -> int:
+        return int(struct.unpack("<Q", self.obj.read_global("fw_next_seq"))[0])
+
+    def counters(self) -> dict[str, int]:
+        totals = abi.decode_counters(self.obj.map("counters").lookup_percpu(struct.pack("<I", abi.Hook.SELFTEST)))
+        return {c.name.lower(): totals[c] for c in abi.Counter}
+
+
+@contextmanager
+def producer(ring_bytes: int = 1 << 20) -> Iterator[Producer]:
+    with BpfObject(_bpf.object_path("selftest")) as obj:
+        obj.set_max_entries("events", ring_bytes)
+        obj.load()
+        yield Producer(obj, obj.program("fw_selftest_produce"), obj.map("events"))

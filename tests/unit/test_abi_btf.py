@@ -1,0 +1,82 @@
+"""abi.py against the BTF of the built object: any disagreement fails."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
+from filewarden import _bpf, abi
+from filewarden._libbpf import Btf
+from filewarden._libbpf import _types as t
+
+
+@pytest.fixture(scope="module")
+def btf() -> Iterator[Btf]:
+    with Btf.from_file(str(_bpf.object_path())) as b:
+        yield b
+
+
+def layout_mismatches(btf: Btf, layout: abi.Layout) -> list[str]:
+    """Every way `layout` disagrees with the C struct of the same name."""
+    ty = btf.struct(layout.c_name)
+    problems = []
+    if btf.sizeof(ty.id) != layout.size:
+        problems.append(f"sizeof(struct {layout.c_name}) is {btf.sizeof(ty.id)}, abi.py says {layout.size}")
+    names = [name for name, _ in layout.fields] + ([layout.flexible] if layout.flexible else [])
+    c_names = [m.name for m in ty.members]
+    if c_names != names:
+        problems.append(f"struct {layout.c_name} members are {c_names}, abi.py says {names}")
+    members = {m.name: m for m in ty.members}
+    for name, kind in layout.fields:
+        if name not in members:
+            continue
+        m = members[name]
+        if m.bit_offset != 8 * layout.offsets[name]:
+            problems.append(f"{layout.c_name}.{name} is at {m.bit_offset // 8}, abi.py says {layout.offsets[name]}")
+        if btf.sizeof(m.type_id) != layout.sizes[name]:
+            problems.append(
+                f"{layout.c_name}.{name} is {btf.sizeof(m.type_id)} bytes, abi.py says {layout.sizes[name]}"
+            )
+        if isinstance(kind, abi.Layout) and btf.resolve(m.type_id).name != kind.c_name:
+            problems.append(f"{layout.c_name}.{name} is not a struct {kind.c_name}")
+    if layout.flexible and layout.flexible in members:
+        m = members[layout.flexible]
+        arr = btf.resolve(m.type_id)
+        if m.bit_offset != 8 * layout.size or arr.kind != t.BTF_KIND_ARRAY or arr.array is None or arr.array[1] != 0:
+            problems.append(f"{layout.c_name}.{layout.flexible} is not a flexible array at offset {layout.size}")
+    return problems
+
+
+@pytest.mark.parametrize("layout", abi.LAYOUTS, ids=lambda lay: lay.c_name)
+def test_layout_matches_btf(btf: Btf, layout: abi.Layout) -> None:
+    assert layout_mismatches(btf, layout) == []
+
+
+def test_the_check_catches_a_wrong_layout(btf: Btf) -> None:
+    fields = list(abi.EVENT.fields)
+    fields[2] = ("action", "H")  # one byte too wide: every later offset moves
+    wrong = dataclasses.replace(abi.EVENT, fields=fields)
+    problems = layout_mismatches(btf, wrong)
+    assert any("fw_event.size is at 4, abi.py says 5" in p for p in problems)
+    assert any("sizeof(struct fw_event) is 120" in p for p in problems)
+
+
+@pytest.mark.parametrize("c_name", sorted(abi.ENUMS))
+def test_enum_values_match_btf(btf: Btf, c_name: str) -> None:
+    py_enum, prefix = abi.ENUMS[c_name]
+    c_values = btf.enum(c_name)
+    expected = {prefix + member.name: member.value for member in py_enum}  # type: ignore[attr-defined]
+    max_name = next((n for n in c_values if n.endswith("_MAX")), None)
+    if max_name is not None:
+        assert c_values.pop(max_name) == abi.ENUM_MAX[c_name]
+    assert c_values == expected
+
+
+def test_limits_match_the_header(btf: Btf) -> None:
+    scratch = btf.struct("fw_scratch")
+    path = next(m for m in scratch.members if m.name == "path")
+    assert btf.sizeof(path.type_id) == abi.PATH_MAX
+    assert abi.PREFIX_KEY.sizes["data"] == abi.PREFIX_MAX
+    assert abi.PROCESS.sizes["comm"] == abi.COMM_LEN

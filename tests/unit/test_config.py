@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from filewarden import config
+from filewarden.config import ConfigError, Output
+
+
+def test_defaults_monitor_critical_paths_to_stdout() -> None:
+    cfg = config.load()
+    assert "/etc/**" in cfg.paths
+    assert "/root/.ssh/**" in cfg.paths
+    assert cfg.outputs == (Output("jsonl", "-"),)
+    assert cfg.log_level == "info"
+    assert cfg.ring_buffer_bytes == 8 << 20
+    assert cfg.reader == "mmap"
+
+
+def test_file_values_and_cli_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "fw.toml"
+    f.write_text(
+        'paths = ["/srv/**"]\noutputs = ["jsonl:/var/log/fw.jsonl"]\nlog_level = "debug"\n'
+        "ring_buffer_bytes = 1048576\nreader = 'libbpf'\n"
+    )
+    cfg = config.load(f)
+    assert cfg.paths == ("/srv/**",)
+    assert cfg.outputs == (Output("jsonl", "/var/log/fw.jsonl"),)
+    assert (cfg.log_level, cfg.ring_buffer_bytes, cfg.reader) == ("debug", 1 << 20, "libbpf")
+    over = config.load(f, paths=["/etc/**", "/opt/*"], outputs=["jsonl:-", "jsonl:/x"], log_level="WARNING")
+    assert over.paths == ("/etc/**", "/opt/*")
+    assert over.outputs == (Output("jsonl", "-"), Output("jsonl", "/x"))
+    assert over.log_level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("paths = 3", r"config .*fw\.toml: Expected `array`, got `int` - at `\$.paths`"),
+        ('paths = ["etc"]', r"config .*fw\.toml: glob 'etc' is not an absolute path"),
+        ("paths = []", r"no paths to monitor"),
+        ('colour = "red"', r"Object contains unknown field `colour`"),
+        ('outputs = ["syslog:x"]', r"output 'syslog:x' is not valid: expected jsonl:- or jsonl:PATH"),
+        ('log_level = "loud"', r"log level 'loud' is not one of debug, info, warning, error"),
+        ("ring_buffer_bytes = 1000", r"ring_buffer_bytes 1000 must be a power of two"),
+        ('reader = "magic"', r"Invalid enum value 'magic'"),
+        ("paths = [", r"not valid TOML"),
+    ],
+)
+def test_bad_config_file_names_the_problem(tmp_path: Path, content: str, message: str) -> None:
+    f = tmp_path / "fw.toml"
+    f.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        config.load(f)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config .*nope\.toml: No such file or directory"):
+        config.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"paths": ["relative/**"]}, r"--path: glob 'relative/\*\*' is not an absolute path"),
+        ({"outputs": ["jsonl:"]}, r"output 'jsonl:' is not valid"),
+        ({"outputs": ["json:-"]}, r"output 'json:-' is not valid"),
+    ],
+)
+def test_bad_cli_values(kwargs: dict[str, list[str]], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,106 @@
+"""doctor's checks on fixture trees (an injected /proc and /sys)."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from filewarden import doctor
+from filewarden._libbpf import LibbpfError
+from filewarden.sysinfo import Host
+
+ALL_CAPS = f"{(1 << 21) | (1 << 38) | (1 << 39):016x}"
+
+
+def make_host(
+    tmp_path: Path,
+    *,
+    lsm: str | None = "lockdown,capability,bpf",
+    btf: bool = True,
+    caps: str = ALL_CAPS,
+    cmdline: str = "root=/dev/vda",
+    arch: str = "x86_64",
+) -> Host:
+    def put(rel: str, text: str) -> None:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+    put("proc/sys/kernel/osrelease", "6.1.0-56-amd64\n")
+    put("proc/sys/kernel/arch", arch + "\n")
+    put("proc/cmdline", cmdline + "\n")
+    put("proc/self/status", f"Name:\tfilewarden\nCapInh:\t0\nCapEff:\t{caps}\n")
+    put("boot/config-6.1.0-56-amd64", 'CONFIG_LSM="landlock,lockdown,yama,bpf"\n')
+    if lsm is not None:
+        put("sys/kernel/security/lsm", lsm)
+    if btf:
+        put("sys/kernel/btf/vmlinux", "")
+    return Host(tmp_path)
+
+
+def test_all_good(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    checks = [
+        doctor.check_kernel(host),
+        doctor.check_btf(host),
+        doctor.check_bpf_lsm(host),
+        doctor.check_privileges(host),
+    ]
+    assert [c.status for c in checks] == ["ok"] * 4
+    assert checks[0].detail == "Linux 6.1.0-56-amd64 x86_64"
+    assert checks[2].detail == "bpf is an active LSM (lockdown,capability,bpf)"
+
+
+def test_bpf_not_in_lsm_list_says_how_to_enable_it(tmp_path: Path) -> None:
+    check = doctor.check_bpf_lsm(make_host(tmp_path, lsm="lockdown,capability,apparmor"))
+    assert check.status == "FAIL"
+    assert "lsm=lockdown,capability,apparmor,bpf" in check.fix
+    assert "CONFIG_BPF_LSM=y" in check.fix
+
+
+def test_securityfs_not_mounted_falls_back_to_boot_settings(tmp_path: Path) -> None:
+    check = doctor.check_bpf_lsm(make_host(tmp_path, lsm=None, cmdline="root=/dev/vda lsm=landlock,bpf"))
+    assert check.status == "warn"
+    assert "the boot asks for lsm=landlock,bpf" in check.detail
+    assert "mount -t securityfs" in check.fix
+    check = doctor.check_bpf_lsm(make_host(tmp_path / "b", lsm=None))
+    assert "lsm=landlock,lockdown,yama,bpf" in check.detail  # from CONFIG_LSM
+
+
+def test_missing_btf(tmp_path: Path) -> None:
+    check = doctor.check_btf(make_host(tmp_path, btf=False))
+    assert check.status == "FAIL"
+    assert "CONFIG_DEBUG_INFO_BTF=y" in check.fix
+
+
+def test_missing_capabilities(tmp_path: Path) -> None:
+    check = doctor.check_privileges(make_host(tmp_path, caps=f"{1 << 21:016x}"))
+    assert check.status == "FAIL"
+    assert check.detail == "missing CAP_BPF, CAP_PERFMON"
+    assert "run as root" in check.fix
+
+
+def test_other_architectures_are_refused(tmp_path: Path) -> None:
+    assert doctor.check_kernel(make_host(tmp_path, arch="aarch64")).status == "FAIL"
+
+
+@pytest.mark.parametrize(
+    ("err", "prior_ok", "detail", "fix"),
+    [
+        (errno.EPERM, True, "BPF LSM programs cannot be loaded here", "blocks BPF LSM programs"),
+        (errno.EPERM, False, "BPF LSM programs cannot be loaded here", "fix the failed checks above first"),
+        (errno.ESRCH, True, "No such process", "this kernel lacks the hook"),
+        (errno.EINVAL, True, "Invalid argument", "report the libbpf log"),
+    ],
+)
+def test_hook_failures_explain_themselves(err: int, prior_ok: bool, detail: str, fix: str) -> None:
+    got_detail, got_fix = doctor._hook_failure("fw_file_open", LibbpfError(err, "bpf_object__load"), prior_ok)
+    assert detail in got_detail
+    assert fix in got_fix
+
+
+def test_format_check() -> None:
+    line = doctor.format_check(doctor.Check("btf", "FAIL", "no BTF", "rebuild"))
+    assert line == "FAIL  btf              no BTF -- fix: rebuild"
