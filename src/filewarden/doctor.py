@@ -109,7 +109,7 @@ def _hook_failure(program: str, exc: LibbpfError, prior_ok: bool) -> tuple[str, 
         detail = f"the kernel refused {program} in {exc.function} (EPERM): BPF LSM programs cannot be loaded here"
         if prior_ok:
             return detail, (
-                "the checks above pass, so a sandbox, hypervisor or lockdown policy blocks BPF LSM "
+                "nothing above explains it, so a sandbox, hypervisor or lockdown policy blocks BPF LSM "
                 "programs (BPF trampolines) on this kernel; run filewarden on a kernel that allows them"
             )
         return detail, "fix the failed checks above first"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import _types as t
+from ._handle import OwnedHandle
 from ._lib import lib
 
 _HEADER: Final = struct.Struct("<III")  # name_off, info, size/type
@@ -52,15 +53,17 @@ class BtfType:
     enum_values: tuple[tuple[str, int], ...] = ()
 
 
-class Btf:
+class Btf(OwnedHandle):
     """BTF from an ELF object, a raw file, or the running kernel.
 
     Owns its ``struct btf`` unless ``owned`` is false (BTF that belongs to a
     loaded object).
     """
 
+    _what = "BTF"
+
     def __init__(self, handle: int, *, owned: bool) -> None:
-        self._handle: int | None = handle
+        super().__init__(handle)
         self._owned = owned
 
     @classmethod
@@ -73,22 +76,9 @@ class Btf:
         """The running kernel's BTF (/sys/kernel/btf/vmlinux)."""
         return cls(lib().btf__load_vmlinux_btf(), owned=True)
 
-    def close(self) -> None:
-        if self._handle is not None and self._owned:
-            lib().btf__free(self._handle)
-        self._handle = None
-
-    def __enter__(self) -> Btf:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def handle(self) -> int:
-        if self._handle is None:
-            raise ValueError("BTF is closed")
-        return self._handle
+    def _free(self, handle: int) -> None:
+        if self._owned:
+            lib().btf__free(handle)
 
     def _name(self, off: int) -> str:
         raw: bytes | None = lib().btf__name_by_offset(self.handle, off)

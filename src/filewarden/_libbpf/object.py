@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._handle import OwnedHandle
 from ._lib import LibbpfError, lib, take_log
 from ._types import BPF_TEST_RUN_OPTS
 from .btf import Btf
@@ -67,38 +68,29 @@ class AttachFailure:
     error: LibbpfError
 
 
-class BpfObject:
+class BpfObject(OwnedHandle):
     """Owns a ``struct bpf_object`` and every link made from it.
 
     Use as a context manager, or call :meth:`close`; closing detaches all
     programs and frees maps the kernel holds only for us.
     """
 
+    _what = "BPF object"
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         take_log()
-        self._handle: int | None = lib().bpf_object__open_file(str(self.path).encode(), None)
+        super().__init__(lib().bpf_object__open_file(str(self.path).encode(), None))
         self._links: list[Link] = []
         self.loaded = False
 
     # -- lifetime ---------------------------------------------------------
     def close(self) -> None:
         self.detach()
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            lib().bpf_object__close(handle)
+        super().close()
 
-    def __enter__(self) -> BpfObject:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def handle(self) -> int:
-        if self._handle is None:
-            raise ValueError("BPF object is closed")
-        return self._handle
+    def _free(self, handle: int) -> None:
+        lib().bpf_object__close(handle)
 
     # -- contents ---------------------------------------------------------
     def programs(self) -> Iterator[Program]:

@@ -20,6 +20,7 @@ import select
 import struct
 from typing import TYPE_CHECKING, Final, Protocol
 
+from ._handle import OwnedHandle
 from ._lib import LibbpfError, lib
 from ._types import BPF_MAP_TYPE_RINGBUF, RINGBUF_SAMPLE_FN
 
@@ -70,9 +71,9 @@ class MmapRingReader:
 
     Memory ordering: the producer publishes a record by clearing BUSY with a
     release store; x86-64 never reorders a load with an earlier load, nor a
-    store with an earlier load, so plain loads here read the header before
-    the data, and our store of the consumer position follows our reads.
-    (filewarden's objects are built for x86-64 only.)
+    store with an earlier load, so reading a header and then copying its
+    record sees the committed data, and our store of the consumer position
+    follows our reads. (filewarden's objects are built for x86-64 only.)
     """
 
     def __init__(self, ring: Map) -> None:
@@ -90,39 +91,39 @@ class MmapRingReader:
         return self._epoll.fileno()
 
     def read(self, limit: int = 0) -> list[bytes]:
+        ring = self._producer
+        page, mask = self._page, self._mask
         cons = _U64.unpack_from(self._consumer, 0)[0]
-        prod = _U64.unpack_from(self._producer, 0)[0]
-        if cons == prod:
-            return []
-        # One copy of everything committed so far, then framing in Python on
-        # plain bytes: cheaper per record than slicing the mapping itself.
-        # The data area is mapped twice in a row, so [start, start + n) is
-        # contiguous even when it wraps.
-        start = self._page + (cons & self._mask)
-        chunk = self._producer[start : start + (prod - cons)]
+        prod = _U64.unpack_from(ring, 0)[0]
         out: list[bytes] = []
         append = out.append
         unpack = _U32.unpack_from
         busy, discard, length_mask = BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, _LENGTH_MASK
-        end = len(chunk)
         # Give the space back every `release` bytes, so that a long batch
         # does not keep the producers out of the ring.
-        release = _RELEASE_EVERY_BYTES
-        i = 0
-        while i < end:
-            header = unpack(chunk, i)[0]
+        release = cons + _RELEASE_EVERY_BYTES
+        pos = cons
+        while pos < prod:
+            # Each header is read from the live ring before its record is
+            # copied, so only committed data is ever copied (one bulk copy of
+            # the region would need the copy itself to read in order, which
+            # fast-string copies do not promise). The data area is mapped
+            # twice in a row, so a record that wraps is still contiguous.
+            off = page + (pos & mask)
+            header = unpack(ring, off)[0]
             if header & busy:
                 break  # not committed yet: stop here, keep order
             length = header & length_mask
             if not header & discard:
-                append(chunk[i + 8 : i + 8 + length])  # 8: BPF_RINGBUF_HDR_SZ
-            i += (length + 15) & ~7  # header + record, 8-byte aligned
+                append(ring[off + 8 : off + 8 + length])  # 8: BPF_RINGBUF_HDR_SZ
+            pos += (length + 15) & ~7  # header + record, 8-byte aligned
             if limit and len(out) >= limit:
                 break
-            if i >= release:
-                _U64.pack_into(self._consumer, 0, cons + i)
-                release += _RELEASE_EVERY_BYTES
-        _U64.pack_into(self._consumer, 0, cons + i)
+            if pos >= release:
+                _U64.pack_into(self._consumer, 0, pos)
+                release = pos + _RELEASE_EVERY_BYTES
+        if pos != cons:
+            _U64.pack_into(self._consumer, 0, pos)
         return out
 
     def pending_bytes(self) -> int:
@@ -147,15 +148,17 @@ class MmapRingReader:
         self._epoll.close()
 
 
-class LibbpfRingReader:
+class LibbpfRingReader(OwnedHandle):
     """Reads a ring buffer map with libbpf's consumer (one ctypes callback per record)."""
+
+    _what = "ring buffer reader"
 
     def __init__(self, ring: Map) -> None:
         _check_ringbuf(ring)
         self._batch: list[bytes] = []
         self._limit = 0
         self._callback = RINGBUF_SAMPLE_FN(self._sample)
-        self._handle: int | None = lib().ring_buffer__new(ring.fd, self._callback, None, None)
+        super().__init__(lib().ring_buffer__new(ring.fd, self._callback, None, None))
 
     def _sample(self, _ctx: int | None, data: int | None, size: int) -> int:
         self._batch.append(ctypes.string_at(data, size) if data else b"")
@@ -164,14 +167,8 @@ class LibbpfRingReader:
         # stays queued for the next call.
         return -_STOP if self._limit and len(self._batch) >= self._limit else 0
 
-    @property
-    def _rb(self) -> int:
-        if self._handle is None:
-            raise ValueError("ring buffer reader is closed")
-        return self._handle
-
     def fileno(self) -> int:
-        return int(lib().ring_buffer__epoll_fd(self._rb))
+        return int(lib().ring_buffer__epoll_fd(self.handle))
 
     def _take(self) -> list[bytes]:
         out, self._batch = self._batch, []
@@ -180,7 +177,7 @@ class LibbpfRingReader:
     def read(self, limit: int = 0) -> list[bytes]:
         self._limit = limit
         try:
-            lib().ring_buffer__consume(self._rb)
+            lib().ring_buffer__consume(self.handle)
         except LibbpfError as exc:
             if exc.errno != _STOP:
                 raise
@@ -189,13 +186,11 @@ class LibbpfRingReader:
     def poll(self, timeout: float) -> list[bytes]:
         self._limit = 0
         try:
-            lib().ring_buffer__poll(self._rb, int(timeout * 1000))
+            lib().ring_buffer__poll(self.handle, int(timeout * 1000))
         except LibbpfError as exc:
             if exc.errno != errno.EINTR:
                 raise
         return self._take()
 
-    def close(self) -> None:
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            lib().ring_buffer__free(handle)
+    def _free(self, handle: int) -> None:
+        lib().ring_buffer__free(handle)
