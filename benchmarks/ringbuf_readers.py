@@ -15,10 +15,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-from tests.support.producer import Producer, producer
-
 from filewarden import abi
 from filewarden._libbpf import LibbpfRingReader, Map, MmapRingReader, RingReader
+from tests.support.producer import Producer, producer
 
 PATH = b"/etc/ssh/sshd_config.d/50-cloud-init.conf"
 

@@ -5,10 +5,10 @@
  * This header is the single definition of the kernel/user ABI. It is
  * included by the BPF programs and mirrored by src/filewarden/abi.py; the
  * unit test tests/unit/test_abi_btf.py reads the BTF of the built object and
- * fails if any size or offset in the Python decoder disagrees with it.
+ * fails if any size, offset or enum value in the Python decoder disagrees.
  *
- * It must not include vmlinux.h: only fixed-width types, so that the same
- * layout holds whatever kernel the object is loaded on.
+ * It must not include vmlinux.h: only fixed-width types, laid out with
+ * explicit padding so that no field depends on the compiler's alignment.
  */
 #ifndef FILEWARDEN_ABI_H
 #define FILEWARDEN_ABI_H
@@ -19,41 +19,126 @@
 
 /* PATH_MAX in include/uapi/linux/limits.h; a power of two, used as a mask. */
 #define FW_PATH_MAX 4096
+/* NAME_MAX + 1 (include/uapi/linux/limits.h): one path component and NUL. */
+#define FW_NAME_MAX 256
 /* TASK_COMM_LEN in include/linux/sched.h. */
 #define FW_COMM_LEN 16
 /* Bytes of an LPM trie key's data: the kernel caps them at 256
  * (LPM_DATA_SIZE_MAX in kernel/bpf/lpm_trie.c). Longer prefixes are cut
  * here, which only makes the kernel filter less selective; user space makes
- * the final decision on the whole path.
- */
+ * the final decision on the whole path. */
 #define FW_PREFIX_MAX 256
+/* The executable path and the first arguments are bounded in records;
+ * longer ones are cut and flagged (FW_PROC_EXE_TRUNCATED, ..._ARGS_...). */
+#define FW_EXE_MAX 256
+#define FW_ARGS_MAX 128
+/* Extra data (POSIX ACL entries, a mount's fs type) is bounded too. */
+#define FW_EXTRA_MAX 256
 
 /* Which program produced a record; also the index into the counter map. */
 enum fw_hook {
 	FW_HOOK_FILE_OPEN = 0,
-	FW_HOOK_SELFTEST = 1, /* the host-side test producer (selftest.bpf.c) */
-	FW_HOOK_MAX = 2,
+	FW_HOOK_SELFTEST = 1,
+	FW_HOOK_PATH_TRUNCATE = 2,
+	FW_HOOK_FILE_TRUNCATE = 3,
+	FW_HOOK_PATH_UNLINK = 4,
+	FW_HOOK_PATH_RMDIR = 5,
+	FW_HOOK_PATH_MKDIR = 6,
+	FW_HOOK_PATH_MKNOD = 7,
+	FW_HOOK_D_INSTANTIATE = 8,
+	FW_HOOK_PATH_RENAME = 9,
+	FW_HOOK_PATH_CHMOD = 10,
+	FW_HOOK_PATH_CHOWN = 11,
+	FW_HOOK_PATH_LINK = 12,
+	FW_HOOK_PATH_SYMLINK = 13,
+	FW_HOOK_INODE_SETXATTR = 14,
+	FW_HOOK_INODE_REMOVEXATTR = 15,
+	FW_HOOK_INODE_SET_ACL = 16,
+	FW_HOOK_INODE_REMOVE_ACL = 17,
+	FW_HOOK_SB_MOUNT = 18,
+	FW_HOOK_SB_UMOUNT = 19,
+	FW_HOOK_MOVE_MOUNT = 20,
+	FW_HOOK_EXEC = 21,
+	FW_HOOK_FORK = 22,
+	FW_HOOK_EXIT = 23,
+	FW_HOOK_MAX = 24,
 };
 
 enum fw_record_kind {
-	FW_RECORD_FILE = 1,
+	FW_RECORD_FILE = 1,  /* struct fw_event */
+	FW_RECORD_EXEC = 2,  /* struct fw_exec */
+	FW_RECORD_FORK = 3,  /* struct fw_fork */
+	FW_RECORD_EXIT = 4,  /* struct fw_exit */
 };
 
 /* event.action of the contract. */
 enum fw_action {
+	FW_ACTION_NONE = 0,
 	FW_ACTION_CREATE = 1,
 	FW_ACTION_OPEN_WRITE = 2,
+	FW_ACTION_TRUNCATE = 3,
+	FW_ACTION_UNLINK = 4,
+	FW_ACTION_MKDIR = 5,
+	FW_ACTION_RMDIR = 6,
+	FW_ACTION_RENAME = 7,
+	FW_ACTION_CHMOD = 8,
+	FW_ACTION_CHOWN = 9,
+	FW_ACTION_LINK = 10,
+	FW_ACTION_SYMLINK = 11,
+	FW_ACTION_SETXATTR = 12,
+	FW_ACTION_REMOVEXATTR = 13,
+	FW_ACTION_MOUNT = 14,
+	FW_ACTION_UMOUNT = 15,
 };
 
 /* fw_event.flags */
 enum fw_event_flags {
-	/* The path did not fit in FW_PATH_MAX bytes: path[] holds no path. */
+	/* path[] holds the last FW_PATH_MAX - 1 bytes of a longer path. */
 	FW_EVENT_PATH_TRUNCATED = 1 << 0,
+	/* The same for aux[]. */
+	FW_EVENT_AUX_TRUNCATED = 1 << 1,
+	/* rename: RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT. */
+	FW_EVENT_RENAME_EXCHANGE = 1 << 2,
+	FW_EVENT_RENAME_NOREPLACE = 1 << 3,
+	FW_EVENT_RENAME_WHITEOUT = 1 << 4,
+	/* rename: something was at the destination (a struct fw_file in extra[]). */
+	FW_EVENT_TARGET_EXISTED = 1 << 5,
+	/* extra[] holds POSIX ACL entries (struct fw_acl_entry). */
+	FW_EVENT_ACL = 1 << 6,
+	FW_EVENT_EXTRA_TRUNCATED = 1 << 7,
+	/* The file's mount is not in the actor's mount namespace: path[] is
+	 * relative to the root of the file's filesystem. */
+	FW_EVENT_PATH_FS_RELATIVE = 1 << 8,
+	/* truncate: the truncation of an open(O_TRUNC). */
+	FW_EVENT_DURING_OPEN = 1 << 9,
+	/* The path was built by walking dentries (bpf_d_path() is not allowed
+	 * on this hook on this kernel). */
+	FW_EVENT_PATH_WALKED = 1 << 10,
+	/* mnt_rel_len is set: the last mnt_rel_len bytes of path[] are the
+	 * path inside the file's own mount (files on overlayfs). */
+	FW_EVENT_MNT_REL = 1 << 11,
+};
+
+/* fw_event.layer: for a file on overlayfs, where it was when the hook ran
+ * (the overlay inode's upper dentry, fs/overlayfs/ovl_entry.h). */
+enum fw_layer {
+	FW_LAYER_NONE = 0,      /* not on overlayfs */
+	FW_LAYER_UPPER = 1,     /* already in the writable (upper) layer */
+	FW_LAYER_LOWER = 2,     /* in an image (lower) layer, and stays there */
+	FW_LAYER_COPIED_UP = 3, /* in a lower layer: this operation copies it up */
+	FW_LAYER_UNKNOWN = 4,   /* on overlayfs, but its types were not in BTF at load */
+};
+
+/* fw_process.flags */
+enum fw_process_flags {
+	FW_PROC_EXE_TRUNCATED = 1 << 0,
+	FW_PROC_ARGS_TRUNCATED = 1 << 1,
+	FW_PROC_EXE_UNKNOWN = 1 << 2, /* no executable (kernel thread) or unreadable */
+	FW_PROC_KTHREAD = 1 << 3,
 };
 
 /* One slot per counter; every exit of every handler adds one to TOTAL and
- * exactly one of the others.
- */
+ * exactly one of the others. */
 enum fw_counter {
 	FW_COUNTER_TOTAL = 0,
 	FW_COUNTER_EMITTED = 1,
@@ -63,30 +148,59 @@ enum fw_counter {
 	FW_COUNTER_MAX = 5,
 };
 
+/* Why a call was ignored: each FW_COUNTER_IGNORED exit also adds one to
+ * its reason in fw_counters.ignored_by. */
+enum fw_ignore_reason {
+	FW_IGNORE_DENIED = 0,                 /* an earlier LSM already refused */
+	FW_IGNORE_AGENT = 1,                  /* the agent itself */
+	FW_IGNORE_NOT_WRITE = 2,              /* opened for reading only */
+	FW_IGNORE_BACKING_FAKE_PATH = 3,      /* overlayfs backing file, <= v6.7 */
+	FW_IGNORE_BACKING_INTERNAL_MOUNT = 4, /* overlayfs backing/copy-up file */
+	FW_IGNORE_NOT_SELECTED = 5,           /* under no monitored prefix */
+	FW_IGNORE_TRUNCATE_FOLLOWS = 6,       /* O_TRUNC open: the truncate hook reports it */
+	FW_IGNORE_UNCHANGED = 7,              /* chmod/chown that changes nothing */
+	FW_IGNORE_OVERRIDDEN_CREDS = 8,       /* a stacking fs (overlayfs) acting internally */
+	FW_IGNORE_NOT_PAIRED = 9,             /* d_instantiate of no pending mkdir/mknod */
+	FW_IGNORE_CREATE_BY_OPEN = 10,        /* mknod check of an O_CREAT open: file_open reports */
+	FW_IGNORE_THREAD = 11,                /* fork/exit of a thread, not a process */
+	FW_IGNORE_DEFERRED = 12,              /* mkdir/mknod noted: d_instantiate reports it */
+	FW_IGNORE_OUTSIDE = 13,               /* in a directory known to hold nothing monitored */
+	FW_IGNORE_MAX = 14,
+};
+
 /* Value of the per-CPU "counters" array map, indexed by enum fw_hook. */
 struct fw_counters {
 	__u64 count[FW_COUNTER_MAX];
+	__u64 ignored_by[FW_IGNORE_MAX];
 };
 
-/* Why a call was ignored: the per-CPU "ignore_reasons" array map, summed
- * over hooks. Each FW_COUNTER_IGNORED exit adds one here too. */
-enum fw_ignore_reason {
-	FW_IGNORE_DENIED = 0,          /* an earlier LSM already refused */
-	FW_IGNORE_AGENT = 1,           /* the agent itself */
-	FW_IGNORE_NOT_WRITE = 2,       /* opened for reading only */
-	FW_IGNORE_BACKING_FAKE_PATH = 3,     /* overlayfs backing file, <= v6.7 */
-	FW_IGNORE_BACKING_INTERNAL_MOUNT = 4, /* overlayfs backing/copy-up file, any version */
-	FW_IGNORE_NOT_SELECTED = 5,    /* under no monitored prefix */
-	FW_IGNORE_MAX = 6,
+/* Value of the one-entry "settings" array map: what user space changes at
+ * run time. */
+struct fw_settings {
+	__u64 prefix_gen; /* +1 whenever the monitored prefixes change */
 };
 
-/* Key of the "prefixes" LPM trie. */
+/* Key of the "prefixes" LPM trie, and of the "ancestors" hash (exact
+ * match: prefixlen is then the length in bits and data is zero-padded). */
 struct fw_prefix_key {
 	__u32 prefixlen; /* in bits */
 	__u8 data[FW_PREFIX_MAX];
 };
 
-/* Who acted, captured in the hook from the current task. */
+/* Every record starts with this. */
+struct fw_header {
+	__u16 kind;      /* enum fw_record_kind */
+	__u8 hook;       /* enum fw_hook */
+	__u8 action;     /* enum fw_action (FW_ACTION_NONE for process records) */
+	__u32 size;      /* bytes in the whole record */
+	__u64 seq;       /* +1 for every record the kernel produced: a gap is loss */
+	__u64 ktime_ns;  /* CLOCK_BOOTTIME */
+};
+
+/* Who acted, captured in the hook from the current task. exe_len and
+ * args_len bytes of the record's data[] hold the executable path and the
+ * first arguments (NUL-separated), from a per-process cache the programs
+ * fill once per process (task storage of the thread-group leader). */
 struct fw_process {
 	__u32 pid;       /* thread group id, as user space knows a pid */
 	__u32 tid;
@@ -97,38 +211,117 @@ struct fw_process {
 	__u32 egid;
 	__u32 loginuid;  /* (u32)-1 when unset */
 	__u64 cgroup_id;
+	__u64 start_ns;  /* the process's start, CLOCK_BOOTTIME: with pid, a unique key */
 	__u32 mntns;     /* inode number of the mount namespace */
+	__u16 exe_len;
+	__u16 args_len;
+	__u32 flags;     /* enum fw_process_flags */
 	__u32 _pad;
 	char comm[FW_COMM_LEN];
 };
 
-/* The file a record is about. */
+/* An inode, as it was when the hook ran (before the change). */
 struct fw_file {
 	__u64 ino;
-	__u32 dev;      /* kernel dev_t: major << 20 | minor */
-	__u32 mode;     /* i_mode: type and permission bits */
-	__u32 f_flags;  /* open flags, for file_open */
-	__u32 _pad;
+	__u64 size;
+	__u32 dev;       /* kernel dev_t: major << 20 | minor */
+	__u32 mode;      /* i_mode: type and permission bits */
+	__u32 uid;
+	__u32 gid;
+};
+
+/* One POSIX ACL entry: the layout of both struct posix_acl_entry
+ * (include/linux/posix_acl.h) and the xattr form (posix_acl_xattr_entry,
+ * include/uapi/linux/posix_acl_xattr.h), little-endian on x86-64. */
+struct fw_acl_entry {
+	__u16 tag;
+	__u16 perm;
+	__u32 id;
+};
+
+struct fw_chmod {
+	__u32 old_mode;
+	__u32 new_mode;
+};
+
+struct fw_chown {
+	__u32 old_uid;
+	__u32 old_gid;
+	__u32 new_uid;   /* (u32)-1: unchanged */
+	__u32 new_gid;
+};
+
+struct fw_xattr {
+	__u32 value_size;
+	__u32 xattr_flags; /* XATTR_CREATE, XATTR_REPLACE */
+};
+
+struct fw_mount {
+	__u64 mount_flags; /* MS_* for mount(2), MOVE_MOUNT_* for move_mount */
+};
+
+/* Per-action details. (A rename's replaced file, 32 bytes, travels in
+ * extra[] instead, so that other records do not carry the room.) */
+union fw_detail {
+	struct fw_chmod chmod;
+	struct fw_chown chown;
+	struct fw_xattr xattr;
+	struct fw_mount mount;
+	__u8 raw[16];
 };
 
 /*
- * A file event. Variable length: `size` bytes in all, the fixed part below
- * followed by path_len bytes of path (no terminating NUL), so a short path
- * costs a short record.
+ * A file event. Variable length: `hdr.size` bytes in all, the fixed part
+ * below followed by data[]: path, aux, extra, exe, args, in that order and
+ * with the lengths given (no NULs at the ends), so a short path costs a
+ * short record.
+ *
+ * aux: rename: the source path; link: the existing file's path; symlink:
+ * the link's target; xattr/ACL: the attribute name; mount: the source
+ * (device or bind source as given); move_mount: the source path.
+ * extra: ACL entries (FW_EVENT_ACL), a mount's filesystem type, or for a
+ * rename over an existing file (FW_EVENT_TARGET_EXISTED) its struct fw_file.
  */
 struct fw_event {
-	__u16 kind;      /* enum fw_record_kind */
-	__u8 hook;       /* enum fw_hook */
-	__u8 action;     /* enum fw_action */
-	__u32 size;      /* bytes in this record */
-	__u64 seq;       /* +1 for every record the kernel produced: a gap is loss */
-	__u64 ktime_ns;  /* CLOCK_BOOTTIME */
+	struct fw_header hdr;
 	__u32 flags;     /* enum fw_event_flags */
 	__u16 path_len;
-	__u16 _pad;
+	__u16 aux_len;
+	__u16 extra_len;
+	__u16 mnt_rel_len; /* FW_EVENT_MNT_REL: bytes of path[] inside the mount */
+	__u8 layer;        /* enum fw_layer */
+	__u8 _pad[3];
 	struct fw_process proc;
 	struct fw_file file;
-	char path[];
+	union fw_detail detail;
+	char data[];
+};
+
+/* A process ran a new program (tracepoint sched_process_exec). data[]:
+ * proc.exe_len bytes of executable path, proc.args_len of arguments. */
+struct fw_exec {
+	struct fw_header hdr;
+	struct fw_process proc;
+	__u32 old_tid;   /* the thread that called execve (it takes the leader's pid) */
+	__u32 _pad;
+	char data[];
+};
+
+/* A new process (not a thread): tracepoint sched_process_fork. */
+struct fw_fork {
+	struct fw_header hdr;
+	__u32 parent_pid;
+	__u32 child_pid;
+	__u64 child_start_ns;
+	__u64 parent_start_ns;
+};
+
+/* The last thread of a process exited: tracepoint sched_process_exit. */
+struct fw_exit {
+	struct fw_header hdr;
+	__u32 pid;
+	__u32 exit_code; /* as wait(2) reports it */
+	__u64 start_ns;
 };
 
 #endif /* FILEWARDEN_ABI_H */

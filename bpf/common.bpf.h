@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Kernel-side only: includes, load-time settings and small helpers shared by
+ * Kernel-side only: includes, load-time settings and constants shared by
  * every program. Constants that the kernel defines as macros (and so are not
- * in BTF) are copied here with the line they come from.
+ * in BTF) are copied here with where they come from.
  */
 #ifndef FILEWARDEN_COMMON_BPF_H
 #define FILEWARDEN_COMMON_BPF_H
@@ -18,8 +18,27 @@
 #define FW_FMODE_WRITE 0x2
 #define FW_FMODE_CREATED 0x100000
 
+/* include/uapi/asm-generic/fcntl.h */
+#define FW_O_TRUNC 01000
+
+/* include/uapi/linux/stat.h */
+#define FW_S_IFMT 00170000
+#define FW_S_IFREG 0100000
+#define FW_S_IFDIR 0040000
+
 /* include/uapi/linux/magic.h */
 #define FW_OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+/* include/uapi/linux/fs.h: renameat2() flags */
+#define FW_RENAME_NOREPLACE (1 << 0)
+#define FW_RENAME_EXCHANGE (1 << 1)
+#define FW_RENAME_WHITEOUT (1 << 2)
+
+/* include/uapi/linux/mount.h */
+#define FW_MS_MOVE 8192
+
+/* include/uapi/linux/posix_acl_xattr.h: struct posix_acl_xattr_header */
+#define FW_ACL_XATTR_HEADER 4
 
 /*
  * fs/mount.h: MNT_NS_INTERNAL is ERR_PTR(-EINVAL). clone_private_mount()
@@ -28,10 +47,28 @@
  */
 #define FW_MNT_NS_INTERNAL ((unsigned long)-22)
 
-/* Errors returned to the LSM framework: we observe, we never deny. */
+/* x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the
+ * calls that open files: O_TRUNC and O_CREAT handling depends on them. */
+#define FW_NR_OPEN 2
+#define FW_NR_CREAT 85
+#define FW_NR_OPEN_BY_HANDLE_AT 304
+#define FW_NR_OPENAT 257
+#define FW_NR_OPENAT2 437
+
+/* Bounded loops. */
+#define FW_WALK_MAX_DEPTH 2048 /* components of a path (a 4095-byte path has at most 2048) */
+#define FW_MOUNTS_MAX 32       /* mounts of one superblock searched for an inode hook */
+
+/* The verdict given back to the LSM framework: we observe, never deny. */
 #define FW_ALLOW 0
 
 /* Load-time settings, written into .rodata by user space before load. */
-const volatile __u32 fw_agent_tgid = 0; /* the agent's own pid: never reported */
+const volatile __u32 fw_agent_tgid = 0;   /* the agent's own pid: never reported */
+/* Hooks (1 << enum fw_hook) on which the verifier allows bpf_d_path() on
+ * this kernel, found by probing at load (kernels differ: v6.1 refuses it on
+ * every path_* hook, v6.12 allows it). Elsewhere paths are walked. */
+const volatile __u32 fw_dpath_hooks = 0;
+
+#define FW_BIT(hook) (1U << (hook))
 
 #endif /* FILEWARDEN_COMMON_BPF_H */

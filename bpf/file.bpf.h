@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Facts about a struct file, read with CO-RE. */
+/* Facts about files, inodes and the calling syscall, read with CO-RE. */
 #ifndef FILEWARDEN_FILE_BPF_H
 #define FILEWARDEN_FILE_BPF_H
 
@@ -38,28 +38,85 @@ enum fw_backing {
 	FW_BACKING_INTERNAL_MOUNT = 2,
 };
 
+/*
+ * Hot-path reads: hook arguments and the current task are typed (BTF)
+ * pointers, and loads through them and through the pointers they lead to
+ * are plain inline loads the verifier guards (BPF_PROBE_MEM); CO-RE still
+ * relocates the offsets. BPF_CORE_READ() costs a helper call per step and is
+ * kept for pointers that arrived as plain numbers (container_of(), maps).
+ */
 static __always_inline enum fw_backing fw_file_backing(struct file *file)
 {
-	struct super_block *path_sb = BPF_CORE_READ(file, f_path.dentry, d_sb);
-	struct super_block *inode_sb = BPF_CORE_READ(file, f_inode, i_sb);
-	struct vfsmount *vfsmnt = BPF_CORE_READ(file, f_path.mnt);
-	struct mount *mnt = container_of(vfsmnt, struct mount, mnt);
+	struct mount *mnt = container_of((struct vfsmount *)(unsigned long)file->f_path.mnt, struct mount, mnt);
 
-	if (path_sb != inode_sb)
+	if (file->f_path.dentry->d_sb != file->f_inode->i_sb)
 		return FW_BACKING_FAKE_PATH;
 	if ((unsigned long)BPF_CORE_READ(mnt, mnt_ns) == FW_MNT_NS_INTERNAL)
 		return FW_BACKING_INTERNAL_MOUNT;
 	return FW_NOT_BACKING;
 }
 
-static __always_inline void fw_fill_file(struct fw_file *f, struct file *file)
+/* `inode`: a typed pointer (a hook argument or reached from one). */
+static __always_inline void fw_fill_inode(struct fw_file *f, struct inode *inode)
 {
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	if (!inode) {
+		__builtin_memset(f, 0, sizeof(*f));
+		return;
+	}
+	f->ino = inode->i_ino;
+	f->size = inode->i_size;
+	f->dev = inode->i_sb->s_dev;
+	f->mode = inode->i_mode;
+	f->uid = inode->i_uid.val;
+	f->gid = inode->i_gid.val;
+}
 
-	f->ino = BPF_CORE_READ(inode, i_ino);
-	f->dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	f->mode = BPF_CORE_READ(inode, i_mode);
-	f->f_flags = BPF_CORE_READ(file, f_flags);
+static __always_inline void fw_fill_dentry(struct fw_file *f, struct dentry *dentry)
+{
+	fw_fill_inode(f, dentry->d_inode);
+}
+
+/*
+ * Is a stacking filesystem acting on its own account? overlayfs performs
+ * copy-up, whiteouts and its xattr bookkeeping under the mounter's
+ * credentials (ovl_override_creds(), fs/overlayfs/util.c), so during those
+ * inner calls current->cred differs from current->real_cred, while a
+ * process's own system call runs with the two equal.
+ */
+static __always_inline bool fw_creds_overridden(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	return task->cred != task->real_cred;
+}
+
+/* The system call the current task is in (orig_ax, x86-64), or -1. */
+static __always_inline long fw_syscall_nr(void)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	return regs ? BPF_CORE_READ(regs, orig_ax) : -1;
+}
+
+/* arch/x86/include/asm/processor.h: thread_info.status bit of a 32-bit
+ * (ia32) system call, whose numbers are arch/x86/entry/syscalls/syscall_32.tbl's. */
+#define FW_TS_COMPAT 0x0002
+#define FW_NR32_OPEN 5
+#define FW_NR32_CREAT 8
+#define FW_NR32_OPENAT 295
+#define FW_NR32_OPEN_BY_HANDLE_AT 342
+#define FW_NR32_OPENAT2 437
+
+static __always_inline bool fw_in_open_syscall(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	long nr = fw_syscall_nr();
+
+	if (task->thread_info.status & FW_TS_COMPAT)
+		return nr == FW_NR32_OPEN || nr == FW_NR32_OPENAT || nr == FW_NR32_OPENAT2 || nr == FW_NR32_CREAT ||
+		       nr == FW_NR32_OPEN_BY_HANDLE_AT;
+	return nr == FW_NR_OPEN || nr == FW_NR_OPENAT || nr == FW_NR_OPENAT2 || nr == FW_NR_CREAT ||
+	       nr == FW_NR_OPEN_BY_HANDLE_AT;
 }
 
 #endif /* FILEWARDEN_FILE_BPF_H */

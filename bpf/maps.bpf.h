@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Maps shared by the programs, and the helpers that own them: counting
- * exits, claiming a scratch slot, and submitting a record.
+ * exits, claiming a scratch slot.
  */
 #ifndef FILEWARDEN_MAPS_BPF_H
 #define FILEWARDEN_MAPS_BPF_H
@@ -22,17 +22,10 @@ struct {
 	__type(value, struct fw_counters);
 } counters SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FW_IGNORE_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} ignore_reasons SEC(".maps");
-
 /*
  * Literal prefixes of the monitored globs. The value is unused by the
- * programs for now (a rule id for user space); what matters is whether some
- * prefix matches. Updated at runtime: no reload to change the monitored set.
+ * programs (a rule id for user space); what matters is whether some prefix
+ * matches. Updated at runtime: no reload to change the monitored set.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -42,30 +35,151 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } prefixes SEC(".maps");
 
+/* Every "/"-terminated proper prefix of a monitored prefix ("/", "/etc/"
+ * for "/etc/ssh/"): directories where some names are monitored and others
+ * not, so a decision about one name says nothing about the directory. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fw_prefix_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} ancestors SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fw_settings);
+} settings SEC(".maps");
+
 /*
- * Scratch space for building a record whose path is up to FW_PATH_MAX bytes
- * (too big for the 512-byte BPF stack).
+ * Directories known to hold nothing monitored, so that a change in them is
+ * dropped without resolving its path (the dearest part of a handler).
+ * Keyed by what the path of a directory depends on: the dentry, its inode
+ * (a dentry's memory reused for another directory has another inode), the
+ * mount it is seen through and the viewer's root. An entry is trusted only
+ * while the kernel's rename_lock and mount_lock sequence counts and the
+ * prefix generation are what they were before its path was resolved: any
+ * rename (d_move()), any mount change, any new prefix makes it stale. This
+ * is how d_path() itself (fs/d_path.c) notices concurrent changes.
+ */
+struct fw_dir_key {
+	__u64 dentry;
+	__u64 inode;
+	__u64 vfsmnt;
+	__u64 root_dentry;
+	__u64 root_mnt;
+};
+
+struct fw_dir_val {
+	__u32 rename_seq;
+	__u32 mount_seq;
+	__u64 prefix_gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fw_dir_key);
+	__type(value, struct fw_dir_val);
+} outside_dirs SEC(".maps");
+
+/* The executable and first arguments of a process, filled once (on its
+ * first reported event) in the task storage of its thread-group leader and
+ * dropped at exec. Freed by the kernel with the task. */
+struct fw_proc_cache {
+	__u32 flags; /* enum fw_process_flags; FW_PROC_CACHE_FILLED */
+	__u16 exe_len;
+	__u16 args_len;
+	char exe[FW_EXE_MAX];
+	char args[FW_ARGS_MAX];
+};
+#define FW_PROC_CACHE_FILLED (1U << 31)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct fw_proc_cache);
+} proc_cache SEC(".maps");
+
+/* A mkdir or mknod whose new inode is not known yet: path_mkdir/path_mknod
+ * note the dentry in the acting thread's storage, d_instantiate (called by
+ * the filesystem once the inode exists) finds it there and reports the
+ * event with the inode. Nothing waits across threads, so nothing can pair
+ * with another task's call; a failed call leaves a note that only this
+ * thread's next instantiation of that very dentry as a directory could
+ * match, and the next mkdir/mknod overwrites it. */
+struct fw_pending_create {
+	__u64 dentry;
+	__u64 vfsmnt;
+	__u32 action;
+	__u32 hook;
+	/* An O_TRUNC open of an overlay file still in a lower layer: ovl_open()
+	 * copies it up before the truncate hook that reports the open runs,
+	 * so file_open notes the inode here and the truncate hook, on the same
+	 * thread, reports it as copied up. */
+	__u64 copyup_inode;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct fw_pending_create);
+} pending_create SEC(".maps");
+
+/*
+ * Scratch space for building a record (too big for the 512-byte BPF stack).
  *
  * It is per CPU, but a plain per-CPU buffer is not enough: non-sleepable LSM
  * programs run with migration disabled, not preemption
  * (__bpf_prog_enter() in kernel/bpf/trampoline.c), and LSM programs are not
  * covered by the trampoline's recursion check (bpf_prog_check_recur()), so
- * on a preemptible kernel a second task can run the same program on the same
- * CPU while the first is half-way through its buffer. Each slot is therefore
+ * on a preemptible kernel a second task can run a program on the same CPU
+ * while the first is half-way through its buffer. Each slot is therefore
  * claimed with a compare-and-swap on `owner` and released at the end; a task
  * that finds a slot taken moves to the next one. Preemption does not nest in
  * LIFO order, so a depth counter would not do.
+ *
+ * Paths are built in 8 KiB buffers: a path of up to FW_PATH_MAX - 1 bytes
+ * is written at an offset below FW_PATH_MAX, and the verifier must see every
+ * offset + length bounded inside the buffer.
  */
-#define FW_SCRATCH_SLOTS 4
+#define FW_SCRATCH_SLOTS 2
+#define FW_BUF (2 * FW_PATH_MAX)
 
-/* ev.path[] runs on into path[]: a flexible array member given storage. */
+/* State of one path walk (path.bpf.h); pointers kept as integers. */
+struct fw_walk_state {
+	__u64 dentry;
+	__u64 vfsmnt;
+	__u64 mnt;
+	__u64 root_dentry;
+	__u64 root_mnt;
+	__u32 pos;
+	__u32 flags;
+	__u32 done;
+	__u32 cross_mounts;
+};
+
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
 struct fw_scratch {
 	__u64 owner; /* 0: free; else pid_tgid of the holder */
 	struct fw_prefix_key key;
-	struct fw_event ev;
-	char path[FW_PATH_MAX];
+	struct fw_event ev;  /* the fixed part; data[] is assembled in the ring */
+	struct fw_exec exec; /* the same, for exec records */
+	struct fw_proc_cache exec_cache; /* the new program of an exec */
+	__u32 path_off;
+	__u32 aux_off;
+	__u64 path_dentry; /* what path[] names: the dentry and its vfsmount */
+	__u64 path_vfsmnt;
+	struct fw_walk_state walk;
+	char path[FW_BUF];
+	char aux[FW_BUF];
+	char extra[FW_EXTRA_MAX];
+	char exe_walk[FW_PATH_MAX + FW_NAME_MAX]; /* where the executable's path is walked */
 };
 #pragma clang diagnostic pop
 
@@ -81,8 +195,7 @@ __u64 fw_next_seq = 0;
 
 /* Counts one exit of `hook`: TOTAL and exactly one outcome. Returns FW_ALLOW
  * so that a handler can end with `return fw_exit(...)`.
- * Atomic adds: two tasks may interleave on one CPU (see fw_scratch).
- */
+ * Atomic adds: two tasks may interleave on one CPU (see fw_scratch). */
 static __always_inline int fw_exit(enum fw_hook hook, enum fw_counter outcome)
 {
 	__u32 key = hook;
@@ -99,12 +212,16 @@ static __always_inline int fw_exit(enum fw_hook hook, enum fw_counter outcome)
 /* Counts an ignored exit of `hook` and why. */
 static __always_inline int fw_ignore(enum fw_hook hook, enum fw_ignore_reason reason)
 {
-	__u32 key = reason;
-	__u64 *n = bpf_map_lookup_elem(&ignore_reasons, &key);
+	__u32 key = hook;
+	struct fw_counters *c = bpf_map_lookup_elem(&counters, &key);
 
-	if (n)
-		__sync_fetch_and_add(n, 1);
-	return fw_exit(hook, FW_COUNTER_IGNORED);
+	if (c) {
+		__sync_fetch_and_add(&c->count[FW_COUNTER_TOTAL], 1);
+		__sync_fetch_and_add(&c->count[FW_COUNTER_IGNORED], 1);
+		if (reason < FW_IGNORE_MAX)
+			__sync_fetch_and_add(&c->ignored_by[reason], 1);
+	}
+	return FW_ALLOW;
 }
 
 static __always_inline struct fw_scratch *fw_scratch_claim(__u64 owner)
@@ -126,30 +243,17 @@ static __always_inline void fw_scratch_release(struct fw_scratch *s)
 	__sync_lock_test_and_set(&s->owner, 0);
 }
 
-/*
- * Is `path` (len bytes, no NUL) under a monitored prefix? The key's data is
- * the path's first FW_PREFIX_MAX bytes.
- */
-static __always_inline bool fw_path_selected(struct fw_scratch *s, __u32 len)
+/* Releases the slot and counts the exit. */
+static __always_inline int fw_done(struct fw_scratch *s, enum fw_hook hook, enum fw_counter outcome)
 {
-	if (len > FW_PREFIX_MAX)
-		len = FW_PREFIX_MAX;
-	s->key.prefixlen = len * 8;
-	if (bpf_probe_read_kernel(s->key.data, FW_PREFIX_MAX, s->ev.path))
-		return false;
-	return bpf_map_lookup_elem(&prefixes, &s->key) != NULL;
+	fw_scratch_release(s);
+	return fw_exit(hook, outcome);
 }
 
-/* Stamps the sequence number and sends `size` bytes of s->ev. */
-static __always_inline enum fw_counter fw_submit(struct fw_scratch *s, __u32 size)
+static __always_inline int fw_done_ignored(struct fw_scratch *s, enum fw_hook hook, enum fw_ignore_reason reason)
 {
-	s->ev.seq = __sync_fetch_and_add(&fw_next_seq, 1);
-	s->ev.size = size;
-	if (size > sizeof(struct fw_event) + FW_PATH_MAX)
-		return FW_COUNTER_ERROR;
-	if (bpf_ringbuf_output(&events, &s->ev, size, 0))
-		return FW_COUNTER_RINGBUF_FULL;
-	return FW_COUNTER_EMITTED;
+	fw_scratch_release(s);
+	return fw_ignore(hook, reason);
 }
 
 #endif /* FILEWARDEN_MAPS_BPF_H */

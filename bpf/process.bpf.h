@@ -4,27 +4,100 @@
 #define FILEWARDEN_PROCESS_BPF_H
 
 #include "common.bpf.h"
+#include "maps.bpf.h"
+#include "path.bpf.h"
 
-static __always_inline void fw_fill_process(struct fw_process *p, __u64 pid_tgid)
+/* include/linux/sched.h */
+#define FW_PF_KTHREAD 0x00200000
+
+/* `task`: the current task, as a typed pointer (bpf_get_current_task_btf()
+ * or a tracepoint's argument): direct loads, see file.bpf.h. */
+static __always_inline void fw_fill_process(struct fw_process *p, struct task_struct *task)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	const struct cred *cred = BPF_CORE_READ(task, cred);
+	const struct cred *cred = task->cred;
 
-	p->pid = pid_tgid >> 32;
-	p->tid = (__u32)pid_tgid;
-	p->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	p->uid = BPF_CORE_READ(cred, uid.val);
-	p->euid = BPF_CORE_READ(cred, euid.val);
-	p->gid = BPF_CORE_READ(cred, gid.val);
-	p->egid = BPF_CORE_READ(cred, egid.val);
-	/* task_struct.loginuid exists only with CONFIG_AUDITSYSCALL. */
+	p->pid = task->tgid;
+	p->tid = task->pid;
+	p->ppid = task->real_parent->tgid;
+	p->uid = cred->uid.val;
+	p->euid = cred->euid.val;
+	p->gid = cred->gid.val;
+	p->egid = cred->egid.val;
+	/* task_struct.loginuid exists only with CONFIG_AUDIT. */
 	if (bpf_core_field_exists(task->loginuid))
-		p->loginuid = BPF_CORE_READ(task, loginuid.val);
+		p->loginuid = task->loginuid.val;
 	else
 		p->loginuid = (__u32)-1;
 	p->cgroup_id = bpf_get_current_cgroup_id();
-	p->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
-	bpf_get_current_comm(p->comm, sizeof(p->comm));
+	p->start_ns = task->group_leader->start_boottime;
+	p->mntns = task->nsproxy->mnt_ns->ns.inum;
+	p->exe_len = 0;
+	p->args_len = 0;
+	p->flags = task->flags & FW_PF_KTHREAD ? FW_PROC_KTHREAD : 0;
+	p->_pad = 0;
+	bpf_get_current_comm(p->comm, sizeof(p->comm)); /* task is current */
+}
+
+/* Reads the executable path and first arguments of the current task into
+ * `c` (the exe path through `walk_buf`). */
+static __always_inline void fw_read_exe_args(struct fw_proc_cache *c, struct fw_walk_state *st, char *walk_buf,
+					     struct file *exe_file, unsigned long arg_start, unsigned long arg_end)
+{
+	struct fw_path_out out = {};
+	__u32 n, from;
+
+	c->flags = 0;
+	if (!exe_file) {
+		c->flags |= FW_PROC_EXE_UNKNOWN;
+		c->exe_len = 0;
+	} else {
+		fw_walk(st, walk_buf, BPF_CORE_READ(exe_file, f_path.dentry), BPF_CORE_READ(exe_file, f_path.mnt),
+			&out);
+		n = out.len;
+		from = out.off;
+		if (n > FW_EXE_MAX) { /* keep the end: the program's name */
+			from += n - FW_EXE_MAX;
+			n = FW_EXE_MAX;
+			c->flags |= FW_PROC_EXE_TRUNCATED;
+		}
+		if (out.flags & FW_EVENT_PATH_TRUNCATED)
+			c->flags |= FW_PROC_EXE_TRUNCATED;
+		c->exe_len = n;
+		bpf_probe_read_kernel(c->exe, n, walk_buf + (from & FW_MASK));
+	}
+	n = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (n > FW_ARGS_MAX) {
+		n = FW_ARGS_MAX;
+		c->flags |= FW_PROC_ARGS_TRUNCATED;
+	}
+	if (n && bpf_probe_read_user(c->args, n, (void *)arg_start))
+		n = 0; /* not resident: leave it to user space */
+	c->args_len = n;
+	c->flags |= FW_PROC_CACHE_FILLED;
+}
+
+/* The exe/args cache of the current process, filled on first use. */
+static __always_inline struct fw_proc_cache *fw_proc_cache_get(struct task_struct *task, struct fw_walk_state *st,
+							       char *walk_buf)
+{
+	struct task_struct *leader = task->group_leader;
+	struct fw_proc_cache *c;
+	struct mm_struct *mm;
+
+	c = bpf_task_storage_get(&proc_cache, leader, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c)
+		return NULL;
+	if (c->flags & FW_PROC_CACHE_FILLED)
+		return c;
+	mm = task->mm;
+	if (!mm) { /* a kernel thread */
+		c->flags = FW_PROC_EXE_UNKNOWN | FW_PROC_CACHE_FILLED;
+		c->exe_len = 0;
+		c->args_len = 0;
+		return c;
+	}
+	fw_read_exe_args(c, st, walk_buf, mm->exe_file, mm->arg_start, mm->arg_end);
+	return c;
 }
 
 #endif /* FILEWARDEN_PROCESS_BPF_H */

@@ -219,6 +219,15 @@ def read_junit(path: Path, name: str) -> SuiteResult:
     return result
 
 
+def build_objects() -> None:
+    """Builds the BPF objects here: the guest sees the tree read-only."""
+    result = subprocess.run(
+        [sys.executable, "-m", "filewarden._build"], capture_output=True, text=True, check=False, cwd=REPO
+    )
+    if result.returncode != 0:
+        raise LabError(f"building the BPF objects failed: {result.stderr.strip()}")
+
+
 def vng_binary() -> str:
     candidate = Path(sys.prefix) / "bin" / "vng"
     found = str(candidate) if candidate.exists() else shutil.which("vng")
@@ -243,6 +252,7 @@ def boot_and_test(
     started = time.monotonic()
     try:
         kdir, release = fetch(series)
+        build_objects()
     except LabError as exc:
         result.note = str(exc)
         return result

@@ -1,8 +1,8 @@
 """The kernel/user ABI of bpf/abi.h, mirrored once, and its decoder.
 
-Every layout here is checked against the BTF of the built object by
-tests/unit/test_abi_btf.py: a size or offset that disagrees with the C
-header fails the unit suite, so the two cannot drift apart silently.
+Every layout and enum here is checked against the BTF of the built object by
+tests/unit/test_abi_btf.py: a size, offset or value that disagrees with the
+C header fails the unit suite, so the two cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -13,11 +13,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .events import FileEvent, Process
+from .events import (
+    AclEntry,
+    ChmodDetail,
+    ChownDetail,
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    FileInfo,
+    ForkEvent,
+    MountDetail,
+    Process,
+    ProcessEvent,
+    XattrDetail,
+)
 
 PATH_MAX: Final = 4096
+NAME_MAX: Final = 256
 COMM_LEN: Final = 16
 PREFIX_MAX: Final = 256
+EXE_MAX: Final = 256
+ARGS_MAX: Final = 128
+EXTRA_MAX: Final = 256
 
 
 class Hook(enum.IntEnum):
@@ -25,28 +42,97 @@ class Hook(enum.IntEnum):
 
     FILE_OPEN = 0
     SELFTEST = 1
+    PATH_TRUNCATE = 2
+    FILE_TRUNCATE = 3
+    PATH_UNLINK = 4
+    PATH_RMDIR = 5
+    PATH_MKDIR = 6
+    PATH_MKNOD = 7
+    D_INSTANTIATE = 8
+    PATH_RENAME = 9
+    PATH_CHMOD = 10
+    PATH_CHOWN = 11
+    PATH_LINK = 12
+    PATH_SYMLINK = 13
+    INODE_SETXATTR = 14
+    INODE_REMOVEXATTR = 15
+    INODE_SET_ACL = 16
+    INODE_REMOVE_ACL = 17
+    SB_MOUNT = 18
+    SB_UMOUNT = 19
+    MOVE_MOUNT = 20
+    EXEC = 21
+    FORK = 22
+    EXIT = 23
 
 
-HOOK_COUNT: Final = 2  # FW_HOOK_MAX
+HOOK_COUNT: Final = 24  # FW_HOOK_MAX
 
 
 class RecordKind(enum.IntEnum):
     """enum fw_record_kind"""
 
     FILE = 1
+    EXEC = 2
+    FORK = 3
+    EXIT = 4
 
 
 class Action(enum.IntEnum):
     """enum fw_action"""
 
+    NONE = 0
     CREATE = 1
     OPEN_WRITE = 2
+    TRUNCATE = 3
+    UNLINK = 4
+    MKDIR = 5
+    RMDIR = 6
+    RENAME = 7
+    CHMOD = 8
+    CHOWN = 9
+    LINK = 10
+    SYMLINK = 11
+    SETXATTR = 12
+    REMOVEXATTR = 13
+    MOUNT = 14
+    UMOUNT = 15
 
 
 class EventFlag(enum.IntFlag):
     """enum fw_event_flags"""
 
     PATH_TRUNCATED = 1 << 0
+    AUX_TRUNCATED = 1 << 1
+    RENAME_EXCHANGE = 1 << 2
+    RENAME_NOREPLACE = 1 << 3
+    RENAME_WHITEOUT = 1 << 4
+    TARGET_EXISTED = 1 << 5
+    ACL = 1 << 6
+    EXTRA_TRUNCATED = 1 << 7
+    PATH_FS_RELATIVE = 1 << 8
+    DURING_OPEN = 1 << 9
+    PATH_WALKED = 1 << 10
+    MNT_REL = 1 << 11
+
+
+class Layer(enum.IntEnum):
+    """enum fw_layer"""
+
+    NONE = 0
+    UPPER = 1
+    LOWER = 2
+    COPIED_UP = 3
+    UNKNOWN = 4
+
+
+class ProcessFlag(enum.IntFlag):
+    """enum fw_process_flags"""
+
+    EXE_TRUNCATED = 1 << 0
+    ARGS_TRUNCATED = 1 << 1
+    EXE_UNKNOWN = 1 << 2
+    KTHREAD = 1 << 3
 
 
 class Counter(enum.IntEnum):
@@ -71,12 +157,20 @@ class IgnoreReason(enum.IntEnum):
     BACKING_FAKE_PATH = 3
     BACKING_INTERNAL_MOUNT = 4
     NOT_SELECTED = 5
+    TRUNCATE_FOLLOWS = 6
+    UNCHANGED = 7
+    OVERRIDDEN_CREDS = 8
+    NOT_PAIRED = 9
+    CREATE_BY_OPEN = 10
+    THREAD = 11
+    DEFERRED = 12
+    OUTSIDE = 13
 
 
-IGNORE_REASON_COUNT: Final = 6  # FW_IGNORE_MAX
+IGNORE_REASON_COUNT: Final = 14  # FW_IGNORE_MAX
 
-HOOK_NAMES: Final = {Hook.FILE_OPEN: "file_open", Hook.SELFTEST: "selftest"}
-ACTION_NAMES: Final = {Action.CREATE: "create", Action.OPEN_WRITE: "open_write"}
+HOOK_NAMES: Final = {h: h.name.lower() for h in Hook}
+ACTION_NAMES: Final = {a: a.name.lower() for a in Action}
 
 # C enum name -> (Python enum, prefix of the C enumerators)
 ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {
@@ -84,8 +178,10 @@ ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {
     "fw_record_kind": (RecordKind, "FW_RECORD_"),
     "fw_action": (Action, "FW_ACTION_"),
     "fw_event_flags": (EventFlag, "FW_EVENT_"),
+    "fw_process_flags": (ProcessFlag, "FW_PROC_"),
     "fw_counter": (Counter, "FW_COUNTER_"),
     "fw_ignore_reason": (IgnoreReason, "FW_IGNORE_"),
+    "fw_layer": (Layer, "FW_LAYER_"),
 }
 # C enum name -> the Python constant that mirrors its *_MAX enumerator
 ENUM_MAX: Final = {
@@ -107,6 +203,7 @@ class Layout:
     c_name: str
     fields: Sequence[tuple[str, str | Layout]]
     flexible: str | None = None  # name of a trailing flexible array member
+    union: bool = False  # a C union: every member at offset 0
     format: str = field(init=False)
     offsets: dict[str, int] = field(init=False)
     sizes: dict[str, int] = field(init=False)
@@ -114,10 +211,15 @@ class Layout:
     def __post_init__(self) -> None:
         fmt, offsets, sizes = "", {}, {}
         for name, kind in self.fields:
-            offsets[name] = struct.calcsize("<" + fmt)
             part = kind.format if isinstance(kind, Layout) else kind
             sizes[name] = struct.calcsize("<" + part)
-            fmt += part
+            if self.union:
+                offsets[name] = 0
+            else:
+                offsets[name] = struct.calcsize("<" + fmt)
+                fmt += part
+        if self.union:
+            fmt = f"{max(sizes.values())}s"
         object.__setattr__(self, "format", fmt)
         object.__setattr__(self, "offsets", offsets)
         object.__setattr__(self, "sizes", sizes)
@@ -127,10 +229,12 @@ class Layout:
         return struct.calcsize("<" + self.format)
 
 
-COUNTERS: Final = Layout("fw_counters", [("count", f"{COUNTER_COUNT}Q")])
-
+COUNTERS: Final = Layout("fw_counters", [("count", f"{COUNTER_COUNT}Q"), ("ignored_by", f"{IGNORE_REASON_COUNT}Q")])
 PREFIX_KEY: Final = Layout("fw_prefix_key", [("prefixlen", "I"), ("data", f"{PREFIX_MAX}s")])
-
+SETTINGS: Final = Layout("fw_settings", [("prefix_gen", "Q")])
+HEADER: Final = Layout(
+    "fw_header", [("kind", "H"), ("hook", "B"), ("action", "B"), ("size", "I"), ("seq", "Q"), ("ktime_ns", "Q")]
+)
 PROCESS: Final = Layout(
     "fw_process",
     [
@@ -143,44 +247,84 @@ PROCESS: Final = Layout(
         ("egid", "I"),
         ("loginuid", "I"),
         ("cgroup_id", "Q"),
+        ("start_ns", "Q"),
         ("mntns", "I"),
+        ("exe_len", "H"),
+        ("args_len", "H"),
+        ("flags", "I"),
         ("_pad", "I"),
         ("comm", f"{COMM_LEN}s"),
     ],
 )
-
-FILE: Final = Layout(
-    "fw_file",
-    [("ino", "Q"), ("dev", "I"), ("mode", "I"), ("f_flags", "I"), ("_pad", "I")],
+FILE: Final = Layout("fw_file", [("ino", "Q"), ("size", "Q"), ("dev", "I"), ("mode", "I"), ("uid", "I"), ("gid", "I")])
+ACL_ENTRY: Final = Layout("fw_acl_entry", [("tag", "H"), ("perm", "H"), ("id", "I")])
+CHMOD: Final = Layout("fw_chmod", [("old_mode", "I"), ("new_mode", "I")])
+CHOWN: Final = Layout("fw_chown", [("old_uid", "I"), ("old_gid", "I"), ("new_uid", "I"), ("new_gid", "I")])
+XATTR: Final = Layout("fw_xattr", [("value_size", "I"), ("xattr_flags", "I")])
+MOUNT: Final = Layout("fw_mount", [("mount_flags", "Q")])
+DETAIL: Final = Layout(
+    "fw_detail",
+    [("chmod", CHMOD), ("chown", CHOWN), ("xattr", XATTR), ("mount", MOUNT), ("raw", "16s")],
+    union=True,
 )
-
 EVENT: Final = Layout(
     "fw_event",
     [
-        ("kind", "H"),
-        ("hook", "B"),
-        ("action", "B"),
-        ("size", "I"),
-        ("seq", "Q"),
-        ("ktime_ns", "Q"),
+        ("hdr", HEADER),
         ("flags", "I"),
         ("path_len", "H"),
-        ("_pad", "H"),
+        ("aux_len", "H"),
+        ("extra_len", "H"),
+        ("mnt_rel_len", "H"),
+        ("layer", "B"),
+        ("_pad", "3s"),
         ("proc", PROCESS),
         ("file", FILE),
+        ("detail", DETAIL),
     ],
-    flexible="path",
+    flexible="data",
 )
+EXEC: Final = Layout("fw_exec", [("hdr", HEADER), ("proc", PROCESS), ("old_tid", "I"), ("_pad", "I")], flexible="data")
+FORK: Final = Layout(
+    "fw_fork",
+    [("hdr", HEADER), ("parent_pid", "I"), ("child_pid", "I"), ("child_start_ns", "Q"), ("parent_start_ns", "Q")],
+)
+EXIT: Final = Layout("fw_exit", [("hdr", HEADER), ("pid", "I"), ("exit_code", "I"), ("start_ns", "Q")])
 
-LAYOUTS: Final = (COUNTERS, PREFIX_KEY, PROCESS, FILE, EVENT)
+LAYOUTS: Final = (
+    COUNTERS, PREFIX_KEY, SETTINGS, HEADER, PROCESS, FILE, ACL_ENTRY, CHMOD, CHOWN, XATTR, MOUNT, DETAIL,
+    EVENT, EXEC, FORK, EXIT,
+)  # fmt: skip
 
-_EVENT: Final = struct.Struct("<" + EVENT.format)
-EVENT_SIZE: Final = _EVENT.size
+_HEADER: Final = struct.Struct("<" + HEADER.format)
+_PROCESS: Final = struct.Struct("<" + PROCESS.format)
+_FILE: Final = struct.Struct("<" + FILE.format)
+_EVENT_MIDDLE: Final = struct.Struct("<IHHHHB3x")  # flags .. _pad
+_CHMOD: Final = struct.Struct("<" + CHMOD.format)
+_CHOWN: Final = struct.Struct("<" + CHOWN.format)
+_XATTR: Final = struct.Struct("<" + XATTR.format)
+_MOUNT: Final = struct.Struct("<" + MOUNT.format)
+_ACL_ENTRY: Final = struct.Struct("<" + ACL_ENTRY.format)
+_FORK: Final = struct.Struct("<" + FORK.format)
+_EXIT: Final = struct.Struct("<" + EXIT.format)
 _COUNTERS: Final = struct.Struct("<" + COUNTERS.format)
-
+EVENT_SIZE: Final = EVENT.size
+EXEC_SIZE: Final = EXEC.size
+_PROC_AT: Final = EVENT.offsets["proc"]
+_FILE_AT: Final = EVENT.offsets["file"]
+_DETAIL_AT: Final = EVENT.offsets["detail"]
+_EXEC_PROC_AT: Final = EXEC.offsets["proc"]
+_EXEC_TID_AT: Final = EXEC.offsets["old_tid"]
 
 _HOOKS: Final = {h.value: h for h in Hook}
 _ACTIONS: Final = {a.value: a for a in Action}
+_LAYERS: Final = {v.value: v for v in Layer}
+# Plain ints: `int & IntFlag` builds a new enum member on every call.
+_EXE_UNKNOWN: Final = int(ProcessFlag.EXE_UNKNOWN)
+_ACL: Final = int(EventFlag.ACL)
+_TARGET_EXISTED: Final = int(EventFlag.TARGET_EXISTED)
+_MNT_REL: Final = int(EventFlag.MNT_REL)
+UNSET_ID: Final = 0xFFFFFFFF
 
 
 class DecodeError(ValueError):
@@ -194,46 +338,132 @@ def decode_dev(dev: int) -> int:
     return (minor & 0xFF) | ((major & 0xFFF) << 8) | ((minor & ~0xFF) << 12) | ((major & ~0xFFF) << 32)
 
 
-def decode(record: bytes) -> FileEvent:
-    """One ring-buffer record to a frozen event."""
-    if len(record) < EVENT_SIZE:
-        raise DecodeError(f"record of {len(record)} bytes is shorter than struct fw_event ({EVENT_SIZE})")
+def _file(raw: bytes, at: int) -> FileInfo:
+    ino, size, dev, mode, uid, gid = _FILE.unpack_from(raw, at)
+    return FileInfo(ino, size, decode_dev(dev), mode, uid, gid)
+
+
+def _process(raw: bytes, at: int, data_at: int) -> tuple[Process, int]:
+    """The process at `at`, its exe and args from raw[data_at:]; returns it
+    and where its data ended."""
     (
-        kind, hook, action, size, seq, ktime_ns, flags, path_len, _pad,
-        pid, tid, ppid, uid, euid, gid, egid, loginuid, cgroup_id, mntns, _ppad, comm,
-        ino, dev, mode, f_flags, _fpad,
-    ) = _EVENT.unpack_from(record)  # fmt: skip
-    if kind != RecordKind.FILE:
-        raise DecodeError(f"unknown record kind {kind}")
-    if size != len(record) or EVENT_SIZE + path_len != size:
-        raise DecodeError(f"record size {len(record)} does not match its header (size {size}, path {path_len})")
+        pid, tid, ppid, uid, euid, gid, egid, loginuid, cgroup_id, start_ns, mntns,
+        exe_len, args_len, flags, _pad, comm,
+    ) = _PROCESS.unpack_from(raw, at)  # fmt: skip
+    exe_end = data_at + exe_len
+    args_end = exe_end + args_len
+    exe = None if flags & _EXE_UNKNOWN else raw[data_at:exe_end]
+    args_raw = raw[exe_end:args_end]
+    args = tuple(args_raw.rstrip(b"\0").split(b"\0")) if args_raw.strip(b"\0") else ()
+    process = Process(
+        pid, tid, ppid, uid, euid, gid, egid, loginuid, cgroup_id, start_ns, mntns, flags,
+        comm.split(b"\0", 1)[0], exe, args,
+    )  # fmt: skip
+    return process, args_end
+
+
+def _acl(extra: bytes) -> tuple[AclEntry, ...]:
+    n = len(extra) // _ACL_ENTRY.size
+    return tuple(AclEntry(*_ACL_ENTRY.unpack_from(extra, i * _ACL_ENTRY.size)) for i in range(n))
+
+
+def _check_header(raw: bytes, fixed: int) -> tuple[int, int, int, int, int, int]:
+    if len(raw) < _HEADER.size:
+        raise DecodeError(f"record of {len(raw)} bytes is shorter than struct fw_header")
+    kind, hook, action, size, seq, ktime_ns = _HEADER.unpack_from(raw)
+    if size != len(raw) or size < fixed:
+        raise DecodeError(f"record size {len(raw)} does not match its header (size {size})")
+    return kind, hook, action, size, seq, ktime_ns
+
+
+def _decode_file(raw: bytes) -> FileEvent:
+    _, hook, action, size, seq, ktime_ns = _check_header(raw, EVENT_SIZE)
     hook_e = _HOOKS.get(hook)
     action_e = _ACTIONS.get(action)
     if hook_e is None or action_e is None:
         raise DecodeError(f"unknown hook {hook} or action {action}")
-    # Positional arguments: this runs once per event.
+    flags, path_len, aux_len, extra_len, mnt_rel_len, layer = _EVENT_MIDDLE.unpack_from(raw, _HEADER.size)
+    path_end = EVENT_SIZE + path_len
+    aux_end = path_end + aux_len
+    extra_end = aux_end + extra_len
+    process, data_end = _process(raw, _PROC_AT, extra_end)
+    if data_end != size:
+        raise DecodeError(f"record size {size} does not match its contents ({data_end})")
+    extra = raw[aux_end:extra_end]
+    detail: ChmodDetail | ChownDetail | XattrDetail | MountDetail | FileInfo | None = None
+    if action_e == Action.CHMOD:
+        detail = ChmodDetail(*_CHMOD.unpack_from(raw, _DETAIL_AT))
+    elif action_e == Action.CHOWN:
+        detail = ChownDetail(*_CHOWN.unpack_from(raw, _DETAIL_AT))
+    elif action_e in (Action.SETXATTR, Action.REMOVEXATTR):
+        value_size, xattr_flags = _XATTR.unpack_from(raw, _DETAIL_AT)
+        detail = XattrDetail(value_size, xattr_flags, _acl(extra) if flags & _ACL else None)
+    elif action_e in (Action.MOUNT, Action.UMOUNT):
+        detail = MountDetail(_MOUNT.unpack_from(raw, _DETAIL_AT)[0], extra)
+    elif action_e == Action.RENAME and flags & _TARGET_EXISTED:
+        if len(extra) != _FILE.size:
+            raise DecodeError(f"rename record carries {len(extra)} bytes for the replaced file")
+        detail = _file(extra, 0)
     return FileEvent(
         seq,
         ktime_ns,
         hook_e,
         action_e,
         flags,
-        record[EVENT_SIZE:size],
-        ino,
-        decode_dev(dev),
-        mode,
-        f_flags,
-        Process(pid, tid, ppid, uid, euid, gid, egid, loginuid, cgroup_id, mntns, comm.split(b"\0", 1)[0]),
+        raw[EVENT_SIZE:path_end],
+        raw[path_end:aux_end],
+        _file(raw, _FILE_AT),
+        process,
+        detail,
+        _LAYERS.get(layer, Layer.UNKNOWN),
+        mnt_rel_len if flags & _MNT_REL else None,
     )
 
 
-def decode_counters(values: list[bytes]) -> tuple[int, ...]:
-    """Sums one hook's per-CPU struct fw_counters."""
-    totals = [0] * COUNTER_COUNT
+def _decode_exec(raw: bytes) -> ExecEvent:
+    _, _, _, size, seq, ktime_ns = _check_header(raw, EXEC_SIZE)
+    process, data_end = _process(raw, _EXEC_PROC_AT, EXEC_SIZE)
+    if data_end != size:
+        raise DecodeError(f"exec record size {size} does not match its contents ({data_end})")
+    (old_tid,) = struct.unpack_from("<I", raw, _EXEC_TID_AT)
+    return ExecEvent(seq, ktime_ns, process, old_tid)
+
+
+def _decode_fork(raw: bytes) -> ForkEvent:
+    _check_header(raw, FORK.size)
+    _, _, _, _, seq, ktime_ns, parent_pid, child_pid, child_start, parent_start = _FORK.unpack_from(raw)
+    return ForkEvent(seq, ktime_ns, parent_pid, child_pid, child_start, parent_start)
+
+
+def _decode_exit(raw: bytes) -> ExitEvent:
+    _check_header(raw, EXIT.size)
+    _, _, _, _, seq, ktime_ns, pid, exit_code, start_ns = _EXIT.unpack_from(raw)
+    return ExitEvent(seq, ktime_ns, pid, exit_code, start_ns)
+
+
+def decode(raw: bytes) -> FileEvent | ProcessEvent:
+    """One ring-buffer record to a frozen event."""
+    if len(raw) < 2:
+        raise DecodeError(f"record of {len(raw)} bytes is shorter than struct fw_header")
+    kind = raw[0] | raw[1] << 8
+    if kind == RecordKind.FILE:
+        return _decode_file(raw)
+    if kind == RecordKind.EXEC:
+        return _decode_exec(raw)
+    if kind == RecordKind.FORK:
+        return _decode_fork(raw)
+    if kind == RecordKind.EXIT:
+        return _decode_exit(raw)
+    raise DecodeError(f"unknown record kind {kind}")
+
+
+def decode_counters(values: list[bytes]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Sums one hook's per-CPU struct fw_counters: (count, ignored_by)."""
+    totals = [0] * (COUNTER_COUNT + IGNORE_REASON_COUNT)
     for raw in values:
         for i, v in enumerate(_COUNTERS.unpack_from(raw)):
             totals[i] += v
-    return tuple(totals)
+    return tuple(totals[:COUNTER_COUNT]), tuple(totals[COUNTER_COUNT:])
 
 
 def prefix_key(prefix: bytes) -> bytes:

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import _bpf
+from . import _bpf, abi, loader
 from ._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
 from ._libbpf import version as libbpf_version
-from .agent import PROGRAM_HOOKS
 from .sysinfo import Host
 
 OK: Final = "ok"
@@ -119,24 +118,67 @@ def _hook_failure(program: str, exc: LibbpfError, prior_ok: bool) -> tuple[str, 
     return detail, "run with --log-level debug and report the libbpf log"
 
 
+def _load(path: Path, programs: set[str], dpath_mask: int) -> BpfObject:
+    obj = BpfObject(path)
+    try:
+        obj.set_rodata("fw_agent_tgid", struct.pack("<I", 0))
+        obj.set_rodata("fw_dpath_hooks", struct.pack("<I", dpath_mask))
+        for prog in obj.programs():
+            prog.set_autoload(prog.name in programs)
+        obj.load()
+    except BaseException:
+        obj.close()
+        raise
+    return obj
+
+
+def _program_check(p: loader.ProgramPlan, error: LibbpfError | None, prior_ok: bool) -> Check:
+    name = f"hook {p.hook_name}"
+    if error is not None:
+        detail, fix = _hook_failure(p.name, error, prior_ok)
+        return Check(name, FAIL, detail, fix)
+    how = f"; paths by {p.path_method}" if p.path_method else ""
+    return Check(name, OK, f"{p.name} loads and attaches{how}")
+
+
 def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
-    """Loads and attaches each program on its own."""
-    for program, hook in PROGRAM_HOOKS.items():
-        name = f"hook {hook.name.lower()}"
+    """Every program, as `filewarden run` would load it, then attached one by
+    one. A hook this kernel lacks is a warning: the others still run."""
+    try:
+        plan = loader.plan(path)
+    except LibbpfError as exc:
+        # Even the probe could not load: name the program it tried.
+        program = next((line.split("prog '", 1)[1].split("'", 1)[0] for line in exc.log if "prog '" in line), "")
+        hook = loader.PROGRAMS.get(program, abi.Hook.FILE_OPEN)
+        p = loader.ProgramPlan(program or "fw_file_open", hook, "", True, "")
+        yield _program_check(p, exc, prior_ok)
+        return
+    except LibbpfUnavailableError as exc:
+        yield Check("hooks", FAIL, str(exc), "apt-get install libbpf1 (libbpf >= 1.0)")
+        return
+    for p in plan.missing:
+        yield Check(f"hook {p.hook_name}", WARN, f"this kernel has no {p.hook_name} hook: not monitored", "")
+    loaded = plan.loaded
+    try:
+        with _load(path, {p.name for p in loaded}, plan.dpath_mask) as obj:
+            for p in loaded:
+                try:
+                    obj.attach(obj.program(p.name))
+                except LibbpfError as exc:
+                    yield _program_check(p, exc, prior_ok)
+                else:
+                    yield _program_check(p, None, prior_ok)
+        return
+    except LibbpfError:
+        pass  # some program would not load: find which, one by one
+    for p in loaded:
         try:
-            with BpfObject(path) as obj:
-                obj.set_rodata("fw_agent_tgid", struct.pack("<I", 0))
-                for prog in obj.programs():
-                    prog.set_autoload(prog.name == program)
-                obj.load()
-                obj.attach(obj.program(program))
+            with _load(path, {p.name}, plan.dpath_mask) as obj:
+                obj.attach(obj.program(p.name))
         except LibbpfError as exc:
-            detail, fix = _hook_failure(program, exc, prior_ok)
-            yield Check(name, FAIL, detail, fix)
-        except LibbpfUnavailableError as exc:
-            yield Check(name, FAIL, str(exc), "apt-get install libbpf1 (libbpf >= 1.0)")
+            yield _program_check(p, exc, prior_ok)
         else:
-            yield Check(name, OK, f"{program} loads and attaches")
+            yield _program_check(p, None, prior_ok)
 
 
 def run_checks(host: Host | None = None) -> list[Check]:

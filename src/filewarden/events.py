@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 if TYPE_CHECKING:
-    from .abi import Action, Hook
+    from .abi import Action, Hook, Layer
 
 
 class Process(msgspec.Struct, frozen=True):
@@ -22,21 +22,107 @@ class Process(msgspec.Struct, frozen=True):
     egid: int
     loginuid: int  # 0xFFFFFFFF when unset
     cgroup_id: int
+    start_ns: int  # CLOCK_BOOTTIME; with pid, identifies the process
     mntns: int
+    flags: int  # abi.ProcessFlag
     comm: bytes
+    exe: bytes | None  # None when unknown (kernel thread)
+    args: tuple[bytes, ...]
+
+
+class FileInfo(msgspec.Struct, frozen=True):
+    """An inode as it was before the change."""
+
+    inode: int
+    size: int
+    device: int  # st_dev encoding
+    mode: int  # st_mode
+    uid: int
+    gid: int
+
+
+class ChmodDetail(msgspec.Struct, frozen=True):
+    old_mode: int
+    new_mode: int
+
+
+class ChownDetail(msgspec.Struct, frozen=True):
+    old_uid: int
+    old_gid: int
+    new_uid: int  # 0xFFFFFFFF: unchanged
+    new_gid: int
+
+
+class AclEntry(msgspec.Struct, frozen=True):
+    """One POSIX ACL entry (tag and perm as in include/uapi/linux/posix_acl.h)."""
+
+    tag: int
+    perm: int
+    id: int
+
+
+class XattrDetail(msgspec.Struct, frozen=True):
+    value_size: int
+    flags: int
+    acl: tuple[AclEntry, ...] | None  # for system.posix_acl_*
+
+
+class MountDetail(msgspec.Struct, frozen=True):
+    flags: int  # MS_* of mount(2), MS_MOVE for move_mount, MNT_* for umount
+    fs_type: bytes
 
 
 class FileEvent(msgspec.Struct, frozen=True):
-    """One change to a file, as the kernel reported it."""
+    """One change to a file, as the kernel reported it.
+
+    `path` is where it happened, as the actor sees it; `aux` is the second
+    string of the action: rename's source, link's existing file, symlink's
+    target, the xattr name, mount's source.
+    """
 
     seq: int
     ktime_ns: int  # CLOCK_BOOTTIME
     hook: Hook
     action: Action
     flags: int  # abi.EventFlag
-    path: bytes  # as the acting process sees it
-    inode: int
-    device: int  # st_dev encoding
-    mode: int  # st_mode
-    open_flags: int
+    path: bytes
+    aux: bytes
+    file: FileInfo
     process: Process
+    # chmod/chown/xattr/mount details; for a rename, what was at the destination
+    detail: ChmodDetail | ChownDetail | XattrDetail | MountDetail | FileInfo | None = None
+    layer: Layer | None = None  # overlayfs: where the file was (abi.Layer; NONE off overlayfs)
+    mount_rel_len: int | None = None  # overlayfs: bytes at the end of `path` inside the mount
+
+
+class ExecEvent(msgspec.Struct, frozen=True):
+    """A process ran a new program."""
+
+    seq: int
+    ktime_ns: int
+    process: Process
+    old_tid: int
+
+
+class ForkEvent(msgspec.Struct, frozen=True):
+    """A new process (not a thread)."""
+
+    seq: int
+    ktime_ns: int
+    parent_pid: int
+    child_pid: int
+    child_start_ns: int
+    parent_start_ns: int
+
+
+class ExitEvent(msgspec.Struct, frozen=True):
+    """The last thread of a process exited."""
+
+    seq: int
+    ktime_ns: int
+    pid: int
+    exit_code: int
+    start_ns: int
+
+
+ProcessEvent = ExecEvent | ForkEvent | ExitEvent

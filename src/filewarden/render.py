@@ -13,17 +13,25 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
-from .abi import ACTION_NAMES, HOOK_NAMES, EventFlag
+from .abi import ACTION_NAMES, HOOK_NAMES, UNSET_ID, Action, EventFlag, ProcessFlag
 from .clock import WallClock, format_timestamp
+from .events import (
+    AclEntry,
+    ChmodDetail,
+    ChownDetail,
+    FileEvent,
+    FileInfo,
+    MountDetail,
+    Process,
+    XattrDetail,
+)
 
 if TYPE_CHECKING:
-    from .events import FileEvent
-
-UNSET_ID: Final = 0xFFFFFFFF
+    from .proctree import ProcessInfo
 
 _FILE_TYPES: Final = {
     stat.S_IFREG: "file",
@@ -34,46 +42,171 @@ _FILE_TYPES: Final = {
     stat.S_IFIFO: "fifo",
     stat.S_IFSOCK: "socket",
 }
+# include/uapi/linux/posix_acl.h
+_ACL_TAGS: Final = {0x01: "user_obj", 0x02: "user", 0x04: "group_obj", 0x08: "group", 0x10: "mask", 0x20: "other"}
+_ACL_HAS_ID: Final = frozenset({0x02, 0x08})
 
 _encode = msgspec.json.Encoder().encode
+
+
+class Ancestry(Protocol):
+    def get(self, pid: int, start_ns: int | None = None) -> ProcessInfo | None: ...
 
 
 def text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def to_document(event: FileEvent, clock: WallClock) -> dict[str, Any]:
-    proc = event.process
-    file: dict[str, Any] = {
-        "path": text(event.path),
-        "inode": event.inode,
-        "device": f"{os.major(event.device)}:{os.minor(event.device)}",
-        "type": _FILE_TYPES.get(stat.S_IFMT(event.mode), "unknown"),
-    }
-    if event.flags & EventFlag.PATH_TRUNCATED:
-        file["path_truncated"] = True
+def file_type(mode: int) -> str:
+    return _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")
+
+
+def _acl(entries: tuple[AclEntry, ...]) -> list[dict[str, Any]]:
+    out = []
+    for e in entries:
+        entry: dict[str, Any] = {"tag": _ACL_TAGS.get(e.tag, str(e.tag))}
+        if e.tag in _ACL_HAS_ID:
+            entry["id"] = e.id
+        entry["perm"] = "".join(c if e.perm & bit else "-" for c, bit in (("r", 4), ("w", 2), ("x", 1)))
+        out.append(entry)
+    return out
+
+
+def _file_base(path: bytes, info: FileInfo, flags: int) -> dict[str, Any]:
     doc: dict[str, Any] = {
+        "path": text(path),
+        "inode": info.inode,
+        "device": f"{os.major(info.device)}:{os.minor(info.device)}",
+        "type": file_type(info.mode),
+    }
+    if flags & EventFlag.PATH_TRUNCATED:
+        doc["path_truncated"] = True
+    if flags & EventFlag.PATH_FS_RELATIVE:
+        doc["path_relative_to_filesystem"] = True
+    return doc
+
+
+def _file(event: FileEvent) -> dict[str, Any]:
+    action, detail, flags = event.action, event.detail, event.flags
+    doc = _file_base(event.path, event.file, flags)
+    if action == Action.SYMLINK:
+        doc["type"] = "symlink"
+        del doc["inode"], doc["device"]  # the new inode does not exist yet at this hook
+    if action in (Action.RENAME, Action.LINK, Action.SYMLINK):
+        key = "source_path" if action == Action.RENAME else "target_path"
+        doc[key] = text(event.aux)
+        if flags & EventFlag.AUX_TRUNCATED:
+            doc[f"{key}_truncated"] = True
+    if isinstance(detail, ChmodDetail):
+        doc["mode"] = f"{detail.new_mode & 0o7777:04o}"
+        doc["previous"] = {"mode": f"{detail.old_mode & 0o7777:04o}"}
+    elif isinstance(detail, ChownDetail):
+        previous: dict[str, Any] = {}
+        if detail.new_uid not in (UNSET_ID, detail.old_uid):
+            doc["uid"], previous["uid"] = detail.new_uid, detail.old_uid
+        if detail.new_gid not in (UNSET_ID, detail.old_gid):
+            doc["gid"], previous["gid"] = detail.new_gid, detail.old_gid
+        doc["previous"] = previous
+    elif isinstance(detail, XattrDetail):
+        xattr: dict[str, Any] = {"name": text(event.aux)}
+        if action == Action.SETXATTR:
+            xattr["value_size"] = detail.value_size
+        if detail.acl is not None:
+            xattr["acl"] = _acl(detail.acl)
+            if flags & EventFlag.EXTRA_TRUNCATED:
+                xattr["acl_truncated"] = True
+        doc["xattr"] = xattr
+    elif isinstance(detail, FileInfo) and action == Action.RENAME and not flags & EventFlag.RENAME_EXCHANGE:
+        doc["replaced"] = {"inode": detail.inode, "type": file_type(detail.mode)}
+    if action == Action.TRUNCATE:
+        doc["previous"] = {"size": event.file.size}
+    return doc
+
+
+def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "pid": proc.pid,
+        "thread": {"id": proc.tid},
+        "name": text(proc.comm),
+    }
+    if proc.exe is not None:
+        doc["executable"] = text(proc.exe)
+        if proc.flags & ProcessFlag.EXE_TRUNCATED:
+            doc["executable_truncated"] = True
+    if proc.args:
+        doc["args"] = [text(a) for a in proc.args]
+    if proc.flags & ProcessFlag.ARGS_TRUNCATED:
+        doc["args_truncated"] = True
+    doc["user"] = {"id": proc.euid}
+    doc["real_user"] = {"id": proc.uid}
+    doc["group"] = {"id": proc.egid}
+    doc["real_group"] = {"id": proc.gid}
+    if proc.cgroup_id:
+        doc["cgroup"] = {"id": proc.cgroup_id}
+    if proc.mntns:
+        doc["mount_namespace"] = {"id": proc.mntns}
+    if proc.start_ns:
+        doc["start"] = format_timestamp(clock.to_wall_ns(proc.start_ns))
+    parent: dict[str, Any] = {"pid": proc.ppid}
+    # The parent is the one the kernel named at the hook; the tree knows
+    # its program even if it has exited since.
+    info = tree.get(proc.ppid) if tree is not None and proc.ppid > 0 else None
+    if info is not None:
+        _ancestor(parent, info)
+        grand_info = tree.get(info.ppid) if tree is not None and info.ppid > 0 else None
+        if grand_info is not None:
+            grand: dict[str, Any] = {"pid": grand_info.pid}
+            _ancestor(grand, grand_info)
+            parent["parent"] = grand
+    doc["parent"] = parent
+    return doc
+
+
+def _ancestor(doc: dict[str, Any], info: ProcessInfo) -> None:
+    if info.exe is not None:
+        doc["executable"] = text(info.exe)
+    if info.comm:
+        doc["name"] = text(info.comm)
+    if info.args:
+        doc["args"] = [text(a) for a in info.args]
+
+
+def to_documents(event: FileEvent, clock: WallClock, tree: Ancestry | None = None) -> list[dict[str, Any]]:
+    """The JSON documents of one event: one, or two for RENAME_EXCHANGE
+    (each side moved to the other's place)."""
+    proc = event.process
+    base: dict[str, Any] = {
         "@timestamp": format_timestamp(clock.to_wall_ns(event.ktime_ns)),
-        "event": {
-            "action": ACTION_NAMES[event.action],
-            "hook": HOOK_NAMES[event.hook],
-            "sequence": event.seq,
-        },
-        "file": file,
-        "process": {
-            "pid": proc.pid,
-            "thread": {"id": proc.tid},
-            "name": text(proc.comm),
-            "user": {"id": proc.euid},
-            "real_user": {"id": proc.uid},
-            "group": {"id": proc.egid},
-            "real_group": {"id": proc.gid},
-            "parent": {"pid": proc.ppid},
-        },
+        "event": {"action": ACTION_NAMES[event.action], "hook": HOOK_NAMES[event.hook], "sequence": event.seq},
+        "file": _file(event),
+        "process": _process(proc, clock, tree),
     }
     if proc.loginuid != UNSET_ID:
-        doc["user"] = {"audit": {"id": proc.loginuid}}
-    return doc
+        base["user"] = {"audit": {"id": proc.loginuid}}
+    if isinstance(event.detail, MountDetail):
+        mount: dict[str, Any] = {"flags": event.detail.flags}
+        if event.aux:
+            mount["source"] = text(event.aux)
+        if event.detail.fs_type:
+            mount["fs_type"] = text(event.detail.fs_type)
+        base["mount"] = mount
+    if event.flags & EventFlag.DURING_OPEN:
+        base["event"]["during_open"] = True
+    if not event.flags & EventFlag.RENAME_EXCHANGE:
+        return [base]
+    # renameat2(RENAME_EXCHANGE): the destination's file went to the source.
+    other = dict(base)
+    other_file = _file_base(event.aux, event.detail if isinstance(event.detail, FileInfo) else event.file, 0)
+    other_file["source_path"] = text(event.path)
+    other["file"] = other_file
+    base["event"]["exchange"] = True
+    other["event"] = dict(base["event"])
+    return [base, other]
+
+
+def to_document(event: FileEvent, clock: WallClock, tree: Ancestry | None = None) -> dict[str, Any]:
+    """The first (usually the only) document of an event."""
+    return to_documents(event, clock, tree)[0]
 
 
 def to_json_line(doc: dict[str, Any]) -> bytes:
@@ -82,5 +215,5 @@ def to_json_line(doc: dict[str, Any]) -> bytes:
         return _encode(doc) + b"\n"
     except UnicodeEncodeError:
         # Lone surrogates from non-UTF-8 bytes: the stdlib encoder writes
-        # them as \udcXX escapes (ensure_ascii), which msgspec refuses to.
+        # them as \\udcXX escapes (ensure_ascii), which msgspec refuses to.
         return json.dumps(doc, separators=(",", ":")).encode("ascii") + b"\n"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .agent import Agent
 from .clock import WallClock
 from .outputs import JsonlSink, open_outputs
-from .render import to_document, to_json_line
+from .render import Ancestry, to_documents, to_json_line
 
 if TYPE_CHECKING:
     from .config import Config
@@ -75,15 +75,16 @@ def stop_signals() -> Iterator[tuple[int, list[int]]]:
 class Pipeline:
     """Events to JSON lines to every output."""
 
-    def __init__(self, sinks: list[JsonlSink]) -> None:
+    def __init__(self, sinks: list[JsonlSink], tree: Ancestry | None = None) -> None:
         self.sinks = sinks
+        self.tree = tree
         self.clock = WallClock()
         self.written = 0
 
     def emit(self, events: list[FileEvent]) -> None:
         if not events:
             return
-        lines = [to_json_line(to_document(e, self.clock)) for e in events]
+        lines = [to_json_line(doc) for e in events for doc in to_documents(e, self.clock, self.tree)]
         for sink in self.sinks:
             sink.write(lines)
         self.written += len(lines)
@@ -97,7 +98,7 @@ def run(config: Config, ready_file: Path | None = None) -> int:
     agent = Agent(config)
     try:
         agent.start()
-        pipeline = Pipeline(sinks)
+        pipeline = Pipeline(sinks, agent.processes)
         with stop_signals() as (wakeup, received):
             if ready_file is not None:
                 write_ready_file(ready_file)
@@ -125,9 +126,11 @@ def run(config: Config, ready_file: Path | None = None) -> int:
 def _log_summary(agent: Agent, pipeline: Pipeline) -> None:
     stats = agent.stats
     log.info(
-        "stopped: %d event(s) written; %d record(s) read, %d outside the globs, %d malformed, %d lost",
+        "stopped: %d event(s) written; %d record(s) read (%d of processes), %d outside the globs, "
+        "%d malformed, %d lost",
         pipeline.written,
         stats.records,
+        stats.process_records,
         stats.filtered,
         stats.malformed,
         stats.lost,

@@ -12,6 +12,7 @@ import pytest
 from filewarden import abi
 from filewarden._libbpf import BpfObject, LibbpfError, LibbpfRingReader, Map, MmapRingReader, RingReader
 from filewarden.agent import SequenceTracker
+from filewarden.events import FileEvent
 from tests.support.producer import producer
 
 READERS: dict[str, Callable[[Map], RingReader]] = {"mmap": MmapRingReader, "libbpf": LibbpfRingReader}
@@ -31,10 +32,24 @@ def test_every_record_in_order_and_intact(make_reader: Callable[[Map], RingReade
         assert p.outcome() == (1000, 0)
     events = [abi.decode(r) for r in records]
     assert [e.seq for e in events] == list(range(1000))
-    assert {(e.path, e.hook, e.action, e.process.pid, e.inode, e.process.comm) for e in events} == {
-        (b"/etc/fw/one", abi.Hook.SELFTEST, abi.Action.CREATE, 4242, 77, b"fw-selftest")
+    assert {
+        (e.path, e.hook, e.action, e.process.pid, e.file.inode, e.process.comm, e.process.exe, e.process.args)
+        for e in events
+        if isinstance(e, FileEvent)
+    } == {
+        (
+            b"/etc/fw/one",
+            abi.Hook.SELFTEST,
+            abi.Action.CREATE,
+            4242,
+            77,
+            b"fw-selftest",
+            b"/usr/bin/selftest",
+            (b"selftest", b"--produce"),
+        )
     }
-    assert all(len(r) == abi.EVENT_SIZE + len(b"/etc/fw/one") for r in records)
+    size = abi.EVENT_SIZE + len(b"/etc/fw/one") + len(b"/usr/bin/selftest") + len(b"selftest\0--produce")
+    assert all(len(r) == size for r in records)
 
 
 def test_wrap_around_many_times(make_reader: Callable[[Map], RingReader]) -> None:
@@ -42,15 +57,15 @@ def test_wrap_around_many_times(make_reader: Callable[[Map], RingReader]) -> Non
     with producer(ring) as p:
         reader = make_reader(p.ring)
         got = []
-        for i in range(25):  # 25 rounds of up to 53 KB: the ring wraps over 10 times
+        for i in range(25):  # 25 rounds of up to 54 KB: the ring wraps over 10 times
             path = b"/w/" + bytes([97 + i % 26]) * (50 + 7 * i)
-            p.produce(150, path)
+            p.produce(120, path)
             got.extend((abi.decode(r), path) for r in reader.read())
         assert p.counters()["ringbuf_full"] == 0
         reader.close()
-    assert len(got) == 25 * 150
-    assert [e.seq for e, _ in got] == list(range(25 * 150))
-    assert all(e.path == path for e, path in got)
+    assert len(got) == 25 * 120
+    assert [e.seq for e, _ in got] == list(range(25 * 120))
+    assert all(isinstance(e, FileEvent) and e.path == path for e, path in got)
 
 
 def test_read_limit_leaves_the_rest_queued(make_reader: Callable[[Map], RingReader]) -> None:

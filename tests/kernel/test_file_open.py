@@ -24,8 +24,10 @@ def test_create_is_one_event_with_path_pid_name_inode(plain_dir: Path) -> None:
     assert event.process.euid == os.geteuid()
     assert event.process.ppid == os.getpid()
     st = target.stat()
-    assert event.inode == st.st_ino
-    assert event.device == st.st_dev
+    assert event.file.inode == st.st_ino
+    assert event.file.device == st.st_dev
+    assert event.process.exe is not None
+    assert event.process.start_ns > 0
 
 
 def test_open_for_write_of_existing_file(plain_dir: Path) -> None:
@@ -37,7 +39,7 @@ def test_open_for_write_of_existing_file(plain_dir: Path) -> None:
         events = mon.under(str(plain_dir))
     assert summary(events) == [("open_write", str(target))] * 2
     assert [e.process.pid for e in events] == [pid, pid_rw]
-    assert all(e.action == Action.OPEN_WRITE and e.inode == target.stat().st_ino for e in events)
+    assert all(e.action == Action.OPEN_WRITE and e.file.inode == target.stat().st_ino for e in events)
 
 
 def test_read_only_open_reports_nothing(plain_dir: Path) -> None:
@@ -67,15 +69,16 @@ def test_path_outside_the_monitored_set_reports_nothing(plain_dir: Path) -> None
 def test_glob_final_decision_is_made_in_user_space(plain_dir: Path) -> None:
     # The kernel filters on the literal prefix '<dir>/'; '*.conf' is decided here.
     with monitoring(f"{plain_dir}/*.conf") as mon:
+        before = mon.agent.stats.filtered
         in_child(lambda: [touch(plain_dir / n) for n in ("a.conf", "b.txt", "c.conf")])
         events = mon.under(str(plain_dir))
-        filtered = mon.agent.stats.filtered
+        filtered = mon.agent.stats.filtered - before
     assert sorted(p for _, p in summary(events)) == [str(plain_dir / "a.conf"), str(plain_dir / "c.conf")]
     assert filtered == 1
 
 
 def test_sequence_numbers_have_no_gaps(plain_dir: Path) -> None:
-    with monitoring(f"{plain_dir}/**") as mon:
+    with monitoring(f"{plain_dir}/**", fresh=True) as mon:
         in_child(lambda: [touch(plain_dir / f"f{i}") for i in range(50)])
         events = mon.stop()
         lost = mon.agent.stats.lost
@@ -92,3 +95,18 @@ def test_record_is_sized_to_the_path(plain_dir: Path) -> None:
         in_child(lambda: (touch(short), touch(deep)))
         events = mon.under(str(plain_dir))
     assert [e.path for e in events] == [str(short).encode(), str(deep).encode()]
+
+
+def test_the_monitored_set_changes_without_reloading(plain_dir: Path) -> None:
+    a, b = plain_dir / "a", plain_dir / "b"
+    a.mkdir()
+    b.mkdir()
+    with monitoring(f"{a}/**") as mon:
+        programs = {link.program.name: link.program.fd for link in mon.agent._obj.links}  # type: ignore[union-attr]
+        in_child(lambda: (touch(a / "1"), touch(b / "1")))
+        mon.agent.set_paths([f"{b}/**"])
+        in_child(lambda: (touch(a / "2"), touch(b / "2")))
+        events = mon.under(str(plain_dir))
+        after = {link.program.name: link.program.fd for link in mon.agent._obj.links}  # type: ignore[union-attr]
+    assert summary(events) == [("create", f"{a}/1"), ("create", f"{b}/2")]
+    assert after == programs  # the same programs, still attached

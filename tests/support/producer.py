@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from filewarden import _bpf, abi
 from filewarden._libbpf import BpfObject, Map, Program
 
-_ARGS = struct.Struct(f"<IIIIIIQ{abi.PATH_MAX}s")
+# struct fw_selftest_args (bpf/selftest.bpf.c), with its struct fw_proc_cache
+_ARGS = struct.Struct(f"<IIIIQHHHH{abi.PATH_MAX}sIHH{abi.EXE_MAX}s{abi.ARGS_MAX}s")
 
 
 @dataclass
@@ -20,8 +21,18 @@ class Producer:
     program: Program
     ring: Map
 
-    def produce(self, count: int, path: bytes = b"/etc/fw-selftest", action: int = 1, pid: int = 4242) -> None:
-        self.program.test_run(_ARGS.pack(count, len(path), action, pid, 0, 0, 77, path))
+    def produce(
+        self,
+        count: int,
+        path: bytes = b"/etc/fw-selftest",
+        action: int = 1,
+        pid: int = 4242,
+        exe: bytes = b"/usr/bin/selftest",
+        args: bytes = b"selftest\0--produce",
+    ) -> None:
+        self.program.test_run(
+            _ARGS.pack(count, action, pid, 0, 77, len(path), 0, 0, 0, path, 0, len(exe), len(args), exe, args)
+        )
 
     def outcome(self) -> tuple[int, int]:
         """(emitted, ring full) of the last produce()."""
@@ -33,7 +44,7 @@ class Producer:
         return int(struct.unpack("<Q", self.obj.read_global("fw_next_seq"))[0])
 
     def counters(self) -> dict[str, int]:
-        totals = abi.decode_counters(self.obj.map("counters").lookup_percpu(struct.pack("<I", abi.Hook.SELFTEST)))
+        totals, _ = abi.decode_counters(self.obj.map("counters").lookup_percpu(struct.pack("<I", abi.Hook.SELFTEST)))
         return {c.name.lower(): totals[c] for c in abi.Counter}
 
 

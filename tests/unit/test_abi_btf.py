@@ -20,7 +20,7 @@ def btf() -> Iterator[Btf]:
 
 def layout_mismatches(btf: Btf, layout: abi.Layout) -> list[str]:
     """Every way `layout` disagrees with the C struct of the same name."""
-    ty = btf.struct(layout.c_name)
+    ty = btf.union(layout.c_name) if layout.union else btf.struct(layout.c_name)
     problems = []
     if btf.sizeof(ty.id) != layout.size:
         problems.append(f"sizeof(struct {layout.c_name}) is {btf.sizeof(ty.id)}, abi.py says {layout.size}")
@@ -55,12 +55,12 @@ def test_layout_matches_btf(btf: Btf, layout: abi.Layout) -> None:
 
 
 def test_the_check_catches_a_wrong_layout(btf: Btf) -> None:
-    fields = list(abi.EVENT.fields)
+    fields = list(abi.HEADER.fields)
     fields[2] = ("action", "H")  # one byte too wide: every later offset moves
-    wrong = dataclasses.replace(abi.EVENT, fields=fields)
+    wrong = dataclasses.replace(abi.HEADER, fields=fields)
     problems = layout_mismatches(btf, wrong)
-    assert any("fw_event.size is at 4, abi.py says 5" in p for p in problems)
-    assert any("sizeof(struct fw_event) is 120" in p for p in problems)
+    assert any("fw_header.size is at 4, abi.py says 5" in p for p in problems)
+    assert any("sizeof(struct fw_header) is 24, abi.py says 25" in p for p in problems)
 
 
 @pytest.mark.parametrize("c_name", sorted(abi.ENUMS))
@@ -74,9 +74,15 @@ def test_enum_values_match_btf(btf: Btf, c_name: str) -> None:
     assert c_values == expected
 
 
+def member_size(btf: Btf, struct_name: str, member: str) -> int:
+    ty = btf.struct(struct_name)
+    return btf.sizeof(next(m for m in ty.members if m.name == member).type_id)
+
+
 def test_limits_match_the_header(btf: Btf) -> None:
-    scratch = btf.struct("fw_scratch")
-    path = next(m for m in scratch.members if m.name == "path")
-    assert btf.sizeof(path.type_id) == abi.PATH_MAX
+    assert member_size(btf, "fw_scratch", "path") == 2 * abi.PATH_MAX  # FW_BUF
+    assert member_size(btf, "fw_proc_cache", "exe") == abi.EXE_MAX
+    assert member_size(btf, "fw_proc_cache", "args") == abi.ARGS_MAX
+    assert member_size(btf, "fw_scratch", "extra") == abi.EXTRA_MAX
     assert abi.PREFIX_KEY.sizes["data"] == abi.PREFIX_MAX
     assert abi.PROCESS.sizes["comm"] == abi.COMM_LEN

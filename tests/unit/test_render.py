@@ -3,30 +3,42 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
+from typing import Any
 
 from filewarden import abi
 from filewarden.clock import WallClock, format_timestamp
-from filewarden.events import FileEvent, Process
-from filewarden.render import to_document, to_json_line
+from filewarden.events import (
+    AclEntry,
+    ChmodDetail,
+    ChownDetail,
+    FileEvent,
+    FileInfo,
+    MountDetail,
+    Process,
+    XattrDetail,
+)
+from filewarden.proctree import ProcessTree
+from filewarden.render import to_document, to_documents, to_json_line
+
+FILE = FileInfo(inode=1234, size=10, device=0x801, mode=0o100640, uid=0, gid=0)
 
 
-def event(path: bytes = b"/etc/app.conf", loginuid: int = 1000, comm: bytes = b"vim") -> FileEvent:
-    return FileEvent(
-        seq=42,
-        ktime_ns=5_000_000_000,
-        hook=abi.Hook.FILE_OPEN,
-        action=abi.Action.CREATE,
-        flags=0,
-        path=path,
-        inode=1234,
-        device=0x801,
-        mode=0o100640,
-        open_flags=0o101,
-        process=Process(
-            pid=811, tid=812, ppid=700, uid=1000, euid=0, gid=1000, egid=0,
-            loginuid=loginuid, cgroup_id=1, mntns=4026531840, comm=comm,
-        ),
+def process(loginuid: int = 1000, comm: bytes = b"vim", flags: int = 0) -> Process:
+    return Process(
+        pid=811, tid=812, ppid=700, uid=1000, euid=0, gid=1000, egid=0, loginuid=loginuid, cgroup_id=1,
+        start_ns=2_000_000_000, mntns=4026531840, flags=flags, comm=comm, exe=b"/usr/bin/vim",
+        args=(b"vim", b"app.conf"),
     )  # fmt: skip
+
+
+def event(action: abi.Action = abi.Action.CREATE, path: bytes = b"/etc/app.conf", **kw: Any) -> FileEvent:
+    fields: dict[str, Any] = {
+        "seq": 42, "ktime_ns": 5_000_000_000, "hook": abi.Hook.FILE_OPEN, "action": action, "flags": 0,
+        "path": path, "aux": b"", "file": FILE, "process": process(),
+    }  # fmt: skip
+    fields.update(kw)
+    return FileEvent(**fields)
 
 
 class FixedClock(WallClock):
@@ -44,18 +56,114 @@ def test_document_follows_the_contract() -> None:
             "pid": 811,
             "thread": {"id": 812},
             "name": "vim",
+            "executable": "/usr/bin/vim",
+            "args": ["vim", "app.conf"],
             "user": {"id": 0},
             "real_user": {"id": 1000},
             "group": {"id": 0},
             "real_group": {"id": 1000},
+            "cgroup": {"id": 1},
+            "mount_namespace": {"id": 4026531840},
+            "start": "1970-01-01T00:01:42.000000000Z",
             "parent": {"pid": 700},
         },
         "user": {"audit": {"id": 1000}},
     }
 
 
+def test_parent_and_grandparent_come_from_the_process_tree(tmp_path: Path) -> None:
+    tree = ProcessTree(tmp_path, clock_ticks=100)
+    tree.on_exec(pid=1, ppid=0, start_ns=1, exe=b"/sbin/init", args=(b"init",), args_truncated=False, comm=b"init")
+    tree.on_exec(pid=700, ppid=1, start_ns=9, exe=b"/usr/bin/bash", args=(b"bash",), args_truncated=False,
+                 comm=b"bash")  # fmt: skip
+    tree.on_exit(pid=700, start_ns=9, ktime_ns=10)  # gone by the time we render
+    parent = to_document(event(), FixedClock(), tree)["process"]["parent"]
+    assert parent == {
+        "pid": 700,
+        "executable": "/usr/bin/bash",
+        "name": "bash",
+        "args": ["bash"],
+        "parent": {"pid": 1, "executable": "/sbin/init", "name": "init", "args": ["init"]},
+    }
+
+
+def test_truncated_and_unknown_process_fields_are_marked() -> None:
+    flags = abi.ProcessFlag.ARGS_TRUNCATED | abi.ProcessFlag.EXE_TRUNCATED
+    doc = to_document(event(process=process(flags=flags)), FixedClock())
+    assert doc["process"]["args_truncated"] is True
+    assert doc["process"]["executable_truncated"] is True
+
+
 def test_unset_loginuid_gives_no_user_field() -> None:
-    assert "user" not in to_document(event(loginuid=0xFFFFFFFF), FixedClock())
+    assert "user" not in to_document(event(process=process(loginuid=0xFFFFFFFF)), FixedClock())
+
+
+def test_chmod_and_chown() -> None:
+    chmod = to_document(event(abi.Action.CHMOD, detail=ChmodDetail(0o100644, 0o104711)), FixedClock())
+    assert (chmod["file"]["mode"], chmod["file"]["previous"]) == ("4711", {"mode": "0644"})
+    chown = to_document(event(abi.Action.CHOWN, detail=ChownDetail(0, 0, 1000, 0xFFFFFFFF)), FixedClock())
+    assert (chown["file"]["uid"], chown["file"]["previous"]) == (1000, {"uid": 0})
+    assert "gid" not in chown["file"]
+
+
+def test_truncate_gives_the_previous_size() -> None:
+    doc = to_document(event(abi.Action.TRUNCATE, flags=abi.EventFlag.DURING_OPEN), FixedClock())
+    assert doc["file"]["previous"] == {"size": 10}
+    assert doc["event"]["during_open"] is True
+
+
+def test_rename_link_symlink_paths() -> None:
+    rename = to_document(event(abi.Action.RENAME, path=b"/etc/b", aux=b"/etc/a"), FixedClock())
+    assert (rename["file"]["path"], rename["file"]["source_path"]) == ("/etc/b", "/etc/a")
+    replaced = FileInfo(99, 0, 0x801, 0o100644, 0, 0)
+    over = to_document(
+        event(abi.Action.RENAME, aux=b"/etc/x", flags=abi.EventFlag.TARGET_EXISTED, detail=replaced), FixedClock()
+    )
+    assert over["file"]["replaced"] == {"inode": 99, "type": "file"}
+    link = to_document(event(abi.Action.LINK, path=b"/etc/l", aux=b"/etc/a"), FixedClock())
+    assert link["file"]["target_path"] == "/etc/a"
+    sym = to_document(event(abi.Action.SYMLINK, path=b"/etc/s", aux=b"../x"), FixedClock())
+    assert (sym["file"]["type"], sym["file"]["target_path"]) == ("symlink", "../x")
+    assert "inode" not in sym["file"]
+
+
+def test_rename_exchange_is_two_documents() -> None:
+    other = FileInfo(77, 0, 0x801, 0o040755, 0, 0)
+    docs = to_documents(
+        event(abi.Action.RENAME, path=b"/etc/b", aux=b"/etc/a", flags=abi.EventFlag.RENAME_EXCHANGE, detail=other),
+        FixedClock(),
+    )
+    assert [(d["file"]["path"], d["file"]["source_path"], d["file"]["inode"], d["file"]["type"]) for d in docs] == [
+        ("/etc/b", "/etc/a", 1234, "file"),
+        ("/etc/a", "/etc/b", 77, "dir"),
+    ]
+    assert all(d["event"]["exchange"] is True for d in docs)
+
+
+def test_xattr_and_acl() -> None:
+    acl = (AclEntry(1, 6, 0xFFFFFFFF), AclEntry(2, 5, 1000), AclEntry(0x20, 0, 0xFFFFFFFF))
+    doc = to_document(
+        event(abi.Action.SETXATTR, aux=b"system.posix_acl_access", detail=XattrDetail(28, 0, acl)), FixedClock()
+    )
+    assert doc["file"]["xattr"] == {
+        "name": "system.posix_acl_access",
+        "value_size": 28,
+        "acl": [
+            {"tag": "user_obj", "perm": "rw-"},
+            {"tag": "user", "id": 1000, "perm": "r-x"},
+            {"tag": "other", "perm": "---"},
+        ],
+    }
+    removed = to_document(event(abi.Action.REMOVEXATTR, aux=b"user.x", detail=XattrDetail(0, 0, None)), FixedClock())
+    assert removed["file"]["xattr"] == {"name": "user.x"}
+
+
+def test_mount() -> None:
+    doc = to_document(
+        event(abi.Action.MOUNT, path=b"/etc/passwd", aux=b"/tmp/fake", detail=MountDetail(4096, b"none")),
+        FixedClock(),
+    )
+    assert doc["mount"] == {"flags": 4096, "source": "/tmp/fake", "fs_type": "none"}
 
 
 def test_timestamp_format() -> None:
@@ -78,7 +186,7 @@ def test_json_line_is_one_line() -> None:
 
 def test_non_utf8_path_round_trips_byte_exact() -> None:
     raw = b"/etc/\xff\xfe-\xc3\xa9-\xed\xa0\x80"
-    line = to_json_line(to_document(event(path=raw, comm=b"\xffx"), FixedClock()))
+    line = to_json_line(to_document(event(path=raw, process=process(comm=b"\xffx")), FixedClock()))
     assert line.isascii()
     doc = json.loads(line)
     assert doc["file"]["path"].encode("utf-8", "surrogateescape") == raw

@@ -38,3 +38,10 @@ def test_a_gap_is_declared_once_the_window_passes() -> None:
         t.observe(s)
     assert t.lost == 1
     assert t.next == 6
+
+
+def test_ancestor_dirs_are_the_slash_terminated_proper_prefixes() -> None:
+    from filewarden.agent import ancestor_dirs
+
+    assert ancestor_dirs([b"/etc/ssh/", b"/var/log/app", b"/"]) == {b"/", b"/etc/", b"/var/", b"/var/log/"}
+    assert ancestor_dirs([]) == set()

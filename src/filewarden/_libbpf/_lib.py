@@ -121,7 +121,7 @@ class LibbpfUnavailableError(RuntimeError):
 
 # What libbpf printed, newest last, per thread: a failed call attaches it.
 _log_local = threading.local()
-_LOG_KEEP: Final = 400
+_LOG_KEEP: Final = 4000
 
 
 def _thread_log() -> collections.deque[str]:
@@ -145,14 +145,21 @@ _libc.vsnprintf.restype = _c_int
 _libc.vsnprintf.argtypes = (_c_char_p, _c_size_t, _c_char_p, _c_void_p)
 
 
+# A verifier log comes as one "%s" of up to megabytes, and a va_list can be
+# formatted only once, so the buffer must be large enough at the first try.
+_PRINT_BUF_SIZE: Final = 4 << 20
+_print_buf = ctypes.create_string_buffer(_PRINT_BUF_SIZE)
+_print_lock = threading.Lock()
+
+
 def _print(level: int, fmt: bytes | None, ap: int | None) -> int:
     # libbpf_print_fn_t gets a va_list; on x86-64 and arm64 a va_list
     # argument is passed as a pointer, which vsnprintf() takes as is.
     if fmt is None:
         return 0
-    buf = ctypes.create_string_buffer(1024)
-    _libc.vsnprintf(buf, len(buf), fmt, ap)
-    text = buf.value.decode("utf-8", "replace").rstrip("\n")
+    with _print_lock:
+        _libc.vsnprintf(_print_buf, _PRINT_BUF_SIZE, fmt, ap)
+        text = _print_buf.value.decode("utf-8", "replace").rstrip("\n")
     _thread_log().extend(text.split("\n"))
     return 0
 

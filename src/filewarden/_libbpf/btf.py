@@ -143,6 +143,13 @@ class Btf(OwnedHandle):
             raise KeyError(f"struct {name} not in BTF")
         return self.type(type_id)
 
+    def union(self, name: str) -> BtfType:
+        """The union called `name`; KeyError if absent."""
+        type_id = self.find(name, t.BTF_KIND_UNION)
+        if type_id is None:
+            raise KeyError(f"union {name} not in BTF")
+        return self.type(type_id)
+
     def enum(self, name: str) -> dict[str, int]:
         """Values of the enum called `name`; KeyError if absent."""
         type_id = self.find(name, t.BTF_KIND_ENUM)

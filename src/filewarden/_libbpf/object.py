@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,7 +190,24 @@ class BpfObject(OwnedHandle):
         return tuple(link for link in self._links if link.attached)
 
     def detach(self) -> None:
-        """Detaches every attached program (maps stay readable)."""
-        for link in self._links:
-            link.destroy()
-        self._links.clear()
+        """Detaches every attached program (maps stay readable).
+
+        Each detach of a trampoline-based program waits for an RCU grace
+        period in the kernel (bpf_trampoline_update()); done one after the
+        other, two dozen programs take seconds on a slow machine. The calls
+        release the GIL, so threads let the waits overlap."""
+        links, self._links = self._links, []
+        if len(links) <= 1:
+            for link in links:
+                link.destroy()
+            return
+        try:
+            with ThreadPoolExecutor(max_workers=min(len(links), 32)) as pool:
+                for future in [pool.submit(link.destroy) for link in links]:
+                    future.result()
+        except RuntimeError:
+            # No new threads once the interpreter is shutting down (a close
+            # from an atexit handler): finish one after the other. destroy()
+            # is idempotent, so links a worker already destroyed are skipped.
+            for link in links:
+                link.destroy()

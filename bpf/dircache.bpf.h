@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Directories known to hold nothing monitored (maps.bpf.h: outside_dirs).
+ *
+ * fw_dir_check() before resolving a path: if the directory the change
+ * happens in is known to be outside the monitored set, the handler stops
+ * there. fw_dir_remember() after a path was resolved and found unmonitored:
+ * if no name in that directory could be monitored, it says so for next
+ * time.
+ */
+#ifndef FILEWARDEN_DIRCACHE_BPF_H
+#define FILEWARDEN_DIRCACHE_BPF_H
+
+#include "common.bpf.h"
+#include "maps.bpf.h"
+
+/* fs/dcache.c and fs/namespace.c; resolved from kallsyms by libbpf
+ * (Debian kernels have CONFIG_KALLSYMS_ALL=y). Weak: without them the
+ * cache stays off and every path is resolved. */
+extern const void rename_lock __ksym __weak;
+extern const void mount_lock __ksym __weak;
+
+/* A weak ksym that libbpf could not resolve is at address 0
+ * (bpf_ksym_exists() of libbpf >= 1.2). */
+#define FW_KSYM_EXISTS(sym) ((unsigned long)&(sym) != 0)
+
+struct fw_dir_probe {
+	struct fw_dir_key key;
+	struct fw_dir_val val;
+	bool usable; /* the counts were stable: a decision may be remembered */
+};
+
+static __always_inline bool fw_dir_seqs(struct fw_dir_val *v)
+{
+	seqlock_t *rl = (seqlock_t *)&rename_lock, *ml = (seqlock_t *)&mount_lock;
+	__u32 zero = 0;
+	struct fw_settings *set;
+
+	if (!FW_KSYM_EXISTS(rename_lock) || !FW_KSYM_EXISTS(mount_lock))
+		return false;
+	v->rename_seq = BPF_CORE_READ(rl, seqcount.seqcount.sequence);
+	v->mount_seq = BPF_CORE_READ(ml, seqcount.seqcount.sequence);
+	set = bpf_map_lookup_elem(&settings, &zero);
+	v->prefix_gen = set ? set->prefix_gen : 0;
+	/* An odd count: a writer is inside; nothing resolved now may be kept. */
+	return !(v->rename_seq & 1) && !(v->mount_seq & 1);
+}
+
+/* Is `dir` (seen through `mnt`) known to hold nothing monitored? Fills `p`
+ * for fw_dir_remember(). */
+static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct dentry *dir, struct vfsmount *mnt)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fw_dir_val *known;
+
+	__builtin_memset(p, 0, sizeof(*p));
+	if (!dir || !mnt)
+		return false;
+	p->key.dentry = (__u64)dir;
+	p->key.inode = (__u64)dir->d_inode; /* dir: a typed pointer */
+	p->key.vfsmnt = (__u64)mnt;
+	p->key.root_dentry = (__u64)task->fs->root.dentry;
+	p->key.root_mnt = (__u64)task->fs->root.mnt;
+	p->usable = fw_dir_seqs(&p->val);
+	if (!p->usable)
+		return false;
+	known = bpf_map_lookup_elem(&outside_dirs, &p->key);
+	return known && known->rename_seq == p->val.rename_seq && known->mount_seq == p->val.mount_seq &&
+	       known->prefix_gen == p->val.prefix_gen;
+}
+
+/*
+ * `buf[off .. off + len)` is the unmonitored path of a name of `name_len`
+ * bytes in the probed directory. If the directory's own path with its "/"
+ * is no proper prefix of a monitored prefix, no other name there can be
+ * monitored either (a prefix matching the directory would have matched
+ * this path): remember it, if nothing moved while we looked.
+ */
+static __always_inline void fw_dir_remember(struct fw_scratch *s, struct fw_dir_probe *p, char *buf, __u32 off,
+					    __u32 len, __u32 flags, __u32 name_len)
+{
+	struct fw_dir_val now;
+	__u32 dir_len;
+
+	if (!p->usable || (flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE)))
+		return;
+	if (name_len == 0 || name_len >= len)
+		return;
+	dir_len = len - name_len; /* "<dir>/" */
+	if (dir_len > FW_PREFIX_MAX)
+		goto remember; /* longer than any prefix: a proper prefix of none */
+	if (buf[(off + dir_len - 1) & FW_MASK] != '/')
+		return; /* not "<dir>/<name>" (a deleted file's " (deleted)", a mount root) */
+	__builtin_memset(&s->key, 0, sizeof(s->key));
+	s->key.prefixlen = dir_len * 8;
+	if (bpf_probe_read_kernel(s->key.data, dir_len, buf + (off & FW_MASK)))
+		return;
+	if (bpf_map_lookup_elem(&ancestors, &s->key))
+		return; /* some names here are monitored */
+remember:
+	if (!fw_dir_seqs(&now) || now.rename_seq != p->val.rename_seq || now.mount_seq != p->val.mount_seq ||
+	    now.prefix_gen != p->val.prefix_gen)
+		return;
+	bpf_map_update_elem(&outside_dirs, &p->key, &p->val, BPF_ANY);
+}
+
+/* The record's path (or aux) is that of `dentry` in the probed directory. */
+static __always_inline void fw_dir_remember_path(struct fw_scratch *s, struct fw_dir_probe *p, struct dentry *dentry)
+{
+	fw_dir_remember(s, p, s->path, s->path_off, s->ev.path_len, s->ev.flags, dentry->d_name.len);
+}
+
+static __always_inline void fw_dir_remember_aux(struct fw_scratch *s, struct fw_dir_probe *p, struct dentry *dentry)
+{
+	__u32 flags = s->ev.flags & FW_EVENT_AUX_TRUNCATED ? FW_EVENT_PATH_TRUNCATED : 0;
+
+	fw_dir_remember(s, p, s->aux, s->aux_off, s->ev.aux_len, flags, dentry->d_name.len);
+}
+
+#endif /* FILEWARDEN_DIRCACHE_BPF_H */

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Building a file record in a scratch slot and sending it.
+ *
+ * The fixed part is filled in the slot; the variable parts (path, aux,
+ * extra, exe, args) stay where they were built, and the record is assembled
+ * directly in the ring buffer with a dynptr (bpf_ringbuf_reserve_dynptr()
+ * takes a size known only at run time), so nothing is copied twice and no
+ * space is reserved beyond the record's own size.
+ */
+#ifndef FILEWARDEN_RECORD_BPF_H
+#define FILEWARDEN_RECORD_BPF_H
+
+#include "common.bpf.h"
+#include "file.bpf.h"
+#include "maps.bpf.h"
+#include "overlay.bpf.h"
+#include "path.bpf.h"
+#include "process.bpf.h"
+
+static __always_inline void fw_event_init(struct fw_scratch *s, enum fw_hook hook, enum fw_action action)
+{
+	s->ev.hdr.kind = FW_RECORD_FILE;
+	s->ev.hdr.hook = hook;
+	s->ev.hdr.action = action;
+	s->ev.flags = 0;
+	s->ev.path_len = 0;
+	s->ev.aux_len = 0;
+	s->ev.extra_len = 0;
+	s->ev.mnt_rel_len = 0;
+	s->ev.layer = FW_LAYER_NONE;
+	s->ev._pad[0] = 0;
+	s->ev._pad[1] = 0;
+	s->ev._pad[2] = 0;
+	s->path_dentry = 0;
+	s->path_vfsmnt = 0;
+	s->path_off = 0;
+	s->aux_off = 0;
+	__builtin_memset(&s->ev.file, 0, sizeof(s->ev.file));
+	__builtin_memset(&s->ev.detail, 0, sizeof(s->ev.detail));
+}
+
+/* Resolves `path` as the record's path. */
+static __always_inline void fw_set_path(struct fw_scratch *s, const struct path *path, enum fw_hook hook)
+{
+	struct fw_path_out out = {};
+
+	fw_path(&s->walk, s->path, path, hook, &out);
+	s->path_dentry = (__u64)BPF_CORE_READ(path, dentry);
+	s->path_vfsmnt = (__u64)BPF_CORE_READ(path, mnt);
+	s->path_off = out.off;
+	s->ev.path_len = out.len;
+	s->ev.flags |= out.flags;
+}
+
+static __always_inline void fw_set_path_child(struct fw_scratch *s, const struct path *dir, struct dentry *dentry,
+					      enum fw_hook hook)
+{
+	struct fw_path_out out = {};
+
+	fw_path_child(&s->walk, s->path, dir, dentry, hook, &out);
+	s->path_dentry = (__u64)dentry;
+	s->path_vfsmnt = (__u64)BPF_CORE_READ(dir, mnt);
+	s->path_off = out.off;
+	s->ev.path_len = out.len;
+	s->ev.flags |= out.flags;
+}
+
+static __always_inline void fw_set_path_walk(struct fw_scratch *s, struct dentry *dentry, struct vfsmount *mnt)
+{
+	struct fw_path_out out = {};
+
+	fw_walk(&s->walk, s->path, dentry, mnt, &out);
+	s->path_dentry = (__u64)dentry;
+	s->path_vfsmnt = (__u64)mnt;
+	s->path_off = out.off;
+	s->ev.path_len = out.len;
+	s->ev.flags |= out.flags;
+}
+
+/*
+ * The file the record is about: `inode` (a typed pointer). On overlayfs
+ * also its layer and the length of its path inside the mount, so user
+ * space can tell where on the host the file lives.
+ */
+static __always_inline void fw_set_file(struct fw_scratch *s, struct inode *inode)
+{
+	__u32 rel;
+
+	fw_fill_inode(&s->ev.file, inode);
+	s->ev.layer = fw_overlay_layer(inode, s->ev.hdr.action);
+	if (s->ev.layer == FW_LAYER_NONE)
+		return;
+	if (fw_mount_rel_len(&s->walk, s->path_dentry, s->path_vfsmnt, &rel) && rel <= s->ev.path_len &&
+	    !(s->ev.flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE))) {
+		s->ev.mnt_rel_len = rel;
+		s->ev.flags |= FW_EVENT_MNT_REL;
+	}
+}
+
+static __always_inline void fw_set_file_dentry(struct fw_scratch *s, struct dentry *dentry)
+{
+	fw_set_file(s, dentry->d_inode);
+}
+
+/* The aux string as a second path (flags map to FW_EVENT_AUX_TRUNCATED). */
+static __always_inline void fw_aux_from(struct fw_scratch *s, struct fw_path_out *out)
+{
+	s->aux_off = out->off;
+	s->ev.aux_len = out->len;
+	if (out->flags & FW_EVENT_PATH_TRUNCATED)
+		s->ev.flags |= FW_EVENT_AUX_TRUNCATED;
+}
+
+static __always_inline void fw_set_aux_child(struct fw_scratch *s, const struct path *dir, struct dentry *dentry,
+					     enum fw_hook hook)
+{
+	struct fw_path_out out = {};
+
+	fw_path_child(&s->walk, s->aux, dir, dentry, hook, &out);
+	fw_aux_from(s, &out);
+}
+
+static __always_inline void fw_set_aux_walk(struct fw_scratch *s, struct dentry *dentry, struct vfsmount *mnt)
+{
+	struct fw_path_out out = {};
+
+	fw_walk(&s->walk, s->aux, dentry, mnt, &out);
+	fw_aux_from(s, &out);
+}
+
+/* A NUL-terminated kernel string as aux (a symlink target, an xattr name). */
+static __always_inline void fw_set_aux_str(struct fw_scratch *s, const char *str)
+{
+	long n = str ? bpf_probe_read_kernel_str(s->aux, FW_PATH_MAX, str) : 0;
+
+	s->aux_off = 0;
+	s->ev.aux_len = n > 0 ? (n - 1) & FW_MASK : 0;
+	if (n == FW_PATH_MAX)
+		s->ev.flags |= FW_EVENT_AUX_TRUNCATED; /* maybe cut: no room for more */
+}
+
+static __always_inline bool fw_path_selected(struct fw_scratch *s)
+{
+	struct fw_path_out out = {
+		.off = s->path_off,
+		.len = s->ev.path_len,
+		.flags = s->ev.flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE),
+	};
+
+	return fw_selected(s, s->path, &out);
+}
+
+static __always_inline bool fw_aux_selected(struct fw_scratch *s)
+{
+	struct fw_path_out out = {
+		.off = s->aux_off,
+		.len = s->ev.aux_len,
+		.flags = s->ev.flags & FW_EVENT_AUX_TRUNCATED ? FW_EVENT_PATH_TRUNCATED : 0,
+	};
+
+	return fw_selected(s, s->aux, &out);
+}
+
+/* Numbers, times and sends the record: the fixed part from the slot, the
+ * variable parts from where they were built, exe and args from `c`. */
+static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_proc_cache *c)
+{
+	struct bpf_dynptr dp;
+	__u32 path_len = s->ev.path_len & FW_MASK;
+	__u32 aux_len = s->ev.aux_len & FW_MASK;
+	__u32 extra_len = s->ev.extra_len;
+	__u32 exe_len = 0, args_len = 0, off;
+
+	if (extra_len > FW_EXTRA_MAX)
+		extra_len = FW_EXTRA_MAX;
+	if (c) {
+		exe_len = c->exe_len;
+		args_len = c->args_len;
+		if (exe_len > FW_EXE_MAX)
+			exe_len = FW_EXE_MAX;
+		if (args_len > FW_ARGS_MAX)
+			args_len = FW_ARGS_MAX;
+	}
+	s->ev.proc.exe_len = exe_len;
+	s->ev.proc.args_len = args_len;
+	s->ev.hdr.size = sizeof(struct fw_event) + path_len + aux_len + extra_len + exe_len + args_len;
+	s->ev.hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	s->ev.hdr.seq = __sync_fetch_and_add(&fw_next_seq, 1);
+
+	if (bpf_ringbuf_reserve_dynptr(&events, s->ev.hdr.size, 0, &dp)) {
+		bpf_ringbuf_discard_dynptr(&dp, 0);
+		return FW_COUNTER_RINGBUF_FULL;
+	}
+	bpf_dynptr_write(&dp, 0, &s->ev, sizeof(struct fw_event), 0);
+	off = sizeof(struct fw_event);
+	bpf_dynptr_write(&dp, off, s->path + (s->path_off & FW_MASK), path_len, 0);
+	off += path_len;
+	bpf_dynptr_write(&dp, off, s->aux + (s->aux_off & FW_MASK), aux_len, 0);
+	off += aux_len;
+	bpf_dynptr_write(&dp, off, s->extra, extra_len, 0);
+	off += extra_len;
+	if (c) {
+		bpf_dynptr_write(&dp, off, c->exe, exe_len, 0);
+		off += exe_len;
+		bpf_dynptr_write(&dp, off, c->args, args_len, 0);
+	}
+	bpf_ringbuf_submit_dynptr(&dp, 0);
+	return FW_COUNTER_EMITTED;
+}
+
+/* Stamps the acting process and sends the record. */
+static __always_inline enum fw_counter fw_emit(struct fw_scratch *s)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fw_proc_cache *c;
+
+	fw_fill_process(&s->ev.proc, task);
+	c = fw_proc_cache_get(task, &s->walk, s->exe_walk);
+	if (c)
+		s->ev.proc.flags |= c->flags & ~FW_PROC_CACHE_FILLED;
+	else
+		s->ev.proc.flags |= FW_PROC_EXE_UNKNOWN;
+	return fw_send(s, c);
+}
+
+#endif /* FILEWARDEN_RECORD_BPF_H */

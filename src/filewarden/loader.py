@@ -1,0 +1,216 @@
+"""Which programs run on this kernel, and how each resolves paths.
+
+Two things differ between kernels and are found out here, never assumed
+from a version number:
+
+- whether a hook exists at all: an LSM hook is there when the kernel's BTF
+  has ``bpf_lsm_<hook>``, a tracepoint when it has ``btf_trace_<name>``
+  (``file_truncate`` and ``inode_set_acl`` came in v6.2, for example). A
+  program whose hook is missing is not loaded; the others still run.
+- whether the verifier allows ``bpf_d_path()`` on the hook (v6.1 refuses it
+  on every ``path_*`` hook, v6.12 allows most). Each program can do both;
+  a read-only global (``fw_dpath_hooks``) picks, and the verifier prunes
+  the branch not taken. The probe loads each candidate program alone with
+  its bit set: if the verifier accepts it, the hook may use d_path.
+
+Probe results depend only on the kernel and the object, so they are kept
+per boot (keyed by /proc/sys/kernel/random/boot_id and the object's hash)
+in memory and in ``/run/filewarden``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from . import abi
+from ._libbpf import BpfObject, Btf, LibbpfError
+from ._libbpf import _types as btf_kinds
+from .sysinfo import Host
+
+log = logging.getLogger(__name__)
+
+# Program of filewarden.bpf.o -> the hook it serves.
+PROGRAMS: Final[dict[str, abi.Hook]] = {
+    "fw_file_open": abi.Hook.FILE_OPEN,
+    "fw_path_truncate": abi.Hook.PATH_TRUNCATE,
+    "fw_file_truncate": abi.Hook.FILE_TRUNCATE,
+    "fw_path_unlink": abi.Hook.PATH_UNLINK,
+    "fw_path_rmdir": abi.Hook.PATH_RMDIR,
+    "fw_path_mkdir": abi.Hook.PATH_MKDIR,
+    "fw_path_mknod": abi.Hook.PATH_MKNOD,
+    "fw_d_instantiate": abi.Hook.D_INSTANTIATE,
+    "fw_path_rename": abi.Hook.PATH_RENAME,
+    "fw_path_chmod": abi.Hook.PATH_CHMOD,
+    "fw_path_chown": abi.Hook.PATH_CHOWN,
+    "fw_path_link": abi.Hook.PATH_LINK,
+    "fw_path_symlink": abi.Hook.PATH_SYMLINK,
+    "fw_inode_setxattr": abi.Hook.INODE_SETXATTR,
+    "fw_inode_removexattr": abi.Hook.INODE_REMOVEXATTR,
+    "fw_inode_set_acl": abi.Hook.INODE_SET_ACL,
+    "fw_inode_remove_acl": abi.Hook.INODE_REMOVE_ACL,
+    "fw_sb_mount": abi.Hook.SB_MOUNT,
+    "fw_sb_umount": abi.Hook.SB_UMOUNT,
+    "fw_move_mount": abi.Hook.MOVE_MOUNT,
+    "fw_sched_exec": abi.Hook.EXEC,
+    "fw_sched_fork": abi.Hook.FORK,
+    "fw_sched_exit": abi.Hook.EXIT,
+}
+
+# Hooks whose program resolves a struct path and so may use bpf_d_path().
+DPATH_CANDIDATES: Final = frozenset(
+    {
+        abi.Hook.FILE_OPEN,
+        abi.Hook.PATH_TRUNCATE,
+        abi.Hook.FILE_TRUNCATE,
+        abi.Hook.PATH_UNLINK,
+        abi.Hook.PATH_RMDIR,
+        abi.Hook.PATH_RENAME,
+        abi.Hook.PATH_CHMOD,
+        abi.Hook.PATH_CHOWN,
+        abi.Hook.PATH_LINK,
+        abi.Hook.PATH_SYMLINK,
+        abi.Hook.SB_MOUNT,
+        abi.Hook.MOVE_MOUNT,
+    }
+)
+
+DEFAULT_CACHE_DIR: Final = Path("/run/filewarden")
+_memo: dict[str, dict[str, bool]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramPlan:
+    name: str
+    hook: abi.Hook
+    section: str
+    available: bool  # the kernel has the hook
+    path_method: str  # "d_path", "walk", or "" when the program resolves no struct path
+
+    @property
+    def hook_name(self) -> str:
+        return abi.HOOK_NAMES[self.hook]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    programs: tuple[ProgramPlan, ...]
+
+    @property
+    def dpath_mask(self) -> int:
+        mask = 0
+        for p in self.programs:
+            if p.path_method == "d_path":
+                mask |= 1 << p.hook
+        return mask
+
+    @property
+    def loaded(self) -> tuple[ProgramPlan, ...]:
+        return tuple(p for p in self.programs if p.available)
+
+    @property
+    def missing(self) -> tuple[ProgramPlan, ...]:
+        return tuple(p for p in self.programs if not p.available)
+
+
+def hook_exists(btf: Btf, section: str) -> bool:
+    """Does the running kernel have the attach point of `section`?"""
+    kind, _, name = section.partition("/")
+    if kind in ("lsm", "lsm.s"):
+        return btf.has(f"bpf_lsm_{name}", btf_kinds.BTF_KIND_FUNC)
+    if kind == "tp_btf":
+        return btf.has(f"btf_trace_{name}", btf_kinds.BTF_KIND_TYPEDEF)
+    return True
+
+
+def _probe_one(path: Path, program: str, hook: abi.Hook) -> bool:
+    """Does the verifier accept `program` using bpf_d_path()?"""
+    try:
+        with BpfObject(path) as obj:
+            for prog in obj.programs():
+                prog.set_autoload(prog.name == program)
+            obj.set_rodata("fw_dpath_hooks", struct.pack("<I", 1 << hook))
+            obj.load()
+    except LibbpfError as exc:
+        # The verifier's refusal ("helper call is not allowed in probe")
+        # is EINVAL; EACCES covers older wordings. Anything else is not an
+        # answer to this question.
+        if exc.errno in (errno.EINVAL, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _cache_key(path: Path, host: Host) -> str:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    boot = (host.read_text("/proc/sys/kernel/random/boot_id") or "").strip() or host.kernel_release()
+    return f"{boot}-{digest}"
+
+
+def probe_dpath(
+    path: Path, candidates: list[ProgramPlan], *, host: Host, cache_dir: Path | None = DEFAULT_CACHE_DIR
+) -> dict[str, bool]:
+    """program name -> may it use bpf_d_path() (probed once per boot)."""
+    key = _cache_key(path, host)
+    known = _memo.get(key)
+    cache_file = cache_dir / f"dpath-{key}.json" if cache_dir is not None else None
+    if known is None and cache_file is not None:
+        try:
+            known = {str(k): bool(v) for k, v in json.loads(cache_file.read_text()).items()}
+        except (OSError, ValueError):
+            known = None
+    if known is not None and all(p.name in known for p in candidates):
+        return known
+    results = {p.name: _probe_one(path, p.name, p.hook) for p in candidates}
+    _memo[key] = results
+    if cache_file is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results))
+            os.replace(tmp, cache_file)
+        except OSError as exc:
+            log.debug("cannot keep probe results in %s: %s", cache_dir, exc)
+    return results
+
+
+def plan(
+    path: Path,
+    *,
+    host: Host | None = None,
+    walk_only: bool = False,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+) -> Plan:
+    """The programs to load from `path` on this kernel and their path method.
+
+    `walk_only` resolves every path by walking dentries (tests compare the
+    two methods with it)."""
+    host = host or Host()
+    with Btf.vmlinux() as vmlinux, BpfObject(path) as obj:
+        sections = {prog.name: prog.section for prog in obj.programs()}
+        drafts = []
+        for name, hook in PROGRAMS.items():
+            section = sections.get(name)
+            if section is None:
+                raise KeyError(f"{path.name} has no program {name}")
+            drafts.append(ProgramPlan(name, hook, section, hook_exists(vmlinux, section), ""))
+    candidates = [p for p in drafts if p.available and p.hook in DPATH_CANDIDATES]
+    allowed = {} if walk_only else probe_dpath(path, candidates, host=host, cache_dir=cache_dir)
+    programs = tuple(
+        ProgramPlan(
+            p.name,
+            p.hook,
+            p.section,
+            p.available,
+            ("d_path" if allowed.get(p.name) else "walk") if p in candidates else "",
+        )
+        for p in drafts
+    )
+    return Plan(programs)

@@ -1,0 +1,394 @@
+"""The user-space process tree: who the parent and grandparent of a writer were.
+
+A file event names its process (pid, ppid, start time) and carries that
+process's executable, captured in the kernel. Its ancestors come from here:
+filled from /proc at start, then kept current by the kernel's exec, fork
+and exit records, so that a short-lived writer (``sh -c 'echo x > /etc/f'``)
+is attributed after it and its parent are gone.
+
+Identity is (pid, start time): pids are reused. /proc is read only for a
+process the records have not told us about, and never for one they say has
+exited (its pid may already belong to someone else).
+
+Start times: the records carry CLOCK_BOOTTIME nanoseconds (the group
+leader's ``start_boottime``), /proc only clock ticks since boot (field 22 of
+``stat``, the same clock cut down to ticks). So two start times name the
+same process when they differ by less than one tick, and a process read
+from /proc has its start rounded down to a tick.
+
+Not thread-safe: one owner feeds it records and asks it questions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final, Literal
+
+from .abi import ARGS_MAX
+
+# Fields of /proc/<pid>/stat (proc(5)), 1-based with the pid as field 1.
+# comm (field 2) may hold spaces and ')', so fields are counted from the
+# one after it, the state (field 3).
+_STAT_STATE: Final = 3
+_STAT_PPID: Final = 4
+_STAT_STARTTIME: Final = 22
+
+# comm is at most 64 bytes even for workqueue kthreads, and 50 numbers
+# follow: a line never comes near this.
+_STAT_MAX: Final = 4096
+
+# ENOENT on open, ESRCH on read: the process was reaped while we looked.
+_VANISHED: Final = (FileNotFoundError, ProcessLookupError)
+
+Source = Literal["proc", "exec", "fork"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    pid: int
+    ppid: int
+    start_ns: int  # CLOCK_BOOTTIME ns (the kernel's task->start_boottime of the leader)
+    exe: bytes | None  # None when unknown (kernel threads, unreadable)
+    args: tuple[bytes, ...]  # argv as far as known
+    args_truncated: bool
+    comm: bytes
+    exited_ns: int | None = None  # CLOCK_BOOTTIME ns of the exit record; None while alive
+    source: Source = "proc"  # "proc" (read from /proc), "exec", "fork" (inherited from the parent)
+
+
+def parse_stat(stat: bytes) -> tuple[bytes, int, int] | None:
+    """comm, ppid and starttime (clock ticks) of a /proc/<pid>/stat line;
+    None if it is not one."""
+    open_at = stat.find(b"(")
+    # The kernel prints comm raw: only the last ')' is sure to close it.
+    close_at = stat.rfind(b")")
+    if open_at < 0 or close_at < open_at:
+        return None
+    fields = stat[close_at + 1 :].split()
+    try:
+        ppid = int(fields[_STAT_PPID - _STAT_STATE])
+        start_ticks = int(fields[_STAT_STARTTIME - _STAT_STATE])
+    except (IndexError, ValueError):
+        return None
+    return stat[open_at + 1 : close_at], ppid, start_ticks
+
+
+def split_args(raw: bytes) -> tuple[bytes, ...]:
+    """argv from NUL-terminated strings (/proc/<pid>/cmdline). Only the
+    final terminator is dropped: an empty last argument stays."""
+    if not raw:
+        return ()  # kernel threads have no arguments
+    args = raw.split(b"\0")
+    if args[-1] == b"":
+        args.pop()
+    return tuple(args)
+
+
+def _read_at(dir_fd: int, name: str, limit: int) -> bytes:
+    """Up to `limit` bytes of a file under `dir_fd`; /proc files may come in
+    several reads."""
+    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class ProcessTree:
+    """Processes by pid, with ancestry.
+
+    One entry per pid: a newer instance of a pid replaces the older one.
+    Exited processes stay for `retention_ns` (their file events, and their
+    children's, may still be queued), then expire() drops them. At most
+    `max_entries` are kept: exited ones are evicted first, oldest exit
+    first, then live ones, least recently inserted first (a live process
+    evicted can still be read back from /proc).
+
+    `hits` and `misses` count get() answers; `proc_reads` counts reads of
+    /proc/<pid> outside scan(): each is a process the records did not
+    describe.
+    """
+
+    def __init__(
+        self,
+        proc_root: Path = Path("/proc"),
+        *,
+        clock_ticks: int | None = None,
+        retention_ns: int = 120 * 10**9,
+        max_entries: int = 65536,
+    ) -> None:
+        ticks = os.sysconf("SC_CLK_TCK") if clock_ticks is None else clock_ticks
+        if ticks <= 0:
+            raise ValueError(f"clock_ticks must be positive, not {ticks}")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be positive, not {max_entries}")
+        self.proc_root = proc_root
+        self.tick_ns: Final = 1_000_000_000 // ticks
+        self.retention_ns = retention_ns
+        self.max_entries = max_entries
+        # OrderedDicts: both ends in O(1), which plain dicts do not promise
+        # for popping the oldest. Insertion order is the live eviction order.
+        self._entries: OrderedDict[int, ProcessInfo] = OrderedDict()
+        self._exited: OrderedDict[int, int] = OrderedDict()  # pid -> exited_ns, in the order exits came
+        # Pids with no entry that /proc must not be read for: an instance we
+        # never knew exited (or was evicted after exiting), or /proc had
+        # nothing when asked. pid -> when noted; dropped like exited entries.
+        self._absent: OrderedDict[int, int] = OrderedDict()
+        # The latest CLOCK_BOOTTIME we were told of, to date /proc misses.
+        self._now_ns = 0
+        self.hits = 0
+        self.misses = 0
+        self.proc_reads = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def same_start(self, a_ns: int, b_ns: int) -> bool:
+        """Whether two start times are one process's (see the module doc)."""
+        return abs(a_ns - b_ns) < self.tick_ns
+
+    # -- /proc ------------------------------------------------------------------
+    def _read_proc(self, pid: int) -> ProcessInfo | None:
+        """/proc/<pid> as it is now; None if there is no such process."""
+        try:
+            # Held open so that every file below is this one process's: once
+            # it is reaped they fail instead of describing a newcomer with
+            # its pid.
+            dir_fd = os.open(self.proc_root / str(pid), os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return None
+        try:
+            return self._read_proc_at(pid, dir_fd)
+        except _VANISHED:
+            return None
+        finally:
+            os.close(dir_fd)
+
+    def _read_proc_at(self, pid: int, dir_fd: int) -> ProcessInfo | None:
+        try:
+            stat = parse_stat(_read_at(dir_fd, "stat", _STAT_MAX))
+        except OSError:
+            return None
+        if stat is None:
+            return None
+        comm, ppid, start_ticks = stat
+        try:
+            exe: bytes | None = os.readlink(b"exe", dir_fd=dir_fd)
+        except OSError:
+            exe = None  # kernel threads and zombies have none; others' may be denied
+        try:
+            # Cut where the kernel's records cut, so an ancestor reads the same
+            # whichever source described it, and entries stay small.
+            cmdline = _read_at(dir_fd, "cmdline", ARGS_MAX + 1)
+        except _VANISHED:
+            raise
+        except OSError:
+            cmdline = b""
+        truncated = len(cmdline) > ARGS_MAX
+        args = split_args(cmdline[:ARGS_MAX])
+        return ProcessInfo(pid, ppid, start_ticks * self.tick_ns, exe, args, truncated, comm)
+
+    def _proc_lookup(self, pid: int) -> ProcessInfo | None:
+        """/proc/<pid>, counted; a miss is remembered so it is not read again."""
+        self.proc_reads += 1
+        info = self._read_proc(pid)
+        if info is None:
+            self._note_absent(pid, self._now_ns)
+        return info
+
+    def scan(self) -> int:
+        """Reads every process in /proc; returns how many were added.
+
+        Pids the records already told us about are left alone: the records
+        are newer than /proc, and an exited one is not to be read again.
+        """
+        try:
+            names = os.listdir(self.proc_root)
+        except OSError:
+            return 0
+        added = 0
+        for name in names:
+            if not (name.isascii() and name.isdigit()):
+                continue  # self, thread-self, sys, ...
+            pid = int(name)
+            if pid in self._entries or pid in self._absent:
+                continue
+            info = self._read_proc(pid)
+            if info is None:
+                continue  # gone since listdir
+            self._put(info)
+            added += 1
+        return added
+
+    # -- storage ----------------------------------------------------------------
+    def _put(self, info: ProcessInfo) -> None:
+        """Stores a live process, replacing whatever its pid held."""
+        pid = info.pid
+        self._entries[pid] = info
+        self._entries.move_to_end(pid)
+        self._exited.pop(pid, None)
+        self._absent.pop(pid, None)
+        self._evict()
+
+    def _note_absent(self, pid: int, when_ns: int) -> None:
+        self._absent.pop(pid, None)
+        self._absent[pid] = when_ns
+        if len(self._absent) > self.max_entries:
+            self._absent.popitem(last=False)
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.max_entries:
+            if self._exited:
+                pid, exited_ns = self._exited.popitem(last=False)
+                del self._entries[pid]
+                # Still exited: /proc under its pid is someone else's.
+                self._note_absent(pid, exited_ns)
+            else:
+                self._entries.popitem(last=False)
+
+    # -- records ----------------------------------------------------------------
+    def on_exec(
+        self,
+        *,
+        pid: int,
+        ppid: int,
+        start_ns: int,
+        exe: bytes | None,
+        args: tuple[bytes, ...],
+        args_truncated: bool,
+        comm: bytes,
+    ) -> ProcessInfo:
+        """A process ran a new program. exec keeps the process (and its
+        start time); if we held another instance of the pid, this one is
+        newer and replaces it."""
+        info = ProcessInfo(pid, ppid, start_ns, exe, args, args_truncated, comm, source="exec")
+        self._put(info)
+        return info
+
+    def on_fork(self, *, parent_pid: int, child_pid: int, child_start_ns: int, parent_start_ns: int) -> ProcessInfo:
+        """A new process: it runs its parent's program until it execs."""
+        self._now_ns = max(self._now_ns, child_start_ns)
+        known = self._entries.get(child_pid)
+        if known is not None and self.same_start(known.start_ns, child_start_ns):
+            # The scan (at start, racing the records) already read it, maybe
+            # after its exec: that is no older than the parent's program.
+            return known
+        parent = self._parent_at_fork(parent_pid, parent_start_ns)
+        if parent is None:
+            info = ProcessInfo(child_pid, parent_pid, child_start_ns, None, (), False, b"", source="fork")
+        else:
+            info = ProcessInfo(
+                child_pid, parent_pid, child_start_ns, parent.exe, parent.args, parent.args_truncated, parent.comm,
+                source="fork",
+            )  # fmt: skip
+        self._put(info)
+        return info
+
+    def _parent_at_fork(self, pid: int, start_ns: int) -> ProcessInfo | None:
+        known = self._entries.get(pid)
+        if known is not None and self.same_start(known.start_ns, start_ns):
+            return known
+        if pid <= 0:
+            return None
+        # It forked a moment ago, so it has not exited as far as the records
+        # go; /proc shows it if it is still there, which its start time proves.
+        self.proc_reads += 1
+        info = self._read_proc(pid)
+        if info is None or not self.same_start(info.start_ns, start_ns):
+            return None
+        self._put(info)  # whatever we held under its pid was an older instance
+        return info
+
+    def on_exit(self, *, pid: int, start_ns: int, ktime_ns: int) -> None:
+        """The last thread of a process exited. Its entry stays until
+        expire(): file events of it and its children may still be queued."""
+        self._now_ns = max(self._now_ns, ktime_ns)
+        info = self._entries.get(pid)
+        if info is not None and self.same_start(info.start_ns, start_ns):
+            if info.exited_ns is None:
+                # Assigning to a present key keeps its place in the live order.
+                self._entries[pid] = replace(info, exited_ns=ktime_ns)
+                self._exited[pid] = ktime_ns
+            return
+        if info is not None and start_ns < info.start_ns:
+            return  # a late record of an older instance; ours is newer
+        # An instance we never knew (its fork was lost, or it was evicted):
+        # what we held for the pid is older, so dead too. Remember only that
+        # the pid is gone, so no lookup reads /proc and finds a newcomer.
+        if info is not None:
+            del self._entries[pid]
+            self._exited.pop(pid, None)
+        self._note_absent(pid, ktime_ns)
+
+    def expire(self, now_ns: int) -> int:
+        """Drops entries that exited `retention_ns` or more before `now_ns`;
+        returns how many. Goes by the order exits came in: amortised O(1)
+        per exit, and an exit stamped a little out of order waits for the
+        ones before it."""
+        self._now_ns = max(self._now_ns, now_ns)
+        dropped = 0
+        while self._exited:
+            pid, exited_ns = next(iter(self._exited.items()))
+            if now_ns - exited_ns < self.retention_ns:
+                break
+            del self._exited[pid]
+            del self._entries[pid]
+            dropped += 1
+        # Past retention nothing queued can be about the old instance any more:
+        # /proc may be asked about the pid again.
+        while self._absent:
+            pid, noted_ns = next(iter(self._absent.items()))
+            if now_ns - noted_ns < self.retention_ns:
+                break
+            del self._absent[pid]
+        return dropped
+
+    # -- lookups ----------------------------------------------------------------
+    def get(self, pid: int, start_ns: int | None = None) -> ProcessInfo | None:
+        """The process with this pid (and start time, if given), alive or
+        exited. A pid never heard of is read from /proc once, for a process
+        older than the scan or one whose records were lost."""
+        info = self._entries.get(pid)
+        if info is None and pid > 0 and pid not in self._absent:
+            info = self._proc_lookup(pid)
+            if info is not None:
+                self._put(info)  # cached even if not the instance asked for: it is the pid's current one
+        if info is None or (start_ns is not None and not self.same_start(info.start_ns, start_ns)):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return info
+
+    def ancestors(self, pid: int, start_ns: int | None = None, depth: int = 2) -> list[ProcessInfo]:
+        """Parent first, then grandparent, ... up to `depth`, as far as known.
+
+        Stops at pid 0, at an unknown process, on a loop, and at a "parent"
+        that started after its child: that pid was reused, the real parent
+        is gone from the tree.
+        """
+        chain: list[ProcessInfo] = []
+        child = self.get(pid, start_ns)
+        seen = {pid}
+        while child is not None and len(chain) < depth:
+            ppid = child.ppid
+            if ppid <= 0 or ppid in seen:
+                break
+            parent = self.get(ppid)
+            # /proc start times are rounded down to a tick: allow one.
+            if parent is None or parent.start_ns >= child.start_ns + self.tick_ns:
+                break
+            chain.append(parent)
+            seen.add(ppid)
+            child = parent
+        return chain

@@ -1,0 +1,40 @@
+"""path_unlink: unlink(2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from filewarden.abi import Hook
+from tests.support import mounts
+from tests.support.monitor import monitoring, summary
+from tests.support.proc import in_child
+
+
+def test_unlink_reports_path_inode_and_process(plain_dir: Path) -> None:
+    f = plain_dir / "gone"
+    f.write_bytes(b"x")
+    ino = f.stat().st_ino
+    with monitoring(f"{plain_dir}/**") as mon:
+        pid = in_child(lambda: os.unlink(f))
+        events = mon.under(str(plain_dir))
+    assert summary(events) == [("unlink", str(f))]
+    (e,) = events
+    assert (e.hook, e.file.inode, e.process.pid) == (Hook.PATH_UNLINK, ino, pid)
+
+
+def test_unlink_outside_the_monitored_set_is_not_reported(plain_dir: Path) -> None:
+    (plain_dir / "in").mkdir()
+    (plain_dir / "out").write_bytes(b"x")
+    with monitoring(f"{plain_dir}/in/**") as mon:
+        in_child(lambda: os.unlink(plain_dir / "out"))
+        assert mon.under(str(plain_dir)) == []
+
+
+def test_unlink_of_a_lower_file_through_the_overlay_is_reported_once() -> None:
+    # overlayfs leaves a whiteout in the upper layer (vfs_whiteout, inode
+    # hooks only): one event, on the overlay path.
+    with mounts.overlay({"f": b"x", "g": b"y"}) as ovl, monitoring(f"{ovl.merged}/**", f"{ovl.upper}/**") as mon:
+        in_child(lambda: os.unlink(ovl.merged / "f"))
+        events = mon.stop()
+    assert summary(events) == [("unlink", f"{ovl.merged}/f")]

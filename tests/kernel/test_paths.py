@@ -1,0 +1,84 @@
+"""Paths come out byte-exact: odd names, long paths, and the same answer
+whether the kernel's d_path or our dentry walk built them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from filewarden.abi import EventFlag
+from filewarden.clock import WallClock
+from filewarden.render import to_documents, to_json_line
+from tests.support.monitor import monitoring, summary_aux
+from tests.support.proc import in_child, touch
+
+
+def test_non_utf8_and_newline_names_are_byte_exact(plain_dir: Path) -> None:
+    odd = bytes(plain_dir) + b"/\xff\xfe-latin1-\xe9"
+    nl = bytes(plain_dir) + b"/line\nbreak"
+    with monitoring(f"{plain_dir}/**") as mon:
+        in_child(lambda: (touch(odd), os.unlink(odd), touch(nl)))
+        events = mon.under(str(plain_dir))
+    assert [e.path for e in events] == [odd, odd, nl]
+    for e in events:
+        line = to_json_line(to_documents(e, WallClock())[0])
+        assert json.loads(line)["file"]["path"].encode("utf-8", "surrogateescape") == e.path
+
+
+def test_a_4000_byte_path(plain_dir: Path) -> None:
+    deep = plain_dir
+    while len(bytes(deep)) < 3700:
+        deep = deep / ("d" * 200)
+    os.makedirs(deep)
+    target = deep / ("f" * (4000 - len(bytes(deep)) - 1))
+    assert len(bytes(target)) == 4000
+    with monitoring(f"{plain_dir}/**") as mon:
+        in_child(lambda: (touch(target), os.unlink(target)))
+        events = mon.under(str(plain_dir))
+    assert [e.path for e in events] == [bytes(target), bytes(target)]
+    assert not any(e.flags & EventFlag.PATH_TRUNCATED for e in events)
+
+
+def every_action(d: Path) -> None:
+    (d / "sub").mkdir()
+    touch(d / "sub" / "f", data=b"x")
+    os.truncate(d / "sub" / "f", 0)
+    os.chmod(d / "sub" / "f", 0o600)
+    os.chown(d / "sub" / "f", 1, 1)
+    os.link(d / "sub" / "f", d / "hard")
+    os.symlink("f", d / "sub" / "sym")
+    os.rename(d / "sub" / "f", d / "moved")
+    os.setxattr(d / "moved", "trusted.x", b"1")
+    os.unlink(d / "moved")
+    os.unlink(d / "hard")
+    os.unlink(d / "sub" / "sym")
+    os.rmdir(d / "sub")
+
+
+def test_d_path_and_the_walk_agree(plain_dir: Path) -> None:
+    runs = []
+    for walk_only in (False, True):
+        d = plain_dir / f"run-{walk_only}"
+        d.mkdir()
+        with monitoring(f"{d}/**", walk_only=walk_only) as mon:
+            in_child(lambda d=d: every_action(d))
+            events = mon.under(str(d))
+        runs.append([(a, p.replace(str(d), "D"), x.replace(str(d), "D")) for a, p, x in summary_aux(events)])
+        if walk_only:
+            assert all(e.flags & EventFlag.PATH_WALKED for e in events)
+    assert runs[0] == runs[1]
+    assert len(runs[0]) == 13
+
+
+def test_a_chrooted_writer_gets_its_own_view(plain_dir: Path) -> None:
+    (plain_dir / "fw-jail").mkdir()
+
+    def work() -> None:
+        os.chroot(plain_dir)
+        touch("/fw-jail/written-inside", os.O_WRONLY | os.O_CREAT)
+
+    with monitoring("/fw-jail/**") as mon:
+        in_child(work)
+        events = [e for e in mon.stop() if e.path.startswith(b"/fw-jail/")]
+    assert summary_aux(events) == [("create", "/fw-jail/written-inside", "")]
