@@ -418,6 +418,7 @@ int BPF_PROG(fw_path_symlink, const struct path *dir, struct dentry *dentry, con
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	fw_set_aux_str(s, old_name);
 	s->ev.file.mode = 0120777; /* S_IFLNK: what a symlink's mode always is */
+	fw_set_new_in(s, dir->dentry->d_inode);
 	return fw_done(s, hook, fw_emit(s));
 }
 

@@ -78,17 +78,10 @@ static __always_inline void fw_set_path_walk(struct fw_scratch *s, struct dentry
 	s->ev.flags |= out.flags;
 }
 
-/*
- * The file the record is about: `inode` (a typed pointer). On overlayfs
- * also its layer and the length of its path inside the mount, so user
- * space can tell where on the host the file lives.
- */
-static __always_inline void fw_set_file(struct fw_scratch *s, struct inode *inode)
+static __always_inline void fw_set_mount_rel(struct fw_scratch *s)
 {
 	__u32 rel;
 
-	fw_fill_inode(&s->ev.file, inode);
-	s->ev.layer = fw_overlay_layer(inode, s->ev.hdr.action);
 	if (s->ev.layer == FW_LAYER_NONE)
 		return;
 	if (fw_mount_rel_len(&s->walk, s->path_dentry, s->path_vfsmnt, &rel) && rel <= s->ev.path_len &&
@@ -96,6 +89,27 @@ static __always_inline void fw_set_file(struct fw_scratch *s, struct inode *inod
 		s->ev.mnt_rel_len = rel;
 		s->ev.flags |= FW_EVENT_MNT_REL;
 	}
+}
+
+/*
+ * The file the record is about: `inode` (a typed pointer). On overlayfs
+ * also its layer and the length of its path inside the mount, so user
+ * space can tell where on the host the file lives.
+ */
+static __always_inline void fw_set_file(struct fw_scratch *s, struct inode *inode)
+{
+	fw_fill_inode(&s->ev.file, inode);
+	s->ev.layer = fw_overlay_layer(inode, s->ev.hdr.action);
+	fw_set_mount_rel(s);
+}
+
+/* A name about to be made in the directory `dir` (a symlink: no inode yet).
+ * New names on overlayfs are always made in the upper layer. */
+static __always_inline void fw_set_new_in(struct fw_scratch *s, struct inode *dir)
+{
+	s->ev.file.dev = dir->i_sb->s_dev; /* where the link will be */
+	s->ev.layer = fw_on_overlay(dir) ? FW_LAYER_UPPER : FW_LAYER_NONE;
+	fw_set_mount_rel(s);
 }
 
 static __always_inline void fw_set_file_dentry(struct fw_scratch *s, struct dentry *dentry)

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import struct
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING
 
 from . import _bpf, abi, loader
 from ._libbpf import BpfObject, LibbpfError, LibbpfRingReader, LibbpfUnavailableError, MmapRingReader, RingReader
+from .enrich import Enricher
 from .events import ExecEvent, ExitEvent, FileEvent, ForkEvent
 from .globs import PathMatcher
+from .overlayfs import MountWatcher
 from .proctree import ProcessTree
 from .sysinfo import Host
 
@@ -122,6 +125,8 @@ class Agent:
         self._reader: RingReader | None = None
         self.plan: loader.Plan | None = None
         self.processes = ProcessTree(self.host.root / "proc")
+        self.enricher = Enricher(self.host.root)
+        self._mounts: MountWatcher | None = None
         self.stats = AgentStats()
         self._backlog: list[FileEvent] = []  # read during set_paths(), not yet handed out
         self._expired_at = 0
@@ -134,6 +139,7 @@ class Agent:
         except (FileNotFoundError, OSError) as exc:
             raise AgentError(str(exc)) from None
         try:
+            _load_overlay_module(self.host.root)
             self.plan = plan = loader.plan(path, host=self.host, walk_only=self._walk_only, cache_dir=self._probe_cache)
             self._obj = obj = BpfObject(path)
             obj.set_rodata("fw_agent_tgid", struct.pack("<I", os.getpid()))
@@ -143,6 +149,10 @@ class Agent:
             for prog in obj.programs():
                 prog.set_autoload(prog.name in wanted)
             obj.load()
+            # Overlay mounts first: their lower layers go in the trie with
+            # the globs' prefixes, and a change of our mount table wakes us.
+            self._mounts = MountWatcher(self.host.root)
+            self.enricher.refresh()
             self._load_prefixes()
             failures = obj.attach_all()
             if failures:
@@ -184,7 +194,7 @@ class Agent:
         assert self._obj is not None
         prefixes = self._obj.map("prefixes")
         ancestors = self._obj.map("ancestors")
-        wanted = self.matcher.prefixes()
+        wanted = self.kernel_prefixes()
         if len(set(wanted) | set(old or ())) > prefixes.max_entries:
             raise AgentError(f"too many distinct path prefixes ({len(wanted)} > {prefixes.max_entries})")
         wanted_dirs = ancestor_dirs(wanted)
@@ -200,6 +210,25 @@ class Agent:
         for d in ancestor_dirs(old or ()) - wanted_dirs:
             ancestors.delete(abi.prefix_key(d))
         self._bump_prefix_generation()
+
+    def kernel_prefixes(self) -> list[bytes]:
+        """What the kernel's trie holds: the globs' literal prefixes and every
+        overlay's lower layers (image-layer tampering)."""
+        return sorted(set(self.matcher.prefixes()) | set(self.enricher.layer_prefixes()))
+
+    def sync_mounts(self) -> None:
+        """Re-reads the overlay mounts and watches their lower layers (the
+        new ones before the stale ones leave)."""
+        if self._obj is None:
+            return
+        old = self.kernel_prefixes()
+        if self.enricher.refresh().lowerdirs_changed:
+            self._load_prefixes(old)
+
+    @property
+    def mount_watch_fd(self) -> int | None:
+        """POLLPRI when our namespace's mount table changed."""
+        return self._mounts.fileno() if self._mounts is not None else None
 
     def _bump_prefix_generation(self) -> None:
         assert self._obj is not None
@@ -222,7 +251,7 @@ class Agent:
             self.matcher = new
             return
         old_globs = [g.pattern for g in self.matcher.globs]
-        old_prefixes = self.matcher.prefixes()
+        old_prefixes = self.kernel_prefixes()
         self.matcher = PathMatcher([*old_globs, *patterns])
         self._load_prefixes()  # old and new, for now
         self._backlog.extend(self._process(self._ring.read()))
@@ -233,6 +262,9 @@ class Agent:
         self.matcher = new
 
     def close(self) -> None:
+        if self._mounts is not None:
+            self._mounts.close()
+            self._mounts = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -260,6 +292,8 @@ class Agent:
 
     def read(self, timeout: float = 0.0) -> list[FileEvent]:
         """Events ready now (waiting up to `timeout` seconds for the first)."""
+        if self._mounts is not None and self._mounts.changed():
+            self.sync_mounts()
         backlog, self._backlog = self._backlog, []
         if backlog:
             timeout = 0.0
@@ -270,6 +304,8 @@ class Agent:
         if event.flags & _UNDECIDABLE:
             return True  # the kernel could not match a prefix either: keep it
         if self.matcher.matches(event.path):
+            return True
+        if self.enricher.tampered_layer(event) is not None:
             return True
         return event.action in _AUX_IS_PATH and bool(event.aux) and self.matcher.matches(event.aux)
 
@@ -379,6 +415,21 @@ class Agent:
                 {r.name.lower(): reasons[r] for r in abi.IgnoreReason},
             )
         return result
+
+
+def _load_overlay_module(root: Path) -> None:
+    """overlayfs is usually a module, and its types (struct ovl_inode) are
+    in the module's BTF, which exists only once it is loaded: the programs
+    can tell an overlay file's layer only if it is there at load."""
+    try:
+        if "\toverlay\n" in (root / "proc/filesystems").read_text():
+            return  # loaded, or built in (its types are then in vmlinux)
+    except OSError:
+        pass
+    try:
+        subprocess.run(["modprobe", "-q", "overlay"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.info("cannot load the overlay module (%s): overlay layers will not be reported", exc)
 
 
 def ancestor_dirs(prefixes: Sequence[bytes]) -> set[bytes]:

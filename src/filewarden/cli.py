@@ -95,7 +95,8 @@ def doctor() -> None:
     """Check everything the agent needs; print one line per check.
 
     Exits 0 when the agent can run here and 1 when it cannot; each failed
-    check says how to fix it.
+    check says how to fix it. Also lists every overlay mount (container
+    root filesystems), warning about volatile ones.
     """
     from .doctor import FAIL, format_check, run_checks
 

@@ -17,6 +17,7 @@ from typing import Final
 from . import _bpf, abi, loader
 from ._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
 from ._libbpf import version as libbpf_version
+from .overlayfs import OverlayTable
 from .sysinfo import Host
 
 OK: Final = "ok"
@@ -181,6 +182,29 @@ def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
             yield _program_check(p, None, prior_ok)
 
 
+def check_overlays(host: Host) -> list[Check]:
+    """Every overlay mount (container root filesystems), and a warning for
+    volatile ones: their upper layer may lose writes on a crash (seed: the
+    `volatile` mount option skips every sync), so what events say was
+    written there may not survive a reboot."""
+    table = OverlayTable(host.root)
+    table.refresh()
+    checks = []
+    for dev, line in zip(sorted(table.by_dev), table.describe(), strict=True):
+        volatile = table.by_dev[dev].volatile
+        checks.append(
+            Check(
+                "overlay",
+                WARN if volatile else OK,
+                line,
+                "events from this container describe writes a crash may undo; remount without volatile"
+                if volatile
+                else "",
+            )
+        )
+    return checks
+
+
 def run_checks(host: Host | None = None) -> list[Check]:
     host = host or Host()
     checks = [check_kernel(host), check_btf(host), check_bpf_lsm(host), check_privileges(host), check_libbpf()]
@@ -189,6 +213,7 @@ def run_checks(host: Host | None = None) -> list[Check]:
     if path is not None:
         prior_ok = all(c.status != FAIL for c in checks)
         checks.extend(check_hooks(path, prior_ok))
+    checks.extend(check_overlays(host))
     return checks
 
 

@@ -91,7 +91,7 @@ def _file(event: FileEvent) -> dict[str, Any]:
     doc = _file_base(event.path, event.file, flags)
     if action == Action.SYMLINK:
         doc["type"] = "symlink"
-        del doc["inode"], doc["device"]  # the new inode does not exist yet at this hook
+        del doc["inode"]  # the new inode does not exist yet at this hook
     if action in (Action.RENAME, Action.LINK, Action.SYMLINK):
         key = "source_path" if action == Action.RENAME else "target_path"
         doc[key] = text(event.aux)
@@ -171,7 +171,13 @@ def _ancestor(doc: dict[str, Any], info: ProcessInfo) -> None:
         doc["args"] = [text(a) for a in info.args]
 
 
-def to_documents(event: FileEvent, clock: WallClock, tree: Ancestry | None = None) -> list[dict[str, Any]]:
+class Annotator(Protocol):
+    def annotate(self, event: FileEvent, doc: dict[str, Any]) -> None: ...
+
+
+def to_documents(
+    event: FileEvent, clock: WallClock, tree: Ancestry | None = None, enrich: Annotator | None = None
+) -> list[dict[str, Any]]:
     """The JSON documents of one event: one, or two for RENAME_EXCHANGE
     (each side moved to the other's place)."""
     proc = event.process
@@ -192,6 +198,8 @@ def to_documents(event: FileEvent, clock: WallClock, tree: Ancestry | None = Non
         base["mount"] = mount
     if event.flags & EventFlag.DURING_OPEN:
         base["event"]["during_open"] = True
+    if enrich is not None:
+        enrich.annotate(event, base)
     if not event.flags & EventFlag.RENAME_EXCHANGE:
         return [base]
     # renameat2(RENAME_EXCHANGE): the destination's file went to the source.
@@ -204,9 +212,11 @@ def to_documents(event: FileEvent, clock: WallClock, tree: Ancestry | None = Non
     return [base, other]
 
 
-def to_document(event: FileEvent, clock: WallClock, tree: Ancestry | None = None) -> dict[str, Any]:
+def to_document(
+    event: FileEvent, clock: WallClock, tree: Ancestry | None = None, enrich: Annotator | None = None
+) -> dict[str, Any]:
     """The first (usually the only) document of an event."""
-    return to_documents(event, clock, tree)[0]
+    return to_documents(event, clock, tree, enrich)[0]
 
 
 def to_json_line(doc: dict[str, Any]) -> bytes:

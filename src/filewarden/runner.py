@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .agent import Agent
 from .clock import WallClock
 from .outputs import JsonlSink, open_outputs
-from .render import Ancestry, to_documents, to_json_line
+from .render import Ancestry, Annotator, to_documents, to_json_line
 
 if TYPE_CHECKING:
     from .config import Config
@@ -75,16 +75,17 @@ def stop_signals() -> Iterator[tuple[int, list[int]]]:
 class Pipeline:
     """Events to JSON lines to every output."""
 
-    def __init__(self, sinks: list[JsonlSink], tree: Ancestry | None = None) -> None:
+    def __init__(self, sinks: list[JsonlSink], tree: Ancestry | None = None, enrich: Annotator | None = None) -> None:
         self.sinks = sinks
         self.tree = tree
+        self.enrich = enrich
         self.clock = WallClock()
         self.written = 0
 
     def emit(self, events: list[FileEvent]) -> None:
         if not events:
             return
-        lines = [to_json_line(doc) for e in events for doc in to_documents(e, self.clock, self.tree)]
+        lines = [to_json_line(doc) for e in events for doc in to_documents(e, self.clock, self.tree, self.enrich)]
         for sink in self.sinks:
             sink.write(lines)
         self.written += len(lines)
@@ -98,7 +99,7 @@ def run(config: Config, ready_file: Path | None = None) -> int:
     agent = Agent(config)
     try:
         agent.start()
-        pipeline = Pipeline(sinks, agent.processes)
+        pipeline = Pipeline(sinks, agent.processes, agent.enricher)
         with stop_signals() as (wakeup, received):
             if ready_file is not None:
                 write_ready_file(ready_file)
@@ -107,6 +108,8 @@ def run(config: Config, ready_file: Path | None = None) -> int:
             with select.epoll() as ep:
                 ep.register(agent.fileno(), select.EPOLLIN)
                 ep.register(wakeup, select.EPOLLIN)
+                if agent.mount_watch_fd is not None:  # wake when overlays come and go
+                    ep.register(agent.mount_watch_fd, select.EPOLLPRI)
                 while not received:
                     ep.poll(1.0)
                     pipeline.emit(agent.read())

@@ -15,11 +15,13 @@ import atexit
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from filewarden.abi import ACTION_NAMES
 from filewarden.agent import Agent
+from filewarden.clock import WallClock
 from filewarden.config import Config, Output
+from filewarden.render import to_documents
 
 if TYPE_CHECKING:
     from filewarden.events import FileEvent
@@ -74,6 +76,13 @@ class Monitor:
         """Events whose path (or second path) is below `prefix`."""
         p = prefix.encode()
         return [e for e in self.stop() if e.path.startswith(p) or e.aux.startswith(p)]
+
+    def documents(self, events: list[FileEvent] | None = None) -> list[dict[str, Any]]:
+        """The JSON documents the agent writes for `events` (default: all of
+        this test's), enriched as `filewarden run` does."""
+        clock = WallClock()
+        evs = self.stop() if events is None else events
+        return [d for e in evs for d in to_documents(e, clock, self.agent.processes, self.agent.enricher)]
 
     def counters(self) -> dict[str, dict[str, int]]:
         """The kernel's exit counters over this test, per hook."""
