@@ -61,7 +61,8 @@ enum fw_hook {
 	FW_HOOK_EXEC = 21,
 	FW_HOOK_FORK = 22,
 	FW_HOOK_EXIT = 23,
-	FW_HOOK_MAX = 24,
+	FW_HOOK_INODE_FREE = 24, /* inode_free_security: keeps an evicted inode's mark */
+	FW_HOOK_MAX = 25,
 };
 
 enum fw_record_kind {
@@ -117,6 +118,45 @@ enum fw_event_flags {
 	/* mnt_rel_len is set: the last mnt_rel_len bytes of path[] are the
 	 * path inside the file's own mount (files on overlayfs). */
 	FW_EVENT_MNT_REL = 1 << 11,
+	/* The file (or the directory it is made in) carries an inode mark:
+	 * it is monitored whatever name it was reached by. */
+	FW_EVENT_TRACKED = 1 << 12,
+};
+
+/*
+ * An inode's mark (inode storage map `inode_marks`): set by user space on
+ * every file and directory the monitored globs match, and by the programs
+ * on what is created in, renamed into or linked into a FW_MARK_TREE
+ * directory.
+ */
+enum fw_mark_flags {
+	FW_MARK_FILE = 1 << 0,      /* this inode is monitored */
+	FW_MARK_TREE = 1 << 1,      /* a directory: whatever is made inside is monitored */
+	FW_MARK_INHERITED = 1 << 2, /* set by the programs from a FW_MARK_TREE parent */
+	FW_MARK_RESTORED = 1 << 3,  /* put back after the inode was evicted and read again */
+};
+
+struct fw_mark {
+	__u32 flags; /* enum fw_mark_flags */
+	__u32 rule;  /* index of the glob that marked it (inherited from the parent) */
+};
+
+/* Where the mark of an evicted inode waits for the inode to be read again
+ * (hash map `evicted_marks`). i_generation tells a reused inode number apart
+ * on filesystems that set it. */
+struct fw_inode_id {
+	__u64 ino;
+	__u32 dev;
+	__u32 gen;
+};
+
+/* Totals of the mark bookkeeping (global `fw_mark_stats`). */
+struct fw_mark_stats {
+	__u64 inherited;   /* marks set by the programs on new children */
+	__u64 saved;       /* marks of evicted inodes kept in evicted_marks */
+	__u64 save_failed; /* ... that did not fit (evicted_marks full): tracking lost */
+	__u64 restored;    /* marks put back when an evicted inode was read again */
+	__u64 evicted_live; /* entries in evicted_marks now */
 };
 
 /* fw_event.layer: for a file on overlayfs, where it was when the hook ran
@@ -145,7 +185,8 @@ enum fw_counter {
 	FW_COUNTER_IGNORED = 2,
 	FW_COUNTER_ERROR = 3,
 	FW_COUNTER_RINGBUF_FULL = 4,
-	FW_COUNTER_MAX = 5,
+	FW_COUNTER_KEPT = 5, /* inode_free: an evicted inode's mark was kept */
+	FW_COUNTER_MAX = 6,
 };
 
 /* Why a call was ignored: each FW_COUNTER_IGNORED exit also adds one to
@@ -165,7 +206,10 @@ enum fw_ignore_reason {
 	FW_IGNORE_THREAD = 11,                /* fork/exit of a thread, not a process */
 	FW_IGNORE_DEFERRED = 12,              /* mkdir/mknod noted: d_instantiate reports it */
 	FW_IGNORE_OUTSIDE = 13,               /* in a directory known to hold nothing monitored */
-	FW_IGNORE_MAX = 14,
+	FW_IGNORE_NOT_MARKED = 14,            /* inode_free: the inode had no mark */
+	FW_IGNORE_LAST_LINK = 15,             /* inode_free: the file is gone (no links left) */
+	FW_IGNORE_SB_SHUTDOWN = 16,           /* inode_free: its filesystem is being unmounted */
+	FW_IGNORE_MAX = 17,
 };
 
 /* Value of the per-CPU "counters" array map, indexed by enum fw_hook. */
@@ -322,6 +366,60 @@ struct fw_exit {
 	__u32 pid;
 	__u32 exit_code; /* as wait(2) reports it */
 	__u64 start_ns;
+};
+
+/*
+ * Start-up snapshot (snapshot.bpf.c): what the task and task_file iterators
+ * write to their seq_file, read by user space with read(2). Each record
+ * starts with its kind and its size in bytes.
+ */
+enum fw_snap_kind {
+	FW_SNAP_TASK = 1, /* struct fw_snap_task, data[] = exe_len bytes of executable path */
+	FW_SNAP_FILE = 2, /* struct fw_snap_file, data[] = path_len bytes of path */
+};
+
+enum fw_snap_flags {
+	FW_SNAP_KTHREAD = 1 << 0,
+	FW_SNAP_EXE_UNKNOWN = 1 << 1,
+	FW_SNAP_PATH_UNKNOWN = 1 << 2, /* bpf_d_path() failed: path_len is 0 */
+	FW_SNAP_OVERLAY = 1 << 3,      /* the file is on overlayfs */
+};
+
+struct fw_snap_task {
+	__u16 kind;
+	__u16 exe_len;
+	__u32 size;
+	__u32 pid;
+	__u32 ppid;
+	__u64 start_ns;  /* CLOCK_BOOTTIME, as fw_process.start_ns */
+	__u64 cgroup_id; /* cgroup v2 id */
+	__u32 uid;
+	__u32 euid;
+	__u32 gid;
+	__u32 egid;
+	__u32 mntns;
+	__u32 flags;     /* enum fw_snap_flags */
+	char comm[FW_COMM_LEN];
+	char data[];
+};
+
+/* One open descriptor for writing on a regular file. */
+struct fw_snap_file {
+	__u16 kind;
+	__u16 path_len;
+	__u32 size;
+	__u32 pid;
+	__u32 fd;
+	__u64 start_ns;  /* the process's, to match its task record */
+	__u64 ino;
+	__u64 file_size;
+	__u32 dev;       /* kernel dev_t of i_sb->s_dev */
+	__u32 mode;      /* i_mode */
+	__u32 f_flags;   /* the open(2) flags */
+	__u32 flags;     /* enum fw_snap_flags */
+	__u32 uid;       /* the file's owner */
+	__u32 gid;
+	char data[];
 };
 
 #endif /* FILEWARDEN_ABI_H */

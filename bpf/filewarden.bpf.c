@@ -21,6 +21,7 @@
 #include "file.bpf.h"
 #include "record.bpf.h"
 #include "dircache.bpf.h"
+#include "mark.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -40,6 +41,10 @@ const volatile struct fw_abi_types {
 	enum fw_counter counter;
 	enum fw_ignore_reason reason;
 	enum fw_layer layer;
+	enum fw_mark_flags mark_flags;
+	struct fw_mark mark;
+	struct fw_inode_id inode_id;
+	struct fw_mark_stats mark_stats;
 	struct fw_acl_entry acl_entry;
 	struct fw_exec exec;
 	struct fw_fork fork;
@@ -85,9 +90,11 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 {
 	const enum fw_hook hook = FW_HOOK_FILE_OPEN;
 	struct dentry *dentry = file->f_path.dentry;
+	struct fw_mark *tree = NULL;
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
 	__u32 f_mode, action;
+	bool tracked;
 
 	if (ret != 0) { /* an earlier LSM denied it: nothing will be opened */
 		fw_ignore(hook, FW_IGNORE_DENIED);
@@ -116,15 +123,25 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 		break;
 	}
 
-	if (fw_dir_check(&dp, dentry->d_parent, file->f_path.mnt))
+	/* The mark first: a new file is monitored if its directory is a
+	 * monitored tree, an existing one if it carries a mark itself. */
+	if (action == FW_ACTION_CREATE) {
+		tree = fw_tree_mark(dentry->d_parent->d_inode);
+		tracked = tree != NULL;
+	} else {
+		tracked = fw_marked(file->f_inode);
+	}
+	if (!tracked && fw_dir_check(&dp, dentry->d_parent, file->f_path.mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, action);
 	fw_set_path(s, &file->f_path, hook);
-	if (!fw_path_selected(s)) {
+	if (!fw_keep(s, tracked)) {
 		fw_dir_remember_path(s, &dp, dentry);
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	}
+	if (tree)
+		fw_mark_inherit(file->f_inode, tree);
 	fw_set_file(s, file->f_inode);
 	return fw_done(s, hook, fw_emit(s));
 }
@@ -141,15 +158,16 @@ static __always_inline int fw_truncate(enum fw_hook hook, const struct path *pat
 	struct dentry *dentry = path->dentry;
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
-	bool during_open;
+	bool during_open, tracked;
 
 	FW_SKIP_AGENT(hook);
-	if (fw_dir_check(&dp, dentry->d_parent, path->mnt))
+	tracked = fw_marked(dentry->d_inode);
+	if (!tracked && fw_dir_check(&dp, dentry->d_parent, path->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_TRUNCATE);
 	fw_set_path(s, path, hook);
-	if (!fw_path_selected(s)) {
+	if (!fw_keep(s, tracked)) {
 		fw_dir_remember_path(s, &dp, dentry);
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	}
@@ -188,14 +206,16 @@ static __always_inline int fw_remove(enum fw_hook hook, enum fw_action action, c
 {
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
+	bool tracked;
 
 	FW_SKIP_AGENT(hook);
-	if (fw_dir_check(&dp, dir->dentry, dir->mnt))
+	tracked = fw_marked(dentry->d_inode) || fw_tree_mark(dir->dentry->d_inode);
+	if (!tracked && fw_dir_check(&dp, dir->dentry, dir->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, action);
 	fw_set_path_child(s, dir, dentry, hook);
-	if (!fw_path_selected(s)) {
+	if (!fw_keep(s, tracked)) {
 		fw_dir_remember_path(s, &dp, dentry);
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	}
@@ -254,16 +274,19 @@ int BPF_PROG(fw_path_mknod, const struct path *dir, struct dentry *dentry, umode
 }
 
 /* security_d_instantiate(): a dentry gets its inode. Called for every
- * lookup too, so it leaves at once unless this thread noted this dentry. */
+ * lookup too: there it puts back the mark of an inode read again after
+ * eviction (mark.bpf.h), and leaves unless this thread noted this dentry. */
 SEC("lsm/d_instantiate")
 int BPF_PROG(fw_d_instantiate, struct dentry *dentry, struct inode *inode)
 {
 	const enum fw_hook hook = FW_HOOK_D_INSTANTIATE;
 	struct fw_pending_create *p;
+	struct fw_mark *tree;
 	struct fw_scratch *s;
 	struct vfsmount *mnt;
 	__u32 action, noted_hook;
 
+	fw_mark_restore(inode);
 	p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL, 0);
 	if (!p || p->dentry != (__u64)dentry || !inode)
 		return fw_ignore(hook, FW_IGNORE_NOT_PAIRED);
@@ -274,11 +297,14 @@ int BPF_PROG(fw_d_instantiate, struct dentry *dentry, struct inode *inode)
 	if (action == FW_ACTION_MKDIR && (inode->i_mode & FW_S_IFMT) != FW_S_IFDIR)
 		return fw_ignore(hook, FW_IGNORE_NOT_PAIRED);
 
+	tree = fw_tree_mark(dentry->d_parent->d_inode);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, noted_hook, action);
 	fw_set_path_walk(s, dentry, mnt);
-	if (!fw_path_selected(s))
+	if (!fw_keep(s, tree != NULL))
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
+	if (tree)
+		fw_mark_inherit(inode, tree);
 	fw_set_file(s, inode);
 	return fw_done(s, hook, fw_emit(s));
 }
@@ -290,23 +316,39 @@ int BPF_PROG(fw_path_rename, const struct path *old_dir, struct dentry *old_dent
 	     struct dentry *new_dentry, unsigned int flags)
 {
 	const enum fw_hook hook = FW_HOOK_PATH_RENAME;
+	struct fw_mark *to_tree, *from_tree;
 	struct fw_dir_probe from, to;
 	struct fw_scratch *s;
-	bool outside_to;
+	bool outside_to, tracked;
 
 	FW_SKIP_AGENT(hook);
-	outside_to = fw_dir_check(&to, new_dir->dentry, new_dir->mnt);
-	if (fw_dir_check(&from, old_dir->dentry, old_dir->mnt) && outside_to)
-		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
+	/* Marks stay with the inode: a marked file renamed out of the
+	 * monitored tree is still followed (and this rename reported); one
+	 * renamed into a monitored tree is marked from now on. */
+	to_tree = fw_tree_mark(new_dir->dentry->d_inode);
+	from_tree = fw_tree_mark(old_dir->dentry->d_inode);
+	tracked = to_tree || from_tree || fw_marked(old_dentry->d_inode) || fw_marked(new_dentry->d_inode);
+	if (!tracked) {
+		outside_to = fw_dir_check(&to, new_dir->dentry, new_dir->mnt);
+		if (fw_dir_check(&from, old_dir->dentry, old_dir->mnt) && outside_to)
+			return fw_ignore(hook, FW_IGNORE_OUTSIDE);
+	} else {
+		__builtin_memset(&to, 0, sizeof(to));
+		__builtin_memset(&from, 0, sizeof(from));
+	}
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_RENAME);
 	fw_set_path_child(s, new_dir, new_dentry, hook);
 	fw_set_aux_child(s, old_dir, old_dentry, hook);
-	if (!fw_path_selected(s) && !fw_aux_selected(s)) {
+	if (!fw_keep(s, tracked) && !fw_aux_selected(s)) {
 		fw_dir_remember_path(s, &to, new_dentry);
 		fw_dir_remember_aux(s, &from, old_dentry);
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	}
+	if (to_tree)
+		fw_mark_inherit(old_dentry->d_inode, to_tree);
+	if (from_tree && (flags & FW_RENAME_EXCHANGE))
+		fw_mark_inherit(new_dentry->d_inode, from_tree);
 	fw_set_file_dentry(s, old_dentry);
 	if (new_dentry->d_inode) {
 		s->ev.flags |= FW_EVENT_TARGET_EXISTED;
@@ -331,18 +373,20 @@ int BPF_PROG(fw_path_chmod, const struct path *path, umode_t mode)
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
 	__u32 old_mode, new_mode;
+	bool tracked;
 
 	FW_SKIP_AGENT(hook);
 	old_mode = path->dentry->d_inode->i_mode;
 	new_mode = (mode & 07777) | (old_mode & ~07777);
 	if (new_mode == old_mode)
 		return fw_ignore(hook, FW_IGNORE_UNCHANGED);
-	if (fw_dir_check(&dp, path->dentry->d_parent, path->mnt))
+	tracked = fw_marked(path->dentry->d_inode);
+	if (!tracked && fw_dir_check(&dp, path->dentry->d_parent, path->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_CHMOD);
 	fw_set_path(s, path, hook);
-	if (!fw_path_selected(s)) {
+	if (!fw_keep(s, tracked)) {
 		fw_dir_remember_path(s, &dp, path->dentry);
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	}
@@ -363,16 +407,18 @@ int BPF_PROG(fw_path_chown, const struct path *path, __u32 uid, __u32 gid)
 	struct inode *inode = path->dentry->d_inode;
 	__u32 old_uid = inode->i_uid.val;
 	__u32 old_gid = inode->i_gid.val;
+	bool tracked;
 
 	FW_SKIP_AGENT(hook);
 	if ((uid == (__u32)-1 || uid == old_uid) && (gid == (__u32)-1 || gid == old_gid))
 		return fw_ignore(hook, FW_IGNORE_UNCHANGED);
-	if (fw_dir_check(&dp, path->dentry->d_parent, path->mnt))
+	tracked = fw_marked(inode);
+	if (!tracked && fw_dir_check(&dp, path->dentry->d_parent, path->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_CHOWN);
 	fw_set_path(s, path, hook);
-	if (!fw_path_selected(s)) {
+	if (!fw_keep(s, tracked)) {
 		fw_dir_remember_path(s, &dp, path->dentry);
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	}
@@ -390,15 +436,21 @@ SEC("lsm/path_link")
 int BPF_PROG(fw_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)
 {
 	const enum fw_hook hook = FW_HOOK_PATH_LINK;
+	struct fw_mark *tree;
 	struct fw_scratch *s;
+	bool tracked;
 
 	FW_SKIP_AGENT(hook);
+	tree = fw_tree_mark(new_dir->dentry->d_inode);
+	tracked = tree || fw_marked(old_dentry->d_inode);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_LINK);
 	fw_set_path_child(s, new_dir, new_dentry, hook);
 	fw_set_aux_walk(s, old_dentry, BPF_CORE_READ(new_dir, mnt));
-	if (!fw_path_selected(s) && !fw_aux_selected(s))
+	if (!fw_keep(s, tracked) && !fw_aux_selected(s))
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
+	if (tree)
+		fw_mark_inherit(old_dentry->d_inode, tree);
 	fw_set_file_dentry(s, old_dentry);
 	return fw_done(s, hook, fw_emit(s));
 }
@@ -410,11 +462,14 @@ int BPF_PROG(fw_path_symlink, const struct path *dir, struct dentry *dentry, con
 	const enum fw_hook hook = FW_HOOK_PATH_SYMLINK;
 	struct fw_scratch *s;
 
+	bool tracked;
+
 	FW_SKIP_AGENT(hook);
+	tracked = fw_tree_mark(dir->dentry->d_inode) != NULL;
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_SYMLINK);
 	fw_set_path_child(s, dir, dentry, hook);
-	if (!fw_path_selected(s))
+	if (!fw_keep(s, tracked))
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	fw_set_aux_str(s, old_name);
 	s->ev.file.mode = 0120777; /* S_IFLNK: what a symlink's mode always is */
@@ -459,7 +514,7 @@ static __always_inline struct fw_scratch *fw_xattr_begin(enum fw_hook hook, enum
 	}
 	fw_event_init(s, hook, action);
 	fw_set_path_walk(s, dentry, fw_find_mount(dentry));
-	if (!fw_path_selected(s)) {
+	if (!fw_keep(s, fw_marked(dentry->d_inode))) {
 		fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 		return NULL;
 	}
@@ -577,7 +632,8 @@ int BPF_PROG(fw_sb_mount, const char *dev_name, const struct path *path, const c
 	fw_event_init(s, hook, FW_ACTION_MOUNT);
 	fw_set_path(s, path, hook);
 	fw_set_aux_str(s, dev_name);
-	if (!fw_path_selected(s) && !(s->ev.aux_len && s->aux[0] == '/' && fw_aux_selected(s)))
+	if (!fw_keep(s, fw_marked(path->dentry->d_inode)) &&
+	    !(s->ev.aux_len && s->aux[0] == '/' && fw_aux_selected(s)))
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	fw_set_file_dentry(s, path->dentry);
 	s->ev.detail.mount.mount_flags = flags;
@@ -618,11 +674,47 @@ int BPF_PROG(fw_move_mount, const struct path *from_path, const struct path *to_
 	fw_set_path(s, to_path, hook);
 	fw_path(&s->walk, s->aux, from_path, hook, &out);
 	fw_aux_from(s, &out);
-	if (!fw_path_selected(s) && !fw_aux_selected(s))
+	if (!fw_keep(s, fw_marked(to_path->dentry->d_inode)) && !fw_aux_selected(s))
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	fw_set_file_dentry(s, from_path->dentry);
 	s->ev.detail.mount.mount_flags = FW_MS_MOVE;
 	return fw_done(s, hook, fw_emit(s));
+}
+
+/*
+ * security_inode_free(): an inode leaves memory. bpf_inode_storage_free()
+ * runs after this hook's programs (it is the BPF LSM's own
+ * inode_free_security, registered after the attach points in
+ * security/bpf/hooks.c), so the mark can still be read here and kept for
+ * when the file is read again (mark.bpf.h). Nothing is kept for a file
+ * with no links left, or for a filesystem being unmounted
+ * (generic_shutdown_super() clears SB_ACTIVE before it evicts).
+ */
+SEC("lsm/inode_free_security")
+int BPF_PROG(fw_inode_free, struct inode *inode)
+{
+	const enum fw_hook hook = FW_HOOK_INODE_FREE;
+	struct fw_inode_id id = {};
+	struct fw_mark *m = fw_mark_of(inode);
+
+	if (!m)
+		return fw_ignore(hook, FW_IGNORE_NOT_MARKED);
+	if (inode->i_nlink == 0)
+		return fw_ignore(hook, FW_IGNORE_LAST_LINK);
+	if (!(inode->i_sb->s_flags & FW_SB_ACTIVE))
+		return fw_ignore(hook, FW_IGNORE_SB_SHUTDOWN);
+	fw_inode_id(&id, inode);
+	if (bpf_map_update_elem(&evicted_marks, &id, m, BPF_NOEXIST) == 0) {
+		__sync_fetch_and_add(&fw_mark_stats.evicted_live, 1);
+		__sync_fetch_and_add(&fw_mark_stats.saved, 1);
+		return fw_exit(hook, FW_COUNTER_KEPT);
+	}
+	if (bpf_map_update_elem(&evicted_marks, &id, m, BPF_EXIST) == 0) {
+		__sync_fetch_and_add(&fw_mark_stats.saved, 1);
+		return fw_exit(hook, FW_COUNTER_KEPT);
+	}
+	__sync_fetch_and_add(&fw_mark_stats.save_failed, 1);
+	return fw_exit(hook, FW_COUNTER_ERROR);
 }
 
 /*

@@ -176,6 +176,17 @@ static __always_inline bool fw_aux_selected(struct fw_scratch *s)
 	return fw_selected(s, s->aux, &out);
 }
 
+/* Is the record to be sent? Yes if the file carries a mark (`tracked`,
+ * checked first and flagged), else if its path is under a monitored prefix. */
+static __always_inline bool fw_keep(struct fw_scratch *s, bool tracked)
+{
+	if (tracked) {
+		s->ev.flags |= FW_EVENT_TRACKED;
+		return true;
+	}
+	return fw_path_selected(s);
+}
+
 /* Numbers, times and sends the record: the fixed part from the slot, the
  * variable parts from where they were built, exe and args from `c`. */
 static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_proc_cache *c)

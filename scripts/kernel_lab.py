@@ -41,7 +41,9 @@ SERIES = {"6.1": "bookworm", "6.12": "bookworm-backports"}
 MODULES = (
     "overlay", "9p", "9pnet_virtio", "virtio_pci", "virtio_console", "virtio_net", "virtio_blk",
     "virtio_rng", "fuse", "netfs", "fscache", "virtiofs", "vsock", "vmw_vsock_virtio_transport",
+    "loop", "ext4",  # an evicting filesystem for the inode-mark tests (tmpfs never evicts)
 )  # fmt: skip
+_STAMP_MODULES = "modules: " + " ".join(MODULES)
 DEFAULT_TESTS = ("tests/kernel", "tests/e2e")
 RESULTS = REPO / "lab-results"
 
@@ -118,7 +120,8 @@ def fetch(series: str) -> tuple[Path, str]:
     """A pruned kernel folder for `series` (downloaded once); (folder, release)."""
     pkg = resolve(series)
     dest = kernel_dir(pkg)
-    if (dest / ".complete").is_file():
+    stamp = dest / ".complete"
+    if stamp.is_file() and _STAMP_MODULES in stamp.read_text().splitlines():
         return dest, _release(dest / "boot")
     say(f"{series}: fetching {pkg.package} {pkg.version}")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -155,7 +158,7 @@ def fetch(series: str) -> tuple[Path, str]:
             (pruned / rel.parent).mkdir(parents=True, exist_ok=True)
             shutil.copy2(ko, pruned / rel)
         _run(["depmod", "-b", str(pruned), release])
-        (pruned / ".complete").write_text(f"{series} {pkg.package} {pkg.version} {release}\n")
+        (pruned / ".complete").write_text(f"{series} {pkg.package} {pkg.version} {release}\n{_STAMP_MODULES}\n")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(pruned, dest)
@@ -337,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("tests", nargs="*", help=f"test paths [{' '.join(DEFAULT_TESTS)}]")
     e = sub.add_parser("exec", help="boot each kernel and run one command in it (the guest set-up included)")
     e.add_argument("--kernel", action="append", choices=sorted(SERIES), help="one series (repeatable)")
+    e.add_argument("--memory", default="2G")
+    e.add_argument("--timeout", type=float, default=1500.0, help="seconds per boot [1500]")
     e.add_argument("argv", nargs=argparse.REMAINDER, help="the command (after --)")
     args = parser.parse_args(argv)
     kernels = args.kernel or sorted(SERIES, key=lambda s: tuple(int(x) for x in s.split(".")))
@@ -354,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exec":
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         runs = [
-            boot_and_test(s, [], keyword=None, cpus=2, memory="2G", timeout=1500.0, exec_argv=argv) for s in kernels
+            boot_and_test(s, [], keyword=None, cpus=2, memory=args.memory, timeout=args.timeout, exec_argv=argv)
+            for s in kernels
         ]
         for r in runs:
             say(f"{r.name}: {r.note}")

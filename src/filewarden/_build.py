@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-OBJECTS = ("filewarden", "selftest")
+OBJECTS = ("filewarden", "selftest", "snapshot")
 """Object stems: bpf/<stem>.bpf.c -> <stem>.bpf.o"""
 
 CFLAGS = (

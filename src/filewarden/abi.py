@@ -25,6 +25,8 @@ from .events import (
     MountDetail,
     Process,
     ProcessEvent,
+    SnapshotFile,
+    SnapshotTask,
     XattrDetail,
 )
 
@@ -64,9 +66,10 @@ class Hook(enum.IntEnum):
     EXEC = 21
     FORK = 22
     EXIT = 23
+    INODE_FREE = 24
 
 
-HOOK_COUNT: Final = 24  # FW_HOOK_MAX
+HOOK_COUNT: Final = 25  # FW_HOOK_MAX
 
 
 class RecordKind(enum.IntEnum):
@@ -114,6 +117,32 @@ class EventFlag(enum.IntFlag):
     DURING_OPEN = 1 << 9
     PATH_WALKED = 1 << 10
     MNT_REL = 1 << 11
+    TRACKED = 1 << 12
+
+
+class MarkFlag(enum.IntFlag):
+    """enum fw_mark_flags"""
+
+    FILE = 1 << 0
+    TREE = 1 << 1
+    INHERITED = 1 << 2
+    RESTORED = 1 << 3
+
+
+class SnapKind(enum.IntEnum):
+    """enum fw_snap_kind"""
+
+    TASK = 1
+    FILE = 2
+
+
+class SnapFlag(enum.IntFlag):
+    """enum fw_snap_flags"""
+
+    KTHREAD = 1 << 0
+    EXE_UNKNOWN = 1 << 1
+    PATH_UNKNOWN = 1 << 2
+    OVERLAY = 1 << 3
 
 
 class Layer(enum.IntEnum):
@@ -143,9 +172,10 @@ class Counter(enum.IntEnum):
     IGNORED = 2
     ERROR = 3
     RINGBUF_FULL = 4
+    KEPT = 5
 
 
-COUNTER_COUNT: Final = 5  # FW_COUNTER_MAX
+COUNTER_COUNT: Final = 6  # FW_COUNTER_MAX
 
 
 class IgnoreReason(enum.IntEnum):
@@ -165,9 +195,12 @@ class IgnoreReason(enum.IntEnum):
     THREAD = 11
     DEFERRED = 12
     OUTSIDE = 13
+    NOT_MARKED = 14
+    LAST_LINK = 15
+    SB_SHUTDOWN = 16
 
 
-IGNORE_REASON_COUNT: Final = 14  # FW_IGNORE_MAX
+IGNORE_REASON_COUNT: Final = 17  # FW_IGNORE_MAX
 
 HOOK_NAMES: Final = {h: h.name.lower() for h in Hook}
 ACTION_NAMES: Final = {a: a.name.lower() for a in Action}
@@ -182,6 +215,12 @@ ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {
     "fw_counter": (Counter, "FW_COUNTER_"),
     "fw_ignore_reason": (IgnoreReason, "FW_IGNORE_"),
     "fw_layer": (Layer, "FW_LAYER_"),
+    "fw_mark_flags": (MarkFlag, "FW_MARK_"),
+}
+# Enums of snapshot.bpf.o
+SNAP_ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {
+    "fw_snap_kind": (SnapKind, "FW_SNAP_"),
+    "fw_snap_flags": (SnapFlag, "FW_SNAP_"),
 }
 # C enum name -> the Python constant that mirrors its *_MAX enumerator
 ENUM_MAX: Final = {
@@ -291,9 +330,57 @@ FORK: Final = Layout(
 )
 EXIT: Final = Layout("fw_exit", [("hdr", HEADER), ("pid", "I"), ("exit_code", "I"), ("start_ns", "Q")])
 
+MARK: Final = Layout("fw_mark", [("flags", "I"), ("rule", "I")])
+INODE_ID: Final = Layout("fw_inode_id", [("ino", "Q"), ("dev", "I"), ("gen", "I")])
+MARK_STATS: Final = Layout(
+    "fw_mark_stats",
+    [("inherited", "Q"), ("saved", "Q"), ("save_failed", "Q"), ("restored", "Q"), ("evicted_live", "Q")],
+)
+SNAP_TASK: Final = Layout(
+    "fw_snap_task",
+    [
+        ("kind", "H"),
+        ("exe_len", "H"),
+        ("size", "I"),
+        ("pid", "I"),
+        ("ppid", "I"),
+        ("start_ns", "Q"),
+        ("cgroup_id", "Q"),
+        ("uid", "I"),
+        ("euid", "I"),
+        ("gid", "I"),
+        ("egid", "I"),
+        ("mntns", "I"),
+        ("flags", "I"),
+        ("comm", f"{COMM_LEN}s"),
+    ],
+    flexible="data",
+)
+SNAP_FILE: Final = Layout(
+    "fw_snap_file",
+    [
+        ("kind", "H"),
+        ("path_len", "H"),
+        ("size", "I"),
+        ("pid", "I"),
+        ("fd", "I"),
+        ("start_ns", "Q"),
+        ("ino", "Q"),
+        ("file_size", "Q"),
+        ("dev", "I"),
+        ("mode", "I"),
+        ("f_flags", "I"),
+        ("flags", "I"),
+        ("uid", "I"),
+        ("gid", "I"),
+    ],
+    flexible="data",
+)
+SNAP_LAYOUTS: Final = (SNAP_TASK, SNAP_FILE)
+
 LAYOUTS: Final = (
     COUNTERS, PREFIX_KEY, SETTINGS, HEADER, PROCESS, FILE, ACL_ENTRY, CHMOD, CHOWN, XATTR, MOUNT, DETAIL,
-    EVENT, EXEC, FORK, EXIT,
+    EVENT, EXEC, FORK, EXIT, MARK, INODE_ID, MARK_STATS,
 )  # fmt: skip
 
 _HEADER: Final = struct.Struct("<" + HEADER.format)
@@ -464,6 +551,63 @@ def decode_counters(values: list[bytes]) -> tuple[tuple[int, ...], tuple[int, ..
         for i, v in enumerate(_COUNTERS.unpack_from(raw)):
             totals[i] += v
     return tuple(totals[:COUNTER_COUNT]), tuple(totals[COUNTER_COUNT:])
+
+
+_SNAP_TASK: Final = struct.Struct("<" + SNAP_TASK.format)
+_SNAP_FILE: Final = struct.Struct("<" + SNAP_FILE.format)
+_SNAP_HEAD: Final = struct.Struct("<HHI")  # kind, length of data[], size
+
+
+def decode_snapshot(buf: bytes) -> list[SnapshotTask | SnapshotFile]:
+    """The records the snapshot iterators wrote (struct fw_snap_task and
+    struct fw_snap_file, back to back). Tens of thousands at start: one
+    unpack per record, positional construction, device numbers decoded once."""
+    out: list[SnapshotTask | SnapshotFile] = []
+    append = out.append
+    file_unpack, task_unpack = _SNAP_FILE.unpack_from, _SNAP_TASK.unpack_from
+    file_size, task_size = _SNAP_FILE.size, _SNAP_TASK.size
+    devs: dict[int, int] = {}
+    off, end = 0, len(buf)
+    while off < end:
+        if end - off < _SNAP_HEAD.size:
+            raise DecodeError(f"snapshot: {end - off} stray bytes at the end")
+        kind, data_len, size = _SNAP_HEAD.unpack_from(buf, off)
+        if kind == _SNAP_KIND_FILE:
+            if size != file_size + data_len or off + size > end:
+                raise DecodeError(f"snapshot: record at byte {off} claims {size} bytes")
+            _, _, _, pid, fd, start, ino, fsize, dev, mode, f_flags, flags, fuid, fgid = file_unpack(buf, off)
+            st_dev = devs.get(dev)
+            if st_dev is None:
+                st_dev = devs[dev] = decode_dev(dev)
+            path = None if flags & _SNAP_PATH_UNKNOWN else buf[off + file_size : off + size]
+            append(
+                SnapshotFile(
+                    pid, fd, start, ino, fsize, st_dev, mode, fuid, fgid, f_flags, bool(flags & _SNAP_OVERLAY), path
+                )
+            )
+        elif kind == _SNAP_KIND_TASK:
+            if size != task_size + data_len or off + size > end:
+                raise DecodeError(f"snapshot: record at byte {off} claims {size} bytes")
+            _, _, _, pid, ppid, start, cgid, uid, euid, gid, egid, mntns, flags, comm = task_unpack(buf, off)
+            exe = None if flags & _SNAP_EXE_UNKNOWN else buf[off + task_size : off + size]
+            append(
+                SnapshotTask(
+                    pid, ppid, start, cgid, uid, euid, gid, egid, mntns, bool(flags & _SNAP_KTHREAD),
+                    comm.split(b"\0", 1)[0], exe,
+                )
+            )  # fmt: skip
+        else:
+            raise DecodeError(f"snapshot: unknown record kind {kind} at byte {off}")
+        off += size
+    return out
+
+
+_SNAP_KIND_FILE: Final = int(SnapKind.FILE)
+_SNAP_KIND_TASK: Final = int(SnapKind.TASK)
+_SNAP_PATH_UNKNOWN: Final = int(SnapFlag.PATH_UNKNOWN)
+_SNAP_EXE_UNKNOWN: Final = int(SnapFlag.EXE_UNKNOWN)
+_SNAP_OVERLAY: Final = int(SnapFlag.OVERLAY)
+_SNAP_KTHREAD: Final = int(SnapFlag.KTHREAD)
 
 
 def prefix_key(prefix: bytes) -> bytes:

@@ -17,12 +17,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import _bpf, abi, loader
+from . import _bpf, abi, loader, marks, snapshot
 from ._libbpf import BpfObject, LibbpfError, LibbpfRingReader, LibbpfUnavailableError, MmapRingReader, RingReader
 from .enrich import Enricher
-from .events import ExecEvent, ExitEvent, FileEvent, ForkEvent
+from .events import ExecEvent, ExitEvent, FileEvent, FileInfo, ForkEvent, Process, SnapshotFile, SnapshotTask
+from .explain import explain as explain_path
 from .globs import PathMatcher
 from .overlayfs import MountWatcher
 from .proctree import ProcessTree
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # Events whose second path (aux) is a path too, and may be the monitored one.
 _AUX_IS_PATH = frozenset({abi.Action.RENAME, abi.Action.LINK, abi.Action.MOUNT})
 _UNDECIDABLE = abi.EventFlag.PATH_TRUNCATED | abi.EventFlag.PATH_FS_RELATIVE
+_TRACKED = int(abi.EventFlag.TRACKED)
 _EXPIRE_EVERY_NS = 10 * 10**9
 
 
@@ -130,6 +132,9 @@ class Agent:
         self.stats = AgentStats()
         self._backlog: list[FileEvent] = []  # read during set_paths(), not yet handed out
         self._expired_at = 0
+        self.mark_report = marks.MarkReport()
+        self.snapshot: snapshot.Snapshot | None = None
+        self._reported_save_failed = 0
 
     # -- lifetime -------------------------------------------------------------
     def start(self) -> None:
@@ -145,6 +150,7 @@ class Agent:
             obj.set_rodata("fw_agent_tgid", struct.pack("<I", os.getpid()))
             obj.set_rodata("fw_dpath_hooks", struct.pack("<I", plan.dpath_mask))
             obj.set_max_entries("events", self.config.ring_buffer_bytes)
+            obj.set_max_entries("evicted_marks", self.config.max_evicted_marks)
             wanted = {p.name for p in plan.loaded}
             for prog in obj.programs():
                 prog.set_autoload(prog.name in wanted)
@@ -154,6 +160,9 @@ class Agent:
             self._mounts = MountWatcher(self.host.root)
             self.enricher.refresh()
             self._load_prefixes()
+            # Marks before the programs attach: from the first event on, a
+            # monitored file is known by its inode whatever its name.
+            self.mark_report = self._mark(self.matcher)
             failures = obj.attach_all()
             if failures:
                 first = failures[0]
@@ -175,14 +184,214 @@ class Agent:
         if walked:
             log.debug("paths walked (bpf_d_path not allowed here) on: %s", ", ".join(walked))
         # After attaching: a process that starts from now on is seen by the
-        # fork/exec programs, one started before by the scan.
-        known = self.processes.scan()
+        # fork/exec programs, one started before by the snapshot, and so is
+        # a descriptor opened for writing before.
+        known = self._take_snapshot()
+        report = self.mark_report
         log.info(
-            "attached %d program(s); monitoring %d glob(s) under %d kernel prefix(es); %d processes known",
+            "attached %d program(s); monitoring %d glob(s) under %d kernel prefix(es); "
+            "%d file(s) and %d directory tree(s) marked in %.2f s; %d processes known",
             len(self._obj.links),
             len(self.matcher.globs),
             len(self.matcher.prefixes()),
+            report.files,
+            report.trees,
+            report.seconds,
             known,
+        )
+        if report.failed:
+            log.warning(
+                "%d path(s) could not be marked (%s): they are followed by path only",
+                report.failed,
+                ", ".join(f"{k}: {v}" for k, v in sorted(report.errors.items())),
+            )
+
+    # -- inode marks ------------------------------------------------------------
+    def _mark(self, matcher: PathMatcher) -> marks.MarkReport:
+        """Marks every file and directory `matcher` matches (marks.py)."""
+        assert self._obj is not None
+        inode_marks = self._obj.map("inode_marks")
+        started = time.perf_counter()
+        report = marks.mark_paths(inode_marks.update, marks.matched_paths(matcher), marks.MarkRule.of(matcher))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _unmark(self, old: PathMatcher, new: PathMatcher) -> int:
+        """Clears the marks of what `old` matched and `new` does not; paths
+        both match get the mark `new` gives them. Returns how many were cleared."""
+        assert self._obj is not None
+        inode_marks = self._obj.map("inode_marks")
+        rule = marks.MarkRule.of(new)
+        cleared = 0
+        for path, is_dir in marks.matched_paths(old):
+            if rule.mark(path, is_dir)[0]:
+                continue
+            try:
+                fd = marks.open_path(path)
+            except OSError:
+                continue
+            try:
+                cleared += inode_marks.delete(marks.lookup_fd_key(fd))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return cleared
+
+    def mark_of(self, path: bytes | str, *, follow: bool = False) -> tuple[int, int] | None:
+        """(flags, glob index) of the inode at `path` (a final symlink
+        followed only if `follow`), or None if it carries no mark. Raises OSError."""
+        if self._obj is None:
+            raise RuntimeError("agent is not started")
+        fd = marks.open_path(path, follow=follow)
+        try:
+            raw = self._obj.map("inode_marks").lookup(marks.lookup_fd_key(fd))
+        finally:
+            os.close(fd)
+        return marks.decode_mark(raw) if raw is not None else None
+
+    def _mark_of_fd(self, pid: int, fd: int) -> tuple[int, int] | None:
+        """The mark of the file behind another process's descriptor
+        (/proc/PID/fd/N opened with O_PATH is that very file)."""
+        try:
+            return self.mark_of(str(self.host.root / f"proc/{pid}/fd/{fd}").encode(), follow=True)
+        except OSError:
+            return None
+
+    def mark_stats(self) -> dict[str, int]:
+        """The kernel's mark bookkeeping (struct fw_mark_stats)."""
+        if self._obj is None:
+            raise RuntimeError("agent is not started")
+        raw = self._obj.read_global("fw_mark_stats")
+        values = struct.unpack("<" + abi.MARK_STATS.format, raw)
+        return {name: int(v) for (name, _), v in zip(abi.MARK_STATS.fields, values, strict=True)}
+
+    def check_mark_loss(self) -> int:
+        """Warns (once per new loss) when marks of evicted inodes did not fit
+        in evicted_marks; returns the total so far."""
+        failed = self.mark_stats()["save_failed"]
+        if failed > self._reported_save_failed:
+            log.warning(
+                "%d inode mark(s) lost on eviction: evicted_marks is full (max_evicted_marks = %d); "
+                "those files are followed by path only until the agent restarts",
+                failed - self._reported_save_failed,
+                self.config.max_evicted_marks,
+            )
+            self._reported_save_failed = failed
+        return failed
+
+    # -- questions (control socket) --------------------------------------------
+    def explain(self, path: bytes) -> dict[str, Any]:
+        """Why `path` is monitored or not, with its live inode marks."""
+
+        def mark_of(p: bytes) -> tuple[int, int] | None:
+            try:
+                return self.mark_of(p)
+            except OSError:
+                return None
+
+        loaded = [p.hook_name for p in self.plan.loaded] if self.plan else None
+        return explain_path(path, self.matcher, self.kernel_prefixes(), mark_of=mark_of, loaded_hooks=loaded)
+
+    def status(self) -> dict[str, Any]:
+        r = self.mark_report
+        snap = self.snapshot
+        return {
+            "marks": {"files": r.files, "trees": r.trees, "failed": r.failed, "seconds": round(r.seconds, 3)},
+            "kernel_marks": self.mark_stats(),
+            "max_evicted_marks": self.config.max_evicted_marks,
+            "snapshot": None
+            if snap is None
+            else {
+                "method": snap.method,
+                "processes": len(snap.tasks),
+                "files_open_for_writing": len(snap.files),
+                "fallback_reason": snap.fallback_reason,
+            },
+            "globs": [g.pattern for g in self.matcher.globs],
+        }
+
+    def handle_request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One control-socket request (control.py)."""
+        if "explain" in body:
+            path = body["explain"]
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError("explain needs an absolute path")
+            return self.explain(os.fsencode(path))
+        if "status" in body:
+            return self.status()
+        raise ValueError(f"unknown request {sorted(body)}")
+
+    # -- start-up snapshot ------------------------------------------------------
+    def _take_snapshot(self) -> int:
+        """Fills the process tree and queues an open_write event for every
+        monitored file some process already holds open for writing."""
+        mode = self.config.snapshot
+        if mode == "off":
+            return self.processes.scan()
+        snap = snapshot.take(self.host.root / "proc", use_iterator=mode == "auto")
+        self.snapshot = snap
+        known = self.processes.load(snap.tasks)
+        own_mntns = _own_mntns(self.host.root)
+        found = []
+        for f, task in snapshot.writers(snap):
+            if task is not None and task.pid == os.getpid():
+                continue
+            event = self._snapshot_event(f, task, own_mntns)
+            if event is not None:
+                found.append(event)
+        self._backlog.extend(found)
+        log.info(
+            "start-up snapshot (%s, %.1f ms): %d processes, %d file(s) open for writing, %d monitored",
+            snap.method,
+            snap.seconds * 1000,
+            len(snap.tasks),
+            len(snap.files),
+            len(found),
+        )
+        return known
+
+    def _snapshot_event(self, f: SnapshotFile, task: SnapshotTask | None, own_mntns: int) -> FileEvent | None:
+        """The open_write event of a descriptor found at start, if its file
+        is monitored: by glob (when the path is as the agent sees it), else
+        by the inode's mark."""
+        flags = 0
+        same_view = task is not None and task.mntns == own_mntns
+        if not (f.path is not None and same_view and self.matcher.matches(f.path)):
+            mark = self._mark_of_fd(f.pid, f.fd)
+            if mark is None or not mark[0] & abi.MarkFlag.FILE:
+                return None
+            flags |= abi.EventFlag.TRACKED
+        proc = Process(
+            pid=f.pid,
+            tid=f.pid,
+            ppid=task.ppid if task else 0,
+            uid=task.uid if task else 0,
+            euid=task.euid if task else 0,
+            gid=task.gid if task else 0,
+            egid=task.egid if task else 0,
+            loginuid=abi.UNSET_ID,
+            cgroup_id=task.cgroup_id if task else 0,
+            start_ns=f.start_ns,
+            mntns=task.mntns if task else 0,
+            flags=abi.ProcessFlag.EXE_UNKNOWN if task is None or task.exe is None else 0,
+            comm=task.comm if task else b"",
+            exe=task.exe if task else None,
+            args=(),
+        )
+        assert self.snapshot is not None
+        return FileEvent(
+            seq=-1,
+            ktime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
+            hook=abi.Hook.FILE_OPEN,
+            action=abi.Action.OPEN_WRITE,
+            flags=int(flags),
+            path=f.path or b"",
+            aux=b"",
+            file=FileInfo(inode=f.inode, size=f.size, device=f.device, mode=f.mode, uid=f.uid, gid=f.gid),
+            process=proc,
+            found_by=self.snapshot.method,
+            fd=f.fd,
         )
 
     def _load_prefixes(self, old: list[bytes] | None = None) -> None:
@@ -254,8 +463,10 @@ class Agent:
         old_prefixes = self.kernel_prefixes()
         self.matcher = PathMatcher([*old_globs, *patterns])
         self._load_prefixes()  # old and new, for now
+        self.mark_report = self._mark(new)
         self._backlog.extend(self._process(self._ring.read()))
         self.matcher = new
+        self._unmark(PathMatcher(old_globs), new)
         self._load_prefixes(old_prefixes)  # the stale ones leave
         self.matcher = PathMatcher([*old_globs, *patterns])
         self._backlog.extend(self._process(self._ring.read()))
@@ -301,6 +512,8 @@ class Agent:
         return backlog + self._process(records)
 
     def _selected(self, event: FileEvent) -> bool:
+        if event.flags & _TRACKED:
+            return True  # the inode is marked: monitored under any name
         if event.flags & _UNDECIDABLE:
             return True  # the kernel could not match a prefix either: keep it
         if self.matcher.matches(event.path):
@@ -357,6 +570,8 @@ class Agent:
             # Exited processes are kept a while for events still in flight.
             self.processes.expire(now)
             self._expired_at = now
+            if self._obj is not None:
+                self.check_mark_loss()
         return out
 
     def detach(self) -> None:
@@ -415,6 +630,13 @@ class Agent:
                 {r.name.lower(): reasons[r] for r in abi.IgnoreReason},
             )
         return result
+
+
+def _own_mntns(root: Path) -> int:
+    try:
+        return os.stat(root / "proc/self/ns/mnt").st_ino
+    except OSError:
+        return 0
 
 
 def _load_overlay_module(root: Path) -> None:

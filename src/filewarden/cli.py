@@ -1,4 +1,4 @@
-"""The command line: `filewarden run`, `filewarden doctor`."""
+"""The command line: `filewarden run`, `filewarden explain`, `filewarden doctor`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from . import __version__
 from .agent import AgentError
 from .config import LOG_LEVELS, ConfigError
 from .config import load as load_config
+from .control import DEFAULT_SOCKET
 from .outputs import OutputError
 
 EXIT_OK = 0
@@ -69,12 +70,20 @@ def cli() -> None:
     default=None,
     help="Log verbosity on stderr [default: info].",
 )
-def run(
+@click.option(
+    "--control-socket",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=str(DEFAULT_SOCKET),
+    show_default=True,
+    help="UNIX socket where 'filewarden explain' asks this agent; '' for none.",
+)
+def run(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     paths: tuple[str, ...],
     outputs: tuple[str, ...],
     ready_file: Path | None,
     log_level: str | None,
+    control_socket: Path | None,
 ) -> None:
     """Monitor file changes until SIGINT or SIGTERM.
 
@@ -87,7 +96,56 @@ def run(
 
     config = load_config(config_file, paths=paths, outputs=outputs, log_level=log_level)
     _setup_logging(config.log_level)
-    sys.exit(run_agent(config, ready_file))
+    socket_path = control_socket if control_socket is not None and str(control_socket) not in ("", ".") else None
+    sys.exit(run_agent(config, ready_file, socket_path))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Configuration to explain from when no agent is running.",
+)
+@click.option("--path", "paths", multiple=True, metavar="GLOB", help="Globs to explain from (as for 'run').")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=str(DEFAULT_SOCKET),
+    show_default=True,
+    help="The running agent's control socket.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as one JSON object.")
+def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket_path: Path, as_json: bool) -> None:
+    """Is PATH monitored, and why: glob, kernel prefix, inode mark, parent mark,
+    and the hooks that report it.
+
+    Asks the running agent (its live inode marks) through --socket; with no
+    agent there, answers from the configuration (--config/--path, else the
+    defaults) and says that marks are unknown.
+    """
+    import msgspec
+
+    from .control import ControlError, ask
+    from .explain import explain as explain_path
+    from .explain import format_text
+
+    absolute = Path(os.path.abspath(path))
+    try:
+        doc = ask(socket_path, {"explain": str(absolute)})
+    except ControlError as exc:
+        config = load_config(config_file, paths=paths)
+        matcher = config.matcher
+        doc = explain_path(os.fsencode(absolute), matcher, matcher.prefixes())
+        doc["agent"] = str(exc)
+    if as_json:
+        click.echo(msgspec.json.encode(doc).decode())
+    else:
+        click.echo(format_text(doc))
+        if "agent" in doc:
+            click.echo(f"  note: {doc['agent']}")
 
 
 @cli.command()

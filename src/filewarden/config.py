@@ -36,6 +36,7 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 DEFAULT_RING_BYTES: Final = 8 * 1024 * 1024
 MIN_RING_BYTES: Final = 64 * 1024
 MAX_RING_BYTES: Final = 1 << 30
+DEFAULT_MAX_EVICTED_MARKS: Final = 1 << 20
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,8 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_level: str | UnsetType = UNSET
     ring_buffer_bytes: int | UnsetType = UNSET
     reader: Literal["mmap", "libbpf"] | UnsetType = UNSET
+    snapshot: Literal["auto", "proc", "off"] | UnsetType = UNSET
+    max_evicted_marks: int | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,12 @@ class Config:
     log_level: str = "info"
     ring_buffer_bytes: int = DEFAULT_RING_BYTES
     reader: Literal["mmap", "libbpf"] = "mmap"
+    # Start-up snapshot of open files: "auto" (BPF iterators, else /proc),
+    # "proc" (always /proc), "off".
+    snapshot: Literal["auto", "proc", "off"] = "auto"
+    # Room for the marks of evicted inodes (bpf/mark.bpf.h); a mark that
+    # does not fit is counted and reported.
+    max_evicted_marks: int = DEFAULT_MAX_EVICTED_MARKS
 
     @property
     def matcher(self) -> globs.PathMatcher:
@@ -110,6 +119,12 @@ def _check_ring(size: int, where: str) -> int:
             f"{where}: ring_buffer_bytes {size} must be a power of two between {MIN_RING_BYTES} and {MAX_RING_BYTES}"
         )
     return size
+
+
+def _check_evicted(n: int, where: str) -> int:
+    if n < 1 or n > 1 << 31:
+        raise ConfigError(f"{where}: max_evicted_marks {n} must be between 1 and {1 << 31}")
+    return n
 
 
 def read_file(path: Path) -> FileConfig:
@@ -154,4 +169,10 @@ def load(
             _check_ring(file.ring_buffer_bytes, where) if file.ring_buffer_bytes is not UNSET else DEFAULT_RING_BYTES
         ),
         reader=file.reader if file.reader is not UNSET else "mmap",
+        snapshot=file.snapshot if file.snapshot is not UNSET else "auto",
+        max_evicted_marks=(
+            _check_evicted(file.max_evicted_marks, where)
+            if file.max_evicted_marks is not UNSET
+            else DEFAULT_MAX_EVICTED_MARKS
+        ),
     )

@@ -93,6 +93,10 @@ class FileEvent(msgspec.Struct, frozen=True):
     detail: ChmodDetail | ChownDetail | XattrDetail | MountDetail | FileInfo | None = None
     layer: Layer | None = None  # overlayfs: where the file was (abi.Layer; NONE off overlayfs)
     mount_rel_len: int | None = None  # overlayfs: bytes at the end of `path` inside the mount
+    # Set on the start-up snapshot's events (a descriptor opened for writing
+    # before the agent attached): what found it ("task_file iterator", "/proc").
+    found_by: str | None = None
+    fd: int | None = None  # that descriptor
 
 
 class ExecEvent(msgspec.Struct, frozen=True):
@@ -126,3 +130,37 @@ class ExitEvent(msgspec.Struct, frozen=True):
 
 
 ProcessEvent = ExecEvent | ForkEvent | ExitEvent
+
+
+class SnapshotTask(msgspec.Struct, frozen=True):
+    """A process alive at start-up (struct fw_snap_task, or /proc)."""
+
+    pid: int
+    ppid: int
+    start_ns: int  # CLOCK_BOOTTIME
+    cgroup_id: int
+    uid: int
+    euid: int
+    gid: int
+    egid: int
+    mntns: int
+    kthread: bool
+    comm: bytes
+    exe: bytes | None
+
+
+class SnapshotFile(msgspec.Struct, frozen=True):
+    """A descriptor open for writing on a regular file at start-up."""
+
+    pid: int
+    fd: int
+    start_ns: int
+    inode: int
+    size: int
+    device: int  # st_dev encoding
+    mode: int
+    uid: int
+    gid: int
+    open_flags: int
+    overlay: bool
+    path: bytes | None  # None when it could not be resolved

@@ -62,6 +62,7 @@ PROGRAMS: Final[dict[str, abi.Hook]] = {
     "fw_sched_exec": abi.Hook.EXEC,
     "fw_sched_fork": abi.Hook.FORK,
     "fw_sched_exit": abi.Hook.EXIT,
+    "fw_inode_free": abi.Hook.INODE_FREE,
 }
 
 # Hooks whose program resolves a struct path and so may use bpf_d_path().

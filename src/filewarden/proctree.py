@@ -25,9 +25,14 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from .abi import ARGS_MAX
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .events import SnapshotTask
 
 # Fields of /proc/<pid>/stat (proc(5)), 1-based with the pid as field 1.
 # comm (field 2) may hold spaces and ')', so fields are counted from the
@@ -43,7 +48,7 @@ _STAT_MAX: Final = 4096
 # ENOENT on open, ESRCH on read: the process was reaped while we looked.
 _VANISHED: Final = (FileNotFoundError, ProcessLookupError)
 
-Source = Literal["proc", "exec", "fork"]
+Source = Literal["proc", "exec", "fork", "snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,9 @@ class ProcessInfo:
     args_truncated: bool
     comm: bytes
     exited_ns: int | None = None  # CLOCK_BOOTTIME ns of the exit record; None while alive
-    source: Source = "proc"  # "proc" (read from /proc), "exec", "fork" (inherited from the parent)
+    # "proc" (read from /proc), "exec", "fork" (inherited from the parent),
+    # "snapshot" (the start-up iterator pass: exact start time, no arguments)
+    source: Source = "proc"
 
 
 def parse_stat(stat: bytes) -> tuple[bytes, int, int] | None:
@@ -228,6 +235,17 @@ class ProcessTree:
             if info is None:
                 continue  # gone since listdir
             self._put(info)
+            added += 1
+        return added
+
+    def load(self, tasks: Iterable[SnapshotTask]) -> int:
+        """Adds the processes of the start-up snapshot; returns how many.
+        As with scan(), pids the records already described are left alone."""
+        added = 0
+        for t in tasks:
+            if t.pid in self._entries or t.pid in self._absent:
+                continue
+            self._put(ProcessInfo(t.pid, t.ppid, t.start_ns, t.exe, (), False, t.comm, source="snapshot"))
             added += 1
         return added
 

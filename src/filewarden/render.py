@@ -83,6 +83,8 @@ def _file_base(path: bytes, info: FileInfo, flags: int) -> dict[str, Any]:
         doc["path_truncated"] = True
     if flags & EventFlag.PATH_FS_RELATIVE:
         doc["path_relative_to_filesystem"] = True
+    if flags & EventFlag.TRACKED:
+        doc["tracked"] = True  # followed by its inode mark, whatever its name
     return doc
 
 
@@ -198,6 +200,10 @@ def to_documents(
         base["mount"] = mount
     if event.flags & EventFlag.DURING_OPEN:
         base["event"]["during_open"] = True
+    if event.found_by is not None:
+        # Found by the start-up snapshot: opened before the agent attached.
+        base["event"] = {"action": ACTION_NAMES[event.action], "hook": event.found_by, "predates_agent": True}
+        base["file"]["descriptor"] = event.fd
     if enrich is not None:
         enrich.annotate(event, base)
     if not event.flags & EventFlag.RENAME_EXCHANGE:

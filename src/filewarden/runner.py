@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .agent import Agent
 from .clock import WallClock
+from .control import ControlServer
 from .outputs import JsonlSink, open_outputs
 from .render import Ancestry, Annotator, to_documents, to_json_line
 
@@ -91,15 +92,25 @@ class Pipeline:
         self.written += len(lines)
 
 
-def run(config: Config, ready_file: Path | None = None) -> int:
+def run(config: Config, ready_file: Path | None = None, control_socket: Path | None = None) -> int:
     """Runs until SIGINT/SIGTERM; returns the exit code."""
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
     sinks = open_outputs(config.outputs)
     agent = Agent(config)
+    control: ControlServer | None = None
     try:
         agent.start()
         pipeline = Pipeline(sinks, agent.processes, agent.enricher)
+        if control_socket is not None:
+            try:
+                control = ControlServer(control_socket, agent.handle_request)
+            except OSError as exc:
+                log.warning(
+                    "no control socket at %s (%s): 'filewarden explain' will not reach this agent",
+                    control_socket,
+                    exc.strerror,
+                )
         with stop_signals() as (wakeup, received):
             if ready_file is not None:
                 write_ready_file(ready_file)
@@ -110,14 +121,20 @@ def run(config: Config, ready_file: Path | None = None) -> int:
                 ep.register(wakeup, select.EPOLLIN)
                 if agent.mount_watch_fd is not None:  # wake when overlays come and go
                     ep.register(agent.mount_watch_fd, select.EPOLLPRI)
+                if control is not None:
+                    ep.register(control.fileno(), select.EPOLLIN)
                 while not received:
-                    ep.poll(1.0)
+                    ready = ep.poll(1.0)
                     pipeline.emit(agent.read())
+                    if control is not None and any(fd == control.fileno() for fd, _ in ready):
+                        control.serve_one()
             log.info("stopping on %s", signal.Signals(received[0]).name)
             sd_notify("STOPPING=1")
             pipeline.emit(agent.stop())
         _log_summary(agent, pipeline)
     finally:
+        if control is not None:
+            control.close()
         agent.close()
         for sink in sinks:
             sink.close()
@@ -142,3 +159,13 @@ def _log_summary(agent: Agent, pipeline: Pipeline) -> None:
         log.info("kernel %s: %s", hook, " ".join(f"{k}={v}" for k, v in counts.items()))
     if stats.lost:
         log.warning("%d record(s) were lost (sequence gaps): enlarge ring_buffer_bytes", stats.lost)
+    marks = agent.mark_stats()
+    log.info(
+        "inode marks: %d inherited, %d kept on eviction, %d restored, %d waiting, %d lost (evicted_marks full)",
+        marks["inherited"],
+        marks["saved"],
+        marks["restored"],
+        marks["evicted_live"],
+        marks["save_failed"],
+    )
+    agent.check_mark_loss()

@@ -106,3 +106,34 @@ def test_doctor_passes_in_the_guest() -> None:
     assert result.stdout.splitlines()[-1] == "filewarden can run here"
     assert "FAIL" not in result.stdout
     assert "ok    hook file_open" in result.stdout
+
+
+def test_explain_asks_the_running_agent(start_agent: StartAgent, watched: Path, tmp_path: Path) -> None:
+    (watched / "w").mkdir()
+    (watched / "w" / "f").write_text("v1\n")
+    (watched / "elsewhere").mkdir()
+    os.link(watched / "w" / "f", watched / "elsewhere" / "link")
+    sock = tmp_path / "agent.sock"
+    agent = start_agent("--path", f"{watched}/w/**", "--control-socket", str(sock))
+    agent.wait_ready()
+    try:
+        result = filewarden("explain", "--socket", str(sock), "--json", str(watched / "elsewhere" / "link"))
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert doc["source"] == "agent"
+        assert doc["monitored"] is True
+        assert doc["glob"] is None
+        assert doc["mark"] == {"flags": ["file"], "glob": f"{watched}/w/**"}
+        assert "file_open" in doc["hooks"]
+        text = filewarden("explain", "--socket", str(sock), str(watched / "w"))
+        assert text.returncode == 0
+        assert "monitored tree" in text.stdout
+        assert "answered by: agent" in text.stdout
+    finally:
+        code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    assert not sock.exists()
+    offline = filewarden("explain", "--socket", str(sock), "--path", f"{watched}/w/**", str(watched / "w" / "f"))
+    assert offline.returncode == 0
+    assert "answered by: configuration" in offline.stdout
+    assert "no agent is listening" in offline.stdout

@@ -111,13 +111,15 @@ def monitoring(
     reader: str = "mmap",
     walk_only: bool = False,
     fresh: bool = False,
+    snapshot: str = "auto",
 ) -> Iterator[Monitor]:
-    if fresh or walk_only or reader != "mmap" or ring_buffer_bytes != 8 << 20:
+    if fresh or walk_only or reader != "mmap" or ring_buffer_bytes != 8 << 20 or snapshot != "auto":
         config = Config(
             paths=tuple(globs),
             outputs=(Output("jsonl", "-"),),
             ring_buffer_bytes=ring_buffer_bytes,
             reader=reader,  # type: ignore[arg-type]
+            snapshot=snapshot,  # type: ignore[arg-type]
         )
         agent = Agent(config, walk_only=walk_only)
         agent.start()

@@ -7,6 +7,7 @@ mounts made for the test.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +35,32 @@ def tmpfs(size: str = "64m", base: str | None = None) -> Iterator[Path]:
     finally:
         umount(where)
         where.rmdir()
+
+
+@contextmanager
+def ext4(size_mb: int = 32) -> Iterator[Path]:
+    """A fresh ext4 on a loop device: a filesystem whose unused inodes the
+    kernel evicts (tmpfs keeps every inode in memory while it exists)."""
+    with tmpfs(f"{size_mb + 8}m") as store:
+        image = store / "ext4.img"
+        with image.open("wb") as f:
+            f.truncate(size_mb << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+        # mount -o loop does not load the loop driver itself.
+        subprocess.run(["modprobe", "-q", "loop"], check=False, capture_output=True)
+        where = Path(tempfile.mkdtemp(prefix="fw-ext4-"))
+        mount("-o", "loop", str(image), str(where))
+        try:
+            yield where
+        finally:
+            umount(where)
+            where.rmdir()
+
+
+def drop_caches() -> None:
+    """Evicts every unused dentry and inode (what memory pressure does)."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("2\n")
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,21 @@ def test_limits_match_the_header(btf: Btf) -> None:
     assert member_size(btf, "fw_scratch", "extra") == abi.EXTRA_MAX
     assert abi.PREFIX_KEY.sizes["data"] == abi.PREFIX_MAX
     assert abi.PROCESS.sizes["comm"] == abi.COMM_LEN
+
+
+@pytest.fixture(scope="module")
+def snap_btf() -> Iterator[Btf]:
+    with Btf.from_file(str(_bpf.object_path("snapshot"))) as b:
+        yield b
+
+
+@pytest.mark.parametrize("layout", abi.SNAP_LAYOUTS, ids=lambda lay: lay.c_name)
+def test_snapshot_layout_matches_btf(snap_btf: Btf, layout: abi.Layout) -> None:
+    assert layout_mismatches(snap_btf, layout) == []
+
+
+@pytest.mark.parametrize("c_name", sorted(abi.SNAP_ENUMS))
+def test_snapshot_enum_values_match_btf(snap_btf: Btf, c_name: str) -> None:
+    py_enum, prefix = abi.SNAP_ENUMS[c_name]
+    expected = {prefix + member.name: member.value for member in py_enum}  # type: ignore[attr-defined]
+    assert snap_btf.enum(c_name) == expected

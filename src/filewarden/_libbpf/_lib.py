@@ -67,6 +67,9 @@ SIGNATURES: Final[dict[str, tuple[Any, tuple[Any, ...], str]]] = {
     "bpf_program__fd": (_c_int, (_c_void_p,), NEG_ERRNO),
     "bpf_program__attach": (_c_void_p, (_c_void_p,), NULL_ERRNO),
     "bpf_link__destroy": (_c_int, (_c_void_p,), NEG_ERRNO),
+    "bpf_program__attach_iter": (_c_void_p, (_c_void_p, _c_void_p), NULL_ERRNO),
+    "bpf_link__fd": (_c_int, (_c_void_p,), NEG_ERRNO),
+    "bpf_iter_create": (_c_int, (_c_int,), NEG_ERRNO),
     "bpf_prog_test_run_opts": (_c_int, (_c_int, ctypes.POINTER(BPF_TEST_RUN_OPTS)), NEG_ERRNO),
     # maps
     "bpf_map__name": (_c_char_p, (_c_void_p,), NONE),

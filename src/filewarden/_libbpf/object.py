@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -172,6 +173,23 @@ class BpfObject(OwnedHandle):
         link = Link(lib().bpf_program__attach(program.handle), program)
         self._links.append(link)
         return link
+
+    def iterate(self, program: Program, chunk: int = 1 << 20) -> bytes:
+        """Runs a BPF iterator program (``iter/...``) over everything it
+        visits and returns what it wrote, read in `chunk`-byte reads."""
+        take_log()
+        handle = lib().bpf_program__attach_iter(program.handle, None)
+        try:
+            fd = int(lib().bpf_iter_create(lib().bpf_link__fd(handle)))
+            try:
+                parts: list[bytes] = []
+                while data := os.read(fd, chunk):
+                    parts.append(data)
+                return b"".join(parts)
+            finally:
+                os.close(fd)
+        finally:
+            lib().bpf_link__destroy(handle)
 
     def attach_all(self) -> list[AttachFailure]:
         """Attaches every loaded program; returns those that failed."""

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The start-up snapshot: one pass over every task and one over every open
+ * file descriptor (BPF iterators, kernel/bpf/task_iter.c), instead of a walk
+ * of /proc/<pid>/{stat,exe,fd/N,fdinfo/N} that costs several system calls
+ * per process and per descriptor.
+ *
+ * - fw_snap_tasks: every process (thread group leaders): what the process
+ *   tree needs to attribute early events.
+ * - fw_snap_files: every descriptor open for writing on a regular file:
+ *   a process that opened a monitored file before the agent attached will
+ *   never pass file_open again, so user space reports these at start.
+ *
+ * Tracing programs, not LSM: they load wherever BPF iterators do, also
+ * where the LSM programs cannot. User space reads the records from the
+ * iterator's seq_file (abi.h: struct fw_snap_task, struct fw_snap_file).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "abi.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* include/linux/fs.h, include/linux/sched.h, include/uapi/linux/stat.h,
+ * include/uapi/linux/magic.h (as in common.bpf.h) */
+#define FW_FMODE_WRITE 0x2
+#define FW_PF_KTHREAD 0x00200000
+#define FW_S_IFMT 00170000
+#define FW_S_IFREG 0100000
+#define FW_OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
+/* Names the snapshot ABI in this object's BTF for the layout test. */
+const volatile struct fw_snap_types {
+	enum fw_snap_kind kind;
+	enum fw_snap_flags flags;
+	struct fw_snap_task task;
+	struct fw_snap_file file;
+} fw_snap_types = {};
+
+struct fw_snap_buf {
+	union {
+		struct fw_snap_task task;
+		struct fw_snap_file file;
+	};
+	char path[FW_PATH_MAX];
+};
+#pragma clang diagnostic pop
+
+/* One buffer per CPU: an iterator's program runs with migration disabled
+ * (bpf_iter_run_prog()) and one read(2) at a time drives it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fw_snap_buf);
+} snap_buf SEC(".maps");
+
+static __always_inline struct fw_snap_buf *fw_snap_buf(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&snap_buf, &zero);
+}
+
+/* bpf_d_path() into b->path: the length without the NUL, or 0. */
+static __always_inline __u32 fw_snap_path(struct fw_snap_buf *b, const struct path *path)
+{
+	long n = bpf_d_path((struct path *)path, b->path, FW_PATH_MAX);
+
+	return n > 0 && n <= FW_PATH_MAX ? (n - 1) & (FW_PATH_MAX - 1) : 0;
+}
+
+SEC("iter/task")
+int fw_snap_tasks(struct bpf_iter__task *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct fw_snap_buf *b;
+	struct mm_struct *mm;
+	struct file *exe;
+	__u32 n = 0;
+
+	if (!task || task->pid != task->tgid)
+		return 0; /* the end, or a thread: one record per process */
+	b = fw_snap_buf();
+	if (!b)
+		return 0;
+	__builtin_memset(&b->task, 0, sizeof(b->task));
+	b->task.kind = FW_SNAP_TASK;
+	b->task.pid = task->tgid;
+	b->task.ppid = task->real_parent->tgid;
+	b->task.start_ns = task->start_boottime;
+	b->task.cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	b->task.uid = task->real_cred->uid.val;
+	b->task.euid = task->cred->euid.val;
+	b->task.gid = task->real_cred->gid.val;
+	b->task.egid = task->cred->egid.val;
+	b->task.mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	bpf_probe_read_kernel_str(b->task.comm, sizeof(b->task.comm), task->comm);
+	if (task->flags & FW_PF_KTHREAD)
+		b->task.flags |= FW_SNAP_KTHREAD;
+	mm = task->mm;
+	exe = mm ? mm->exe_file : NULL;
+	if (exe)
+		n = fw_snap_path(b, &exe->f_path);
+	if (!n)
+		b->task.flags |= FW_SNAP_EXE_UNKNOWN;
+	b->task.exe_len = n;
+	b->task.size = sizeof(b->task) + n;
+	bpf_seq_write(seq, &b->task, sizeof(b->task));
+	if (n)
+		bpf_seq_write(seq, b->path, n & (FW_PATH_MAX - 1));
+	return 0;
+}
+
+SEC("iter/task_file")
+int fw_snap_files(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct fw_snap_buf *b;
+	struct inode *inode;
+	__u32 n;
+
+	if (!task || !file)
+		return 0;
+	/* Threads share their leader's table unless they unshared it. */
+	if (task->pid != task->tgid && task->files == task->group_leader->files)
+		return 0;
+	if (!(file->f_mode & FW_FMODE_WRITE))
+		return 0;
+	inode = file->f_inode;
+	if (!inode || (inode->i_mode & FW_S_IFMT) != FW_S_IFREG)
+		return 0;
+	b = fw_snap_buf();
+	if (!b)
+		return 0;
+	__builtin_memset(&b->file, 0, sizeof(b->file));
+	b->file.kind = FW_SNAP_FILE;
+	b->file.pid = task->tgid;
+	b->file.fd = ctx->fd;
+	b->file.start_ns = task->group_leader->start_boottime;
+	b->file.ino = inode->i_ino;
+	b->file.file_size = inode->i_size;
+	b->file.dev = inode->i_sb->s_dev;
+	b->file.mode = inode->i_mode;
+	b->file.f_flags = file->f_flags;
+	b->file.uid = inode->i_uid.val;
+	b->file.gid = inode->i_gid.val;
+	if (inode->i_sb->s_magic == FW_OVERLAYFS_SUPER_MAGIC)
+		b->file.flags |= FW_SNAP_OVERLAY;
+	n = fw_snap_path(b, &file->f_path);
+	if (!n)
+		b->file.flags |= FW_SNAP_PATH_UNKNOWN;
+	b->file.path_len = n;
+	b->file.size = sizeof(b->file) + n;
+	bpf_seq_write(seq, &b->file, sizeof(b->file));
+	if (n)
+		bpf_seq_write(seq, b->path, n & (FW_PATH_MAX - 1));
+	return 0;
+}
