@@ -14,7 +14,6 @@ contents. Symbolic links are marked themselves and never followed.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -285,7 +284,3 @@ def open_path(path: bytes | str, *, follow: bool = False) -> int:
     """An O_PATH descriptor of `path` itself (a final symlink is not
     followed unless `follow`: /proc/PID/fd/N must be, to reach the file)."""
     return os.open(path, _O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
-
-
-def is_missing(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOENT, errno.ENOTDIR)
