@@ -62,7 +62,8 @@ enum fw_hook {
 	FW_HOOK_FORK = 22,
 	FW_HOOK_EXIT = 23,
 	FW_HOOK_INODE_FREE = 24, /* inode_free_security: keeps an evicted inode's mark */
-	FW_HOOK_MAX = 25,
+	FW_HOOK_FANOTIFY = 25,   /* no program: events of the fanotify backend */
+	FW_HOOK_MAX = 26,
 };
 
 enum fw_record_kind {
@@ -90,6 +91,12 @@ enum fw_action {
 	FW_ACTION_REMOVEXATTR = 13,
 	FW_ACTION_MOUNT = 14,
 	FW_ACTION_UMOUNT = 15,
+	/* The fanotify backend's, where fanotify cannot tell more (no program
+	 * sends these): an attribute change (chmod, chown, xattr, times), a
+	 * write or truncate, the close of a file that was open for writing. */
+	FW_ACTION_ATTRIB = 16,
+	FW_ACTION_MODIFY = 17,
+	FW_ACTION_CLOSE_WRITE = 18,
 };
 
 /* fw_event.flags */
@@ -383,6 +390,13 @@ enum fw_snap_flags {
 	FW_SNAP_EXE_UNKNOWN = 1 << 1,
 	FW_SNAP_PATH_UNKNOWN = 1 << 2, /* bpf_d_path() failed: path_len is 0 */
 	FW_SNAP_OVERLAY = 1 << 3,      /* the file is on overlayfs */
+	FW_SNAP_MAYBE_MARKED = 1 << 4, /* the inode number is in the marked_inos bloom filter */
+};
+
+/* What the file pass saw and kept (snapshot.bpf.c, .bss fw_snap_stats). */
+struct fw_snap_stats {
+	__u64 files;   /* descriptors open for writing on regular files */
+	__u64 skipped; /* of which dropped in the kernel: not under a prefix, not marked */
 };
 
 struct fw_snap_task {

@@ -96,10 +96,12 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 	__u32 f_mode, action;
 	bool tracked;
 
-	if (ret != 0) { /* an earlier LSM denied it: nothing will be opened */
-		fw_ignore(hook, FW_IGNORE_DENIED);
-		return ret;
-	}
+	/* Denied (lsm: by an earlier BPF program on this hook; fentry: by any
+	 * LSM, the fexit program sees security_file_open()'s verdict): nothing
+	 * will be opened. 0 either way: the denial stands without us, and a
+	 * tracing program must return 0. */
+	if (ret != 0)
+		return fw_ignore(hook, FW_IGNORE_DENIED);
 	FW_SKIP_AGENT(hook);
 
 	f_mode = file->f_mode;

@@ -52,12 +52,37 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } evicted_marks SEC(".maps");
 
+/*
+ * The inode numbers of every marked file, for the start-up snapshot's
+ * iterator (snapshot.bpf.c), which is a tracing program and cannot read
+ * inode storage. User space adds what it marks and the programs add what
+ * they mark; nothing is ever removed, so a miss is certain ("not marked")
+ * and a hit only probable (user space then asks the inode itself). Sized by
+ * user space; more entries than planned only raise the false-hit rate.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_BLOOM_FILTER);
+	__uint(max_entries, 1 << 18);
+	__type(value, __u64);
+	__uint(map_extra, 3); /* hash functions */
+} marked_inos SEC(".maps");
+
 struct fw_mark_stats fw_mark_stats = {};
+
+/*
+ * Inode storage helpers are for LSM programs only (bpf_inode_storage_get is
+ * in bpf_lsm_func_proto(), kernel/bpf/bpf_lsm.c, not in the tracing
+ * programs' set up to at least 6.12). The fentry backend attaches these
+ * same programs as tracing programs, so it clears this before load: no
+ * inode is marked or asked, and the verifier, which sees the constant,
+ * never visits the calls (they are dead code for it).
+ */
+const volatile bool fw_marks_enabled = true;
 
 /* `inode`: a typed pointer. */
 static __always_inline struct fw_mark *fw_mark_of(struct inode *inode)
 {
-	if (!inode)
+	if (!fw_marks_enabled || !inode)
 		return NULL;
 	return bpf_inode_storage_get(&inode_marks, inode, NULL, 0);
 }
@@ -84,8 +109,9 @@ static __always_inline void fw_mark_inherit(struct inode *inode, struct fw_mark 
 {
 	struct fw_mark want = {.flags = FW_MARK_FILE | FW_MARK_INHERITED, .rule = parent->rule};
 	struct fw_mark *m;
+	__u64 ino;
 
-	if (!inode)
+	if (!fw_marks_enabled || !inode)
 		return;
 	if ((inode->i_mode & FW_S_IFMT) == FW_S_IFDIR)
 		want.flags |= FW_MARK_TREE;
@@ -96,6 +122,8 @@ static __always_inline void fw_mark_inherit(struct inode *inode, struct fw_mark 
 		m->flags |= want.flags;
 		m->rule = want.rule;
 	}
+	ino = inode->i_ino;
+	bpf_map_push_elem(&marked_inos, &ino, BPF_ANY);
 	__sync_fetch_and_add(&fw_mark_stats.inherited, 1);
 }
 
@@ -114,7 +142,7 @@ static __always_inline void fw_mark_restore(struct inode *inode)
 	struct fw_mark *kept, *m;
 	struct fw_mark val;
 
-	if (!inode || !fw_mark_stats.evicted_live)
+	if (!fw_marks_enabled || !inode || !fw_mark_stats.evicted_live)
 		return;
 	fw_inode_id(&id, inode);
 	kept = bpf_map_lookup_elem(&evicted_marks, &id);

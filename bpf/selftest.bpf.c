@@ -96,3 +96,12 @@ int BPF_PROG(fw_bench_empty_file_open, struct file *file, int ret)
 {
 	return ret;
 }
+
+/* The fentry backend's pre-flight (backends.py): can this kernel attach a
+ * tracing program to a security_*() function? Some kernels and sandboxes
+ * refuse BPF trampolines altogether. Not loaded unless asked for. */
+SEC("?fexit/security_file_open")
+int BPF_PROG(fw_probe_fexit, struct file *file, int ret)
+{
+	return 0;
+}

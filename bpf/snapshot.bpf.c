@@ -14,6 +14,14 @@
  * Tracing programs, not LSM: they load wherever BPF iterators do, also
  * where the LSM programs cannot. User space reads the records from the
  * iterator's seq_file (abi.h: struct fw_snap_task, struct fw_snap_file).
+ *
+ * With fw_snap_filter set, the file pass keeps only what may be monitored:
+ * a path under one of the agent's prefixes (snap_prefixes is the agent's
+ * "prefixes" trie, shared by fd), an inode number in the agent's
+ * marked_inos bloom filter (snap_marked, shared the same way; an iterator
+ * cannot read inode storage), a file on overlayfs (its inode number as
+ * user space saw it may be remapped), or a path that cannot be resolved.
+ * The rest, usually nearly everything, never reaches user space.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -40,6 +48,7 @@ const volatile struct fw_snap_types {
 	enum fw_snap_flags flags;
 	struct fw_snap_task task;
 	struct fw_snap_file file;
+	struct fw_snap_stats stats;
 } fw_snap_types = {};
 
 struct fw_snap_buf {
@@ -48,8 +57,31 @@ struct fw_snap_buf {
 		struct fw_snap_file file;
 	};
 	char path[FW_PATH_MAX];
+	struct fw_prefix_key key;
 };
 #pragma clang diagnostic pop
+
+/* Set by user space before load when it shares the two maps below. */
+const volatile __u32 fw_snap_filter = 0;
+
+struct fw_snap_stats fw_snap_stats = {};
+
+/* The agent's "prefixes" (maps.bpf.h), reused by fd. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct fw_prefix_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} snap_prefixes SEC(".maps");
+
+/* The agent's "marked_inos" (mark.bpf.h), reused by fd. */
+struct {
+	__uint(type, BPF_MAP_TYPE_BLOOM_FILTER);
+	__uint(max_entries, 1);
+	__type(value, __u64);
+	__uint(map_extra, 3);
+} snap_marked SEC(".maps");
 
 /* One buffer per CPU: an iterator's program runs with migration disabled
  * (bpf_iter_run_prog()) and one read(2) at a time drives it. */
@@ -73,6 +105,25 @@ static __always_inline __u32 fw_snap_path(struct fw_snap_buf *b, const struct pa
 	long n = bpf_d_path((struct path *)path, b->path, FW_PATH_MAX);
 
 	return n > 0 && n <= FW_PATH_MAX ? (n - 1) & (FW_PATH_MAX - 1) : 0;
+}
+
+/* Is b->path (n bytes) under one of the agent's prefixes? As path.bpf.h's
+ * fw_selected(): a path longer than any prefix is matched on its head. */
+static __always_inline bool fw_snap_selected(struct fw_snap_buf *b, __u32 n)
+{
+	if (n > FW_PREFIX_MAX)
+		n = FW_PREFIX_MAX;
+	b->key.prefixlen = n * 8;
+	__builtin_memcpy(b->key.data, b->path, FW_PREFIX_MAX);
+	return bpf_map_lookup_elem(&snap_prefixes, &b->key) != NULL;
+}
+
+/* Writes the record in b and its n bytes of path. */
+static __always_inline void fw_snap_write(struct seq_file *seq, struct fw_snap_buf *b, __u32 head, __u32 n)
+{
+	bpf_seq_write(seq, b, head);
+	if (n)
+		bpf_seq_write(seq, b->path, n & (FW_PATH_MAX - 1));
 }
 
 SEC("iter/task")
@@ -112,9 +163,7 @@ int fw_snap_tasks(struct bpf_iter__task *ctx)
 		b->task.flags |= FW_SNAP_EXE_UNKNOWN;
 	b->task.exe_len = n;
 	b->task.size = sizeof(b->task) + n;
-	bpf_seq_write(seq, &b->task, sizeof(b->task));
-	if (n)
-		bpf_seq_write(seq, b->path, n & (FW_PATH_MAX - 1));
+	fw_snap_write(seq, b, sizeof(b->task), n);
 	return 0;
 }
 
@@ -126,6 +175,7 @@ int fw_snap_files(struct bpf_iter__task_file *ctx)
 	struct file *file = ctx->file;
 	struct fw_snap_buf *b;
 	struct inode *inode;
+	__u64 ino;
 	__u32 n;
 
 	if (!task || !file)
@@ -141,6 +191,7 @@ int fw_snap_files(struct bpf_iter__task_file *ctx)
 	b = fw_snap_buf();
 	if (!b)
 		return 0;
+	__sync_fetch_and_add(&fw_snap_stats.files, 1);
 	__builtin_memset(&b->file, 0, sizeof(b->file));
 	b->file.kind = FW_SNAP_FILE;
 	b->file.pid = task->tgid;
@@ -155,13 +206,19 @@ int fw_snap_files(struct bpf_iter__task_file *ctx)
 	b->file.gid = inode->i_gid.val;
 	if (inode->i_sb->s_magic == FW_OVERLAYFS_SUPER_MAGIC)
 		b->file.flags |= FW_SNAP_OVERLAY;
+	ino = inode->i_ino;
+	if (fw_snap_filter && bpf_map_peek_elem(&snap_marked, &ino) == 0)
+		b->file.flags |= FW_SNAP_MAYBE_MARKED;
 	n = fw_snap_path(b, &file->f_path);
 	if (!n)
 		b->file.flags |= FW_SNAP_PATH_UNKNOWN;
+	else if (fw_snap_filter && !(b->file.flags & (FW_SNAP_MAYBE_MARKED | FW_SNAP_OVERLAY)) &&
+		 !fw_snap_selected(b, n)) {
+		__sync_fetch_and_add(&fw_snap_stats.skipped, 1);
+		return 0;
+	}
 	b->file.path_len = n;
 	b->file.size = sizeof(b->file) + n;
-	bpf_seq_write(seq, &b->file, sizeof(b->file));
-	if (n)
-		bpf_seq_write(seq, b->path, n & (FW_PATH_MAX - 1));
+	fw_snap_write(seq, b, sizeof(b->file), n);
 	return 0;
 }

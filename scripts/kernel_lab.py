@@ -44,7 +44,13 @@ MODULES = (
     "loop", "ext4",  # an evicting filesystem for the inode-mark tests (tmpfs never evicts)
 )  # fmt: skip
 _STAMP_MODULES = "modules: " + " ".join(MODULES)
-DEFAULT_TESTS = ("tests/kernel", "tests/e2e")
+DEFAULT_TESTS = ("tests/kernel", "tests/e2e", "tests/host/test_fanotify.py")
+# The guest's LSMs without bpf: the fentry backend's suite boots with this
+# list, so BPF LSM is off and filewarden must run its programs as fexit.
+LSM_WITHOUT_BPF = "lockdown,capability,landlock,yama,apparmor,tomoyo"
+BACKENDS = ("lsm", "fentry")
+# Tests of what only BPF LSM programs can do (inode storage): not run on fentry.
+NEEDS_LSM = "needs_lsm"
 RESULTS = REPO / "lab-results"
 
 
@@ -184,6 +190,8 @@ class SuiteResult:
     failures: list[str] = field(default_factory=list)
     note: str = ""
     seconds: float = 0.0
+    deselected: int = 0  # left out on purpose (fentry: tests marked needs_lsm)
+    deselected_why: str = ""
 
     @property
     def ok(self) -> bool:
@@ -193,6 +201,8 @@ class SuiteResult:
         line = f"{self.name}: {self.passed} passed, {self.failed} failed"
         if self.skipped:
             line += f", {self.skipped} skipped"
+        if self.deselected:
+            line += f"; {self.deselected} not run here: {self.deselected_why}"
         if not self.ran:
             line += f" (did not run: {self.note})"
         return line
@@ -249,9 +259,14 @@ def boot_and_test(
     timeout: float,
     append: str | None = None,
     exec_argv: list[str] | None = None,
+    backend: str = "lsm",
 ) -> SuiteResult:
-    """Boots the `series` kernel once and runs `tests` (or `exec_argv`) inside it."""
-    result = SuiteResult(series)
+    """Boots the `series` kernel once and runs `tests` (or `exec_argv`) inside it.
+    backend "fentry" boots it with BPF LSM off (lsm= without bpf)."""
+    label = series if backend == "lsm" else f"{series}-{backend}"
+    if backend == "fentry":
+        append = " ".join(a for a in (append, f"lsm={LSM_WITHOUT_BPF}") if a)
+    result = SuiteResult(label)
     started = time.monotonic()
     try:
         kdir, release = fetch(series)
@@ -259,12 +274,16 @@ def boot_and_test(
     except LabError as exc:
         result.note = str(exc)
         return result
-    out = RESULTS / series
+    # exec runs (benchmarks, doctor) keep out of the test suite's directory:
+    # the two may run at the same time.
+    out = RESULTS / (f"{label}-exec" if exec_argv else label)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     pytest_args = [*tests]
     if keyword:
         pytest_args += ["-k", keyword]
+    if backend == "fentry" and not exec_argv:
+        pytest_args += ["-m", f"not {NEEDS_LSM}"]
     guest = REPO / "tests" / "lab" / "guest.sh"
     mode = ["--exec"] if exec_argv else []
     command = " ".join(_quote(a) for a in ["sh", str(guest), str(out), *mode, *(exec_argv or pytest_args)])
@@ -274,8 +293,8 @@ def boot_and_test(
         f"--rwdir={out}", "--exec", command,
     ]  # fmt: skip
     if append:
-        cmd[2:2] = ["--append", append]
-    say(f"{series}: booting {release} (TCG, {cpus} vCPUs) for {' '.join(pytest_args)}")
+        cmd[1:1] = ["--append", append]
+    say(f"{label}: booting {release} (TCG, {cpus} vCPUs) for {' '.join(pytest_args)}")
     console = out / "console.log"
     with console.open("w") as log:
         env = dict(os.environ)
@@ -285,9 +304,12 @@ def boot_and_test(
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
         try:
+            deselected = 0
             for line in proc.stdout:
                 log.write(line)
-                print(f"[{series}] {line}", end="", flush=True)
+                print(f"[{label}] {line}", end="", flush=True)
+                if m := re.search(r"(\d+) deselected", line):
+                    deselected = int(m.group(1))
                 if time.monotonic() > deadline:
                     raise TimeoutError
             rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -300,8 +322,11 @@ def boot_and_test(
     if exec_argv:
         result.ran, result.note, result.seconds = rc == 0, f"exit {rc}", time.monotonic() - started
         return result
-    result = read_junit(out / "junit.xml", series)
+    result = read_junit(out / "junit.xml", label)
     result.seconds = time.monotonic() - started
+    if deselected:
+        result.deselected = deselected
+        result.deselected_why = f"marked {NEEDS_LSM} (inode marks need BPF LSM)"
     exit_file = out / "exit-code"
     guest_rc = exit_file.read_text().strip() if exit_file.exists() else "missing"
     if not result.ran:
@@ -337,11 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cpus", type=int, default=2)
     r.add_argument("--memory", default="2G")
     r.add_argument("--timeout", type=float, default=1500.0, help="seconds per boot [1500]")
+    r.add_argument("--backend", choices=BACKENDS, default="lsm", help="fentry: boot with BPF LSM off [lsm]")
     r.add_argument("tests", nargs="*", help=f"test paths [{' '.join(DEFAULT_TESTS)}]")
     e = sub.add_parser("exec", help="boot each kernel and run one command in it (the guest set-up included)")
     e.add_argument("--kernel", action="append", choices=sorted(SERIES), help="one series (repeatable)")
     e.add_argument("--memory", default="2G")
     e.add_argument("--timeout", type=float, default=1500.0, help="seconds per boot [1500]")
+    e.add_argument("--backend", choices=BACKENDS, default="lsm", help="fentry: boot with BPF LSM off [lsm]")
     e.add_argument("argv", nargs=argparse.REMAINDER, help="the command (after --)")
     args = parser.parse_args(argv)
     kernels = args.kernel or sorted(SERIES, key=lambda s: tuple(int(x) for x in s.split(".")))
@@ -359,7 +386,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exec":
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         runs = [
-            boot_and_test(s, [], keyword=None, cpus=2, memory=args.memory, timeout=args.timeout, exec_argv=argv)
+            boot_and_test(
+                s,
+                [],
+                keyword=None,
+                cpus=2,
+                memory=args.memory,
+                timeout=args.timeout,
+                exec_argv=argv,
+                backend=args.backend,
+            )
             for s in kernels
         ]
         for r in runs:
@@ -373,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             cpus=args.cpus,
             memory=args.memory,
             timeout=args.timeout,
+            backend=args.backend,
         )
         for s in kernels
     ]

@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-lint", action="store_true", help="skip ruff and mypy")
     parser.add_argument("--host-only", action="store_true", help="skip the guest kernels")
     parser.add_argument("--guest-only", action="store_true", help="skip lint and host tests")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=kernel_lab.BACKENDS,
+        help="guest suites to run: lsm, and fentry (booted with BPF LSM off) [both]",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
 
@@ -82,18 +88,22 @@ def main(argv: list[str] | None = None) -> int:
         step("host: unit, host and end-to-end tests")
         results.append(host_tests(args.keyword))
     if not args.host_only:
-        for series in args.kernel or sorted(kernel_lab.SERIES, key=lambda s: tuple(map(int, s.split(".")))):
-            step(f"guest {series}: kernel and end-to-end tests")
-            results.append(
-                kernel_lab.boot_and_test(
-                    series,
-                    list(kernel_lab.DEFAULT_TESTS),
-                    keyword=args.keyword,
-                    cpus=2,
-                    memory="2G",
-                    timeout=1500.0,
+        kernels = args.kernel or sorted(kernel_lab.SERIES, key=lambda s: tuple(map(int, s.split("."))))
+        for backend in args.backend or kernel_lab.BACKENDS:
+            for series in kernels:
+                what = "kernel and end-to-end tests" + ("" if backend == "lsm" else ", BPF LSM off: fentry backend")
+                step(f"guest {series}: {what}")
+                results.append(
+                    kernel_lab.boot_and_test(
+                        series,
+                        list(kernel_lab.DEFAULT_TESTS),
+                        keyword=args.keyword,
+                        cpus=2,
+                        memory="2G",
+                        timeout=1500.0,
+                        backend=backend,
+                    )
                 )
-            )
 
     step("summary")
     kernel_lab.report(results)

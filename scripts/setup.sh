@@ -4,13 +4,15 @@
 #
 #   scripts/setup.sh agent   packages to build and run the agent, .venv, filewarden
 #   scripts/setup.sh test    the same, plus everything the tests need
+#   scripts/setup.sh bench   the same as test, plus auditd (the benchmarks' peer)
 #
 # Downloads and builds are cached under $FILEWARDEN_CACHE
 # (default: ${XDG_CACHE_HOME:-$HOME/.cache}/filewarden).
 set -euo pipefail
 
 mode=${1:-agent}
-case "$mode" in agent|test) ;; *) echo "usage: $0 agent|test" >&2; exit 2 ;; esac
+case "$mode" in agent|test|bench) ;; *) echo "usage: $0 agent|test|bench" >&2; exit 2 ;; esac
+tests=$([ "$mode" = agent ] && echo no || echo yes)
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -20,8 +22,10 @@ fi
 
 agent_pkgs=(python3 python3-venv libbpf1 clang llvm libbpf-dev)
 test_pkgs=(qemu-system-x86 busybox-static file kmod udev crun bpftool)
+bench_pkgs=(auditd)
 pkgs=("${agent_pkgs[@]}")
-[ "$mode" = test ] && pkgs+=("${test_pkgs[@]}")
+[ "$tests" = yes ] && pkgs+=("${test_pkgs[@]}")
+[ "$mode" = bench ] && pkgs+=("${bench_pkgs[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -32,7 +36,7 @@ done
 # The 6.12 guest kernel comes from bookworm-backports (part of Debian's archive).
 backports=/etc/apt/sources.list.d/filewarden-backports.sources
 need_update=0
-if [ "$mode" = test ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+if [ "$tests" = yes ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     cat >"$backports" <<'SRC'
 Types: deb
 URIs: http://deb.debian.org/debian
@@ -52,7 +56,7 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_update -eq 1 ]; then
     fi
 fi
 
-extras=$([ "$mode" = test ] && echo "[dev]" || echo "")
+extras=$([ "$tests" = yes ] && echo "[dev]" || echo "")
 stamp=.venv/.filewarden-setup
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras $(/usr/bin/python3 -V 2>&1)"
 if [ ! -x .venv/bin/python ]; then

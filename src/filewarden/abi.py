@@ -67,9 +67,10 @@ class Hook(enum.IntEnum):
     FORK = 22
     EXIT = 23
     INODE_FREE = 24
+    FANOTIFY = 25  # no program: the fanotify backend's events
 
 
-HOOK_COUNT: Final = 25  # FW_HOOK_MAX
+HOOK_COUNT: Final = 26  # FW_HOOK_MAX
 
 
 class RecordKind(enum.IntEnum):
@@ -100,6 +101,9 @@ class Action(enum.IntEnum):
     REMOVEXATTR = 13
     MOUNT = 14
     UMOUNT = 15
+    ATTRIB = 16  # fanotify backend only, like the two below
+    MODIFY = 17
+    CLOSE_WRITE = 18
 
 
 class EventFlag(enum.IntFlag):
@@ -143,6 +147,7 @@ class SnapFlag(enum.IntFlag):
     EXE_UNKNOWN = 1 << 1
     PATH_UNKNOWN = 1 << 2
     OVERLAY = 1 << 3
+    MAYBE_MARKED = 1 << 4
 
 
 class Layer(enum.IntEnum):
@@ -376,7 +381,8 @@ SNAP_FILE: Final = Layout(
     ],
     flexible="data",
 )
-SNAP_LAYOUTS: Final = (SNAP_TASK, SNAP_FILE)
+SNAP_STATS: Final = Layout("fw_snap_stats", [("files", "Q"), ("skipped", "Q")])
+SNAP_LAYOUTS: Final = (SNAP_TASK, SNAP_FILE, SNAP_STATS)
 
 LAYOUTS: Final = (
     COUNTERS, PREFIX_KEY, SETTINGS, HEADER, PROCESS, FILE, ACL_ENTRY, CHMOD, CHOWN, XATTR, MOUNT, DETAIL,
@@ -412,6 +418,11 @@ _ACL: Final = int(EventFlag.ACL)
 _TARGET_EXISTED: Final = int(EventFlag.TARGET_EXISTED)
 _MNT_REL: Final = int(EventFlag.MNT_REL)
 UNSET_ID: Final = 0xFFFFFFFF
+# struct fw_process: exe_len and args_len, to find a record's process bytes
+_PROC_LENS: Final = struct.Struct("<HH")
+_PROC_LENS_AT: Final = PROCESS.offsets["exe_len"]
+_PROCESSES_MAX: Final = 1024
+_processes: dict[bytes, Process] = {}
 
 
 class DecodeError(ValueError):
@@ -425,20 +436,34 @@ def decode_dev(dev: int) -> int:
     return (minor & 0xFF) | ((major & 0xFFF) << 8) | ((minor & ~0xFF) << 12) | ((major & ~0xFFF) << 32)
 
 
+_devs: dict[int, int] = {}  # kernel dev_t -> st_dev, for the few devices there are
+
+
 def _file(raw: bytes, at: int) -> FileInfo:
     ino, size, dev, mode, uid, gid = _FILE.unpack_from(raw, at)
-    return FileInfo(ino, size, decode_dev(dev), mode, uid, gid)
+    st_dev = _devs.get(dev)
+    if st_dev is None:
+        if len(_devs) > 4096:
+            _devs.clear()
+        st_dev = _devs[dev] = decode_dev(dev)
+    return FileInfo(ino, size, st_dev, mode, uid, gid)
 
 
 def _process(raw: bytes, at: int, data_at: int) -> tuple[Process, int]:
     """The process at `at`, its exe and args from raw[data_at:]; returns it
-    and where its data ended."""
+    and where its data ended. A busy writer sends the same process in record
+    after record: decoded once, then found by its bytes."""
+    exe_len, args_len = _PROC_LENS.unpack_from(raw, at + _PROC_LENS_AT)
+    args_end = data_at + exe_len + args_len
+    key = raw[at : at + _PROCESS.size] + raw[data_at:args_end]
+    cached = _processes.get(key)
+    if cached is not None:
+        return cached, args_end
     (
         pid, tid, ppid, uid, euid, gid, egid, loginuid, cgroup_id, start_ns, mntns,
         exe_len, args_len, flags, _pad, comm,
     ) = _PROCESS.unpack_from(raw, at)  # fmt: skip
     exe_end = data_at + exe_len
-    args_end = exe_end + args_len
     exe = None if flags & _EXE_UNKNOWN else raw[data_at:exe_end]
     args_raw = raw[exe_end:args_end]
     args = tuple(args_raw.rstrip(b"\0").split(b"\0")) if args_raw.strip(b"\0") else ()
@@ -446,6 +471,9 @@ def _process(raw: bytes, at: int, data_at: int) -> tuple[Process, int]:
         pid, tid, ppid, uid, euid, gid, egid, loginuid, cgroup_id, start_ns, mntns, flags,
         comm.split(b"\0", 1)[0], exe, args,
     )  # fmt: skip
+    if len(_processes) >= _PROCESSES_MAX:
+        _processes.clear()  # cheaper than LRU bookkeeping per record; refills at once
+    _processes[key] = process
     return process, args_end
 
 
@@ -560,35 +588,39 @@ _SNAP_HEAD: Final = struct.Struct("<HHI")  # kind, length of data[], size
 
 def decode_snapshot(buf: bytes) -> list[SnapshotTask | SnapshotFile]:
     """The records the snapshot iterators wrote (struct fw_snap_task and
-    struct fw_snap_file, back to back). Tens of thousands at start: one
-    unpack per record, positional construction, device numbers decoded once."""
+    struct fw_snap_file, back to back). Tens of thousands at start, so the
+    loop does as little as it can per record: one unpack (the kind is the
+    low byte of the first field), positional construction, device numbers
+    decoded once."""
     out: list[SnapshotTask | SnapshotFile] = []
     append = out.append
     file_unpack, task_unpack = _SNAP_FILE.unpack_from, _SNAP_TASK.unpack_from
     file_size, task_size = _SNAP_FILE.size, _SNAP_TASK.size
+    kind_file, kind_task = _SNAP_KIND_FILE, _SNAP_KIND_TASK
+    unknown, overlay, maybe_marked = _SNAP_PATH_UNKNOWN, _SNAP_OVERLAY, _SNAP_MAYBE_MARKED
     devs: dict[int, int] = {}
     off, end = 0, len(buf)
     while off < end:
-        if end - off < _SNAP_HEAD.size:
-            raise DecodeError(f"snapshot: {end - off} stray bytes at the end")
-        kind, data_len, size = _SNAP_HEAD.unpack_from(buf, off)
-        if kind == _SNAP_KIND_FILE:
-            if size != file_size + data_len or off + size > end:
+        kind = buf[off]
+        if kind == kind_file and end - off >= file_size:
+            k, data_len, size, pid, fd, start, ino, fsize, dev, mode, f_flags, flags, fuid, fgid = file_unpack(buf, off)
+            nxt = off + size
+            if k != kind or size != file_size + data_len or nxt > end:
                 raise DecodeError(f"snapshot: record at byte {off} claims {size} bytes")
-            _, _, _, pid, fd, start, ino, fsize, dev, mode, f_flags, flags, fuid, fgid = file_unpack(buf, off)
             st_dev = devs.get(dev)
             if st_dev is None:
                 st_dev = devs[dev] = decode_dev(dev)
-            path = None if flags & _SNAP_PATH_UNKNOWN else buf[off + file_size : off + size]
             append(
                 SnapshotFile(
-                    pid, fd, start, ino, fsize, st_dev, mode, fuid, fgid, f_flags, bool(flags & _SNAP_OVERLAY), path
+                    pid, fd, start, ino, fsize, st_dev, mode, fuid, fgid, f_flags, flags & overlay != 0,
+                    None if flags & unknown else buf[off + file_size : nxt], flags & maybe_marked != 0,
                 )
-            )
-        elif kind == _SNAP_KIND_TASK:
-            if size != task_size + data_len or off + size > end:
+            )  # fmt: skip
+            off = nxt
+        elif kind == kind_task and end - off >= task_size:
+            k, data_len, size, pid, ppid, start, cgid, uid, euid, gid, egid, mntns, flags, comm = task_unpack(buf, off)
+            if k != kind or size != task_size + data_len or off + size > end:
                 raise DecodeError(f"snapshot: record at byte {off} claims {size} bytes")
-            _, _, _, pid, ppid, start, cgid, uid, euid, gid, egid, mntns, flags, comm = task_unpack(buf, off)
             exe = None if flags & _SNAP_EXE_UNKNOWN else buf[off + task_size : off + size]
             append(
                 SnapshotTask(
@@ -596,9 +628,14 @@ def decode_snapshot(buf: bytes) -> list[SnapshotTask | SnapshotFile]:
                     comm.split(b"\0", 1)[0], exe,
                 )
             )  # fmt: skip
+            off += size
+        elif end - off < _SNAP_HEAD.size:
+            raise DecodeError(f"snapshot: {end - off} stray bytes at the end")
         else:
-            raise DecodeError(f"snapshot: unknown record kind {kind} at byte {off}")
-        off += size
+            k, _, size = _SNAP_HEAD.unpack_from(buf, off)
+            if k in (kind_file, kind_task):
+                raise DecodeError(f"snapshot: record at byte {off} claims {size} bytes")
+            raise DecodeError(f"snapshot: unknown record kind {k} at byte {off}")
     return out
 
 
@@ -607,6 +644,7 @@ _SNAP_KIND_TASK: Final = int(SnapKind.TASK)
 _SNAP_PATH_UNKNOWN: Final = int(SnapFlag.PATH_UNKNOWN)
 _SNAP_EXE_UNKNOWN: Final = int(SnapFlag.EXE_UNKNOWN)
 _SNAP_OVERLAY: Final = int(SnapFlag.OVERLAY)
+_SNAP_MAYBE_MARKED: Final = int(SnapFlag.MAYBE_MARKED)
 _SNAP_KTHREAD: Final = int(SnapFlag.KTHREAD)
 
 

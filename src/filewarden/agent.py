@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _bpf, abi, loader, marks, snapshot
 from ._libbpf import BpfObject, LibbpfError, LibbpfRingReader, LibbpfUnavailableError, MmapRingReader, RingReader
+from .drain import RingDrain
 from .enrich import Enricher
 from .events import ExecEvent, ExitEvent, FileEvent, FileInfo, ForkEvent, Process, SnapshotFile, SnapshotTask
 from .explain import explain as explain_path
@@ -36,9 +37,10 @@ log = logging.getLogger(__name__)
 
 # Events whose second path (aux) is a path too, and may be the monitored one.
 _AUX_IS_PATH = frozenset({abi.Action.RENAME, abi.Action.LINK, abi.Action.MOUNT})
-_UNDECIDABLE = abi.EventFlag.PATH_TRUNCATED | abi.EventFlag.PATH_FS_RELATIVE
+_UNDECIDABLE = int(abi.EventFlag.PATH_TRUNCATED | abi.EventFlag.PATH_FS_RELATIVE)
 _TRACKED = int(abi.EventFlag.TRACKED)
 _EXPIRE_EVERY_NS = 10 * 10**9
+_INO = struct.Struct("<Q")  # marked_inos bloom filter element (mark.bpf.h)
 
 
 class AgentError(RuntimeError):
@@ -116,7 +118,11 @@ class Agent:
         host: Host | None = None,
         walk_only: bool = False,
         probe_cache: Path | None = loader.DEFAULT_CACHE_DIR,
+        backend: str = "lsm",
     ) -> None:
+        if backend not in ("lsm", "fentry"):
+            raise ValueError(f"Agent runs the BPF backends (lsm, fentry), not {backend!r}")
+        self.backend = backend
         self.config = config
         self.matcher: PathMatcher = config.matcher
         self.host = host or Host()
@@ -145,7 +151,9 @@ class Agent:
             raise AgentError(str(exc)) from None
         try:
             _load_overlay_module(self.host.root)
-            self.plan = plan = loader.plan(path, host=self.host, walk_only=self._walk_only, cache_dir=self._probe_cache)
+            self.plan = plan = loader.plan(
+                path, host=self.host, walk_only=self._walk_only, cache_dir=self._probe_cache, backend=self.backend
+            )
             self._obj = obj = BpfObject(path)
             obj.set_rodata("fw_agent_tgid", struct.pack("<I", os.getpid()))
             obj.set_rodata("fw_dpath_hooks", struct.pack("<I", plan.dpath_mask))
@@ -154,6 +162,7 @@ class Agent:
             wanted = {p.name for p in plan.loaded}
             for prog in obj.programs():
                 prog.set_autoload(prog.name in wanted)
+            loader.retarget(obj, self.backend)
             obj.load()
             # Overlay mounts first: their lower layers go in the trie with
             # the globs' prefixes, and a change of our mount table wakes us.
@@ -161,14 +170,19 @@ class Agent:
             self.enricher.refresh()
             self._load_prefixes()
             # Marks before the programs attach: from the first event on, a
-            # monitored file is known by its inode whatever its name.
-            self.mark_report = self._mark(self.matcher)
+            # monitored file is known by its inode whatever its name. (The
+            # fentry backend has none: loader.retarget().)
+            if self.marks_enabled:
+                self.mark_report = self._mark(self.matcher)
             failures = obj.attach_all()
             if failures:
                 first = failures[0]
-                raise AgentError(f"cannot attach {first.program.name}: {first.error.strerror}")
+                raise AgentError(
+                    f"cannot attach {first.program.name}: {first.error.strerror}; run 'filewarden doctor' for the cause"
+                )
             ring = obj.map("events")
-            self._reader = MmapRingReader(ring) if self.config.reader == "mmap" else LibbpfRingReader(ring)
+            reader = MmapRingReader(ring) if self.config.reader == "mmap" else LibbpfRingReader(ring)
+            self._reader = RingDrain(reader, self.config.buffer_records) if self.config.buffer_records else reader
         except LibbpfUnavailableError as exc:
             self.close()
             raise AgentError(str(exc)) from None
@@ -207,12 +221,23 @@ class Agent:
             )
 
     # -- inode marks ------------------------------------------------------------
+    @property
+    def marks_enabled(self) -> bool:
+        """Inode marks need inode storage, which only LSM programs have."""
+        return self.backend == "lsm"
+
     def _mark(self, matcher: PathMatcher) -> marks.MarkReport:
         """Marks every file and directory `matcher` matches (marks.py)."""
         assert self._obj is not None
         inode_marks = self._obj.map("inode_marks")
+        marked_inos = self._obj.map("marked_inos")
         started = time.perf_counter()
-        report = marks.mark_paths(inode_marks.update, marks.matched_paths(matcher), marks.MarkRule.of(matcher))
+        report = marks.mark_paths(
+            inode_marks.update,
+            marks.matched_paths(matcher),
+            marks.MarkRule.of(matcher),
+            note_inode=lambda ino: marked_inos.push(_INO.pack(ino)),
+        )
         report.seconds = time.perf_counter() - started
         return report
 
@@ -291,12 +316,14 @@ class Agent:
                 return None
 
         loaded = [p.hook_name for p in self.plan.loaded] if self.plan else None
-        return explain_path(path, self.matcher, self.kernel_prefixes(), mark_of=mark_of, loaded_hooks=loaded)
+        lookup = mark_of if self.marks_enabled else None
+        return explain_path(path, self.matcher, self.kernel_prefixes(), mark_of=lookup, loaded_hooks=loaded)
 
     def status(self) -> dict[str, Any]:
         r = self.mark_report
         snap = self.snapshot
         return {
+            "backend": self.backend,
             "marks": {"files": r.files, "trees": r.trees, "failed": r.failed, "seconds": round(r.seconds, 3)},
             "kernel_marks": self.mark_stats(),
             "max_evicted_marks": self.config.max_evicted_marks,
@@ -305,7 +332,8 @@ class Agent:
             else {
                 "method": snap.method,
                 "processes": len(snap.tasks),
-                "files_open_for_writing": len(snap.files),
+                "files_open_for_writing": len(snap.files) + snap.skipped,
+                "dropped_in_kernel": snap.skipped,
                 "fallback_reason": snap.fallback_reason,
             },
             "globs": [g.pattern for g in self.matcher.globs],
@@ -329,7 +357,9 @@ class Agent:
         mode = self.config.snapshot
         if mode == "off":
             return self.processes.scan()
-        snap = snapshot.take(self.host.root / "proc", use_iterator=mode == "auto")
+        assert self._obj is not None
+        kernel_filter = snapshot.KernelFilter(self._obj.map("prefixes").fd, self._obj.map("marked_inos").fd)
+        snap = snapshot.take(self.host.root / "proc", use_iterator=mode == "auto", kernel_filter=kernel_filter)
         self.snapshot = snap
         known = self.processes.load(snap.tasks)
         own_mntns = _own_mntns(self.host.root)
@@ -342,11 +372,13 @@ class Agent:
                 found.append(event)
         self._backlog.extend(found)
         log.info(
-            "start-up snapshot (%s, %.1f ms): %d processes, %d file(s) open for writing, %d monitored",
+            "start-up snapshot (%s, %.1f ms): %d processes, %d file(s) open for writing "
+            "(%d dropped in the kernel as unmonitored), %d monitored",
             snap.method,
             snap.seconds * 1000,
             len(snap.tasks),
-            len(snap.files),
+            len(snap.files) + snap.skipped,
+            snap.skipped,
             len(found),
         )
         return known
@@ -358,6 +390,9 @@ class Agent:
         flags = 0
         same_view = task is not None and task.mntns == own_mntns
         if not (f.path is not None and same_view and self.matcher.matches(f.path)):
+            assert self.snapshot is not None
+            if self.snapshot.method == snapshot.ITERATOR and not (f.maybe_marked or f.overlay or f.path is None):
+                return None  # not in the bloom filter of marked inodes: certainly not marked
             mark = self._mark_of_fd(f.pid, f.fd)
             if mark is None or not mark[0] & abi.MarkFlag.FILE:
                 return None
@@ -463,10 +498,12 @@ class Agent:
         old_prefixes = self.kernel_prefixes()
         self.matcher = PathMatcher([*old_globs, *patterns])
         self._load_prefixes()  # old and new, for now
-        self.mark_report = self._mark(new)
+        if self.marks_enabled:
+            self.mark_report = self._mark(new)
         self._backlog.extend(self._process(self._ring.read()))
         self.matcher = new
-        self._unmark(PathMatcher(old_globs), new)
+        if self.marks_enabled:
+            self._unmark(PathMatcher(old_globs), new)
         self._load_prefixes(old_prefixes)  # the stale ones leave
         self.matcher = PathMatcher([*old_globs, *patterns])
         self._backlog.extend(self._process(self._ring.read()))
@@ -491,9 +528,23 @@ class Agent:
         self.close()
 
     # -- events ---------------------------------------------------------------
+    def use_ring(self, reader: RingReader) -> None:
+        """Reads records from `reader` (a ring some other object fills, in
+        the real ABI) instead of loading the programs: the benchmarks feed
+        the agent's reader, decoder and enrichment this way on kernels
+        without BPF LSM. Before start() only."""
+        if self._obj is not None or self._reader is not None:
+            raise RuntimeError("the agent already has a ring")
+        self._reader = RingDrain(reader, self.config.buffer_records) if self.config.buffer_records else reader
+
     def fileno(self) -> int:
         """Readable when records are waiting."""
         return self._ring.fileno()
+
+    @property
+    def drain(self) -> RingDrain | None:
+        """The ring-drain thread's reader, if the agent has one."""
+        return self._reader if isinstance(self._reader, RingDrain) else None
 
     @property
     def _ring(self) -> RingReader:
@@ -594,7 +645,10 @@ class Agent:
         if self._obj is not None:
             self._obj.detach()
         out, self._backlog = self._backlog, []
-        while batch := self._ring.read():
+        ring = self._ring
+        if isinstance(ring, RingDrain):
+            out.extend(self._process(ring.finish()))
+        while batch := ring.read():
             out.extend(self._process(batch))
         self.stats.sequence.finish(self.produced())
         return out

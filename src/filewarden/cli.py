@@ -77,6 +77,14 @@ def cli() -> None:
     show_default=True,
     help="UNIX socket where 'filewarden explain' asks this agent; '' for none.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "lsm", "fentry", "fanotify"]),
+    default=None,
+    help="What reports changes: BPF LSM programs (lsm), the same programs on the security_* functions "
+    "(fentry: no inode marks), or fanotify (no BPF; fewer fields). 'auto' takes the best that runs "
+    "here and logs why better ones were skipped; 'filewarden doctor' shows all three [default: auto].",
+)
 def run(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     paths: tuple[str, ...],
@@ -84,6 +92,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     ready_file: Path | None,
     log_level: str | None,
     control_socket: Path | None,
+    backend: str | None,
 ) -> None:
     """Monitor file changes until SIGINT or SIGTERM.
 
@@ -94,7 +103,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     """
     from .runner import run as run_agent
 
-    config = load_config(config_file, paths=paths, outputs=outputs, log_level=log_level)
+    config = load_config(config_file, paths=paths, outputs=outputs, log_level=log_level, backend=backend)
     _setup_logging(config.log_level)
     socket_path = control_socket if control_socket is not None and str(control_socket) not in ("", ".") else None
     sys.exit(run_agent(config, ready_file, socket_path))
@@ -152,19 +161,20 @@ def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket
 def doctor() -> None:
     """Check everything the agent needs; print one line per check.
 
-    Exits 0 when the agent can run here and 1 when it cannot; each failed
-    check says how to fix it. Also lists every overlay mount (container
-    root filesystems), warning about volatile ones.
+    Shows each backend (lsm, fentry, fanotify) with its status, and the one
+    'run --backend auto' starts. Exits 0 when some backend can run here and
+    1 when none can; each failed check says how to fix it. Also lists every
+    overlay mount (container root filesystems), warning about volatile ones.
     """
-    from .doctor import FAIL, format_check, run_checks
+    from .doctor import format_check, run_checks, verdict
 
     _setup_logging("warning")
-    failed = False
-    for check in run_checks():
+    checks = run_checks()
+    for check in checks:
         click.echo(format_check(check))
-        failed |= check.status == FAIL
-    click.echo("filewarden cannot run here" if failed else "filewarden can run here")
-    sys.exit(EXIT_FAILURE if failed else EXIT_OK)
+    ok, line = verdict(checks)
+    click.echo(line)
+    sys.exit(EXIT_OK if ok else EXIT_FAILURE)
 
 
 def _fail(message: str, code: int) -> int:

@@ -37,6 +37,7 @@ DEFAULT_RING_BYTES: Final = 8 * 1024 * 1024
 MIN_RING_BYTES: Final = 64 * 1024
 MAX_RING_BYTES: Final = 1 << 30
 DEFAULT_MAX_EVICTED_MARKS: Final = 1 << 20
+DEFAULT_BUFFER_RECORDS: Final = 65536
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,8 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reader: Literal["mmap", "libbpf"] | UnsetType = UNSET
     snapshot: Literal["auto", "proc", "off"] | UnsetType = UNSET
     max_evicted_marks: int | UnsetType = UNSET
+    buffer_records: int | UnsetType = UNSET
+    backend: Literal["auto", "lsm", "fentry", "fanotify"] | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,11 @@ class Config:
     # Room for the marks of evicted inodes (bpf/mark.bpf.h); a mark that
     # does not fit is counted and reported.
     max_evicted_marks: int = DEFAULT_MAX_EVICTED_MARKS
+    # Records a reader thread may take out of the ring ahead of processing
+    # (drain.py), so that bursts do not overflow it; 0: no thread.
+    buffer_records: int = DEFAULT_BUFFER_RECORDS
+    # What reports changes (backends.py): "auto" picks the best that runs.
+    backend: Literal["auto", "lsm", "fentry", "fanotify"] = "auto"
 
     @property
     def matcher(self) -> globs.PathMatcher:
@@ -127,6 +135,24 @@ def _check_evicted(n: int, where: str) -> int:
     return n
 
 
+def _check_buffer(n: int, where: str) -> int:
+    if n < 0 or n > 1 << 24:
+        raise ConfigError(f"{where}: buffer_records {n} must be between 0 and {1 << 24}")
+    return n
+
+
+def _check_backend(name: str, where: str) -> Literal["auto", "lsm", "fentry", "fanotify"]:
+    if name == "auto":
+        return "auto"
+    if name == "lsm":
+        return "lsm"
+    if name == "fentry":
+        return "fentry"
+    if name == "fanotify":
+        return "fanotify"
+    raise ConfigError(f"{where}: backend {name!r} is not one of auto, lsm, fentry, fanotify")
+
+
 def read_file(path: Path) -> FileConfig:
     try:
         raw = path.read_bytes()
@@ -146,6 +172,7 @@ def load(
     paths: Sequence[str] = (),
     outputs: Sequence[str] = (),
     log_level: str | None = None,
+    backend: str | None = None,
 ) -> Config:
     """The effective configuration: defaults < file < command line."""
     file = read_file(config_file) if config_file is not None else FileConfig()
@@ -175,4 +202,10 @@ def load(
             if file.max_evicted_marks is not UNSET
             else DEFAULT_MAX_EVICTED_MARKS
         ),
+        buffer_records=(
+            _check_buffer(file.buffer_records, where) if file.buffer_records is not UNSET else DEFAULT_BUFFER_RECORDS
+        ),
+        backend=_check_backend(backend, "--backend")
+        if backend is not None
+        else (file.backend if file.backend is not UNSET else "auto"),
     )

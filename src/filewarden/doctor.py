@@ -17,6 +17,7 @@ from typing import Final
 from . import _bpf, abi, loader
 from ._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
 from ._libbpf import version as libbpf_version
+from .backends import BACKENDS, preflight
 from .overlayfs import OverlayTable
 from .sysinfo import Host
 
@@ -205,6 +206,25 @@ def check_overlays(host: Host) -> list[Check]:
     return checks
 
 
+def check_backends(host: Host, bpf_checks: list[Check]) -> list[Check]:
+    """One line per backend (backends.py), best first. lsm also needs
+    every check above it to pass (the hooks were loaded for real)."""
+    out = []
+    for backend in BACKENDS:
+        pre = preflight(backend, host)
+        ok, detail, fix = pre.ok, pre.detail, pre.fix
+        if backend == "lsm" and ok:
+            failed = [c for c in bpf_checks if c.status == FAIL]
+            if failed:
+                ok, detail, fix = False, f"{failed[0].name}: {failed[0].detail}", failed[0].fix
+        if backend == "fentry" and ok:
+            detail += "; without inode marks (files followed by path only)"
+        if backend == "fanotify" and ok:
+            detail += "; fewer fields (no uid, inode, previous values; chmod and chown are one 'attrib')"
+        out.append(Check(f"backend {backend}", OK if ok else FAIL, detail, fix))
+    return out
+
+
 def run_checks(host: Host | None = None) -> list[Check]:
     host = host or Host()
     checks = [check_kernel(host), check_btf(host), check_bpf_lsm(host), check_privileges(host), check_libbpf()]
@@ -213,8 +233,17 @@ def run_checks(host: Host | None = None) -> list[Check]:
     if path is not None:
         prior_ok = all(c.status != FAIL for c in checks)
         checks.extend(check_hooks(path, prior_ok))
+    checks.extend(check_backends(host, checks))
     checks.extend(check_overlays(host))
     return checks
+
+
+def verdict(checks: list[Check]) -> tuple[bool, str]:
+    """Can the agent run here, and on which backend does auto start."""
+    usable = [c.name.removeprefix("backend ") for c in checks if c.name.startswith("backend ") and c.status == OK]
+    if not usable:
+        return False, "filewarden cannot run here"
+    return True, f"filewarden can run here (--backend auto: {usable[0]})"
 
 
 def format_check(check: Check) -> str:

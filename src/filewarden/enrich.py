@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .abi import ACTION_NAMES, Layer
-from .cgroups import CgroupResolver
+from .cgroups import CgroupResolver, container_id_from_cgroup
 from .overlayfs import Changes, OverlayTable
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 LAYER_NAMES: Final = {Layer.UPPER: "upper", Layer.LOWER: "lower", Layer.COPIED_UP: "copied_up"}
 _RESCAN_EVERY_S: Final = 1.0
+_BY_PROCESS_MAX: Final = 4096
 
 
 def _text(raw: bytes) -> str:
@@ -39,6 +40,7 @@ class Enricher:
         self._lower_prefixes: tuple[bytes, ...] = ()
         self._asked: dict[int, float] = {}  # overlay devs looked up on a miss, and when
         self._rescanned_at = 0.0
+        self._by_process: dict[tuple[int, int], str | None] = {}  # /proc answers, oldest first
 
     # -- overlay mounts ---------------------------------------------------
     def refresh(self, pids: list[int] | None = None) -> Changes:
@@ -81,10 +83,19 @@ class Enricher:
     # -- containers ---------------------------------------------------------
     def container_id(self, proc: Process) -> str | None:
         if self.cgroups.mount is not None and proc.cgroup_id > 1:
-            cid = self.cgroups.resolve(proc.cgroup_id)
-            if cid is not None:
-                return cid
-        return self.cgroups.from_pid(proc.pid)  # cgroup v1, or a cgroup already gone: while it lives
+            path = self.cgroups.path(proc.cgroup_id)  # cached
+            if path is not None:
+                return container_id_from_cgroup(path)  # None: a host cgroup, nothing more to ask
+        # cgroup v1, or a cgroup already gone: /proc while the process lives.
+        # Once per process (pid and start time), not once per event.
+        key = (proc.pid, proc.start_ns)
+        if key in self._by_process:
+            return self._by_process[key]
+        cid = self.cgroups.from_pid(proc.pid)
+        self._by_process[key] = cid
+        if len(self._by_process) > _BY_PROCESS_MAX:
+            del self._by_process[next(iter(self._by_process))]  # the oldest
+        return cid
 
     def _containers_using(self, lower: bytes) -> tuple[list[str], list[str]]:
         now = time.monotonic()

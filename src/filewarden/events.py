@@ -97,6 +97,10 @@ class FileEvent(msgspec.Struct, frozen=True):
     # before the agent attached): what found it ("task_file iterator", "/proc").
     found_by: str | None = None
     fd: int | None = None  # that descriptor
+    # Fields of the document this event's backend could not fill (the
+    # fanotify backend's, in the document's dotted names): left out of the
+    # document and listed in event.unavailable, never guessed.
+    unavailable: tuple[str, ...] = ()
 
 
 class ExecEvent(msgspec.Struct, frozen=True):
@@ -132,7 +136,7 @@ class ExitEvent(msgspec.Struct, frozen=True):
 ProcessEvent = ExecEvent | ForkEvent | ExitEvent
 
 
-class SnapshotTask(msgspec.Struct, frozen=True):
+class SnapshotTask(msgspec.Struct, frozen=True, gc=False):
     """A process alive at start-up (struct fw_snap_task, or /proc)."""
 
     pid: int
@@ -149,7 +153,7 @@ class SnapshotTask(msgspec.Struct, frozen=True):
     exe: bytes | None
 
 
-class SnapshotFile(msgspec.Struct, frozen=True):
+class SnapshotFile(msgspec.Struct, frozen=True, gc=False):
     """A descriptor open for writing on a regular file at start-up."""
 
     pid: int
@@ -164,3 +168,6 @@ class SnapshotFile(msgspec.Struct, frozen=True):
     open_flags: int
     overlay: bool
     path: bytes | None  # None when it could not be resolved
+    # The iterator found the inode number in the marked_inos bloom filter:
+    # probably marked (ask the inode). False from /proc, which cannot tell.
+    maybe_marked: bool = False

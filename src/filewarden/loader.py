@@ -121,23 +121,60 @@ class Plan:
         return tuple(p for p in self.programs if not p.available)
 
 
-def hook_exists(btf: Btf, section: str) -> bool:
+# The fentry backend runs each LSM program as fexit on the kernel function
+# that calls the hook: security_<hook>() (security/security.c), except where
+# the function is named otherwise.
+_FEXIT_NAMES: Final = {"inode_free_security": "security_inode_free"}
+# Programs the fentry backend does not load, and why.
+FENTRY_LEFT_OUT: Final = {
+    "fw_inode_free": "keeps inode marks, which tracing programs cannot read or write (inode storage is LSM-only)",
+}
+
+
+def fexit_target(section: str) -> str | None:
+    """The kernel function the fentry backend attaches an LSM section's
+    program to, or None for a section that is not an LSM hook."""
+    kind, _, name = section.partition("/")
+    if kind not in ("lsm", "lsm.s"):
+        return None
+    return _FEXIT_NAMES.get(name, f"security_{name}")
+
+
+def retarget(obj: BpfObject, backend: str) -> None:
+    """Before load: on the fentry backend, every loaded LSM program of
+    `obj` becomes an fexit program on its security_*() function, and the
+    inode marks are switched off (mark.bpf.h)."""
+    if backend != "fentry":
+        return
+    obj.set_rodata("fw_marks_enabled", b"\0")
+    for prog in obj.programs():
+        target = fexit_target(prog.section)
+        if target is not None and prog.autoload:
+            obj.retarget_fexit(prog, target)
+
+
+def hook_exists(btf: Btf, section: str, backend: str = "lsm") -> bool:
     """Does the running kernel have the attach point of `section`?"""
     kind, _, name = section.partition("/")
     if kind in ("lsm", "lsm.s"):
+        if backend == "fentry":
+            return btf.has(fexit_target(section) or "", btf_kinds.BTF_KIND_FUNC)
         return btf.has(f"bpf_lsm_{name}", btf_kinds.BTF_KIND_FUNC)
     if kind == "tp_btf":
         return btf.has(f"btf_trace_{name}", btf_kinds.BTF_KIND_TYPEDEF)
     return True
 
 
-def _probe_one(path: Path, program: str, hook: abi.Hook) -> bool:
-    """Does the verifier accept `program` using bpf_d_path()?"""
+def _probe_one(path: Path, program: str, hook: abi.Hook, backend: str) -> bool:
+    """Does the verifier accept `program` using bpf_d_path()? (For fexit
+    programs the kernel allows it on a short list of functions only,
+    btf_allowlist_d_path in kernel/trace/bpf_trace.c.)"""
     try:
         with BpfObject(path) as obj:
             for prog in obj.programs():
                 prog.set_autoload(prog.name == program)
             obj.set_rodata("fw_dpath_hooks", struct.pack("<I", 1 << hook))
+            retarget(obj, backend)
             obj.load()
     except LibbpfError as exc:
         # The verifier's refusal ("helper call is not allowed in probe")
@@ -149,17 +186,22 @@ def _probe_one(path: Path, program: str, hook: abi.Hook) -> bool:
     return True
 
 
-def _cache_key(path: Path, host: Host) -> str:
+def _cache_key(path: Path, host: Host, backend: str) -> str:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     boot = (host.read_text("/proc/sys/kernel/random/boot_id") or "").strip() or host.kernel_release()
-    return f"{boot}-{digest}"
+    return f"{boot}-{digest}" if backend == "lsm" else f"{boot}-{digest}-{backend}"
 
 
 def probe_dpath(
-    path: Path, candidates: list[ProgramPlan], *, host: Host, cache_dir: Path | None = DEFAULT_CACHE_DIR
+    path: Path,
+    candidates: list[ProgramPlan],
+    *,
+    host: Host,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    backend: str = "lsm",
 ) -> dict[str, bool]:
     """program name -> may it use bpf_d_path() (probed once per boot)."""
-    key = _cache_key(path, host)
+    key = _cache_key(path, host, backend)
     known = _memo.get(key)
     cache_file = cache_dir / f"dpath-{key}.json" if cache_dir is not None else None
     if known is None and cache_file is not None:
@@ -169,7 +211,7 @@ def probe_dpath(
             known = None
     if known is not None and all(p.name in known for p in candidates):
         return known
-    results = {p.name: _probe_one(path, p.name, p.hook) for p in candidates}
+    results = {p.name: _probe_one(path, p.name, p.hook, backend) for p in candidates}
     _memo[key] = results
     if cache_file is not None:
         try:
@@ -188,11 +230,12 @@ def plan(
     host: Host | None = None,
     walk_only: bool = False,
     cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    backend: str = "lsm",
 ) -> Plan:
     """The programs to load from `path` on this kernel and their path method.
 
     `walk_only` resolves every path by walking dentries (tests compare the
-    two methods with it)."""
+    two methods with it). `backend` is "lsm" or "fentry" (retarget())."""
     host = host or Host()
     with Btf.vmlinux() as vmlinux, BpfObject(path) as obj:
         sections = {prog.name: prog.section for prog in obj.programs()}
@@ -201,9 +244,12 @@ def plan(
             section = sections.get(name)
             if section is None:
                 raise KeyError(f"{path.name} has no program {name}")
-            drafts.append(ProgramPlan(name, hook, section, hook_exists(vmlinux, section), ""))
+            present = hook_exists(vmlinux, section, backend)
+            if backend == "fentry" and name in FENTRY_LEFT_OUT:
+                present = False
+            drafts.append(ProgramPlan(name, hook, section, present, ""))
     candidates = [p for p in drafts if p.available and p.hook in DPATH_CANDIDATES]
-    allowed = {} if walk_only else probe_dpath(path, candidates, host=host, cache_dir=cache_dir)
+    allowed = {} if walk_only else probe_dpath(path, candidates, host=host, cache_dir=cache_dir, backend=backend)
     programs = tuple(
         ProgramPlan(
             p.name,

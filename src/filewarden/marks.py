@@ -239,9 +239,11 @@ def mark_paths(
     paths: Sequence[tuple[bytes, bool]] | Iterator[tuple[bytes, bool]],
     rule: MarkRule,
     report: MarkReport | None = None,
+    note_inode: Callable[[int], None] | None = None,
 ) -> MarkReport:
     """Marks each path through an O_PATH descriptor; `update(fd_key, value)`
-    is the inode storage map's update."""
+    is the inode storage map's update. `note_inode(ino)` is told the inode
+    number of every file marked (the agent's marked_inos bloom filter)."""
     report = report or MarkReport()
     for path, is_dir in paths:
         flags, index = rule.mark(path, is_dir)
@@ -254,6 +256,8 @@ def mark_paths(
             continue
         try:
             update(_FD_KEY.pack(fd), mark_value(flags, index))
+            if note_inode is not None and flags & abi.MarkFlag.FILE:
+                note_inode(os.fstat(fd).st_ino)
         except OSError as exc:
             report.note_error(exc)
             continue

@@ -48,6 +48,17 @@ _ACL_HAS_ID: Final = frozenset({0x02, 0x08})
 
 _encode = msgspec.json.Encoder().encode
 
+# Plain ints: `int & IntFlag` builds an enum member on every call.
+_PATH_TRUNCATED: Final = int(EventFlag.PATH_TRUNCATED)
+_PATH_FS_RELATIVE: Final = int(EventFlag.PATH_FS_RELATIVE)
+_TRACKED: Final = int(EventFlag.TRACKED)
+_AUX_TRUNCATED: Final = int(EventFlag.AUX_TRUNCATED)
+_EXTRA_TRUNCATED: Final = int(EventFlag.EXTRA_TRUNCATED)
+_RENAME_EXCHANGE: Final = int(EventFlag.RENAME_EXCHANGE)
+_DURING_OPEN: Final = int(EventFlag.DURING_OPEN)
+_EXE_TRUNCATED: Final = int(ProcessFlag.EXE_TRUNCATED)
+_ARGS_TRUNCATED: Final = int(ProcessFlag.ARGS_TRUNCATED)
+
 
 class Ancestry(Protocol):
     def get(self, pid: int, start_ns: int | None = None) -> ProcessInfo | None: ...
@@ -58,7 +69,19 @@ def text(raw: bytes) -> str:
 
 
 def file_type(mode: int) -> str:
-    return _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")
+    return _FILE_TYPES.get(mode & 0o170000, "unknown")  # S_IFMT
+
+
+_devices: dict[int, str] = {}  # st_dev -> "major:minor"
+
+
+def _device(dev: int) -> str:
+    name = _devices.get(dev)
+    if name is None:
+        if len(_devices) > 4096:
+            _devices.clear()
+        name = _devices[dev] = f"{os.major(dev)}:{os.minor(dev)}"
+    return name
 
 
 def _acl(entries: tuple[AclEntry, ...]) -> list[dict[str, Any]]:
@@ -76,14 +99,14 @@ def _file_base(path: bytes, info: FileInfo, flags: int) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "path": text(path),
         "inode": info.inode,
-        "device": f"{os.major(info.device)}:{os.minor(info.device)}",
+        "device": _device(info.device),
         "type": file_type(info.mode),
     }
-    if flags & EventFlag.PATH_TRUNCATED:
+    if flags & _PATH_TRUNCATED:
         doc["path_truncated"] = True
-    if flags & EventFlag.PATH_FS_RELATIVE:
+    if flags & _PATH_FS_RELATIVE:
         doc["path_relative_to_filesystem"] = True
-    if flags & EventFlag.TRACKED:
+    if flags & _TRACKED:
         doc["tracked"] = True  # followed by its inode mark, whatever its name
     return doc
 
@@ -97,9 +120,11 @@ def _file(event: FileEvent) -> dict[str, Any]:
     if action in (Action.RENAME, Action.LINK, Action.SYMLINK):
         key = "source_path" if action == Action.RENAME else "target_path"
         doc[key] = text(event.aux)
-        if flags & EventFlag.AUX_TRUNCATED:
+        if flags & _AUX_TRUNCATED:
             doc[f"{key}_truncated"] = True
-    if isinstance(detail, ChmodDetail):
+    if detail is None:
+        pass  # most events: nothing more to say
+    elif isinstance(detail, ChmodDetail):
         doc["mode"] = f"{detail.new_mode & 0o7777:04o}"
         doc["previous"] = {"mode": f"{detail.old_mode & 0o7777:04o}"}
     elif isinstance(detail, ChownDetail):
@@ -115,17 +140,19 @@ def _file(event: FileEvent) -> dict[str, Any]:
             xattr["value_size"] = detail.value_size
         if detail.acl is not None:
             xattr["acl"] = _acl(detail.acl)
-            if flags & EventFlag.EXTRA_TRUNCATED:
+            if flags & _EXTRA_TRUNCATED:
                 xattr["acl_truncated"] = True
         doc["xattr"] = xattr
-    elif isinstance(detail, FileInfo) and action == Action.RENAME and not flags & EventFlag.RENAME_EXCHANGE:
+    elif isinstance(detail, FileInfo) and action == Action.RENAME and not flags & _RENAME_EXCHANGE:
         doc["replaced"] = {"inode": detail.inode, "type": file_type(detail.mode)}
     if action == Action.TRUNCATE:
         doc["previous"] = {"size": event.file.size}
     return doc
 
 
-def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> dict[str, Any]:
+def _process_own(proc: Process, clock: WallClock) -> dict[str, Any]:
+    """What a process's document says of the process itself (not of its
+    parent, which the tree may learn more of later)."""
     doc: dict[str, Any] = {
         "pid": proc.pid,
         "thread": {"id": proc.tid},
@@ -133,11 +160,11 @@ def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> dict[str
     }
     if proc.exe is not None:
         doc["executable"] = text(proc.exe)
-        if proc.flags & ProcessFlag.EXE_TRUNCATED:
+        if proc.flags & _EXE_TRUNCATED:
             doc["executable_truncated"] = True
     if proc.args:
         doc["args"] = [text(a) for a in proc.args]
-    if proc.flags & ProcessFlag.ARGS_TRUNCATED:
+    if proc.flags & _ARGS_TRUNCATED:
         doc["args_truncated"] = True
     doc["user"] = {"id": proc.euid}
     doc["real_user"] = {"id": proc.uid}
@@ -149,6 +176,26 @@ def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> dict[str
         doc["mount_namespace"] = {"id": proc.mntns}
     if proc.start_ns:
         doc["start"] = format_timestamp(clock.to_wall_ns(proc.start_ns))
+    return doc
+
+
+# Rendered processes by id(): the decoder hands out one Process object per
+# distinct process (abi._process), so a busy writer's part is built once.
+# Each entry holds its Process, so the id cannot be reused while cached.
+_OWN_MAX: Final = 1024
+_own_docs: dict[int, tuple[Process, dict[str, Any]]] = {}
+
+
+def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> dict[str, Any]:
+    hit = _own_docs.get(id(proc))
+    if hit is not None and hit[0] is proc:
+        own = hit[1]
+    else:
+        own = _process_own(proc, clock)
+        if len(_own_docs) >= _OWN_MAX:
+            _own_docs.clear()
+        _own_docs[id(proc)] = (proc, own)
+    doc = dict(own)  # the nested dicts are shared: nothing below writes into them
     parent: dict[str, Any] = {"pid": proc.ppid}
     # The parent is the one the kernel named at the hook; the tree knows
     # its program even if it has exited since.
@@ -177,11 +224,33 @@ class Annotator(Protocol):
     def annotate(self, event: FileEvent, doc: dict[str, Any]) -> None: ...
 
 
+def _drop(doc: dict[str, Any], dotted: str) -> None:
+    """Removes doc's field `dotted` ("process.user.id"), and a parent it
+    leaves empty."""
+    *parents, last = dotted.split(".")
+    chain = [doc]
+    for key in parents:
+        child = chain[-1].get(key)
+        if not isinstance(child, dict):
+            return
+        chain.append(child)
+    chain[-1].pop(last, None)
+    for key, holder in zip(reversed(parents), reversed(chain[:-1]), strict=True):
+        if holder[key]:
+            break
+        del holder[key]
+
+
 def to_documents(
-    event: FileEvent, clock: WallClock, tree: Ancestry | None = None, enrich: Annotator | None = None
+    event: FileEvent,
+    clock: WallClock,
+    tree: Ancestry | None = None,
+    enrich: Annotator | None = None,
+    backend: str | None = None,
 ) -> list[dict[str, Any]]:
     """The JSON documents of one event: one, or two for RENAME_EXCHANGE
-    (each side moved to the other's place)."""
+    (each side moved to the other's place). `backend` names the mechanism
+    that saw it (event.backend)."""
     proc = event.process
     base: dict[str, Any] = {
         "@timestamp": format_timestamp(clock.to_wall_ns(event.ktime_ns)),
@@ -198,7 +267,7 @@ def to_documents(
         if event.detail.fs_type:
             mount["fs_type"] = text(event.detail.fs_type)
         base["mount"] = mount
-    if event.flags & EventFlag.DURING_OPEN:
+    if event.flags & _DURING_OPEN:
         base["event"]["during_open"] = True
     if event.found_by is not None:
         # Found by the start-up snapshot: opened before the agent attached.
@@ -206,7 +275,13 @@ def to_documents(
         base["file"]["descriptor"] = event.fd
     if enrich is not None:
         enrich.annotate(event, base)
-    if not event.flags & EventFlag.RENAME_EXCHANGE:
+    if backend is not None:
+        base["event"]["backend"] = backend
+    if event.unavailable:
+        for field in event.unavailable:
+            _drop(base, field)
+        base["event"]["unavailable"] = list(event.unavailable)
+    if not event.flags & _RENAME_EXCHANGE:
         return [base]
     # renameat2(RENAME_EXCHANGE): the destination's file went to the source.
     other = dict(base)
@@ -219,10 +294,14 @@ def to_documents(
 
 
 def to_document(
-    event: FileEvent, clock: WallClock, tree: Ancestry | None = None, enrich: Annotator | None = None
+    event: FileEvent,
+    clock: WallClock,
+    tree: Ancestry | None = None,
+    enrich: Annotator | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """The first (usually the only) document of an event."""
-    return to_documents(event, clock, tree, enrich)[0]
+    return to_documents(event, clock, tree, enrich, backend)[0]
 
 
 def to_json_line(doc: dict[str, Any]) -> bytes:

@@ -8,19 +8,21 @@ import os
 import select
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from .agent import Agent
+from .backends import start_agent
 from .clock import WallClock
 from .control import ControlServer
 from .outputs import JsonlSink, open_outputs
 from .render import Ancestry, Annotator, to_documents, to_json_line
 
 if TYPE_CHECKING:
+    from .agent import Agent
     from .config import Config
     from .events import FileEvent
 
@@ -76,32 +78,53 @@ def stop_signals() -> Iterator[tuple[int, list[int]]]:
 class Pipeline:
     """Events to JSON lines to every output."""
 
-    def __init__(self, sinks: list[JsonlSink], tree: Ancestry | None = None, enrich: Annotator | None = None) -> None:
+    def __init__(
+        self,
+        sinks: list[JsonlSink],
+        tree: Ancestry | None = None,
+        enrich: Annotator | None = None,
+        backend: str | None = None,
+    ) -> None:
         self.sinks = sinks
         self.tree = tree
         self.enrich = enrich
+        self.backend = backend
         self.clock = WallClock()
         self.written = 0
 
     def emit(self, events: list[FileEvent]) -> None:
         if not events:
             return
-        lines = [to_json_line(doc) for e in events for doc in to_documents(e, self.clock, self.tree, self.enrich)]
+        tree, enrich, backend = self.tree, self.enrich, self.backend
+        lines = [to_json_line(doc) for e in events for doc in to_documents(e, self.clock, tree, enrich, backend)]
         for sink in self.sinks:
             sink.write(lines)
         self.written += len(lines)
 
 
+# The ring-drain thread (drain.py) must get the interpreter soon after the
+# kernel wakes it, also while the main thread renders a long batch: Python
+# hands the GIL over every switch interval (5 ms by default), in which a
+# burst writes some 10,000 records. 1 ms keeps the ring well short of full
+# and costs the main thread little.
+SWITCH_INTERVAL_S: Final = 0.001
+
+
 def run(config: Config, ready_file: Path | None = None, control_socket: Path | None = None) -> int:
     """Runs until SIGINT/SIGTERM; returns the exit code."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
     sinks = open_outputs(config.outputs)
-    agent = Agent(config)
+    try:
+        agent = start_agent(config)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
     control: ControlServer | None = None
     try:
-        agent.start()
-        pipeline = Pipeline(sinks, agent.processes, agent.enricher)
+        pipeline = Pipeline(sinks, agent.processes, agent.enricher, agent.backend)
         if control_socket is not None:
             try:
                 control = ControlServer(control_socket, agent.handle_request)
@@ -157,15 +180,26 @@ def _log_summary(agent: Agent, pipeline: Pipeline) -> None:
     )
     for hook, counts in agent.counters().items():
         log.info("kernel %s: %s", hook, " ".join(f"{k}={v}" for k, v in counts.items()))
-    if stats.lost:
+    if stats.lost and agent.backend == "fanotify":
+        log.warning("fanotify's queue overflowed %d time(s): events were lost", stats.lost)
+    elif stats.lost:
         log.warning("%d record(s) were lost (sequence gaps): enlarge ring_buffer_bytes", stats.lost)
-    marks = agent.mark_stats()
-    log.info(
-        "inode marks: %d inherited, %d kept on eviction, %d restored, %d waiting, %d lost (evicted_marks full)",
-        marks["inherited"],
-        marks["saved"],
-        marks["restored"],
-        marks["evicted_live"],
-        marks["save_failed"],
-    )
-    agent.check_mark_loss()
+    if agent.marks_enabled:
+        marks = agent.mark_stats()
+        log.info(
+            "inode marks: %d inherited, %d kept on eviction, %d restored, %d waiting, %d lost (evicted_marks full)",
+            marks["inherited"],
+            marks["saved"],
+            marks["restored"],
+            marks["evicted_live"],
+            marks["save_failed"],
+        )
+        agent.check_mark_loss()
+    drain = agent.drain
+    if drain is not None:
+        log.info(
+            "ring drain: at most %d record(s) held, %d wait(s) for room (buffer_records = %d)",
+            drain.peak,
+            drain.full_waits,
+            drain.max_records,
+        )

@@ -12,7 +12,10 @@ Two ways, the same result:
 
 - BPF iterators (bpf/snapshot.bpf.c): one pass over the tasks and one over
   every task's descriptor table, in the kernel, read back with a few
-  read(2) calls. The default.
+  read(2) calls. The default. Given the agent's prefix trie and its bloom
+  filter of marked inode numbers (KernelFilter), the file pass drops in the
+  kernel every descriptor that cannot be on a monitored file, so user
+  space decodes only candidates.
 - /proc: list /proc, then per process stat/exe/cgroup and per descriptor
   readlink(fd/N), fdinfo/N and stat(fd/N): several system calls each. Used
   where the iterators cannot load (no BTF, an old kernel, no CAP_BPF), and
@@ -24,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +42,8 @@ from .proctree import parse_stat
 log = logging.getLogger(__name__)
 
 ITERATOR: Final = "task_file iterator"
+_U32: Final = struct.Struct("<I")
+_SNAP_STATS: Final = struct.Struct("<" + abi.SNAP_STATS.format)
 PROC: Final = "/proc"
 _ACCMODE: Final = os.O_ACCMODE
 
@@ -49,19 +55,52 @@ class Snapshot:
     method: str  # ITERATOR or PROC
     seconds: float
     fallback_reason: str | None = None  # why the iterators were not used
+    skipped: int = 0  # descriptors open for writing the kernel dropped as unmonitored
 
 
-def via_iterator(object_path: Path | None = None) -> tuple[list[SnapshotTask], list[SnapshotFile]]:
-    """Both iterator passes. Raises LibbpfError / LibbpfUnavailableError /
-    OSError when the iterators cannot load or run here."""
-    with BpfObject(object_path or _bpf.object_path("snapshot")) as obj:
+@dataclass(frozen=True, slots=True)
+class KernelFilter:
+    """The agent's maps the file pass filters with, shared by fd: its
+    "prefixes" trie (maps.bpf.h) and "marked_inos" bloom filter (mark.bpf.h)."""
+
+    prefixes_fd: int
+    marked_fd: int
+
+
+def load_iterators(object_path: Path | None = None, kernel_filter: KernelFilter | None = None) -> BpfObject:
+    """The loaded iterator object (the caller closes it)."""
+    obj = BpfObject(object_path or _bpf.object_path("snapshot"))
+    try:
+        if kernel_filter is not None:
+            obj.reuse_map("snap_prefixes", kernel_filter.prefixes_fd)
+            obj.reuse_map("snap_marked", kernel_filter.marked_fd)
+            obj.set_rodata("fw_snap_filter", _U32.pack(1))
         obj.load()
-        raw = obj.iterate(obj.program("fw_snap_tasks")) + obj.iterate(obj.program("fw_snap_files"))
+    except BaseException:
+        obj.close()
+        raise
+    return obj
+
+
+def run_iterators(obj: BpfObject) -> tuple[list[SnapshotTask], list[SnapshotFile], int]:
+    """One pass of each iterator: (tasks, files, descriptors skipped in the kernel)."""
+    before = _SNAP_STATS.unpack(obj.read_global("fw_snap_stats"))[1]
+    raw = obj.iterate(obj.program("fw_snap_tasks")) + obj.iterate(obj.program("fw_snap_files"))
+    skipped = _SNAP_STATS.unpack(obj.read_global("fw_snap_stats"))[1] - before
     tasks: list[SnapshotTask] = []
     files: list[SnapshotFile] = []
     for rec in abi.decode_snapshot(raw):
         (tasks if isinstance(rec, SnapshotTask) else files).append(rec)  # type: ignore[arg-type]
-    return tasks, files
+    return tasks, files, skipped
+
+
+def via_iterator(
+    object_path: Path | None = None, kernel_filter: KernelFilter | None = None
+) -> tuple[list[SnapshotTask], list[SnapshotFile], int]:
+    """Both iterator passes. Raises LibbpfError / LibbpfUnavailableError /
+    OSError when the iterators cannot load or run here."""
+    with load_iterators(object_path, kernel_filter) as obj:
+        return run_iterators(obj)
 
 
 def _read(path: str | bytes, limit: int = 4096) -> bytes:
@@ -174,14 +213,16 @@ def via_proc(
     return tasks, files
 
 
-def take(proc_root: Path = Path("/proc"), *, use_iterator: bool = True) -> Snapshot:
+def take(
+    proc_root: Path = Path("/proc"), *, use_iterator: bool = True, kernel_filter: KernelFilter | None = None
+) -> Snapshot:
     """The snapshot, by iterator where it loads, else from /proc (logged)."""
     started = time.perf_counter()
     reason = None if use_iterator else "iterators disabled"
     if use_iterator:
         try:
-            tasks, files = via_iterator()
-            return Snapshot(tuple(tasks), tuple(files), ITERATOR, time.perf_counter() - started)
+            tasks, files, skipped = via_iterator(kernel_filter=kernel_filter)
+            return Snapshot(tuple(tasks), tuple(files), ITERATOR, time.perf_counter() - started, skipped=skipped)
         except (LibbpfError, LibbpfUnavailableError, OSError) as exc:
             reason = f"the BPF iterators cannot run here ({exc})"
             log.warning("start-up snapshot from /proc: %s", reason)

@@ -100,14 +100,17 @@ def test_systemd_is_told_when_ready(start_agent: StartAgent, watched: Path, tmp_
     assert code == 0, stderr
 
 
+@pytest.mark.needs_lsm
 def test_doctor_passes_in_the_guest() -> None:
     result = filewarden("doctor")
     assert result.returncode == 0, result.stdout
-    assert result.stdout.splitlines()[-1] == "filewarden can run here"
+    assert result.stdout.splitlines()[-1] == "filewarden can run here (--backend auto: lsm)"
     assert "FAIL" not in result.stdout
+    assert "ok    backend fentry" in result.stdout
     assert "ok    hook file_open" in result.stdout
 
 
+@pytest.mark.needs_lsm
 def test_explain_asks_the_running_agent(start_agent: StartAgent, watched: Path, tmp_path: Path) -> None:
     (watched / "w").mkdir()
     (watched / "w" / "f").write_text("v1\n")

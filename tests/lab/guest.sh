@@ -15,6 +15,12 @@ mount -t tmpfs -o size=768m,mode=1777 fwtmp /run/fw
 mkdir -p /run/fw/tmp
 export TMPDIR=/run/fw/tmp PYTHONDONTWRITEBYTECODE=1 FILEWARDEN_GUEST=1 FILEWARDEN_CACHE=/run/fw/cache
 echo "guest: $(uname -r), $(nproc) CPUs, LSMs: $(cat /sys/kernel/security/lsm)"
+# Booted with BPF LSM off (kernel_lab.py --backend fentry): the tests run the
+# agent on the fentry backend.
+case ",$(cat /sys/kernel/security/lsm)," in
+*,bpf,*) export FILEWARDEN_BACKEND=lsm ;;
+*) export FILEWARDEN_BACKEND=fentry ;;
+esac
 
 cd "$repo"
 if [ "${1:-}" = "--exec" ]; then  # kernel_lab.py exec: one command, not the suite

@@ -12,6 +12,7 @@ method, another reader, a stop) ask for `fresh=True`.
 from __future__ import annotations
 
 import atexit
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,12 +28,15 @@ if TYPE_CHECKING:
     from filewarden.events import FileEvent
 
 _shared: Agent | None = None
+# The backend the guest runs the suite on (tests/lab/guest.sh): lsm, or
+# fentry when the guest was booted with BPF LSM off.
+BACKEND = os.environ.get("FILEWARDEN_BACKEND", "lsm")
 
 
 def shared_agent() -> Agent:
     global _shared
     if _shared is None:
-        agent = Agent(Config(paths=("/fw-nothing-yet/**",), outputs=(Output("jsonl", "-"),)))
+        agent = Agent(Config(paths=("/fw-nothing-yet/**",), outputs=(Output("jsonl", "-"),)), backend=BACKEND)
         agent.start()
         atexit.register(agent.close)
         _shared = agent
@@ -121,7 +125,7 @@ def monitoring(
             reader=reader,  # type: ignore[arg-type]
             snapshot=snapshot,  # type: ignore[arg-type]
         )
-        agent = Agent(config, walk_only=walk_only)
+        agent = Agent(config, walk_only=walk_only, backend=BACKEND)
         agent.start()
         try:
             yield Monitor(agent, shared=False, _counters0={}, _reasons0={})

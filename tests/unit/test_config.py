@@ -16,15 +16,17 @@ def test_defaults_monitor_critical_paths_to_stdout() -> None:
     assert cfg.log_level == "info"
     assert cfg.ring_buffer_bytes == 8 << 20
     assert cfg.reader == "mmap"
+    assert cfg.buffer_records == 65536
 
 
 def test_file_values_and_cli_overrides(tmp_path: Path) -> None:
     f = tmp_path / "fw.toml"
     f.write_text(
         'paths = ["/srv/**"]\noutputs = ["jsonl:/var/log/fw.jsonl"]\nlog_level = "debug"\n'
-        "ring_buffer_bytes = 1048576\nreader = 'libbpf'\n"
+        "ring_buffer_bytes = 1048576\nreader = 'libbpf'\nbuffer_records = 0\n"
     )
     cfg = config.load(f)
+    assert cfg.buffer_records == 0
     assert cfg.paths == ("/srv/**",)
     assert cfg.outputs == (Output("jsonl", "/var/log/fw.jsonl"),)
     assert (cfg.log_level, cfg.ring_buffer_bytes, cfg.reader) == ("debug", 1 << 20, "libbpf")
@@ -45,6 +47,7 @@ def test_file_values_and_cli_overrides(tmp_path: Path) -> None:
         ('log_level = "loud"', r"log level 'loud' is not one of debug, info, warning, error"),
         ("ring_buffer_bytes = 1000", r"ring_buffer_bytes 1000 must be a power of two"),
         ('reader = "magic"', r"Invalid enum value 'magic'"),
+        ("buffer_records = -1", r"buffer_records -1 must be between 0 and 16777216"),
         ("paths = [", r"not valid TOML"),
     ],
 )

@@ -156,3 +156,15 @@ def test_prefix_key_is_bits_and_padded() -> None:
     assert len(key) == abi.PREFIX_KEY.size
     assert struct.unpack_from("<I", key)[0] == 40
     assert abi.prefix_key(b"/" * 300)[:4] == struct.pack("<I", 256 * 8)
+
+
+def test_a_process_sent_again_is_decoded_once() -> None:
+    first = abi.decode(_record(path=b"/etc/a"))
+    again = abi.decode(_record(path=b"/etc/b"))
+    other = abi.decode(_record(path=b"/etc/a", args=b"sh\0-x"))
+    assert isinstance(first, FileEvent)
+    assert isinstance(again, FileEvent)
+    assert isinstance(other, FileEvent)
+    assert again.process is first.process  # same bytes: the same frozen object
+    assert other.process is not first.process
+    assert other.process.args == (b"sh", b"-x")

@@ -43,6 +43,10 @@ BPF_MAP_TYPE_RINGBUF = 27
 
 PERCPU_MAP_TYPES = frozenset({BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, 8, 10, 21})
 
+# enum bpf_prog_type and enum bpf_attach_type (include/uapi/linux/bpf.h)
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_FEXIT = 25
+
 # BTF kinds (include/uapi/linux/btf.h)
 BTF_KIND_INT = 1
 BTF_KIND_PTR = 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ._handle import OwnedHandle
 from ._lib import LibbpfError, lib, take_log
-from ._types import BPF_TEST_RUN_OPTS
+from ._types import BPF_PROG_TYPE_TRACING, BPF_TEST_RUN_OPTS, BPF_TRACE_FEXIT
 from .btf import Btf
 from .maps import Map
 
@@ -64,6 +64,18 @@ class Link:
         return self._handle is not None
 
 
+def _map_of(handle: int) -> Map:
+    """The Map of a libbpf `struct bpf_map *`."""
+    return Map(
+        name=lib().bpf_map__name(handle).decode(),
+        fd=int(lib().bpf_map__fd(handle)),
+        type=int(lib().bpf_map__type(handle)),
+        key_size=int(lib().bpf_map__key_size(handle)),
+        value_size=int(lib().bpf_map__value_size(handle)),
+        max_entries=int(lib().bpf_map__max_entries(handle)),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AttachFailure:
     program: Program
@@ -84,6 +96,7 @@ class BpfObject(OwnedHandle):
         take_log()
         super().__init__(lib().bpf_object__open_file(str(self.path).encode(), None))
         self._links: list[Link] = []
+        self._traced: set[int] = set()  # programs retargeted as fexit
         self.loaded = False
 
     # -- lifetime ---------------------------------------------------------
@@ -117,19 +130,28 @@ class BpfObject(OwnedHandle):
 
     def map(self, name: str) -> Map:
         """A map of the loaded object."""
-        h = self._map_handle(name)
-        return Map(
-            name=name,
-            fd=int(lib().bpf_map__fd(h)),
-            type=int(lib().bpf_map__type(h)),
-            key_size=int(lib().bpf_map__key_size(h)),
-            value_size=int(lib().bpf_map__value_size(h)),
-            max_entries=int(lib().bpf_map__max_entries(h)),
-        )
+        return _map_of(self._map_handle(name))
+
+    def maps(self) -> Iterator[Map]:
+        """Every map of the object, the internal ones (.bss, .rodata, ...)
+        included; their fds are valid once the object is loaded."""
+        handle: int | None = None
+        while True:
+            handle = lib().bpf_object__next_map(self.handle, handle)
+            if not handle:
+                return
+            yield _map_of(handle)
 
     def set_max_entries(self, map_name: str, max_entries: int) -> None:
         """Resizes a map (before load only)."""
         lib().bpf_map__set_max_entries(self._map_handle(map_name), max_entries)
+
+    def reuse_map(self, map_name: str, fd: int) -> None:
+        """Makes the object use an existing map (another object's, by fd)
+        instead of creating its own (before load only)."""
+        if self.loaded:
+            raise RuntimeError("reuse_map() after load()")
+        lib().bpf_map__reuse_fd(self._map_handle(map_name), fd)
 
     def btf(self) -> Btf:
         """The object's BTF (owned by the object)."""
@@ -168,9 +190,23 @@ class BpfObject(OwnedHandle):
         lib().bpf_object__load(self.handle)
         self.loaded = True
 
+    def retarget_fexit(self, program: Program, function: str) -> None:
+        """Makes `program` (an LSM program, before load) a tracing program
+        that runs when the kernel function `function` returns (fexit): its
+        arguments, then the return value, which is the context an LSM
+        program has on an int hook. libbpf forgets the section's attach
+        rule when the type changes, so attach() attaches it as a trace."""
+        if self.loaded:
+            raise RuntimeError("retarget_fexit() after load()")
+        lib().bpf_program__set_type(program.handle, BPF_PROG_TYPE_TRACING)
+        lib().bpf_program__set_expected_attach_type(program.handle, BPF_TRACE_FEXIT)
+        lib().bpf_program__set_attach_target(program.handle, 0, function.encode())
+        self._traced.add(program.handle)
+
     def attach(self, program: Program) -> Link:
         take_log()
-        link = Link(lib().bpf_program__attach(program.handle), program)
+        attach = lib().bpf_program__attach_trace if program.handle in self._traced else lib().bpf_program__attach
+        link = Link(attach(program.handle), program)
         self._links.append(link)
         return link
 

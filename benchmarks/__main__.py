@@ -1,0 +1,148 @@
+"""Every benchmark of the performance lab, one table, bench-results.json.
+
+    make bench                     # = scripts/setup.sh bench && .venv/bin/python -m benchmarks
+    .venv/bin/python -m benchmarks [--kernels 6.12 6.1] [--skip-guest] [--out bench-results.json]
+
+On this host (BPF, no LSM): user-space throughput, bursts and footprint
+(benchmarks.userspace) and the start-up snapshot (benchmarks.snapshot_scan).
+In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
+and of auditd, per-program cost, map memory (benchmarks.kernel_overhead).
+Each step writes its figures to lab-results/bench/; this merges them, with
+the kernel each was measured on, into one file with one entry per figure
+(name, value, unit, the baseline it was compared with, target, met), and
+prints them. Exits 1 if a step failed, 0 otherwise (a missed target is a
+figure, reported as such, not a failure of the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv/bin/python")
+OUT_DIR = ROOT / "lab-results/bench"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    where: str  # "host" or a guest kernel series
+    module: str
+    minutes: int  # rough duration, for the progress line
+    args: tuple[str, ...] = ()
+
+    @property
+    def json_path(self) -> Path:
+        return OUT_DIR / f"{self.module.rsplit('.', 1)[-1]}-{self.where}.json"
+
+    def command(self) -> list[str]:
+        inner = [PYTHON, "-m", self.module, "--json", str(self.json_path), *self.args]
+        if self.where == "host":
+            return inner
+        lab = [PYTHON, str(ROOT / "scripts/kernel_lab.py"), "exec", "--kernel", self.where, "--timeout", "1800"]
+        return [*lab, "--", *inner]
+
+
+def steps(kernels: list[str], guest: bool) -> list[Step]:
+    out = [
+        Step(
+            "user-space throughput, bursts, footprint",
+            "host",
+            "benchmarks.userspace",
+            3,
+            ("--profile", str(OUT_DIR / "userspace-profile.txt")),
+        ),
+        Step("start-up snapshot: iterators vs /proc", "host", "benchmarks.snapshot_scan", 1),
+    ]
+    if guest:
+        out += [
+            Step(f"kernel overhead, auditd, per-program cost, maps ({k})", k, "benchmarks.kernel_overhead", 10)
+            for k in kernels
+        ]
+    return out
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def print_table(figures: list[dict[str, Any]]) -> None:
+    rows = [
+        (
+            f["where"],
+            f["name"],
+            _cell(f["value"]),
+            f["unit"],
+            f.get("target") or "",
+            {True: "met", False: "MISSED", None: ""}[f.get("met")],
+            f["baseline"],
+        )
+        for f in figures
+    ]
+    head = ("where", "figure", "value", "unit", "target", "", "baseline")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    widths[1] = min(widths[1], 70)
+    widths[-1] = min(widths[-1], 40)
+    for r in [head, *rows]:
+        print("  ".join(c[: widths[i]].ljust(widths[i]) if i != 2 else c.rjust(widths[i]) for i, c in enumerate(r)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kernels", nargs="+", default=["6.12", "6.1"], help="guest kernel series [6.12 6.1]")
+    parser.add_argument("--skip-guest", action="store_true", help="host benchmarks only")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("benchmarks: run as root (BPF programs, guests)", file=sys.stderr)
+        return 2
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    plan = steps(args.kernels, not args.skip_guest)
+    figures: list[dict[str, Any]] = []
+    failed: list[str] = []
+    started = time.monotonic()
+    for i, step in enumerate(plan, 1):
+        print(f"\n=== [{i}/{len(plan)}] {step.name} ({step.where}, about {step.minutes} min) ===", flush=True)
+        step.json_path.unlink(missing_ok=True)
+        t = time.monotonic()
+        rc = subprocess.run(step.command(), cwd=ROOT, check=False).returncode
+        print(f"--- {step.name}: exit {rc}, {time.monotonic() - t:.0f} s", flush=True)
+        if not step.json_path.exists():
+            failed.append(f"{step.name} ({step.where}): exit {rc}, no figures written")
+            continue
+        doc = json.loads(step.json_path.read_text())
+        where = doc.get("kernel", step.where) if step.where != "host" else f"host {os.uname().release}"
+        for f in doc["figures"]:
+            figures.append({"where": where, **f})
+    result = {
+        "host_kernel": os.uname().release,
+        "seconds": round(time.monotonic() - started),
+        "failed_steps": failed,
+        "figures": figures,
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print_table(figures)
+    missed = sum(1 for f in figures if f.get("met") is False)
+    print(f"\n{len(figures)} figures in {args.out} ({missed} target(s) missed); {result['seconds']} s")
+    for f in failed:
+        print(f"FAILED: {f}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
