@@ -40,7 +40,7 @@ struct {
  * not, so a decision about one name says nothing about the directory. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192); /* user space refuses more, loudly (agent.py) */
 	__type(key, struct fw_prefix_key);
 	__type(value, __u8);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

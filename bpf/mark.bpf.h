@@ -62,7 +62,7 @@ struct {
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_BLOOM_FILTER);
-	__uint(max_entries, 1 << 18);
+	__uint(max_entries, 1 << 17);
 	__type(value, __u64);
 	__uint(map_extra, 3); /* hash functions */
 } marked_inos SEC(".maps");

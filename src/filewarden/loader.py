@@ -33,6 +33,7 @@ from typing import Final
 from . import abi
 from ._libbpf import BpfObject, Btf, LibbpfError
 from ._libbpf import _types as btf_kinds
+from ._libbpf._types import BPF_MAP_TYPE_HASH
 from .sysinfo import Host
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,11 @@ def retarget(obj: BpfObject, backend: str) -> None:
     if backend != "fentry":
         return
     obj.set_rodata("fw_marks_enabled", b"\0")
+    # Some kernels (6.1) cannot even create an inode storage map without
+    # BPF LSM active (EOPNOTSUPP). The programs never reach their calls on
+    # it now (dead code for the verifier), so a one-entry hash stands in.
+    obj.set_map_type("inode_marks", BPF_MAP_TYPE_HASH)
+    obj.set_max_entries("inode_marks", 1)
     for prog in obj.programs():
         target = fexit_target(prog.section)
         if target is not None and prog.autoload:

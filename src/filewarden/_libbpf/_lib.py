@@ -84,6 +84,7 @@ SIGNATURES: Final[dict[str, tuple[Any, tuple[Any, ...], str]]] = {
     "bpf_map__max_entries": (_c_uint, (_c_void_p,), NONE),
     "bpf_map__set_max_entries": (_c_int, (_c_void_p, _c_uint), NEG_ERRNO),
     "bpf_map__reuse_fd": (_c_int, (_c_void_p, _c_int), NEG_ERRNO),
+    "bpf_map__set_type": (_c_int, (_c_void_p, _c_int), NEG_ERRNO),
     "bpf_map__initial_value": (_c_void_p, (_c_void_p, ctypes.POINTER(_c_size_t)), NULL_ERRNO),
     "bpf_map_lookup_elem": (_c_int, (_c_int, _c_void_p, _c_void_p), NEG_ERRNO),
     "bpf_map_update_elem": (_c_int, (_c_int, _c_void_p, _c_void_p, _c_u64), NEG_ERRNO),

@@ -146,6 +146,12 @@ class BpfObject(OwnedHandle):
         """Resizes a map (before load only)."""
         lib().bpf_map__set_max_entries(self._map_handle(map_name), max_entries)
 
+    def set_map_type(self, map_name: str, map_type: int) -> None:
+        """Changes a map's type (before load only)."""
+        if self.loaded:
+            raise RuntimeError("set_map_type() after load()")
+        lib().bpf_map__set_type(self._map_handle(map_name), map_type)
+
     def reuse_map(self, map_name: str, fd: int) -> None:
         """Makes the object use an existing map (another object's, by fd)
         instead of creating its own (before load only)."""
