@@ -1,56 +1,97 @@
-"""What the programs cost the processes they watch (run in a guest kernel).
+"""What the programs cost the processes they watch, and what audit costs
+them instead (run in a guest kernel).
 
-    scripts/kernel_lab.py exec --kernel 6.12 -- python -m benchmarks.kernel_overhead
+    scripts/kernel_lab.py exec --kernel 6.12 -- python -m benchmarks.kernel_overhead \\
+        [--json lab-results/6.12-exec/bench-kernel-6.12.json]
 
-Loops of open(O_WRONLY)/close and of create/unlink, on a path outside the
-monitored set (the programs run and drop the call in the kernel) and on a
-monitored one (every call is reported, and read by the agent meanwhile).
-Each loop runs detached, with an empty LSM program on file_open (the floor
-any BPF LSM program costs here), and with filewarden attached, the order
-rotating every round, each in a fresh child process. A figure is the
+Three loops (open(O_WRONLY)/close; create/unlink; rename a->b, b->a), each
+on a path outside the monitored set (the programs run and drop the call in
+the kernel) and on a monitored one (every call is reported, and read by
+the agent meanwhile). Each round measures every loop in four states, one
+mechanism at a time, the order rotating every round:
+
+- detached: nothing attached;
+- empty program: one LSM program on file_open that returns at once, the
+  floor any BPF LSM program costs here (ignored paths only: it is the same
+  on either path);
+- filewarden: the agent attached;
+- auditd: the real auditd daemon with ``auditctl -w <monitored dir> -p wa``
+  (the agent detached); on the ignored paths this is audit's cost on
+  calls its watch does not match. The daemon runs through a round (a
+  fresh log each round), audit is enabled with the watch only for this
+  state's runs (see benchmarks/audit.py).
+
+Within a round the three loops of one path go through every state before
+the other path's, so the runs compared are seconds apart. Every run is a
+fresh child process (the agent ignores its own pid). A figure is the
 loop's ops/s over the detached ops/s of the same round: the median over
 the rounds, with the lowest and highest. Absolute rates under TCG mean
 nothing; the ratios measured side by side do.
+
+Then, outside the timed rounds: the kernel's own per-program cost
+(kernel.bpf_stats_enabled, run_time_ns / run_cnt of every attached
+program) on extra runs of the ignored and of the monitored loops, since
+the statistics cost something themselves; and the kernel memory of every
+map of the agent loaded with the default configuration (``memlock`` in
+the map's fdinfo).
+
+Losses are printed, never hidden: the agent's ring-buffer-full count and
+the records it never read, for every run with the agent attached, and
+audit's own ``lost`` counter around every auditd session.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import statistics
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from benchmarks import audit
 from filewarden import _bpf
 from filewarden._libbpf import BpfObject
 from filewarden.agent import Agent
-from filewarden.config import Config, Output
+from filewarden.config import DEFAULT_PATHS, Config, Output
 from tests.support import mounts
 
-STATES = ("detached", "empty program", "filewarden")
+if TYPE_CHECKING:
+    from filewarden._libbpf.object import Program
+
+LOOPS = ("open/close", "create/unlink", "rename")
+PLACES = ("ignored", "monitored")
+DETACHED, FLOOR, AGENT, AUDITD = "detached", "empty program", "filewarden", "auditd"
+STATES = (DETACHED, FLOOR, AGENT, AUDITD)
+TARGETS = {"ignored": 0.97, "monitored": 0.80}  # filewarden vs detached
+MAP_BUDGET_MIB = 16.0
+SAME_ROUND = "detached (same round)"
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+MIB = 1 << 20
+_U64 = struct.Struct("<Q")
+
+# enum bpf_map_type, for the memory table.
+MAP_TYPES = {
+    1: "hash",
+    2: "array",
+    6: "percpu_array",
+    9: "lru_hash",
+    11: "lpm_trie",
+    27: "ringbuf",
+    28: "inode_storage",
+    29: "task_storage",
+    30: "bloom_filter",
+}
 
 
-def _child_rate(work: Callable[[int], None], ops: int) -> float:
-    """ops/s of work(ops) in a forked child (the agent ignores its own pid)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        start = time.perf_counter()
-        work(ops)
-        rate = ops / (time.perf_counter() - start)
-        os.write(w, str(rate).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        rate = float(f.read())
-    os.waitpid(pid, 0)
-    return rate
-
-
+# -- the loops ------------------------------------------------------------------
 def open_close(d: Path) -> Callable[[int], None]:
     target = str(d / "f")
     open(target, "w").close()
@@ -73,14 +114,251 @@ def create_unlink(d: Path) -> Callable[[int], None]:
     return work
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", type=int, default=5000, help="operations per loop [5000]")
-    parser.add_argument("--rounds", type=int, default=9, help="rounds [9]")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+def rename(d: Path) -> Callable[[int], None]:
+    a, b = str(d / "a"), str(d / "b")
+    open(a, "w").close()
+
+    def work(n: int) -> None:
+        # Two renames an iteration: the file is back at `a` for the next run.
+        for _ in range(n):
+            os.rename(a, b)
+            os.rename(b, a)
+
+    return work
+
+
+BUILDERS: dict[str, Callable[[Path], Callable[[int], None]]] = {
+    "open/close": open_close,
+    "create/unlink": create_unlink,
+    "rename": rename,
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    place: str
+    loop: str
+    work: Callable[[int], None]
+
+    @property
+    def name(self) -> str:
+        return f"{self.place} {self.loop}"
+
+
+def child_rate(work: Callable[[int], None], ops: int) -> tuple[float, int]:
+    """Iterations/s of work(ops) in a forked child, and the child's pid."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        start = time.perf_counter()
+        work(ops)
+        rate = ops / (time.perf_counter() - start)
+        os.write(w, str(rate).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not text:
+        raise RuntimeError(f"loop child {pid} failed (wait status {status})")
+    return float(text), pid
+
+
+# -- tallies --------------------------------------------------------------------
+@dataclass
+class AgentTally:
+    """What the agent's kernel side produced during runs of one loop."""
+
+    ops: int = 0
+    produced: int = 0  # records numbered by the kernel (fw_next_seq)
+    read: int = 0  # records the agent read from the ring
+    read_bytes: int = 0  # their size
+    ring_full: int = 0  # kernel ringbuf_full counter, all hooks
+    undrained: int = 0  # runs after which the reader did not catch up in time
+    peak_backlog: int = 0  # bytes: the most the reader found waiting in the ring
+
+    @property
+    def unread(self) -> int:
+        return self.produced - self.read
+
+
+@dataclass
+class AuditTally:
+    ops: int = 0
+    lines: int = 0  # log lines written during the loop
+    syscalls: int = 0  # SYSCALL records of the loop's process
+    unsettled: int = 0  # runs after which the log did not settle in time
+
+
+@dataclass
+class ProgCost:
+    run_ns: int = 0
+    calls: int = 0
+
+    @property
+    def ns_per_call(self) -> float:
+        return self.run_ns / self.calls if self.calls else 0.0
+
+
+@dataclass
+class Results:
+    rounds: int
+    ops: int
+    stats_runs: int
+    ratios: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (case, state) -> per round
+    agent: dict[str, AgentTally] = field(default_factory=dict)  # case -> throughput rounds
+    agent_stats_runs: dict[str, AgentTally] = field(default_factory=dict)  # case -> bpf_stats runs
+    audit: dict[str, AuditTally] = field(default_factory=dict)
+    audit_before: dict[str, int] = field(default_factory=dict)  # auditctl -s before the first daemon
+    audit_after: dict[str, int] = field(default_factory=dict)  # and after the last
+    switch_seconds: dict[str, float] = field(default_factory=dict)  # state -> time spent switching into it
+    audit_skipped: str = ""
+    prog_cost: dict[str, dict[str, ProgCost]] = field(default_factory=dict)  # place -> "hook (prog)" -> cost
+    floor_cost: ProgCost | None = None
+    maps: list[tuple[str, str, int, int]] = field(default_factory=list)  # name, type, max_entries, memlock
+    marked: tuple[int, int] = (0, 0)  # files, trees marked by the default configuration
+    sequence_lost: int = 0
+    ring_bytes: int = 0
+    ring_full_by_hook: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# -- kernel statistics ------------------------------------------------------------
+def fdinfo(fd: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def prog_counters(programs: list[Program]) -> dict[str, ProgCost]:
+    costs = {}
+    for prog in programs:
+        info = fdinfo(prog.fd)
+        hook = prog.section.partition("/")[2] or prog.section
+        costs[f"{hook} ({prog.name})"] = ProgCost(int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0)))
+    return costs
+
+
+@contextmanager
+def bpf_stats() -> Iterator[None]:
+    """kernel.bpf_stats_enabled on for the block, then back as it was."""
+    old = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1\n")
+    try:
+        yield
+    finally:
+        BPF_STATS.write_text(f"{old}\n")
+
+
+def ring_full(agent: Agent) -> int:
+    return sum(c["ringbuf_full"] for c in agent.counters().values())
+
+
+class RingGauge:
+    """The kernel ring's backlog (producer minus consumer position), read
+    through a read-only mapping of its two position pages: whatever reads
+    the ring, this is how close it is to full."""
+
+    def __init__(self, ring_fd: int) -> None:
+        page = mmap.PAGESIZE
+        self._consumer = mmap.mmap(ring_fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
+        self._producer = mmap.mmap(ring_fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+
+    def backlog(self) -> int:
+        return int(_U64.unpack_from(self._producer, 0)[0] - _U64.unpack_from(self._consumer, 0)[0])
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.close()
+
+
+class Reader(threading.Thread):
+    """Takes the agent's events all along, as the running agent does, and
+    samples the ring's backlog each time round (at least every 50 ms)."""
+
+    def __init__(self, agent: Agent, gauge: RingGauge) -> None:
+        super().__init__(name="event reader")
+        self.agent = agent
+        self.gauge = gauge
+        self.peak = 0  # bytes
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self.gauge.backlog())
+            self.agent.read(timeout=0.05)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def agent_run(agent: Agent, reader: Reader, case: Case, ops: int, tally: AgentTally) -> float:
+    """One run with the agent attached; waits until the reader has taken
+    every record the run produced (or the ring refused it), so neither the
+    records nor the reader's work spill into the next run."""
+    p0, r0, f0 = agent.produced(), agent.stats.records, ring_full(agent)
+    b0 = agent.stats.record_bytes
+    reader.peak = 0
+    rate, _ = child_rate(case.work, ops)
+    deadline = time.monotonic() + 120
+    while True:
+        produced, read, full = agent.produced() - p0, agent.stats.records - r0, ring_full(agent) - f0
+        if read + full >= produced:
+            break
+        if time.monotonic() > deadline:
+            tally.undrained += 1
+            break
+        time.sleep(0.05)
+    tally.ops += ops
+    tally.produced += produced
+    tally.read += read
+    tally.read_bytes += agent.stats.record_bytes - b0
+    tally.ring_full += full
+    tally.peak_backlog = max(tally.peak_backlog, reader.peak)
+    return rate
+
+
+def audit_run(peer: audit.AuditPeer, case: Case, ops: int, tally: AuditTally) -> float:
+    peer.settle()  # the records of enable() itself are not the loop's
+    offset = peer.log_size()
+    rate, pid = child_rate(case.work, ops)
+    if not peer.settle():
+        tally.unsettled += 1
+    lines, syscalls = peer.count(offset, pid)
+    tally.ops += ops
+    tally.lines += lines
+    tally.syscalls += syscalls
+    return rate
+
+
+def map_memory(res: Results) -> None:
+    """memlock of every map of the agent loaded with the default paths."""
+    with Agent(Config(paths=DEFAULT_PATHS, outputs=(Output("jsonl", "-"),))) as agent:
+        obj = agent._obj
+        assert obj is not None
+        for m in obj.maps():
+            info = fdinfo(m.fd)
+            kind = MAP_TYPES.get(m.type, str(m.type))
+            res.maps.append((m.name, kind, m.max_entries, int(info.get("memlock", 0))))
+        res.marked = (agent.mark_report.files, agent.mark_report.trees)
+    res.maps.sort(key=lambda m: -m[3])
+
+
+# -- the run --------------------------------------------------------------------
+def measure(args: argparse.Namespace) -> Results:
+    res = Results(rounds=args.rounds, ops=args.ops, stats_runs=args.stats_runs)
+    started = time.monotonic()
     Path("/run/fwb").mkdir(exist_ok=True)  # short paths, as on a real system
-    with mounts.tmpfs("256m", base="/run/fwb") as base, BpfObject(_bpf.object_path("selftest")) as floor:
+    with (
+        mounts.tmpfs("256m", base="/run/fwb") as base,
+        mounts.tmpfs("1g", base="/run/fwb") as audit_dir,  # audit's log: RAM, never the shared disk
+        BpfObject(_bpf.object_path("selftest")) as floor,
+    ):
         watched, ignored = base / "watched", base / "ignored"
         watched.mkdir()
         ignored.mkdir()
@@ -90,72 +368,367 @@ def main() -> int:
         floor.load()
         agent = Agent(Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),)))
         agent.start()
-        stop = threading.Event()
+        print(f"  agent started at {time.monotonic() - started:.0f} s", flush=True)
+        cases = [
+            Case(place, loop, BUILDERS[loop](watched if place == "monitored" else ignored))
+            for place in PLACES
+            for loop in LOOPS
+        ]
+        for case in cases:
+            res.agent[case.name] = AgentTally()
+            res.agent_stats_runs[case.name] = AgentTally()
+            res.audit[case.name] = AuditTally()
+        states: tuple[str, ...] = STATES
+        if missing := audit.missing_tools():
+            res.audit_skipped = f"{', '.join(missing)} not installed (Debian package auditd)"
+            states = tuple(s for s in STATES if s != AUDITD)
 
-        def consume() -> None:
-            while not stop.is_set():
-                agent.read(timeout=0.05)
+        assert agent._obj is not None
+        gauge = RingGauge(agent._obj.map("events").fd)
+        reader = Reader(agent, gauge)
+        reader.start()
+        peer = audit.AuditPeer(audit_dir, watched)
+        current = DETACHED
 
         def set_state(state: str) -> None:
-            agent.detach()
-            floor.detach()
-            if state == "empty program":
+            """Leaves the current state, enters `state`: one mechanism at a time."""
+            nonlocal current
+            if state == current:
+                return
+            t = time.monotonic()
+            if current == FLOOR:
+                floor.detach()
+            elif current == AGENT:
+                agent.detach()
+            elif current == AUDITD:
+                peer.disable()
+            if state == FLOOR:
                 floor.attach(empty)
-            elif state == "filewarden":
+            elif state == AGENT:
                 agent.attach()
+            elif state == AUDITD:
+                peer.enable()
+            res.switch_seconds[state] = res.switch_seconds.get(state, 0.0) + time.monotonic() - t
+            current = state
 
-        reader = threading.Thread(target=consume)
-        reader.start()
-        loops = {
-            "open/close, ignored path": open_close(ignored),
-            "create/unlink, ignored path": create_unlink(ignored),
-            "open/close, monitored path": open_close(watched),
-            "create/unlink, monitored path": create_unlink(watched),
-        }
-        ratios: dict[tuple[str, str], list[float]] = {(n, st): [] for n in loops for st in STATES[1:]}
-        monitored_records = monitored_bytes = 0
         try:
-            for r in range(args.rounds):
-                order = STATES[r % 3 :] + STATES[: r % 3]  # rotate against drift
-                for name, work in loops.items():
-                    rates = {}
-                    for state in order:
-                        if state == "empty program" and "monitored" in name:
-                            continue  # the floor is the same on either path
-                        set_state(state)
-                        before = (agent.stats.records, agent.stats.record_bytes)
-                        rates[state] = _child_rate(work, args.ops)
-                        if state == "filewarden" and "monitored" in name:
-                            time.sleep(0.2)  # let the reader take the last records
-                            monitored_records += agent.stats.records - before[0]
-                            monitored_bytes += agent.stats.record_bytes - before[1]
-                    for state in STATES[1:]:
-                        if state in rates:
-                            ratios[(name, state)].append(rates[state] / rates["detached"])
+            with peer if AUDITD in states else nullcontext():
+                for r in range(args.rounds):
+                    # The three loops of a path go through every state before
+                    # the other path's: the runs compared sit seconds apart,
+                    # which keeps a busy host's swings out of the ratios,
+                    # while the agent is detached only twice a round (each
+                    # detach waits out RCU grace periods: seconds under TCG).
+                    # The order of the states rotates every round against drift.
+                    order = states[r % len(states) :] + states[: r % len(states)]
+                    if AUDITD in states:
+                        peer.start()  # a fresh log every round
+                    rates: dict[tuple[str, str], float] = {}
+                    for place in PLACES:
+                        for state in order:
+                            if state == FLOOR and place == "monitored":
+                                continue  # the floor is the same on either path
+                            set_state(state)
+                            for case in (c for c in cases if c.place == place):
+                                if state == AGENT:
+                                    rate = agent_run(agent, reader, case, args.ops, res.agent[case.name])
+                                elif state == AUDITD:
+                                    rate = audit_run(peer, case, args.ops, res.audit[case.name])
+                                else:
+                                    rate = child_rate(case.work, args.ops)[0]
+                                rates[(case.name, state)] = rate
+                    set_state(DETACHED)
+                    peer.stop()
+                    for (name, state), rate in rates.items():
+                        if state != DETACHED:
+                            res.ratios.setdefault((name, state), []).append(rate / rates[(name, DETACHED)])
+                    print(f"  round {r + 1}/{args.rounds} done at {time.monotonic() - started:.0f} s", flush=True)
+            res.audit_before, res.audit_after = peer.before, peer.after
+
+            # Per-program cost, apart from the throughput rounds.
+            with bpf_stats():
+                agent.attach()
+                assert agent._obj is not None
+                programs = [link.program for link in agent._obj.links]
+                for place in PLACES:
+                    before = prog_counters(programs)
+                    for _ in range(args.stats_runs):
+                        for case in cases:
+                            if case.place == place:
+                                agent_run(agent, reader, case, args.ops, res.agent_stats_runs[case.name])
+                    after = prog_counters(programs)
+                    res.prog_cost[place] = {
+                        k: ProgCost(after[k].run_ns - v.run_ns, after[k].calls - v.calls) for k, v in before.items()
+                    }
+                agent.detach()
+                floor.attach(empty)
+                [floor_before] = prog_counters([empty]).values()
+                open_ignored = next(c for c in cases if c.name == "ignored open/close")
+                for _ in range(args.stats_runs):
+                    child_rate(open_ignored.work, args.ops)
+                [floor_after] = prog_counters([empty]).values()
+                floor.detach()
+                res.floor_cost = ProgCost(
+                    floor_after.run_ns - floor_before.run_ns, floor_after.calls - floor_before.calls
+                )
         finally:
-            stop.set()
-            reader.join()
+            reader.stop()
+            gauge.close()
+            res.ring_bytes = agent.config.ring_buffer_bytes
+            agent.stop()
+            res.sequence_lost = agent.stats.lost
+            res.ring_full_by_hook = {h: c["ringbuf_full"] for h, c in agent.counters().items() if c["ringbuf_full"]}
             agent.close()
-    print(f"kernel {os.uname().release}: {args.rounds} rounds x {args.ops} ops; ops/s relative to detached")
-    print(f"  {'loop':32} {'empty program':>22} {'filewarden':>22}")
-    figures: dict[str, dict[str, float]] = {}
-    for name in loops:
-        cells = []
-        for state in STATES[1:]:
-            v = ratios[(name, state)]
+    print(f"  throughput and bpf_stats runs done at {time.monotonic() - started:.0f} s", flush=True)
+    map_memory(res)
+    res.seconds = time.monotonic() - started
+    return res
+
+
+# -- report ---------------------------------------------------------------------
+def summary(v: list[float]) -> tuple[float, float, float]:
+    return statistics.median(v), min(v), max(v)
+
+
+def cell(v: list[float] | None) -> str:
+    if not v:
+        return "-"
+    med, lo, hi = summary(v)
+    return f"{med:.3f} [{lo:.3f}-{hi:.3f}]"
+
+
+def figure(
+    name: str,
+    value: float,
+    unit: str,
+    baseline: str,
+    *,
+    target: str | None = None,
+    met: bool | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value": round(value, 4),
+        "unit": unit,
+        "baseline": baseline,
+        "target": target,
+        "met": met,
+        "min": None if lo is None else round(lo, 4),
+        "max": None if hi is None else round(hi, 4),
+    }
+
+
+def report(res: Results) -> list[dict[str, Any]]:
+    """Prints the tables; returns the figures for --json."""
+    figs: list[dict[str, Any]] = []
+    names = [f"{place} {loop}" for place in PLACES for loop in LOOPS]
+    print(
+        f"kernel {os.uname().release}: {res.rounds} rounds x {res.ops} iterations per loop, "
+        f"{len(STATES) if not res.audit_skipped else len(STATES) - 1} states rotating each round; {res.seconds:.0f} s"
+    )
+    switches = ", ".join(f"{state} {sec:.0f} s" for state, sec in res.switch_seconds.items())
+    print(f"  time spent switching into each state, outside the timed runs: {switches}")
+    print("\nthroughput relative to detached (same round), median [lowest-highest]:")
+    print(f"  {'loop':26} {'empty program':>22} {'filewarden':>22} {'auditd':>22}   target (filewarden)")
+    worse: list[str] = []
+    for name in names:
+        place = name.split()[0]
+        row = [cell(res.ratios.get((name, s))) for s in (FLOOR, AGENT, AUDITD)]
+        target = TARGETS[place]
+        fw = res.ratios.get((name, AGENT))
+        verdict = ""
+        if fw:
+            verdict = f">= {target:.2f} {'met' if summary(fw)[0] >= target else 'MISSED'}"
+        print(f"  {name:26} {row[0]:>22} {row[1]:>22} {row[2]:>22}   {verdict}")
+        for state in (FLOOR, AGENT, AUDITD):
+            v = res.ratios.get((name, state))
             if not v:
-                cells.append(f"{'-':>22}")
                 continue
-            med = statistics.median(v)
-            figures.setdefault(name, {})[state] = med
-            cells.append(f"{med:6.3f} [{min(v):.3f}-{max(v):.3f}]")
-        print(f"  {name:32} {cells[0]:>22} {cells[1]:>22}")
-    avg_record = monitored_bytes / monitored_records if monitored_records else 0.0
-    print(f"  average record size (monitored loops): {avg_record:.0f} bytes over {monitored_records} records")
-    if args.json:
-        args.json.write_text(
-            json.dumps({"kernel": os.uname().release, "ratios": figures, "avg_record_bytes": avg_record}, indent=2)
+            med, lo, hi = summary(v)
+            tgt = f">= {target:.2f}" if state == AGENT else None
+            figs.append(
+                figure(
+                    f"{name}: {state} vs detached",
+                    med,
+                    "ratio",
+                    SAME_ROUND,
+                    target=tgt,
+                    met=(med >= target) if state == AGENT else None,
+                    lo=lo,
+                    hi=hi,
+                )
+            )
+        au = res.ratios.get((name, AUDITD))
+        if fw and au and summary(fw)[0] < summary(au)[0]:
+            worse.append(f"{name}: filewarden {summary(fw)[0]:.3f} vs auditd {summary(au)[0]:.3f}")
+    for what in worse:
+        print(f"  WORSE THAN AUDITD on {what}")
+
+    print(
+        "\nfilewarden attached: records per iteration and losses, summed over the runs (ring full: the kernel's"
+        "\n  ringbuf_full counter; unread: numbered, never read; late: runs the reader did not catch up with in"
+        f"\n  120 s; peak: the largest backlog in the {res.ring_bytes / MIB:.0f} MiB ring, sampled by the reader"
+        "\n  between batches, at least every 50 ms while it runs)"
+    )
+    print(
+        f"  {'loop':26} {'runs':>12} {'records/iter':>13} {'bytes/rec':>9} {'ring full':>10} {'unread':>8}"
+        f" {'late':>5} {'peak MiB':>9}"
+    )
+    for label, tallies in (("throughput", res.agent), ("bpf_stats", res.agent_stats_runs)):
+        for name in names:
+            t = tallies[name]
+            if not t.ops:
+                continue
+            per = t.produced / t.ops
+            peak = t.peak_backlog / MIB
+            counts = f"{t.ring_full:10d} {t.unread:8d} {t.undrained:5d}"
+            size = t.read_bytes / t.read if t.read else 0.0
+            print(f"  {name:26} {label:>12} {per:13.3f} {size:9.0f} {counts} {peak:9.3f}")
+            if label == "throughput":
+                figs.append(
+                    figure(f"{name}: filewarden records per iteration", per, "records/iter", "fw_next_seq / loop")
+                )
+                if t.read:
+                    figs.append(figure(f"{name}: filewarden record size", size, "bytes", "mean size of records read"))
+                figs.append(
+                    figure(f"{name}: filewarden peak ring backlog", peak, "MiB", "sampled producer - consumer position")
+                )
+                figs.append(
+                    figure(
+                        f"{name}: filewarden ring buffer full",
+                        t.ring_full,
+                        "records",
+                        "kernel ringbuf_full counter, all throughput rounds",
+                    )
+                )
+    print(f"  sequence gaps over the whole run (agent.stats.lost): {res.sequence_lost}")
+    if res.ring_full_by_hook:
+        by_hook = ", ".join(f"{h} {n}" for h, n in sorted(res.ring_full_by_hook.items()))
+        print(f"  ring buffer full, by hook, whole run: {by_hook}")
+    figs.append(figure("filewarden sequence gaps, whole run", res.sequence_lost, "records", "agent.stats.lost"))
+
+    print("\nauditd (-w <monitored dir> -p wa, Debian's auditd.conf and buffer rules):")
+    if res.audit_skipped:
+        print(f"  not measured: {res.audit_skipped}")
+    else:
+        print(f"  {'loop':26} {'log lines/iter':>15} {'syscall records/iter':>21} {'late':>5}")
+        for name in names:
+            at = res.audit[name]
+            if not at.ops:
+                continue
+            lines, calls = at.lines / at.ops, at.syscalls / at.ops
+            print(f"  {name:26} {lines:15.3f} {calls:21.3f} {at.unsettled:5d}")
+            figs.append(figure(f"{name}: auditd log lines per iteration", lines, "records/iter", "auditd log lines"))
+            figs.append(
+                figure(
+                    f"{name}: auditd syscall records per iteration",
+                    calls,
+                    "events/iter",
+                    "SYSCALL records of the loop's pid",
+                )
+            )
+        before, after = res.audit_before, res.audit_after
+        lost = after.get("lost", 0) - before.get("lost", 0)
+        waited = after.get("backlog_wait_time_actual", 0) - before.get("backlog_wait_time_actual", 0)
+        print(
+            f"  audit's lost counter (auditctl -s): {before.get('lost')} before the first auditd, "
+            f"{after.get('lost')} after the last; writers waited {waited} ms in all on a full backlog"
+            f" (backlog_limit {after.get('backlog_limit')})"
         )
+        figs.append(figure("auditd: kernel lost records", lost, "records", "auditctl -s lost, after - before"))
+        figs.append(
+            figure("auditd: backlog wait", waited, "ms", "auditctl -s backlog_wait_time_actual, after - before")
+        )
+
+    print(f"\nper-program kernel cost (bpf_stats, {res.stats_runs} extra run(s) of each loop, filewarden attached):")
+    print(f"  {'hook (program)':44} {'ignored loops':>30} {'monitored loops':>30}")
+    print(f"  {'':44} {'ns/call':>10} {'calls':>9} {'/iter':>9} {'ns/call':>10} {'calls':>9} {'/iter':>9}")
+    iters = res.stats_runs * res.ops * len(LOOPS)
+    progs = sorted({p for costs in res.prog_cost.values() for p, c in costs.items() if c.calls})
+    for prog in progs:
+        line = f"  {prog:44}"
+        for place in PLACES:
+            c = res.prog_cost.get(place, {}).get(prog, ProgCost())
+            if not c.calls:
+                line += f" {'-':>10} {0:9d} {'':>9}"
+                continue
+            line += f" {c.ns_per_call:10.0f} {c.calls:9d} {c.calls / iters:9.3f}"
+            figs.append(figure(f"{place} loops: {prog}", c.ns_per_call, "ns/call", "bpf_stats run_time_ns/run_cnt"))
+            figs.append(figure(f"{place} loops: {prog} calls", c.calls, "calls", "bpf_stats run_cnt"))
+        print(line)
+    if res.floor_cost and res.floor_cost.calls:
+        fc = res.floor_cost
+        print(f"  {'file_open (empty program, the floor)':44} {fc.ns_per_call:10.0f} {fc.calls:9d}")
+        figs.append(
+            figure(
+                "ignored loops: file_open (empty program, floor)",
+                fc.ns_per_call,
+                "ns/call",
+                "bpf_stats run_time_ns/run_cnt",
+            )
+        )
+
+    total = sum(m[3] for m in res.maps) / MIB
+    met = total <= MAP_BUDGET_MIB
+    print(
+        f"\nkernel memory of the agent's maps, default configuration ({len(DEFAULT_PATHS)} globs; "
+        f"{res.marked[0]} files and {res.marked[1]} trees marked), fdinfo memlock:"
+    )
+    print(f"  {'map':18} {'type':14} {'max_entries':>12} {'MiB':>9}")
+    for name, kind, entries, memlock in res.maps:
+        print(f"  {name:18} {kind:14} {entries:12d} {memlock / MIB:9.3f}")
+        figs.append(figure(f"map {name} memlock", memlock / MIB, "MiB", "fdinfo memlock, default config"))
+    verdict = f"target <= {MAP_BUDGET_MIB:.0f} MiB {'met' if met else 'MISSED'}"
+    print(f"  {'total':18} {'':14} {'':>12} {total:9.3f}   {verdict}")
+    biggest = ", ".join(f"{m[0]} {m[3] / MIB:.2f}" for m in res.maps[:3])
+    print(f"  biggest: {biggest} MiB")
+    print("  (inode storage holds each marked inode's mark outside its map's memlock)")
+    if any(kind == "ringbuf" and memlock == 0 for _, kind, _, memlock in res.maps):
+        # Before 6.5 fdinfo's memlock is bpf_map_memory_footprint(): max_entries
+        # x (key + value), whatever is allocated; a ring buffer has neither.
+        print("  (this kernel's memlock is max_entries x (key + value size), not what is allocated: 0 for the ring)")
+    figs.append(
+        figure(
+            "maps total memlock (default config)",
+            total,
+            "MiB",
+            "fdinfo memlock, default config",
+            target=f"<= {MAP_BUDGET_MIB:.0f}",
+            met=met,
+        )
+    )
+    return figs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", type=int, default=3000, help="iterations per loop run [3000]")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds, states rotating each round [8]")
+    parser.add_argument("--stats-runs", type=int, default=2, help="bpf_stats runs of each loop [2]")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if args.json:
+        # In the guest only the lab's results folder is writable: fail now,
+        # not after the whole run. (access(2) is no guide on 9p: try it.)
+        existed = args.json.exists()
+        try:
+            args.json.open("a").close()
+        except OSError as exc:
+            parser.error(f"--json {args.json}: {exc.strerror} (the guest writes only to lab-results/<series>-exec/)")
+        if not existed:
+            args.json.unlink()
+    res = measure(args)
+    figs = report(res)
+    if args.json:
+        doc = json.dumps({"kernel": os.uname().release, "figures": figs}, indent=2) + "\n"
+        try:
+            args.json.write_text(doc)
+        except OSError as exc:
+            # Minutes of measurement are not thrown away for a file.
+            print(f"cannot write {args.json}: {exc.strerror}; the figures follow\n{doc}", end="")
+            return 1
     return 0
 
 
