@@ -102,7 +102,7 @@ def print_table(figures: list[dict[str, Any]]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernels", nargs="+", default=["6.12", "6.1"], help="guest kernel series [6.12 6.1]")
     parser.add_argument("--skip-guest", action="store_true", help="host benchmarks only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
