@@ -41,7 +41,9 @@ class Step:
 
     @property
     def json_path(self) -> Path:
-        return OUT_DIR / f"{self.module.rsplit('.', 1)[-1]}-{self.where}.json"
+        # A guest can write only to the lab's exec folder of its kernel.
+        name = f"{self.module.rsplit('.', 1)[-1]}-{self.where}.json"
+        return OUT_DIR / name if self.where == "host" else ROOT / "lab-results" / f"{self.where}-exec" / name
 
     def command(self) -> list[str]:
         inner = [PYTHON, "-m", self.module, "--json", str(self.json_path), *self.args]
