@@ -387,10 +387,10 @@ class Agent:
         """The open_write event of a descriptor found at start, if its file
         is monitored: by glob (when the path is as the agent sees it), else
         by the inode's mark."""
+        assert self.snapshot is not None
         flags = 0
         same_view = task is not None and task.mntns == own_mntns
         if not (f.path is not None and same_view and self.matcher.matches(f.path)):
-            assert self.snapshot is not None
             if self.snapshot.method == snapshot.ITERATOR and not (f.maybe_marked or f.overlay or f.path is None):
                 return None  # not in the bloom filter of marked inodes: certainly not marked
             mark = self._mark_of_fd(f.pid, f.fd)

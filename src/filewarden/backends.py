@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Final
 
 from . import _bpf
 from ._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
+from .agent import Agent, AgentError
 from .fanotify import available as fanotify_available
+from .fanotify_agent import FanotifyAgent
 from .sysinfo import Host
 
 if TYPE_CHECKING:
-    from .agent import Agent
     from .config import Config
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,6 @@ def candidates(requested: str, host: Host | None = None) -> list[str]:
     if requested != "auto":
         check = preflight(requested, host)
         if not check.ok:
-            from .agent import AgentError  # noqa: PLC0415 - agent imports this module's users
-
             fix = f" (fix: {check.fix})" if check.fix else ""
             raise AgentError(f"backend {requested} cannot run here: {check.detail}{fix}; see 'filewarden doctor'")
         return [requested]
@@ -133,9 +132,6 @@ def candidates(requested: str, host: Host | None = None) -> list[str]:
 
 
 def make_agent(config: Config, backend: str) -> Agent:
-    from .agent import Agent  # noqa: PLC0415 - agent imports this module's users
-    from .fanotify_agent import FanotifyAgent  # noqa: PLC0415
-
     if backend == "fanotify":
         return FanotifyAgent(config)
     return Agent(config, backend=backend)
@@ -144,8 +140,6 @@ def make_agent(config: Config, backend: str) -> Agent:
 def start_agent(config: Config, host: Host | None = None) -> Agent:
     """An agent started on the best backend available (or the one asked
     for). Raises AgentError naming every reason if none could start."""
-    from .agent import AgentError  # noqa: PLC0415
-
     reasons: list[str] = []
     tried = candidates(config.backend, host)
     if not tried:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from . import abi
 from .agent import Agent, AgentError
 from .events import FileEvent, FileInfo, Process
+from .explain import explain as explain_path
 from .fanotify import FanotifyError, FanotifyEvent, FanotifyWatcher
 
 if TYPE_CHECKING:
@@ -232,6 +233,4 @@ class FanotifyAgent(Agent):
         }
 
     def explain(self, path: bytes) -> dict[str, Any]:
-        from .explain import explain as explain_path  # noqa: PLC0415 - avoids a cycle at import
-
         return explain_path(path, self.matcher, self.matcher.prefixes(), mark_of=None, loaded_hooks=[])

@@ -82,18 +82,19 @@ class Map:
             raise
         return True
 
+    def _element(self, value: bytes) -> bytes:
+        if len(value) != self.value_size:
+            raise ValueError(f"map {self.name}: value is {len(value)} bytes, not {self.value_size}")
+        return value
+
     # Queue, stack and bloom filter maps have values and no keys.
     def push(self, value: bytes) -> None:
         """Adds `value` (a bloom filter's element)."""
-        if len(value) != self.value_size:
-            raise ValueError(f"map {self.name}: value is {len(value)} bytes, not {self.value_size}")
-        lib().bpf_map_update_elem(self.fd, None, value, 0)
+        lib().bpf_map_update_elem(self.fd, None, self._element(value), 0)
 
     def contains(self, value: bytes) -> bool:
         """Whether a bloom filter may hold `value` (False is certain)."""
-        if len(value) != self.value_size:
-            raise ValueError(f"map {self.name}: value is {len(value)} bytes, not {self.value_size}")
-        buf = ctypes.create_string_buffer(value, self.value_size)
+        buf = ctypes.create_string_buffer(self._element(value), self.value_size)
         try:
             lib().bpf_map_lookup_elem(self.fd, None, buf)
         except LibbpfError as exc:
