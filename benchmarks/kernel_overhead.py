@@ -64,6 +64,7 @@ from filewarden import _bpf
 from filewarden._libbpf import BpfObject
 from filewarden.agent import Agent
 from filewarden.config import DEFAULT_PATHS, Config, Output
+from filewarden.runner import tune_interpreter
 from tests.support import mounts
 
 if TYPE_CHECKING:
@@ -396,8 +397,10 @@ def measure(args: argparse.Namespace) -> Results:
         empty.set_autoload(True)
         floor.program("fw_selftest_produce").set_autoload(False)
         floor.load()
+        tune_interpreter()  # as `filewarden run` does
         agent = Agent(Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),)))
         agent.start()
+        gc.freeze()  # as `filewarden run` does once started
         print(f"  agent started at {time.monotonic() - started:.0f} s", flush=True)
         cases = [
             Case(place, loop, BUILDERS[loop](watched if place == "monitored" else ignored))

@@ -21,6 +21,7 @@ JSONL output (to a file on tmpfs), driven as `filewarden run` drives them.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -38,7 +39,7 @@ from filewarden._libbpf import MmapRingReader
 from filewarden.agent import Agent
 from filewarden.config import Config, Output
 from filewarden.outputs import open_outputs
-from filewarden.runner import SWITCH_INTERVAL_S, Pipeline
+from filewarden.runner import Pipeline, tune_interpreter
 from tests.support.producer import Producer, producer
 
 PATH = b"/etc/ssh/sshd_config.d/50-cloud-init.conf"
@@ -99,6 +100,7 @@ def run_trial(p: Producer, out_dir: Path, rate: int, seconds: float, burst: int 
     sinks = open_outputs(config.outputs)
     pipeline = Pipeline(sinks, agent.processes, agent.enricher)
     agent.read()  # drop what an earlier trial left
+    gc.freeze()  # as `filewarden run` does once started
     agent.stats.sequence.next = p.next_seq()
     first_seq = p.next_seq()
     r, w = os.pipe()
@@ -124,7 +126,8 @@ def run_trial(p: Producer, out_dir: Path, rate: int, seconds: float, burst: int 
                     report += chunk
                     if not chunk:
                         break
-            pipeline.emit(agent.read())  # what the producer wrote last
+            while batch := agent.read():  # what the producer wrote last
+                pipeline.emit(batch)
         os.waitpid(pid, 0)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         done = json.loads(report)
@@ -194,7 +197,7 @@ def main() -> int:
         print("userspace: needs two CPUs (producer and consumer each on its own)", file=sys.stderr)
         return 2
     os.sched_setaffinity(0, {0})
-    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as `filewarden run` does
+    tune_interpreter()  # as `filewarden run` does
     figures: list[dict[str, object]] = []
     with producer(RING_BYTES) as p, tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         out_dir = Path(tmp)

@@ -392,7 +392,6 @@ LAYOUTS: Final = (
 _HEADER: Final = struct.Struct("<" + HEADER.format)
 _PROCESS: Final = struct.Struct("<" + PROCESS.format)
 _FILE: Final = struct.Struct("<" + FILE.format)
-_EVENT_MIDDLE: Final = struct.Struct("<IHHHHB3x")  # flags .. _pad
 _CHMOD: Final = struct.Struct("<" + CHMOD.format)
 _CHOWN: Final = struct.Struct("<" + CHOWN.format)
 _XATTR: Final = struct.Struct("<" + XATTR.format)
@@ -412,11 +411,17 @@ _EXEC_TID_AT: Final = EXEC.offsets["old_tid"]
 _HOOKS: Final = {h.value: h for h in Hook}
 _ACTIONS: Final = {a.value: a for a in Action}
 _LAYERS: Final = {v.value: v for v in Layer}
+_LAYER_UNKNOWN: Final = Layer.UNKNOWN
 # Plain ints: `int & IntFlag` builds a new enum member on every call.
 _EXE_UNKNOWN: Final = int(ProcessFlag.EXE_UNKNOWN)
 _ACL: Final = int(EventFlag.ACL)
 _TARGET_EXISTED: Final = int(EventFlag.TARGET_EXISTED)
 _MNT_REL: Final = int(EventFlag.MNT_REL)
+_CHMOD_ACTION: Final = int(Action.CHMOD)
+_CHOWN_ACTION: Final = int(Action.CHOWN)
+_XATTR_ACTIONS: Final = frozenset({int(Action.SETXATTR), int(Action.REMOVEXATTR)})
+_MOUNT_ACTIONS: Final = frozenset({int(Action.MOUNT), int(Action.UMOUNT)})
+_HAS_DETAIL: Final = frozenset({_CHMOD_ACTION, _CHOWN_ACTION, int(Action.RENAME), *_XATTR_ACTIONS, *_MOUNT_ACTIONS})
 UNSET_ID: Final = 0xFFFFFFFF
 # struct fw_process: exe_len and args_len, to find a record's process bytes
 _PROC_LENS: Final = struct.Struct("<HH")
@@ -491,34 +496,58 @@ def _check_header(raw: bytes, fixed: int) -> tuple[int, int, int, int, int, int]
     return kind, hook, action, size, seq, ktime_ns
 
 
+# The whole fixed part of struct fw_event in one unpack: header, the
+# middle fields, the process as bytes (the key of _processes), the file and
+# the detail as bytes. Checked against EVENT's offsets below.
+_EVENT_FIXED: Final = struct.Struct(f"<{HEADER.format}IHHHHB3x{PROCESS.size}s{FILE.format}{DETAIL.size}s")
+assert _EVENT_FIXED.size == EVENT_SIZE
+assert struct.calcsize(f"<{HEADER.format}IHHHHB3x") == _PROC_AT
+
+
 def _decode_file(raw: bytes) -> FileEvent:
-    _, hook, action, size, seq, ktime_ns = _check_header(raw, EVENT_SIZE)
+    if len(raw) < EVENT_SIZE:
+        _check_header(raw, EVENT_SIZE)  # raises: what is wrong with it
+    (
+        _, hook, action, size, seq, ktime_ns, flags, path_len, aux_len, extra_len, mnt_rel_len, layer,
+        proc_raw, ino, fsize, dev, mode, uid, gid, detail_raw,
+    ) = _EVENT_FIXED.unpack_from(raw)  # fmt: skip
+    if size != len(raw):
+        raise DecodeError(f"record size {len(raw)} does not match its header (size {size})")
     hook_e = _HOOKS.get(hook)
     action_e = _ACTIONS.get(action)
     if hook_e is None or action_e is None:
         raise DecodeError(f"unknown hook {hook} or action {action}")
-    flags, path_len, aux_len, extra_len, mnt_rel_len, layer = _EVENT_MIDDLE.unpack_from(raw, _HEADER.size)
     path_end = EVENT_SIZE + path_len
     aux_end = path_end + aux_len
     extra_end = aux_end + extra_len
-    process, data_end = _process(raw, _PROC_AT, extra_end)
-    if data_end != size:
-        raise DecodeError(f"record size {size} does not match its contents ({data_end})")
-    extra = raw[aux_end:extra_end]
+    # A busy writer sends the same process in record after record: its
+    # bytes (fixed part, exe and args) find it decoded already.
+    process = _processes.get(proc_raw + raw[extra_end:])
+    if process is None:
+        process, data_end = _process(raw, _PROC_AT, extra_end)
+        if data_end != size:
+            raise DecodeError(f"record size {size} does not match its contents ({data_end})")
+    st_dev = _devs.get(dev)
+    if st_dev is None:
+        if len(_devs) > 4096:
+            _devs.clear()
+        st_dev = _devs[dev] = decode_dev(dev)
     detail: ChmodDetail | ChownDetail | XattrDetail | MountDetail | FileInfo | None = None
-    if action_e == Action.CHMOD:
-        detail = ChmodDetail(*_CHMOD.unpack_from(raw, _DETAIL_AT))
-    elif action_e == Action.CHOWN:
-        detail = ChownDetail(*_CHOWN.unpack_from(raw, _DETAIL_AT))
-    elif action_e in (Action.SETXATTR, Action.REMOVEXATTR):
-        value_size, xattr_flags = _XATTR.unpack_from(raw, _DETAIL_AT)
-        detail = XattrDetail(value_size, xattr_flags, _acl(extra) if flags & _ACL else None)
-    elif action_e in (Action.MOUNT, Action.UMOUNT):
-        detail = MountDetail(_MOUNT.unpack_from(raw, _DETAIL_AT)[0], extra)
-    elif action_e == Action.RENAME and flags & _TARGET_EXISTED:
-        if len(extra) != _FILE.size:
-            raise DecodeError(f"rename record carries {len(extra)} bytes for the replaced file")
-        detail = _file(extra, 0)
+    if action in _HAS_DETAIL:
+        extra = raw[aux_end:extra_end]
+        if action == _CHMOD_ACTION:
+            detail = ChmodDetail(*_CHMOD.unpack_from(detail_raw))
+        elif action == _CHOWN_ACTION:
+            detail = ChownDetail(*_CHOWN.unpack_from(detail_raw))
+        elif action in _XATTR_ACTIONS:
+            value_size, xattr_flags = _XATTR.unpack_from(detail_raw)
+            detail = XattrDetail(value_size, xattr_flags, _acl(extra) if flags & _ACL else None)
+        elif action in _MOUNT_ACTIONS:
+            detail = MountDetail(_MOUNT.unpack_from(detail_raw)[0], extra)
+        elif flags & _TARGET_EXISTED:  # a rename over an existing file
+            if len(extra) != _FILE.size:
+                raise DecodeError(f"rename record carries {len(extra)} bytes for the replaced file")
+            detail = _file(extra, 0)
     return FileEvent(
         seq,
         ktime_ns,
@@ -527,10 +556,10 @@ def _decode_file(raw: bytes) -> FileEvent:
         flags,
         raw[EVENT_SIZE:path_end],
         raw[path_end:aux_end],
-        _file(raw, _FILE_AT),
+        FileInfo(ino, fsize, st_dev, mode, uid, gid),
         process,
         detail,
-        _LAYERS.get(layer, Layer.UNKNOWN),
+        _LAYERS.get(layer, _LAYER_UNKNOWN),
         mnt_rel_len if flags & _MNT_REL else None,
     )
 

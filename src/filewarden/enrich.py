@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 LAYER_NAMES: Final = {Layer.UPPER: "upper", Layer.LOWER: "lower", Layer.COPIED_UP: "copied_up"}
 _RESCAN_EVERY_S: Final = 1.0
 _BY_PROCESS_MAX: Final = 4096
+_NOT_ON_OVERLAY: Final = (None, int(Layer.NONE))  # plain int: cheaper than Layer.NONE per event
 
 
 def _text(raw: bytes) -> str:
@@ -68,7 +69,7 @@ class Enricher:
         our mount namespace: the lowerdir paths are spelled in it."""
         if not self._lower_prefixes or event.process.mntns != self.own_mntns:
             return None
-        if event.layer not in (None, Layer.NONE):
+        if event.layer not in _NOT_ON_OVERLAY:
             # Written through an overlay: a lowerdir's path can be shadowed by
             # the overlay mounted on it (an overlay on /tmp over /tmp), and a
             # write there lands in the upper layer, not in the image.
@@ -118,7 +119,7 @@ class Enricher:
         if cid:
             doc["container"] = {"id": cid}
         layer = event.layer
-        if layer is not None and layer != Layer.NONE:
+        if layer not in _NOT_ON_OVERLAY:
             self._overlay(event, layer, doc["file"])
         lower = self.tampered_layer(event)
         if lower is not None:

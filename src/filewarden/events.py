@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from .abi import Action, Hook, Layer
 
 
-class Process(msgspec.Struct, frozen=True):
+class Process(msgspec.Struct, frozen=True, gc=False):
     """The acting task, as captured in the hook."""
 
     pid: int
@@ -30,7 +30,7 @@ class Process(msgspec.Struct, frozen=True):
     args: tuple[bytes, ...]
 
 
-class FileInfo(msgspec.Struct, frozen=True):
+class FileInfo(msgspec.Struct, frozen=True, gc=False):
     """An inode as it was before the change."""
 
     inode: int
@@ -41,19 +41,19 @@ class FileInfo(msgspec.Struct, frozen=True):
     gid: int
 
 
-class ChmodDetail(msgspec.Struct, frozen=True):
+class ChmodDetail(msgspec.Struct, frozen=True, gc=False):
     old_mode: int
     new_mode: int
 
 
-class ChownDetail(msgspec.Struct, frozen=True):
+class ChownDetail(msgspec.Struct, frozen=True, gc=False):
     old_uid: int
     old_gid: int
     new_uid: int  # 0xFFFFFFFF: unchanged
     new_gid: int
 
 
-class AclEntry(msgspec.Struct, frozen=True):
+class AclEntry(msgspec.Struct, frozen=True, gc=False):
     """One POSIX ACL entry (tag and perm as in include/uapi/linux/posix_acl.h)."""
 
     tag: int
@@ -61,18 +61,18 @@ class AclEntry(msgspec.Struct, frozen=True):
     id: int
 
 
-class XattrDetail(msgspec.Struct, frozen=True):
+class XattrDetail(msgspec.Struct, frozen=True, gc=False):
     value_size: int
     flags: int
     acl: tuple[AclEntry, ...] | None  # for system.posix_acl_*
 
 
-class MountDetail(msgspec.Struct, frozen=True):
+class MountDetail(msgspec.Struct, frozen=True, gc=False):
     flags: int  # MS_* of mount(2), MS_MOVE for move_mount, MNT_* for umount
     fs_type: bytes
 
 
-class FileEvent(msgspec.Struct, frozen=True):
+class FileEvent(msgspec.Struct, frozen=True, gc=False):
     """One change to a file, as the kernel reported it.
 
     `path` is where it happened, as the actor sees it; `aux` is the second
@@ -103,7 +103,7 @@ class FileEvent(msgspec.Struct, frozen=True):
     unavailable: tuple[str, ...] = ()
 
 
-class ExecEvent(msgspec.Struct, frozen=True):
+class ExecEvent(msgspec.Struct, frozen=True, gc=False):
     """A process ran a new program."""
 
     seq: int
@@ -112,7 +112,7 @@ class ExecEvent(msgspec.Struct, frozen=True):
     old_tid: int
 
 
-class ForkEvent(msgspec.Struct, frozen=True):
+class ForkEvent(msgspec.Struct, frozen=True, gc=False):
     """A new process (not a thread)."""
 
     seq: int
@@ -123,7 +123,7 @@ class ForkEvent(msgspec.Struct, frozen=True):
     parent_start_ns: int
 
 
-class ExitEvent(msgspec.Struct, frozen=True):
+class ExitEvent(msgspec.Struct, frozen=True, gc=False):
     """The last thread of a process exited."""
 
     seq: int

@@ -118,6 +118,9 @@ def parse(pattern: str) -> Glob:
     )
 
 
+_SEEN_MAX: Final = 4096
+
+
 class PathMatcher:
     """A set of globs: the kernel's prefixes and the final decision."""
 
@@ -127,13 +130,21 @@ class PathMatcher:
             raise GlobError("no paths to monitor")
         # One alternation is faster than trying each glob in turn.
         self._any = re.compile(b"|".join(b"(?:" + g.regex.pattern + b")" for g in self.globs), re.DOTALL)
+        # Writers touch the same files again and again: a dict lookup costs
+        # a fifth of the match. Bounded; emptied when full.
+        self._seen: dict[bytes, bool] = {}
 
     def prefixes(self) -> list[bytes]:
         """Distinct literal prefixes, shortest first."""
         return sorted({g.prefix for g in self.globs}, key=lambda p: (len(p), p))
 
     def matches(self, path: bytes) -> bool:
-        return self._any.fullmatch(path) is not None
+        hit = self._seen.get(path)
+        if hit is None:
+            if len(self._seen) >= _SEEN_MAX:
+                self._seen.clear()
+            hit = self._seen[path] = self._any.fullmatch(path) is not None
+        return hit
 
     def which(self, path: bytes) -> Glob | None:
         """The first glob that matches `path` (for explanations)."""

@@ -10,6 +10,8 @@ dropped or replaced.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import stat
@@ -58,6 +60,13 @@ _RENAME_EXCHANGE: Final = int(EventFlag.RENAME_EXCHANGE)
 _DURING_OPEN: Final = int(EventFlag.DURING_OPEN)
 _EXE_TRUNCATED: Final = int(ProcessFlag.EXE_TRUNCATED)
 _ARGS_TRUNCATED: Final = int(ProcessFlag.ARGS_TRUNCATED)
+# Plain ints again: an enum member looked up on its class costs more than
+# the comparison (Python 3.11).
+_SYMLINK: Final = int(Action.SYMLINK)
+_RENAME: Final = int(Action.RENAME)
+_TRUNCATE: Final = int(Action.TRUNCATE)
+_SETXATTR: Final = int(Action.SETXATTR)
+_SECOND_PATH: Final = {_RENAME: "source_path", int(Action.LINK): "target_path", _SYMLINK: "target_path"}
 
 
 class Ancestry(Protocol):
@@ -96,11 +105,13 @@ def _acl(entries: tuple[AclEntry, ...]) -> list[dict[str, Any]]:
 
 
 def _file_base(path: bytes, info: FileInfo, flags: int) -> dict[str, Any]:
+    # text(), _device() and file_type() written out: this runs for every event.
+    device = _devices.get(info.device)
     doc: dict[str, Any] = {
-        "path": text(path),
+        "path": path.decode("utf-8", "surrogateescape"),
         "inode": info.inode,
-        "device": _device(info.device),
-        "type": file_type(info.mode),
+        "device": device if device is not None else _device(info.device),
+        "type": _FILE_TYPES.get(info.mode & 0o170000, "unknown"),
     }
     if flags & _PATH_TRUNCATED:
         doc["path_truncated"] = True
@@ -114,11 +125,11 @@ def _file_base(path: bytes, info: FileInfo, flags: int) -> dict[str, Any]:
 def _file(event: FileEvent) -> dict[str, Any]:
     action, detail, flags = event.action, event.detail, event.flags
     doc = _file_base(event.path, event.file, flags)
-    if action == Action.SYMLINK:
+    if action == _SYMLINK:
         doc["type"] = "symlink"
         del doc["inode"]  # the new inode does not exist yet at this hook
-    if action in (Action.RENAME, Action.LINK, Action.SYMLINK):
-        key = "source_path" if action == Action.RENAME else "target_path"
+    key = _SECOND_PATH.get(action)
+    if key is not None:
         doc[key] = text(event.aux)
         if flags & _AUX_TRUNCATED:
             doc[f"{key}_truncated"] = True
@@ -136,16 +147,16 @@ def _file(event: FileEvent) -> dict[str, Any]:
         doc["previous"] = previous
     elif isinstance(detail, XattrDetail):
         xattr: dict[str, Any] = {"name": text(event.aux)}
-        if action == Action.SETXATTR:
+        if action == _SETXATTR:
             xattr["value_size"] = detail.value_size
         if detail.acl is not None:
             xattr["acl"] = _acl(detail.acl)
             if flags & _EXTRA_TRUNCATED:
                 xattr["acl_truncated"] = True
         doc["xattr"] = xattr
-    elif isinstance(detail, FileInfo) and action == Action.RENAME and not flags & _RENAME_EXCHANGE:
+    elif isinstance(detail, FileInfo) and action == _RENAME and not flags & _RENAME_EXCHANGE:
         doc["replaced"] = {"inode": detail.inode, "type": file_type(detail.mode)}
-    if action == Action.TRUNCATE:
+    if action == _TRUNCATE:
         doc["previous"] = {"size": event.file.size}
     return doc
 
@@ -180,34 +191,41 @@ def _process_own(proc: Process, clock: WallClock) -> dict[str, Any]:
 
 
 # Rendered processes by id(): the decoder hands out one Process object per
-# distinct process (abi._process), so a busy writer's part is built once.
-# Each entry holds its Process, so the id cannot be reused while cached.
+# distinct process (abi._process), so a busy writer's part is built once,
+# and again only when what the tree knows of its parent or grandparent
+# changes (ProcessInfo is frozen: a change is a new object). Each entry
+# holds its Process, so the id cannot be reused while cached. The document
+# is shared by every event of that process: nothing may write into it
+# (to_documents copies it before dropping fields). Its JSON is kept too
+# (_encoded, by the document's id), for to_json_line to reuse.
 _OWN_MAX: Final = 1024
-_own_docs: dict[int, tuple[Process, dict[str, Any]]] = {}
+_docs: dict[int, tuple[Process, ProcessInfo | None, ProcessInfo | None, dict[str, Any]]] = {}
+_encoded: dict[int, tuple[dict[str, Any], msgspec.Raw]] = {}
 
 
 def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> dict[str, Any]:
-    hit = _own_docs.get(id(proc))
-    if hit is not None and hit[0] is proc:
-        own = hit[1]
-    else:
-        own = _process_own(proc, clock)
-        if len(_own_docs) >= _OWN_MAX:
-            _own_docs.clear()
-        _own_docs[id(proc)] = (proc, own)
-    doc = dict(own)  # the nested dicts are shared: nothing below writes into them
-    parent: dict[str, Any] = {"pid": proc.ppid}
     # The parent is the one the kernel named at the hook; the tree knows
     # its program even if it has exited since.
     info = tree.get(proc.ppid) if tree is not None and proc.ppid > 0 else None
+    grand_info = tree.get(info.ppid) if tree is not None and info is not None and info.ppid > 0 else None
+    hit = _docs.get(id(proc))
+    if hit is not None and hit[0] is proc and hit[1] is info and hit[2] is grand_info:
+        return hit[3]
+    doc = _process_own(proc, clock)
+    parent: dict[str, Any] = {"pid": proc.ppid}
     if info is not None:
         _ancestor(parent, info)
-        grand_info = tree.get(info.ppid) if tree is not None and info.ppid > 0 else None
         if grand_info is not None:
             grand: dict[str, Any] = {"pid": grand_info.pid}
             _ancestor(grand, grand_info)
             parent["parent"] = grand
     doc["parent"] = parent
+    if len(_docs) >= _OWN_MAX:
+        _docs.clear()
+        _encoded.clear()
+    _docs[id(proc)] = (proc, info, grand_info, doc)
+    with contextlib.suppress(UnicodeEncodeError):  # non-UTF-8 names: encoded with each event
+        _encoded[id(doc)] = (doc, msgspec.Raw(_encode(doc)))
     return doc
 
 
@@ -260,7 +278,7 @@ def to_documents(
     }
     if proc.loginuid != UNSET_ID:
         base["user"] = {"audit": {"id": proc.loginuid}}
-    if isinstance(event.detail, MountDetail):
+    if event.detail is not None and isinstance(event.detail, MountDetail):
         mount: dict[str, Any] = {"flags": event.detail.flags}
         if event.aux:
             mount["source"] = text(event.aux)
@@ -278,6 +296,7 @@ def to_documents(
     if backend is not None:
         base["event"]["backend"] = backend
     if event.unavailable:
+        base["process"] = copy.deepcopy(base["process"])  # shared with other events (_process)
         for field in event.unavailable:
             _drop(base, field)
         base["event"]["unavailable"] = list(event.unavailable)
@@ -306,6 +325,18 @@ def to_document(
 
 def to_json_line(doc: dict[str, Any]) -> bytes:
     """One document as a JSON line (with the newline)."""
+    process = doc.get("process")
+    hit = _encoded.get(id(process)) if process is not None else None
+    if hit is not None and hit[0] is process:
+        # The process part as encoded once (_process): swapped in for the
+        # encoder and back at once, so the caller's document is unchanged.
+        doc["process"] = hit[1]
+        try:
+            return _encode(doc) + b"\n"
+        except UnicodeEncodeError:
+            pass
+        finally:
+            doc["process"] = process
     try:
         return _encode(doc) + b"\n"
     except UnicodeEncodeError:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -10,16 +12,33 @@ from collections.abc import Callable
 import pytest
 
 from filewarden import abi
-from filewarden._libbpf import BpfObject, LibbpfError, LibbpfRingReader, Map, MmapRingReader, RingReader
+from filewarden._libbpf import (
+    BpfObject,
+    LibbpfError,
+    LibbpfRingReader,
+    Map,
+    MmapRingReader,
+    RingReader,
+    split_records,
+)
 from filewarden.agent import SequenceTracker
+from filewarden.drain import RingDrain
 from filewarden.events import FileEvent
 from tests.support.producer import producer
 
 READERS: dict[str, Callable[[Map], RingReader]] = {"mmap": MmapRingReader, "libbpf": LibbpfRingReader}
+# The agent's default: a drain thread taking bulk copies (MmapRingReader.take()).
+ALL_READERS: dict[str, Callable[[Map], RingReader]] = {**READERS, "drain": lambda m: RingDrain(MmapRingReader(m))}
+
+
+@pytest.fixture(params=sorted(ALL_READERS))
+def make_reader(request: pytest.FixtureRequest) -> Callable[[Map], RingReader]:
+    return ALL_READERS[request.param]
 
 
 @pytest.fixture(params=sorted(READERS))
-def make_reader(request: pytest.FixtureRequest) -> Callable[[Map], RingReader]:
+def make_ring_reader(request: pytest.FixtureRequest) -> Callable[[Map], RingReader]:
+    """The ring readers themselves (read(limit) honoured)."""
     return READERS[request.param]
 
 
@@ -68,9 +87,71 @@ def test_wrap_around_many_times(make_reader: Callable[[Map], RingReader]) -> Non
     assert all(isinstance(e, FileEvent) and e.path == path for e, path in got)
 
 
-def test_read_limit_leaves_the_rest_queued(make_reader: Callable[[Map], RingReader]) -> None:
+def test_take_copies_committed_space_that_splits_into_the_records() -> None:
+    ring = 64 * 1024
+    with producer(ring) as p:
+        reader = MmapRingReader(p.ring)
+        got: list[bytes] = []
+        for i in range(12):  # 12 rounds of up to 48 KB: the ring wraps several times
+            p.produce(150, b"/t/" + bytes([97 + i]) * (20 + 9 * i))
+            chunks, n = reader.take()
+            records = [r for c in chunks for r in split_records(c)]
+            assert n == len(records) == 150
+            got += records
+        assert reader.take() == ([], 0)
+        assert reader.pending_bytes() == 0
+        assert p.counters()["ringbuf_full"] == 0
+        reader.close()
+    events = [abi.decode(r) for r in got]
+    assert [e.seq for e in events] == list(range(12 * 150))
+
+
+def test_no_spurious_ring_full_while_the_reader_moves_the_consumer_position() -> None:
+    """The producer (another process, on another CPU when there is one)
+    reads the consumer position while the reader stores it. It never lets
+    more than a quarter of the ring fill, so any ring-full is a misread
+    position, such as one stored a byte at a time, which passes through
+    values up to 64 KiB behind (beyond a 16 KiB ring) every 64 KiB."""
+    ring, chunk = 16 * 1024, 16  # 16 records of 224 bytes: under a quarter of the ring
+    with producer(ring) as p:
+        reader = MmapRingReader(p.ring)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the producer
+            code = 1
+            try:
+                os.close(r)
+                produced = full = 0
+                deadline = time.monotonic() + 3.0
+                while produced < 300_000 and time.monotonic() < deadline:
+                    if reader.pending_bytes() > ring // 4:
+                        continue  # the reader is behind: never fill the ring for real
+                    p.produce(chunk, b"/etc/fw/pos")
+                    emitted, ring_full = p.outcome()
+                    produced += emitted
+                    full += ring_full
+                os.write(w, f"{produced} {full}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        got = 0
+        while not select.select([r], [], [], 0)[0]:
+            got += len(reader.read())
+        report = os.read(r, 100).decode()
+        os.close(r)
+        assert os.waitpid(pid, 0)[1] == 0
+        got += len(reader.read())
+        reader.close()
+    produced, full = map(int, report.split())
+    assert produced > 20_000  # the consumer position passed 64 KiB boundaries dozens of times
+    assert full == 0
+    assert got == produced
+
+
+def test_read_limit_leaves_the_rest_queued(make_ring_reader: Callable[[Map], RingReader]) -> None:
     with producer() as p:
-        reader = make_reader(p.ring)
+        reader = make_ring_reader(p.ring)
         p.produce(100)
         first = reader.read(limit=10)
         rest = reader.read()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import select
+import struct
 import threading
 import time
 
 import pytest
 
+from filewarden._libbpf import split_records
+from filewarden._libbpf.ringbuf import BPF_RINGBUF_DISCARD_BIT
 from filewarden.drain import RingDrain
 
 
@@ -123,3 +126,94 @@ def test_a_failing_ring_is_reported_to_the_reader() -> None:
         drain.read()
     ring.fail = None
     drain.close()
+
+
+def _ring_space(*records: tuple[bytes, bool]) -> bytes:
+    """Ring space as the kernel lays it out: an 8-byte header (length, the
+    DISCARD bit, page offset) before each record, 8-byte aligned."""
+    out = b""
+    for data, discarded in records:
+        out += struct.pack("<II", len(data) | (BPF_RINGBUF_DISCARD_BIT if discarded else 0), 0)
+        out += data + b"\0" * (-len(data) % 8)
+    return out
+
+
+def test_split_records_keeps_order_and_leaves_out_discarded_records() -> None:
+    space = _ring_space((b"first", False), (b"dropped!", True), (b"", False), (b"x" * 17, False))
+    assert split_records(space) == [b"first", b"", b"x" * 17]
+    assert split_records(b"") == []
+
+
+class FakeTakeRing(FakeRing):
+    """A ring with take(): copies of ring space, as MmapRingReader gives."""
+
+    def take(self) -> tuple[list[bytes], int]:
+        with self.lock:
+            out, self.pending = self.pending, []
+        return ([_ring_space(*((r, False) for r in out))] if out else []), len(out)
+
+
+def test_copies_of_ring_space_come_out_as_records() -> None:
+    ring = FakeTakeRing()
+    drain = RingDrain(ring)
+    try:
+        ring.put([b"a", b"bb"])
+        ring.put([b"ccc"])
+        got: list[bytes] = []
+        while len(got) < 3:
+            assert wait_readable(drain.fileno())
+            got += drain.read()
+        assert got == [b"a", b"bb", b"ccc"]
+    finally:
+        drain.close()
+
+
+def test_the_reader_is_woken_once_the_thread_has_caught_up() -> None:
+    """While takes keep finding records the reader sleeps (it would slow
+    the thread down); an empty take wakes it, as does half the bound."""
+    ring = FakeTakeRing()
+    takes: list[int] = []
+    plain_take = ring.take
+
+    def take() -> tuple[list[bytes], int]:
+        chunks, n = plain_take()
+        takes.append(n)
+        found = sum(1 for t in takes if t)
+        if n and found < 4:  # each take finds one more record: a burst of four
+            ring.pending.append(b"%d" % found)
+        return chunks, n
+
+    ring.take = take  # type: ignore[method-assign]
+    drain = RingDrain(ring, max_records=100)
+    try:
+        ring.put([b"0"])
+        assert wait_readable(drain.fileno())
+        assert os.eventfd_read(drain.fileno()) == 1  # one wake-up for the whole burst
+        assert not select.select([drain.fileno()], [], [], 0.1)[0]  # and none after it
+        assert [n for n in takes if n] == [1, 1, 1, 1]
+        assert drain.read() == [b"0", b"1", b"2", b"3"]
+    finally:
+        drain.close()
+
+
+def test_a_steady_stream_still_wakes_the_reader_soon() -> None:
+    """Takes that never come back empty (records arriving as fast as the
+    thread looks) must not keep the reader asleep: it is woken within
+    _ANNOUNCE_S of the first record it has not been told of."""
+    ring = FakeTakeRing()
+    plain_take = ring.take
+
+    def take() -> tuple[list[bytes], int]:
+        ring.pending.append(b"r")  # always one more
+        return plain_take()
+
+    ring.take = take  # type: ignore[method-assign]
+    drain = RingDrain(ring, max_records=1_000_000)
+    try:
+        os.eventfd_write(ring.efd, 1)
+        started = time.monotonic()
+        assert wait_readable(drain.fileno())
+        assert time.monotonic() - started < 1.0
+        assert drain.read()
+    finally:
+        drain.close()

@@ -191,3 +191,33 @@ def test_non_utf8_path_round_trips_byte_exact() -> None:
     doc = json.loads(line)
     assert doc["file"]["path"].encode("utf-8", "surrogateescape") == raw
     assert doc["process"]["name"].encode("utf-8", "surrogateescape") == b"\xffx"
+
+
+def test_a_process_part_is_built_once_and_follows_the_tree(tmp_path: Path) -> None:
+    """Events of one process share its rendered part (and its JSON) until
+    what the tree knows of the parent changes; lines are what encoding each
+    document afresh gives, and the documents are left as they were."""
+    tree = ProcessTree(tmp_path, clock_ticks=100)
+    tree.on_exec(pid=700, ppid=0, start_ns=9, exe=b"/usr/bin/bash", args=(b"bash",), args_truncated=False,
+                 comm=b"bash")  # fmt: skip
+    proc = process()
+    first = to_document(event(process=proc), FixedClock(), tree)
+    second = to_document(event(process=proc, seq=43), FixedClock(), tree)
+    assert second["process"] is first["process"]
+    for doc in (first, second):
+        line = to_json_line(doc)
+        assert json.loads(line) == json.loads(json.dumps(doc))
+        assert isinstance(doc["process"], dict)
+    tree.on_exec(pid=700, ppid=0, start_ns=9, exe=b"/usr/bin/zsh", args=(b"zsh",), args_truncated=False,
+                 comm=b"zsh")  # fmt: skip
+    third = to_document(event(process=proc, seq=44), FixedClock(), tree)
+    assert third["process"]["parent"]["executable"] == "/usr/bin/zsh"
+    assert json.loads(to_json_line(third))["process"]["parent"]["name"] == "zsh"
+    assert first["process"]["parent"]["executable"] == "/usr/bin/bash"  # the earlier document is unchanged
+
+
+def test_a_non_utf8_process_part_is_encoded_with_each_event() -> None:
+    proc = process(comm=b"\xffx")
+    docs = [to_document(event(process=proc, seq=s), FixedClock()) for s in (1, 2)]
+    for doc in docs:
+        assert json.loads(to_json_line(doc))["process"]["name"].encode("utf-8", "surrogateescape") == b"\xffx"

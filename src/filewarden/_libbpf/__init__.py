@@ -16,7 +16,7 @@ from ._lib import LibbpfError, LibbpfUnavailableError, take_log, version
 from .btf import Btf, BtfType, Member
 from .maps import Map, possible_cpus
 from .object import AttachFailure, BpfObject, Link, Program
-from .ringbuf import LibbpfRingReader, MmapRingReader, RingReader
+from .ringbuf import LibbpfRingReader, MmapRingReader, RingReader, split_records
 
 __all__ = [
     "AttachFailure",
@@ -33,6 +33,7 @@ __all__ = [
     "Program",
     "RingReader",
     "possible_cpus",
+    "split_records",
     "take_log",
     "version",
 ]
