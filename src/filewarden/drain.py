@@ -58,7 +58,7 @@ class RingDrain:
         self.max_records = max_records
         # Records, or (from take()) copies of ring space to split: flagged.
         self._batches: deque[tuple[bool, list[bytes] | list[memoryview], int]] = deque()  # (raw?, items, records)
-        self._take: Callable[[], tuple[list[memoryview], int]] | None = getattr(ring, "take", None)
+        self._take: Callable[[], list[tuple[memoryview, int]]] | None = getattr(ring, "take", None)
         self._give_back: Callable[[memoryview], None] | None = getattr(ring, "give_back", None)
         self._wake_at = max(1, max_records // 2)
         self._queued = 0
@@ -85,9 +85,10 @@ class RingDrain:
                             self._space.wait(_WAIT_S)
                 with self._lock:  # read and queue in one step: order is kept
                     if take is not None:
-                        chunks, n = take()
-                        if n:
-                            self._batches.append((True, chunks, n))
+                        n = 0
+                        for chunk, count in take():  # a batch per chunk: read(limit) takes whole chunks
+                            self._batches.append((True, [chunk], count))
+                            n += count
                     else:
                         batch = ring.read()
                         n = len(batch)

@@ -94,11 +94,12 @@ def test_take_copies_committed_space_that_splits_into_the_records() -> None:
         got: list[bytes] = []
         for i in range(12):  # 12 rounds of up to 48 KB: the ring wraps several times
             p.produce(150, b"/t/" + bytes([97 + i]) * (20 + 9 * i))
-            chunks, n = reader.take()
-            records = [r for c in chunks for r in split_records(c)]
-            assert n == len(records) == 150
+            chunks = reader.take()
+            records = [r for c, _ in chunks for r in split_records(c)]
+            assert sum(n for _, n in chunks) == len(records) == 150
+            assert all(len(split_records(c)) == n for c, n in chunks)
             got += records
-        assert reader.take() == ([], 0)
+        assert reader.take() == []
         assert reader.pending_bytes() == 0
         assert p.counters()["ringbuf_full"] == 0
         reader.close()
@@ -154,10 +155,30 @@ def test_read_limit_leaves_the_rest_queued(make_ring_reader: Callable[[Map], Rin
         reader = make_ring_reader(p.ring)
         p.produce(100)
         first = reader.read(limit=10)
+        # Still readable: the kernel wakes a reader only once it has caught
+        # up, so one that waits with records left would wait for nothing.
+        still_readable = bool(select.select([reader.fileno()], [], [], 0)[0])
         rest = reader.read()
         reader.close()
     assert len(first) == 10
+    assert still_readable
     assert [abi.decode(r).seq for r in first + rest] == list(range(100))
+
+
+def test_a_limited_read_of_the_drain_leaves_it_readable() -> None:
+    with producer(1 << 20) as p:
+        drain = RingDrain(MmapRingReader(p.ring))
+        p.produce(3000)  # about 700 KB: the drain's take copies it in three chunks
+        deadline = time.monotonic() + 10
+        while drain.peak < 3000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first = drain.read(limit=100)
+        still_readable = bool(select.select([drain.fileno()], [], [], 0)[0])
+        rest = drain.read()
+        drain.close()
+    assert 100 <= len(first) < 3000  # whole chunks, at least the limit
+    assert still_readable
+    assert [abi.decode(r).seq for r in first + rest] == list(range(3000))
 
 
 def test_poll_wakes_up_for_new_records(make_reader: Callable[[Map], RingReader]) -> None:

@@ -147,10 +147,10 @@ def test_split_records_keeps_order_and_leaves_out_discarded_records() -> None:
 class FakeTakeRing(FakeRing):
     """A ring with take(): copies of ring space, as MmapRingReader gives."""
 
-    def take(self) -> tuple[list[bytes], int]:
+    def take(self) -> list[tuple[bytes, int]]:
         with self.lock:
             out, self.pending = self.pending, []
-        return ([_ring_space(*((r, False) for r in out))] if out else []), len(out)
+        return [(_ring_space(*((r, False) for r in out)), len(out))] if out else []
 
 
 def test_copies_of_ring_space_come_out_as_records() -> None:
@@ -175,13 +175,14 @@ def test_the_reader_is_woken_once_the_thread_has_caught_up() -> None:
     takes: list[int] = []
     plain_take = ring.take
 
-    def take() -> tuple[list[bytes], int]:
-        chunks, n = plain_take()
+    def take() -> list[tuple[bytes, int]]:
+        chunks = plain_take()
+        n = sum(count for _, count in chunks)
         takes.append(n)
         found = sum(1 for t in takes if t)
         if n and found < 4:  # each take finds one more record: a burst of four
             ring.pending.append(b"%d" % found)
-        return chunks, n
+        return chunks
 
     ring.take = take  # type: ignore[method-assign]
     drain = RingDrain(ring, max_records=100)
@@ -203,7 +204,7 @@ def test_a_steady_stream_still_wakes_the_reader_soon() -> None:
     ring = FakeTakeRing()
     plain_take = ring.take
 
-    def take() -> tuple[list[bytes], int]:
+    def take() -> list[tuple[bytes, int]]:
         ring.pending.append(b"r")  # always one more
         return plain_take()
 

@@ -144,10 +144,10 @@ class MmapRingReader:
             consumer_pos[0] = pos
         return out
 
-    def take(self) -> tuple[list[memoryview], int]:
+    def take(self) -> list[tuple[memoryview, int]]:
         """The committed records as verbatim copies of ring space, each
-        record behind its 8-byte ring header, and how many records that is.
-        For the ring-drain thread, which must outpace producers during
+        record behind its 8-byte ring header: (copy, records in it) per
+        chunk of at most 256 KiB. For the ring-drain thread, which must outpace producers during
         bursts: split_records() splits the copies later, on the thread that
         decodes, and give_back() returns their buffers for reuse (a fresh
         256 KiB buffer costs more in page faults than the copy into it).
@@ -168,9 +168,9 @@ class MmapRingReader:
         consumer_pos = self._consumer_pos
         start = consumer_pos[0]
         prod = self._producer_pos[0]
-        chunks: list[memoryview] = []
-        count = 0
+        chunks: list[tuple[memoryview, int]] = []
         while start < prod:
+            count = 0
             off = page + (start & mask)
             n = min(prod - start, _RELEASE_EVERY_BYTES)
             scratch[:n] = view[off : off + n]  # contiguous: the data area is mapped twice
@@ -192,12 +192,12 @@ class MmapRingReader:
             buf = pool.pop() if pool and pos <= _RELEASE_EVERY_BYTES else bytearray(max(pos, _RELEASE_EVERY_BYTES))
             chunk = memoryview(buf)[:pos]
             chunk[:] = view[off : off + pos]
-            chunks.append(chunk)
+            chunks.append((chunk, count))
             start += pos
             consumer_pos[0] = start
             if pos < n < _RELEASE_EVERY_BYTES:
                 break  # stopped at a busy record: no more to take now
-        return chunks, count
+        return chunks
 
     def give_back(self, chunk: memoryview) -> None:
         """Returns the buffer of a chunk from take(), once split."""
