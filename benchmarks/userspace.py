@@ -186,7 +186,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="the sustained run [30]")
     parser.add_argument("--trial-seconds", type=float, default=4.0, help="each search trial [4]")
     parser.add_argument("--burst", type=int, default=50_000)
-    parser.add_argument("--rates", type=int, nargs="+", default=[50_000, 100_000, 125_000, 150_000, 200_000, 250_000, 300_000])
+    parser.add_argument(
+        "--rates", type=int, nargs="+", default=[50_000, 100_000, 125_000, 150_000, 200_000, 250_000, 300_000]
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--profile", type=Path, help="also profile the consumer (pyinstrument) into this text file")
     args = parser.parse_args()
