@@ -444,13 +444,19 @@ def decode_dev(dev: int) -> int:
 _devs: dict[int, int] = {}  # kernel dev_t -> st_dev, for the few devices there are
 
 
+def _new_dev(dev: int) -> int:
+    """decode_dev(), remembered in _devs (callers look there first)."""
+    if len(_devs) > 4096:
+        _devs.clear()
+    st_dev = _devs[dev] = decode_dev(dev)
+    return st_dev
+
+
 def _file(raw: bytes, at: int) -> FileInfo:
     ino, size, dev, mode, uid, gid = _FILE.unpack_from(raw, at)
     st_dev = _devs.get(dev)
     if st_dev is None:
-        if len(_devs) > 4096:
-            _devs.clear()
-        st_dev = _devs[dev] = decode_dev(dev)
+        st_dev = _new_dev(dev)
     return FileInfo(ino, size, st_dev, mode, uid, gid)
 
 
@@ -529,9 +535,7 @@ def _decode_file(raw: bytes) -> FileEvent:
             raise DecodeError(f"record size {size} does not match its contents ({data_end})")
     st_dev = _devs.get(dev)
     if st_dev is None:
-        if len(_devs) > 4096:
-            _devs.clear()
-        st_dev = _devs[dev] = decode_dev(dev)
+        st_dev = _new_dev(dev)
     detail: ChmodDetail | ChownDetail | XattrDetail | MountDetail | FileInfo | None = None
     if action in _HAS_DETAIL:
         extra = raw[aux_end:extra_end]

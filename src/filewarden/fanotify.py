@@ -876,32 +876,25 @@ class FanotifyDecoder:
         path = self.cache.get(fid)
         if fid in self.roots and path is not None:
             if ev.mask & FAN_DELETE_SELF:
-                out_ev = FanotifyEvent(
-                    action="rmdir",
-                    path=path,
-                    aux=None,
-                    pid=ev.pid,
-                    is_dir=True,
-                    mask=ev.mask,
-                    file_type="dir",
-                    object_id=fid,
-                    unavailable=_unavailable("rmdir"),
-                )
-                self._items.append(_Candidate(out_ev, False, None))
+                action, new_path, old_path, reason, aux_now = "rmdir", path, None, None, None
+                unavailable = _unavailable("rmdir")
             else:
-                out_ev = FanotifyEvent(
-                    action="rename",
-                    path=None,
-                    aux=path,
-                    pid=ev.pid,
-                    is_dir=True,
-                    mask=ev.mask,
-                    file_type="dir",
-                    object_id=fid,
-                    reason="moved out of the watched directories: the destination is not watched",
-                    unavailable=_unavailable("rename", "file.replaced"),
-                )
-                self._items.append(_Candidate(out_ev, False, False))
+                action, new_path, old_path, aux_now = "rename", None, path, False  # aux: the old path, as it was
+                reason = "moved out of the watched directories: the destination is not watched"
+                unavailable = _unavailable("rename", "file.replaced")
+            out_ev = FanotifyEvent(
+                action=action,
+                path=new_path,
+                aux=old_path,
+                pid=ev.pid,
+                is_dir=True,
+                mask=ev.mask,
+                file_type="dir",
+                object_id=fid,
+                reason=reason,
+                unavailable=unavailable,
+            )
+            self._items.append(_Candidate(out_ev, False, aux_now))
         if ev.mask & FAN_DELETE_SELF:
             self._gone.add(fid)
             self.roots.discard(fid)

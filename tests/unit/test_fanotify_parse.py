@@ -572,6 +572,18 @@ def test_root_directory_removal_is_reported_from_its_own_event() -> None:
     assert SUB not in dec.roots
 
 
+def test_root_directory_moved_away_is_a_rename_with_no_destination() -> None:
+    dec, _ = decoder()
+    dec.cache.pin(SUB, b"/etc/sub")
+    dec.roots.add(SUB)
+    (ev,) = dec.decode(event(fa.FAN_MOVE_SELF | fa.FAN_ONDIR, dfid_name(SUB, b".")))
+    assert (ev.action, ev.path, ev.aux, ev.is_dir, ev.file_type) == ("rename", None, b"/etc/sub", True, "dir")
+    assert ev.reason is not None
+    assert "destination is not watched" in ev.reason
+    assert "file.replaced" in ev.unavailable
+    assert SUB in dec.roots  # moved, not gone
+
+
 def test_new_directories_are_announced() -> None:
     seen: list[tuple[bytes, tuple[int, int]]] = []
     dec, _ = decoder()

@@ -94,8 +94,8 @@ class MmapRingReader:
         self._page = page
         self._consumer_pos = memoryview(self._consumer).cast("Q")  # [0]: consumer_pos
         self._producer_pos = memoryview(self._producer)[:8].cast("Q")  # [0]: producer_pos
-        self._words = memoryview(self._producer).cast("I")  # record headers' length words, 4-byte loads
         self._view = memoryview(self._producer)
+        self._words = self._view.cast("I")  # record headers' length words, 4-byte loads
         # take()'s first copies; one record more than a chunk can hold can
         # start in a chunk, so the buffer is a chunk and the ring's size.
         self._scratch = memoryview(bytearray(_RELEASE_EVERY_BYTES))
