@@ -128,6 +128,10 @@ enum fw_event_flags {
 	/* The file (or the directory it is made in) carries an inode mark:
 	 * it is monitored whatever name it was reached by. */
 	FW_EVENT_TRACKED = 1 << 12,
+	/* The walked path never settled: a rename or mount change ran during
+	 * each of the walk's tries (walk.bpf.h), so it may name a path that
+	 * never existed. */
+	FW_EVENT_PATH_UNSTABLE = 1 << 13,
 };
 
 /*
@@ -182,16 +186,21 @@ enum fw_process_flags {
 	FW_PROC_ARGS_TRUNCATED = 1 << 1,
 	FW_PROC_EXE_UNKNOWN = 1 << 2, /* no executable (kernel thread) or unreadable */
 	FW_PROC_KTHREAD = 1 << 3,
+	/* The actor is an io_uring worker thread of process `pid` (tid is the
+	 * worker's); comm is the process's (its leader's) name. */
+	FW_PROC_IO_WORKER = 1 << 4,
 };
 
 /* One slot per counter; every exit of every handler adds one to TOTAL and
- * exactly one of the others. */
+ * exactly one of the others. ERROR and RINGBUF_FULL are records lost: each
+ * took a sequence number no record carries (except inode_free's ERROR: a
+ * mark that did not fit in evicted_marks, no record). */
 enum fw_counter {
 	FW_COUNTER_TOTAL = 0,
 	FW_COUNTER_EMITTED = 1,
 	FW_COUNTER_IGNORED = 2,
-	FW_COUNTER_ERROR = 3,
-	FW_COUNTER_RINGBUF_FULL = 4,
+	FW_COUNTER_ERROR = 3,        /* the call could not be examined (no scratch slot, no task storage) */
+	FW_COUNTER_RINGBUF_FULL = 4, /* the record did not fit in the ring */
 	FW_COUNTER_KEPT = 5, /* inode_free: an evicted inode's mark was kept */
 	FW_COUNTER_MAX = 6,
 };
@@ -244,7 +253,8 @@ struct fw_header {
 	__u8 hook;       /* enum fw_hook */
 	__u8 action;     /* enum fw_action (FW_ACTION_NONE for process records) */
 	__u32 size;      /* bytes in the whole record */
-	__u64 seq;       /* +1 for every record the kernel produced: a gap is loss */
+	__u64 seq;       /* +1 for every record of its kind the kernel numbered (file
+			  * records, process records apart): a gap is loss */
 	__u64 ktime_ns;  /* CLOCK_BOOTTIME */
 };
 

@@ -47,14 +47,6 @@
  */
 #define FW_MNT_NS_INTERNAL ((unsigned long)-22)
 
-/* x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the
- * calls that open files: O_TRUNC and O_CREAT handling depends on them. */
-#define FW_NR_OPEN 2
-#define FW_NR_CREAT 85
-#define FW_NR_OPEN_BY_HANDLE_AT 304
-#define FW_NR_OPENAT 257
-#define FW_NR_OPENAT2 437
-
 /* Bounded loops. */
 #define FW_WALK_MAX_DEPTH 2048 /* components of a path (a 4095-byte path has at most 2048) */
 #define FW_MOUNTS_MAX 32       /* mounts of one superblock searched for an inode hook */

@@ -14,16 +14,6 @@
 #include "common.bpf.h"
 #include "maps.bpf.h"
 
-/* fs/dcache.c and fs/namespace.c; resolved from kallsyms by libbpf
- * (Debian kernels have CONFIG_KALLSYMS_ALL=y). Weak: without them the
- * cache stays off and every path is resolved. */
-extern const void rename_lock __ksym __weak;
-extern const void mount_lock __ksym __weak;
-
-/* A weak ksym that libbpf could not resolve is at address 0
- * (bpf_ksym_exists() of libbpf >= 1.2). */
-#define FW_KSYM_EXISTS(sym) ((unsigned long)&(sym) != 0)
-
 struct fw_dir_probe {
 	struct fw_dir_key key;
 	struct fw_dir_val val;

@@ -90,33 +90,22 @@ static __always_inline bool fw_creds_overridden(void)
 	return task->cred != task->real_cred;
 }
 
-/* The system call the current task is in (orig_ax, x86-64), or -1. */
-static __always_inline long fw_syscall_nr(void)
-{
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-
-	return regs ? BPF_CORE_READ(regs, orig_ax) : -1;
-}
-
-/* arch/x86/include/asm/processor.h: thread_info.status bit of a 32-bit
- * (ia32) system call, whose numbers are arch/x86/entry/syscalls/syscall_32.tbl's. */
-#define FW_TS_COMPAT 0x0002
-#define FW_NR32_OPEN 5
-#define FW_NR32_CREAT 8
-#define FW_NR32_OPENAT 295
-#define FW_NR32_OPEN_BY_HANDLE_AT 342
-#define FW_NR32_OPENAT2 437
-
-static __always_inline bool fw_in_open_syscall(void)
+/*
+ * Is the current task inside an open? path_openat() (fs/namei.c) runs with
+ * current->nameidata set from set_nameidata() to restore_nameidata(), and
+ * lookup_open()'s may_o_create() (security_path_mknod()) and do_open()'s
+ * handle_truncate() (security_path_truncate()/security_file_truncate())
+ * run inside it. mknod(2), truncate(2) and ftruncate(2) call the same hooks
+ * after their lookup has restored nameidata (filename_create(),
+ * user_path_at()), or without one. This holds for every way into an open:
+ * the open system calls, 32-bit ones, and io_uring's IORING_OP_OPENAT run
+ * by an io-wq worker, which makes no system call at all.
+ */
+static __always_inline bool fw_in_open(void)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	long nr = fw_syscall_nr();
 
-	if (task->thread_info.status & FW_TS_COMPAT)
-		return nr == FW_NR32_OPEN || nr == FW_NR32_OPENAT || nr == FW_NR32_OPENAT2 || nr == FW_NR32_CREAT ||
-		       nr == FW_NR32_OPEN_BY_HANDLE_AT;
-	return nr == FW_NR_OPEN || nr == FW_NR_OPENAT || nr == FW_NR_OPENAT2 || nr == FW_NR_CREAT ||
-	       nr == FW_NR_OPEN_BY_HANDLE_AT;
+	return BPF_CORE_READ(task, nameidata) != NULL;
 }
 
 #endif /* FILEWARDEN_FILE_BPF_H */

@@ -62,7 +62,7 @@ const volatile struct fw_abi_types {
 	do {                                                                     \
 		s = fw_scratch_claim(bpf_get_current_pid_tgid());                \
 		if (!s)                                                          \
-			return fw_exit(hook, FW_COUNTER_ERROR);                  \
+			return fw_lost(hook);                                    \
 	} while (0)
 
 /*
@@ -126,9 +126,17 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 	}
 
 	/* The mark first: a new file is monitored if its directory is a
-	 * monitored tree, an existing one if it carries a mark itself. */
+	 * monitored tree (noted by path_mknod, called by may_o_create() in this
+	 * open: fw_pending_create), an existing one if it carries a mark
+	 * itself. */
 	if (action == FW_ACTION_CREATE) {
-		tree = fw_tree_mark(dentry->d_parent->d_inode);
+		struct fw_pending_create *p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL, 0);
+
+		if (p && p->open_dentry == (__u64)dentry) {
+			p->open_dentry = 0;
+			if (p->open_tree.flags & FW_MARK_TREE)
+				tree = &p->open_tree;
+		}
 		tracked = tree != NULL;
 	} else {
 		tracked = fw_marked(file->f_inode);
@@ -155,7 +163,11 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
  * file's size before the call is in file.size. Truncating an empty file on
  * open is reported as the open for writing it is.
  */
-static __always_inline int fw_truncate(enum fw_hook hook, const struct path *path)
+/* `inode`: the file's, as a pointer every verifier trusts for the inode
+ * storage helpers: path->dentry->d_inode from path_truncate's argument,
+ * file->f_inode for file_truncate (v7.x calls file->f_path.dentry->d_inode
+ * untrusted). */
+static __always_inline int fw_truncate(enum fw_hook hook, const struct path *path, struct inode *inode)
 {
 	struct dentry *dentry = path->dentry;
 	struct fw_dir_probe dp;
@@ -163,7 +175,7 @@ static __always_inline int fw_truncate(enum fw_hook hook, const struct path *pat
 	bool during_open, tracked;
 
 	FW_SKIP_AGENT(hook);
-	tracked = fw_marked(dentry->d_inode);
+	tracked = fw_marked(inode);
 	if (!tracked && fw_dir_check(&dp, dentry->d_parent, path->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
@@ -174,7 +186,7 @@ static __always_inline int fw_truncate(enum fw_hook hook, const struct path *pat
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	}
 	fw_set_file_dentry(s, dentry);
-	during_open = fw_in_open_syscall();
+	during_open = fw_in_open();
 	if (during_open) {
 		struct fw_pending_create *p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL, 0);
 
@@ -193,13 +205,13 @@ static __always_inline int fw_truncate(enum fw_hook hook, const struct path *pat
 SEC("lsm/path_truncate")
 int BPF_PROG(fw_path_truncate, const struct path *path)
 {
-	return fw_truncate(FW_HOOK_PATH_TRUNCATE, path);
+	return fw_truncate(FW_HOOK_PATH_TRUNCATE, path, path->dentry->d_inode);
 }
 
 SEC("lsm/file_truncate")
 int BPF_PROG(fw_file_truncate, struct file *file)
 {
-	return fw_truncate(FW_HOOK_FILE_TRUNCATE, &file->f_path);
+	return fw_truncate(FW_HOOK_FILE_TRUNCATE, &file->f_path, file->f_inode);
 }
 
 /* unlink(2) and rmdir(2): the dentry is still there when the hook runs. */
@@ -251,7 +263,7 @@ static __always_inline int fw_note_create(enum fw_hook hook, enum fw_action acti
 	p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!p)
-		return fw_exit(hook, FW_COUNTER_ERROR);
+		return fw_lost(hook); /* d_instantiate cannot report it */
 	p->dentry = (__u64)dentry;
 	p->vfsmnt = (__u64)BPF_CORE_READ(dir, mnt);
 	p->action = action;
@@ -265,14 +277,30 @@ int BPF_PROG(fw_path_mkdir, const struct path *dir, struct dentry *dentry, umode
 	return fw_note_create(FW_HOOK_PATH_MKDIR, FW_ACTION_MKDIR, dir, dentry);
 }
 
-/* may_o_create() (fs/namei.c) calls this hook for O_CREAT opens too: those
- * are file_open's to report (FMODE_CREATED). */
+/* may_o_create() (fs/namei.c) calls this hook for O_CREAT opens too, from
+ * any system call or io_uring worker (fw_in_open()): those are file_open's
+ * to report (FMODE_CREATED), once. Here the directory's tree mark is noted
+ * for it. */
 SEC("lsm/path_mknod")
 int BPF_PROG(fw_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
 {
-	if ((mode & FW_S_IFMT) == FW_S_IFREG && fw_in_open_syscall())
-		return fw_ignore(FW_HOOK_PATH_MKNOD, FW_IGNORE_CREATE_BY_OPEN);
-	return fw_note_create(FW_HOOK_PATH_MKNOD, FW_ACTION_CREATE, dir, dentry);
+	const enum fw_hook hook = FW_HOOK_PATH_MKNOD;
+	struct fw_pending_create *p;
+	struct fw_mark *tree;
+
+	if ((mode & FW_S_IFMT) == FW_S_IFREG && fw_in_open()) {
+		FW_SKIP_AGENT(hook);
+		p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL,
+					 BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!p)
+			return fw_exit(hook, FW_COUNTER_ERROR);
+		tree = fw_tree_mark(dir->dentry->d_inode);
+		p->open_dentry = (__u64)dentry;
+		p->open_tree.flags = tree ? tree->flags : 0;
+		p->open_tree.rule = tree ? tree->rule : 0;
+		return fw_ignore(hook, FW_IGNORE_CREATE_BY_OPEN);
+	}
+	return fw_note_create(hook, FW_ACTION_CREATE, dir, dentry);
 }
 
 /* security_d_instantiate(): a dentry gets its inode. Called for every
@@ -511,7 +539,7 @@ static __always_inline struct fw_scratch *fw_xattr_begin(enum fw_hook hook, enum
 	}
 	s = fw_scratch_claim(bpf_get_current_pid_tgid());
 	if (!s) {
-		fw_exit(hook, FW_COUNTER_ERROR);
+		fw_lost(hook);
 		return NULL;
 	}
 	fw_event_init(s, hook, action);
@@ -722,13 +750,24 @@ int BPF_PROG(fw_inode_free, struct inode *inode)
 /*
  * Processes, for the user-space process tree: exec, fork (new processes,
  * not threads) and exit (the last thread). Tracepoints, so they run where
- * LSM programs do not.
+ * LSM programs do not. Their records are numbered apart from file records
+ * (fw_next_proc_seq).
+ *
+ * exec and fork also fill the process's exe/args cache (fw_proc_cache),
+ * which the file programs would otherwise fill on a process's first event
+ * by walking its executable's path and reading its arguments: the longest
+ * work a file program does. These tracepoints run with preemption off
+ * (include/linux/tracepoint.h), the file programs with preemption on, and
+ * on the fentry backend the time a file program's task spends preempted
+ * inside it is time in which the trampoline's recursion guard skips every
+ * other run of that program on that CPU (bpf_prog_inc_misses_counter(),
+ * kernel/bpf/trampoline.c).
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(fw_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	const enum fw_hook hook = FW_HOOK_EXEC;
-	struct fw_proc_cache *c;
+	struct fw_proc_cache *c, *cache;
 	struct fw_scratch *s;
 	struct bpf_dynptr dp;
 	struct mm_struct *mm;
@@ -741,6 +780,12 @@ int BPF_PROG(fw_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 	mm = BPF_CORE_READ(p, mm);
 	fw_read_exe_args(c, &s->walk, s->exe_walk, BPF_CORE_READ(bprm, file), BPF_CORE_READ(mm, arg_start),
 			 BPF_CORE_READ(mm, arg_end));
+	/* ... and keep what it knows of the new one: `p` is the thread-group
+	 * leader by now (de_thread() in begin_new_exec(), fs/exec.c), where
+	 * fw_proc_cache_get() looks. */
+	cache = bpf_task_storage_get(&proc_cache, p, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (cache)
+		bpf_probe_read_kernel(cache, sizeof(*cache), c);
 	fw_fill_process(&s->exec.proc, p);
 	exe_len = c->exe_len;
 	args_len = c->args_len;
@@ -759,7 +804,7 @@ int BPF_PROG(fw_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 	s->exec.hdr.action = FW_ACTION_NONE;
 	s->exec.hdr.size = size;
 	s->exec.hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	s->exec.hdr.seq = __sync_fetch_and_add(&fw_next_seq, 1);
+	s->exec.hdr.seq = __sync_fetch_and_add(&fw_next_proc_seq, 1);
 	if (bpf_ringbuf_reserve_dynptr(&events, size, 0, &dp)) {
 		bpf_ringbuf_discard_dynptr(&dp, 0);
 		return fw_done(s, hook, FW_COUNTER_RINGBUF_FULL);
@@ -775,7 +820,7 @@ static __always_inline enum fw_counter fw_output(void *record, __u32 size, struc
 {
 	hdr->size = size;
 	hdr->ktime_ns = bpf_ktime_get_boot_ns();
-	hdr->seq = __sync_fetch_and_add(&fw_next_seq, 1);
+	hdr->seq = __sync_fetch_and_add(&fw_next_proc_seq, 1);
 	return bpf_ringbuf_output(&events, record, size, 0) ? FW_COUNTER_RINGBUF_FULL : FW_COUNTER_EMITTED;
 }
 
@@ -783,10 +828,21 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(fw_sched_fork, struct task_struct *parent, struct task_struct *child)
 {
 	const enum fw_hook hook = FW_HOOK_FORK;
+	struct fw_proc_cache *from, *to;
 	struct fw_fork rec = {};
 
 	if (child->pid != child->tgid)
 		return fw_ignore(hook, FW_IGNORE_THREAD);
+	/* The child runs its parent's program with its parent's arguments
+	 * until it execs: it starts with a copy of the parent's cache. It
+	 * cannot run yet (wake_up_new_task() comes after this tracepoint in
+	 * kernel_clone(), kernel/fork.c). */
+	from = bpf_task_storage_get(&proc_cache, parent->group_leader, NULL, 0);
+	if (from && (from->flags & FW_PROC_CACHE_FILLED)) {
+		to = bpf_task_storage_get(&proc_cache, child, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (to)
+			bpf_probe_read_kernel(to, sizeof(*to), from);
+	}
 	rec.hdr.kind = FW_RECORD_FORK;
 	rec.hdr.hook = hook;
 	rec.parent_pid = parent->tgid;

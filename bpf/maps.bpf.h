@@ -7,6 +7,7 @@
 #define FILEWARDEN_MAPS_BPF_H
 
 #include "common.bpf.h"
+#include "walk.bpf.h"
 
 /* Records to user space. User space sets the size before load. */
 struct {
@@ -121,6 +122,14 @@ struct fw_pending_create {
 	 * so file_open notes the inode here and the truncate hook, on the same
 	 * thread, reports it as copied up. */
 	__u64 copyup_inode;
+	/* An O_CREAT open: may_o_create() calls path_mknod with the directory
+	 * (a pointer every verifier trusts) before the file exists; it notes
+	 * the directory's tree mark here for file_open, which reports the
+	 * creation and, from v7.x on, may no longer pass
+	 * file->f_path.dentry->d_parent->d_inode (untrusted) to the inode
+	 * storage helpers. */
+	__u64 open_dentry;
+	struct fw_mark open_tree; /* flags 0: the directory has no tree mark */
 };
 
 struct {
@@ -150,19 +159,6 @@ struct {
 #define FW_SCRATCH_SLOTS 2
 #define FW_BUF (2 * FW_PATH_MAX)
 
-/* State of one path walk (path.bpf.h); pointers kept as integers. */
-struct fw_walk_state {
-	__u64 dentry;
-	__u64 vfsmnt;
-	__u64 mnt;
-	__u64 root_dentry;
-	__u64 root_mnt;
-	__u32 pos;
-	__u32 flags;
-	__u32 done;
-	__u32 cross_mounts;
-};
-
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
 struct fw_scratch {
@@ -190,8 +186,16 @@ struct {
 	__type(value, struct fw_scratch);
 } scratch SEC(".maps");
 
-/* Sequence number of the next record; global, so one order across CPUs. */
+/*
+ * Sequence numbers of the next record, global so that there is one order
+ * across CPUs. File records and process records (exec, fork, exit) are
+ * numbered apart: user space checks each kind for gaps on its own, and a
+ * gap among file records means file events were lost, never that a
+ * process started. A number is taken before the record is written, so a
+ * record lost after that (a full ring, fw_lost()) leaves its number unused.
+ */
 __u64 fw_next_seq = 0;
+__u64 fw_next_proc_seq = 0;
 
 /* Counts one exit of `hook`: TOTAL and exactly one outcome. Returns FW_ALLOW
  * so that a handler can end with `return fw_exit(...)`.
@@ -222,6 +226,32 @@ static __always_inline int fw_ignore(enum fw_hook hook, enum fw_ignore_reason re
 			__sync_fetch_and_add(&c->ignored_by[reason], 1);
 	}
 	return FW_ALLOW;
+}
+
+static __always_inline bool fw_process_hook(enum fw_hook hook)
+{
+	return hook == FW_HOOK_EXEC || hook == FW_HOOK_FORK || hook == FW_HOOK_EXIT;
+}
+
+/* The next sequence number of `hook`'s kind of record. */
+static __always_inline __u64 fw_take_seq(enum fw_hook hook)
+{
+	if (fw_process_hook(hook))
+		return __sync_fetch_and_add(&fw_next_proc_seq, 1);
+	return __sync_fetch_and_add(&fw_next_seq, 1);
+}
+
+/*
+ * A call this program may have had to report could not even be examined
+ * (no free scratch slot, no task storage): counted as an error, and given
+ * a sequence number that no record will carry, so that the loss shows as
+ * a gap among that kind's numbers like a full ring's does. User space
+ * counts these per hook (error + ringbuf_full) while it runs.
+ */
+static __always_inline int fw_lost(enum fw_hook hook)
+{
+	fw_take_seq(hook);
+	return fw_exit(hook, FW_COUNTER_ERROR);
 }
 
 static __always_inline struct fw_scratch *fw_scratch_claim(__u64 owner)

@@ -6,9 +6,8 @@
  * verifier allows it only on some hooks, and which ones depends on the
  * kernel (bpf_d_path_allowed(): LSM hooks in sleepable_lsm_hooks,
  * kernel/bpf/bpf_lsm.c); user space probes that at load and sets
- * fw_dpath_hooks. Elsewhere we walk the dentries up to the task's root the
- * way prepend_path() (fs/d_path.c) does, crossing mount points, in a
- * bpf_loop() bounded by FW_WALK_MAX_DEPTH.
+ * fw_dpath_hooks. Elsewhere we walk the dentries up to the task's root
+ * (walk.bpf.h).
  *
  * Results land in a FW_BUF-byte buffer as (offset, length): d_path writes
  * from the start, the walk writes backwards from FW_PATH_MAX. A path longer
@@ -21,111 +20,7 @@
 
 #include "common.bpf.h"
 #include "maps.bpf.h"
-
-#define FW_MASK (FW_PATH_MAX - 1)
-
-struct fw_path_out {
-	__u32 off;
-	__u32 len;
-	__u32 flags; /* FW_EVENT_PATH_TRUNCATED, FW_EVENT_PATH_FS_RELATIVE, FW_EVENT_PATH_WALKED */
-};
-
-/*
- * The walk's state lives in the scratch slot, not on the stack: from v6.7
- * the verifier checks a bpf_loop() callback as if called any number of
- * times and needs the states at its entry to converge. A cursor kept on the
- * stack has a tighter range at every step and never would; loads from map
- * memory are not tracked, so the state at entry is always the same.
- */
-struct fw_walk_loop {
-	struct fw_walk_state *st;
-	char *buf;
-};
-
-static long fw_walk_step(__u64 index, void *data)
-{
-	struct fw_walk_loop *loop = data;
-	struct fw_walk_state *st = loop->st;
-	char *buf = loop->buf;
-	/* Locals, not st->field, inside BPF_CORE_READ(): the macro would
-	 * record a CO-RE relocation against our own struct. */
-	struct dentry *d = (struct dentry *)st->dentry;
-	struct vfsmount *vfsmnt = (struct vfsmount *)st->vfsmnt;
-	struct mount *mnt = (struct mount *)st->mnt;
-	struct dentry *parent, *mnt_root;
-	const unsigned char *name;
-	__u32 len, pos;
-
-	if (d == (struct dentry *)st->root_dentry && vfsmnt == (struct vfsmount *)st->root_mnt)
-		goto done; /* the task's root: "/" as it sees it */
-	parent = BPF_CORE_READ(d, d_parent);
-	mnt_root = vfsmnt ? BPF_CORE_READ(vfsmnt, mnt_root) : NULL;
-	if (d == mnt_root || d == parent) {
-		struct mount *mnt_parent = mnt ? BPF_CORE_READ(mnt, mnt_parent) : NULL;
-
-		if (d == mnt_root && st->cross_mounts && mnt_parent && mnt_parent != mnt) {
-			/* follow_up(): continue at the mount point in the parent mount */
-			st->dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
-			st->mnt = (__u64)mnt_parent;
-			st->vfsmnt = (__u64)&mnt_parent->mnt;
-			return 0;
-		}
-		if (!st->cross_mounts || d != mnt_root)
-			st->flags |= FW_EVENT_PATH_FS_RELATIVE; /* detached, or no mount known */
-		goto done;
-	}
-	len = BPF_CORE_READ(d, d_name.len);
-	name = BPF_CORE_READ(d, d_name.name);
-	if (len >= FW_NAME_MAX)
-		len = FW_NAME_MAX - 1;
-	pos = st->pos;
-	if (pos > FW_PATH_MAX || pos < len + 2) { /* keep pos >= 1: at most FW_PATH_MAX - 1 bytes */
-		st->flags |= FW_EVENT_PATH_TRUNCATED;
-		goto done;
-	}
-	pos -= len;
-	bpf_probe_read_kernel(buf + (pos & FW_MASK), len & (FW_NAME_MAX - 1), name);
-	pos -= 1;
-	buf[pos & FW_MASK] = '/';
-	st->pos = pos;
-	st->dentry = (__u64)parent;
-	return 0;
-done:
-	st->done = 1;
-	return 1;
-}
-
-/* Walks from `dentry` (under `vfsmnt`, or NULL: stay in the filesystem) up
- * to the current task's root. */
-static __always_inline void fw_walk(struct fw_walk_state *st, char *buf, struct dentry *dentry,
-				    struct vfsmount *vfsmnt, struct fw_path_out *out)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fw_walk_loop loop = {.st = st, .buf = buf};
-	__u32 pos;
-
-	st->dentry = (__u64)dentry;
-	st->vfsmnt = (__u64)vfsmnt;
-	st->mnt = vfsmnt ? (__u64)container_of(vfsmnt, struct mount, mnt) : 0;
-	st->root_dentry = (__u64)BPF_CORE_READ(task, fs, root.dentry);
-	st->root_mnt = (__u64)BPF_CORE_READ(task, fs, root.mnt);
-	st->pos = FW_PATH_MAX;
-	st->flags = 0;
-	st->done = 0;
-	st->cross_mounts = vfsmnt != NULL;
-
-	bpf_loop(FW_WALK_MAX_DEPTH, fw_walk_step, &loop, 0);
-	if (!st->done)
-		st->flags |= FW_EVENT_PATH_TRUNCATED;
-	pos = st->pos;
-	if (pos >= FW_PATH_MAX || pos == 0) { /* the root itself */
-		pos = FW_PATH_MAX - 1;
-		buf[pos & FW_MASK] = '/';
-	}
-	out->off = pos & FW_MASK;
-	out->len = (FW_PATH_MAX - pos) & FW_MASK; /* pos >= 1, so len <= FW_PATH_MAX - 1 */
-	out->flags |= st->flags | FW_EVENT_PATH_WALKED;
-}
+#include "walk.bpf.h"
 
 /* The path of `path`. */
 static __always_inline void fw_path(struct fw_walk_state *st, char *buf, const struct path *path,
@@ -237,9 +132,9 @@ static __always_inline bool fw_selected(struct fw_scratch *s, char *buf, struct 
 {
 	__u32 len = out->len;
 
-	/* What was cut or is relative cannot be matched against a prefix:
-	 * report it, flagged, rather than lose it. */
-	if (out->flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE))
+	/* What was cut, is relative or may never have existed cannot be
+	 * matched against a prefix: report it, flagged, rather than lose it. */
+	if (out->flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE | FW_EVENT_PATH_UNSTABLE))
 		return true;
 	if (len > FW_PREFIX_MAX)
 		len = FW_PREFIX_MAX;

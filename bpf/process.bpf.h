@@ -9,6 +9,7 @@
 
 /* include/linux/sched.h */
 #define FW_PF_KTHREAD 0x00200000
+#define FW_PF_IO_WORKER 0x00000010
 
 /* `task`: the current task, as a typed pointer (bpf_get_current_task_btf()
  * or a tracepoint's argument): direct loads, see file.bpf.h. */
@@ -35,6 +36,16 @@ static __always_inline void fw_fill_process(struct fw_process *p, struct task_st
 	p->args_len = 0;
 	p->flags = task->flags & FW_PF_KTHREAD ? FW_PROC_KTHREAD : 0;
 	p->_pad = 0;
+	if (task->flags & FW_PF_IO_WORKER) {
+		/* An io_uring worker ("iou-wrk-N", io_uring/io-wq.c) runs requests
+		 * for the process it is a thread of (create_io_thread(),
+		 * CLONE_THREAD|CLONE_VM): the process, named by its leader, is the
+		 * actor; which of its threads submitted the request the hooks
+		 * cannot see (io_kiocb is not reachable from them). */
+		p->flags |= FW_PROC_IO_WORKER;
+		bpf_probe_read_kernel_str(p->comm, sizeof(p->comm), task->group_leader->comm);
+		return;
+	}
 	bpf_get_current_comm(p->comm, sizeof(p->comm)); /* task is current */
 }
 

@@ -124,6 +124,8 @@ static __always_inline void fw_aux_from(struct fw_scratch *s, struct fw_path_out
 	s->ev.aux_len = out->len;
 	if (out->flags & FW_EVENT_PATH_TRUNCATED)
 		s->ev.flags |= FW_EVENT_AUX_TRUNCATED;
+	if (out->flags & FW_EVENT_PATH_UNSTABLE)
+		s->ev.flags |= FW_EVENT_PATH_UNSTABLE; /* the record names a path that may never have existed */
 }
 
 static __always_inline void fw_set_aux_child(struct fw_scratch *s, const struct path *dir, struct dentry *dentry,
@@ -159,7 +161,7 @@ static __always_inline bool fw_path_selected(struct fw_scratch *s)
 	struct fw_path_out out = {
 		.off = s->path_off,
 		.len = s->ev.path_len,
-		.flags = s->ev.flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE),
+		.flags = s->ev.flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE | FW_EVENT_PATH_UNSTABLE),
 	};
 
 	return fw_selected(s, s->path, &out);
@@ -170,7 +172,8 @@ static __always_inline bool fw_aux_selected(struct fw_scratch *s)
 	struct fw_path_out out = {
 		.off = s->aux_off,
 		.len = s->ev.aux_len,
-		.flags = s->ev.flags & FW_EVENT_AUX_TRUNCATED ? FW_EVENT_PATH_TRUNCATED : 0,
+		.flags = (s->ev.flags & FW_EVENT_AUX_TRUNCATED ? FW_EVENT_PATH_TRUNCATED : 0) |
+			 (s->ev.flags & FW_EVENT_PATH_UNSTABLE),
 	};
 
 	return fw_selected(s, s->aux, &out);

@@ -23,22 +23,13 @@
  * user space saw it may be remapped), or a path that cannot be resolved.
  * The rest, usually nearly everything, never reaches user space.
  */
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
-#include <bpf/bpf_tracing.h>
-
-#include "abi.h"
+#include "common.bpf.h"
+#include "walk.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* include/linux/fs.h, include/linux/sched.h, include/uapi/linux/stat.h,
- * include/uapi/linux/magic.h (as in common.bpf.h) */
-#define FW_FMODE_WRITE 0x2
+/* include/linux/sched.h */
 #define FW_PF_KTHREAD 0x00200000
-#define FW_S_IFMT 00170000
-#define FW_S_IFREG 0100000
-#define FW_OVERLAYFS_SUPER_MAGIC 0x794c7630
 
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
@@ -58,11 +49,20 @@ struct fw_snap_buf {
 	};
 	char path[FW_PATH_MAX];
 	struct fw_prefix_key key;
+	struct fw_walk_state walk;
+	char walk_buf[FW_PATH_MAX + FW_NAME_MAX]; /* where the executable's path is walked */
 };
 #pragma clang diagnostic pop
 
 /* Set by user space before load when it shares the two maps below. */
 const volatile __u32 fw_snap_filter = 0;
+/* The executable's path by bpf_d_path() (1) or by the dentry walk (0).
+ * From v6.13 the verifier calls task->mm an untrusted pointer, which
+ * bpf_d_path() refuses; the kfuncs that give a trusted one
+ * (bpf_get_task_exe_file(), fs/bpf_fs_kfuncs.c) are for LSM programs only,
+ * not iterators. User space loads with 1 and, if the verifier refuses it,
+ * again with 0: the branch not taken is dead code for the verifier. */
+const volatile __u32 fw_snap_exe_dpath = 1;
 
 struct fw_snap_stats fw_snap_stats = {};
 
@@ -105,6 +105,21 @@ static __always_inline __u32 fw_snap_path(struct fw_snap_buf *b, const struct pa
 	long n = bpf_d_path((struct path *)path, b->path, FW_PATH_MAX);
 
 	return n > 0 && n <= FW_PATH_MAX ? (n - 1) & (FW_PATH_MAX - 1) : 0;
+}
+
+/* The executable's path into b->path: the length without the NUL, or 0. */
+static __always_inline __u32 fw_snap_exe(struct fw_snap_buf *b, struct file *exe)
+{
+	struct fw_path_out out = {};
+
+	if (fw_snap_exe_dpath)
+		return fw_snap_path(b, &exe->f_path);
+	fw_walk(&b->walk, b->walk_buf, BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt), &out);
+	if (out.flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE | FW_EVENT_PATH_UNSTABLE))
+		return 0; /* user space asks /proc/PID/exe, as for any unknown one */
+	if (bpf_probe_read_kernel(b->path, out.len & FW_MASK, b->walk_buf + (out.off & FW_MASK)))
+		return 0;
+	return out.len & FW_MASK;
 }
 
 /* Is b->path (n bytes) under one of the agent's prefixes? As path.bpf.h's
@@ -158,7 +173,7 @@ int fw_snap_tasks(struct bpf_iter__task *ctx)
 	mm = task->mm;
 	exe = mm ? mm->exe_file : NULL;
 	if (exe)
-		n = fw_snap_path(b, &exe->f_path);
+		n = fw_snap_exe(b, exe);
 	if (!n)
 		b->task.flags |= FW_SNAP_EXE_UNKNOWN;
 	b->task.exe_len = n;

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""The kernel lab: the kernel suite inside Debian's 6.1 and 6.12 kernels.
+"""The kernel lab: the kernel suite inside Debian's 6.1, 6.12 and newest kernels.
 
 The host kernel here cannot run BPF LSM programs, so the kernel suite runs
 in guest kernels booted with virtme-ng under QEMU (TCG, no KVM). For each
 kernel series this:
 
 1. resolves the current Debian package through apt (``linux-image-amd64``
-   of bookworm for 6.1, of bookworm-backports for 6.12): point releases are
-   replaced, so no version is written down here;
+   of bookworm for 6.1, of bookworm-backports for 6.12, and for "newest"
+   the highest version trixie-backports or sid has, read through a private
+   apt directory): point releases are replaced, so no version is written
+   down here. From 6.17 Debian splits the kernel into
+   ``linux-binary-unsigned-<ver>`` and ``linux-modules-<ver>``; both
+   layouts are unpacked into the same shape;
 2. downloads it once and keeps a pruned copy (vmlinuz and the few modules
    virtme-ng and the tests need, about 12 MB) in the cache;
 3. boots it once and runs the whole suite inside that boot, with the host's
@@ -33,8 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SERIES = {"6.1": "bookworm", "6.12": "bookworm-backports"}
-"""Kernel series -> the suite whose linux-image-amd64 we follow."""
 
 # What virtme-ng needs to boot (9p root, virtio console) and what the tests
 # use (overlay); modprobe --show-depends adds their dependencies.
@@ -51,7 +53,9 @@ LSM_WITHOUT_BPF = "lockdown,capability,landlock,yama,apparmor,tomoyo"
 BACKENDS = ("lsm", "fentry")
 # Tests of what only BPF LSM programs can do (inode storage): not run on fentry.
 NEEDS_LSM = "needs_lsm"
-RESULTS = REPO / "lab-results"
+# FILEWARDEN_LAB_RESULTS: another folder, so that two runs of one kernel can
+# go on side by side.
+RESULTS = Path(os.environ.get("FILEWARDEN_LAB_RESULTS") or REPO / "lab-results")
 
 
 def cache_root() -> Path:
@@ -78,37 +82,141 @@ def _run(cmd: list[str], **kw: object) -> str:
 
 # -- fetching ------------------------------------------------------------------
 @dataclass(frozen=True)
+class Series:
+    """Where a kernel series comes from: the suites whose linux-image-amd64
+    we follow. `prefix` keeps only versions of that series; None takes the
+    newest version any of the suites has."""
+
+    suites: tuple[str, ...]
+    prefix: str | None
+    private_apt: bool = False  # suites outside the host's own apt sources
+
+
+SERIES = {
+    "6.1": Series(("bookworm",), "6.1"),
+    "6.12": Series(("bookworm-backports",), "6.12"),
+    # The newest kernel Debian ships: trixie-backports or sid, whichever is
+    # ahead. They are read through a private apt directory so the host's own
+    # sources and state stay as they are.
+    "newest": Series(("trixie-backports", "sid"), None, private_apt=True),
+}
+"""Kernel series -> where it comes from. No version is written down: point
+releases are replaced, and "newest" moves."""
+
+
+@dataclass(frozen=True)
 class KernelPackage:
     series: str
     package: str  # e.g. linux-image-6.1.0-56-amd64
     version: str  # Debian version, e.g. 6.1.192-2
+    debs: tuple[str, ...]  # what to download: the image, or (from 6.17 on) binary + modules
+
+
+def _apt_dir() -> Path:
+    return cache_root() / "apt"
+
+
+def _apt_options(series: Series) -> list[str]:
+    """apt-get/apt-cache options: none, or a private sources list and state."""
+    if not series.private_apt:
+        return []
+    d = _apt_dir()
+    return [
+        "-o", f"Dir::Etc::SourceList={d / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/nonexistent",
+        "-o", f"Dir::State::Lists={d / 'lists'}", "-o", f"Dir::Cache={d / 'cache'}",
+        "-o", "Dir::State::Status=/dev/null",
+    ]  # fmt: skip
+
+
+def _private_apt_update(series: Series) -> None:
+    """Writes the private sources list and refreshes its lists (at most hourly)."""
+    d = _apt_dir()
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o755)  # noqa: S103 - apt drops to the _apt user, who must read it
+    mirror = _debian_mirror()
+    sources = "".join(
+        f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} {suite} main\n"
+        for suite in series.suites
+    )
+    listing = d / "sources.list"
+    stamp = d / "lists" / ".updated"
+    fresh = stamp.is_file() and time.time() - stamp.stat().st_mtime < 3600
+    if listing.is_file() and listing.read_text() == sources and fresh:
+        return
+    listing.write_text(sources)
+    _run(["apt-get", *_apt_options(series), "-q", "update"])
+    stamp.touch()
+
+
+def _debian_mirror() -> str:
+    """The Debian archive the host's own apt sources name (deb822 or
+    one-line form): the private sources use the same mirror."""
+    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for f in files:
+        if f.suffix not in ("", ".list", ".sources") or not f.is_file():
+            continue
+        for line in f.read_text(errors="replace").splitlines():
+            words = line.split()
+            uris = words[1:] if words[:1] == ["URIs:"] else [w for w in words[1:] if "://" in w][:1]
+            for uri in uris:
+                if uri.rstrip("/").endswith("/debian"):
+                    return uri.rstrip("/")
+    raise LabError("no Debian archive in the host's apt sources (/etc/apt/sources.list*)")
+
+
+def _newest(versions: list[str]) -> str:
+    best = versions[0]
+    for v in versions[1:]:
+        if subprocess.run(["dpkg", "--compare-versions", v, "gt", best], check=False).returncode == 0:
+            best = v
+    return best
+
+
+def _depends(show: str) -> list[str]:
+    line = next((ln for ln in show.splitlines() if ln.startswith("Depends:")), "")
+    firsts = (dep.split("|")[0].split() for dep in line.removeprefix("Depends:").split(","))
+    return [words[0] for words in firsts if words]
 
 
 def resolve(series: str) -> KernelPackage:
     """The current Debian kernel package of `series`, asked of apt."""
-    suite = SERIES[series]
-    madison = _run(["apt-cache", "madison", "linux-image-amd64"])
+    spec = SERIES[series]
+    if spec.private_apt:
+        _private_apt_update(spec)
+    opts = _apt_options(spec)
+    madison = _run(["apt-cache", *opts, "madison", "linux-image-amd64"])
+    suites = "|".join(re.escape(s) for s in spec.suites)
     versions = [
         cols[1]
         for line in madison.splitlines()
         if len(cols := [c.strip() for c in line.split("|")]) >= 3
-        and cols[1].startswith(series + ".")
-        and re.search(rf"\b{re.escape(suite)}(/|-security/|\s)", cols[2])
+        and (spec.prefix is None or cols[1].startswith(spec.prefix + "."))
+        and re.search(rf"\b({suites})(/|-security/|\s)", cols[2])
     ]
     if not versions:
         raise LabError(
-            f"apt knows no linux-image-amd64 {series}.x from {suite}: "
+            f"apt knows no linux-image-amd64 {spec.prefix or ''}.x from {' or '.join(spec.suites)}: "
             "run scripts/setup.sh test (it adds bookworm-backports) and apt-get update"
         )
-    version = versions[0]  # madison lists the newest first
-    show = _run(["apt-cache", "show", f"linux-image-amd64={version}"])
-    depends = next((line for line in show.splitlines() if line.startswith("Depends:")), "")
-    match = re.match(r"Depends:\s*(linux-image-[^\s,(]+)", depends)
-    if not match:
+    version = _newest(versions)
+    image = next(
+        (d for d in _depends(_run(["apt-cache", *opts, "show", f"linux-image-amd64={version}"]))
+         if d.startswith("linux-image-")),
+        None,
+    )  # fmt: skip
+    if not image:
         raise LabError(f"cannot read the kernel package linux-image-amd64={version} depends on")
-    package = match.group(1)
-    pkg_version = _run(["apt-cache", "show", package]).split("Version:", 1)[1].split()[0]
-    return KernelPackage(series, package, pkg_version)
+    show = _run(["apt-cache", *opts, "show", image])
+    pkg_version = show.split("Version:", 1)[1].split()[0]
+    deps = _depends(show)
+    # From 6.17 Debian splits the image: linux-image-<ver> is a meta package
+    # over linux-binary-<ver> (the signed or unsigned vmlinuz) and
+    # linux-modules-<ver>.
+    abi = image.removeprefix("linux-image-")
+    split = f"linux-binary-{abi}" in deps
+    debs = (f"linux-binary-unsigned-{abi}", f"linux-modules-{abi}") if split else (image,)
+    return KernelPackage(series, image, pkg_version, debs)
 
 
 def kernel_dir(pkg: KernelPackage) -> Path:
@@ -122,6 +230,26 @@ def _release(boot: Path) -> str:
     return images[0].name.removeprefix("vmlinuz-")
 
 
+def _unpack(pkg: KernelPackage, work: Path, full: Path) -> str:
+    """Downloads and unpacks the kernel's packages into `full` in the old
+    layout (boot/vmlinuz-REL, lib/modules/REL); returns REL."""
+    opts = _apt_options(SERIES[pkg.series])
+    _run(["apt-get", *opts, "download", "-q", *(f"{d}={pkg.version}" for d in pkg.debs)], cwd=work)
+    for deb in sorted(work.glob("*.deb")):
+        _run(["dpkg-deb", "-x", str(deb), str(full)])
+        deb.unlink()
+    split = full / "usr" / "lib" / "modules"
+    if split.is_dir():  # the split layout: usr/lib/modules/REL/{vmlinuz.unsigned,kernel/}
+        (full / "boot").mkdir(exist_ok=True)
+        (full / "lib").mkdir(exist_ok=True)
+        for rel in split.iterdir():
+            image = rel / "vmlinuz.unsigned"
+            if image.is_file():
+                os.replace(image, full / "boot" / f"vmlinuz-{rel.name}")
+        os.replace(split, full / "lib" / "modules")
+    return _release(full / "boot")
+
+
 def fetch(series: str) -> tuple[Path, str]:
     """A pruned kernel folder for `series` (downloaded once); (folder, release)."""
     pkg = resolve(series)
@@ -129,22 +257,21 @@ def fetch(series: str) -> tuple[Path, str]:
     stamp = dest / ".complete"
     if stamp.is_file() and _STAMP_MODULES in stamp.read_text().splitlines():
         return dest, _release(dest / "boot")
-    say(f"{series}: fetching {pkg.package} {pkg.version}")
+    say(f"{series}: fetching {' '.join(pkg.debs)} {pkg.version}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # noqa: S103 - apt-get download drops to the _apt user, who must read it
-        _run(["apt-get", "download", "-q", f"{pkg.package}={pkg.version}"], cwd=work)
-        deb = next(work.glob("*.deb"))
         full = work / "full"
-        _run(["dpkg-deb", "-x", str(deb), str(full)])
-        deb.unlink()
-        release = _release(full / "boot")
+        release = _unpack(pkg, work, full)
+        # The split layout ships no modules.order/modules.builtin: depmod
+        # warns and still writes the dependency lists modprobe reads.
         _run(["depmod", "-b", str(full), release])
         pruned = work / "pruned"
         (pruned / "boot").mkdir(parents=True)
         for name in (f"vmlinuz-{release}", f"config-{release}"):
-            shutil.copy2(full / "boot" / name, pruned / "boot" / name)
+            if (full / "boot" / name).exists():
+                shutil.copy2(full / "boot" / name, pruned / "boot" / name)
         moddir = Path("lib/modules") / release
         (pruned / moddir).mkdir(parents=True)
         for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
@@ -192,13 +319,15 @@ class SuiteResult:
     seconds: float = 0.0
     deselected: int = 0  # left out on purpose (fentry: tests marked needs_lsm)
     deselected_why: str = ""
+    release: str = ""  # the guest kernel's, e.g. 7.3.4+deb13-amd64
 
     @property
     def ok(self) -> bool:
         return self.ran and self.failed == 0 and self.skipped == 0 and self.passed > 0
 
     def closing_line(self) -> str:
-        line = f"{self.name}: {self.passed} passed, {self.failed} failed"
+        name = f"{self.name} ({self.release})" if self.release else self.name
+        line = f"{name}: {self.passed} passed, {self.failed} failed"
         if self.skipped:
             line += f", {self.skipped} skipped"
         if self.deselected:
@@ -274,6 +403,7 @@ def boot_and_test(
     except LabError as exc:
         result.note = str(exc)
         return result
+    result.release = release
     # exec runs (benchmarks, doctor) keep out of the test suite's directory:
     # the two may run at the same time.
     out = RESULTS / (f"{label}-exec" if exec_argv else label)
@@ -324,6 +454,7 @@ def boot_and_test(
         return result
     result = read_junit(out / "junit.xml", label)
     result.seconds = time.monotonic() - started
+    result.release = release
     if deselected:
         result.deselected = deselected
         result.deselected_why = f"marked {NEEDS_LSM} (inode marks need BPF LSM)"
@@ -355,9 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fetch", help="download and prune the kernels (cached)")
-    f.add_argument("--kernel", action="append", choices=sorted(SERIES), help="one series (repeatable)")
+    f.add_argument("--kernel", action="append", choices=list(SERIES), help="one series (repeatable)")
     r = sub.add_parser("run", help="boot each kernel and run the kernel suite inside it")
-    r.add_argument("--kernel", action="append", choices=sorted(SERIES), help="one series (repeatable)")
+    r.add_argument("--kernel", action="append", choices=list(SERIES), help="one series (repeatable)")
     r.add_argument("-k", dest="keyword", help="pytest -k expression, for a quick loop")
     r.add_argument("--cpus", type=int, default=2)
     r.add_argument("--memory", default="2G")
@@ -365,13 +496,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--backend", choices=BACKENDS, default="lsm", help="fentry: boot with BPF LSM off [lsm]")
     r.add_argument("tests", nargs="*", help=f"test paths [{' '.join(DEFAULT_TESTS)}]")
     e = sub.add_parser("exec", help="boot each kernel and run one command in it (the guest set-up included)")
-    e.add_argument("--kernel", action="append", choices=sorted(SERIES), help="one series (repeatable)")
+    e.add_argument("--kernel", action="append", choices=list(SERIES), help="one series (repeatable)")
     e.add_argument("--memory", default="2G")
     e.add_argument("--timeout", type=float, default=1500.0, help="seconds per boot [1500]")
     e.add_argument("--backend", choices=BACKENDS, default="lsm", help="fentry: boot with BPF LSM off [lsm]")
     e.add_argument("argv", nargs=argparse.REMAINDER, help="the command (after --)")
     args = parser.parse_args(argv)
-    kernels = args.kernel or sorted(SERIES, key=lambda s: tuple(int(x) for x in s.split(".")))
+    kernels = args.kernel or list(SERIES)
     if os.geteuid() != 0:
         say("run as root")
         return 1

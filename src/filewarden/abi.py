@@ -122,6 +122,7 @@ class EventFlag(enum.IntFlag):
     PATH_WALKED = 1 << 10
     MNT_REL = 1 << 11
     TRACKED = 1 << 12
+    PATH_UNSTABLE = 1 << 13
 
 
 class MarkFlag(enum.IntFlag):
@@ -167,6 +168,7 @@ class ProcessFlag(enum.IntFlag):
     ARGS_TRUNCATED = 1 << 1
     EXE_UNKNOWN = 1 << 2
     KTHREAD = 1 << 3
+    IO_WORKER = 1 << 4
 
 
 class Counter(enum.IntEnum):

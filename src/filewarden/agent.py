@@ -4,6 +4,15 @@
 records, checks sequence numbers for loss, and makes the final path
 decision (the kernel only filtered on literal prefixes). It does no I/O of
 its own: the runner (or a test) pulls events with :meth:`Agent.read`.
+
+The events it hands out are numbered by the agent (``event.sequence``):
+one more for each event, and as many more as file records were lost,
+which the kernel's counters show about once a second (losses.py). So a
+gap in the output means records were lost, and nothing else: the kernel's
+own numbers (``fw_header.seq``) also count records the final path match
+drops here, and process records are numbered apart from file records.
+The output's numbers follow the order events are handed out in, whatever
+order the kernel numbered them in (CPUs deliver slightly out of order).
 """
 
 from __future__ import annotations
@@ -14,18 +23,29 @@ import os
 import struct
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
+
 from . import _bpf, abi, loader, marks, snapshot
-from ._libbpf import BpfObject, LibbpfError, LibbpfRingReader, LibbpfUnavailableError, MmapRingReader, RingReader
+from ._libbpf import (
+    BpfObject,
+    LibbpfError,
+    LibbpfRingReader,
+    LibbpfUnavailableError,
+    MmapRingReader,
+    Program,
+    RingReader,
+)
 from .drain import RingDrain
 from .enrich import Enricher
 from .events import ExecEvent, ExitEvent, FileEvent, FileInfo, ForkEvent, Process, SnapshotFile, SnapshotTask
 from .explain import explain as explain_path
 from .globs import PathMatcher
+from .losses import KernelLoss, LossWatch
 from .overlayfs import MountWatcher
 from .proctree import ProcessTree
 from .sysinfo import Host
@@ -37,9 +57,12 @@ log = logging.getLogger(__name__)
 
 # Events whose second path (aux) is a path too, and may be the monitored one.
 _AUX_IS_PATH = frozenset({abi.Action.RENAME, abi.Action.LINK, abi.Action.MOUNT})
-_UNDECIDABLE = int(abi.EventFlag.PATH_TRUNCATED | abi.EventFlag.PATH_FS_RELATIVE)
+_UNDECIDABLE = int(abi.EventFlag.PATH_TRUNCATED | abi.EventFlag.PATH_FS_RELATIVE | abi.EventFlag.PATH_UNSTABLE)
 _TRACKED = int(abi.EventFlag.TRACKED)
 _EXPIRE_EVERY_NS = 10 * 10**9
+# How often read() reads the kernel's loss counters and recursion misses.
+LOSS_CHECK_EVERY_S: Final = 1.0
+_renumber = msgspec.structs.replace
 _INO = struct.Struct("<Q")  # marked_inos bloom filter element (mark.bpf.h)
 
 
@@ -106,11 +129,25 @@ class AgentStats:
     process_records: int = 0  # exec, fork, exit
     filtered: int = 0  # under a kernel prefix but matching no glob
     malformed: int = 0  # records that did not decode
-    sequence: SequenceTracker = field(default_factory=SequenceTracker)
+    sequence: SequenceTracker = field(default_factory=SequenceTracker)  # file records' kernel numbers
+    process_sequence: SequenceTracker = field(default_factory=SequenceTracker)  # exec, fork, exit
+    losses: LossWatch = field(default_factory=LossWatch)  # the kernel's loss counters, per hook
 
     @property
     def lost(self) -> int:
-        return self.sequence.lost
+        """File records lost: the kernel's count, or the numbers that never
+        arrived if more (both are exact once the agent has stopped)."""
+        return max(self.sequence.lost, self.losses.file_records)
+
+    @property
+    def process_lost(self) -> int:
+        """Exec, fork and exit records lost."""
+        return max(self.process_sequence.lost, self.losses.process_records)
+
+    @property
+    def recursion_misses(self) -> int:
+        """Program runs the kernel skipped (fentry backend; see losses.py)."""
+        return self.losses.recursion_misses
 
 
 class Agent:
@@ -148,6 +185,11 @@ class Agent:
         self.mark_report = marks.MarkReport()
         self.snapshot: snapshot.Snapshot | None = None
         self._reported_save_failed = 0
+        self._programs: list[tuple[str, Program]] = []  # (hook, program) of every loaded program
+        self._loss_source: Callable[[], KernelLoss] | None = None
+        self._loss_check_at = 0.0
+        self._next_out = 0  # event.sequence of the next event handed out
+        self._lost_in_output = 0  # file records lost that the output's numbers skipped
 
     # -- lifetime -------------------------------------------------------------
     def start(self) -> None:
@@ -184,9 +226,10 @@ class Agent:
             failures = obj.attach_all()
             if failures:
                 first = failures[0]
-                raise AgentError(
-                    f"cannot attach {first.program.name}: {first.error.strerror}; run 'filewarden doctor' for the cause"
-                )
+                log.debug("%s", first.error.load_log.report())
+                raise AgentError(describe_load_error(first.error, first.program.name, "attaching"))
+            self._programs = [(p.hook_name, obj.program(p.name)) for p in plan.loaded]
+            self._loss_source = self._kernel_loss
             ring = obj.map("events")
             reader = MmapRingReader(ring) if self.config.reader == "mmap" else LibbpfRingReader(ring)
             self._reader = RingDrain(reader, self.config.buffer_records) if self.config.buffer_records else reader
@@ -195,6 +238,7 @@ class Agent:
             raise AgentError(str(exc)) from None
         except LibbpfError as exc:
             self.close()
+            log.debug("%s", exc.load_log.report())
             raise AgentError(describe_load_error(exc)) from exc
         except AgentError:
             self.close()
@@ -334,6 +378,7 @@ class Agent:
             "marks": {"files": r.files, "trees": r.trees, "failed": r.failed, "seconds": round(r.seconds, 3)},
             "kernel_marks": self.mark_stats(),
             "max_evicted_marks": self.config.max_evicted_marks,
+            "losses": self.loss_status(),
             "snapshot": None
             if snap is None
             else {
@@ -535,14 +580,16 @@ class Agent:
         self.close()
 
     # -- events ---------------------------------------------------------------
-    def use_ring(self, reader: RingReader) -> None:
+    def use_ring(self, reader: RingReader, losses: Callable[[], KernelLoss] | None = None) -> None:
         """Reads records from `reader` (a ring some other object fills, in
         the real ABI) instead of loading the programs: the benchmarks feed
         the agent's reader, decoder and enrichment this way on kernels
-        without BPF LSM. Before start() only."""
+        without BPF LSM. `losses` gives that producer's loss counters.
+        Before start() only."""
         if self._obj is not None or self._reader is not None:
             raise RuntimeError("the agent already has a ring")
         self._reader = RingDrain(reader, self.config.buffer_records) if self.config.buffer_records else reader
+        self._loss_source = losses
 
     def fileno(self) -> int:
         """Readable when records are waiting."""
@@ -567,7 +614,43 @@ class Agent:
         if backlog:
             timeout = 0.0
         records = self._ring.poll(timeout) if timeout > 0 else self._ring.read(READ_BATCH)
+        now = time.monotonic()
+        if now >= self._loss_check_at:
+            self._loss_check_at = now + LOSS_CHECK_EVERY_S
+            self.check_losses()
         return backlog + self._process(records)
+
+    # -- loss -------------------------------------------------------------------
+    def _kernel_loss(self) -> KernelLoss:
+        """The kernel's loss counters now: per hook, the records it numbered
+        and lost, and each program's recursion misses."""
+        misses: dict[str, int] = {}
+        for hook, program in self._programs:
+            misses[hook] = misses.get(hook, 0) + program.info().recursion_misses
+        return KernelLoss.from_counters(self.counters(), misses)
+
+    def check_losses(self) -> int:
+        """Reads the kernel's loss counters, logs what is new at WARNING
+        (losses.py) and skips as many output numbers as file records were
+        lost. Called by read() about once a second; returns the file
+        records lost so far."""
+        if self._loss_source is not None:
+            self.stats.losses.update(self._loss_source())
+        lost = self.stats.lost
+        if lost > self._lost_in_output:
+            self._next_out += lost - self._lost_in_output
+            self._lost_in_output = lost
+        return lost
+
+    def loss_status(self) -> dict[str, Any]:
+        """What was lost so far, for `status` and the stop summary."""
+        stats = self.stats
+        return {
+            "file_records": stats.lost,
+            "process_records": stats.process_lost,
+            "recursion_misses": stats.recursion_misses,
+            "by_hook": stats.losses.report(),
+        }
 
     def _selected(self, event: FileEvent) -> bool:
         if event.flags & _TRACKED:
@@ -588,6 +671,7 @@ class Agent:
         observe = sequence.observe
         tree = self.processes
         out: list[FileEvent] = []
+        number = self._next_out
         for record in records:
             try:
                 event = abi.decode(record)
@@ -595,16 +679,18 @@ class Agent:
                 stats.malformed += 1
                 log.warning("dropped a malformed record: %s", exc)
                 continue
-            if event.seq == sequence.next and not sequence._ahead:  # the tracker's own module
-                sequence.next += 1  # the usual case, inline: the next number, none waiting ahead
-            else:
-                observe(event.seq)
             if isinstance(event, FileEvent):
+                if event.seq == sequence.next and not sequence._ahead:  # the tracker's own module
+                    sequence.next += 1  # the usual case, inline: the next number, none waiting ahead
+                else:
+                    observe(event.seq)
                 if self._selected(event):
-                    out.append(event)
+                    out.append(_renumber(event, seq=number))
+                    number += 1
                 else:
                     stats.filtered += 1
                 continue
+            stats.process_sequence.observe(event.seq)
             stats.process_records += 1
             if isinstance(event, ExecEvent):
                 p = event.process
@@ -627,6 +713,7 @@ class Agent:
             elif isinstance(event, ExitEvent):
                 tree.on_exit(pid=event.pid, start_ns=event.start_ns, ktime_ns=event.ktime_ns)
         stats.events += len(out)
+        self._next_out = number
         now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         if now - self._expired_at > _EXPIRE_EVERY_NS:
             # Exited processes are kept a while for events still in flight.
@@ -649,7 +736,9 @@ class Agent:
             return  # attached already
         failures = self._obj.attach_all()
         if failures:
-            raise AgentError(f"cannot attach {failures[0].program.name}: {failures[0].error.strerror}")
+            first = failures[0]
+            log.debug("%s", first.error.load_log.report())
+            raise AgentError(describe_load_error(first.error, first.program.name, "attaching"))
 
     def stop(self) -> list[FileEvent]:
         """Detaches the programs, then returns every event still queued."""
@@ -661,14 +750,25 @@ class Agent:
             out.extend(self._process(ring.finish()))
         while batch := ring.read():
             out.extend(self._process(batch))
-        self.stats.sequence.finish(self.produced())
+        if self._obj is not None:
+            # Numbers taken but never delivered, the last ones included
+            # (no later number reveals those).
+            self.stats.sequence.finish(self.produced())
+            self.stats.process_sequence.finish(self.produced_processes())
+        self.check_losses()
         return out
 
     def produced(self) -> int:
-        """How many records the kernel numbered (delivered or lost)."""
+        """How many file records the kernel numbered (delivered or lost)."""
         if self._obj is None:
             raise RuntimeError("agent is not started")
         return int(struct.unpack("<Q", self._obj.read_global("fw_next_seq"))[0])
+
+    def produced_processes(self) -> int:
+        """How many exec, fork and exit records the kernel numbered."""
+        if self._obj is None:
+            raise RuntimeError("agent is not started")
+        return int(struct.unpack("<Q", self._obj.read_global("fw_next_proc_seq"))[0])
 
     def counters(self) -> dict[str, dict[str, int]]:
         """The kernel's exit counters, summed over CPUs, per loaded hook."""
@@ -731,19 +831,20 @@ def ancestor_dirs(prefixes: Sequence[bytes]) -> set[bytes]:
     return dirs
 
 
-def describe_load_error(exc: LibbpfError) -> str:
-    """One line on why loading or attaching failed, with the likely cause."""
-    program = ""
-    for line in exc.log:
-        if "prog '" in line:
-            program = line.split("prog '", 1)[1].split("'", 1)[0]
-            break
-    what = f"loading {program}" if program else exc.function
-    if exc.errno == errno.EPERM:
+def describe_load_error(exc: LibbpfError, program: str = "", doing: str = "loading") -> str:
+    """One line on why loading or attaching failed: the program, and the
+    verifier's refusal (or that there was none, or libbpf's last word)."""
+    found = exc.load_log
+    program = program or found.program
+    what = f"{doing} {program}" if program else exc.function
+    why = f": {found.reason}" if found.reason else ""
+    if exc.errno == errno.EPERM and not found.verifier:
         return (
             f"BPF LSM programs cannot be loaded on this kernel: {what} failed with EPERM "
-            f"({exc.strerror}); run 'filewarden doctor' for the cause and the fix"
+            f"({exc.strerror}){why}; run 'filewarden doctor' for the cause and the fix"
         )
-    detail = next((line for line in reversed(exc.log) if line.strip()), "")
-    suffix = f": {detail.strip()}" if detail else ""
-    return f"{what} failed: {exc.strerror}{suffix}; run 'filewarden doctor' for details"
+    if found.verifier:
+        where = "'filewarden doctor -v' (or --log-level debug) shows the verifier's log"
+    else:
+        where = "run 'filewarden doctor -v' for details"
+    return f"{what} failed: {exc.strerror}{why}; {where}"

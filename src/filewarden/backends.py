@@ -48,6 +48,7 @@ class Preflight:
     ok: bool
     detail: str
     fix: str = ""
+    log: tuple[str, ...] = ()  # libbpf's log of the probe that failed (its tail)
 
 
 def _bpf_basics(host: Host, backend: str) -> Preflight | None:
@@ -88,13 +89,21 @@ def preflight_fentry(host: Host) -> Preflight:
             obj.load()
             obj.attach(obj.program("fw_probe_fexit"))
     except (LibbpfError, LibbpfUnavailableError, OSError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
+        why = f"({getattr(exc, 'strerror', None) or exc})"
+        tail: tuple[str, ...] = ()
+        if isinstance(exc, LibbpfError):
+            # The program and the verifier's refusal, or that it never ran.
+            found = exc.load_log
+            why += f": {found.summary()}" if found.summary() else ""
+            tail = found.tail
+            log.debug("%s", found.report())
         return Preflight(
             "fentry",
             False,
-            f"the kernel refuses a tracing program on security_file_open ({why})",
+            f"the kernel refuses a tracing program on security_file_open {why}",
             "a kernel with BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS) and without a "
             "sandbox or lockdown that forbids them",
+            tail,
         )
     return Preflight("fentry", True, "an fexit program attaches to security_file_open")
 

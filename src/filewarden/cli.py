@@ -158,20 +158,30 @@ def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket
 
 
 @cli.command()
-def doctor() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Under each program that failed to load or attach, print the end of libbpf's log: the "
+    "verifier's last lines (40, or more to reach back to the instruction it refused), or libbpf's own "
+    "lines when the kernel refused the program before the verifier ran.",
+)
+def doctor(verbose: bool) -> None:
     """Check everything the agent needs; print one line per check.
 
     Shows each backend (lsm, fentry, fanotify) with its status, and the one
     'run --backend auto' starts. Exits 0 when some backend can run here and
-    1 when none can; each failed check says how to fix it. Also lists every
-    overlay mount (container root filesystems), warning about volatile ones.
+    1 when none can; each failed check says how to fix it. A program that
+    would not load is named with the verifier's refusal (or the fact that the
+    kernel refused it before the verifier ran). Also lists every overlay
+    mount (container root filesystems), warning about volatile ones.
     """
     from .doctor import format_check, run_checks, verdict
 
     _setup_logging("warning")
     checks = run_checks()
     for check in checks:
-        click.echo(format_check(check))
+        click.echo(format_check(check, verbose))
     ok, line = verdict(checks)
     click.echo(line)
     sys.exit(EXIT_OK if ok else EXIT_FAILURE)

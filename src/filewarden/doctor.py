@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from . import _bpf, abi, loader
-from ._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
+from ._libbpf import NO_VERIFIER_LOG, BpfObject, LibbpfError, LibbpfUnavailableError
 from ._libbpf import version as libbpf_version
 from .backends import BACKENDS, preflight
 from .overlayfs import OverlayTable
@@ -32,6 +32,7 @@ class Check:
     status: str  # OK, WARN or FAIL
     detail: str
     fix: str = ""
+    log: tuple[str, ...] = ()  # libbpf's log of a failed load or attach (its tail), shown by -v
 
 
 def check_kernel(host: Host) -> Check:
@@ -105,19 +106,27 @@ def check_object() -> tuple[Check, Path | None]:
 
 
 def _hook_failure(program: str, exc: LibbpfError, prior_ok: bool) -> tuple[str, str]:
-    """(detail, fix) for a program that would not load or attach."""
-    if exc.errno == errno.EPERM:
-        detail = f"the kernel refused {program} in {exc.function} (EPERM): BPF LSM programs cannot be loaded here"
+    """(detail, fix) for a program that would not load or attach: the
+    program and the verifier's refusal, or that the kernel refused it
+    before the verifier ran."""
+    found = exc.load_log
+    why = f": {found.reason}" if found.reason else ""
+    if exc.errno == errno.EPERM and not found.verifier:
+        how = " before the verifier ran (no verifier log)" if found.reason == NO_VERIFIER_LOG else ""
+        said = f": {found.reason}" if found.reason and not how else ""
+        detail = (
+            f"the kernel refused {program} in {exc.function} (EPERM{said}){how}: BPF LSM programs cannot be loaded here"
+        )
         if prior_ok:
             return detail, (
                 "nothing above explains it, so a sandbox, hypervisor or lockdown policy blocks BPF LSM "
                 "programs (BPF trampolines) on this kernel; run filewarden on a kernel that allows them"
             )
         return detail, "fix the failed checks above first"
-    detail = f"{program} failed in {exc.function}: {exc.strerror} (errno {exc.errno})"
-    if exc.errno in (errno.ENOENT, errno.ESRCH):
+    detail = f"{program} failed in {exc.function}: {exc.strerror} (errno {exc.errno}){why}"
+    if exc.errno in (errno.ENOENT, errno.ESRCH) and not found.verifier:
         return detail, "this kernel lacks the hook; the others still run"
-    return detail, "run with --log-level debug and report the libbpf log"
+    return detail, "report this line with libbpf's log ('filewarden doctor -v' shows it)"
 
 
 def _load(path: Path, programs: set[str], dpath_mask: int) -> BpfObject:
@@ -138,7 +147,7 @@ def _program_check(p: loader.ProgramPlan, error: LibbpfError | None, prior_ok: b
     name = f"hook {p.hook_name}"
     if error is not None:
         detail, fix = _hook_failure(p.name, error, prior_ok)
-        return Check(name, FAIL, detail, fix)
+        return Check(name, FAIL, detail, fix, error.load_log.tail)
     how = f"; paths by {p.path_method}" if p.path_method else ""
     return Check(name, OK, f"{p.name} loads and attaches{how}")
 
@@ -150,7 +159,7 @@ def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
         plan = loader.plan(path)
     except LibbpfError as exc:
         # Even the probe could not load: name the program it tried.
-        program = next((line.split("prog '", 1)[1].split("'", 1)[0] for line in exc.log if "prog '" in line), "")
+        program = exc.load_log.program
         hook = loader.PROGRAMS.get(program, abi.Hook.FILE_OPEN)
         p = loader.ProgramPlan(program or "fw_file_open", hook, "", True, "")
         yield _program_check(p, exc, prior_ok)
@@ -212,7 +221,7 @@ def check_backends(host: Host, bpf_checks: list[Check]) -> list[Check]:
     out = []
     for backend in BACKENDS:
         pre = preflight(backend, host)
-        ok, detail, fix = pre.ok, pre.detail, pre.fix
+        ok, detail, fix, tail = pre.ok, pre.detail, pre.fix, pre.log
         if backend == "lsm" and ok:
             failed = [c for c in bpf_checks if c.status == FAIL]
             if failed:
@@ -221,7 +230,7 @@ def check_backends(host: Host, bpf_checks: list[Check]) -> list[Check]:
             detail += "; without inode marks (files followed by path only)"
         if backend == "fanotify" and ok:
             detail += "; fewer fields (no uid, inode, previous values; chmod and chown are one 'attrib')"
-        out.append(Check(f"backend {backend}", OK if ok else FAIL, detail, fix))
+        out.append(Check(f"backend {backend}", OK if ok else FAIL, detail, fix, tail))
     return out
 
 
@@ -246,8 +255,12 @@ def verdict(checks: list[Check]) -> tuple[bool, str]:
     return True, f"filewarden can run here (--backend auto: {usable[0]})"
 
 
-def format_check(check: Check) -> str:
+def format_check(check: Check, verbose: bool = False) -> str:
+    """The check's line; with `verbose`, libbpf's log of a failed load or
+    attach under it (its tail: the refused instruction onwards)."""
     line = f"{check.status:<4}  {check.name:<16} {check.detail}"
     if check.fix:
         line += f" -- fix: {check.fix}"
+    if verbose and check.log:
+        line += "\n" + "\n".join(f"      | {entry}".rstrip() for entry in check.log)
     return line

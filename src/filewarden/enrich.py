@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .abi import ACTION_NAMES, Layer
+from .abi import ACTION_NAMES, Action, Layer
 from .cgroups import CgroupResolver, container_id_from_cgroup
 from .overlayfs import Changes, OverlayTable
 
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 LAYER_NAMES: Final = {Layer.UPPER: "upper", Layer.LOWER: "lower", Layer.COPIED_UP: "copied_up"}
 _RESCAN_EVERY_S: Final = 1.0
 _BY_PROCESS_MAX: Final = 4096
-_NOT_ON_OVERLAY: Final = (None, int(Layer.NONE))  # plain int: cheaper than Layer.NONE per event
+_NOT_ON_OVERLAY: Final = (None, int(Layer.NONE))
+_AUX_WRITTEN: Final = frozenset({Action.RENAME, Action.LINK})  # plain int: cheaper than Layer.NONE per event
 
 
 def _text(raw: bytes) -> str:
@@ -74,7 +75,11 @@ class Enricher:
             # the overlay mounted on it (an overlay on /tmp over /tmp), and a
             # write there lands in the upper layer, not in the image.
             return None
-        for path in (event.path, event.aux):
+        # aux is a second path written only for a rename (its source) and a
+        # hard link (the file linked); for a symlink it is the target string
+        # and for an xattr its name, which change nothing where they point.
+        paths = (event.path, event.aux) if event.action in _AUX_WRITTEN else (event.path,)
+        for path in paths:
             if path.startswith(self._lower_prefixes):
                 for prefix in self._lower_prefixes:
                     if path.startswith(prefix):

@@ -3,10 +3,21 @@
 Where neither BPF LSM nor BPF trampolines can run, fanotify still reports
 directory-entry changes, attribute changes and writes, with the writer's
 pid (fanotify.py). This agent turns those reports into the same events the
-BPF backends produce, fills the process from the process tree while the
-writer lives (executable, arguments, parent), and names in every event the
-fields fanotify cannot give (`event.unavailable`) instead of guessing them.
-The rendering drops those fields.
+BPF backends produce, fills the process from the process tree (executable,
+arguments, parent), and names in every event the fields fanotify cannot
+give (`event.unavailable`) instead of guessing them. The rendering drops
+those fields.
+
+A pid is all fanotify says of the writer, and pids are reused, so the tree
+must be current when an event is read. The kernel's process connector
+(proc_connector.py, no BPF) reports every fork, exec and exit; the agent
+polls it with fanotify's queue, and reads it after each batch of fanotify
+events and before naming their writers, so an exec that came before a write
+is known when the write is. A process that forks or execs is read from
+/proc as the message comes, while it most likely still lives. Where the
+connector cannot be had, each batch's writers are read again from /proc
+(start time, program, arguments): a new start time is another process, a
+new program an exec.
 
 It shares the Agent's process tree, enrichment, path matcher and statistics,
 and its interface (start, fileno, read, stop, close), so `filewarden run`
@@ -17,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import stat
 import time
 from typing import TYPE_CHECKING, Any, Final
@@ -26,10 +38,12 @@ from .agent import Agent, AgentError
 from .events import FileEvent, FileInfo, Process
 from .explain import explain as explain_path
 from .fanotify import FanotifyError, FanotifyEvent, FanotifyWatcher
+from .proc_connector import CAP_NET_ADMIN, ConnectorError, ProcConnector, ProcEvent
 
 if TYPE_CHECKING:
     from .config import Config
     from .drain import RingDrain
+    from .proctree import ProcessInfo
     from .sysinfo import Host
 
 log = logging.getLogger(__name__)
@@ -60,7 +74,7 @@ _MODES: Final = {
 _FIELDS: Final = {
     "@timestamp": (),  # stamped with the time the agent read the event, said in event.unavailable
     "event.hook": (),  # the hook is "fanotify" itself
-    "event.sequence": ("event.sequence",),
+    "event.sequence": (),  # the agent numbers its events; a gap is a loss (overflow)
     "event.action": (),  # the action is as precise as fanotify allows; its docs say how
     "file.inode": ("file.inode", "file.device"),
     "file.mode": (),
@@ -81,6 +95,8 @@ _TREE_FIELDS: Final = {
     "process.parent": ("process.parent",),
     "process.name": ("process.name",),
 }
+# How often exited processes are dropped from the tree (after its retention).
+_EXPIRE_EVERY_NS: Final = 10**9
 
 
 class FanotifyAgent(Agent):
@@ -88,7 +104,12 @@ class FanotifyAgent(Agent):
         super().__init__(config, host=host)
         self.backend = "fanotify"
         self._watcher: FanotifyWatcher | None = None
-        self._seq = 0
+        self._connector: ProcConnector | None = None
+        self._poll: select.epoll | None = None
+        self._seq = 0  # event.sequence of the next event (or of the next loss)
+        self._malformed = 0  # the watcher's malformed records already counted as lost
+        # Until the connector is open nothing reports execs: check /proc.
+        self.processes.followed = False
 
     # -- lifetime -------------------------------------------------------------
     def start(self) -> None:
@@ -97,7 +118,14 @@ class FanotifyAgent(Agent):
             self._watcher = FanotifyWatcher(self.matcher.prefixes(), self.matcher.matches, own)
         except (FanotifyError, OSError) as exc:
             raise AgentError(f"fanotify cannot watch here: {exc}") from None
+        # Listening before the scan: what changes after it read a process is reported.
+        self._connector = self._open_connector()
+        self.processes.followed = self._connector is not None
         self.processes.scan()
+        self._poll = select.epoll()
+        self._poll.register(self._watcher.fileno(), select.EPOLLIN)
+        if self._connector is not None:
+            self._poll.register(self._connector.fileno(), select.EPOLLIN)
         for m in self._watcher.marks:
             (log.info if m.ok else log.warning)("fanotify: %s", m.describe())
         log.info(
@@ -107,7 +135,27 @@ class FanotifyAgent(Agent):
             len(self._watcher.marks),
         )
 
+    def _open_connector(self) -> ProcConnector | None:
+        if not self.host.effective_caps() >> CAP_NET_ADMIN & 1:
+            reason = "the process connector needs CAP_NET_ADMIN"
+        else:
+            try:
+                connector = ProcConnector.open()
+            except ConnectorError as exc:
+                reason = exc.strerror or str(exc)
+            else:
+                log.info("fanotify backend: following forks, execs and exits through the process connector")
+                return connector
+        log.info("fanotify backend: %s; each batch's writers are read again from /proc instead", reason)
+        return None
+
     def close(self) -> None:
+        if self._poll is not None:
+            self._poll.close()
+            self._poll = None
+        if self._connector is not None:
+            self._connector.close()
+            self._connector = None
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
@@ -121,7 +169,10 @@ class FanotifyAgent(Agent):
 
     # -- events ---------------------------------------------------------------
     def fileno(self) -> int:
-        return self.watcher.fileno()
+        """Readable when fanotify or the process connector has something."""
+        if self._poll is None:
+            raise RuntimeError("agent is not started")
+        return self._poll.fileno()
 
     @property
     def drain(self) -> RingDrain | None:
@@ -136,27 +187,101 @@ class FanotifyAgent(Agent):
         return False
 
     def read(self, timeout: float = 0.0) -> list[FileEvent]:
-        raw = self.watcher.poll(timeout) if timeout > 0 else self.watcher.read()
+        if timeout > 0:
+            raw = self._wait(timeout)
+        else:
+            self._follow()
+            raw = self.watcher.read()
+        # Messages queued before the events were read tell of every exec and
+        # fork that came before them.
+        self._follow()
+        self._count_malformed()
+        writers: dict[int, ProcessInfo | None] = {}
         out = []
         for ev in raw:
-            event = self._event(ev)
+            event = self._event(ev, writers)
             if event is not None:
                 out.append(event)
         self.stats.events += len(out)
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        if now - self._expired_at > _EXPIRE_EVERY_NS:
+            # Exited processes are kept a while for events still queued.
+            self.processes.expire(now)
+            self._expired_at = now
         return out
+
+    def _count_malformed(self) -> None:
+        """Records fanotify sent that did not parse: their events are lost,
+        and leave a gap in the numbers as an overflow does."""
+        malformed = self.watcher.stats.malformed
+        if malformed > self._malformed:
+            lost, self._malformed = malformed - self._malformed, malformed
+            log.warning("fanotify: %d record(s) did not parse: events were lost", lost)
+            self._seq += lost
+            self.stats.sequence.lost += lost
+
+    def _wait(self, timeout: float) -> list[FanotifyEvent]:
+        """fanotify's events within `timeout` seconds, following the process
+        connector meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._follow()
+            raw = self.watcher.read()
+            left = deadline - time.monotonic()
+            if raw or left <= 0 or self._poll is None:
+                return raw
+            self._poll.poll(left)
+
+    def _follow(self) -> None:
+        """Applies what the process connector has queued to the tree."""
+        if self._connector is None:
+            return
+        events = self._connector.read()
+        if events:
+            self._apply(events)
+
+    def _apply(self, events: list[ProcEvent]) -> None:
+        tree = self.processes
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        for e in events:
+            if e.kind == "fork":
+                tree.note_fork(parent_pid=e.parent_pid, child_pid=e.pid)
+            elif e.kind == "exec":
+                tree.note_exec(e.pid)
+            elif e.kind == "exit":
+                tree.note_exit(e.pid, now)
+            elif e.kind == "comm":
+                tree.note_comm(e.pid, e.comm)
+            else:
+                tree.lost_track()
+                self.stats.process_sequence.lost += 1  # at least one; the kernel does not say how many
+                if self.stats.process_sequence.lost == 1:
+                    log.warning(
+                        "fanotify backend: the process connector dropped messages; "
+                        "processes are checked against /proc until seen again"
+                    )
+                continue
+            self.stats.records += 1
+            self.stats.process_records += 1
 
     def stop(self) -> list[FileEvent]:
         return self.read()
 
-    def _event(self, ev: FanotifyEvent) -> FileEvent | None:
+    def _event(self, ev: FanotifyEvent, writers: dict[int, ProcessInfo | None] | None = None) -> FileEvent | None:
+        """The event of one fanotify report. `writers` holds the writers this
+        batch has looked up already, so each pid is checked once per batch."""
         if ev.action == "overflow":
             log.warning("fanotify: the kernel's queue overflowed: events were lost")
-            self.stats.sequence.lost += 1  # at least one; the kernel does not say how many
+            # At least one; the kernel does not say how many. The number
+            # skipped is the gap that tells the output's reader.
+            self.stats.sequence.lost += 1
+            self._seq += 1
             return None
         action = _ACTIONS.get(ev.action)
         if action is None:
             log.debug("fanotify: no action for %r", ev.action)
             return None
+        seq = self._seq
         self._seq += 1
         self.stats.records += 1
         missing: list[str] = []
@@ -164,10 +289,12 @@ class FanotifyAgent(Agent):
             if name in _FROM_TREE:
                 continue
             missing.extend(_FIELDS.get(name, (name,)))
-        info = self.processes.get(ev.pid) if ev.pid > 0 else None
+        info = self._writer(ev.pid, writers)
         if info is None:
             for name in sorted(_FROM_TREE):
                 missing.extend(_TREE_FIELDS[name])
+        elif info.exe is None:
+            missing.extend(_TREE_FIELDS["process.executable"])  # read after it exited: a zombie has no exe link
         mode = _MODES.get(ev.file_type or ("dir" if ev.is_dir else ""), 0)
         if not mode:
             missing.append("file.type")
@@ -195,7 +322,7 @@ class FanotifyAgent(Agent):
         if info is None or not info.start_ns:
             missing.append("process.start")
         return FileEvent(
-            seq=self._seq,
+            seq=seq,
             ktime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
             hook=abi.Hook.FANOTIFY,
             action=action,
@@ -207,6 +334,15 @@ class FanotifyAgent(Agent):
             unavailable=tuple(dict.fromkeys(missing)),
         )
 
+    def _writer(self, pid: int, writers: dict[int, ProcessInfo | None] | None) -> ProcessInfo | None:
+        if pid <= 0:
+            return None
+        if writers is None:
+            return self.processes.current(pid)
+        if pid not in writers:
+            writers[pid] = self.processes.current(pid)
+        return writers[pid]
+
     # -- what the BPF agent reports, as far as it applies -----------------------
     def counters(self) -> dict[str, dict[str, int]]:
         return {}
@@ -215,6 +351,7 @@ class FanotifyAgent(Agent):
         return {}
 
     def produced(self) -> int:
+        """Numbers given out: one per event and one per loss seen."""
         return self._seq
 
     def mark_stats(self) -> dict[str, int]:
@@ -225,9 +362,17 @@ class FanotifyAgent(Agent):
 
     def status(self) -> dict[str, Any]:
         w = self.watcher
+        c = self._connector
         return {
             "backend": self.backend,
             "fanotify": w.stats.as_dict(),
+            "losses": {"events": self.stats.lost},
+            "processes": {
+                "followed_by": "process connector" if c is not None else "/proc",
+                "messages": c.messages if c is not None else 0,
+                "losses": c.losses if c is not None else 0,
+                "known": len(self.processes),
+            },
             "marks": [m.describe() for m in w.marks],
             "globs": [g.pattern for g in self.matcher.globs],
         }

@@ -187,6 +187,9 @@ def _probe_one(path: Path, program: str, hook: abi.Hook, backend: str) -> bool:
         # is EINVAL; EACCES covers older wordings. Anything else is not an
         # answer to this question.
         if exc.errno in (errno.EINVAL, errno.EACCES):
+            log.debug(
+                "%s resolves paths by walking: the verifier refused bpf_d_path (%s)", program, exc.load_log.reason
+            )
             return False
         raise
     return True

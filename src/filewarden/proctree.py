@@ -10,6 +10,14 @@ Identity is (pid, start time): pids are reused. /proc is read only for a
 process the records have not told us about, and never for one they say has
 exited (its pid may already belong to someone else).
 
+The fanotify backend has no such records, only the writer's pid. It feeds
+the tree what the kernel's process connector says (note_fork, note_exec,
+note_exit: pids without start times, so /proc is read for the rest), and
+asks current(pid), which checks the entry against /proc/<pid> unless those
+messages vouch for it. Without them (`followed` false) nothing says when
+a pid's process execs or is replaced, so current() reads /proc every time
+and no miss is remembered.
+
 Start times: the records carry CLOCK_BOOTTIME nanoseconds (the group
 leader's ``start_boottime``), /proc only clock ticks since boot (field 22 of
 ``stat``, the same clock cut down to ticks). So two start times name the
@@ -122,9 +130,14 @@ class ProcessTree:
     first, then live ones, least recently inserted first (a live process
     evicted can still be read back from /proc).
 
-    `hits` and `misses` count get() answers; `proc_reads` counts reads of
-    /proc/<pid> outside scan(): each is a process the records did not
-    describe.
+    `hits` and `misses` count get() and current() answers; `proc_reads`
+    counts reads of /proc/<pid> outside scan(): each is a process the
+    records did not describe, or one current() checked.
+
+    `followed`: every fork, exec and exit reaches the tree (BPF records, or
+    the process connector). Only then is a /proc miss remembered (a
+    newcomer under that pid would be announced), and only then does
+    current() trust an entry without reading /proc.
     """
 
     def __init__(
@@ -134,6 +147,7 @@ class ProcessTree:
         clock_ticks: int | None = None,
         retention_ns: int = 120 * 10**9,
         max_entries: int = 65536,
+        followed: bool = True,
     ) -> None:
         ticks = os.sysconf("SC_CLK_TCK") if clock_ticks is None else clock_ticks
         if ticks <= 0:
@@ -144,6 +158,7 @@ class ProcessTree:
         self.tick_ns: Final = 1_000_000_000 // ticks
         self.retention_ns = retention_ns
         self.max_entries = max_entries
+        self.followed = followed
         # OrderedDicts: both ends in O(1), which plain dicts do not promise
         # for popping the oldest. Insertion order is the live eviction order.
         self._entries: OrderedDict[int, ProcessInfo] = OrderedDict()
@@ -152,6 +167,9 @@ class ProcessTree:
         # never knew exited (or was evicted after exiting), or /proc had
         # nothing when asked. pid -> when noted; dropped like exited entries.
         self._absent: OrderedDict[int, int] = OrderedDict()
+        # Pids whose entry predates lost records (lost_track()): current()
+        # checks them against /proc once before trusting them again.
+        self._unchecked: set[int] = set()
         # The latest CLOCK_BOOTTIME we were told of, to date /proc misses.
         self._now_ns = 0
         self.hits = 0
@@ -206,11 +224,22 @@ class ProcessTree:
         args = split_args(cmdline[:ARGS_MAX])
         return ProcessInfo(pid, ppid, start_ticks * self.tick_ns, exe, args, truncated, comm)
 
+    def _read_start(self, pid: int) -> int | None:
+        """The start time (ns, to the tick) of /proc/<pid>/stat; None if gone."""
+        try:
+            with open(self.proc_root / str(pid) / "stat", "rb") as f:
+                stat = parse_stat(f.read(_STAT_MAX))
+        except OSError:
+            return None
+        return None if stat is None else stat[2] * self.tick_ns
+
     def _proc_lookup(self, pid: int) -> ProcessInfo | None:
-        """/proc/<pid>, counted; a miss is remembered so it is not read again."""
+        """/proc/<pid>, counted. While the tree is followed a miss is
+        remembered so it is not read again: a newcomer under the pid would
+        come with a fork record."""
         self.proc_reads += 1
         info = self._read_proc(pid)
-        if info is None:
+        if info is None and self.followed:
             self._note_absent(pid, self._now_ns)
         return info
 
@@ -257,7 +286,14 @@ class ProcessTree:
         self._entries.move_to_end(pid)
         self._exited.pop(pid, None)
         self._absent.pop(pid, None)
+        self._unchecked.discard(pid)
         self._evict()
+
+    def _forget(self, pid: int) -> None:
+        """Drops what we held for the pid (it is no longer that process)."""
+        if self._entries.pop(pid, None) is not None:
+            self._exited.pop(pid, None)
+        self._unchecked.discard(pid)
 
     def _note_absent(self, pid: int, when_ns: int) -> None:
         self._absent.pop(pid, None)
@@ -349,6 +385,61 @@ class ProcessTree:
             self._exited.pop(pid, None)
         self._note_absent(pid, ktime_ns)
 
+    # -- records without start times (the process connector) -------------------
+    def note_fork(self, *, parent_pid: int, child_pid: int) -> ProcessInfo | None:
+        """A new process (thread group), told by pids alone. It runs its
+        parent's program until it execs; its start time is read from /proc
+        now (0, unknown, if it is gone already). Returns its entry, None if
+        neither it nor a parent we trust can be read."""
+        parent = self._entries.get(parent_pid)
+        if parent is None or parent_pid in self._unchecked:
+            self.proc_reads += 1
+            info = self._read_proc(child_pid)
+            if info is None:
+                self._forget(child_pid)  # whatever we held was an older instance
+                return None
+        else:
+            start_ns = self._read_start(child_pid)
+            info = replace(
+                parent, pid=child_pid, ppid=parent_pid, start_ns=start_ns or 0, exited_ns=None, source="fork"
+            )
+        self._put(info)
+        return info
+
+    def note_exec(self, pid: int) -> ProcessInfo | None:
+        """The process ran a new program, told by pid alone: /proc says
+        which, read now. If it is gone already, what we held is dropped
+        (an unknown program rather than the one it left)."""
+        self.proc_reads += 1
+        info = self._read_proc(pid)
+        if info is None:
+            self._forget(pid)
+            return None
+        self._put(info)
+        return info
+
+    def note_exit(self, pid: int, when_ns: int) -> None:
+        """The process exited, told by pid alone. Its entry stays until
+        expire(), like on_exit()'s."""
+        self._now_ns = max(self._now_ns, when_ns)
+        info = self._entries.get(pid)
+        if info is not None and info.exited_ns is None:
+            self._entries[pid] = replace(info, exited_ns=when_ns)
+            self._exited[pid] = when_ns
+
+    def note_comm(self, pid: int, comm: bytes) -> None:
+        """The process renamed itself (prctl(PR_SET_NAME), /proc/PID/comm)."""
+        info = self._entries.get(pid)
+        if info is not None and info.comm != comm:
+            # Assigning to a present key keeps its place in the live order.
+            self._entries[pid] = replace(info, comm=comm)
+
+    def lost_track(self) -> None:
+        """Records were lost: any entry may be stale, and a pid remembered
+        as absent may have a process again."""
+        self._unchecked.update(self._entries)
+        self._absent.clear()
+
     def expire(self, now_ns: int) -> int:
         """Drops entries that exited `retention_ns` or more before `now_ns`;
         returns how many. Goes by the order exits came in: amortised O(1)
@@ -362,6 +453,7 @@ class ProcessTree:
                 break
             del self._exited[pid]
             del self._entries[pid]
+            self._unchecked.discard(pid)
             dropped += 1
         # Past retention nothing queued can be about the old instance any more:
         # /proc may be asked about the pid again.
@@ -387,6 +479,51 @@ class ProcessTree:
             return None
         self.hits += 1
         return info
+
+    def current(self, pid: int) -> ProcessInfo | None:
+        """The process that has this pid now, for a report that names no
+        more than the pid (fanotify); if none does, the last one that had
+        it, which may have exited with its reports still queued.
+
+        While the tree is followed, its entry is current and is returned
+        as is. Otherwise (or after lost records) /proc/<pid> is read and
+        compared: another start time is another process (the pid was
+        reused), another program, arguments or name an exec; either
+        replaces the entry. A miss is not remembered."""
+        cached = self._entries.get(pid)
+        if cached is not None and self.followed and pid not in self._unchecked:
+            self.hits += 1
+            return cached
+        live = None
+        if pid > 0:
+            self.proc_reads += 1
+            live = self._read_proc(pid)
+        if live is None:
+            # Gone: the last instance we knew (exited, its reports queued);
+            # unknown if we never knew one. Either way /proc is asked again
+            # next time.
+            self._unchecked.discard(pid)
+            if cached is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            return cached
+        self.hits += 1
+        if cached is not None and self._same(cached, live):
+            self._unchecked.discard(pid)
+            return cached  # the very object: renderers cache by it
+        self._put(live)
+        return live
+
+    def _same(self, known: ProcessInfo, live: ProcessInfo) -> bool:
+        """Whether /proc's `live` shows the process and program `known` is."""
+        return (
+            self.same_start(known.start_ns, live.start_ns)
+            and known.exe == live.exe
+            and known.args == live.args
+            and known.comm == live.comm
+            and known.ppid == live.ppid
+        )
 
     def ancestors(self, pid: int, start_ns: int | None = None, depth: int = 2) -> list[ProcessInfo]:
         """Parent first, then grandparent, ... up to `depth`, as far as known.

@@ -54,12 +54,14 @@ _encode = msgspec.json.Encoder().encode
 _PATH_TRUNCATED: Final = int(EventFlag.PATH_TRUNCATED)
 _PATH_FS_RELATIVE: Final = int(EventFlag.PATH_FS_RELATIVE)
 _TRACKED: Final = int(EventFlag.TRACKED)
+_PATH_UNSTABLE: Final = int(EventFlag.PATH_UNSTABLE)
 _AUX_TRUNCATED: Final = int(EventFlag.AUX_TRUNCATED)
 _EXTRA_TRUNCATED: Final = int(EventFlag.EXTRA_TRUNCATED)
 _RENAME_EXCHANGE: Final = int(EventFlag.RENAME_EXCHANGE)
 _DURING_OPEN: Final = int(EventFlag.DURING_OPEN)
 _EXE_TRUNCATED: Final = int(ProcessFlag.EXE_TRUNCATED)
 _ARGS_TRUNCATED: Final = int(ProcessFlag.ARGS_TRUNCATED)
+_IO_WORKER: Final = int(ProcessFlag.IO_WORKER)
 # Plain ints again: an enum member looked up on its class costs more than
 # the comparison (Python 3.11).
 _SYMLINK: Final = int(Action.SYMLINK)
@@ -119,6 +121,8 @@ def _file_base(path: bytes, info: FileInfo, flags: int) -> dict[str, Any]:
         doc["path_relative_to_filesystem"] = True
     if flags & _TRACKED:
         doc["tracked"] = True  # followed by its inode mark, whatever its name
+    if flags & _PATH_UNSTABLE:
+        doc["path_unstable"] = True  # renames or mounts ran during every try of the walk
     return doc
 
 
@@ -169,6 +173,10 @@ def _process_own(proc: Process, clock: WallClock) -> dict[str, Any]:
         "thread": {"id": proc.tid},
         "name": text(proc.comm),
     }
+    if proc.flags & _IO_WORKER:
+        # The thread is an io_uring worker acting for the process; which
+        # thread submitted the request is not known to the kernel's hooks.
+        doc["thread"]["io_uring_worker"] = True
     if proc.exe is not None:
         doc["executable"] = text(proc.exe)
         if proc.flags & _EXE_TRUNCATED:

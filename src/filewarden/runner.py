@@ -193,20 +193,33 @@ def _log_summary(agent: Agent, pipeline: Pipeline) -> None:
     stats = agent.stats
     log.info(
         "stopped: %d event(s) written; %d record(s) read (%d of processes), %d outside the globs, "
-        "%d malformed, %d lost",
+        "%d malformed, %d lost, %d process record(s) lost, %d call(s) skipped by the kernel (recursion misses)",
         pipeline.written,
         stats.records,
         stats.process_records,
         stats.filtered,
         stats.malformed,
         stats.lost,
+        stats.process_lost,
+        stats.recursion_misses,
     )
     for hook, counts in agent.counters().items():
         log.info("kernel %s: %s", hook, " ".join(f"{k}={v}" for k, v in counts.items()))
     if stats.lost and agent.backend == "fanotify":
         log.warning("fanotify's queue overflowed %d time(s): events were lost", stats.lost)
-    elif stats.lost:
-        log.warning("%d record(s) were lost (sequence gaps): enlarge ring_buffer_bytes", stats.lost)
+    elif stats.lost or stats.process_lost or stats.recursion_misses:
+        detail = "".join(
+            f"; {hook}: " + " ".join(f"{k}={v}" for k, v in losses.items() if v)
+            for hook, losses in stats.losses.report().items()
+        )
+        log.warning(
+            "lost over the run: %d file record(s) (gaps in event.sequence), %d process record(s), "
+            "%d call(s) the kernel skipped (recursion misses)%s",
+            stats.lost,
+            stats.process_lost,
+            stats.recursion_misses,
+            detail,
+        )
     if agent.marks_enabled:
         marks = agent.mark_stats()
         log.info(

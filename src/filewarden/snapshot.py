@@ -24,6 +24,7 @@ Two ways, the same result:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -68,13 +69,29 @@ class KernelFilter:
 
 
 def load_iterators(object_path: Path | None = None, kernel_filter: KernelFilter | None = None) -> BpfObject:
-    """The loaded iterator object (the caller closes it)."""
+    """The loaded iterator object (the caller closes it).
+
+    The executable's path is taken with bpf_d_path() where the verifier
+    allows it and walked otherwise (snapshot.bpf.c: fw_snap_exe_dpath): a
+    refusal costs one verifier pass, then the object loads again."""
+    try:
+        return _load_iterators(object_path, kernel_filter, exe_dpath=True)
+    except LibbpfError as exc:
+        if exc.errno not in (errno.EACCES, errno.EINVAL):
+            raise
+        log.debug("snapshot: bpf_d_path() refused on the executable (%s); walking dentries", exc)
+        return _load_iterators(object_path, kernel_filter, exe_dpath=False)
+
+
+def _load_iterators(object_path: Path | None, kernel_filter: KernelFilter | None, *, exe_dpath: bool) -> BpfObject:
     obj = BpfObject(object_path or _bpf.object_path("snapshot"))
     try:
         if kernel_filter is not None:
             obj.reuse_map("snap_prefixes", kernel_filter.prefixes_fd)
             obj.reuse_map("snap_marked", kernel_filter.marked_fd)
             obj.set_rodata("fw_snap_filter", _U32.pack(1))
+        if not exe_dpath:
+            obj.set_rodata("fw_snap_exe_dpath", _U32.pack(0))
         obj.load()
     except BaseException:
         obj.close()
@@ -224,8 +241,11 @@ def take(
             tasks, files, skipped = via_iterator(kernel_filter=kernel_filter)
             return Snapshot(tuple(tasks), tuple(files), ITERATOR, time.perf_counter() - started, skipped=skipped)
         except (LibbpfError, LibbpfUnavailableError, OSError) as exc:
+            # A LibbpfError names the program and the verifier's refusal.
             reason = f"the BPF iterators cannot run here ({exc})"
             log.warning("start-up snapshot from /proc: %s", reason)
+            if isinstance(exc, LibbpfError):
+                log.debug("%s", exc.load_log.report())
     tasks, files = via_proc(proc_root)
     return Snapshot(tuple(tasks), tuple(files), PROC, time.perf_counter() - started, reason)
 

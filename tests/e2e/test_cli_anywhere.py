@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tests.e2e.conftest import IN_GUEST, Agent, filewarden
 
+LOG_LINE = "      | "  # doctor -v: a line of libbpf's log under a check
+
 
 def test_doctor_and_run_agree(start_agent: Callable[..., Agent], tmp_path: Path) -> None:
     doctor = filewarden("doctor")
@@ -41,6 +43,37 @@ def test_doctor_and_run_agree(start_agent: Callable[..., Agent], tmp_path: Path)
     if "(EPERM)" in hook:  # this project's host kernel refuses BPF LSM programs
         assert "BPF LSM programs cannot be loaded here" in hook
         assert stderr.startswith("filewarden: error: BPF LSM programs cannot be loaded on this kernel")
+
+
+def test_doctor_verbose_adds_libbpfs_log_under_what_failed_to_load() -> None:
+    plain = filewarden("doctor")
+    verbose = filewarden("doctor", "-v")
+    assert verbose.returncode == plain.returncode, verbose.stdout
+    assert "Traceback" not in verbose.stdout + verbose.stderr
+    lines = verbose.stdout.splitlines()
+    # The same lines as without -v (overlay mounts may come and go between
+    # the two runs); -v only adds libbpf's log under a line that failed.
+    checks = [line for line in lines if not line.startswith(LOG_LINE)]
+    assert [c for c in checks if " overlay " not in c] == [c for c in plain.stdout.splitlines() if " overlay " not in c]
+    under: dict[str, list[str]] = {}
+    last = ""
+    for line in lines:
+        if line.startswith(LOG_LINE):
+            assert last.startswith("FAIL  "), last
+            under[last].append(line)
+        else:
+            last = line
+            under[last] = []
+    for line, log in under.items():
+        if not line.startswith("FAIL  hook "):
+            continue
+        # A hook that failed names its program and the verifier's refusal, or
+        # says that the kernel refused it before the verifier ran; -v shows why.
+        assert " fw_" in line
+        assert log, line
+        if "(EPERM) before the verifier ran (no verifier log)" in line:  # this project's host kernel
+            assert any("BPF program load failed: Operation not permitted" in entry for entry in log), log
+            assert not any("BEGIN PROG LOAD LOG" in entry for entry in log), log
 
 
 def test_usage_errors_are_one_line_exit_2() -> None:

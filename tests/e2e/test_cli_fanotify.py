@@ -34,7 +34,10 @@ def test_fanotify_backend_reports_changes_with_paths_and_pids(
     watched = tmp_path / "watched"
     watched.mkdir()
     (tmp_path / "elsewhere").mkdir()
-    out = tmp_path / "events.jsonl"
+    # The output inside the watched tree: the agent's own writes to it match
+    # the glob, so only its filters keep them (and the loop they would start)
+    # out of the events.
+    out = watched / "events.jsonl"
     agent = start_agent("--backend", "fanotify", "--path", f"{watched}/**", "--output", f"jsonl:{out}")
     agent.wait_ready()
     w = str(watched)
@@ -77,3 +80,4 @@ def test_fanotify_backend_reports_changes_with_paths_and_pids(
     # Nothing outside the glob, nothing of the agent's own output file.
     assert not [d for d in docs if not d["file"]["path"].startswith(w)]
     assert os.fsencode(out) not in [os.fsencode(d["file"]["path"]) for d in docs]
+    assert not [d for d in docs if d["process"]["pid"] == agent.proc.pid]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +23,12 @@ from filewarden._libbpf import (
     RingReader,
     split_records,
 )
-from filewarden.agent import SequenceTracker
+from filewarden.agent import Agent, SequenceTracker
+from filewarden.config import Config, Output
 from filewarden.drain import RingDrain
 from filewarden.events import FileEvent
+from filewarden.losses import KernelLoss
+from filewarden.sysinfo import Host
 from tests.support.producer import producer
 
 READERS: dict[str, Callable[[Map], RingReader]] = {"mmap": MmapRingReader, "libbpf": LibbpfRingReader}
@@ -231,6 +236,41 @@ def test_a_full_ring_is_counted_and_shows_as_sequence_gaps() -> None:
     assert produced == 2010
     assert tracker.finish() == lost_in_gaps
     assert tracker.finish(produced) == produced - delivered > lost_in_gaps
+
+
+def test_the_agent_leaves_a_gap_in_its_numbers_for_each_record_the_ring_had_no_room_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config(paths=("/etc/fw-selftest",), outputs=(Output("jsonl", "-"),), buffer_records=0)
+    agent = Agent(config, host=Host(tmp_path))
+
+    def drain() -> list[int]:
+        seqs = []
+        while batch := agent.read():
+            seqs += [e.seq for e in batch]
+        return seqs
+
+    with producer(64 * 1024) as p:
+        agent.use_ring(MmapRingReader(p.ring), losses=lambda: KernelLoss.from_counters({"selftest": p.counters()}))
+        p.produce(10)
+        p.produce(10, path=b"/etc/fw-other")  # numbered by the kernel, matched by no glob here
+        p.produce(10)
+        first = drain()
+        p.produce(1000)  # far more than fits
+        _, full = p.outcome()
+        delivered = drain()
+        with caplog.at_level(logging.WARNING):
+            agent.check_losses()  # what read() does about once a second
+        p.produce(5)
+        last = drain()
+        produced = p.next_seq()
+    assert full > 0
+    assert first == list(range(20))
+    assert delivered == list(range(20, 20 + 1000 - full))
+    assert last == list(range(1020, 1025))  # after a gap of `full`
+    assert f"{full} file record(s) of selftest lost: the ring buffer was full" in caplog.text
+    assert agent.stats.sequence.finish(produced) == full == agent.stats.lost
+    assert agent.stats.filtered == 10
 
 
 def test_libbpf_errors_carry_errno_and_function(tmp_path: object) -> None:

@@ -46,6 +46,7 @@ def agent_maps() -> Iterator[BpfObject]:
     unfiltered snapshot object (the agent's object needs BPF LSM to load)."""
     obj = BpfObject(_bpf.object_path("snapshot"))
     obj.set_max_entries("snap_marked", 1024)
+    obj.set_rodata("fw_snap_exe_dpath", struct.pack("<I", 0))  # the form every verifier accepts
     obj.load()
     yield obj
     obj.close()
@@ -98,3 +99,24 @@ def test_kernel_filter_keeps_prefixed_and_marked_drops_the_rest(tmp_path: Path, 
     assert not [f for f in found if not (f.overlay or f.path is None or f.maybe_marked or f.path.startswith(base))]
     assert {f.path for f in again if f.pid == pid and f.path and f.path.startswith(base)} == set(ours)
     assert skipped_again >= 1  # the second pass drops them again
+
+
+@pytest.mark.parametrize("exe_dpath", [True, False], ids=["d_path-or-walk", "walk"])
+def test_executables_match_proc(exe_dpath: bool) -> None:
+    """Every process's executable as the iterator gives it is the one
+    /proc/PID/exe names, by bpf_d_path() where the verifier allows it (not
+    on 6.13+, where task->mm is an untrusted pointer) and by the dentry walk."""
+    obj = snapshot.load_iterators() if exe_dpath else snapshot._load_iterators(None, None, exe_dpath=False)
+    with obj:
+        tasks, _, _ = snapshot.run_iterators(obj)
+    compared = 0
+    for t in tasks:
+        try:
+            want = os.readlink(f"/proc/{t.pid}/exe").encode()
+        except OSError:
+            continue  # a kernel thread, or gone
+        if want.endswith(b" (deleted)") or not t.exe:
+            continue
+        assert t.exe == want, (t.pid, t.exe, want)
+        compared += 1
+    assert compared >= 3, tasks  # at least pytest, its parent and init

@@ -180,3 +180,25 @@ def test_container_id_comes_from_the_cgroup_even_after_exit(base: Path) -> None:
         [r.process.cgroup_id for r in records],
         mon.agent.enricher.cgroups.path(records[0].process.cgroup_id) if records else None,
     )
+
+
+def test_symlink_naming_an_image_layer_file_is_a_plain_symlink(base: Path) -> None:
+    """A symlink's target is a string, not a file written: a link made on a
+    plain tmpfs that points into an image layer changes nothing in the
+    layer (it was reported as layer_tamper with file.layer "lower")."""
+    image = base / "image"
+    plain = base / "plain"
+    plain.mkdir()
+    target = image / "srv/app/conf"
+    with container(base, image, "c1"), monitoring(f"{plain}/**") as mon:
+        mon.poll()  # the overlay seen: its lower layer is watched
+        in_child(lambda: os.symlink(target, plain / "link"))
+        in_child(lambda: target.open("ab").write(b"tampered\n"))  # the positive control
+        docs = mon.documents()
+    mine = [d for d in docs if d["file"]["path"] == str(plain / "link")]
+    assert [d["event"]["action"] for d in mine] == ["symlink"], docs
+    assert "layer" not in mine[0]["file"], mine[0]
+    assert "layer" not in mine[0], mine[0]
+    assert mine[0]["file"]["target_path"] == str(target)
+    tamper = [d for d in docs if d["file"]["path"] == str(target)]
+    assert [d["event"]["action"] for d in tamper] == ["layer_tamper"], docs

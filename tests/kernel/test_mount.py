@@ -44,12 +44,31 @@ def test_bind_mount_over_a_monitored_file_and_umount(plain_dir: Path) -> None:
 
 
 def test_mount_elsewhere_is_not_reported(plain_dir: Path) -> None:
-    (plain_dir / "etc").mkdir()
+    inside = plain_dir / "etc" / "sub"
+    inside.mkdir(parents=True)
     other = plain_dir / "other"
     other.mkdir()
+
+    def work() -> None:
+        run("mount", "-t", "tmpfs", "x", str(inside))
+        run("mount", "-t", "tmpfs", "x", str(other))
+        run("umount", str(other))
+        run("umount", str(inside))
+
     with monitoring(f"{plain_dir}/etc/**") as mon:
-        in_child(lambda: (run("mount", "-t", "tmpfs", "x", str(other)), run("umount", str(other))))
-        assert mon.under(str(plain_dir)) == []
+        in_child(work)
+        events = mon.under(str(plain_dir))
+        counts = mon.counters()
+        reasons = {hook: mon.ignore_reasons(hook)["not_selected"] for hook in counts}
+    # The hooks, attached and reporting around it, ran for the mount and
+    # the umount elsewhere and left them out. (mount(8) may mount with
+    # mount(2) or, with the new mount API, move_mount(2).)
+    assert summary(events) == [("mount", str(inside)), ("umount", str(inside))]
+    assert events[0].seq < events[1].seq
+    mounted = ("sb_mount", "move_mount")
+    assert sum(counts[h]["emitted"] for h in mounted if h in counts) == 1
+    assert sum(reasons[h] for h in mounted if h in reasons) >= 1
+    assert (counts["sb_umount"]["emitted"], reasons["sb_umount"]) == (1, 1)
 
 
 def test_move_mount(plain_dir: Path) -> None:

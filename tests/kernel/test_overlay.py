@@ -28,15 +28,22 @@ def test_each_kind_of_open_through_the_overlay_is_reported_once() -> None:
         in_child((m / "from-lower").read_bytes)  # read-only: nothing
         events = mon.under(str(m))
         counts = mon.counters()["file_open"]
+        reasons = mon.ignore_reasons("file_open")
     assert summary(events) == [
         ("create", f"{m}/new-file"),
         ("open_write", f"{m}/from-lower"),
         ("open_write", f"{m}/from-lower"),
         ("open_write", f"{m}/etc/app.conf"),
     ]
-    outcomes = ("emitted", "ignored", "error", "ringbuf_full", "kept")
-    assert counts["total"] == sum(counts[k] for k in outcomes)
-    assert counts["error"] == 0
+    # Each of the four opens for writing ran file_open twice: once for the
+    # overlay file, emitted, and once for the file overlayfs opened below
+    # it, recognised as a backing file and left out (whichever rule this
+    # kernel needs); copy-up's own opens add backing opens of their own.
+    # The read-only open was seen too, and left out as such.
+    assert counts["emitted"] == 4
+    assert reasons["backing_fake_path"] + reasons["backing_internal_mount"] >= 4
+    assert reasons["not_write"] >= 1
+    assert (counts["error"], counts["ringbuf_full"]) == (0, 0)
 
 
 def test_events_carry_the_overlay_inode_not_the_backing_one() -> None:
@@ -53,9 +60,13 @@ def test_backing_open_outside_the_overlay_path_is_not_reported() -> None:
     with mounts.overlay({"f": b"x"}) as ovl, monitoring(f"{ovl.merged}/**", f"{ovl.upper}/**") as mon:
         in_child(lambda: touch(ovl.merged / "f", os.O_WRONLY))
         in_child(lambda: touch(ovl.merged / "g"))
+        in_child(lambda: touch(ovl.upper / "direct"))  # the upper layer is monitored: this is reported
         events = mon.stop()
+        reasons = mon.ignore_reasons("file_open")
     paths = [p for _, p in summary(events) if p.startswith((str(ovl.merged), str(ovl.upper)))]
-    assert paths == [f"{ovl.merged}/f", f"{ovl.merged}/g"]
+    assert paths == [f"{ovl.merged}/f", f"{ovl.merged}/g", f"{ovl.upper}/direct"]
+    # The opens of the upper files below f and g did run file_open.
+    assert reasons["backing_fake_path"] + reasons["backing_internal_mount"] >= 2
 
 
 def test_concurrent_overlay_and_plain_opens_no_duplicates_no_misses(plain_dir: Path) -> None:

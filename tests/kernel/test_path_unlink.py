@@ -24,11 +24,27 @@ def test_unlink_reports_path_inode_and_process(plain_dir: Path) -> None:
 
 
 def test_unlink_outside_the_monitored_set_is_not_reported(plain_dir: Path) -> None:
-    (plain_dir / "in").mkdir()
-    (plain_dir / "out").write_bytes(b"x")
-    with monitoring(f"{plain_dir}/in/**") as mon:
-        in_child(lambda: os.unlink(plain_dir / "out"))
-        assert mon.under(str(plain_dir)) == []
+    inside = plain_dir / "in"
+    inside.mkdir()
+    for f in (inside / "before", plain_dir / "out", inside / "after"):
+        f.write_bytes(b"x")
+
+    def work() -> None:
+        os.unlink(inside / "before")
+        os.unlink(plain_dir / "out")
+        os.unlink(inside / "after")
+
+    with monitoring(f"{inside}/**") as mon:
+        in_child(work)
+        events = mon.under(str(plain_dir))
+        counts = mon.counters()["path_unlink"]
+        reasons = mon.ignore_reasons("path_unlink")
+    # The hook, attached and reporting on either side of it, ran for the
+    # unlink outside and left it out.
+    assert summary(events) == [("unlink", str(inside / "before")), ("unlink", str(inside / "after"))]
+    assert events[0].seq < events[1].seq
+    assert counts["emitted"] == 2
+    assert reasons["not_selected"] + reasons["outside"] == 1
 
 
 def test_unlink_of_a_lower_file_through_the_overlay_is_reported_once() -> None:

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from filewarden.abi import EventFlag
+from filewarden.abi import EventFlag, Hook
 from filewarden.clock import WallClock
 from filewarden.render import to_documents, to_json_line
 from tests.support.monitor import monitoring, summary_aux
@@ -82,3 +82,50 @@ def test_a_chrooted_writer_gets_its_own_view(plain_dir: Path) -> None:
         in_child(work)
         events = [e for e in mon.stop() if e.path.startswith(b"/fw-jail/")]
     assert summary_aux(events) == [("create", "/fw-jail/written-inside", "")]
+
+
+def test_the_walk_tries_again_across_renames_and_never_reports_a_path_that_did_not_exist(plain_dir: Path) -> None:
+    """While one process renames an ancestor back and forth, another
+    changes a file below it through an open descriptor, so every chmod's
+    path is walked while renames run. A walk that a rename disturbed is
+    done again (fw_walk_retries counts it); every reported path is one the
+    file really had, or is flagged file.path_unstable."""
+    import multiprocessing
+    import struct
+    import time
+
+    (plain_dir / "x" / "y").mkdir(parents=True)
+    f = plain_dir / "x" / "y" / "f"
+    f.write_bytes(b"")
+    valid = {f"{plain_dir}/{top}/y/f".encode() for top in ("x", "x2")}
+    stop = multiprocessing.Event()
+
+    def renamer() -> None:
+        a, b = plain_dir / "x", plain_dir / "x2"
+        while not stop.is_set():
+            os.rename(a, b)
+            os.rename(b, a)
+
+    def chmodder() -> None:
+        fd = os.open(f, os.O_RDONLY)
+        deadline = time.monotonic() + 4.0
+        mode = 0o600
+        while time.monotonic() < deadline:
+            os.fchmod(fd, mode)
+            mode ^= 0o044
+        stop.set()
+
+    with monitoring(f"{plain_dir}/**", walk_only=True, fresh=True) as mon:
+        obj = mon.agent._obj
+        assert obj is not None
+        before = struct.unpack("<Q", obj.read_global("fw_walk_retries"))[0]
+        r = multiprocessing.Process(target=renamer)
+        r.start()
+        in_child(chmodder)
+        r.join(10)
+        events = [e for e in mon.stop() if e.hook == Hook.PATH_CHMOD]
+        retries = struct.unpack("<Q", obj.read_global("fw_walk_retries"))[0] - before
+    assert len(events) > 20, len(events)
+    assert retries > 0, "no walk was ever done again: renames never overlapped a walk, or the walk does not retry"
+    for e in events:
+        assert e.path in valid or e.flags & EventFlag.PATH_UNSTABLE, e.path

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filewarden.abi import ACTION_NAMES
@@ -47,14 +49,88 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
+# hook -> (exit counters, ignore reasons), as the kernel's counters map holds them
+Tables = dict[str, tuple[dict[str, int], dict[str, int]]]
+
+
+def _tables(agent: Agent) -> Tables:
+    """Every hook's counters and ignore reasons, in one pass over the map."""
+    return agent._counter_tables()
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The kernel's exit counters and ignore reasons per hook at one moment
+    (or, from since(), between two)."""
+
+    tables: Tables
+
+    def since(self, earlier: Tally) -> Tally:
+        out: Tables = {}
+        for hook, (counts, reasons) in self.tables.items():
+            counts0, reasons0 = earlier.tables.get(hook, ({}, {}))
+            out[hook] = (_delta(counts, counts0), _delta(reasons, reasons0))
+        return Tally(out)
+
+    def counters(self, hook: str) -> dict[str, int]:
+        return self.tables[hook][0]
+
+    def reasons(self, hook: str) -> dict[str, int]:
+        return self.tables[hook][1]
+
+
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+@contextmanager
+def bpf_stats() -> Iterator[None]:
+    """kernel.bpf_stats_enabled on for the block: the kernel then counts every
+    run of every BPF program (run_cnt), independently of the programs' own
+    counters."""
+    old = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1\n")
+    # A program that was already running when the switch flipped finishes
+    # uncounted by the kernel but counted by itself: let such runs end.
+    time.sleep(0.2)
+    try:
+        yield
+    finally:
+        BPF_STATS.write_text(f"{old}\n")
+
+
+@contextmanager
+def program_runs(agent: Agent) -> Iterator[Callable[[], dict[str, int]]]:
+    """A reader of how many times the kernel ran each hook's program
+    (bpf_stats' run_cnt in the program's fdinfo), per hook. The fdinfo files
+    are opened once, here, and read again from offset 0: an open would
+    itself run file_open between two readings."""
+    if agent._obj is None or agent.plan is None:
+        raise RuntimeError("agent is not started")
+    obj, loaded = agent._obj, agent.plan.loaded
+    fds = [(p.hook_name, os.open(f"/proc/self/fdinfo/{obj.program(p.name).fd}", os.O_RDONLY)) for p in loaded]
+
+    def read() -> dict[str, int]:
+        runs: dict[str, int] = {}
+        for hook, fd in fds:
+            fields = [line.partition(":") for line in os.pread(fd, 4096, 0).decode().splitlines()]
+            (run_cnt,) = [int(value) for key, _, value in fields if key == "run_cnt"]
+            runs[hook] = runs.get(hook, 0) + run_cnt
+        return runs
+
+    try:
+        yield read
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+
+
 @dataclass
 class Monitor:
     agent: Agent
     shared: bool
     events: list[FileEvent] = field(default_factory=list)
     stopped: bool = False
-    _counters0: dict[str, dict[str, int]] = field(default_factory=dict)
-    _reasons0: dict[str, int] = field(default_factory=dict)
+    _tables0: Tables = field(default_factory=dict)
 
     def poll(self) -> list[FileEvent]:
         """Takes what is queued now (the agent stays attached)."""
@@ -88,14 +164,25 @@ class Monitor:
         evs = self.stop() if events is None else events
         return [d for e in evs for d in to_documents(e, clock, self.agent.processes, self.agent.enricher)]
 
+    def tally(self) -> Tally:
+        """The kernel's counters now; `later.since(earlier)` is what one step
+        of a test moved."""
+        return Tally(_tables(self.agent))
+
     def counters(self) -> dict[str, dict[str, int]]:
         """The kernel's exit counters over this test, per hook."""
-        now = self.agent.counters()
-        return {hook: _delta(c, self._counters0.get(hook, {})) for hook, c in now.items()}
+        over = self.tally().since(Tally(self._tables0))
+        return {hook: c for hook, (c, _) in over.tables.items()}
 
-    def ignore_reasons(self) -> dict[str, int]:
-        """Why calls were ignored, over this test."""
-        return _delta(self.agent.ignore_reasons(), self._reasons0)
+    def ignore_reasons(self, hook: str | None = None) -> dict[str, int]:
+        """Why calls were ignored over this test, by one hook or by all."""
+        over = self.tally().since(Tally(self._tables0))
+        totals: dict[str, int] = {}
+        for name, (_, reasons) in over.tables.items():
+            if hook is None or name == hook:
+                for reason, n in reasons.items():
+                    totals[reason] = totals.get(reason, 0) + n
+        return totals
 
 
 def summary(events: list[FileEvent]) -> list[tuple[str, str]]:
@@ -128,7 +215,7 @@ def monitoring(
         agent = Agent(config, walk_only=walk_only, backend=BACKEND)
         agent.start()
         try:
-            yield Monitor(agent, shared=False, _counters0={}, _reasons0={})
+            yield Monitor(agent, shared=False)
         finally:
             agent.close()
         return
@@ -136,7 +223,7 @@ def monitoring(
     agent.set_paths(globs)
     while agent.read():  # what earlier tests left is not ours
         pass
-    mon = Monitor(agent, shared=True, _counters0=agent.counters(), _reasons0=agent.ignore_reasons())
+    mon = Monitor(agent, shared=True, _tables0=_tables(agent))
     try:
         yield mon
     finally:

@@ -17,8 +17,12 @@ def set_comm(name: str) -> None:
         f.write(name)
 
 
-def in_child(work: Callable[[], object], comm: str = COMM) -> int:
+def in_child(work: Callable[[], object], comm: str | None = COMM) -> int:
     """Runs `work` in a forked child named `comm`; returns the child's pid.
+
+    Naming the child is itself an open for writing (of /proc/self/task/TID/comm)
+    that file_open sees and ignores; with `comm=None` the child keeps its
+    parent's name and `work` is all it does.
 
     Raises AssertionError with the child's traceback if `work` raised.
     """
@@ -28,7 +32,8 @@ def in_child(work: Callable[[], object], comm: str = COMM) -> int:
         os.close(r)
         code = 0
         try:
-            set_comm(comm)
+            if comm is not None:
+                set_comm(comm)
             work()
         except BaseException:  # noqa: BLE001 - any failure goes back to the parent
             os.write(w, traceback.format_exc().encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from filewarden.config import Config, Output
 from filewarden.doctor import FAIL, OK, Check, verdict
 from filewarden.fanotify import FanotifyEvent
 from filewarden.fanotify_agent import FanotifyAgent
+from filewarden.proc_connector import LOST, ProcEvent
 from filewarden.render import to_document
 from filewarden.sysinfo import Host
+from tests.unit.test_proctree import add_proc
 
 
 def fake_preflights(monkeypatch: pytest.MonkeyPatch, ok: dict[str, bool]) -> None:
@@ -101,3 +104,106 @@ def test_fanotify_actions_and_unresolved_paths(tmp_path: Path) -> None:
     renamed = fanotify_event(agent, action="rename", path=b"/etc/b", aux=b"/etc/a")
     doc = to_document(renamed, WallClock(), backend="fanotify")
     assert (doc["event"]["action"], doc["file"]["path"], doc["file"]["source_path"]) == ("rename", "/etc/b", "/etc/a")
+
+
+# -- the writer: fanotify names only its pid ---------------------------------------
+
+
+def fanotify_agent(root: Path) -> FanotifyAgent:
+    """An agent whose /proc is the fixture tree under `root` (not started:
+    no process connector, so /proc is all it has)."""
+    (root / "proc").mkdir(exist_ok=True)
+    return FanotifyAgent(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(root))
+
+
+def replace_proc(root: Path, pid: int, **kw: Any) -> None:
+    """/proc/<pid> shows another process or program from now on."""
+    shutil.rmtree(root / "proc" / str(pid), ignore_errors=True)
+    add_proc(root / "proc", pid, **kw)
+
+
+def test_fanotify_writer_unknown_at_first_is_named_once_it_appears(tmp_path: Path) -> None:
+    agent = fanotify_agent(tmp_path)
+    first = fanotify_event(agent, pid=4242)
+    assert first.process.exe is None
+    assert "process.executable" in first.unavailable
+    replace_proc(tmp_path, 4242, ppid=1, start_ticks=700, comm=b"late", exe="/usr/bin/late", argv=(b"late", b"-x"))
+    later = fanotify_event(agent, pid=4242)
+    assert (later.process.exe, later.process.comm, later.process.args) == (b"/usr/bin/late", b"late", (b"late", b"-x"))
+    assert "process.executable" not in later.unavailable
+    assert later.process.start_ns == 700 * agent.processes.tick_ns
+
+
+def test_fanotify_writer_that_execs_is_named_by_its_new_program(tmp_path: Path) -> None:
+    agent = fanotify_agent(tmp_path)
+    replace_proc(tmp_path, 4242, ppid=1, start_ticks=700, comm=b"sh", exe="/usr/bin/dash", argv=(b"sh", b"-c", b"x"))
+    before = fanotify_event(agent, pid=4242)
+    assert (before.process.exe, before.process.comm) == (b"/usr/bin/dash", b"sh")
+    # exec: the same process (same start time), another program
+    replace_proc(tmp_path, 4242, ppid=1, start_ticks=700, comm=b"tee", exe="/usr/bin/tee", argv=(b"tee", b"/etc/f"))
+    after = fanotify_event(agent, pid=4242)
+    assert (after.process.exe, after.process.comm, after.process.args) == (b"/usr/bin/tee", b"tee", (b"tee", b"/etc/f"))
+    doc = to_document(after, WallClock(), agent.processes, backend="fanotify")
+    assert (doc["process"]["executable"], doc["process"]["name"]) == ("/usr/bin/tee", "tee")
+
+
+def test_fanotify_writer_with_a_reused_pid_is_the_new_process(tmp_path: Path) -> None:
+    agent = fanotify_agent(tmp_path)
+    replace_proc(tmp_path, 1, ppid=0, start_ticks=1, comm=b"init", exe="/sbin/init")
+    replace_proc(tmp_path, 300, ppid=1, start_ticks=50, comm=b"parent", exe="/usr/bin/parent")
+    replace_proc(tmp_path, 4242, ppid=1, start_ticks=700, comm=b"old", exe="/usr/bin/old")
+    old = fanotify_event(agent, pid=4242)
+    assert (old.process.exe, old.process.ppid) == (b"/usr/bin/old", 1)
+    # It exited; a new process, another parent's child, got its pid.
+    replace_proc(tmp_path, 4242, ppid=300, start_ticks=900, comm=b"new", exe="/usr/bin/new")
+    new = fanotify_event(agent, pid=4242)
+    assert (new.process.exe, new.process.comm, new.process.ppid) == (b"/usr/bin/new", b"new", 300)
+    assert new.process.start_ns == 900 * agent.processes.tick_ns
+    doc = to_document(new, WallClock(), agent.processes, backend="fanotify")
+    parent = doc["process"]["parent"]
+    assert (parent["pid"], parent["executable"], parent["name"]) == (300, "/usr/bin/parent", "parent")
+
+
+def test_fanotify_writer_that_exited_is_the_last_process_known_under_its_pid(tmp_path: Path) -> None:
+    agent = fanotify_agent(tmp_path)
+    replace_proc(tmp_path, 4242, ppid=1, start_ticks=700, comm=b"tee", exe="/usr/bin/tee")
+    assert fanotify_event(agent, pid=4242).process.exe == b"/usr/bin/tee"
+    shutil.rmtree(tmp_path / "proc" / "4242")  # gone; its events may still be queued
+    assert fanotify_event(agent, pid=4242).process.exe == b"/usr/bin/tee"
+
+
+def test_fanotify_writers_are_read_once_per_batch(tmp_path: Path) -> None:
+    agent = fanotify_agent(tmp_path)
+    replace_proc(tmp_path, 4242, ppid=1, start_ticks=700, comm=b"tee", exe="/usr/bin/tee")
+    event = FanotifyEvent(
+        action="create", path=b"/etc/x", aux=None, pid=4242, is_dir=False, mask=0x100, file_type="file",
+        unavailable=(),
+    )  # fmt: skip
+    writers: dict[int, Any] = {}
+    for _ in range(3):
+        agent._event(event, writers)
+    assert agent.processes.proc_reads == 1
+    agent._event(event)
+    assert agent.processes.proc_reads == 2
+
+
+def test_fanotify_process_messages_keep_the_writer_current(tmp_path: Path) -> None:
+    agent = fanotify_agent(tmp_path)
+    agent.processes.followed = True  # as with the process connector open
+    replace_proc(tmp_path, 300, ppid=1, start_ticks=50, comm=b"make", exe="/usr/bin/make")
+    agent._apply([ProcEvent("fork", 4242, 300)])
+    replace_proc(tmp_path, 4242, ppid=300, start_ticks=700, comm=b"make", exe="/usr/bin/make")
+    forked = fanotify_event(agent, pid=4242)
+    assert (forked.process.exe, forked.process.ppid) == (b"/usr/bin/make", 300)
+    replace_proc(tmp_path, 4242, ppid=300, start_ticks=700, comm=b"cc", exe="/usr/bin/cc")
+    assert fanotify_event(agent, pid=4242).process.exe == b"/usr/bin/make"  # no message yet: trusted
+    agent._apply([ProcEvent("exec", 4242)])
+    assert fanotify_event(agent, pid=4242).process.exe == b"/usr/bin/cc"
+    replace_proc(tmp_path, 4242, ppid=300, start_ticks=700, comm=b"as", exe="/usr/bin/as")
+    agent._apply([LOST])  # the exec's message was among those dropped
+    assert fanotify_event(agent, pid=4242).process.exe == b"/usr/bin/as"
+    assert agent.stats.process_lost == 1
+    agent._apply([ProcEvent("exit", 4242)])
+    shutil.rmtree(tmp_path / "proc" / "4242")
+    assert fanotify_event(agent, pid=4242).process.exe == b"/usr/bin/as"  # its events may still be queued
+    assert agent.stats.process_records == 3

@@ -70,3 +70,9 @@ def test_unwritable_output_is_a_runtime_failure(capsys: pytest.CaptureFixture[st
     code, _, err = run(capsys, "run", "--path", "/etc/**", "--output", f"jsonl:{tmp_path}/no/such/dir/x.jsonl")
     assert code == 1
     assert err == f"filewarden: error: output jsonl:{tmp_path}/no/such/dir/x.jsonl: No such file or directory\n"
+
+
+def test_doctor_help_documents_verbose(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "doctor", "--help")
+    assert "-v, --verbose" in out
+    assert "libbpf's log" in out

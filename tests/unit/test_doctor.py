@@ -92,7 +92,7 @@ def test_other_architectures_are_refused(tmp_path: Path) -> None:
         (errno.EPERM, True, "BPF LSM programs cannot be loaded here", "blocks BPF LSM programs"),
         (errno.EPERM, False, "BPF LSM programs cannot be loaded here", "fix the failed checks above first"),
         (errno.ESRCH, True, "No such process", "this kernel lacks the hook"),
-        (errno.EINVAL, True, "Invalid argument", "report the libbpf log"),
+        (errno.EINVAL, True, "Invalid argument", "'filewarden doctor -v' shows it"),
     ],
 )
 def test_hook_failures_explain_themselves(err: int, prior_ok: bool, detail: str, fix: str) -> None:

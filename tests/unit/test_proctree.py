@@ -425,3 +425,127 @@ def test_remembered_exits_are_bounded_too(proc: Path) -> None:
     assert tree.proc_reads == 0
     assert tree.get(10) is not None  # the oldest was forgotten: read
     assert tree.proc_reads == 1
+
+
+# -- pids without start times (the process connector, fanotify) -------------------
+
+
+def reexec(proc: Path, pid: int, **kw: object) -> None:
+    """/proc/<pid> shows what it shows after an exec (or a reuse)."""
+    d = proc / str(pid)
+    for name in ("stat", "cmdline", "exe"):
+        (d / name).unlink(missing_ok=True)
+    d.rmdir()
+    add_proc(proc, pid, **kw)  # type: ignore[arg-type]
+
+
+def test_followed_entries_are_trusted_until_a_message_says_otherwise(host_proc: Path) -> None:
+    tree = ProcessTree(host_proc, clock_ticks=TICKS)
+    tree.scan()
+    bash = tree.current(100)
+    assert bash is not None
+    assert bash.exe == b"/usr/bin/bash"
+    # An exec to a program of the same name: /proc shows it, but only the
+    # exec message says to look.
+    reexec(host_proc, 100, ppid=1, start_ticks=500, comm=b"e) Z 4242 (x y", exe="/opt/bash", argv=(b"bash", b"-x"))
+    assert tree.current(100) is bash
+    assert tree.proc_reads == 0
+    after = tree.note_exec(100)
+    assert after is not None
+    assert tree.current(100) is after
+    assert (after.exe, after.args, after.start_ns) == (b"/opt/bash", (b"bash", b"-x"), 500 * TICK_NS)
+    assert tree.proc_reads == 1
+
+
+def test_exec_message_of_a_process_already_gone_forgets_it(host_proc: Path) -> None:
+    tree = ProcessTree(host_proc, clock_ticks=TICKS)
+    tree.scan()
+    reexec(host_proc, 100, ppid=1, start_ticks=500)
+    (host_proc / "100" / "stat").unlink()  # execed and exited before the message was read
+    assert tree.note_exec(100) is None
+    assert tree.current(100) is None  # unknown, not the program it left
+    assert tree.proc_reads == 2
+
+
+def test_fork_message_copies_the_parent_with_the_childs_start(host_proc: Path) -> None:
+    tree = ProcessTree(host_proc, clock_ticks=TICKS)
+    tree.scan()
+    add_proc(host_proc, 200, ppid=100, start_ticks=900, comm=b"e) Z 4242 (x y", exe="/usr/bin/bash")
+    child = tree.note_fork(parent_pid=100, child_pid=200)
+    assert child == ProcessInfo(
+        200, 100, 900 * TICK_NS, b"/usr/bin/bash", (b"-bash",), False, b"e) Z 4242 (x y", None, "fork"
+    )
+    gone = tree.note_fork(parent_pid=100, child_pid=201)  # exited before we looked: start unknown
+    assert gone is not None
+    assert (gone.exe, gone.start_ns) == (b"/usr/bin/bash", 0)
+    assert tree.proc_reads == 0
+    add_proc(host_proc, 300, ppid=299, start_ticks=950, comm=b"x", exe="/usr/bin/x")
+    orphan = tree.note_fork(parent_pid=299, child_pid=300)  # a parent we never knew: read the child
+    assert orphan is not None
+    assert (orphan.exe, orphan.source, tree.proc_reads) == (b"/usr/bin/x", "proc", 1)
+    assert tree.note_fork(parent_pid=299, child_pid=301) is None
+
+
+def test_exit_message_keeps_the_entry_and_a_fork_message_replaces_it(host_proc: Path) -> None:
+    tree = ProcessTree(host_proc, clock_ticks=TICKS, retention_ns=100 * S)
+    tree.scan()
+    bash = tree.current(100)
+    assert bash is not None
+    tree.note_exit(100, 50 * S)
+    tree.note_exit(100, 60 * S)  # a repeat changes nothing
+    exited = tree.current(100)
+    assert exited is not None
+    assert (exited.exe, exited.exited_ns) == (b"/usr/bin/bash", 50 * S)
+    # The pid, reused by init's next child.
+    reexec(host_proc, 100, ppid=1, start_ticks=9000, comm=b"new", exe="/usr/bin/new")
+    tree.note_fork(parent_pid=1, child_pid=100)
+    tree.note_exec(100)
+    new = tree.current(100)
+    assert new is not None
+    assert (new.exe, new.start_ns, new.exited_ns) == (b"/usr/bin/new", 9000 * TICK_NS, None)
+    assert tree.expire(500 * S) == 0  # the new one is alive
+    tree.note_comm(100, b"renamed")
+    renamed = tree.current(100)
+    assert renamed is not None
+    assert renamed.comm == b"renamed"
+
+
+def test_lost_messages_make_entries_checked_again(host_proc: Path) -> None:
+    tree = ProcessTree(host_proc, clock_ticks=TICKS)
+    tree.scan()
+    assert tree.get(999) is None  # remembered while followed
+    reexec(host_proc, 100, ppid=1, start_ticks=8000, comm=b"new", exe="/usr/bin/new")
+    add_proc(host_proc, 999, ppid=1, start_ticks=8001, exe="/usr/bin/other")
+    assert tree.current(100) is not None
+    assert tree.get(999) is None
+    reads = tree.proc_reads
+    tree.lost_track()
+    new = tree.current(100)
+    assert new is not None
+    assert new.exe == b"/usr/bin/new"
+    assert tree.current(100) is new
+    assert tree.proc_reads == reads + 1  # checked once, then trusted again
+    other = tree.get(999)
+    assert other is not None
+    assert other.exe == b"/usr/bin/other"
+
+
+def test_an_unfollowed_tree_checks_every_lookup_and_remembers_no_miss(proc: Path) -> None:
+    tree = ProcessTree(proc, clock_ticks=TICKS, followed=False)
+    assert tree.current(700) is None
+    assert tree.get(700) is None
+    assert tree.get(700) is None
+    assert tree.proc_reads == 3
+    add_proc(proc, 700, ppid=1, start_ticks=40, comm=b"a", exe="/usr/bin/a")
+    a = tree.get(700)
+    assert a is not None
+    assert tree.current(700) is a  # unchanged: the same entry
+    reexec(proc, 700, ppid=1, start_ticks=40, comm=b"a", exe="/usr/bin/a", argv=(b"a", b"again"))
+    again = tree.current(700)
+    assert again is not None
+    assert again.args == (b"a", b"again")  # an exec of the same program: the arguments tell
+    reexec(proc, 700, ppid=1, start_ticks=41, comm=b"a", exe="/usr/bin/a", argv=(b"a", b"again"))
+    reused = tree.current(700)
+    assert reused is not None
+    assert reused.start_ns == 41 * TICK_NS
+    assert (tree.hits, tree.misses) == (4, 3)

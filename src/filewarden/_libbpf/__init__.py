@@ -3,9 +3,11 @@
 Public surface::
 
     LibbpfError        a libbpf call failed (errno, function, libbpf's log)
+    LoadLog            what that log says of a failed load: program, refusal, tail
     LibbpfUnavailableError  no usable libbpf.so.1 (>= 1.0) on this system
     BpfObject          open / set_rodata / load / attach_all / close
     Program, Link, AttachFailure
+    ProgInfo           a loaded program's counters (Program.info()): recursion misses
     Map                lookup / update / delete / keys, per-CPU aware
     Btf                BTF of an object file or of the running kernel
     MmapRingReader     ring buffer consumer reading the mapped ring directly
@@ -14,11 +16,13 @@ Public surface::
 
 from ._lib import LibbpfError, LibbpfUnavailableError, take_log, version
 from .btf import Btf, BtfType, Member
+from .loadlog import NO_VERIFIER_LOG, LoadLog, read_load_log
 from .maps import Map, possible_cpus
-from .object import AttachFailure, BpfObject, Link, Program
+from .object import AttachFailure, BpfObject, Link, ProgInfo, Program
 from .ringbuf import LibbpfRingReader, MmapRingReader, RingReader, split_records
 
 __all__ = [
+    "NO_VERIFIER_LOG",
     "AttachFailure",
     "BpfObject",
     "Btf",
@@ -27,12 +31,15 @@ __all__ = [
     "LibbpfRingReader",
     "LibbpfUnavailableError",
     "Link",
+    "LoadLog",
     "Map",
     "Member",
     "MmapRingReader",
+    "ProgInfo",
     "Program",
     "RingReader",
     "possible_cpus",
+    "read_load_log",
     "split_records",
     "take_log",
     "version",

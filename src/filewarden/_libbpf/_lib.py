@@ -25,6 +25,7 @@ from ._types import (
     PRINT_FN,
     RINGBUF_SAMPLE_FN,
 )
+from .loadlog import LoadLog, read_load_log
 
 LIBBPF_SONAME: Final = "libbpf.so.1"
 
@@ -75,6 +76,8 @@ SIGNATURES: Final[dict[str, tuple[Any, tuple[Any, ...], str]]] = {
     "bpf_link__fd": (_c_int, (_c_void_p,), NEG_ERRNO),
     "bpf_iter_create": (_c_int, (_c_int,), NEG_ERRNO),
     "bpf_prog_test_run_opts": (_c_int, (_c_int, ctypes.POINTER(BPF_TEST_RUN_OPTS)), NEG_ERRNO),
+    # bpf_prog_get_info_by_fd() is libbpf 1.2+; this one is in every 1.x
+    "bpf_obj_get_info_by_fd": (_c_int, (_c_int, _c_void_p, ctypes.POINTER(_c_uint)), NEG_ERRNO),
     # maps
     "bpf_map__name": (_c_char_p, (_c_void_p,), NONE),
     "bpf_map__fd": (_c_int, (_c_void_p,), NEG_ERRNO),
@@ -112,16 +115,27 @@ class LibbpfError(OSError):
 
     ``errno`` is the error number, ``function`` the libbpf function, and
     ``log`` what libbpf printed while the call ran (for a failed load, the
-    verifier's log), newest last.
+    verifier's log), newest last. ``load_log`` reads that log: the program
+    that failed, the verifier's refusal and the tail worth showing; the
+    message names the program and the refusal when the log has them.
     """
 
     def __init__(self, err: int, function: str, log: tuple[str, ...] = ()) -> None:
         super().__init__(err, strerror(err))
         self.function = function
         self.log = log
+        self._load_log: LoadLog | None = None
+
+    @property
+    def load_log(self) -> LoadLog:
+        if self._load_log is None:
+            self._load_log = read_load_log(self.log)
+        return self._load_log
 
     def __str__(self) -> str:
-        return f"{self.function}: {self.strerror} (errno {self.errno})"
+        message = f"{self.function}: {self.strerror} (errno {self.errno})"
+        summary = self.load_log.summary()
+        return f"{message}: {summary}" if summary else message
 
 
 class LibbpfUnavailableError(RuntimeError):

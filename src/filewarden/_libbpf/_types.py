@@ -33,6 +33,60 @@ class BPF_TEST_RUN_OPTS(ctypes.Structure):  # noqa: N801 - libbpf's name
     )
 
 
+class BPF_PROG_INFO(ctypes.Structure):  # noqa: N801 - the kernel's name
+    """struct bpf_prog_info (include/uapi/linux/bpf.h), as of v6.0.
+
+    The kernel fills what it knows up to the size given and refuses a larger
+    size only if the bytes it does not know are non-zero
+    (bpf_check_uarg_tail_zero()), so one layout serves older and newer
+    kernels. The array pointers stay NULL: nothing but the scalars is asked."""
+
+    _fields_ = (
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),  # a 1-bit field and 31 bits of padding
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),  # v5.12
+        ("verified_insns", ctypes.c_uint32),
+        ("attach_btf_obj_id", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    )
+
+
+assert ctypes.sizeof(BPF_PROG_INFO) == 232
+assert BPF_PROG_INFO.recursion_misses.offset == 208
+
 # enum bpf_map_type (include/uapi/linux/bpf.h), the ones we name.
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2

@@ -11,9 +11,24 @@ from pathlib import Path
 
 from ._handle import OwnedHandle
 from ._lib import LibbpfError, lib, take_log
-from ._types import BPF_PROG_TYPE_TRACING, BPF_TEST_RUN_OPTS, BPF_TRACE_FEXIT
+from ._types import BPF_PROG_INFO, BPF_PROG_TYPE_TRACING, BPF_TEST_RUN_OPTS, BPF_TRACE_FEXIT
 from .btf import Btf
 from .maps import Map
+
+
+@dataclass(frozen=True, slots=True)
+class ProgInfo:
+    """What the kernel says of a loaded program (struct bpf_prog_info)."""
+
+    id: int
+    run_time_ns: int  # kernel.bpf_stats_enabled only
+    run_cnt: int  # kernel.bpf_stats_enabled only
+    # Runs the kernel skipped because this program was already running on
+    # that CPU: the trampoline's recursion guard (tracing programs,
+    # __bpf_prog_enter_recur() in kernel/bpf/trampoline.c) and raw
+    # tracepoints' (bpf_trace_run*() in kernel/trace/bpf_trace.c). Always
+    # 0 for LSM programs, which the guard does not cover.
+    recursion_misses: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +50,13 @@ class Program:
     def set_autoload(self, autoload: bool) -> None:
         """Whether load() loads this program (before load only)."""
         lib().bpf_program__set_autoload(self.handle, autoload)
+
+    def info(self) -> ProgInfo:
+        """The loaded program's counters, read from the kernel now."""
+        info = BPF_PROG_INFO()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        lib().bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size))
+        return ProgInfo(int(info.id), int(info.run_time_ns), int(info.run_cnt), int(info.recursion_misses))
 
     def test_run(self, ctx: bytes = b"") -> int:
         """Runs the program once with BPF_PROG_TEST_RUN; returns its return value."""
@@ -95,6 +117,7 @@ class BpfObject(OwnedHandle):
         self.path = Path(path)
         take_log()
         super().__init__(lib().bpf_object__open_file(str(self.path).encode(), None))
+        take_log()  # what libbpf says of a call that worked names no failure later
         self._links: list[Link] = []
         self._traced: set[int] = set()  # programs retargeted as fexit
         self.loaded = False
@@ -194,6 +217,7 @@ class BpfObject(OwnedHandle):
     def load(self) -> None:
         take_log()
         lib().bpf_object__load(self.handle)
+        take_log()
         self.loaded = True
 
     def retarget_fexit(self, program: Program, function: str) -> None:
@@ -213,6 +237,7 @@ class BpfObject(OwnedHandle):
         take_log()
         attach = lib().bpf_program__attach_trace if program.handle in self._traced else lib().bpf_program__attach
         link = Link(attach(program.handle), program)
+        take_log()
         self._links.append(link)
         return link
 

@@ -1,0 +1,262 @@
+"""The directory cache (bpf/dircache.bpf.h): a directory where a change was
+found unmonitored, and where no other name could be monitored, is
+remembered, and later changes there are dropped before their path is
+resolved (ignore reason `outside`). An entry is keyed by the directory's
+dentry, inode, mount and the viewer's root, and trusted only while no
+rename, no mount change and no new glob happened since it was made.
+
+Every test counts, per step, how the hook's calls ended: emitted, ignored
+as `not_selected` (the path was resolved and found unmonitored) or ignored
+as `outside` (the cache answered). The steps that must come from the cache
+fail if the cache is never used; the steps after a rename, a mount or a new
+glob fail if the entry is not retired, since the directory's key has not
+changed and only the retirement makes the hook resolve the path again.
+
+The children here are not renamed (`comm=None`): naming a child writes
+/proc/self/task/TID/comm, a file_open of its own that would blur the counts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import mounts
+from tests.support.monitor import Tally, monitoring, summary
+from tests.support.proc import in_child, touch
+
+
+def run(work: Callable[[], object]) -> None:
+    in_child(work, comm=None)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change to a file, the hook that sees it and the action it reports."""
+
+    hook: str
+    action: str
+    prepare: Callable[[Path], None]  # run by the test process itself: the agent ignores it
+    make: Callable[[Path], None]  # run in a child
+
+
+def _new_file(p: Path) -> None:
+    p.write_bytes(b"")
+    os.chmod(p, 0o644)
+
+
+CHANGES = {
+    "create": Change("file_open", "create", lambda p: None, touch),
+    "chmod": Change("path_chmod", "chmod", _new_file, lambda p: os.chmod(p, 0o600)),
+    "unlink": Change("path_unlink", "unlink", _new_file, os.unlink),
+}
+
+
+def outcome(later: Tally, earlier: Tally, hook: str) -> tuple[int, int, int]:
+    """(emitted, ignored as not_selected, ignored as outside) of `hook`
+    between two tallies."""
+    moved = later.since(earlier)
+    counts, reasons = moved.counters(hook), moved.reasons(hook)
+    return counts["emitted"], reasons["not_selected"], reasons["outside"]
+
+
+WARMED = (0, 1, 0)  # resolved, found unmonitored, remembered
+FROM_CACHE = (0, 0, 2)  # two more changes there, both answered by the cache
+NOT_SEEN = (0, 0, 0)
+REPORTED = (1, 0, 0)
+
+
+@pytest.mark.parametrize("kind", list(CHANGES))
+def test_the_cache_answers_and_a_rename_of_an_ancestor_retires_it(plain_dir: Path, kind: str) -> None:
+    change = CHANGES[kind]
+    watched, a = plain_dir / "mon", plain_dir / "other" / "a"
+    b = a / "b"
+    b.mkdir(parents=True)
+    watched.mkdir()
+    for name in ("f1", "f2", "f3", "f4"):
+        change.prepare(b / name)
+    now_b = watched / "a" / "b"
+    with monitoring(f"{watched}/**") as mon:
+        t0 = mon.tally()
+        run(lambda: change.make(b / "f1"))
+        t1 = mon.tally()
+        run(lambda: (change.make(b / "f2"), change.make(b / "f3")))
+        t2 = mon.tally()
+        # b keeps its dentry, inode and mount: only the retirement of its
+        # entry makes the next change resolve b's new path.
+        run(lambda: os.rename(a, watched / "a"))
+        t3 = mon.tally()
+        run(lambda: change.make(now_b / "f4"))
+        t4 = mon.tally()
+        events = mon.under(str(plain_dir))
+    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook)]
+    steps += [outcome(t3, t2, change.hook), outcome(t4, t3, change.hook)]
+    # Without the cache the second step would be (0, 2, 0); with an entry
+    # that outlived the rename the last one would be (0, 0, 1) and no event.
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
+    assert summary(events) == [("rename", f"{watched}/a"), (change.action, f"{now_b}/f4")]
+    assert events[0].seq < events[1].seq
+
+
+@pytest.mark.parametrize("kind", list(CHANGES))
+def test_the_very_next_change_after_an_ancestor_is_renamed_in_is_reported(plain_dir: Path, kind: str) -> None:
+    """One process, working in b: two changes, the rename of b's parent into
+    the monitored tree, and at once a third change. The third is made by a
+    name relative to b, so its lookup never passes the renamed directory."""
+    change = CHANGES[kind]
+    watched, a = plain_dir / "mon", plain_dir / "other" / "a"
+    b = a / "b"
+    b.mkdir(parents=True)
+    watched.mkdir()
+    for name in ("f1", "f2", "f3"):
+        change.prepare(b / name)
+
+    def work() -> None:
+        os.chdir(b)
+        change.make(Path("f1"))
+        change.make(Path("f2"))
+        os.rename(a, watched / "a")
+        change.make(Path("f3"))
+
+    with monitoring(f"{watched}/**") as mon:
+        t0 = mon.tally()
+        run(work)
+        t1 = mon.tally()
+        events = mon.under(str(plain_dir))
+    # f1 resolved, f2 from the cache, f3 reported: (1, 1, 0) if the cache
+    # were never used, (0, 1, 2) and no event for f3 if it outlived the rename.
+    assert outcome(t1, t0, change.hook) == (1, 1, 1)
+    assert summary(events) == [("rename", f"{watched}/a"), (change.action, f"{watched}/a/b/f3")]
+    assert events[0].seq < events[1].seq
+
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, f"mount {' '.join(args)}: {done.stderr}"
+
+
+@pytest.mark.parametrize("kind", list(CHANGES))
+@pytest.mark.parametrize("how", ["move", "bind"])
+def test_a_mount_into_the_monitored_tree_is_not_answered_from_the_cache(plain_dir: Path, how: str, kind: str) -> None:
+    """move: b lives on a mount of its own, which `mount --move` takes into
+    the monitored tree. b keeps its dentry, inode and the very same mount,
+    so only the entry's retirement makes the next change resolve b's new
+    path. bind: b's parent is bind-mounted into the monitored tree; a change
+    through the bind mount is b seen through another mount, which the entry
+    must not answer for either."""
+    change = CHANGES[kind]
+    watched, other = plain_dir / "mon", plain_dir / "other"
+    watched.mkdir()
+    other.mkdir()
+    # A mount cannot be moved away from a shared parent (do_move_mount()).
+    mounts.mount("--make-private", str(plain_dir))
+    if how == "move":
+        holder, target = other / "m", watched / "m"
+        holder.mkdir()
+        mounts.mount("-t", "tmpfs", "-o", "size=8m", "fwmove", str(holder))
+        a = holder / "a"
+    else:
+        holder, target = other / "a", watched / "a2"
+        a = holder
+    target.mkdir()
+    b = a / "b"
+    b.mkdir(parents=True)
+    for name in ("f1", "f2", "f3", "f4"):
+        change.prepare(b / name)
+    now_b = target / "b" if how == "bind" else target / "a" / "b"
+    try:
+        with monitoring(f"{watched}/**") as mon:
+            t0 = mon.tally()
+            run(lambda: change.make(b / "f1"))
+            t1 = mon.tally()
+            run(lambda: (change.make(b / "f2"), change.make(b / "f3")))
+            t2 = mon.tally()
+            if how == "move":
+                run(lambda: _mount("--move", str(holder), str(target)))
+            else:
+                run(lambda: _mount("--bind", str(holder), str(target)))
+            t3 = mon.tally()
+            run(lambda: change.make(now_b / "f4"))
+            t4 = mon.tally()
+            events = mon.under(str(plain_dir))
+    finally:
+        mounts.umount(target)
+        if how == "move":
+            mounts.umount(holder)
+    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook)]
+    steps += [outcome(t3, t2, change.hook), outcome(t4, t3, change.hook)]
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
+    assert summary(events) == [("mount", str(target)), (change.action, f"{now_b}/f4")]
+    assert events[0].seq < events[1].seq
+
+
+def test_a_new_glob_retires_the_cache(plain_dir: Path) -> None:
+    """A glob added to a running agent that selects files in a remembered
+    directory. Not a whole tree (`*.conf`): the agent marks no directory for
+    it, so a new file there is found by its path alone."""
+    change = CHANGES["create"]
+    watched, b = plain_dir / "mon", plain_dir / "other" / "a" / "b"
+    b.mkdir(parents=True)
+    watched.mkdir()
+    with monitoring(f"{watched}/**") as mon:
+        t0 = mon.tally()
+        run(lambda: change.make(b / "f1"))
+        t1 = mon.tally()
+        run(lambda: (change.make(b / "f2"), change.make(b / "f3")))
+        t2 = mon.tally()
+        mon.agent.set_paths([f"{watched}/**", f"{b}/*.conf"])
+        t3 = mon.tally()
+        run(lambda: change.make(b / "f4.conf"))
+        t4 = mon.tally()
+        events = mon.under(str(plain_dir))
+    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook)]
+    steps += [outcome(t3, t2, change.hook), outcome(t4, t3, change.hook)]
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
+    assert summary(events) == [("create", f"{b}/f4.conf")]
+
+
+def test_a_directory_made_where_a_removed_one_was_is_not_taken_for_it(plain_dir: Path) -> None:
+    """The key holds the directory's dentry and inode by address. A removed
+    directory's dentry and inode go back to their slabs after an RCU grace
+    period, and the next directory made on the same CPU is likely to get
+    both addresses back, with no rename and no mount in between. Its changes
+    must still be judged by its own path.
+
+    The glob is not a whole tree, so the new directories carry no mark and
+    their files are found by path, on both backends."""
+    watched, other = plain_dir / "mon", plain_dir / "other"
+    watched.mkdir()
+    other.mkdir()
+    rounds = 20
+
+    def work(i: int) -> None:
+        os.sched_setaffinity(0, {0})  # frees and allocations on one CPU's slabs
+        gone = other / f"gone{i}"
+        os.mkdir(gone)
+        touch(gone / "f")  # resolved and remembered
+        touch(gone / "g")  # answered by the cache
+        os.unlink(gone / "f")
+        os.unlink(gone / "g")
+        os.rmdir(gone)
+        time.sleep(0.3)  # an RCU grace period: the dentry and inode are freed
+        made = watched / f"new{i}"
+        os.mkdir(made)
+        touch(made / "cfg")
+
+    with monitoring(f"{watched}/*/cfg") as mon:
+        t0 = mon.tally()
+        for i in range(rounds):
+            run(lambda i=i: work(i))
+        t1 = mon.tally()
+        events = mon.under(str(plain_dir))
+    emitted, not_selected, outside = outcome(t1, t0, "file_open")
+    assert summary(events) == [("create", f"{watched}/new{i}/cfg") for i in range(rounds)], (
+        f"emitted {emitted}, not_selected {not_selected}, outside {outside} (the cache answered {rounds} times)"
+    )
+    assert (emitted, not_selected, outside) == (rounds, rounds, rounds)
