@@ -190,7 +190,6 @@ int fw_snap_files(struct bpf_iter__task_file *ctx)
 	struct file *file = ctx->file;
 	struct fw_snap_buf *b;
 	struct inode *inode;
-	__u64 ino;
 	__u32 n;
 
 	if (!task || !file)
@@ -221,8 +220,11 @@ int fw_snap_files(struct bpf_iter__task_file *ctx)
 	b->file.gid = inode->i_gid.val;
 	if (inode->i_sb->s_magic == FW_OVERLAYFS_SUPER_MAGIC)
 		b->file.flags |= FW_SNAP_OVERLAY;
-	ino = inode->i_ino;
-	if (fw_snap_filter && bpf_map_peek_elem(&snap_marked, &ino) == 0)
+	/* The key from the record (map memory), not a stack slot: v7.x's
+	 * verifier takes the bloom filter's peek argument for one the helper
+	 * writes, calls the store before it dead and refuses the read ("slot
+	 * poisoned by dead code elimination"). */
+	if (fw_snap_filter && bpf_map_peek_elem(&snap_marked, &b->file.ino) == 0)
 		b->file.flags |= FW_SNAP_MAYBE_MARKED;
 	n = fw_snap_path(b, &file->f_path);
 	if (!n)

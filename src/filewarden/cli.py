@@ -100,6 +100,10 @@ def run(  # noqa: PLR0917 - one parameter per click option
     no --path, a built-in set of critical system paths is monitored. On
     SIGINT or SIGTERM the agent detaches its programs, writes every event the
     kernel already queued, and exits 0.
+
+    Events are numbered (event.sequence) one after the other: a gap means
+    events were lost. Every loss is logged at WARNING, with its hook, when
+    the agent finds it (about once a second), and summed up at stop.
     """
     from .runner import run as run_agent
 

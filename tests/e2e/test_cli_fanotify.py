@@ -70,6 +70,8 @@ def test_fanotify_backend_reports_changes_with_paths_and_pids(
     ], got
     rename = next(d for d in docs if d["event"]["action"] == "rename")
     assert rename["file"]["source_path"] == f"{w}/f"
+    # The agent numbers what it writes: no gap without an overflow.
+    assert [d["event"]["sequence"] for d in docs] == list(range(len(docs)))
     for d in docs:
         assert d["event"]["backend"] == "fanotify"
         assert d["event"]["hook"] == "fanotify"
