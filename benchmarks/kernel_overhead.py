@@ -326,18 +326,23 @@ class Reader(threading.Thread):
         self.gc.close()
 
 
+def numbered(agent: Agent) -> int:
+    """Records the kernel numbered, file and process records alike."""
+    return agent.produced() + agent.produced_processes()
+
+
 def agent_run(agent: Agent, reader: Reader, case: Case, ops: int, tally: AgentTally) -> float:
     """One run with the agent attached; waits until the reader has taken
     every record the run produced (or the ring refused it), so neither the
     records nor the reader's work spill into the next run."""
-    p0, r0, f0 = agent.produced(), agent.stats.records, ring_full(agent)
+    p0, r0, f0 = numbered(agent), agent.stats.records, ring_full(agent)
     b0 = agent.stats.record_bytes
     reader.peak = 0
     reader.gc.reset()
     rate, _ = child_rate(case.work, ops)
     deadline = time.monotonic() + 120
     while True:
-        produced, read, full = agent.produced() - p0, agent.stats.records - r0, ring_full(agent) - f0
+        produced, read, full = numbered(agent) - p0, agent.stats.records - r0, ring_full(agent) - f0
         if read + full >= produced:
             break
         if time.monotonic() > deadline:

@@ -228,6 +228,14 @@ enum fw_ignore_reason {
 	FW_IGNORE_MAX = 17,
 };
 
+/* Scratch slots where records are built (maps.bpf.h): FW_SCRATCH_SLOTS per
+ * CPU, then FW_SCRATCH_SHARED for any CPU. User space sizes the "scratch"
+ * map from these. */
+enum fw_scratch_slots {
+	FW_SCRATCH_SLOTS = 2,
+	FW_SCRATCH_SHARED = 16,
+};
+
 /* Value of the per-CPU "counters" array map, indexed by enum fw_hook. */
 struct fw_counters {
 	__u64 count[FW_COUNTER_MAX];

@@ -142,22 +142,33 @@ struct {
 /*
  * Scratch space for building a record (too big for the 512-byte BPF stack).
  *
- * It is per CPU, but a plain per-CPU buffer is not enough: non-sleepable LSM
- * programs run with migration disabled, not preemption
- * (__bpf_prog_enter() in kernel/bpf/trampoline.c), and LSM programs are not
- * covered by the trampoline's recursion check (bpf_prog_check_recur()), so
- * on a preemptible kernel a second task can run a program on the same CPU
- * while the first is half-way through its buffer. Each slot is therefore
- * claimed with a compare-and-swap on `owner` and released at the end; a task
- * that finds a slot taken moves to the next one. Preemption does not nest in
- * LIFO order, so a depth counter would not do.
+ * A plain per-CPU buffer is not enough: non-sleepable LSM programs run with
+ * migration disabled, not preemption (__bpf_prog_enter() in
+ * kernel/bpf/trampoline.c), and LSM programs are not covered by the
+ * trampoline's recursion check (bpf_prog_check_recur()), so on a
+ * preemptible kernel other tasks can run a program on the same CPU while
+ * the first is half-way through its buffer, and with lazy or full
+ * preemption (all that Debian's 7.3 offers) several may be, each held on
+ * that CPU until it runs again. Each slot is therefore claimed with a
+ * compare-and-swap on `owner` and released at the end. Preemption does not
+ * nest in LIFO order, so a depth counter would not do.
+ *
+ * The slots are one array: FW_SCRATCH_SLOTS for each CPU, tried first,
+ * then FW_SCRATCH_SHARED that any CPU takes once its own are held (enum
+ * fw_scratch_slots, abi.h). User space sizes it (fw_scratch_cpus *
+ * FW_SCRATCH_SLOTS + FW_SCRATCH_SHARED) and sets fw_scratch_cpus to the
+ * number of possible CPUs before load; left as declared, every slot is
+ * shared. A call that finds every slot held is lost and counted
+ * (fw_lost()).
  *
  * Paths are built in 8 KiB buffers: a path of up to FW_PATH_MAX - 1 bytes
  * is written at an offset below FW_PATH_MAX, and the verifier must see every
  * offset + length bounded inside the buffer.
  */
-#define FW_SCRATCH_SLOTS 2
 #define FW_BUF (2 * FW_PATH_MAX)
+
+/* Possible CPUs, set by user space with the size of `scratch`. */
+const volatile __u32 fw_scratch_cpus = 0;
 
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
@@ -180,8 +191,8 @@ struct fw_scratch {
 #pragma clang diagnostic pop
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FW_SCRATCH_SLOTS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FW_SCRATCH_SHARED);
 	__type(key, __u32);
 	__type(value, struct fw_scratch);
 } scratch SEC(".maps");
@@ -254,13 +265,31 @@ static __always_inline int fw_lost(enum fw_hook hook)
 	return fw_exit(hook, FW_COUNTER_ERROR);
 }
 
+static __always_inline struct fw_scratch *fw_scratch_try(__u32 key, __u64 owner)
+{
+	struct fw_scratch *s = bpf_map_lookup_elem(&scratch, &key);
+
+	if (s && __sync_val_compare_and_swap(&s->owner, 0, owner) == 0)
+		return s;
+	return NULL;
+}
+
 static __always_inline struct fw_scratch *fw_scratch_claim(__u64 owner)
 {
-	for (__u32 i = 0; i < FW_SCRATCH_SLOTS; i++) {
-		__u32 key = i;
-		struct fw_scratch *s = bpf_map_lookup_elem(&scratch, &key);
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u32 shared = fw_scratch_cpus * FW_SCRATCH_SLOTS;
+	struct fw_scratch *s;
 
-		if (s && __sync_val_compare_and_swap(&s->owner, 0, owner) == 0)
+	if (cpu < fw_scratch_cpus) {
+		for (__u32 i = 0; i < FW_SCRATCH_SLOTS; i++) {
+			s = fw_scratch_try(cpu * FW_SCRATCH_SLOTS + i, owner);
+			if (s)
+				return s;
+		}
+	}
+	for (__u32 i = 0; i < FW_SCRATCH_SHARED; i++) {
+		s = fw_scratch_try(shared + i, owner);
+		if (s)
 			return s;
 	}
 	return NULL;

@@ -209,6 +209,14 @@ class IgnoreReason(enum.IntEnum):
 
 IGNORE_REASON_COUNT: Final = 17  # FW_IGNORE_MAX
 
+
+class ScratchSlots(enum.IntEnum):
+    """enum fw_scratch_slots: scratch slots per CPU, then for any CPU."""
+
+    SLOTS = 2
+    SHARED = 16
+
+
 HOOK_NAMES: Final = {h: h.name.lower() for h in Hook}
 ACTION_NAMES: Final = {a: a.name.lower() for a in Action}
 
@@ -223,6 +231,7 @@ ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {
     "fw_ignore_reason": (IgnoreReason, "FW_IGNORE_"),
     "fw_layer": (Layer, "FW_LAYER_"),
     "fw_mark_flags": (MarkFlag, "FW_MARK_"),
+    "fw_scratch_slots": (ScratchSlots, "FW_SCRATCH_"),
 }
 # Enums of snapshot.bpf.o
 SNAP_ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {

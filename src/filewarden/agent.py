@@ -39,6 +39,7 @@ from ._libbpf import (
     MmapRingReader,
     Program,
     RingReader,
+    possible_cpus,
 )
 from .drain import RingDrain
 from .enrich import Enricher
@@ -208,6 +209,10 @@ class Agent:
             obj.set_rodata("fw_dpath_hooks", struct.pack("<I", plan.dpath_mask))
             obj.set_max_entries("events", self.config.ring_buffer_bytes)
             obj.set_max_entries("evicted_marks", self.config.max_evicted_marks)
+            # Scratch slots: some per CPU, then some for any CPU (maps.bpf.h).
+            cpus = possible_cpus()
+            obj.set_rodata("fw_scratch_cpus", struct.pack("<I", cpus))
+            obj.set_max_entries("scratch", cpus * abi.ScratchSlots.SLOTS + abi.ScratchSlots.SHARED)
             wanted = {p.name for p in plan.loaded}
             for prog in obj.programs():
                 prog.set_autoload(prog.name in wanted)

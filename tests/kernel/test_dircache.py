@@ -18,6 +18,7 @@ The children here are not renamed (`comm=None`): naming a child writes
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import time
@@ -149,54 +150,97 @@ def mount_syscall(source: Path, target: Path, flags: int) -> None:
 
 
 @pytest.mark.parametrize("kind", list(CHANGES))
-@pytest.mark.parametrize("how", ["move", "bind"])
-def test_a_mount_into_the_monitored_tree_is_not_answered_from_the_cache(plain_dir: Path, how: str, kind: str) -> None:
-    """move: b lives on a mount of its own, which MS_MOVE takes into
-    the monitored tree. b keeps its dentry, inode and the very same mount,
-    so only the entry's retirement makes the next change resolve b's new
-    path. bind: b's parent is bind-mounted into the monitored tree; a change
-    through the bind mount is b seen through another mount, which the entry
-    must not answer for either."""
+@pytest.mark.parametrize("points", ["fresh", "mount-points-already"])
+def test_a_mount_moved_into_the_monitored_tree_retires_the_cache(plain_dir: Path, points: str, kind: str) -> None:
+    """b lives on a mount of its own, which MS_MOVE takes into the monitored
+    tree: b keeps its dentry, its inode and the very same mount, so only
+    the entry's retirement makes the next change resolve b's new path.
+
+    Attaching a mount also moves rename_lock's count whenever it makes a
+    dentry a mount point for the first time (d_set_mounted(), fs/dcache.c):
+    the directory it goes onto, and the moved mount's own root, which
+    attach_recursive_mnt() (fs/namespace.c) makes a mount point in advance.
+    So in the plain case either count retires the entry. With both already
+    mount points (through other views of them: nothing is mounted on
+    `target` or on the moved mount itself), only mount_lock's count moves,
+    and that case fails if mount changes do not retire entries."""
     change = CHANGES[kind]
     watched, other = plain_dir / "mon", plain_dir / "other"
-    watched.mkdir()
-    other.mkdir()
+    holder, target = other / "m", watched / "m"
+    holder.mkdir(parents=True)
+    target.mkdir(parents=True)
     # A mount cannot be moved away from a shared parent (do_move_mount()).
     mounts.mount("--make-private", str(plain_dir))
-    if how == "move":
-        holder, target = other / "m", watched / "m"
-        holder.mkdir()
-        mounts.mount("-t", "tmpfs", "-o", "size=8m", "fwmove", str(holder))
-        a = holder / "a"
-    else:
-        holder, target = other / "a", watched / "a2"
-        a = holder
-    target.mkdir()
-    b = a / "b"
+    mounts.mount("-t", "tmpfs", "-o", "size=8m", "fwmove", str(holder))
+    b = holder / "a" / "b"
     b.mkdir(parents=True)
     for name in ("f1", "f2", "f3", "f4"):
         change.prepare(b / name)
-    now_b = target / "b" if how == "bind" else target / "a" / "b"
+    now_b = target / "a" / "b"
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(mounts.umount, holder)
+        cleanup.callback(mounts.umount, target)
+        if points == "mount-points-already":
+            elsewhere = cleanup.enter_context(mounts.tmpfs())
+            mounts.mount("--make-private", str(elsewhere))
+            # Other views of plain_dir and of the mount at `holder`, and a
+            # mount on `target`'s directory and on that mount's root, each
+            # through its view.
+            for source, view, pinned in ((plain_dir, "view", "mon/m"), (holder, "holder-view", "")):
+                (elsewhere / view).mkdir()
+                mounts.mount("--bind", str(source), str(elsewhere / view))
+                cleanup.callback(mounts.umount, elsewhere / view)
+                mounts.mount("-t", "tmpfs", "-o", "size=1m", "fwpin", str(elsewhere / view / pinned))
+                cleanup.callback(mounts.umount, elsewhere / view / pinned)
+        mon = cleanup.enter_context(monitoring(f"{watched}/**"))
+        t0 = mon.tally()
+        run(lambda: change.make(b / "f1"))
+        t1 = mon.tally()
+        run(lambda: (change.make(b / "f2"), change.make(b / "f3")))
+        t2 = mon.tally()
+        run(lambda: mount_syscall(holder, target, MS_MOVE))
+        t3 = mon.tally()
+        run(lambda: change.make(now_b / "f4"))
+        t4 = mon.tally()
+        events = mon.under(str(plain_dir))
+    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook)]
+    steps += [outcome(t3, t2, change.hook), outcome(t4, t3, change.hook)]
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
+    assert summary(events) == [("mount", str(target)), (change.action, f"{now_b}/f4")]
+    assert events[0].seq < events[1].seq
+
+
+@pytest.mark.parametrize("kind", list(CHANGES))
+def test_a_directory_seen_through_another_mount_is_judged_by_that_path(plain_dir: Path, kind: str) -> None:
+    """b's parent is bind-mounted into the monitored tree before anything is
+    remembered (and after the agent marked the tree, so nothing of b is
+    marked). A change through the bind mount is b seen through another
+    mount: nothing is renamed or mounted after the entry is made, so only
+    the mount being part of the key keeps the entry made through the first
+    mount from answering for it."""
+    change = CHANGES[kind]
+    watched, a = plain_dir / "mon", plain_dir / "other" / "a"
+    b, view = a / "b", watched / "a2"
+    b.mkdir(parents=True)
+    view.mkdir(parents=True)
+    for name in ("f1", "f2", "f3", "f4"):
+        change.prepare(b / name)
     try:
         with monitoring(f"{watched}/**") as mon:
+            run(lambda: mount_syscall(a, view, MS_BIND))
             t0 = mon.tally()
             run(lambda: change.make(b / "f1"))
             t1 = mon.tally()
             run(lambda: (change.make(b / "f2"), change.make(b / "f3")))
             t2 = mon.tally()
-            run(lambda: mount_syscall(holder, target, MS_MOVE if how == "move" else MS_BIND))
+            run(lambda: change.make(view / "b" / "f4"))
             t3 = mon.tally()
-            run(lambda: change.make(now_b / "f4"))
-            t4 = mon.tally()
             events = mon.under(str(plain_dir))
     finally:
-        mounts.umount(target)
-        if how == "move":
-            mounts.umount(holder)
-    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook)]
-    steps += [outcome(t3, t2, change.hook), outcome(t4, t3, change.hook)]
-    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
-    assert summary(events) == [("mount", str(target)), (change.action, f"{now_b}/f4")]
+        mounts.umount(view)
+    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook), outcome(t3, t2, change.hook)]
+    assert steps == [WARMED, FROM_CACHE, REPORTED]
+    assert summary(events) == [("mount", str(view)), (change.action, f"{view}/b/f4")]
     assert events[0].seq < events[1].seq
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from filewarden._libbpf import possible_cpus
+from filewarden.abi import ScratchSlots
 from tests.support import mounts
 from tests.support.monitor import BACKEND, monitoring, summary
 from tests.support.proc import in_child, touch
@@ -55,26 +56,38 @@ def keep_figures(request: pytest.FixtureRequest, figures: dict[str, object]) -> 
 
 
 @contextmanager
-def scratch_slots_taken(agent: Agent) -> Iterator[None]:
-    """Every CPU's scratch slots marked as held (their owner set), so that
-    no handler can claim one; then free again."""
+def scratch_slots_held(agent: Agent, slots: range | None = None) -> Iterator[None]:
+    """Scratch slots (all, or those in `slots`) marked as held (their owner
+    set), so that no handler can claim them; then free again."""
     assert agent._obj is not None
     scratch = agent._obj.map("scratch")
-    stride = (scratch.value_size + 7) & ~7
-    keys = [i.to_bytes(4, "little") for i in range(scratch.max_entries)]
+    keys = [i.to_bytes(4, "little") for i in slots or range(scratch.max_entries)]
 
     def set_owner(owner: int) -> None:
         for key in keys:
-            values = scratch.lookup_percpu(key)
-            raw = b"".join(owner.to_bytes(8, "little") + v[8:] + bytes(stride - len(v)) for v in values)
-            scratch.update(key, raw)
+            value = scratch.lookup(key)
+            assert value is not None
+            scratch.update(key, owner.to_bytes(8, "little") + value[8:])
 
-    assert len(scratch.lookup_percpu(keys[0])) == possible_cpus()
     set_owner(0xF1E0)
     try:
         yield
     finally:
         set_owner(0)
+
+
+def test_a_cpu_whose_own_scratch_slots_are_held_takes_a_shared_one(plain_dir: Path) -> None:
+    # What tasks preempted inside the programs on one CPU do (7.x preempts
+    # at the tick): its own slots stay held until they run again.
+    own = range(possible_cpus() * ScratchSlots.SLOTS)
+    with monitoring(f"{plain_dir}/**") as mon:
+        errors0 = mon.counters()["file_open"]["error"]
+        with scratch_slots_held(mon.agent, own):
+            in_child(lambda: [touch(plain_dir / f"f{i}") for i in range(20)])
+        events = mon.under(str(plain_dir))
+        errors = mon.counters()["file_open"]["error"] - errors0
+    assert len(events) == 20
+    assert errors == 0
 
 
 def test_a_call_that_finds_no_scratch_slot_leaves_a_gap_and_a_warning(
@@ -86,7 +99,7 @@ def test_a_call_that_finds_no_scratch_slot_leaves_a_gap_and_a_warning(
         mon.poll()
         agent.check_losses()
         lost0, errors0 = agent.stats.lost, mon.counters()["file_open"]["error"]
-        with scratch_slots_taken(agent):
+        with scratch_slots_held(agent):
             in_child(lambda: touch(plain_dir / "unseen"))
         agent.check_losses()  # what read() does about once a second
         lost = agent.stats.lost - lost0

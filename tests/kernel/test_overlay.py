@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import mounts
-from tests.support.monitor import monitoring, summary
+from tests.support.monitor import BACKEND, monitoring, summary
 from tests.support.proc import in_child, touch
 
 
@@ -121,12 +121,20 @@ def test_concurrent_overlay_and_plain_opens_no_duplicates_no_misses(plain_dir: P
             reader.join()
         events = mon.stop()
         lost = mon.agent.stats.lost
+        skipped = mon.agent.stats.recursion_misses
         counts = mon.counters()["file_open"]
     seen = collections.Counter(p for _, p in summary(events))
     duplicates = {p: n - expected[p] for p, n in seen.items() if n > expected[p]}
     misses = {p: expected[p] - seen[p] for p in expected if seen[p] < expected[p]}
     assert sum(expected.values()) == threads * per_thread >= 2000
-    assert (duplicates, misses) == ({}, {})
+    assert duplicates == {}
+    if BACKEND == "lsm":
+        assert misses == {}
+    else:
+        # A kernel that preempts inside programs (7.3's lazy default) makes
+        # the fentry trampoline skip some runs: counted, never silent
+        # (test_loss.py).
+        assert sum(misses.values()) <= skipped, misses
     assert lost == 0
     assert counts["ringbuf_full"] == 0
     assert counts["error"] == 0

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from filewarden.abi import EventFlag
 from filewarden.clock import WallClock
 from filewarden.render import to_documents
@@ -63,3 +65,31 @@ def test_threads_are_attributed_to_their_process(plain_dir: Path) -> None:
         (e,) = mon.under(str(plain_dir))
     assert e.process.pid == pid
     assert e.process.tid != pid
+
+
+# Overwrites its own arguments in memory (as setproctitle does), then
+# creates argv[1]; with argv[2] == "fork" it does so in a forked child.
+SCRIBBLE = """
+import os, sys
+if sys.argv[2] == "fork" and os.fork():
+    os.wait()
+    sys.exit(0)
+fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49
+with open("/proc/self/mem", "r+b", buffering=0) as mem:
+    mem.seek(start)
+    mem.write(b"X" * (end - start - 1))
+open(sys.argv[1], "w").close()
+"""
+
+
+@pytest.mark.parametrize("how", ["exec", "fork"])
+def test_the_arguments_are_those_the_exec_gave(plain_dir: Path, how: str) -> None:
+    # The exec tracepoint fills the process's cache (and fork copies it), so
+    # a file program finds it filled and does not read the arguments again
+    # (nor walk the executable's path) inside its own run.
+    f = plain_dir / how
+    with monitoring(f"{plain_dir}/**") as mon:
+        in_child(lambda: subprocess.run([sys.executable, "-c", SCRIBBLE, str(f), how], check=True))
+        (e,) = mon.under(str(plain_dir))
+    assert e.process.args[:2] == (os.fsencode(sys.executable), b"-c")
