@@ -51,6 +51,9 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct dentry *
 	p->key.vfsmnt = (__u64)mnt;
 	p->key.root_dentry = (__u64)task->fs->root.dentry;
 	p->key.root_mnt = (__u64)task->fs->root.mnt;
+	p->key.ino = BPF_CORE_READ(dir, d_inode, i_ino);
+	p->key.generation = BPF_CORE_READ(dir, d_inode, i_generation);
+	p->key.dev = BPF_CORE_READ(dir, d_sb, s_dev);
 	p->usable = fw_dir_seqs(&p->val);
 	if (!p->usable)
 		return false;

@@ -57,9 +57,12 @@ struct {
 /*
  * Directories known to hold nothing monitored, so that a change in them is
  * dropped without resolving its path (the dearest part of a handler).
- * Keyed by what the path of a directory depends on: the dentry, its inode
- * (a dentry's memory reused for another directory has another inode), the
- * mount it is seen through and the viewer's root. An entry is trusted only
+ * Keyed by what the path of a directory depends on: the dentry, its inode,
+ * the mount it is seen through and the viewer's root; and by the inode's
+ * number, generation and filesystem, because a removed directory's dentry
+ * and inode memory are both handed to the next directory made on that CPU
+ * (slab reuse after the RCU grace period, with no rename or mount in
+ * between), and the addresses alone would answer for it. An entry is trusted only
  * while the kernel's rename_lock and mount_lock sequence counts and the
  * prefix generation are what they were before its path was resolved: any
  * rename (d_move()), any mount change, any new prefix makes it stale. This
@@ -71,6 +74,9 @@ struct fw_dir_key {
 	__u64 vfsmnt;
 	__u64 root_dentry;
 	__u64 root_mnt;
+	__u64 ino;
+	__u32 generation;
+	__u32 dev;
 };
 
 struct fw_dir_val {
