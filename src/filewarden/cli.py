@@ -102,7 +102,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     kernel already queued, and exits 0.
 
     Events are numbered (event.sequence) one after the other: a gap means
-    events were lost. Every loss is logged at WARNING, with its hook, when
+    records were lost. Every loss is logged at WARNING, with its hook, when
     the agent finds it (about once a second), and summed up at stop.
     """
     from .runner import run as run_agent
