@@ -106,8 +106,9 @@ def test_the_walk_tries_again_across_renames_and_never_reports_a_path_that_did_n
             os.rename(a, b)
             os.rename(b, a)
 
+    fd = os.open(f, os.O_RDONLY)  # before the renames start: the child inherits it
+
     def chmodder() -> None:
-        fd = os.open(f, os.O_RDONLY)
         deadline = time.monotonic() + 4.0
         mode = 0o600
         while time.monotonic() < deadline:
@@ -123,6 +124,7 @@ def test_the_walk_tries_again_across_renames_and_never_reports_a_path_that_did_n
         r.start()
         in_child(chmodder)
         r.join(10)
+        os.close(fd)
         events = [e for e in mon.stop() if e.hook == Hook.PATH_CHMOD]
         retries = struct.unpack("<Q", obj.read_global("fw_walk_retries"))[0] - before
     assert len(events) > 20, len(events)
