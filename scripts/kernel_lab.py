@@ -457,7 +457,13 @@ def boot_and_test(
     result.release = release
     if deselected:
         result.deselected = deselected
-        result.deselected_why = f"marked {NEEDS_LSM} (inode marks need BPF LSM)"
+        result.deselected_why = (
+            f"-k {keyword!r}"
+            if keyword and backend == "lsm"
+            else f"marked {NEEDS_LSM} (inode marks need BPF LSM)"
+            if not keyword
+            else f"-k {keyword!r}, or marked {NEEDS_LSM} (inode marks need BPF LSM)"
+        )
     exit_file = out / "exit-code"
     guest_rc = exit_file.read_text().strip() if exit_file.exists() else "missing"
     if not result.ran:
