@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import mounts
-from tests.support.monitor import Tally, monitoring, summary
+from tests.support.monitor import Monitor, Tally, monitoring, summary
 from tests.support.proc import in_child, touch
 
 
@@ -73,6 +74,25 @@ NOT_SEEN = (0, 0, 0)
 REPORTED = (1, 0, 0)
 
 
+def warm_retire_change(
+    mon: Monitor, change: Change, b: Path, retire: Callable[[], object], after: Path
+) -> list[tuple[int, int, int]]:
+    """The hook's outcome at each of four steps: a change in `b` (resolved
+    and remembered), two more there (answered by the cache), `retire`, and
+    one change at `after`."""
+    steps: list[Callable[[], object]] = [
+        lambda: run(lambda: change.make(b / "f1")),
+        lambda: run(lambda: (change.make(b / "f2"), change.make(b / "f3"))),
+        retire,
+        lambda: run(lambda: change.make(after)),
+    ]
+    tallies = [mon.tally()]
+    for step in steps:
+        step()
+        tallies.append(mon.tally())
+    return [outcome(later, earlier, change.hook) for earlier, later in itertools.pairwise(tallies)]
+
+
 @pytest.mark.parametrize("kind", list(CHANGES))
 def test_the_cache_answers_and_a_rename_of_an_ancestor_retires_it(plain_dir: Path, kind: str) -> None:
     change = CHANGES[kind]
@@ -84,20 +104,10 @@ def test_the_cache_answers_and_a_rename_of_an_ancestor_retires_it(plain_dir: Pat
         change.prepare(b / name)
     now_b = watched / "a" / "b"
     with monitoring(f"{watched}/**") as mon:
-        t0 = mon.tally()
-        run(lambda: change.make(b / "f1"))
-        t1 = mon.tally()
-        run(lambda: (change.make(b / "f2"), change.make(b / "f3")))
-        t2 = mon.tally()
         # b keeps its dentry, inode and mount: only the retirement of its
         # entry makes the next change resolve b's new path.
-        run(lambda: os.rename(a, watched / "a"))
-        t3 = mon.tally()
-        run(lambda: change.make(now_b / "f4"))
-        t4 = mon.tally()
+        steps = warm_retire_change(mon, change, b, lambda: run(lambda: os.rename(a, watched / "a")), now_b / "f4")
         events = mon.under(str(plain_dir))
-    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook)]
-    steps += [outcome(t3, t2, change.hook), outcome(t4, t3, change.hook)]
     # Without the cache the second step would be (0, 2, 0); with an entry
     # that outlived the rename the last one would be (0, 0, 1) and no event.
     assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
@@ -193,18 +203,9 @@ def test_a_mount_moved_into_the_monitored_tree_retires_the_cache(plain_dir: Path
                 mounts.mount("-t", "tmpfs", "-o", "size=1m", "fwpin", str(elsewhere / view / pinned))
                 cleanup.callback(mounts.umount, elsewhere / view / pinned)
         mon = cleanup.enter_context(monitoring(f"{watched}/**"))
-        t0 = mon.tally()
-        run(lambda: change.make(b / "f1"))
-        t1 = mon.tally()
-        run(lambda: (change.make(b / "f2"), change.make(b / "f3")))
-        t2 = mon.tally()
-        run(lambda: mount_syscall(holder, target, MS_MOVE))
-        t3 = mon.tally()
-        run(lambda: change.make(now_b / "f4"))
-        t4 = mon.tally()
+        move = lambda: run(lambda: mount_syscall(holder, target, MS_MOVE))  # noqa: E731
+        steps = warm_retire_change(mon, change, b, move, now_b / "f4")
         events = mon.under(str(plain_dir))
-    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook)]
-    steps += [outcome(t3, t2, change.hook), outcome(t4, t3, change.hook)]
     assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
     assert summary(events) == [("mount", str(target)), (change.action, f"{now_b}/f4")]
     assert events[0].seq < events[1].seq
@@ -253,18 +254,9 @@ def test_a_new_glob_retires_the_cache(plain_dir: Path) -> None:
     b.mkdir(parents=True)
     watched.mkdir()
     with monitoring(f"{watched}/**") as mon:
-        t0 = mon.tally()
-        run(lambda: change.make(b / "f1"))
-        t1 = mon.tally()
-        run(lambda: (change.make(b / "f2"), change.make(b / "f3")))
-        t2 = mon.tally()
-        mon.agent.set_paths([f"{watched}/**", f"{b}/*.conf"])
-        t3 = mon.tally()
-        run(lambda: change.make(b / "f4.conf"))
-        t4 = mon.tally()
+        new_glob = lambda: mon.agent.set_paths([f"{watched}/**", f"{b}/*.conf"])  # noqa: E731
+        steps = warm_retire_change(mon, change, b, new_glob, b / "f4.conf")
         events = mon.under(str(plain_dir))
-    steps = [outcome(t1, t0, change.hook), outcome(t2, t1, change.hook)]
-    steps += [outcome(t3, t2, change.hook), outcome(t4, t3, change.hook)]
     assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
     assert summary(events) == [("create", f"{b}/f4.conf")]
 
