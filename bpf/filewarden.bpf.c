@@ -294,7 +294,7 @@ int BPF_PROG(fw_path_mknod, const struct path *dir, struct dentry *dentry, umode
 		p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL,
 					 BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!p)
-			return fw_exit(hook, FW_COUNTER_ERROR);
+			return fw_lost(hook); /* file_open cannot know the directory's mark */
 		tree = fw_tree_mark(dir->dentry->d_inode);
 		p->open_dentry = (__u64)dentry;
 		p->open_tree.flags = tree ? tree->flags : 0;
