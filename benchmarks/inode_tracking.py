@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from filewarden import _build, abi, marks
+from filewarden import _build
 from filewarden._libbpf import BpfObject
+from filewarden.backends.bpf import abi, marks
 
 SRC = Path(__file__).resolve().parent / "bpf" / "markbench.bpf.c"
 LOOKUPS = 2000

@@ -62,9 +62,9 @@ from typing import TYPE_CHECKING, Any
 from benchmarks import audit
 from filewarden import _bpf
 from filewarden._libbpf import BpfObject
-from filewarden.agent import Agent
+from filewarden.backends.bpf.backend import Agent
 from filewarden.config import DEFAULT_PATHS, Config, Output
-from filewarden.runner import tune_interpreter
+from filewarden.service.runner import tune_interpreter
 from tests.support import mounts
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from filewarden import abi
 from filewarden._libbpf import LibbpfRingReader, Map, MmapRingReader, RingReader
+from filewarden.backends.bpf import abi
 from tests.support.producer import Producer, producer
 
 PATH = b"/etc/ssh/sshd_config.d/50-cloud-init.conf"

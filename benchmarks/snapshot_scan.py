@@ -41,12 +41,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.results import figure, write
-from filewarden import _bpf, abi, snapshot
+from filewarden import _bpf
 from filewarden._libbpf import BpfObject, Map
+from filewarden.backends.bpf import abi, snapshot
 from filewarden.globs import PathMatcher
 
 if TYPE_CHECKING:
-    from filewarden.events import SnapshotFile
+    from filewarden.model.events import SnapshotFile
 
 _INO = struct.Struct("<Q")
 TARGET = 10.0

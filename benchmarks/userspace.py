@@ -36,10 +36,10 @@ from pyinstrument import Profiler
 
 from benchmarks.results import figure, write
 from filewarden._libbpf import MmapRingReader
-from filewarden.agent import Agent
+from filewarden.backends.bpf.backend import Agent
 from filewarden.config import Config, Output
-from filewarden.outputs import open_outputs
-from filewarden.runner import Pipeline, tune_interpreter
+from filewarden.pipeline.sinks import open_outputs
+from filewarden.service.runner import Pipeline, tune_interpreter
 from tests.support.producer import Producer, producer
 
 PATH = b"/etc/ssh/sshd_config.d/50-cloud-init.conf"

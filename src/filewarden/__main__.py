@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from filewarden.cli import main
 
 sys.exit(main())

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .agent import AgentError
-from .config import LOG_LEVELS, ConfigError
-from .config import load as load_config
-from .control import DEFAULT_SOCKET
-from .outputs import OutputError
+from filewarden import __version__
+from filewarden.backends.bpf.backend import AgentError
+from filewarden.config import LOG_LEVELS, ConfigError
+from filewarden.config import load as load_config
+from filewarden.pipeline.sinks import OutputError
+from filewarden.service.control import DEFAULT_SOCKET
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -105,7 +105,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     records were lost. Every loss is logged at WARNING, with its hook, when
     the agent finds it (about once a second), and summed up at stop.
     """
-    from .runner import run as run_agent
+    from filewarden.service.runner import run as run_agent
 
     config = load_config(config_file, paths=paths, outputs=outputs, log_level=log_level, backend=backend)
     _setup_logging(config.log_level)
@@ -141,9 +141,9 @@ def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket
     """
     import msgspec
 
-    from .control import ControlError, ask
-    from .explain import explain as explain_path
-    from .explain import format_text
+    from filewarden.explain import explain as explain_path
+    from filewarden.explain import format_text
+    from filewarden.service.control import ControlError, ask
 
     absolute = Path(os.path.abspath(path))
     try:
@@ -180,7 +180,7 @@ def doctor(verbose: bool) -> None:
     kernel refused it before the verifier ran). Also lists every overlay
     mount (container root filesystems), warning about volatile ones.
     """
-    from .doctor import format_check, run_checks, verdict
+    from filewarden.service.doctor import format_check, run_checks, verdict
 
     _setup_logging("warning")
     checks = run_checks()

@@ -15,7 +15,7 @@ from typing import Final, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from . import globs
+from filewarden import globs
 
 # Critical system paths, monitored when neither a config file nor --path
 # names any: what PCI DSS 11.5 style checks usually start from.

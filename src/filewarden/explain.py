@@ -21,11 +21,11 @@ import stat
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from . import abi
-from .marks import MarkRule
+from filewarden.backends.bpf import abi
+from filewarden.backends.bpf.marks import MarkRule
 
 if TYPE_CHECKING:
-    from .globs import PathMatcher
+    from filewarden.globs import PathMatcher
 
 MarkLookup = Callable[[bytes], "tuple[int, int] | None"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import fanotify as fa
-from filewarden.fanotify import FanotifyEvent, FanotifyWatcher
+from filewarden.backends.fanotify import watcher as fa
+from filewarden.backends.fanotify.watcher import FanotifyEvent, FanotifyWatcher
 from tests.support import mounts
 
 WAIT = 5.0  # seconds: the most a test waits for an event it expects

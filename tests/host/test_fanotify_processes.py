@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from filewarden import fanotify_agent
-from filewarden.clock import WallClock
+from filewarden.backends.fanotify import backend as fanotify_agent
+from filewarden.backends.fanotify.backend import FanotifyAgent
 from filewarden.config import Config, Output
-from filewarden.fanotify_agent import FanotifyAgent
-from filewarden.proc_connector import ConnectorError, ProcConnector
-from filewarden.render import to_document
+from filewarden.host.clock import WallClock
+from filewarden.host.proc_connector import ConnectorError, ProcConnector
+from filewarden.pipeline.render import to_document
 from tests.support import mounts
 
 if TYPE_CHECKING:
-    from filewarden.events import FileEvent
+    from filewarden.model.events import FileEvent
 
 WAIT = 5.0  # seconds: the most a test waits for an event it expects
 SH = os.path.realpath("/bin/sh")
@@ -175,7 +175,7 @@ def test_without_the_connector_the_agent_says_why_once(
     watched: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(fanotify_agent, "ProcConnector", Refused)
-    with caplog.at_level(logging.INFO, logger="filewarden.fanotify_agent"), running_agent(watched) as agent:
+    with caplog.at_level(logging.INFO, logger="filewarden.backends.fanotify.backend"), running_agent(watched) as agent:
         agent.read()
     said = [r for r in caplog.records if "refused by the test" in r.getMessage()]
     assert [(r.levelno, r.getMessage()) for r in said] == [

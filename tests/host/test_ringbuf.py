@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import abi
 from filewarden._libbpf import (
     BpfObject,
     LibbpfError,
@@ -23,12 +22,13 @@ from filewarden._libbpf import (
     RingReader,
     split_records,
 )
-from filewarden.agent import Agent, SequenceTracker
+from filewarden.backends.bpf import abi
+from filewarden.backends.bpf.backend import Agent, SequenceTracker
+from filewarden.backends.bpf.drain import RingDrain
+from filewarden.backends.bpf.losses import KernelLoss
 from filewarden.config import Config, Output
-from filewarden.drain import RingDrain
-from filewarden.events import FileEvent
-from filewarden.losses import KernelLoss
-from filewarden.sysinfo import Host
+from filewarden.host.sysinfo import Host
+from filewarden.model.events import FileEvent
 from tests.support.producer import producer
 
 READERS: dict[str, Callable[[Map], RingReader]] = {"mmap": MmapRingReader, "libbpf": LibbpfRingReader}

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import _bpf, abi, snapshot
+from filewarden import _bpf
 from filewarden._libbpf import BpfObject
+from filewarden.backends.bpf import abi, snapshot
 
 _INO = struct.Struct("<Q")
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import _build, abi, doctor
+from filewarden import _build
 from filewarden._libbpf import BpfObject, LibbpfError
-from filewarden.agent import describe_load_error
-from filewarden.loader import ProgramPlan
+from filewarden.backends.bpf import abi
+from filewarden.backends.bpf.backend import describe_load_error
+from filewarden.backends.bpf.loader import ProgramPlan
+from filewarden.service import doctor
 
 SOURCE = Path(__file__).parent / "bpf" / "refused.bpf.c"
 REPO = Path(__file__).resolve().parents[2]

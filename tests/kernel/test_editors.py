@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from filewarden.events import FileInfo
+from filewarden.model.events import FileInfo
 from tests.support.monitor import monitoring, summary, summary_aux
 from tests.support.proc import in_child, touch
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from filewarden.abi import Action, EventFlag, Layer
+from filewarden.backends.bpf.abi import Action, EventFlag, Layer
 from tests.support import mounts
 from tests.support.containers import container, make_image_layer
 from tests.support.monitor import BACKEND, Monitor, monitoring, summary
@@ -35,7 +35,7 @@ from tests.support.proc import in_child, touch
 needs_lsm = pytest.mark.needs_lsm
 
 if TYPE_CHECKING:
-    from filewarden.events import FileEvent
+    from filewarden.model.events import FileEvent
 
 FS = ["tmpfs", "ext4"]
 DROP = [False, True]

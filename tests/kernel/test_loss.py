@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from filewarden._libbpf import possible_cpus
-from filewarden.abi import ScratchSlots
+from filewarden.backends.bpf.abi import ScratchSlots
 from tests.support import mounts
 from tests.support.monitor import BACKEND, monitoring, summary
 from tests.support.proc import in_child, touch
@@ -25,7 +25,7 @@ from tests.support.sched import preemption
 if TYPE_CHECKING:
     import pytest
 
-    from filewarden.agent import Agent
+    from filewarden.backends.bpf.backend import Agent
 
 
 def test_process_records_and_files_no_glob_matches_leave_no_gap(plain_dir: Path) -> None:

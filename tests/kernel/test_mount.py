@@ -8,8 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from filewarden.clock import WallClock
-from filewarden.render import to_documents
+from filewarden.host.clock import WallClock
+from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary
 from tests.support.proc import in_child
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filewarden.clock import WallClock
-from filewarden.events import ChmodDetail
-from filewarden.render import to_documents
+from filewarden.host.clock import WallClock
+from filewarden.model.events import ChmodDetail
+from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary
 from tests.support.proc import in_child
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.abi import EventFlag, Hook
-from filewarden.clock import WallClock
-from filewarden.events import FileInfo
-from filewarden.render import to_documents
+from filewarden.backends.bpf.abi import EventFlag, Hook
+from filewarden.host.clock import WallClock
+from filewarden.model.events import FileInfo
+from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary_aux
 from tests.support.proc import in_child
 

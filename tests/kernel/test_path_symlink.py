@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filewarden.clock import WallClock
-from filewarden.render import to_documents
+from filewarden.host.clock import WallClock
+from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary_aux
 from tests.support.proc import in_child
 

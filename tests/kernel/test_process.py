@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.abi import EventFlag
-from filewarden.clock import WallClock
-from filewarden.render import to_documents
+from filewarden.backends.bpf.abi import EventFlag
+from filewarden.host.clock import WallClock
+from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary
 from tests.support.proc import in_child
 

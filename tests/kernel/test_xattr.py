@@ -7,10 +7,10 @@ import os
 import struct
 from pathlib import Path
 
-from filewarden.abi import Hook
-from filewarden.clock import WallClock
-from filewarden.events import XattrDetail
-from filewarden.render import to_documents
+from filewarden.backends.bpf.abi import Hook
+from filewarden.host.clock import WallClock
+from filewarden.model.events import XattrDetail
+from filewarden.pipeline.render import to_documents
 from tests.support import mounts
 from tests.support.monitor import monitoring, summary_aux
 from tests.support.proc import in_child

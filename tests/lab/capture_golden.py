@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from filewarden import _bpf, abi, loader
+from filewarden import _bpf
 from filewarden._libbpf import BpfObject, MmapRingReader
+from filewarden.backends.bpf import abi, loader
 from tests.support import mounts
 from tests.support.proc import COMM, in_child, touch
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filewarden.abi import ACTION_NAMES
-from filewarden.agent import Agent
-from filewarden.clock import WallClock
+from filewarden.backends.bpf.abi import ACTION_NAMES
+from filewarden.backends.bpf.backend import Agent
 from filewarden.config import Config, Output
-from filewarden.render import to_documents
+from filewarden.host.clock import WallClock
+from filewarden.pipeline.render import to_documents
 
 if TYPE_CHECKING:
-    from filewarden.events import FileEvent
+    from filewarden.model.events import FileEvent
 
 _shared: Agent | None = None
 # The backend the guest runs the suite on (tests/lab/guest.sh): lsm, or

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from filewarden import _bpf, abi
+from filewarden import _bpf
 from filewarden._libbpf import BpfObject, Map, Program
+from filewarden.backends.bpf import abi
 
 # struct fw_selftest_args (bpf/selftest.bpf.c), with its struct fw_proc_cache
 _ARGS = struct.Struct(f"<IIIIQHHHH{abi.PATH_MAX}sIHH{abi.EXE_MAX}s{abi.ARGS_MAX}s")

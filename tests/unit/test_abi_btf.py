@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from filewarden import _bpf, abi
+from filewarden import _bpf
 from filewarden._libbpf import Btf
 from filewarden._libbpf import _types as t
+from filewarden.backends.bpf import abi
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,17 @@ from typing import Any
 
 import pytest
 
-from filewarden import abi, backends
-from filewarden.agent import AgentError
-from filewarden.clock import WallClock
+from filewarden.backends import choose as backends
+from filewarden.backends.bpf import abi
+from filewarden.backends.bpf.backend import AgentError
+from filewarden.backends.fanotify.backend import FanotifyAgent
+from filewarden.backends.fanotify.watcher import FanotifyEvent
 from filewarden.config import Config, Output
-from filewarden.doctor import FAIL, OK, Check, verdict
-from filewarden.fanotify import FanotifyEvent
-from filewarden.fanotify_agent import FanotifyAgent
-from filewarden.proc_connector import LOST, ProcEvent
-from filewarden.render import to_document
-from filewarden.sysinfo import Host
+from filewarden.host.clock import WallClock
+from filewarden.host.proc_connector import LOST, ProcEvent
+from filewarden.host.sysinfo import Host
+from filewarden.pipeline.render import to_document
+from filewarden.service.doctor import FAIL, OK, Check, verdict
 from tests.unit.test_proctree import add_proc
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.cgroups import CgroupResolver, parse_cgroup_path, parse_proc_cgroup
+from filewarden.host.cgroups import CgroupResolver, parse_cgroup_path, parse_proc_cgroup
 
 A = "4f1c8e2a9b7d6c5e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
 B = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

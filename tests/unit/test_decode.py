@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from filewarden import abi
-from filewarden.events import (
+from filewarden.backends.bpf import abi
+from filewarden.model.events import (
     ChmodDetail,
     ChownDetail,
     ExecEvent,

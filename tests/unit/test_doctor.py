@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import doctor
 from filewarden._libbpf import LibbpfError
-from filewarden.sysinfo import Host
+from filewarden.host.sysinfo import Host
+from filewarden.service import doctor
 
 ALL_CAPS = f"{(1 << 21) | (1 << 38) | (1 << 39):016x}"
 

@@ -12,7 +12,7 @@ import pytest
 
 from filewarden._libbpf import split_records
 from filewarden._libbpf.ringbuf import BPF_RINGBUF_DISCARD_BIT
-from filewarden.drain import RingDrain
+from filewarden.backends.bpf.drain import RingDrain
 
 
 class FakeRing:

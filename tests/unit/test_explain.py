@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import abi
-from filewarden.control import ControlError, ControlServer, ask
+from filewarden.backends.bpf import abi
 from filewarden.explain import explain, format_text
 from filewarden.globs import PathMatcher
+from filewarden.service.control import ControlError, ControlServer, ask
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from filewarden import fanotify as fa
-from filewarden.fanotify import FanotifyDecoder, FanotifyEvent, FileId, Identity, Resolution
+from filewarden.backends.fanotify import watcher as fa
+from filewarden.backends.fanotify.watcher import FanotifyDecoder, FanotifyEvent, FileId, Identity, Resolution
 
 META = struct.Struct("=IBBHQii")
 PID = 4242

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import doctor
 from filewarden._libbpf import NO_VERIFIER_LOG, LibbpfError, read_load_log
-from filewarden.agent import describe_load_error
+from filewarden.backends.bpf.backend import describe_load_error
+from filewarden.service import doctor
 
 GOLDEN = Path(__file__).parent / "golden" / "verifier"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from filewarden.losses import KernelLoss, LossWatch
+from filewarden.backends.bpf.losses import KernelLoss, LossWatch
 
 if TYPE_CHECKING:
     import pytest

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import abi, marks
+from filewarden.backends.bpf import abi, marks
 from filewarden.globs import PathMatcher
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filewarden.overlayfs import OverlayMount, OverlayTable, parse_mountinfo, split_lowerdirs
+from filewarden.host.overlayfs import OverlayMount, OverlayTable, parse_mountinfo, split_lowerdirs
 
 # As 6.1 and 6.12 print them (6.12 shows a volatile overlay as fsync=volatile).
 OVL_61 = (

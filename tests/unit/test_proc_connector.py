@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from filewarden.proc_connector import ProcEvent, parse_messages
+from filewarden.host.proc_connector import ProcEvent, parse_messages
 
 PARENT, CHILD, THREAD = 0x22A5, 0x22A6, 0x22A7
 

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filewarden import abi
-from filewarden.clock import WallClock, format_timestamp
-from filewarden.events import (
+from filewarden.backends.bpf import abi
+from filewarden.host.clock import WallClock, format_timestamp
+from filewarden.host.proctree import ProcessTree
+from filewarden.model.events import (
     AclEntry,
     ChmodDetail,
     ChownDetail,
@@ -18,8 +19,7 @@ from filewarden.events import (
     Process,
     XattrDetail,
 )
-from filewarden.proctree import ProcessTree
-from filewarden.render import to_document, to_documents, to_json_line
+from filewarden.pipeline.render import to_document, to_documents, to_json_line
 
 FILE = FileInfo(inode=1234, size=10, device=0x801, mode=0o100640, uid=0, gid=0)
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import abi
-from filewarden.agent import Agent, SequenceTracker
-from filewarden.clock import WallClock
+from filewarden.backends.bpf import abi
+from filewarden.backends.bpf.backend import Agent, SequenceTracker
+from filewarden.backends.bpf.losses import KernelLoss
+from filewarden.backends.fanotify.backend import FanotifyAgent
 from filewarden.config import Config, Output
-from filewarden.fanotify_agent import FanotifyAgent
-from filewarden.losses import KernelLoss
-from filewarden.render import to_document
-from filewarden.sysinfo import Host
+from filewarden.host.clock import WallClock
+from filewarden.host.sysinfo import Host
+from filewarden.pipeline.render import to_document
 from tests.unit.test_backends import fanotify_event
 
 
@@ -55,7 +55,7 @@ def test_a_gap_is_declared_once_the_window_passes() -> None:
 
 
 def test_ancestor_dirs_are_the_slash_terminated_proper_prefixes() -> None:
-    from filewarden.agent import ancestor_dirs
+    from filewarden.backends.bpf.backend import ancestor_dirs
 
     assert ancestor_dirs([b"/etc/ssh/", b"/var/log/app", b"/"]) == {b"/", b"/etc/", b"/var/", b"/var/log/"}
     assert ancestor_dirs([]) == set()

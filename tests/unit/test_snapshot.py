@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import abi, snapshot
-from filewarden.events import SnapshotFile, SnapshotTask
+from filewarden.backends.bpf import abi, snapshot
+from filewarden.model.events import SnapshotFile, SnapshotTask
 
 
 def task_record(pid: int, exe: bytes | None) -> bytes:

@@ -14,12 +14,12 @@ Public surface::
     LibbpfRingReader   ring buffer consumer using libbpf's ring_buffer API
 """
 
-from ._lib import LibbpfError, LibbpfUnavailableError, take_log, version
-from .btf import Btf, BtfType, Member
-from .loadlog import NO_VERIFIER_LOG, LoadLog, read_load_log
-from .maps import Map, possible_cpus
-from .object import AttachFailure, BpfObject, Link, ProgInfo, Program
-from .ringbuf import LibbpfRingReader, MmapRingReader, RingReader, split_records
+from filewarden._libbpf._lib import LibbpfError, LibbpfUnavailableError, take_log, version
+from filewarden._libbpf.btf import Btf, BtfType, Member
+from filewarden._libbpf.loadlog import NO_VERIFIER_LOG, LoadLog, read_load_log
+from filewarden._libbpf.maps import Map, possible_cpus
+from filewarden._libbpf.object import AttachFailure, BpfObject, Link, ProgInfo, Program
+from filewarden._libbpf.ringbuf import LibbpfRingReader, MmapRingReader, RingReader, split_records
 
 __all__ = [
     "NO_VERIFIER_LOG",

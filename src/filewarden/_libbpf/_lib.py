@@ -20,12 +20,12 @@ import os
 import threading
 from typing import Any, Final
 
-from ._types import (
+from filewarden._libbpf._types import (
     BPF_TEST_RUN_OPTS,
     PRINT_FN,
     RINGBUF_SAMPLE_FN,
 )
-from .loadlog import LoadLog, read_load_log
+from filewarden._libbpf.loadlog import LoadLog, read_load_log
 
 LIBBPF_SONAME: Final = "libbpf.so.1"
 

@@ -11,9 +11,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import _types as t
-from ._handle import OwnedHandle
-from ._lib import lib
+from filewarden._libbpf import _types as t
+from filewarden._libbpf._handle import OwnedHandle
+from filewarden._libbpf._lib import lib
 
 _HEADER: Final = struct.Struct("<III")  # name_off, info, size/type
 _MEMBER: Final = struct.Struct("<III")  # name_off, type, offset

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
-from ._lib import LibbpfError, lib
-from ._types import PERCPU_MAP_TYPES
+from filewarden._libbpf._lib import LibbpfError, lib
+from filewarden._libbpf._types import PERCPU_MAP_TYPES
 
 _ENOENT = 2
 

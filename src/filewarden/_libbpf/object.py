@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._handle import OwnedHandle
-from ._lib import LibbpfError, lib, take_log
-from ._types import BPF_PROG_INFO, BPF_PROG_TYPE_TRACING, BPF_TEST_RUN_OPTS, BPF_TRACE_FEXIT
-from .btf import Btf
-from .maps import Map
+from filewarden._libbpf._handle import OwnedHandle
+from filewarden._libbpf._lib import LibbpfError, lib, take_log
+from filewarden._libbpf._types import BPF_PROG_INFO, BPF_PROG_TYPE_TRACING, BPF_TEST_RUN_OPTS, BPF_TRACE_FEXIT
+from filewarden._libbpf.btf import Btf
+from filewarden._libbpf.maps import Map
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,12 @@ import select
 import struct
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ._handle import OwnedHandle
-from ._lib import LibbpfError, lib
-from ._types import BPF_MAP_TYPE_RINGBUF, RINGBUF_SAMPLE_FN
+from filewarden._libbpf._handle import OwnedHandle
+from filewarden._libbpf._lib import LibbpfError, lib
+from filewarden._libbpf._types import BPF_MAP_TYPE_RINGBUF, RINGBUF_SAMPLE_FN
 
 if TYPE_CHECKING:
-    from .maps import Map
+    from filewarden._libbpf.maps import Map
 
 # kernel/bpf/ringbuf.c and include/uapi/linux/bpf.h
 BPF_RINGBUF_BUSY_BIT: Final = 1 << 31

@@ -33,18 +33,18 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from . import abi
-from .agent import Agent, AgentError
-from .events import FileEvent, FileInfo, Process
-from .explain import explain as explain_path
-from .fanotify import FanotifyError, FanotifyEvent, FanotifyWatcher
-from .proc_connector import CAP_NET_ADMIN, ConnectorError, ProcConnector, ProcEvent
+from filewarden.backends.bpf import abi
+from filewarden.backends.bpf.backend import Agent, AgentError
+from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyEvent, FanotifyWatcher
+from filewarden.explain import explain as explain_path
+from filewarden.host.proc_connector import CAP_NET_ADMIN, ConnectorError, ProcConnector, ProcEvent
+from filewarden.model.events import FileEvent, FileInfo, Process
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .drain import RingDrain
-    from .proctree import ProcessInfo
-    from .sysinfo import Host
+    from filewarden.backends.bpf.drain import RingDrain
+    from filewarden.config import Config
+    from filewarden.host.proctree import ProcessInfo
+    from filewarden.host.sysinfo import Host
 
 log = logging.getLogger(__name__)
 

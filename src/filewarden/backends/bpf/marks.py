@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from . import abi
-from .globs import Glob, GlobError, PathMatcher, parse
+from filewarden.backends.bpf import abi
+from filewarden.globs import Glob, GlobError, PathMatcher, parse
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import _bpf, abi
-from ._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
-from .events import SnapshotFile, SnapshotTask
-from .proctree import parse_stat
+from filewarden import _bpf
+from filewarden._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
+from filewarden.backends.bpf import abi
+from filewarden.host.proctree import parse_stat
+from filewarden.model.events import SnapshotFile, SnapshotTask
 
 log = logging.getLogger(__name__)
 

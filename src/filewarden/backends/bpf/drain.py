@@ -31,12 +31,12 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
-from ._libbpf import split_records
+from filewarden._libbpf import split_records
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._libbpf import RingReader
+    from filewarden._libbpf import RingReader
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Final
 
-from .backends import start_agent
-from .clock import WallClock
-from .control import ControlServer
-from .outputs import JsonlSink, open_outputs
-from .render import Ancestry, Annotator, to_documents, to_json_line
+from filewarden.backends.choose import start_agent
+from filewarden.host.clock import WallClock
+from filewarden.pipeline.render import Ancestry, Annotator, to_documents, to_json_line
+from filewarden.pipeline.sinks import JsonlSink, open_outputs
+from filewarden.service.control import ControlServer
 
 if TYPE_CHECKING:
-    from .agent import Agent
-    from .config import Config
-    from .events import FileEvent
+    from filewarden.backends.bpf.backend import Agent
+    from filewarden.config import Config
+    from filewarden.model.events import FileEvent
 
 log = logging.getLogger(__name__)
 

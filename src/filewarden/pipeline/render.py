@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
-from .abi import ACTION_NAMES, HOOK_NAMES, UNSET_ID, Action, EventFlag, ProcessFlag
-from .clock import WallClock, format_timestamp
-from .events import (
+from filewarden.backends.bpf.abi import ACTION_NAMES, HOOK_NAMES, UNSET_ID, Action, EventFlag, ProcessFlag
+from filewarden.host.clock import WallClock, format_timestamp
+from filewarden.model.events import (
     AclEntry,
     ChmodDetail,
     ChownDetail,
@@ -33,7 +33,7 @@ from .events import (
 )
 
 if TYPE_CHECKING:
-    from .proctree import ProcessInfo
+    from filewarden.host.proctree import ProcessInfo
 
 _FILE_TYPES: Final = {
     stat.S_IFREG: "file",

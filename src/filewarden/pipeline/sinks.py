@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 if TYPE_CHECKING:
-    from .config import Output
+    from filewarden.config import Output
 
 
 class OutputError(RuntimeError):

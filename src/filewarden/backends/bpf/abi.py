@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .events import (
+from filewarden.model.events import (
     AclEntry,
     ChmodDetail,
     ChownDetail,

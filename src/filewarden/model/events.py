@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 if TYPE_CHECKING:
-    from .abi import Action, Hook, Layer
+    from filewarden.backends.bpf.abi import Action, Hook, Layer
 
 
 class Process(msgspec.Struct, frozen=True, gc=False):

@@ -35,12 +35,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
-from .abi import ARGS_MAX
+from filewarden.backends.bpf.abi import ARGS_MAX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .events import SnapshotTask
+    from filewarden.model.events import SnapshotTask
 
 # Fields of /proc/<pid>/stat (proc(5)), 1-based with the pid as field 1.
 # comm (field 2) may hold spaces and ')', so fields are counted from the

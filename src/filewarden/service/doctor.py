@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import _bpf, abi, loader
-from ._libbpf import NO_VERIFIER_LOG, BpfObject, LibbpfError, LibbpfUnavailableError
-from ._libbpf import version as libbpf_version
-from .backends import BACKENDS, preflight
-from .overlayfs import OverlayTable
-from .sysinfo import Host
+from filewarden import _bpf
+from filewarden._libbpf import NO_VERIFIER_LOG, BpfObject, LibbpfError, LibbpfUnavailableError
+from filewarden._libbpf import version as libbpf_version
+from filewarden.backends.bpf import abi, loader
+from filewarden.backends.choose import BACKENDS, preflight
+from filewarden.host.overlayfs import OverlayTable
+from filewarden.host.sysinfo import Host
 
 OK: Final = "ok"
 FAIL: Final = "FAIL"

@@ -26,15 +26,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from . import _bpf
-from ._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
-from .agent import Agent, AgentError
-from .fanotify import available as fanotify_available
-from .fanotify_agent import FanotifyAgent
-from .sysinfo import Host
+from filewarden import _bpf
+from filewarden._libbpf import BpfObject, LibbpfError, LibbpfUnavailableError
+from filewarden.backends.bpf.backend import Agent, AgentError
+from filewarden.backends.fanotify.backend import FanotifyAgent
+from filewarden.backends.fanotify.watcher import available as fanotify_available
+from filewarden.host.sysinfo import Host
 
 if TYPE_CHECKING:
-    from .config import Config
+    from filewarden.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .abi import ACTION_NAMES, Action, Layer
-from .cgroups import CgroupResolver, container_id_from_cgroup
-from .overlayfs import Changes, OverlayTable
+from filewarden.backends.bpf.abi import ACTION_NAMES, Action, Layer
+from filewarden.host.cgroups import CgroupResolver, container_id_from_cgroup
+from filewarden.host.overlayfs import Changes, OverlayTable
 
 if TYPE_CHECKING:
-    from .events import FileEvent, Process
+    from filewarden.model.events import FileEvent, Process
 
 log = logging.getLogger(__name__)
 

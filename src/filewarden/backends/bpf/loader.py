@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import abi
-from ._libbpf import BpfObject, Btf, LibbpfError
-from ._libbpf import _types as btf_kinds
-from ._libbpf._types import BPF_MAP_TYPE_HASH
-from .sysinfo import Host
+from filewarden._libbpf import BpfObject, Btf, LibbpfError
+from filewarden._libbpf import _types as btf_kinds
+from filewarden._libbpf._types import BPF_MAP_TYPE_HASH
+from filewarden.backends.bpf import abi
+from filewarden.host.sysinfo import Host
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from . import abi
+from filewarden.backends.bpf import abi
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from . import _bpf, abi, loader, marks, snapshot
-from ._libbpf import (
+from filewarden import _bpf
+from filewarden._libbpf import (
     BpfObject,
     LibbpfError,
     LibbpfRingReader,
@@ -41,18 +41,28 @@ from ._libbpf import (
     RingReader,
     possible_cpus,
 )
-from .drain import RingDrain
-from .enrich import Enricher
-from .events import ExecEvent, ExitEvent, FileEvent, FileInfo, ForkEvent, Process, SnapshotFile, SnapshotTask
-from .explain import explain as explain_path
-from .globs import PathMatcher
-from .losses import KernelLoss, LossWatch
-from .overlayfs import MountWatcher
-from .proctree import ProcessTree
-from .sysinfo import Host
+from filewarden.backends.bpf import abi, loader, marks, snapshot
+from filewarden.backends.bpf.drain import RingDrain
+from filewarden.backends.bpf.losses import KernelLoss, LossWatch
+from filewarden.explain import explain as explain_path
+from filewarden.globs import PathMatcher
+from filewarden.host.overlayfs import MountWatcher
+from filewarden.host.proctree import ProcessTree
+from filewarden.host.sysinfo import Host
+from filewarden.model.events import (
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    FileInfo,
+    ForkEvent,
+    Process,
+    SnapshotFile,
+    SnapshotTask,
+)
+from filewarden.pipeline.enrich import Enricher
 
 if TYPE_CHECKING:
-    from .config import Config
+    from filewarden.config import Config
 
 log = logging.getLogger(__name__)
 
