@@ -28,6 +28,7 @@ from filewarden.backends.bpf.drain import RingDrain
 from filewarden.backends.bpf.losses import KernelLoss
 from filewarden.config import Config, Output
 from filewarden.host.sysinfo import Host
+from filewarden.model import enums
 from filewarden.model.events import FileEvent
 from tests.support.producer import producer
 
@@ -63,8 +64,8 @@ def test_every_record_in_order_and_intact(make_reader: Callable[[Map], RingReade
     } == {
         (
             b"/etc/fw/one",
-            abi.Hook.SELFTEST,
-            abi.Action.CREATE,
+            enums.Hook.SELFTEST,
+            enums.Action.CREATE,
             4242,
             77,
             b"fw-selftest",

@@ -11,9 +11,9 @@ import pytest
 
 from filewarden import _build
 from filewarden._libbpf import BpfObject, LibbpfError
-from filewarden.backends.bpf import abi
 from filewarden.backends.bpf.backend import describe_load_error
 from filewarden.backends.bpf.loader import ProgramPlan
+from filewarden.model import enums
 from filewarden.service import doctor
 
 SOURCE = Path(__file__).parent / "bpf" / "refused.bpf.c"
@@ -83,7 +83,7 @@ def test_doctor_and_run_report_the_refusal_and_the_tail(refused_object: Path) ->
     exc = refusal_of(refused_object, "fw_test_scalar")
     line = describe_load_error(exc)
     assert line.startswith("loading fw_test_scalar failed: Permission denied: R1 invalid mem access 'scalar';")
-    plan = ProgramPlan("fw_test_scalar", abi.Hook.FILE_OPEN, "socket", True, "")
+    plan = ProgramPlan("fw_test_scalar", enums.Hook.FILE_OPEN, "socket", True, "")
     check = doctor._program_check(plan, exc, prior_ok=True)
     assert check.status == doctor.FAIL
     assert "fw_test_scalar failed in bpf_object__load" in check.detail

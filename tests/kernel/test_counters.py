@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-from filewarden.backends.bpf.abi import HOOK_NAMES, Hook
+from filewarden.model.enums import HOOK_NAMES, Hook
 from tests.kernel.test_paths import every_action
 from tests.support.monitor import bpf_stats, monitoring, program_runs
 from tests.support.proc import in_child

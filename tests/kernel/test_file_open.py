@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filewarden.backends.bpf.abi import Action, Hook
+from filewarden.model.enums import Action, Hook
 from tests.support.monitor import monitoring, summary
 from tests.support.proc import COMM, in_child, touch
 

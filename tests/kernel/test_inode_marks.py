@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from filewarden.backends.bpf.abi import Action, EventFlag, Layer
+from filewarden.model.enums import Action, EventFlag, Layer
 from tests.support import mounts
 from tests.support.containers import container, make_image_layer
 from tests.support.monitor import BACKEND, Monitor, monitoring, summary

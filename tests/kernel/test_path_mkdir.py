@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.backends.bpf.abi import Hook
+from filewarden.model.enums import Hook
 from tests.support import mounts
 from tests.support.monitor import monitoring, summary
 from tests.support.proc import in_child, touch

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.backends.bpf.abi import EventFlag, Hook
 from filewarden.host.clock import WallClock
+from filewarden.model.enums import EventFlag, Hook
 from filewarden.model.events import FileInfo
 from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary_aux

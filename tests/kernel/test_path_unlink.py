@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filewarden.backends.bpf.abi import Hook
+from filewarden.model.enums import Hook
 from tests.support import mounts
 from tests.support.monitor import monitoring, summary
 from tests.support.proc import in_child

@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from filewarden.backends.bpf.abi import EventFlag, Hook
 from filewarden.host.clock import WallClock
+from filewarden.model.enums import EventFlag, Hook
 from filewarden.pipeline.render import to_documents, to_json_line
 from tests.support.monitor import monitoring, summary_aux
 from tests.support.proc import in_child, touch

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.backends.bpf.abi import EventFlag
 from filewarden.host.clock import WallClock
+from filewarden.model.enums import EventFlag
 from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary
 from tests.support.proc import in_child

@@ -7,8 +7,8 @@ import os
 import struct
 from pathlib import Path
 
-from filewarden.backends.bpf.abi import Hook
 from filewarden.host.clock import WallClock
+from filewarden.model.enums import Hook
 from filewarden.model.events import XattrDetail
 from filewarden.pipeline.render import to_documents
 from tests.support import mounts

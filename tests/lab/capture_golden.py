@@ -28,6 +28,7 @@ from typing import Any
 from filewarden import _bpf
 from filewarden._libbpf import BpfObject, MmapRingReader
 from filewarden.backends.bpf import abi, loader
+from filewarden.model import enums
 from tests.support import mounts
 from tests.support.proc import COMM, in_child, touch
 
@@ -66,7 +67,7 @@ def main(out: Path) -> int:
             shutil.rmtree(out)
         out.mkdir(parents=True)
         me = os.getpid()
-        cmdline = Path(f"/proc/{me}/cmdline").read_bytes()[: abi.ARGS_MAX]
+        cmdline = Path(f"/proc/{me}/cmdline").read_bytes()[: enums.ARGS_MAX]
         my_args = [a.decode("utf-8", "surrogateescape") for a in cmdline.rstrip(b"\0").split(b"\0")]
         python = os.path.realpath(sys.executable)
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filewarden.backends.bpf.abi import ACTION_NAMES
 from filewarden.backends.bpf.backend import Agent
 from filewarden.config import Config, Output
 from filewarden.host.clock import WallClock
+from filewarden.model.enums import ACTION_NAMES
 from filewarden.pipeline.render import to_documents
 
 if TYPE_CHECKING:

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from filewarden import _bpf
 from filewarden._libbpf import BpfObject, Map, Program
 from filewarden.backends.bpf import abi
+from filewarden.model import enums
 
 # struct fw_selftest_args (bpf/selftest.bpf.c), with its struct fw_proc_cache
-_ARGS = struct.Struct(f"<IIIIQHHHH{abi.PATH_MAX}sIHH{abi.EXE_MAX}s{abi.ARGS_MAX}s")
+_ARGS = struct.Struct(f"<IIIIQHHHH{abi.PATH_MAX}sIHH{abi.EXE_MAX}s{enums.ARGS_MAX}s")
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Producer:
         return int(struct.unpack("<Q", self.obj.read_global("fw_next_seq"))[0])
 
     def counters(self) -> dict[str, int]:
-        totals, _ = abi.decode_counters(self.obj.map("counters").lookup_percpu(struct.pack("<I", abi.Hook.SELFTEST)))
+        totals, _ = abi.decode_counters(self.obj.map("counters").lookup_percpu(struct.pack("<I", enums.Hook.SELFTEST)))
         return {c.name.lower(): totals[c] for c in abi.Counter}
 
 

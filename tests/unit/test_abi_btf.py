@@ -11,6 +11,7 @@ from filewarden import _bpf
 from filewarden._libbpf import Btf
 from filewarden._libbpf import _types as t
 from filewarden.backends.bpf import abi
+from filewarden.model import enums
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def member_size(btf: Btf, struct_name: str, member: str) -> int:
 def test_limits_match_the_header(btf: Btf) -> None:
     assert member_size(btf, "fw_scratch", "path") == 2 * abi.PATH_MAX  # FW_BUF
     assert member_size(btf, "fw_proc_cache", "exe") == abi.EXE_MAX
-    assert member_size(btf, "fw_proc_cache", "args") == abi.ARGS_MAX
+    assert member_size(btf, "fw_proc_cache", "args") == enums.ARGS_MAX
     assert member_size(btf, "fw_scratch", "extra") == abi.EXTRA_MAX
     assert abi.PREFIX_KEY.sizes["data"] == abi.PREFIX_MAX
     assert abi.PROCESS.sizes["comm"] == abi.COMM_LEN

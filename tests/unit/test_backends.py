@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from filewarden.backends import choose as backends
-from filewarden.backends.bpf import abi
 from filewarden.backends.bpf.backend import AgentError
 from filewarden.backends.fanotify.backend import FanotifyAgent
 from filewarden.backends.fanotify.watcher import FanotifyEvent
@@ -18,6 +17,7 @@ from filewarden.config import Config, Output
 from filewarden.host.clock import WallClock
 from filewarden.host.proc_connector import LOST, ProcEvent
 from filewarden.host.sysinfo import Host
+from filewarden.model import enums
 from filewarden.pipeline.render import to_document
 from filewarden.service.doctor import FAIL, OK, Check, verdict
 from tests.unit.test_proctree import add_proc
@@ -80,7 +80,7 @@ def fanotify_event(agent: FanotifyAgent, **kw: Any) -> Any:
 def test_fanotify_events_leave_out_what_fanotify_cannot_tell(tmp_path: Path) -> None:
     agent = FanotifyAgent(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(tmp_path))
     event = fanotify_event(agent)
-    assert (event.hook, event.action, event.path) == (abi.Hook.FANOTIFY, abi.Action.CREATE, b"/etc/x")
+    assert (event.hook, event.action, event.path) == (enums.Hook.FANOTIFY, enums.Action.CREATE, b"/etc/x")
     assert stat.S_ISREG(event.file.mode)
     doc = to_document(event, WallClock(), backend="fanotify")
     assert doc["event"]["backend"] == "fanotify"
@@ -95,7 +95,7 @@ def test_fanotify_events_leave_out_what_fanotify_cannot_tell(tmp_path: Path) -> 
 def test_fanotify_actions_and_unresolved_paths(tmp_path: Path) -> None:
     agent = FanotifyAgent(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(tmp_path))
     attrib = fanotify_event(agent, action="attrib", file_type=None, unavailable=())
-    assert attrib.action == abi.Action.ATTRIB
+    assert attrib.action == enums.Action.ATTRIB
     assert "file.type" in attrib.unavailable
     lost = fanotify_event(agent, action="unlink", path=None, reason="handle not resolvable")
     assert lost.path == b""

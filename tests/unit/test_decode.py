@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from filewarden.backends.bpf import abi
+from filewarden.model import enums
 from filewarden.model.events import (
     ChmodDetail,
     ChownDetail,
@@ -63,8 +64,8 @@ def flatten(event: object) -> dict[str, Any]:
     assert isinstance(event, FileEvent)
     out: dict[str, Any] = {
         "kind": "file",
-        "action": abi.ACTION_NAMES[event.action],
-        "hook": abi.HOOK_NAMES[event.hook],
+        "action": enums.ACTION_NAMES[event.action],
+        "hook": enums.HOOK_NAMES[event.hook],
         "path": _text(event.path),
         "aux": _text(event.aux),
         "file.inode": event.file.inode,
@@ -73,7 +74,7 @@ def flatten(event: object) -> dict[str, Any]:
         "file.size": event.file.size,
         **_process(event.process),
     }
-    for flag in abi.EventFlag:
+    for flag in enums.EventFlag:
         out[f"flags.{flag.name.lower()}"] = bool(event.flags & flag)  # type: ignore[union-attr]
     d = event.detail
     if isinstance(d, ChmodDetail):

@@ -12,6 +12,7 @@ import pytest
 
 from filewarden._libbpf import NO_VERIFIER_LOG, LibbpfError, read_load_log
 from filewarden.backends.bpf.backend import describe_load_error
+from filewarden.model.enums import Hook
 from filewarden.service import doctor
 
 GOLDEN = Path(__file__).parent / "golden" / "verifier"
@@ -174,7 +175,7 @@ def test_run_failure_line_names_the_program_and_the_refusal() -> None:
 
 def test_doctor_fail_line_names_the_refusal_and_verbose_adds_the_tail() -> None:
     exc = LibbpfError(errno.EACCES, "bpf_object__load", tuple(golden("7.3-causal-path")))
-    plan = doctor.loader.ProgramPlan("fw_file_open", doctor.abi.Hook.FILE_OPEN, "lsm/file_open", True, "")
+    plan = doctor.loader.ProgramPlan("fw_file_open", Hook.FILE_OPEN, "lsm/file_open", True, "")
     check = doctor._program_check(plan, exc, prior_ok=True)
     line = doctor.format_check(check)
     assert "\n" not in line

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.backends.bpf.abi import ARGS_MAX
 from filewarden.host import proctree
 from filewarden.host.proctree import ProcessInfo, ProcessTree, parse_stat, split_args
+from filewarden.model.enums import ARGS_MAX
 
 TICKS = 100
 TICK_NS = 10**9 // TICKS

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filewarden.backends.bpf import abi
 from filewarden.host.clock import WallClock, format_timestamp
 from filewarden.host.proctree import ProcessTree
+from filewarden.model import enums
 from filewarden.model.events import (
     AclEntry,
     ChmodDetail,
@@ -32,9 +32,9 @@ def process(loginuid: int = 1000, comm: bytes = b"vim", flags: int = 0) -> Proce
     )  # fmt: skip
 
 
-def event(action: abi.Action = abi.Action.CREATE, path: bytes = b"/etc/app.conf", **kw: Any) -> FileEvent:
+def event(action: enums.Action = enums.Action.CREATE, path: bytes = b"/etc/app.conf", **kw: Any) -> FileEvent:
     fields: dict[str, Any] = {
-        "seq": 42, "ktime_ns": 5_000_000_000, "hook": abi.Hook.FILE_OPEN, "action": action, "flags": 0,
+        "seq": 42, "ktime_ns": 5_000_000_000, "hook": enums.Hook.FILE_OPEN, "action": action, "flags": 0,
         "path": path, "aux": b"", "file": FILE, "process": process(),
     }  # fmt: skip
     fields.update(kw)
@@ -88,7 +88,7 @@ def test_parent_and_grandparent_come_from_the_process_tree(tmp_path: Path) -> No
 
 
 def test_truncated_and_unknown_process_fields_are_marked() -> None:
-    flags = abi.ProcessFlag.ARGS_TRUNCATED | abi.ProcessFlag.EXE_TRUNCATED
+    flags = enums.ProcessFlag.ARGS_TRUNCATED | enums.ProcessFlag.EXE_TRUNCATED
     doc = to_document(event(process=process(flags=flags)), FixedClock())
     assert doc["process"]["args_truncated"] is True
     assert doc["process"]["executable_truncated"] is True
@@ -99,30 +99,30 @@ def test_unset_loginuid_gives_no_user_field() -> None:
 
 
 def test_chmod_and_chown() -> None:
-    chmod = to_document(event(abi.Action.CHMOD, detail=ChmodDetail(0o100644, 0o104711)), FixedClock())
+    chmod = to_document(event(enums.Action.CHMOD, detail=ChmodDetail(0o100644, 0o104711)), FixedClock())
     assert (chmod["file"]["mode"], chmod["file"]["previous"]) == ("4711", {"mode": "0644"})
-    chown = to_document(event(abi.Action.CHOWN, detail=ChownDetail(0, 0, 1000, 0xFFFFFFFF)), FixedClock())
+    chown = to_document(event(enums.Action.CHOWN, detail=ChownDetail(0, 0, 1000, 0xFFFFFFFF)), FixedClock())
     assert (chown["file"]["uid"], chown["file"]["previous"]) == (1000, {"uid": 0})
     assert "gid" not in chown["file"]
 
 
 def test_truncate_gives_the_previous_size() -> None:
-    doc = to_document(event(abi.Action.TRUNCATE, flags=abi.EventFlag.DURING_OPEN), FixedClock())
+    doc = to_document(event(enums.Action.TRUNCATE, flags=enums.EventFlag.DURING_OPEN), FixedClock())
     assert doc["file"]["previous"] == {"size": 10}
     assert doc["event"]["during_open"] is True
 
 
 def test_rename_link_symlink_paths() -> None:
-    rename = to_document(event(abi.Action.RENAME, path=b"/etc/b", aux=b"/etc/a"), FixedClock())
+    rename = to_document(event(enums.Action.RENAME, path=b"/etc/b", aux=b"/etc/a"), FixedClock())
     assert (rename["file"]["path"], rename["file"]["source_path"]) == ("/etc/b", "/etc/a")
     replaced = FileInfo(99, 0, 0x801, 0o100644, 0, 0)
     over = to_document(
-        event(abi.Action.RENAME, aux=b"/etc/x", flags=abi.EventFlag.TARGET_EXISTED, detail=replaced), FixedClock()
+        event(enums.Action.RENAME, aux=b"/etc/x", flags=enums.EventFlag.TARGET_EXISTED, detail=replaced), FixedClock()
     )
     assert over["file"]["replaced"] == {"inode": 99, "type": "file"}
-    link = to_document(event(abi.Action.LINK, path=b"/etc/l", aux=b"/etc/a"), FixedClock())
+    link = to_document(event(enums.Action.LINK, path=b"/etc/l", aux=b"/etc/a"), FixedClock())
     assert link["file"]["target_path"] == "/etc/a"
-    sym = to_document(event(abi.Action.SYMLINK, path=b"/etc/s", aux=b"../x"), FixedClock())
+    sym = to_document(event(enums.Action.SYMLINK, path=b"/etc/s", aux=b"../x"), FixedClock())
     assert (sym["file"]["type"], sym["file"]["target_path"]) == ("symlink", "../x")
     assert "inode" not in sym["file"]
 
@@ -130,7 +130,7 @@ def test_rename_link_symlink_paths() -> None:
 def test_rename_exchange_is_two_documents() -> None:
     other = FileInfo(77, 0, 0x801, 0o040755, 0, 0)
     docs = to_documents(
-        event(abi.Action.RENAME, path=b"/etc/b", aux=b"/etc/a", flags=abi.EventFlag.RENAME_EXCHANGE, detail=other),
+        event(enums.Action.RENAME, path=b"/etc/b", aux=b"/etc/a", flags=enums.EventFlag.RENAME_EXCHANGE, detail=other),
         FixedClock(),
     )
     assert [(d["file"]["path"], d["file"]["source_path"], d["file"]["inode"], d["file"]["type"]) for d in docs] == [
@@ -143,7 +143,7 @@ def test_rename_exchange_is_two_documents() -> None:
 def test_xattr_and_acl() -> None:
     acl = (AclEntry(1, 6, 0xFFFFFFFF), AclEntry(2, 5, 1000), AclEntry(0x20, 0, 0xFFFFFFFF))
     doc = to_document(
-        event(abi.Action.SETXATTR, aux=b"system.posix_acl_access", detail=XattrDetail(28, 0, acl)), FixedClock()
+        event(enums.Action.SETXATTR, aux=b"system.posix_acl_access", detail=XattrDetail(28, 0, acl)), FixedClock()
     )
     assert doc["file"]["xattr"] == {
         "name": "system.posix_acl_access",
@@ -154,13 +154,13 @@ def test_xattr_and_acl() -> None:
             {"tag": "other", "perm": "---"},
         ],
     }
-    removed = to_document(event(abi.Action.REMOVEXATTR, aux=b"user.x", detail=XattrDetail(0, 0, None)), FixedClock())
+    removed = to_document(event(enums.Action.REMOVEXATTR, aux=b"user.x", detail=XattrDetail(0, 0, None)), FixedClock())
     assert removed["file"]["xattr"] == {"name": "user.x"}
 
 
 def test_mount() -> None:
     doc = to_document(
-        event(abi.Action.MOUNT, path=b"/etc/passwd", aux=b"/tmp/fake", detail=MountDetail(4096, b"none")),
+        event(enums.Action.MOUNT, path=b"/etc/passwd", aux=b"/tmp/fake", detail=MountDetail(4096, b"none")),
         FixedClock(),
     )
     assert doc["mount"] == {"flags": 4096, "source": "/tmp/fake", "fs_type": "none"}

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
-from filewarden.backends.bpf.abi import ARGS_MAX
+from filewarden.model.enums import ARGS_MAX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 if TYPE_CHECKING:
-    from filewarden.backends.bpf.abi import Action, Hook, Layer
+    from filewarden.model.enums import Action, Hook, Layer
 
 
 class Process(msgspec.Struct, frozen=True, gc=False):
@@ -24,7 +24,7 @@ class Process(msgspec.Struct, frozen=True, gc=False):
     cgroup_id: int
     start_ns: int  # CLOCK_BOOTTIME; with pid, identifies the process
     mntns: int
-    flags: int  # abi.ProcessFlag
+    flags: int  # enums.ProcessFlag
     comm: bytes
     exe: bytes | None  # None when unknown (kernel thread)
     args: tuple[bytes, ...]
@@ -84,14 +84,14 @@ class FileEvent(msgspec.Struct, frozen=True, gc=False):
     ktime_ns: int  # CLOCK_BOOTTIME
     hook: Hook
     action: Action
-    flags: int  # abi.EventFlag
+    flags: int  # enums.EventFlag
     path: bytes
     aux: bytes
     file: FileInfo
     process: Process
     # chmod/chown/xattr/mount details; for a rename, what was at the destination
     detail: ChmodDetail | ChownDetail | XattrDetail | MountDetail | FileInfo | None = None
-    layer: Layer | None = None  # overlayfs: where the file was (abi.Layer; NONE off overlayfs)
+    layer: Layer | None = None  # overlayfs: where the file was (enums.Layer; NONE off overlayfs)
     mount_rel_len: int | None = None  # overlayfs: bytes at the end of `path` inside the mount
     # Set on the start-up snapshot's events (a descriptor opened for writing
     # before the agent attached): what found it ("task_file iterator", "/proc").

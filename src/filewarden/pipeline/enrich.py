@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from filewarden.backends.bpf.abi import ACTION_NAMES, Action, Layer
 from filewarden.host.cgroups import CgroupResolver, container_id_from_cgroup
 from filewarden.host.overlayfs import Changes, OverlayTable
+from filewarden.model.enums import ACTION_NAMES, Action, Layer
 
 if TYPE_CHECKING:
     from filewarden.model.events import FileEvent, Process

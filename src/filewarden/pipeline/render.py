@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
-from filewarden.backends.bpf.abi import ACTION_NAMES, HOOK_NAMES, UNSET_ID, Action, EventFlag, ProcessFlag
 from filewarden.host.clock import WallClock, format_timestamp
+from filewarden.model.enums import ACTION_NAMES, HOOK_NAMES, UNSET_ID, Action, EventFlag, ProcessFlag
 from filewarden.model.events import (
     AclEntry,
     ChmodDetail,

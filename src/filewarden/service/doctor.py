@@ -17,10 +17,11 @@ from typing import Final
 from filewarden import _bpf
 from filewarden._libbpf import NO_VERIFIER_LOG, BpfObject, LibbpfError, LibbpfUnavailableError
 from filewarden._libbpf import version as libbpf_version
-from filewarden.backends.bpf import abi, loader
+from filewarden.backends.bpf import loader
 from filewarden.backends.choose import BACKENDS, preflight
 from filewarden.host.overlayfs import OverlayTable
 from filewarden.host.sysinfo import Host
+from filewarden.model import enums
 
 OK: Final = "ok"
 FAIL: Final = "FAIL"
@@ -161,7 +162,7 @@ def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
     except LibbpfError as exc:
         # Even the probe could not load: name the program it tried.
         program = exc.load_log.program
-        hook = loader.PROGRAMS.get(program, abi.Hook.FILE_OPEN)
+        hook = loader.PROGRAMS.get(program, enums.Hook.FILE_OPEN)
         p = loader.ProgramPlan(program or "fw_file_open", hook, "", True, "")
         yield _program_check(p, exc, prior_ok)
         return

@@ -13,6 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from filewarden.model.enums import (  # re-exported: the ABI's mirror of them is checked here
+    Action,
+    EventFlag,
+    Hook,
+    Layer,
+    ProcessFlag,
+)
 from filewarden.model.events import (
     AclEntry,
     ChmodDetail,
@@ -35,39 +42,7 @@ NAME_MAX: Final = 256
 COMM_LEN: Final = 16
 PREFIX_MAX: Final = 256
 EXE_MAX: Final = 256
-ARGS_MAX: Final = 128
 EXTRA_MAX: Final = 256
-
-
-class Hook(enum.IntEnum):
-    """enum fw_hook"""
-
-    FILE_OPEN = 0
-    SELFTEST = 1
-    PATH_TRUNCATE = 2
-    FILE_TRUNCATE = 3
-    PATH_UNLINK = 4
-    PATH_RMDIR = 5
-    PATH_MKDIR = 6
-    PATH_MKNOD = 7
-    D_INSTANTIATE = 8
-    PATH_RENAME = 9
-    PATH_CHMOD = 10
-    PATH_CHOWN = 11
-    PATH_LINK = 12
-    PATH_SYMLINK = 13
-    INODE_SETXATTR = 14
-    INODE_REMOVEXATTR = 15
-    INODE_SET_ACL = 16
-    INODE_REMOVE_ACL = 17
-    SB_MOUNT = 18
-    SB_UMOUNT = 19
-    MOVE_MOUNT = 20
-    EXEC = 21
-    FORK = 22
-    EXIT = 23
-    INODE_FREE = 24
-    FANOTIFY = 25  # no program: the fanotify backend's events
 
 
 HOOK_COUNT: Final = 26  # FW_HOOK_MAX
@@ -80,49 +55,6 @@ class RecordKind(enum.IntEnum):
     EXEC = 2
     FORK = 3
     EXIT = 4
-
-
-class Action(enum.IntEnum):
-    """enum fw_action"""
-
-    NONE = 0
-    CREATE = 1
-    OPEN_WRITE = 2
-    TRUNCATE = 3
-    UNLINK = 4
-    MKDIR = 5
-    RMDIR = 6
-    RENAME = 7
-    CHMOD = 8
-    CHOWN = 9
-    LINK = 10
-    SYMLINK = 11
-    SETXATTR = 12
-    REMOVEXATTR = 13
-    MOUNT = 14
-    UMOUNT = 15
-    ATTRIB = 16  # fanotify backend only, like the two below
-    MODIFY = 17
-    CLOSE_WRITE = 18
-
-
-class EventFlag(enum.IntFlag):
-    """enum fw_event_flags"""
-
-    PATH_TRUNCATED = 1 << 0
-    AUX_TRUNCATED = 1 << 1
-    RENAME_EXCHANGE = 1 << 2
-    RENAME_NOREPLACE = 1 << 3
-    RENAME_WHITEOUT = 1 << 4
-    TARGET_EXISTED = 1 << 5
-    ACL = 1 << 6
-    EXTRA_TRUNCATED = 1 << 7
-    PATH_FS_RELATIVE = 1 << 8
-    DURING_OPEN = 1 << 9
-    PATH_WALKED = 1 << 10
-    MNT_REL = 1 << 11
-    TRACKED = 1 << 12
-    PATH_UNSTABLE = 1 << 13
 
 
 class MarkFlag(enum.IntFlag):
@@ -149,26 +81,6 @@ class SnapFlag(enum.IntFlag):
     PATH_UNKNOWN = 1 << 2
     OVERLAY = 1 << 3
     MAYBE_MARKED = 1 << 4
-
-
-class Layer(enum.IntEnum):
-    """enum fw_layer"""
-
-    NONE = 0
-    UPPER = 1
-    LOWER = 2
-    COPIED_UP = 3
-    UNKNOWN = 4
-
-
-class ProcessFlag(enum.IntFlag):
-    """enum fw_process_flags"""
-
-    EXE_TRUNCATED = 1 << 0
-    ARGS_TRUNCATED = 1 << 1
-    EXE_UNKNOWN = 1 << 2
-    KTHREAD = 1 << 3
-    IO_WORKER = 1 << 4
 
 
 class Counter(enum.IntEnum):
@@ -216,9 +128,6 @@ class ScratchSlots(enum.IntEnum):
     SLOTS = 2
     SHARED = 16
 
-
-HOOK_NAMES: Final = {h: h.name.lower() for h in Hook}
-ACTION_NAMES: Final = {a: a.name.lower() for a in Action}
 
 # C enum name -> (Python enum, prefix of the C enumerators)
 ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {
@@ -433,7 +342,7 @@ _CHOWN_ACTION: Final = int(Action.CHOWN)
 _XATTR_ACTIONS: Final = frozenset({int(Action.SETXATTR), int(Action.REMOVEXATTR)})
 _MOUNT_ACTIONS: Final = frozenset({int(Action.MOUNT), int(Action.UMOUNT)})
 _HAS_DETAIL: Final = frozenset({_CHMOD_ACTION, _CHOWN_ACTION, int(Action.RENAME), *_XATTR_ACTIONS, *_MOUNT_ACTIONS})
-UNSET_ID: Final = 0xFFFFFFFF
+
 # struct fw_process: exe_len and args_len, to find a record's process bytes
 _PROC_LENS: Final = struct.Struct("<HH")
 _PROC_LENS_AT: Final = PROCESS.offsets["exe_len"]

@@ -49,6 +49,7 @@ from filewarden.globs import PathMatcher
 from filewarden.host.overlayfs import MountWatcher
 from filewarden.host.proctree import ProcessTree
 from filewarden.host.sysinfo import Host
+from filewarden.model import enums
 from filewarden.model.events import (
     ExecEvent,
     ExitEvent,
@@ -67,9 +68,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Events whose second path (aux) is a path too, and may be the monitored one.
-_AUX_IS_PATH = frozenset({abi.Action.RENAME, abi.Action.LINK, abi.Action.MOUNT})
-_UNDECIDABLE = int(abi.EventFlag.PATH_TRUNCATED | abi.EventFlag.PATH_FS_RELATIVE | abi.EventFlag.PATH_UNSTABLE)
-_TRACKED = int(abi.EventFlag.TRACKED)
+_AUX_IS_PATH = frozenset({enums.Action.RENAME, enums.Action.LINK, enums.Action.MOUNT})
+_UNDECIDABLE = int(enums.EventFlag.PATH_TRUNCATED | enums.EventFlag.PATH_FS_RELATIVE | enums.EventFlag.PATH_UNSTABLE)
+_TRACKED = int(enums.EventFlag.TRACKED)
 _EXPIRE_EVERY_NS = 10 * 10**9
 # How often read() reads the kernel's loss counters and recursion misses.
 LOSS_CHECK_EVERY_S: Final = 1.0
@@ -463,7 +464,7 @@ class Agent:
             mark = self._mark_of_fd(f.pid, f.fd)
             if mark is None or not mark[0] & abi.MarkFlag.FILE:
                 return None
-            flags |= abi.EventFlag.TRACKED
+            flags |= enums.EventFlag.TRACKED
         proc = Process(
             pid=f.pid,
             tid=f.pid,
@@ -472,11 +473,11 @@ class Agent:
             euid=task.euid if task else 0,
             gid=task.gid if task else 0,
             egid=task.egid if task else 0,
-            loginuid=abi.UNSET_ID,
+            loginuid=enums.UNSET_ID,
             cgroup_id=task.cgroup_id if task else 0,
             start_ns=f.start_ns,
             mntns=task.mntns if task else 0,
-            flags=abi.ProcessFlag.EXE_UNKNOWN if task is None or task.exe is None else 0,
+            flags=enums.ProcessFlag.EXE_UNKNOWN if task is None or task.exe is None else 0,
             comm=task.comm if task else b"",
             exe=task.exe if task else None,
             args=(),
@@ -485,8 +486,8 @@ class Agent:
         return FileEvent(
             seq=-1,
             ktime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
-            hook=abi.Hook.FILE_OPEN,
-            action=abi.Action.OPEN_WRITE,
+            hook=enums.Hook.FILE_OPEN,
+            action=enums.Action.OPEN_WRITE,
             flags=int(flags),
             path=f.path or b"",
             aux=b"",
@@ -715,7 +716,7 @@ class Agent:
                     start_ns=p.start_ns,
                     exe=p.exe,
                     args=p.args,
-                    args_truncated=bool(p.flags & abi.ProcessFlag.ARGS_TRUNCATED),
+                    args_truncated=bool(p.flags & enums.ProcessFlag.ARGS_TRUNCATED),
                     comm=p.comm,
                 )
             elif isinstance(event, ForkEvent):

@@ -33,54 +33,54 @@ from typing import Final
 from filewarden._libbpf import BpfObject, Btf, LibbpfError
 from filewarden._libbpf import _types as btf_kinds
 from filewarden._libbpf._types import BPF_MAP_TYPE_HASH
-from filewarden.backends.bpf import abi
 from filewarden.host.sysinfo import Host
+from filewarden.model import enums
 
 log = logging.getLogger(__name__)
 
 # Program of filewarden.bpf.o -> the hook it serves.
-PROGRAMS: Final[dict[str, abi.Hook]] = {
-    "fw_file_open": abi.Hook.FILE_OPEN,
-    "fw_path_truncate": abi.Hook.PATH_TRUNCATE,
-    "fw_file_truncate": abi.Hook.FILE_TRUNCATE,
-    "fw_path_unlink": abi.Hook.PATH_UNLINK,
-    "fw_path_rmdir": abi.Hook.PATH_RMDIR,
-    "fw_path_mkdir": abi.Hook.PATH_MKDIR,
-    "fw_path_mknod": abi.Hook.PATH_MKNOD,
-    "fw_d_instantiate": abi.Hook.D_INSTANTIATE,
-    "fw_path_rename": abi.Hook.PATH_RENAME,
-    "fw_path_chmod": abi.Hook.PATH_CHMOD,
-    "fw_path_chown": abi.Hook.PATH_CHOWN,
-    "fw_path_link": abi.Hook.PATH_LINK,
-    "fw_path_symlink": abi.Hook.PATH_SYMLINK,
-    "fw_inode_setxattr": abi.Hook.INODE_SETXATTR,
-    "fw_inode_removexattr": abi.Hook.INODE_REMOVEXATTR,
-    "fw_inode_set_acl": abi.Hook.INODE_SET_ACL,
-    "fw_inode_remove_acl": abi.Hook.INODE_REMOVE_ACL,
-    "fw_sb_mount": abi.Hook.SB_MOUNT,
-    "fw_sb_umount": abi.Hook.SB_UMOUNT,
-    "fw_move_mount": abi.Hook.MOVE_MOUNT,
-    "fw_sched_exec": abi.Hook.EXEC,
-    "fw_sched_fork": abi.Hook.FORK,
-    "fw_sched_exit": abi.Hook.EXIT,
-    "fw_inode_free": abi.Hook.INODE_FREE,
+PROGRAMS: Final[dict[str, enums.Hook]] = {
+    "fw_file_open": enums.Hook.FILE_OPEN,
+    "fw_path_truncate": enums.Hook.PATH_TRUNCATE,
+    "fw_file_truncate": enums.Hook.FILE_TRUNCATE,
+    "fw_path_unlink": enums.Hook.PATH_UNLINK,
+    "fw_path_rmdir": enums.Hook.PATH_RMDIR,
+    "fw_path_mkdir": enums.Hook.PATH_MKDIR,
+    "fw_path_mknod": enums.Hook.PATH_MKNOD,
+    "fw_d_instantiate": enums.Hook.D_INSTANTIATE,
+    "fw_path_rename": enums.Hook.PATH_RENAME,
+    "fw_path_chmod": enums.Hook.PATH_CHMOD,
+    "fw_path_chown": enums.Hook.PATH_CHOWN,
+    "fw_path_link": enums.Hook.PATH_LINK,
+    "fw_path_symlink": enums.Hook.PATH_SYMLINK,
+    "fw_inode_setxattr": enums.Hook.INODE_SETXATTR,
+    "fw_inode_removexattr": enums.Hook.INODE_REMOVEXATTR,
+    "fw_inode_set_acl": enums.Hook.INODE_SET_ACL,
+    "fw_inode_remove_acl": enums.Hook.INODE_REMOVE_ACL,
+    "fw_sb_mount": enums.Hook.SB_MOUNT,
+    "fw_sb_umount": enums.Hook.SB_UMOUNT,
+    "fw_move_mount": enums.Hook.MOVE_MOUNT,
+    "fw_sched_exec": enums.Hook.EXEC,
+    "fw_sched_fork": enums.Hook.FORK,
+    "fw_sched_exit": enums.Hook.EXIT,
+    "fw_inode_free": enums.Hook.INODE_FREE,
 }
 
 # Hooks whose program resolves a struct path and so may use bpf_d_path().
 DPATH_CANDIDATES: Final = frozenset(
     {
-        abi.Hook.FILE_OPEN,
-        abi.Hook.PATH_TRUNCATE,
-        abi.Hook.FILE_TRUNCATE,
-        abi.Hook.PATH_UNLINK,
-        abi.Hook.PATH_RMDIR,
-        abi.Hook.PATH_RENAME,
-        abi.Hook.PATH_CHMOD,
-        abi.Hook.PATH_CHOWN,
-        abi.Hook.PATH_LINK,
-        abi.Hook.PATH_SYMLINK,
-        abi.Hook.SB_MOUNT,
-        abi.Hook.MOVE_MOUNT,
+        enums.Hook.FILE_OPEN,
+        enums.Hook.PATH_TRUNCATE,
+        enums.Hook.FILE_TRUNCATE,
+        enums.Hook.PATH_UNLINK,
+        enums.Hook.PATH_RMDIR,
+        enums.Hook.PATH_RENAME,
+        enums.Hook.PATH_CHMOD,
+        enums.Hook.PATH_CHOWN,
+        enums.Hook.PATH_LINK,
+        enums.Hook.PATH_SYMLINK,
+        enums.Hook.SB_MOUNT,
+        enums.Hook.MOVE_MOUNT,
     }
 )
 
@@ -91,14 +91,14 @@ _memo: dict[str, dict[str, bool]] = {}
 @dataclass(frozen=True, slots=True)
 class ProgramPlan:
     name: str
-    hook: abi.Hook
+    hook: enums.Hook
     section: str
     available: bool  # the kernel has the hook
     path_method: str  # "d_path", "walk", or "" when the program resolves no struct path
 
     @property
     def hook_name(self) -> str:
-        return abi.HOOK_NAMES[self.hook]
+        return enums.HOOK_NAMES[self.hook]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +171,7 @@ def hook_exists(btf: Btf, section: str, backend: str = "lsm") -> bool:
     return True
 
 
-def _probe_one(path: Path, program: str, hook: abi.Hook, backend: str) -> bool:
+def _probe_one(path: Path, program: str, hook: enums.Hook, backend: str) -> bool:
     """Does the verifier accept `program` using bpf_d_path()? (For fexit
     programs the kernel allows it on a short list of functions only,
     btf_allowlist_d_path in kernel/trace/bpf_trace.c.)"""

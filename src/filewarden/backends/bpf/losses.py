@@ -32,14 +32,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from filewarden.backends.bpf import abi
+from filewarden.model import enums
 
 log = logging.getLogger(__name__)
 
 # Hooks whose records are processes, not files: numbered apart in the kernel.
-PROCESS_HOOKS: Final = frozenset(abi.HOOK_NAMES[h] for h in (abi.Hook.EXEC, abi.Hook.FORK, abi.Hook.EXIT))
+PROCESS_HOOKS: Final = frozenset(enums.HOOK_NAMES[h] for h in (enums.Hook.EXEC, enums.Hook.FORK, enums.Hook.EXIT))
 # A hook whose `error` exits lose no record (see the module docstring).
-NO_RECORD_ERRORS: Final = frozenset({abi.HOOK_NAMES[abi.Hook.INODE_FREE]})
+NO_RECORD_ERRORS: Final = frozenset({enums.HOOK_NAMES[enums.Hook.INODE_FREE]})
 
 
 @dataclass(frozen=True, slots=True)

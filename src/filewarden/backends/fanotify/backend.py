@@ -33,11 +33,11 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from filewarden.backends.bpf import abi
 from filewarden.backends.bpf.backend import Agent, AgentError
 from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyEvent, FanotifyWatcher
 from filewarden.explain import explain as explain_path
 from filewarden.host.proc_connector import CAP_NET_ADMIN, ConnectorError, ProcConnector, ProcEvent
+from filewarden.model import enums
 from filewarden.model.events import FileEvent, FileInfo, Process
 
 if TYPE_CHECKING:
@@ -49,16 +49,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ACTIONS: Final = {
-    "create": abi.Action.CREATE,
-    "mkdir": abi.Action.MKDIR,
-    "unlink": abi.Action.UNLINK,
-    "rmdir": abi.Action.RMDIR,
-    "rename": abi.Action.RENAME,
-    "link": abi.Action.LINK,
-    "symlink": abi.Action.SYMLINK,
-    "attrib": abi.Action.ATTRIB,
-    "modify": abi.Action.MODIFY,
-    "close_write": abi.Action.CLOSE_WRITE,
+    "create": enums.Action.CREATE,
+    "mkdir": enums.Action.MKDIR,
+    "unlink": enums.Action.UNLINK,
+    "rmdir": enums.Action.RMDIR,
+    "rename": enums.Action.RENAME,
+    "link": enums.Action.LINK,
+    "symlink": enums.Action.SYMLINK,
+    "attrib": enums.Action.ATTRIB,
+    "modify": enums.Action.MODIFY,
+    "close_write": enums.Action.CLOSE_WRITE,
 }
 _MODES: Final = {
     "file": stat.S_IFREG,
@@ -310,11 +310,11 @@ class FanotifyAgent(Agent):
             euid=0,
             gid=0,
             egid=0,
-            loginuid=abi.UNSET_ID,
+            loginuid=enums.UNSET_ID,
             cgroup_id=0,
             start_ns=info.start_ns if info is not None else 0,
             mntns=0,
-            flags=0 if info is not None and info.exe is not None else int(abi.ProcessFlag.EXE_UNKNOWN),
+            flags=0 if info is not None and info.exe is not None else int(enums.ProcessFlag.EXE_UNKNOWN),
             comm=info.comm if info is not None else b"",
             exe=info.exe if info is not None else None,
             args=info.args if info is not None else (),
@@ -324,7 +324,7 @@ class FanotifyAgent(Agent):
         return FileEvent(
             seq=seq,
             ktime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
-            hook=abi.Hook.FANOTIFY,
+            hook=enums.Hook.FANOTIFY,
             action=action,
             flags=0,
             path=path,

@@ -34,7 +34,7 @@ API::
         The user-space half alone (buffer -> events), driven by the watcher and
         by the unit tests with synthetic buffers and a fake `Resolver`.
 
-Actions (`FanotifyEvent.action`), named as in `abi.Action` where fanotify can
+Actions (`FanotifyEvent.action`), named as in `enums.Action` where fanotify can
 tell them apart:
 
     create       FAN_CREATE of a non-directory; `file_type` when the object

@@ -1,0 +1,113 @@
+"""The names every part of the agent shares: hooks, actions, layers, flags.
+
+The values of the kernel's own members are those of bpf/abi.h (the BPF
+backends' decoder checks them against the object's BTF); members a
+backend without BPF adds (the fanotify backend's hook and its coarser
+actions) come after the kernel's and are never in a kernel record.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+UNSET_ID: Final = 0xFFFFFFFF  # a uid/gid argument that changes nothing; an unset loginuid
+ARGS_MAX: Final = 128  # bytes of a process's arguments the kernel copies (bpf/abi.h FW_ARGS_MAX)
+
+
+class Hook(enum.IntEnum):
+    """enum fw_hook"""
+
+    FILE_OPEN = 0
+    SELFTEST = 1
+    PATH_TRUNCATE = 2
+    FILE_TRUNCATE = 3
+    PATH_UNLINK = 4
+    PATH_RMDIR = 5
+    PATH_MKDIR = 6
+    PATH_MKNOD = 7
+    D_INSTANTIATE = 8
+    PATH_RENAME = 9
+    PATH_CHMOD = 10
+    PATH_CHOWN = 11
+    PATH_LINK = 12
+    PATH_SYMLINK = 13
+    INODE_SETXATTR = 14
+    INODE_REMOVEXATTR = 15
+    INODE_SET_ACL = 16
+    INODE_REMOVE_ACL = 17
+    SB_MOUNT = 18
+    SB_UMOUNT = 19
+    MOVE_MOUNT = 20
+    EXEC = 21
+    FORK = 22
+    EXIT = 23
+    INODE_FREE = 24
+    FANOTIFY = 25  # no program: the fanotify backend's events
+
+
+class Action(enum.IntEnum):
+    """enum fw_action"""
+
+    NONE = 0
+    CREATE = 1
+    OPEN_WRITE = 2
+    TRUNCATE = 3
+    UNLINK = 4
+    MKDIR = 5
+    RMDIR = 6
+    RENAME = 7
+    CHMOD = 8
+    CHOWN = 9
+    LINK = 10
+    SYMLINK = 11
+    SETXATTR = 12
+    REMOVEXATTR = 13
+    MOUNT = 14
+    UMOUNT = 15
+    ATTRIB = 16  # fanotify backend only, like the two below
+    MODIFY = 17
+    CLOSE_WRITE = 18
+
+
+class EventFlag(enum.IntFlag):
+    """enum fw_event_flags"""
+
+    PATH_TRUNCATED = 1 << 0
+    AUX_TRUNCATED = 1 << 1
+    RENAME_EXCHANGE = 1 << 2
+    RENAME_NOREPLACE = 1 << 3
+    RENAME_WHITEOUT = 1 << 4
+    TARGET_EXISTED = 1 << 5
+    ACL = 1 << 6
+    EXTRA_TRUNCATED = 1 << 7
+    PATH_FS_RELATIVE = 1 << 8
+    DURING_OPEN = 1 << 9
+    PATH_WALKED = 1 << 10
+    MNT_REL = 1 << 11
+    TRACKED = 1 << 12
+    PATH_UNSTABLE = 1 << 13
+
+
+class Layer(enum.IntEnum):
+    """enum fw_layer"""
+
+    NONE = 0
+    UPPER = 1
+    LOWER = 2
+    COPIED_UP = 3
+    UNKNOWN = 4
+
+
+class ProcessFlag(enum.IntFlag):
+    """enum fw_process_flags"""
+
+    EXE_TRUNCATED = 1 << 0
+    ARGS_TRUNCATED = 1 << 1
+    EXE_UNKNOWN = 1 << 2
+    KTHREAD = 1 << 3
+    IO_WORKER = 1 << 4
+
+
+HOOK_NAMES: Final = {h: h.name.lower() for h in Hook}
+ACTION_NAMES: Final = {a: a.name.lower() for a in Action}
