@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks import audit
 from filewarden import _bpf
 from filewarden._libbpf import BpfObject
-from filewarden.backends.bpf.backend import Agent
+from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.config import DEFAULT_PATHS, Config, Output
 from filewarden.service.runner import tune_interpreter
 from tests.support import mounts
@@ -259,7 +259,7 @@ def bpf_stats() -> Iterator[None]:
         BPF_STATS.write_text(f"{old}\n")
 
 
-def ring_full(agent: Agent) -> int:
+def ring_full(agent: BpfBackend) -> int:
     return sum(c["ringbuf_full"] for c in agent.counters().values())
 
 
@@ -307,7 +307,7 @@ class Reader(threading.Thread):
     """Takes the agent's events all along, as the running agent does, and
     samples the ring's backlog each time round (at least every 50 ms)."""
 
-    def __init__(self, agent: Agent, gauge: RingGauge) -> None:
+    def __init__(self, agent: BpfBackend, gauge: RingGauge) -> None:
         super().__init__(name="event reader")
         self.agent = agent
         self.gauge = gauge
@@ -326,12 +326,12 @@ class Reader(threading.Thread):
         self.gc.close()
 
 
-def numbered(agent: Agent) -> int:
+def numbered(agent: BpfBackend) -> int:
     """Records the kernel numbered, file and process records alike."""
     return agent.produced() + agent.produced_processes()
 
 
-def agent_run(agent: Agent, reader: Reader, case: Case, ops: int, tally: AgentTally) -> float:
+def agent_run(agent: BpfBackend, reader: Reader, case: Case, ops: int, tally: AgentTally) -> float:
     """One run with the agent attached; waits until the reader has taken
     every record the run produced (or the ring refused it), so neither the
     records nor the reader's work spill into the next run."""
@@ -374,7 +374,7 @@ def audit_run(peer: audit.AuditPeer, case: Case, ops: int, tally: AuditTally) ->
 
 def map_memory(res: Results) -> None:
     """memlock of every map of the agent loaded with the default paths."""
-    with Agent(Config(paths=DEFAULT_PATHS, outputs=(Output("jsonl", "-"),))) as agent:
+    with BpfBackend(Config(paths=DEFAULT_PATHS, outputs=(Output("jsonl", "-"),))) as agent:
         obj = agent._obj
         assert obj is not None
         for m in obj.maps():
@@ -403,7 +403,7 @@ def measure(args: argparse.Namespace) -> Results:
         floor.program("fw_selftest_produce").set_autoload(False)
         floor.load()
         tune_interpreter()  # as `filewarden run` does
-        agent = Agent(Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),)))
+        agent = BpfBackend(Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),)))
         agent.start()
         gc.freeze()  # as `filewarden run` does once started
         print(f"  agent started at {time.monotonic() - started:.0f} s", flush=True)

@@ -36,10 +36,12 @@ from pyinstrument import Profiler
 
 from benchmarks.results import figure, write
 from filewarden._libbpf import MmapRingReader
-from filewarden.backends.bpf.backend import Agent
+from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.config import Config, Output
+from filewarden.pipeline.enrich import Enricher
 from filewarden.pipeline.sinks import open_outputs
-from filewarden.service.runner import Pipeline, tune_interpreter
+from filewarden.pipeline.stages import Pipeline
+from filewarden.service.runner import tune_interpreter
 from tests.support.producer import Producer, producer
 
 PATH = b"/etc/ssh/sshd_config.d/50-cloud-init.conf"
@@ -95,10 +97,10 @@ def _produce(p: Producer, rate: int, seconds: float, burst: int, out: int) -> No
 def run_trial(p: Producer, out_dir: Path, rate: int, seconds: float, burst: int = 0) -> Trial:
     """One producer run against a fresh agent consumer."""
     config = Config(paths=("/etc/**",), outputs=(Output("jsonl", str(out_dir / "events.jsonl")),))
-    agent = Agent(config)
+    agent = BpfBackend(config)
     agent.use_ring(MmapRingReader(p.ring))
     sinks = open_outputs(config.outputs)
-    pipeline = Pipeline(sinks, agent.processes, agent.enricher)
+    pipeline = Pipeline(sinks, agent.processes, Enricher(agent.layers))
     agent.read()  # drop what an earlier trial left
     gc.freeze()  # as `filewarden run` does once started
     agent.stats.sequence.next = p.next_seq()
@@ -156,10 +158,10 @@ def profile(p: Producer, out_dir: Path, dest: Path, records: int = 100_000) -> N
     """Where the consumer's time goes: `records` records already in the
     ring, taken, decoded, enriched and written under pyinstrument."""
     config = Config(paths=("/etc/**",), outputs=(Output("jsonl", str(out_dir / "events.jsonl")),), buffer_records=0)
-    agent = Agent(config)
+    agent = BpfBackend(config)
     agent.use_ring(MmapRingReader(p.ring))
     sinks = open_outputs(config.outputs)
-    pipeline = Pipeline(sinks, agent.processes, agent.enricher)
+    pipeline = Pipeline(sinks, agent.processes, Enricher(agent.layers))
     agent.read()
     done = 0
     profiler = Profiler(interval=0.0002)

@@ -11,10 +11,9 @@ from pathlib import Path
 import click
 
 from filewarden import __version__
-from filewarden.backends.bpf.backend import AgentError
-from filewarden.config import LOG_LEVELS, ConfigError
+from filewarden.config import LOG_LEVELS
 from filewarden.config import load as load_config
-from filewarden.pipeline.sinks import OutputError
+from filewarden.errors import ControlError, FilewardenError, UsageError
 from filewarden.service.control import DEFAULT_SOCKET
 
 EXIT_OK = 0
@@ -143,7 +142,7 @@ def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket
 
     from filewarden.explain import explain as explain_path
     from filewarden.explain import format_text
-    from filewarden.service.control import ControlError, ask
+    from filewarden.service.control import ask
 
     absolute = Path(os.path.abspath(path))
     try:
@@ -209,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
         return _fail("aborted", EXIT_FAILURE)
     except click.ClickException as exc:
         return _fail(exc.format_message(), EXIT_USAGE)
-    except ConfigError as exc:
+    except UsageError as exc:  # a bad config, glob or value
         return _fail(str(exc), EXIT_USAGE)
-    except (AgentError, OutputError) as exc:
+    except FilewardenError as exc:  # a backend, output or socket failed (errors.py)
         return _fail(str(exc), EXIT_FAILURE)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILURE

@@ -16,6 +16,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from filewarden import globs
+from filewarden.errors import UsageError
 
 # Critical system paths, monitored when neither a config file nor --path
 # names any: what PCI DSS 11.5 style checks usually start from.
@@ -42,7 +43,7 @@ DEFAULT_MAX_EVICTED_MARKS: Final = 1 << 16
 DEFAULT_BUFFER_RECORDS: Final = 65536
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """Bad configuration or usage; the message is one readable line."""
 
 

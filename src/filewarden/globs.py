@@ -21,10 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from filewarden.errors import UsageError
+
 _META: Final = frozenset("*?[")
 
 
-class GlobError(ValueError):
+class GlobError(UsageError):
     """A glob that cannot be parsed; the message names it and says why."""
 
 

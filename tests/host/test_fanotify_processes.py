@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from filewarden.backends.fanotify import backend as fanotify_agent
-from filewarden.backends.fanotify.backend import FanotifyAgent
+from filewarden.backends.fanotify.backend import FanotifyBackend
 from filewarden.config import Config, Output
 from filewarden.host.clock import WallClock
 from filewarden.host.proc_connector import ConnectorError, ProcConnector
@@ -67,13 +67,13 @@ def follow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-def followed_by(agent: FanotifyAgent) -> str:
+def followed_by(agent: FanotifyBackend) -> str:
     return str(agent.status()["processes"]["followed_by"])
 
 
 @contextmanager
-def running_agent(watched: Path) -> Iterator[FanotifyAgent]:
-    agent = FanotifyAgent(Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),)))
+def running_agent(watched: Path) -> Iterator[FanotifyBackend]:
+    agent = FanotifyBackend(Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),)))
     agent.start()
     try:
         yield agent
@@ -81,7 +81,7 @@ def running_agent(watched: Path) -> Iterator[FanotifyAgent]:
         agent.close()
 
 
-def event_for(agent: FanotifyAgent, path: Path, action: str = "close_write") -> FileEvent:
+def event_for(agent: FanotifyBackend, path: Path, action: str = "close_write") -> FileEvent:
     """The agent's first `action` event on `path`, read within WAIT seconds."""
     want = os.fsencode(path)
     deadline = time.monotonic() + WAIT
@@ -105,7 +105,7 @@ def finish(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=WAIT)
 
 
-def named(agent: FanotifyAgent, event: FileEvent) -> tuple[int, str | None, str | None]:
+def named(agent: FanotifyBackend, event: FileEvent) -> tuple[int, str | None, str | None]:
     doc = to_document(event, WallClock(), agent.processes, backend="fanotify")
     return doc["process"]["pid"], doc["process"].get("executable"), doc["process"].get("name")
 

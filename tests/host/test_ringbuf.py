@@ -23,9 +23,10 @@ from filewarden._libbpf import (
     split_records,
 )
 from filewarden.backends.bpf import abi
-from filewarden.backends.bpf.backend import Agent, SequenceTracker
+from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.backends.bpf.drain import RingDrain
 from filewarden.backends.bpf.losses import KernelLoss
+from filewarden.backends.sequence import SequenceTracker
 from filewarden.config import Config, Output
 from filewarden.host.sysinfo import Host
 from filewarden.model import enums
@@ -243,7 +244,7 @@ def test_the_agent_leaves_a_gap_in_its_numbers_for_each_record_the_ring_had_no_r
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = Config(paths=("/etc/fw-selftest",), outputs=(Output("jsonl", "-"),), buffer_records=0)
-    agent = Agent(config, host=Host(tmp_path))
+    agent = BpfBackend(config, host=Host(tmp_path))
 
     def drain() -> list[int]:
         seqs = []

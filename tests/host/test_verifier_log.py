@@ -11,8 +11,7 @@ import pytest
 
 from filewarden import _build
 from filewarden._libbpf import BpfObject, LibbpfError
-from filewarden.backends.bpf.backend import describe_load_error
-from filewarden.backends.bpf.loader import ProgramPlan
+from filewarden.backends.bpf.loader import ProgramPlan, describe_load_error
 from filewarden.model import enums
 from filewarden.service import doctor
 

@@ -120,7 +120,7 @@ def test_volatile_overlay_is_flagged(base: Path) -> None:
         mon.poll()
         c.exec("echo v >> /srv/app/conf")
         docs = mon.documents()
-        described = mon.agent.enricher.overlays.describe()
+        described = mon.agent.layers.table.describe()
     assert [d["event"]["action"] for d in docs] == ["open_write"]
     assert docs[0]["file"].get("overlay") == {"volatile": True}, (docs[0]["file"], described)
     assert any("VOLATILE" in line and str(c.rootfs) in line for line in described)
@@ -178,7 +178,7 @@ def test_container_id_comes_from_the_cgroup_even_after_exit(base: Path) -> None:
         docs = mon.documents(records)
     assert [d.get("container", {}).get("id") for d in docs] == [c.id], (
         [r.process.cgroup_id for r in records],
-        mon.agent.enricher.cgroups.path(records[0].process.cgroup_id) if records else None,
+        mon.enricher.cgroups.path(records[0].process.cgroup_id) if records else None,
     )
 
 

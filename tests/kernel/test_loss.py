@@ -25,7 +25,7 @@ from tests.support.sched import preemption
 if TYPE_CHECKING:
     import pytest
 
-    from filewarden.backends.bpf.backend import Agent
+    from filewarden.backends.bpf.backend import BpfBackend
 
 
 def test_process_records_and_files_no_glob_matches_leave_no_gap(plain_dir: Path) -> None:
@@ -56,7 +56,7 @@ def keep_figures(request: pytest.FixtureRequest, figures: dict[str, object]) -> 
 
 
 @contextmanager
-def scratch_slots_held(agent: Agent, slots: range | None = None) -> Iterator[None]:
+def scratch_slots_held(agent: BpfBackend, slots: range | None = None) -> Iterator[None]:
     """Scratch slots (all, or those in `slots`) marked as held (their owner
     set), so that no handler can claim them; then free again."""
     assert agent._obj is not None

@@ -2,7 +2,7 @@
 
 Starting and stopping the agent costs seconds under TCG (every program is
 verified, every detach waits for an RCU grace period), so tests share one
-agent and give it each test's globs with Agent.set_paths(), which is also
+agent and give it each test's globs with BpfBackend.set_paths(), which is also
 how a running agent changes its monitored set. Counters are reported as the
 difference over the test, so an assertion on them cannot be satisfied by an
 earlier test's work. Tests that need an agent of their own (another path
@@ -14,35 +14,49 @@ from __future__ import annotations
 import atexit
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filewarden.backends.bpf.backend import Agent
+from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.config import Config, Output
 from filewarden.host.clock import WallClock
 from filewarden.model.enums import ACTION_NAMES
+from filewarden.pipeline.enrich import Enricher
 from filewarden.pipeline.render import to_documents
 
 if TYPE_CHECKING:
     from filewarden.model.events import FileEvent
 
-_shared: Agent | None = None
+_shared: BpfBackend | None = None
 # The backend the guest runs the suite on (tests/lab/guest.sh): lsm, or
 # fentry when the guest was booted with BPF LSM off.
 BACKEND = os.environ.get("FILEWARDEN_BACKEND", "lsm")
 
 
-def shared_agent() -> Agent:
+def shared_agent() -> BpfBackend:
     global _shared
     if _shared is None:
-        agent = Agent(Config(paths=("/fw-nothing-yet/**",), outputs=(Output("jsonl", "-"),)), backend=BACKEND)
+        agent = BpfBackend(Config(paths=("/fw-nothing-yet/**",), outputs=(Output("jsonl", "-"),)), backend=BACKEND)
         agent.start()
         atexit.register(agent.close)
         _shared = agent
     return _shared
+
+
+_enrichers: weakref.WeakKeyDictionary[BpfBackend, Enricher] = weakref.WeakKeyDictionary()
+
+
+def enricher_of(agent: BpfBackend) -> Enricher:
+    """One enrich stage per agent, as `filewarden run` composes them: its
+    caches (containers by process) live as long as the agent."""
+    enricher = _enrichers.get(agent)
+    if enricher is None:
+        enricher = _enrichers[agent] = Enricher(agent.layers)
+    return enricher
 
 
 def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -53,7 +67,7 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 Tables = dict[str, tuple[dict[str, int], dict[str, int]]]
 
 
-def _tables(agent: Agent) -> Tables:
+def _tables(agent: BpfBackend) -> Tables:
     """Every hook's counters and ignore reasons, in one pass over the map."""
     return agent._counter_tables()
 
@@ -99,7 +113,7 @@ def bpf_stats() -> Iterator[None]:
 
 
 @contextmanager
-def program_runs(agent: Agent) -> Iterator[Callable[[], dict[str, int]]]:
+def program_runs(agent: BpfBackend) -> Iterator[Callable[[], dict[str, int]]]:
     """A reader of how many times the kernel ran each hook's program
     (bpf_stats' run_cnt in the program's fdinfo), per hook. The fdinfo files
     are opened once, here, and read again from offset 0: an open would
@@ -126,7 +140,7 @@ def program_runs(agent: Agent) -> Iterator[Callable[[], dict[str, int]]]:
 
 @dataclass
 class Monitor:
-    agent: Agent
+    agent: BpfBackend
     shared: bool
     events: list[FileEvent] = field(default_factory=list)
     stopped: bool = False
@@ -162,7 +176,12 @@ class Monitor:
         this test's), enriched as `filewarden run` does."""
         clock = WallClock()
         evs = self.stop() if events is None else events
-        return [d for e in evs for d in to_documents(e, clock, self.agent.processes, self.agent.enricher)]
+        return [d for e in evs for d in to_documents(e, clock, self.agent.processes, self.enricher)]
+
+    @property
+    def enricher(self) -> Enricher:
+        """The enrich stage `filewarden run` puts after this agent (one per agent)."""
+        return enricher_of(self.agent)
 
     def tally(self) -> Tally:
         """The kernel's counters now; `later.since(earlier)` is what one step
@@ -212,7 +231,7 @@ def monitoring(
             reader=reader,  # type: ignore[arg-type]
             snapshot=snapshot,  # type: ignore[arg-type]
         )
-        agent = Agent(config, walk_only=walk_only, backend=BACKEND)
+        agent = BpfBackend(config, walk_only=walk_only, backend=BACKEND)
         agent.start()
         try:
             yield Monitor(agent, shared=False)

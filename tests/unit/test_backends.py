@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from filewarden.backends import choose as backends
-from filewarden.backends.bpf.backend import AgentError
-from filewarden.backends.fanotify.backend import FanotifyAgent
+from filewarden.backends.base import Preflight
+from filewarden.backends.fanotify.backend import FanotifyBackend
 from filewarden.backends.fanotify.watcher import FanotifyEvent
 from filewarden.config import Config, Output
+from filewarden.errors import BackendError
 from filewarden.host.clock import WallClock
 from filewarden.host.proc_connector import LOST, ProcEvent
 from filewarden.host.sysinfo import Host
@@ -25,7 +26,7 @@ from tests.unit.test_proctree import add_proc
 
 def fake_preflights(monkeypatch: pytest.MonkeyPatch, ok: dict[str, bool]) -> None:
     def make(name: str) -> Any:
-        return lambda host: backends.Preflight(name, ok[name], f"{name} {'works' if ok[name] else 'refused'}", "fix")
+        return lambda host: Preflight(name, ok[name], f"{name} {'works' if ok[name] else 'refused'}", "fix")
 
     monkeypatch.setattr(backends, "_PREFLIGHTS", {n: make(n) for n in backends.BACKENDS})
 
@@ -52,7 +53,7 @@ def test_a_backend_asked_for_by_name_that_cannot_run_is_an_error(monkeypatch: py
     fake_preflights(monkeypatch, {"lsm": False, "fentry": True, "fanotify": True})
     assert backends.candidates("fentry", Host()) == ["fentry"]
     with pytest.raises(
-        AgentError, match=r"backend lsm cannot run here: lsm refused \(fix: fix\); see 'filewarden doctor'"
+        BackendError, match=r"backend lsm cannot run here: lsm refused \(fix: fix\); see 'filewarden doctor'"
     ):
         backends.candidates("lsm", Host())
 
@@ -68,7 +69,7 @@ def test_doctor_verdict_names_the_backend_auto_starts() -> None:
     assert verdict([Check("backend fanotify", FAIL, "z")]) == (False, "filewarden cannot run here")
 
 
-def fanotify_event(agent: FanotifyAgent, **kw: Any) -> Any:
+def fanotify_event(agent: FanotifyBackend, **kw: Any) -> Any:
     fields: dict[str, Any] = {
         "action": "create", "path": b"/etc/x", "aux": None, "pid": 0, "is_dir": False, "mask": 0x100,
         "file_type": "file", "unavailable": ("file.inode", "process.uid", "process.executable", "process.args"),
@@ -78,7 +79,7 @@ def fanotify_event(agent: FanotifyAgent, **kw: Any) -> Any:
 
 
 def test_fanotify_events_leave_out_what_fanotify_cannot_tell(tmp_path: Path) -> None:
-    agent = FanotifyAgent(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(tmp_path))
+    agent = FanotifyBackend(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(tmp_path))
     event = fanotify_event(agent)
     assert (event.hook, event.action, event.path) == (enums.Hook.FANOTIFY, enums.Action.CREATE, b"/etc/x")
     assert stat.S_ISREG(event.file.mode)
@@ -93,7 +94,7 @@ def test_fanotify_events_leave_out_what_fanotify_cannot_tell(tmp_path: Path) -> 
 
 
 def test_fanotify_actions_and_unresolved_paths(tmp_path: Path) -> None:
-    agent = FanotifyAgent(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(tmp_path))
+    agent = FanotifyBackend(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(tmp_path))
     attrib = fanotify_event(agent, action="attrib", file_type=None, unavailable=())
     assert attrib.action == enums.Action.ATTRIB
     assert "file.type" in attrib.unavailable
@@ -110,11 +111,11 @@ def test_fanotify_actions_and_unresolved_paths(tmp_path: Path) -> None:
 # -- the writer: fanotify names only its pid ---------------------------------------
 
 
-def fanotify_agent(root: Path) -> FanotifyAgent:
+def fanotify_agent(root: Path) -> FanotifyBackend:
     """An agent whose /proc is the fixture tree under `root` (not started:
     no process connector, so /proc is all it has)."""
     (root / "proc").mkdir(exist_ok=True)
-    return FanotifyAgent(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(root))
+    return FanotifyBackend(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(root))
 
 
 def replace_proc(root: Path, pid: int, **kw: Any) -> None:

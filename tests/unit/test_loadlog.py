@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from filewarden._libbpf import NO_VERIFIER_LOG, LibbpfError, read_load_log
-from filewarden.backends.bpf.backend import describe_load_error
+from filewarden.backends.bpf.loader import describe_load_error
 from filewarden.model.enums import Hook
 from filewarden.service import doctor
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from filewarden.backends.bpf import abi
-from filewarden.backends.bpf.backend import Agent, SequenceTracker
+from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.backends.bpf.losses import KernelLoss
-from filewarden.backends.fanotify.backend import FanotifyAgent
+from filewarden.backends.fanotify.backend import FanotifyBackend
+from filewarden.backends.sequence import SequenceTracker
 from filewarden.config import Config, Output
 from filewarden.host.clock import WallClock
 from filewarden.host.sysinfo import Host
@@ -55,7 +56,7 @@ def test_a_gap_is_declared_once_the_window_passes() -> None:
 
 
 def test_ancestor_dirs_are_the_slash_terminated_proper_prefixes() -> None:
-    from filewarden.backends.bpf.backend import ancestor_dirs
+    from filewarden.backends.bpf.prefixes import ancestor_dirs
 
     assert ancestor_dirs([b"/etc/ssh/", b"/var/log/app", b"/"]) == {b"/", b"/etc/", b"/var/", b"/var/log/"}
     assert ancestor_dirs([]) == set()
@@ -107,16 +108,16 @@ class Kernel:
 
 
 @pytest.fixture
-def fed(tmp_path: Path) -> tuple[Agent, ListRing, Kernel]:
+def fed(tmp_path: Path) -> tuple[BpfBackend, ListRing, Kernel]:
     """An agent reading a list: app.conf (create.bin) is monitored, dir (mkdir.bin) is not."""
     config = Config(paths=("/run/fw/tmp/**/*.conf",), outputs=(Output("jsonl", "-"),), buffer_records=0)
-    agent = Agent(config, host=Host(tmp_path))
+    agent = BpfBackend(config, host=Host(tmp_path))
     ring, kernel = ListRing(), Kernel()
     agent.use_ring(ring, losses=kernel)
     return agent, ring, kernel
 
 
-def test_process_records_and_filtered_records_leave_no_gap(fed: tuple[Agent, ListRing, Kernel]) -> None:
+def test_process_records_and_filtered_records_leave_no_gap(fed: tuple[BpfBackend, ListRing, Kernel]) -> None:
     agent, ring, _ = fed
     ring.pending = [
         golden("fork", 0),
@@ -136,7 +137,7 @@ def test_process_records_and_filtered_records_leave_no_gap(fed: tuple[Agent, Lis
     assert (agent.stats.lost, agent.stats.process_lost) == (0, 0)
 
 
-def test_out_of_order_delivery_is_numbered_in_the_order_handed_out(fed: tuple[Agent, ListRing, Kernel]) -> None:
+def test_out_of_order_delivery_is_numbered_in_the_order_handed_out(fed: tuple[BpfBackend, ListRing, Kernel]) -> None:
     agent, ring, _ = fed
     ring.pending = [golden("create", 1), golden("mkdir", 0), golden("create", 3), golden("create", 2)]
     assert [e.seq for e in agent.read()] == [0, 1, 2]
@@ -144,7 +145,7 @@ def test_out_of_order_delivery_is_numbered_in_the_order_handed_out(fed: tuple[Ag
 
 
 def test_lost_file_records_leave_a_gap_and_a_warning_while_running(
-    fed: tuple[Agent, ListRing, Kernel], caplog: pytest.LogCaptureFixture
+    fed: tuple[BpfBackend, ListRing, Kernel], caplog: pytest.LogCaptureFixture
 ) -> None:
     agent, ring, kernel = fed
     ring.pending = [golden("create", 0), golden("create", 1)]
@@ -179,7 +180,7 @@ def test_lost_file_records_leave_a_gap_and_a_warning_while_running(
     assert [e.seq for e in agent.read()] == [6]
 
 
-def test_a_gap_the_numbers_show_before_the_counters_do_is_skipped_too(fed: tuple[Agent, ListRing, Kernel]) -> None:
+def test_a_gap_the_numbers_show_before_the_counters_do_is_skipped_too(fed: tuple[BpfBackend, ListRing, Kernel]) -> None:
     agent, ring, _ = fed
     agent.stats.sequence = SequenceTracker(window=2)
     ring.pending = [golden("create", 0), golden("create", 2), golden("create", 3), golden("create", 4)]
@@ -191,7 +192,7 @@ def test_a_gap_the_numbers_show_before_the_counters_do_is_skipped_too(fed: tuple
 
 
 def test_recursion_misses_are_warned_about_and_leave_no_gap(
-    fed: tuple[Agent, ListRing, Kernel], caplog: pytest.LogCaptureFixture
+    fed: tuple[BpfBackend, ListRing, Kernel], caplog: pytest.LogCaptureFixture
 ) -> None:
     agent, ring, kernel = fed
     kernel.misses["file_open"] = 3
@@ -205,7 +206,7 @@ def test_recursion_misses_are_warned_about_and_leave_no_gap(
 
 
 def test_fanotify_events_are_numbered_and_an_overflow_leaves_a_gap(tmp_path: Path) -> None:
-    agent = FanotifyAgent(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(tmp_path))
+    agent = FanotifyBackend(Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),)), host=Host(tmp_path))
     first = fanotify_event(agent)
     assert fanotify_event(agent, action="overflow", path=None) is None
     second, third = fanotify_event(agent), fanotify_event(agent)

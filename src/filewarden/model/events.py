@@ -2,43 +2,74 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import msgspec
+
+# A process's fields that may be unknown, and the document field each is.
+_PROCESS_FIELDS: Final = (
+    ("tid", "process.thread.id"),
+    ("comm", "process.name"),
+    ("euid", "process.user.id"),
+    ("uid", "process.real_user.id"),
+    ("egid", "process.group.id"),
+    ("gid", "process.real_group.id"),
+    ("cgroup_id", "process.cgroup.id"),
+    ("mntns", "process.mount_namespace.id"),
+    ("start_ns", "process.start"),
+    ("ppid", "process.parent"),
+    ("args", "process.args"),
+    ("loginuid", "user.audit.id"),
+)
+_FILE_FIELDS: Final = (("inode", "file.inode"), ("device", "file.device"), ("mode", "file.type"))
+_KTHREAD: Final = 1 << 3  # enums.ProcessFlag.KTHREAD (not imported: enums imports nothing of events either)
 
 if TYPE_CHECKING:
     from filewarden.model.enums import Action, Hook, Layer
 
 
-class Process(msgspec.Struct, frozen=True, gc=False):
-    """The acting task, as captured in the hook."""
+class Process(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """The acting task, as captured in the hook (or as far as a backend
+    without BPF can tell: None is "this backend cannot know", never a zero)."""
 
     pid: int
-    tid: int
-    ppid: int
-    uid: int
-    euid: int
-    gid: int
-    egid: int
-    loginuid: int  # 0xFFFFFFFF when unset
-    cgroup_id: int
-    start_ns: int  # CLOCK_BOOTTIME; with pid, identifies the process
-    mntns: int
-    flags: int  # enums.ProcessFlag
-    comm: bytes
-    exe: bytes | None  # None when unknown (kernel thread)
-    args: tuple[bytes, ...]
+    tid: int | None = None
+    ppid: int | None = None
+    uid: int | None = None
+    euid: int | None = None
+    gid: int | None = None
+    egid: int | None = None
+    loginuid: int | None = None  # 0xFFFFFFFF when unset
+    cgroup_id: int | None = None
+    start_ns: int | None = None  # CLOCK_BOOTTIME; with pid, identifies the process
+    mntns: int | None = None
+    flags: int = 0  # enums.ProcessFlag
+    comm: bytes | None = None
+    exe: bytes | None = None  # None when unknown (kernel thread: flags has KTHREAD)
+    args: tuple[bytes, ...] | None = ()  # None when unknown; () when it has none
+
+    def unknown(self) -> tuple[str, ...]:
+        """The document fields (dotted names) left out because the backend
+        could not know them."""
+        names = tuple(name for attr, name in _PROCESS_FIELDS if getattr(self, attr) is None)
+        if self.exe is None and not self.flags & _KTHREAD:  # a kernel thread runs no program
+            names += ("process.executable",)
+        return names
 
 
-class FileInfo(msgspec.Struct, frozen=True, gc=False):
-    """An inode as it was before the change."""
+class FileInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """An inode as it was before the change; None where the backend cannot know."""
 
-    inode: int
-    size: int
-    device: int  # st_dev encoding
-    mode: int  # st_mode
-    uid: int
-    gid: int
+    inode: int | None = None
+    size: int | None = None
+    device: int | None = None  # st_dev encoding
+    mode: int | None = None  # st_mode
+    uid: int | None = None
+    gid: int | None = None
+
+    def unknown(self) -> tuple[str, ...]:
+        """The document fields left out because the backend could not know them."""
+        return tuple(name for attr, name in _FILE_FIELDS if getattr(self, attr) is None)
 
 
 class ChmodDetail(msgspec.Struct, frozen=True, gc=False):
@@ -72,7 +103,7 @@ class MountDetail(msgspec.Struct, frozen=True, gc=False):
     fs_type: bytes
 
 
-class FileEvent(msgspec.Struct, frozen=True, gc=False):
+class FileEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One change to a file, as the kernel reported it.
 
     `path` is where it happened, as the actor sees it; `aux` is the second
@@ -97,10 +128,16 @@ class FileEvent(msgspec.Struct, frozen=True, gc=False):
     # before the agent attached): what found it ("task_file iterator", "/proc").
     found_by: str | None = None
     fd: int | None = None  # that descriptor
-    # Fields of the document this event's backend could not fill (the
-    # fanotify backend's, in the document's dotted names): left out of the
-    # document and listed in event.unavailable, never guessed.
-    unavailable: tuple[str, ...] = ()
+    # Fields of the document this event's backend cannot know that have no
+    # value here to leave unset (previous values, the layer, a link's
+    # target), in the document's dotted names.
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def unavailable(self) -> tuple[str, ...]:
+        """Every document field the backend could not know: those named in
+        `unknown`, and those whose value here is None."""
+        return tuple(dict.fromkeys((*self.unknown, *self.file.unknown(), *self.process.unknown())))
 
 
 class ExecEvent(msgspec.Struct, frozen=True, gc=False):

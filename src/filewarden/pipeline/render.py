@@ -11,7 +11,7 @@ dropped or replaced.
 from __future__ import annotations
 
 import contextlib
-import copy
+import functools
 import json
 import os
 import stat
@@ -62,6 +62,7 @@ _DURING_OPEN: Final = int(EventFlag.DURING_OPEN)
 _EXE_TRUNCATED: Final = int(ProcessFlag.EXE_TRUNCATED)
 _ARGS_TRUNCATED: Final = int(ProcessFlag.ARGS_TRUNCATED)
 _IO_WORKER: Final = int(ProcessFlag.IO_WORKER)
+_KTHREAD: Final = int(ProcessFlag.KTHREAD)
 # Plain ints again: an enum member looked up on its class costs more than
 # the comparison (Python 3.11).
 _SYMLINK: Final = int(Action.SYMLINK)
@@ -83,16 +84,10 @@ def file_type(mode: int) -> str:
     return _FILE_TYPES.get(mode & 0o170000, "unknown")  # S_IFMT
 
 
-_devices: dict[int, str] = {}  # st_dev -> "major:minor"
-
-
-def _device(dev: int) -> str:
-    name = _devices.get(dev)
-    if name is None:
-        if len(_devices) > 4096:
-            _devices.clear()
-        name = _devices[dev] = f"{os.major(dev)}:{os.minor(dev)}"
-    return name
+@functools.lru_cache(maxsize=4096)
+def device_name(dev: int) -> str:
+    """st_dev as "major:minor"."""
+    return f"{os.major(dev)}:{os.minor(dev)}"
 
 
 def _acl(entries: tuple[AclEntry, ...]) -> list[dict[str, Any]]:
@@ -107,14 +102,14 @@ def _acl(entries: tuple[AclEntry, ...]) -> list[dict[str, Any]]:
 
 
 def _file_base(path: bytes, info: FileInfo, flags: int) -> dict[str, Any]:
-    # text(), _device() and file_type() written out: this runs for every event.
-    device = _devices.get(info.device)
-    doc: dict[str, Any] = {
-        "path": path.decode("utf-8", "surrogateescape"),
-        "inode": info.inode,
-        "device": device if device is not None else _device(info.device),
-        "type": _FILE_TYPES.get(info.mode & 0o170000, "unknown"),
-    }
+    """The file's document; a field the backend could not know (None) is left out."""
+    doc: dict[str, Any] = {"path": path.decode("utf-8", "surrogateescape")}
+    if info.inode is not None:
+        doc["inode"] = info.inode
+    if info.device is not None:
+        doc["device"] = device_name(info.device)
+    if info.mode is not None:
+        doc["type"] = _FILE_TYPES.get(info.mode & 0o170000, "unknown")  # S_IFMT
     if flags & _PATH_TRUNCATED:
         doc["path_truncated"] = True
     if flags & _PATH_FS_RELATIVE:
@@ -131,7 +126,7 @@ def _file(event: FileEvent) -> dict[str, Any]:
     doc = _file_base(event.path, event.file, flags)
     if action == _SYMLINK:
         doc["type"] = "symlink"
-        del doc["inode"]  # the new inode does not exist yet at this hook
+        doc.pop("inode", None)  # the new inode does not exist yet at this hook
     key = _SECOND_PATH.get(action)
     if key is not None:
         doc[key] = text(event.aux)
@@ -159,36 +154,47 @@ def _file(event: FileEvent) -> dict[str, Any]:
                 xattr["acl_truncated"] = True
         doc["xattr"] = xattr
     elif isinstance(detail, FileInfo) and action == _RENAME and not flags & _RENAME_EXCHANGE:
-        doc["replaced"] = {"inode": detail.inode, "type": file_type(detail.mode)}
-    if action == _TRUNCATE:
+        replaced: dict[str, Any] = {}
+        if detail.inode is not None:
+            replaced["inode"] = detail.inode
+        if detail.mode is not None:
+            replaced["type"] = file_type(detail.mode)
+        doc["replaced"] = replaced
+    if action == _TRUNCATE and event.file.size is not None:
         doc["previous"] = {"size": event.file.size}
     return doc
 
 
 def _process_own(proc: Process, clock: WallClock) -> dict[str, Any]:
     """What a process's document says of the process itself (not of its
-    parent, which the tree may learn more of later)."""
-    doc: dict[str, Any] = {
-        "pid": proc.pid,
-        "thread": {"id": proc.tid},
-        "name": text(proc.comm),
-    }
-    if proc.flags & _IO_WORKER:
-        # The thread is an io_uring worker acting for the process; which
-        # thread submitted the request is not known to the kernel's hooks.
-        doc["thread"]["io_uring_worker"] = True
+    parent, which the tree may learn more of later). A field the backend
+    could not know (None) is left out."""
+    doc: dict[str, Any] = {"pid": proc.pid}
+    flags = proc.flags
+    if proc.tid is not None:
+        doc["thread"] = {"id": proc.tid}
+        if flags & _IO_WORKER:
+            # The thread is an io_uring worker acting for the process; which
+            # thread submitted the request is not known to the kernel's hooks.
+            doc["thread"]["io_uring_worker"] = True
+    if proc.comm is not None:
+        doc["name"] = text(proc.comm)
     if proc.exe is not None:
         doc["executable"] = text(proc.exe)
-        if proc.flags & _EXE_TRUNCATED:
+        if flags & _EXE_TRUNCATED:
             doc["executable_truncated"] = True
     if proc.args:
         doc["args"] = [text(a) for a in proc.args]
-    if proc.flags & _ARGS_TRUNCATED:
+    if flags & _ARGS_TRUNCATED:
         doc["args_truncated"] = True
-    doc["user"] = {"id": proc.euid}
-    doc["real_user"] = {"id": proc.uid}
-    doc["group"] = {"id": proc.egid}
-    doc["real_group"] = {"id": proc.gid}
+    if proc.euid is not None:
+        doc["user"] = {"id": proc.euid}
+    if proc.uid is not None:
+        doc["real_user"] = {"id": proc.uid}
+    if proc.egid is not None:
+        doc["group"] = {"id": proc.egid}
+    if proc.gid is not None:
+        doc["real_group"] = {"id": proc.gid}
     if proc.cgroup_id:
         doc["cgroup"] = {"id": proc.cgroup_id}
     if proc.mntns:
@@ -203,38 +209,43 @@ def _process_own(proc: Process, clock: WallClock) -> dict[str, Any]:
 # and again only when what the tree knows of its parent or grandparent
 # changes (ProcessInfo is frozen: a change is a new object). Each entry
 # holds its Process, so the id cannot be reused while cached. The document
-# is shared by every event of that process: nothing may write into it
-# (to_documents copies it before dropping fields). Its JSON is kept too
-# (_encoded, by the document's id), for to_json_line to reuse.
+# is shared by every event of that process: nothing may write into it.
+# Its JSON is kept too (_encoded, by the document's id), for to_json_line
+# to reuse, and so are the fields it could not fill.
 _OWN_MAX: Final = 1024
-_docs: dict[int, tuple[Process, ProcessInfo | None, ProcessInfo | None, dict[str, Any]]] = {}
+_Cached = tuple[Process, "ProcessInfo | None", "ProcessInfo | None", dict[str, Any], tuple[str, ...]]
+_docs: dict[int, _Cached] = {}
 _encoded: dict[int, tuple[dict[str, Any], msgspec.Raw]] = {}
 
 
-def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> dict[str, Any]:
+def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The process's document and the fields of it its backend could not know."""
     # The parent is the one the kernel named at the hook; the tree knows
     # its program even if it has exited since.
-    info = tree.get(proc.ppid) if tree is not None and proc.ppid > 0 else None
+    ppid = proc.ppid
+    info = tree.get(ppid) if tree is not None and ppid is not None and ppid > 0 else None
     grand_info = tree.get(info.ppid) if tree is not None and info is not None and info.ppid > 0 else None
     hit = _docs.get(id(proc))
     if hit is not None and hit[0] is proc and hit[1] is info and hit[2] is grand_info:
-        return hit[3]
+        return hit[3], hit[4]
     doc = _process_own(proc, clock)
-    parent: dict[str, Any] = {"pid": proc.ppid}
-    if info is not None:
-        _ancestor(parent, info)
-        if grand_info is not None:
-            grand: dict[str, Any] = {"pid": grand_info.pid}
-            _ancestor(grand, grand_info)
-            parent["parent"] = grand
-    doc["parent"] = parent
+    if ppid is not None:
+        parent: dict[str, Any] = {"pid": ppid}
+        if info is not None:
+            _ancestor(parent, info)
+            if grand_info is not None:
+                grand: dict[str, Any] = {"pid": grand_info.pid}
+                _ancestor(grand, grand_info)
+                parent["parent"] = grand
+        doc["parent"] = parent
     if len(_docs) >= _OWN_MAX:
         _docs.clear()
         _encoded.clear()
-    _docs[id(proc)] = (proc, info, grand_info, doc)
+    missing = proc.unknown()
+    _docs[id(proc)] = (proc, info, grand_info, doc, missing)
     with contextlib.suppress(UnicodeEncodeError):  # non-UTF-8 names: encoded with each event
         _encoded[id(doc)] = (doc, msgspec.Raw(_encode(doc)))
-    return doc
+    return doc, missing
 
 
 def _ancestor(doc: dict[str, Any], info: ProcessInfo) -> None:
@@ -250,23 +261,6 @@ class Annotator(Protocol):
     def annotate(self, event: FileEvent, doc: dict[str, Any]) -> None: ...
 
 
-def _drop(doc: dict[str, Any], dotted: str) -> None:
-    """Removes doc's field `dotted` ("process.user.id"), and a parent it
-    leaves empty."""
-    *parents, last = dotted.split(".")
-    chain = [doc]
-    for key in parents:
-        child = chain[-1].get(key)
-        if not isinstance(child, dict):
-            return
-        chain.append(child)
-    chain[-1].pop(last, None)
-    for key, holder in zip(reversed(parents), reversed(chain[:-1]), strict=True):
-        if holder[key]:
-            break
-        del holder[key]
-
-
 def to_documents(
     event: FileEvent,
     clock: WallClock,
@@ -276,16 +270,21 @@ def to_documents(
 ) -> list[dict[str, Any]]:
     """The JSON documents of one event: one, or two for RENAME_EXCHANGE
     (each side moved to the other's place). `backend` names the mechanism
-    that saw it (event.backend)."""
+    that saw it (event.backend). A field the backend could not know is not
+    written, and is named in event.unavailable."""
     proc = event.process
+    process, process_unknown = _process(proc, clock, tree)
+    file_doc = _file(event)
+    file_unknown = event.file.unknown()
     base: dict[str, Any] = {
         "@timestamp": format_timestamp(clock.to_wall_ns(event.ktime_ns)),
         "event": {"action": ACTION_NAMES[event.action], "hook": HOOK_NAMES[event.hook], "sequence": event.seq},
-        "file": _file(event),
-        "process": _process(proc, clock, tree),
+        "file": file_doc,
+        "process": process,
     }
-    if proc.loginuid != UNSET_ID:
-        base["user"] = {"audit": {"id": proc.loginuid}}
+    loginuid = proc.loginuid
+    if loginuid is not None and loginuid != UNSET_ID:
+        base["user"] = {"audit": {"id": loginuid}}
     if event.detail is not None and isinstance(event.detail, MountDetail):
         mount: dict[str, Any] = {"flags": event.detail.flags}
         if event.aux:
@@ -303,11 +302,8 @@ def to_documents(
         enrich.annotate(event, base)
     if backend is not None:
         base["event"]["backend"] = backend
-    if event.unavailable:
-        base["process"] = copy.deepcopy(base["process"])  # shared with other events (_process)
-        for field in event.unavailable:
-            _drop(base, field)
-        base["event"]["unavailable"] = list(event.unavailable)
+    if event.unknown or process_unknown or file_unknown:  # event.unavailable, from the parts already at hand
+        base["event"]["unavailable"] = list(dict.fromkeys((*event.unknown, *file_unknown, *process_unknown)))
     if not event.flags & _RENAME_EXCHANGE:
         return [base]
     # renameat2(RENAME_EXCHANGE): the destination's file went to the source.

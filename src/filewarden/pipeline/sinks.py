@@ -6,12 +6,10 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from filewarden.errors import OutputError
+
 if TYPE_CHECKING:
     from filewarden.config import Output
-
-
-class OutputError(RuntimeError):
-    """An output cannot be opened or written; the message names it."""
 
 
 class Sink(Protocol):

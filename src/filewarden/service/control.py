@@ -2,8 +2,8 @@
 
 A UNIX stream socket (mode 0600, so only its owner, root, may ask). One
 request per connection: a JSON object on one line, answered by one JSON
-line. Requests are answered inside the agent's loop between batches of
-events; each is small (one path), so none holds the loop up for long.
+line. The socket is served on a thread of its own: a slow client (up to
+the 2 s timeout) holds up no event.
 
     {"explain": "/etc/passwd"}  ->  the explanation (explain.py)
     {"status": true}            ->  marks, snapshot and mark bookkeeping
@@ -14,12 +14,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+
+from filewarden.errors import ControlError
+
+if TYPE_CHECKING:
+    from filewarden.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +37,29 @@ _TIMEOUT: Final = 2.0
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class ControlError(RuntimeError):
-    """The agent could not be asked; the message is one readable line."""
+class Requests:
+    """What the control socket answers, from a backend (backends/base.py)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "explain" in body:
+            path = body["explain"]
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError("explain needs an absolute path")
+            return self.backend.explain(os.fsencode(path))
+        if "status" in body:
+            return self.backend.status()
+        raise ValueError(f"unknown request {sorted(body)}")
 
 
 class ControlServer:
-    """Listens on `path`; :meth:`serve_one` answers one waiting client."""
+    """Listens on `path` and answers each client with `handler`, on a
+    thread of its own (or, with `thread=False`, when :meth:`serve_one` is
+    called)."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(self, path: Path, handler: Handler, *, thread: bool = True) -> None:
         self.path = path
         self.handler = handler
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +72,24 @@ class ControlServer:
         finally:
             os.umask(old)
         self._sock.listen(8)
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread: threading.Thread | None = None
+        if thread:
+            self._thread = threading.Thread(target=self._serve, name="filewarden-control", daemon=True)
+            self._thread.start()
+
+    def _serve(self) -> None:
+        with select.epoll() as ep:
+            ep.register(self._sock.fileno(), select.EPOLLIN)
+            ep.register(self._stop_r, select.EPOLLIN)
+            while True:
+                ready = [fd for fd, _ in ep.poll()]
+                if self._stop_r in ready:
+                    return
+                try:
+                    self.serve_one()
+                except Exception:  # a defect in one answer must not end the socket
+                    log.exception("control request failed")
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -75,6 +115,12 @@ class ControlServer:
                 log.debug("control client went away: %s", exc)
 
     def close(self) -> None:
+        if self._thread is not None:
+            os.write(self._stop_w, b"x")
+            self._thread.join()
+            self._thread = None
+        os.close(self._stop_r)
+        os.close(self._stop_w)
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

@@ -16,16 +16,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Final
 
-from filewarden.backends.choose import start_agent
-from filewarden.host.clock import WallClock
-from filewarden.pipeline.render import Ancestry, Annotator, to_documents, to_json_line
-from filewarden.pipeline.sinks import JsonlSink, open_outputs
-from filewarden.service.control import ControlServer
+from filewarden.backends import choose
+from filewarden.pipeline.enrich import Enricher
+from filewarden.pipeline.sinks import open_outputs
+from filewarden.pipeline.stages import Pipeline, PipelineWorker
+from filewarden.service.control import ControlServer, Requests
 
 if TYPE_CHECKING:
-    from filewarden.backends.bpf.backend import Agent
+    from filewarden.backends.base import Backend
     from filewarden.config import Config
-    from filewarden.model.events import FileEvent
 
 log = logging.getLogger(__name__)
 
@@ -76,43 +75,6 @@ def stop_signals() -> Iterator[tuple[int, list[int]]]:
         os.close(w)
 
 
-_EMIT_SLICE: Final = 4096
-
-
-class Pipeline:
-    """Events to JSON lines to every output."""
-
-    def __init__(
-        self,
-        sinks: list[JsonlSink],
-        tree: Ancestry | None = None,
-        enrich: Annotator | None = None,
-        backend: str | None = None,
-    ) -> None:
-        self.sinks = sinks
-        self.tree = tree
-        self.enrich = enrich
-        self.backend = backend
-        self.clock = WallClock()
-        self.written = 0
-
-    def emit(self, events: list[FileEvent]) -> None:
-        if not events:
-            return
-        tree, enrich, backend, clock = self.tree, self.enrich, self.backend, self.clock
-        # In slices: a backlog of 65,536 events rendered at once would hold
-        # all their documents and lines (some 150 MB) at the same time.
-        for i in range(0, len(events), _EMIT_SLICE):
-            lines = [
-                to_json_line(doc)
-                for e in events[i : i + _EMIT_SLICE]
-                for doc in to_documents(e, clock, tree, enrich, backend)
-            ]
-            for sink in self.sinks:
-                sink.write(lines)
-            self.written += len(lines)
-
-
 # The ring-drain thread (drain.py) must get the interpreter soon after the
 # kernel wakes it, also while the main thread renders a long batch: Python
 # hands the GIL over every switch interval (5 ms by default), in which a
@@ -139,7 +101,7 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
         ready_file.unlink(missing_ok=True)
     sinks = open_outputs(config.outputs)
     try:
-        agent = start_agent(config)
+        backend = choose.start(config)
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -147,41 +109,27 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
     gc.freeze()  # start-up's objects (snapshot, process tree) live as long as the agent
     control: ControlServer | None = None
     try:
-        pipeline = Pipeline(sinks, agent.processes, agent.enricher, agent.backend)
+        pipeline = Pipeline(sinks, backend.processes, Enricher(backend.layers), backend.name)
         if control_socket is not None:
-            try:
-                control = ControlServer(control_socket, agent.handle_request)
-            except OSError as exc:
-                log.warning(
-                    "no control socket at %s (%s): 'filewarden explain' will not reach this agent",
-                    control_socket,
-                    exc.strerror,
-                )
-        with stop_signals() as (wakeup, received):
-            if ready_file is not None:
-                write_ready_file(ready_file)
-            sd_notify("READY=1")
-            log.info("ready; writing events to %s", ", ".join(s.spec for s in sinks))
-            with select.epoll() as ep:
-                ep.register(agent.fileno(), select.EPOLLIN)
-                ep.register(wakeup, select.EPOLLIN)
-                if agent.mount_watch_fd is not None:  # wake when overlays come and go
-                    ep.register(agent.mount_watch_fd, select.EPOLLPRI)
-                if control is not None:
-                    ep.register(control.fileno(), select.EPOLLIN)
-                while not received:
-                    ready = ep.poll(1.0)
-                    pipeline.emit(agent.read())
-                    if control is not None and any(fd == control.fileno() for fd, _ in ready):
-                        control.serve_one()
-            log.info("stopping on %s", signal.Signals(received[0]).name)
-            sd_notify("STOPPING=1")
-            pipeline.emit(agent.stop())
-        _log_summary(agent, pipeline)
+            control = open_control(control_socket, backend)
+        worker = PipelineWorker(pipeline)
+        try:
+            with stop_signals() as (wakeup, received):
+                if ready_file is not None:
+                    write_ready_file(ready_file)
+                sd_notify("READY=1")
+                log.info("ready; writing events to %s", ", ".join(s.spec for s in sinks))
+                serve(backend, worker, wakeup, received)
+                log.info("stopping on %s", signal.Signals(received[0]).name)
+                sd_notify("STOPPING=1")
+                worker.put(backend.stop())
+        finally:
+            worker.close()  # every queued event written, or the output's error raised
+        _log_summary(backend, pipeline, worker)
     finally:
         if control is not None:
             control.close()
-        agent.close()
+        backend.close()
         for sink in sinks:
             sink.close()
         if ready_file is not None:
@@ -189,53 +137,37 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
     return 0
 
 
-def _log_summary(agent: Agent, pipeline: Pipeline) -> None:
-    stats = agent.stats
-    log.info(
-        "stopped: %d event(s) written; %d record(s) read (%d of processes), %d outside the globs, "
-        "%d malformed, %d lost, %d process record(s) lost, %d call(s) skipped by the kernel (recursion misses)",
-        pipeline.written,
-        stats.records,
-        stats.process_records,
-        stats.filtered,
-        stats.malformed,
-        stats.lost,
-        stats.process_lost,
-        stats.recursion_misses,
-    )
-    for hook, counts in agent.counters().items():
-        log.info("kernel %s: %s", hook, " ".join(f"{k}={v}" for k, v in counts.items()))
-    if stats.lost and agent.backend == "fanotify":
-        log.warning("fanotify's queue overflowed %d time(s): events were lost", stats.lost)
-    elif stats.lost or stats.process_lost or stats.recursion_misses:
-        detail = "".join(
-            f"; {hook}: " + " ".join(f"{k}={v}" for k, v in losses.items() if v)
-            for hook, losses in stats.losses.report().items()
-        )
+def serve(backend: Backend, worker: PipelineWorker, wakeup: int, received: list[int]) -> None:
+    """The record loop: the backend's events to the pipeline until a signal."""
+    with select.epoll() as ep:
+        ep.register(backend.fileno(), select.EPOLLIN)
+        ep.register(wakeup, select.EPOLLIN)
+        for fd, events in backend.wake_fds():  # e.g. the mount table: overlays come and go
+            ep.register(fd, events)
+        while not received:
+            ep.poll(1.0)
+            worker.put(backend.read())
+
+
+def open_control(path: Path, backend: Backend) -> ControlServer | None:
+    """The control socket, answering on its own thread; None (and a
+    warning) if it cannot be opened."""
+    try:
+        return ControlServer(path, Requests(backend))
+    except OSError as exc:
         log.warning(
-            "lost over the run: %d file record(s) (gaps in event.sequence), %d process record(s), "
-            "%d call(s) the kernel skipped (recursion misses)%s",
-            stats.lost,
-            stats.process_lost,
-            stats.recursion_misses,
-            detail,
+            "no control socket at %s (%s): 'filewarden explain' will not reach this agent",
+            path,
+            exc.strerror,
         )
-    if agent.marks_enabled:
-        marks = agent.mark_stats()
-        log.info(
-            "inode marks: %d inherited, %d kept on eviction, %d restored, %d waiting, %d lost (evicted_marks full)",
-            marks["inherited"],
-            marks["saved"],
-            marks["restored"],
-            marks["evicted_live"],
-            marks["save_failed"],
-        )
-        agent.check_mark_loss()
-    drain = agent.drain
-    if drain is not None:
-        log.info(
-            "ring drain: at most %d record(s) held, %d wait(s) for room (buffer_records = %d)",
-            drain.peak,
-            drain.full_waits,
-            drain.max_records,
-        )
+        return None
+
+
+def _log_summary(backend: Backend, pipeline: Pipeline, worker: PipelineWorker) -> None:
+    lines = backend.summary()
+    first = f"; {lines[0][1]}" if lines else ""
+    log.info("stopped: %d event(s) written%s", pipeline.written, first)
+    for level, line in lines[1:]:
+        log.log(level, "%s", line)
+    if worker.waits:
+        log.info("pipeline: waited %d time(s) for room (at most %d batch(es) queued)", worker.waits, worker.peak)

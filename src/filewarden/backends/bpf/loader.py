@@ -270,3 +270,22 @@ def plan(
         for p in drafts
     )
     return Plan(programs)
+
+
+def describe_load_error(exc: LibbpfError, program: str = "", doing: str = "loading") -> str:
+    """One line on why loading or attaching failed: the program, and the
+    verifier's refusal (or that there was none, or libbpf's last word)."""
+    found = exc.load_log
+    program = program or found.program
+    what = f"{doing} {program}" if program else exc.function
+    why = f": {found.reason}" if found.reason else ""
+    if exc.errno == errno.EPERM and not found.verifier:
+        return (
+            f"BPF LSM programs cannot be loaded on this kernel: {what} failed with EPERM "
+            f"({exc.strerror}){why}; run 'filewarden doctor' for the cause and the fix"
+        )
+    if found.verifier:
+        where = "'filewarden doctor -v' (or --log-level debug) shows the verifier's log"
+    else:
+        where = "run 'filewarden doctor -v' for details"
+    return f"{what} failed: {exc.strerror}{why}; {where}"

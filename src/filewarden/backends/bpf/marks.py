@@ -19,14 +19,20 @@ import os
 import re
 import stat
 import struct
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from filewarden.backends.bpf import abi
 from filewarden.globs import Glob, GlobError, PathMatcher, parse
 
+if TYPE_CHECKING:
+    from filewarden._libbpf import BpfObject
+
 log = logging.getLogger(__name__)
+_INO: Final = struct.Struct("<Q")  # marked_inos bloom filter element (mark.bpf.h)
 
 _O_PATH: Final = getattr(os, "O_PATH", 0o10000000)
 _MARK: Final = struct.Struct("<II")
@@ -288,3 +294,86 @@ def open_path(path: bytes | str, *, follow: bool = False) -> int:
     """An O_PATH descriptor of `path` itself (a final symlink is not
     followed unless `follow`: /proc/PID/fd/N must be, to reach the file)."""
     return os.open(path, _O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+
+
+class MarkTable:
+    """The kernel's inode marks (maps inode_marks and marked_inos, and the
+    bookkeeping in fw_mark_stats) as the agent writes and reads them."""
+
+    def __init__(self, obj: BpfObject, max_evicted: int, proc: Path = Path("/proc")) -> None:
+        self._obj = obj
+        self._marks = obj.map("inode_marks")
+        self._inos = obj.map("marked_inos")
+        self._max_evicted = max_evicted
+        self._proc = proc
+        self._reported_save_failed = 0
+
+    def mark(self, matcher: PathMatcher) -> MarkReport:
+        """Marks every file and directory `matcher` matches."""
+        started = time.perf_counter()
+        report = mark_paths(
+            self._marks.update,
+            matched_paths(matcher),
+            MarkRule.of(matcher),
+            note_inode=lambda ino: self._inos.push(_INO.pack(ino)),
+        )
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def unmark(self, old: PathMatcher, new: PathMatcher) -> int:
+        """Clears the marks of what `old` matched and `new` does not; paths
+        both match get the mark `new` gives them. Returns how many were cleared."""
+        rule = MarkRule.of(new)
+        cleared = 0
+        for path, is_dir in matched_paths(old):
+            if rule.mark(path, is_dir)[0]:
+                continue
+            try:
+                fd = open_path(path)
+            except OSError:
+                continue
+            try:
+                cleared += self._marks.delete(lookup_fd_key(fd))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return cleared
+
+    def of(self, path: bytes | str, *, follow: bool = False) -> tuple[int, int] | None:
+        """(flags, glob index) of the inode at `path` (a final symlink
+        followed only if `follow`), or None if it carries no mark. Raises OSError."""
+        fd = open_path(path, follow=follow)
+        try:
+            raw = self._marks.lookup(lookup_fd_key(fd))
+        finally:
+            os.close(fd)
+        return decode_mark(raw) if raw is not None else None
+
+    def of_fd(self, pid: int, fd: int) -> tuple[int, int] | None:
+        """The mark of the file behind another process's descriptor
+        (/proc/PID/fd/N opened with O_PATH is that very file)."""
+        try:
+            return self.of(os.fsencode(self._proc / f"{pid}/fd/{fd}"), follow=True)
+        except OSError:
+            return None
+
+    def stats(self) -> dict[str, int]:
+        """The kernel's mark bookkeeping (struct fw_mark_stats)."""
+        raw = self._obj.read_global("fw_mark_stats")
+        values = struct.unpack("<" + abi.MARK_STATS.format, raw)
+        return {name: int(v) for (name, _), v in zip(abi.MARK_STATS.fields, values, strict=True)}
+
+    def check_loss(self) -> int:
+        """Warns (once per new loss) when marks of evicted inodes did not fit
+        in evicted_marks; returns the total so far."""
+        failed = self.stats()["save_failed"]
+        if failed > self._reported_save_failed:
+            log.warning(
+                "%d inode mark(s) lost on eviction: evicted_marks is full (max_evicted_marks = %d); "
+                "those files are followed by path only until the agent restarts",
+                failed - self._reported_save_failed,
+                self._max_evicted,
+            )
+            self._reported_save_failed = failed
+        return failed

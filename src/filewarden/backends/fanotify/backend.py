@@ -5,8 +5,8 @@ directory-entry changes, attribute changes and writes, with the writer's
 pid (fanotify.py). This agent turns those reports into the same events the
 BPF backends produce, fills the process from the process tree (executable,
 arguments, parent), and names in every event the fields fanotify cannot
-give (`event.unavailable`) instead of guessing them. The rendering drops
-those fields.
+give: a value it cannot know is left unset (None), never guessed, and the
+rendering names it in `event.unavailable`.
 
 A pid is all fanotify says of the writer, and pids are reused, so the tree
 must be current when an event is read. The kernel's process connector
@@ -19,9 +19,8 @@ connector cannot be had, each batch's writers are read again from /proc
 (start time, program, arguments): a new start time is another process, a
 new program an exec.
 
-It shares the Agent's process tree, enrichment, path matcher and statistics,
-and its interface (start, fileno, read, stop, close), so `filewarden run`
-drives either the same way.
+It offers the one Backend interface (backends/base.py), so `filewarden run`
+drives it as it drives the BPF backends.
 """
 
 from __future__ import annotations
@@ -33,18 +32,20 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from filewarden.backends.bpf.backend import Agent, AgentError
-from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyEvent, FanotifyWatcher
+from filewarden.backends.base import INFO, WARNING, BackendStats, Preflight, SummaryLine
+from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyEvent, FanotifyWatcher, available
+from filewarden.errors import BackendError
 from filewarden.explain import explain as explain_path
+from filewarden.host.layers import Layers
 from filewarden.host.proc_connector import CAP_NET_ADMIN, ConnectorError, ProcConnector, ProcEvent
+from filewarden.host.proctree import ProcessTree
+from filewarden.host.sysinfo import Host
 from filewarden.model import enums
 from filewarden.model.events import FileEvent, FileInfo, Process
 
 if TYPE_CHECKING:
-    from filewarden.backends.bpf.drain import RingDrain
     from filewarden.config import Config
     from filewarden.host.proctree import ProcessInfo
-    from filewarden.host.sysinfo import Host
 
 log = logging.getLogger(__name__)
 
@@ -69,45 +70,31 @@ _MODES: Final = {
     "char": stat.S_IFCHR,
     "block": stat.S_IFBLK,
 }
-# fanotify.py's names for what it cannot fill -> the document fields they are
-# (render.py drops them). Names the process tree can fill are handled apart.
-_FIELDS: Final = {
-    "@timestamp": (),  # stamped with the time the agent read the event, said in event.unavailable
-    "event.hook": (),  # the hook is "fanotify" itself
-    "event.sequence": (),  # the agent numbers its events; a gap is a loss (overflow)
-    "event.action": (),  # the action is as precise as fanotify allows; its docs say how
-    "file.inode": ("file.inode", "file.device"),
-    "file.mode": (),
-    "file.uid": (),
-    "file.gid": (),
-    "file.previous": ("file.previous",),
-    "file.layer": ("file.layer",),
-    "file.target_path": ("file.target_path",),
-    "process.thread.id": ("process.thread.id",),
-    "process.uid": ("process.user.id", "process.real_user.id"),
-    "process.gid": ("process.group.id", "process.real_group.id"),
-    "process.cgroup": ("process.cgroup.id", "process.mount_namespace.id"),
-}
-_FROM_TREE: Final = frozenset({"process.executable", "process.args", "process.parent", "process.name"})
-_TREE_FIELDS: Final = {
-    "process.executable": ("process.executable",),
-    "process.args": ("process.args",),
-    "process.parent": ("process.parent",),
-    "process.name": ("process.name",),
-}
+# What fanotify's decoder says it cannot tell that has no value in the
+# event to leave unset (document field names). The rest (the inode, the
+# writer's ids, its thread) is left unset in the event itself.
+_DECLARED: Final = frozenset({"file.previous", "file.layer", "file.target_path", "file.replaced"})
+
 # How often exited processes are dropped from the tree (after its retention).
 _EXPIRE_EVERY_NS: Final = 10**9
 
 
-class FanotifyAgent(Agent):
+class FanotifyBackend:
+    name = "fanotify"
+
     def __init__(self, config: Config, *, host: Host | None = None) -> None:
-        super().__init__(config, host=host)
-        self.backend = "fanotify"
+        self.config = config
+        self.matcher = config.matcher
+        self.host = host or Host()
+        self.processes = ProcessTree(self.host.root / "proc")
+        self.layers = Layers(self.host.root)
+        self.stats = BackendStats()
         self._watcher: FanotifyWatcher | None = None
         self._connector: ProcConnector | None = None
         self._poll: select.epoll | None = None
         self._seq = 0  # event.sequence of the next event (or of the next loss)
         self._malformed = 0  # the watcher's malformed records already counted as lost
+        self._expired_at = 0
         # Until the connector is open nothing reports execs: check /proc.
         self.processes.followed = False
 
@@ -117,7 +104,7 @@ class FanotifyAgent(Agent):
         try:
             self._watcher = FanotifyWatcher(self.matcher.prefixes(), self.matcher.matches, own)
         except (FanotifyError, OSError) as exc:
-            raise AgentError(f"fanotify cannot watch here: {exc}") from None
+            raise BackendError(f"fanotify cannot watch here: {exc}") from None
         # Listening before the scan: what changes after it read a process is reported.
         self._connector = self._open_connector()
         self.processes.followed = self._connector is not None
@@ -159,7 +146,6 @@ class FanotifyAgent(Agent):
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
-        super().close()
 
     @property
     def watcher(self) -> FanotifyWatcher:
@@ -174,17 +160,8 @@ class FanotifyAgent(Agent):
             raise RuntimeError("agent is not started")
         return self._poll.fileno()
 
-    @property
-    def drain(self) -> RingDrain | None:
-        return None
-
-    @property
-    def mount_watch_fd(self) -> int | None:
-        return None
-
-    @property
-    def marks_enabled(self) -> bool:
-        return False
+    def wake_fds(self) -> list[tuple[int, int]]:
+        return []
 
     def read(self, timeout: float = 0.0) -> list[FileEvent]:
         if timeout > 0:
@@ -284,43 +261,29 @@ class FanotifyAgent(Agent):
         seq = self._seq
         self._seq += 1
         self.stats.records += 1
-        missing: list[str] = []
-        for name in ev.unavailable:
-            if name in _FROM_TREE:
-                continue
-            missing.extend(_FIELDS.get(name, (name,)))
+        declared = [name for name in ev.unavailable if name in _DECLARED]
         info = self._writer(ev.pid, writers)
-        if info is None:
-            for name in sorted(_FROM_TREE):
-                missing.extend(_TREE_FIELDS[name])
-        elif info.exe is None:
-            missing.extend(_TREE_FIELDS["process.executable"])  # read after it exited: a zombie has no exe link
-        mode = _MODES.get(ev.file_type or ("dir" if ev.is_dir else ""), 0)
-        if not mode:
-            missing.append("file.type")
+        mode = _MODES.get(ev.file_type or ("dir" if ev.is_dir else ""))
         path = ev.path
         if path is None:
-            missing.append("file.path")
+            declared.append("file.path")
             path = b""
-        process = Process(
-            pid=ev.pid,
-            tid=ev.pid,
-            ppid=info.ppid if info is not None else 0,
-            uid=0,
-            euid=0,
-            gid=0,
-            egid=0,
-            loginuid=enums.UNSET_ID,
-            cgroup_id=0,
-            start_ns=info.start_ns if info is not None else 0,
-            mntns=0,
-            flags=0 if info is not None and info.exe is not None else int(enums.ProcessFlag.EXE_UNKNOWN),
-            comm=info.comm if info is not None else b"",
-            exe=info.exe if info is not None else None,
-            args=info.args if info is not None else (),
-        )
-        if info is None or not info.start_ns:
-            missing.append("process.start")
+        # fanotify names the writer's pid and nothing else of it: the rest
+        # is the process tree's, or unknown (None) when the tree has not
+        # got the process. Never a zero: uid 0 would say the writer was root.
+        if info is None:
+            process = Process(pid=ev.pid, tid=ev.pid, args=None)
+        else:
+            process = Process(
+                pid=ev.pid,
+                tid=ev.pid,
+                ppid=info.ppid,
+                start_ns=info.start_ns or None,
+                flags=0 if info.exe is not None else int(enums.ProcessFlag.EXE_UNKNOWN),
+                comm=info.comm,
+                exe=info.exe,  # None read after it exited: a zombie has no exe link
+                args=info.args,
+            )
         return FileEvent(
             seq=seq,
             ktime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
@@ -329,9 +292,9 @@ class FanotifyAgent(Agent):
             flags=0,
             path=path,
             aux=ev.aux or b"",
-            file=FileInfo(0, 0, 0, mode, 0, 0),
+            file=FileInfo(mode=mode),
             process=process,
-            unavailable=tuple(dict.fromkeys(missing)),
+            unknown=tuple(declared),
         )
 
     def _writer(self, pid: int, writers: dict[int, ProcessInfo | None] | None) -> ProcessInfo | None:
@@ -343,28 +306,24 @@ class FanotifyAgent(Agent):
             writers[pid] = self.processes.current(pid)
         return writers[pid]
 
-    # -- what the BPF agent reports, as far as it applies -----------------------
-    def counters(self) -> dict[str, dict[str, int]]:
-        return {}
-
-    def ignore_reasons(self, hook: str | None = None) -> dict[str, int]:
-        return {}
-
     def produced(self) -> int:
         """Numbers given out: one per event and one per loss seen."""
         return self._seq
 
-    def mark_stats(self) -> dict[str, int]:
-        return {}
-
-    def check_mark_loss(self) -> int:
-        return 0
+    def summary(self) -> list[SummaryLine]:
+        stats = self.stats
+        lines: list[SummaryLine] = [
+            (INFO, f"{stats.records} report(s) read ({stats.process_records} of processes), {stats.lost} lost")
+        ]
+        if stats.lost:
+            lines.append((WARNING, f"fanotify's queue overflowed {stats.lost} time(s): events were lost"))
+        return lines
 
     def status(self) -> dict[str, Any]:
         w = self.watcher
         c = self._connector
         return {
-            "backend": self.backend,
+            "backend": self.name,
             "fanotify": w.stats.as_dict(),
             "losses": {"events": self.stats.lost},
             "processes": {
@@ -379,3 +338,9 @@ class FanotifyAgent(Agent):
 
     def explain(self, path: bytes) -> dict[str, Any]:
         return explain_path(path, self.matcher, self.matcher.prefixes(), mark_of=None, loaded_hooks=[])
+
+
+def preflight(host: Host) -> Preflight:
+    """fanotify needs CAP_SYS_ADMIN and a kernel that reports names (5.9+)."""
+    ok, detail = available()
+    return Preflight("fanotify", ok, detail, "" if ok else "run as root (fanotify needs CAP_SYS_ADMIN)")

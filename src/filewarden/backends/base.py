@@ -1,0 +1,120 @@
+"""The one interface every backend offers the service.
+
+A backend turns what its mechanism sees into file events: the BPF
+programs' ring buffer (bpf/), or fanotify's queue (fanotify/). The service
+(service/runner.py) drives any backend the same way:
+
+    backend.start()                 load, attach, watch; BackendError says why not
+    poll backend.fileno()           readable when events may be waiting
+    backend.read()                  the events ready now, numbered (event.sequence)
+    backend.stop()                  stop watching; every event still queued
+    backend.close()                 release everything (also after a failed start)
+
+and asks it `status()` and `explain(path)` for the control socket and
+`summary()` for the stop log. The events it hands out are already the
+selected ones (the monitored globs, tracked inodes, layer tampering) and
+numbered so that a gap means records were lost, and nothing else.
+
+`fake.FakeBackend` is the in-memory stand-in the service's unit tests drive.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from filewarden.backends.sequence import SequenceTracker
+
+if TYPE_CHECKING:
+    from filewarden.host.layers import Layers
+    from filewarden.host.proctree import ProcessTree
+    from filewarden.model.events import FileEvent
+
+
+@dataclass
+class BackendStats:
+    """What a backend counted; the service logs it at stop."""
+
+    records: int = 0  # taken from the mechanism (ring records, fanotify reports)
+    record_bytes: int = 0  # their total size, where the mechanism says
+    events: int = 0  # file events handed out
+    process_records: int = 0  # exec, fork, exit (records or connector messages)
+    filtered: int = 0  # under a kernel prefix but matching no glob
+    malformed: int = 0  # records that did not decode
+    sequence: SequenceTracker = field(default_factory=SequenceTracker)  # file records' numbers
+    process_sequence: SequenceTracker = field(default_factory=SequenceTracker)  # exec, fork, exit
+
+    @property
+    def lost(self) -> int:
+        """File records lost."""
+        return self.sequence.lost
+
+    @property
+    def process_lost(self) -> int:
+        """Process records lost."""
+        return self.process_sequence.lost
+
+    @property
+    def recursion_misses(self) -> int:
+        """Program runs the kernel skipped; only tracing programs have them."""
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    """Whether a backend can run here: what was checked, and the fix."""
+
+    backend: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    log: tuple[str, ...] = ()  # libbpf's log of the probe that failed (its tail)
+
+
+# One line of the stop summary: (logging level, message).
+SummaryLine = tuple[int, str]
+INFO = logging.INFO
+WARNING = logging.WARNING
+
+
+class Backend(Protocol):
+    """What the service needs of a backend (see the module docstring)."""
+
+    @property
+    def name(self) -> str:
+        """ "lsm", "fentry" or "fanotify": event.backend."""
+        ...
+
+    @property
+    def stats(self) -> BackendStats: ...
+
+    @property
+    def processes(self) -> ProcessTree:
+        """What the backend knows of processes: render's ancestry."""
+        ...
+
+    @property
+    def layers(self) -> Layers:
+        """The overlay mounts it follows: enrich's layers and host paths."""
+        ...
+
+    def start(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def wake_fds(self) -> list[tuple[int, int]]:
+        """More descriptors to poll (fd, epoll events) after which read() has work."""
+        ...
+
+    def read(self, timeout: float = 0.0) -> list[FileEvent]: ...
+
+    def stop(self) -> list[FileEvent]: ...
+
+    def close(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def explain(self, path: bytes) -> dict[str, Any]: ...
+
+    def summary(self) -> list[SummaryLine]: ...

@@ -1,0 +1,91 @@
+"""The overlay mounts the agent follows: their lower layers and tampering.
+
+A container's image layers are the lower directories of its root
+filesystem's overlay. A host process writing into one changes every
+container built on that image without going through any container: the
+BPF backends watch those directories (their paths go in the kernel's
+prefix trie) and report such a write as `layer_tamper`.
+
+One `Layers` is shared by the backend (which refreshes it when its mount
+table changes, and asks it what is tampering) and by enrichment (host
+paths of overlay files, which containers use a layer), possibly on two
+threads: refresh() holds `lock`, and so does whoever reads `table`, which
+a refresh rebuilds in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from filewarden.host.overlayfs import Changes, OverlayTable
+from filewarden.model.enums import Action, Layer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from filewarden.model.events import FileEvent
+
+log = logging.getLogger(__name__)
+
+_NOT_ON_OVERLAY: Final = (None, int(Layer.NONE))  # plain int: cheaper than Layer.NONE per event
+# aux is a second path written only for a rename (its source) and a hard
+# link (the file linked); for a symlink it is the target string and for an
+# xattr its name, which change nothing where they point.
+_AUX_WRITTEN: Final = frozenset({Action.RENAME, Action.LINK})
+
+
+class Layers:
+    def __init__(self, root: Path = Path("/")) -> None:
+        self.root = root
+        self.table = OverlayTable(root)
+        try:
+            self.own_mntns = os.stat(root / "proc/self/ns/mnt").st_ino
+        except OSError:
+            self.own_mntns = 0
+        self._lower_prefixes: tuple[bytes, ...] = ()
+        self.lock = threading.RLock()
+
+    def refresh(self, pids: Iterable[int] | None = None) -> Changes:
+        """Re-reads the overlay mounts (ours, and those of `pids`' namespaces)."""
+        with self.lock:
+            changes = self.table.refresh(pids)
+            self._lower_prefixes = tuple(d + b"/" for d in self.table.lowerdirs())
+        for dev in changes.added:
+            m = self.table.by_dev[dev]
+            where = ", ".join(os.fsdecode(p) for p in self.table.mount_points(dev))
+            log.info(
+                "overlay %d:%d on %s: %d lower layer(s) watched%s",
+                os.major(dev),
+                os.minor(dev),
+                where,
+                len(m.lowerdirs),
+                "; VOLATILE (its upper layer may lose writes on a crash)" if m.volatile else "",
+            )
+        return changes
+
+    def prefixes(self) -> list[bytes]:
+        """Kernel prefixes for every lower layer: a host write there is tampering."""
+        return list(self._lower_prefixes)
+
+    def tampered(self, event: FileEvent) -> bytes | None:
+        """The lower layer a host process wrote into, or None. Only writers in
+        our mount namespace: the lowerdir paths are spelled in it."""
+        lower = self._lower_prefixes
+        if not lower or event.process.mntns != self.own_mntns:
+            return None
+        if event.layer not in _NOT_ON_OVERLAY:
+            # Written through an overlay: a lowerdir's path can be shadowed by
+            # the overlay mounted on it (an overlay on /tmp over /tmp), and a
+            # write there lands in the upper layer, not in the image.
+            return None
+        paths = (event.path, event.aux) if event.action in _AUX_WRITTEN else (event.path,)
+        for path in paths:
+            if path.startswith(lower):
+                for prefix in lower:
+                    if path.startswith(prefix):
+                        return prefix[:-1]
+        return None
