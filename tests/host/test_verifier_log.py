@@ -11,6 +11,7 @@ import pytest
 
 from filewarden import _build
 from filewarden._libbpf import BpfObject, LibbpfError
+from filewarden.backends.bpf import checks as bpf_checks
 from filewarden.backends.bpf.loader import ProgramPlan, describe_load_error
 from filewarden.model import enums
 from filewarden.service import doctor
@@ -83,7 +84,7 @@ def test_doctor_and_run_report_the_refusal_and_the_tail(refused_object: Path) ->
     line = describe_load_error(exc)
     assert line.startswith("loading fw_test_scalar failed: Permission denied: R1 invalid mem access 'scalar';")
     plan = ProgramPlan("fw_test_scalar", enums.Hook.FILE_OPEN, "socket", True, "")
-    check = doctor._program_check(plan, exc, prior_ok=True)
+    check = bpf_checks._program_check(plan, exc, prior_ok=True)
     assert check.status == doctor.FAIL
     assert "fw_test_scalar failed in bpf_object__load" in check.detail
     assert check.detail.endswith(": R1 invalid mem access 'scalar'")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from filewarden._libbpf import LibbpfError
+from filewarden.backends.bpf import checks as bpf_checks
 from filewarden.host.sysinfo import Host
 from filewarden.service import doctor
 
@@ -43,10 +44,10 @@ def make_host(
 def test_all_good(tmp_path: Path) -> None:
     host = make_host(tmp_path)
     checks = [
-        doctor.check_kernel(host),
-        doctor.check_btf(host),
-        doctor.check_bpf_lsm(host),
-        doctor.check_privileges(host),
+        bpf_checks.check_kernel(host),
+        bpf_checks.check_btf(host),
+        bpf_checks.check_bpf_lsm(host),
+        bpf_checks.check_privileges(host),
     ]
     assert [c.status for c in checks] == ["ok"] * 4
     assert checks[0].detail == "Linux 6.1.0-56-amd64 x86_64"
@@ -54,36 +55,36 @@ def test_all_good(tmp_path: Path) -> None:
 
 
 def test_bpf_not_in_lsm_list_says_how_to_enable_it(tmp_path: Path) -> None:
-    check = doctor.check_bpf_lsm(make_host(tmp_path, lsm="lockdown,capability,apparmor"))
+    check = bpf_checks.check_bpf_lsm(make_host(tmp_path, lsm="lockdown,capability,apparmor"))
     assert check.status == "FAIL"
     assert "lsm=lockdown,capability,apparmor,bpf" in check.fix
     assert "CONFIG_BPF_LSM=y" in check.fix
 
 
 def test_securityfs_not_mounted_falls_back_to_boot_settings(tmp_path: Path) -> None:
-    check = doctor.check_bpf_lsm(make_host(tmp_path, lsm=None, cmdline="root=/dev/vda lsm=landlock,bpf"))
+    check = bpf_checks.check_bpf_lsm(make_host(tmp_path, lsm=None, cmdline="root=/dev/vda lsm=landlock,bpf"))
     assert check.status == "warn"
     assert "the boot asks for lsm=landlock,bpf" in check.detail
     assert "mount -t securityfs" in check.fix
-    check = doctor.check_bpf_lsm(make_host(tmp_path / "b", lsm=None))
+    check = bpf_checks.check_bpf_lsm(make_host(tmp_path / "b", lsm=None))
     assert "lsm=landlock,lockdown,yama,bpf" in check.detail  # from CONFIG_LSM
 
 
 def test_missing_btf(tmp_path: Path) -> None:
-    check = doctor.check_btf(make_host(tmp_path, btf=False))
+    check = bpf_checks.check_btf(make_host(tmp_path, btf=False))
     assert check.status == "FAIL"
     assert "CONFIG_DEBUG_INFO_BTF=y" in check.fix
 
 
 def test_missing_capabilities(tmp_path: Path) -> None:
-    check = doctor.check_privileges(make_host(tmp_path, caps=f"{1 << 21:016x}"))
+    check = bpf_checks.check_privileges(make_host(tmp_path, caps=f"{1 << 21:016x}"))
     assert check.status == "FAIL"
     assert check.detail == "missing CAP_BPF, CAP_PERFMON"
     assert "run as root" in check.fix
 
 
 def test_other_architectures_are_refused(tmp_path: Path) -> None:
-    assert doctor.check_kernel(make_host(tmp_path, arch="aarch64")).status == "FAIL"
+    assert bpf_checks.check_kernel(make_host(tmp_path, arch="aarch64")).status == "FAIL"
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,7 @@ def test_other_architectures_are_refused(tmp_path: Path) -> None:
     ],
 )
 def test_hook_failures_explain_themselves(err: int, prior_ok: bool, detail: str, fix: str) -> None:
-    got_detail, got_fix = doctor._hook_failure("fw_file_open", LibbpfError(err, "bpf_object__load"), prior_ok)
+    got_detail, got_fix = bpf_checks._hook_failure("fw_file_open", LibbpfError(err, "bpf_object__load"), prior_ok)
     assert detail in got_detail
     assert fix in got_fix
 

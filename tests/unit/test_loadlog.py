@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from filewarden._libbpf import NO_VERIFIER_LOG, LibbpfError, read_load_log
+from filewarden.backends.bpf import checks as bpf_checks
 from filewarden.backends.bpf.loader import describe_load_error
 from filewarden.model.enums import Hook
 from filewarden.service import doctor
@@ -175,8 +176,8 @@ def test_run_failure_line_names_the_program_and_the_refusal() -> None:
 
 def test_doctor_fail_line_names_the_refusal_and_verbose_adds_the_tail() -> None:
     exc = LibbpfError(errno.EACCES, "bpf_object__load", tuple(golden("7.3-causal-path")))
-    plan = doctor.loader.ProgramPlan("fw_file_open", Hook.FILE_OPEN, "lsm/file_open", True, "")
-    check = doctor._program_check(plan, exc, prior_ok=True)
+    plan = bpf_checks.loader.ProgramPlan("fw_file_open", Hook.FILE_OPEN, "lsm/file_open", True, "")
+    check = bpf_checks._program_check(plan, exc, prior_ok=True)
     line = doctor.format_check(check)
     assert "\n" not in line
     assert "fw_file_open failed in bpf_object__load: Permission denied (errno 13): R2 type=untrusted_ptr_" in line
@@ -189,6 +190,6 @@ def test_doctor_fail_line_names_the_refusal_and_verbose_adds_the_tail() -> None:
 
 def test_doctor_says_plainly_when_the_verifier_never_ran() -> None:
     exc = LibbpfError(errno.EPERM, "bpf_object__load", tuple(golden("6.18-fexit-eperm")))
-    detail, _ = doctor._hook_failure("fw_probe_fexit", exc, prior_ok=True)
+    detail, _ = bpf_checks._hook_failure("fw_probe_fexit", exc, prior_ok=True)
     assert "(EPERM) before the verifier ran (no verifier log)" in detail
     assert "BPF LSM programs cannot be loaded here" in detail

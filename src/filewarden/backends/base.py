@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from filewarden.backends.sequence import SequenceTracker
 
@@ -59,6 +59,22 @@ class BackendStats:
     def recursion_misses(self) -> int:
         """Program runs the kernel skipped; only tracing programs have them."""
         return 0
+
+
+OK: Final = "ok"
+FAIL: Final = "FAIL"
+WARN: Final = "warn"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of `filewarden doctor`: what was checked, what was found, the fix."""
+
+    name: str
+    status: str  # OK, WARN or FAIL
+    detail: str
+    fix: str = ""
+    log: tuple[str, ...] = ()  # libbpf's log of a failed load or attach (its tail), shown by -v
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final
 
+from filewarden.backends.bpf import checks as bpf_checks
 from filewarden.backends.bpf import preflight as bpf_preflight
 from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.backends.fanotify import backend as fanotify
@@ -32,7 +33,7 @@ from filewarden.errors import BackendError
 from filewarden.host.sysinfo import Host
 
 if TYPE_CHECKING:
-    from filewarden.backends.base import Backend, Preflight
+    from filewarden.backends.base import Backend, Check, Preflight
     from filewarden.config import Config
 
 log = logging.getLogger(__name__)
@@ -107,3 +108,13 @@ def start(config: Config, host: Host | None = None) -> Backend:
 
 def _skipped(host: Host | None) -> list[str]:
     return [f"{c.backend}: {c.detail}" for c in (preflight(b, host) for b in BACKENDS) if not c.ok]
+
+
+def report(host: Host | None = None) -> tuple[list[Check], list[Preflight]]:
+    """What `filewarden doctor` shows: the BPF backends' checks (every
+    program loaded and attached for real), and each backend's pre-flight,
+    best first; lsm's also needs every one of those checks to pass."""
+    host = host or Host()
+    checks = bpf_checks.run(host)
+    preflights = [preflight(b, host) for b in BACKENDS]
+    return checks, [bpf_checks.lsm_verdict(p, checks) if p.backend == "lsm" else p for p in preflights]

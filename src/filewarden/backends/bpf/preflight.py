@@ -74,4 +74,8 @@ def preflight_fentry(host: Host) -> Preflight:
             "sandbox or lockdown that forbids them",
             tail,
         )
-    return Preflight("fentry", True, "an fexit program attaches to security_file_open")
+    return Preflight(
+        "fentry",
+        True,
+        "an fexit program attaches to security_file_open; without inode marks (files followed by path only)",
+    )

@@ -343,4 +343,7 @@ class FanotifyBackend:
 def preflight(host: Host) -> Preflight:
     """fanotify needs CAP_SYS_ADMIN and a kernel that reports names (5.9+)."""
     ok, detail = available()
-    return Preflight("fanotify", ok, detail, "" if ok else "run as root (fanotify needs CAP_SYS_ADMIN)")
+    if not ok:
+        return Preflight("fanotify", False, detail, "run as root (fanotify needs CAP_SYS_ADMIN)")
+    caveat = "fewer fields (no uid, inode, previous values; chmod and chown are one 'attrib')"
+    return Preflight("fanotify", True, f"{detail}; {caveat}")
