@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from filewarden.host.mountinfo import read_mountinfo
+
 _HEX64: Final = r"[0-9a-f]{64}"
 
 
@@ -133,13 +135,12 @@ def _open_by_cgroup_id(mount_fd: int, cgroup_id: int) -> int:
 def cgroup2_mount(root: Path) -> Path | None:
     """Where the unified hierarchy is mounted, from our own mountinfo."""
     try:
-        text = (root / "proc/self/mountinfo").read_text()
+        entries = read_mountinfo(root / "proc")
     except OSError:
         return None
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if sep and right.split(" ", 1)[0] == "cgroup2":
-            return root / left.split(" ")[4].lstrip("/")
+    for e in entries:
+        if e.fs_type == "cgroup2":
+            return root / os.fsdecode(e.mount_point).lstrip("/")
     return None
 
 
