@@ -12,7 +12,7 @@ import pytest
 from filewarden.backends import choose as backends
 from filewarden.backends.bpf.backend import AgentError
 from filewarden.backends.fanotify.backend import FanotifyAgent
-from filewarden.backends.fanotify.watcher import FanotifyEvent
+from filewarden.backends.fanotify.decoder import FanotifyEvent
 from filewarden.config import Config, Output
 from filewarden.host.clock import WallClock
 from filewarden.host.proc_connector import LOST, ProcEvent

@@ -34,7 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.backends.bpf.backend import Agent, AgentError
-from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyEvent, FanotifyWatcher
+from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyWatcher
 from filewarden.explain import explain as explain_path
 from filewarden.host.proc_connector import CAP_NET_ADMIN, ConnectorError, ProcConnector, ProcEvent
 from filewarden.model import enums
@@ -42,6 +42,7 @@ from filewarden.model.events import FileEvent, FileInfo, Process
 
 if TYPE_CHECKING:
     from filewarden.backends.bpf.drain import RingDrain
+    from filewarden.backends.fanotify.decoder import FanotifyEvent
     from filewarden.config import Config
     from filewarden.host.proctree import ProcessInfo
     from filewarden.host.sysinfo import Host
