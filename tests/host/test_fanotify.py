@@ -16,12 +16,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from filewarden.backends.fanotify import watcher as fa
-from filewarden.backends.fanotify.watcher import FanotifyEvent, FanotifyWatcher
+from filewarden.backends.fanotify import uapi
+from filewarden.backends.fanotify.watcher import FanotifyWatcher, available
 from tests.support import mounts
+
+if TYPE_CHECKING:
+    from filewarden.backends.fanotify.decoder import FanotifyEvent
 
 WAIT = 5.0  # seconds: the most a test waits for an event it expects
 
@@ -142,7 +146,7 @@ def watch(root: Path, **kwargs: object) -> FanotifyWatcher:
 
 
 def test_available_as_root() -> None:
-    ok, why = fa.available()
+    ok, why = available()
     assert ok, why
     assert "FAN_REPORT_TARGET_FID" in why  # the host kernel is 6.x
 
@@ -201,7 +205,7 @@ def test_every_change_with_path_and_pid(fs_root: tuple[str, Path]) -> None:
         # chmod and chown are the same event: FAN_ATTRIB, nothing more
         chmod = step(w, child, "chmod", [("attrib", f"{e}/f", None)])
         chown = step(w, child, "chown", [("attrib", f"{e}/f", None)])
-        assert chmod[0].mask == chown[0].mask == fa.FAN_ATTRIB
+        assert chmod[0].mask == chown[0].mask == uapi.FAN_ATTRIB
         assert chmod[0].unavailable == chown[0].unavailable
         assert {"event.action", "file.mode", "file.uid", "file.gid", "file.previous"} <= set(chmod[0].unavailable)
 
@@ -372,7 +376,7 @@ def test_without_target_fid() -> None:
         e = os.fsdecode(etc)
         with watch(root, target_fid=False) as w, writer(steps) as child:
             assert not w.target_fid
-            assert w.mask == fa.BASE_MASK
+            assert w.mask == uapi.BASE_MASK
             got = step(w, child, "rename", [("rename", f"{e}/sub/b", f"{e}/a")])
             assert got[0].replaced is None
             assert "file.replaced" in got[0].unavailable

@@ -12,7 +12,7 @@ import pytest
 from filewarden.backends import choose as backends
 from filewarden.backends.base import Preflight
 from filewarden.backends.fanotify.backend import FanotifyBackend
-from filewarden.backends.fanotify.watcher import FanotifyEvent
+from filewarden.backends.fanotify.decoder import FanotifyEvent
 from filewarden.config import Config, Output
 from filewarden.errors import BackendError
 from filewarden.host.clock import WallClock

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.host.cgroups import CgroupResolver, parse_cgroup_path, parse_proc_cgroup
+from filewarden.host.cgroups import CgroupResolver, cgroup2_mount, parse_cgroup_path, parse_proc_cgroup
 
 A = "4f1c8e2a9b7d6c5e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
 B = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -110,3 +110,11 @@ def test_open_by_handle_finds_a_real_cgroup() -> None:
     finally:
         leaf.rmdir()
         parent.rmdir()
+
+
+def test_cgroup2_mount_point_is_unescaped(tmp_path: Path) -> None:
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mountinfo").write_bytes(
+        b"25 1 0:22 / / rw - ext4 /dev/sda1 rw\n32 25 0:26 / /cg\\040v2 rw shared:4 - cgroup2 cgroup2 rw\n"
+    )
+    assert cgroup2_mount(tmp_path) == tmp_path / "cg v2"

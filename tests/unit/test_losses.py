@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def counters(**hooks: tuple[int, int]) -> dict[str, dict[str, int]]:
-    """hook=(ringbuf_full, error) as Agent.counters() gives them."""
+    """hook=(ringbuf_full, error) as BpfBackend.counters() gives them."""
     return {h: {"total": 0, "emitted": 0, "ringbuf_full": full, "error": err} for h, (full, err) in hooks.items()}
 
 

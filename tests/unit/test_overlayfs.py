@@ -3,7 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filewarden.host.overlayfs import OverlayMount, OverlayTable, parse_mountinfo, split_lowerdirs
+from filewarden.host.mountinfo import parse_mountinfo
+from filewarden.host.overlayfs import OverlayMount, OverlayTable, split_lowerdirs
 
 # As 6.1 and 6.12 print them (6.12 shows a volatile overlay as fsync=volatile).
 OVL_61 = (
@@ -15,14 +16,6 @@ OVL_612 = (
     b"upperdir=/run/c2/upper,workdir=/run/c2/work,uuid=on,fsync=volatile\n"
 )
 PLAIN = b"25 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
-
-
-def test_mountinfo_fields_and_octal_escapes() -> None:
-    line = b"36 35 98:0 /mnt1 /mnt\\040with\\012newline rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n"
-    (e,) = parse_mountinfo(line)
-    assert (e.mount_id, e.parent_id, e.dev) == (36, 35, os.makedev(98, 0))
-    assert e.mount_point == b"/mnt with\nnewline"
-    assert (e.root, e.fs_type, e.source) == (b"/mnt1", "ext3", b"/dev/root")
 
 
 def test_overlay_options_on_both_kernels() -> None:

@@ -1,4 +1,4 @@
-"""libbpf, through ctypes: the only place in filewarden that touches C.
+"""libbpf, through ctypes: with host/libc.py, the only place in filewarden that touches C.
 
 Public surface::
 

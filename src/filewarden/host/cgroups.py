@@ -18,7 +18,6 @@ exited, without walking the tree.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
@@ -27,6 +26,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from filewarden.host import libc
+from filewarden.host.mountinfo import read_mountinfo
 
 _HEX64: Final = r"[0-9a-f]{64}"
 
@@ -114,32 +116,21 @@ def parse_proc_cgroup(text: str) -> str | None:
 _FILEID_KERNFS: Final = 0xFE
 
 
-class _FileHandle(ctypes.Structure):
-    _fields_ = (("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 8))
-
-
 def _open_by_cgroup_id(mount_fd: int, cgroup_id: int) -> int:
-    """open_by_handle_at(2) of a cgroup directory: libc, not libbpf, so it
-    lives here rather than behind filewarden._libbpf. Raises OSError."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    handle = _FileHandle(8, _FILEID_KERNFS, (ctypes.c_ubyte * 8)(*cgroup_id.to_bytes(8, "little")))
-    fd = libc.open_by_handle_at(mount_fd, ctypes.byref(handle), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return int(fd)
+    """open_by_handle_at(2) of a cgroup directory. Raises OSError."""
+    handle = cgroup_id.to_bytes(8, "little")
+    return libc.open_by_handle_at(mount_fd, _FILEID_KERNFS, handle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def cgroup2_mount(root: Path) -> Path | None:
     """Where the unified hierarchy is mounted, from our own mountinfo."""
     try:
-        text = (root / "proc/self/mountinfo").read_text()
+        entries = read_mountinfo(root / "proc")
     except OSError:
         return None
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if sep and right.split(" ", 1)[0] == "cgroup2":
-            return root / left.split(" ")[4].lstrip("/")
+    for e in entries:
+        if e.fs_type == "cgroup2":
+            return root / os.fsdecode(e.mount_point).lstrip("/")
     return None
 
 

@@ -8,59 +8,21 @@ ovl_show_options()), the same in every namespace, so the table is keyed by
 the superblock's device number, which is also what the kernel records
 carry (inode->i_sb->s_dev).
 
-Paths in mountinfo escape space, tab, newline and backslash as octal
-(seq_path()/mangle()); inside the lowerdir option a ':' that is part of a
-path is written as "\\:" and the "::" separator marks data-only layers
-(6.5+). Paths are kept as bytes, exactly as the kernel spelled them.
+The mount table is read by `mountinfo` (escapes undone there). Inside the
+lowerdir option a ':' that is part of a path is written as "\\:" and the
+"::" separator marks data-only layers (6.5+). Paths are kept as bytes,
+exactly as the kernel spelled them.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import select
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 
-_OCTAL: Final = re.compile(rb"\\([0-7]{3})")
-
-
-def unescape(raw: bytes) -> bytes:
-    return _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), raw)
-
-
-@dataclass(frozen=True, slots=True)
-class MountEntry:
-    mount_id: int
-    parent_id: int
-    dev: int  # os.makedev(major, minor): what stat() and the decoder use
-    root: bytes  # the mount's root inside its filesystem
-    mount_point: bytes  # as the reading process sees it
-    fs_type: str
-    source: bytes
-    super_options: bytes
-
-
-def parse_mountinfo(text: bytes) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(b" - ")
-        if not sep:
-            continue
-        fields = left.split(b" ")
-        rest = right.split(b" ", 2)
-        if len(fields) < 6 or len(rest) < 3:
-            continue
-        major, _, minor = fields[2].partition(b":")
-        entries.append(
-            MountEntry(
-                int(fields[0]), int(fields[1]), os.makedev(int(major), int(minor)), unescape(fields[3]),
-                unescape(fields[4]), rest[0].decode(errors="replace"), unescape(rest[1]), rest[2],
-            )
-        )  # fmt: skip
-    return entries
+from filewarden.host.mountinfo import MountEntry, read_mountinfo, unescape
 
 
 def split_options(options: bytes) -> dict[bytes, bytes]:
@@ -170,10 +132,10 @@ class OverlayTable:
                     known.pids.append(pid)
                 continue
             try:
-                text = (proc / str(pid) / "mountinfo").read_bytes()
+                entries = read_mountinfo(proc, pid)
             except OSError:
                 continue
-            self._add_namespace(ns, pid, parse_mountinfo(text))
+            self._add_namespace(ns, pid, entries)
         added = frozenset(self.by_dev) - frozenset(before)
         removed = frozenset(before) - frozenset(self.by_dev)
         return Changes(added, removed, self.lowerdirs() != old_lowers)

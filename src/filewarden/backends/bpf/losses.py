@@ -54,7 +54,7 @@ class KernelLoss:
     def from_counters(
         cls, counters: Mapping[str, Mapping[str, int]], recursion_misses: Mapping[str, int] | None = None
     ) -> KernelLoss:
-        """From Agent.counters() (per hook: the exit counters) and each
+        """From BpfBackend.counters() (per hook: the exit counters) and each
         program's recursion_misses."""
         return cls(
             ring_full={hook: c["ringbuf_full"] for hook, c in counters.items()},

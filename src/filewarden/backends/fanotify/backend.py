@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.backends.base import INFO, WARNING, BackendStats, Preflight, SummaryLine
-from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyEvent, FanotifyWatcher, available
+from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyWatcher, available
 from filewarden.errors import BackendError
 from filewarden.explain import explain as explain_path
 from filewarden.host.layers import Layers
@@ -44,6 +44,7 @@ from filewarden.model import enums
 from filewarden.model.events import FileEvent, FileInfo, Process
 
 if TYPE_CHECKING:
+    from filewarden.backends.fanotify.decoder import FanotifyEvent
     from filewarden.config import Config
     from filewarden.host.proctree import ProcessInfo
 

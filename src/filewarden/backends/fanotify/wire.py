@@ -1,0 +1,166 @@
+"""fanotify's read() buffer, split into records.
+
+Owns the values a read of a fanotify group is made of (`FileId`,
+`InfoRecord`, `RawEvent`) and `parse_events()`, which cuts a buffer into
+them as fs/notify/fanotify/fanotify_user.c (copy_event_to_user(),
+copy_info_records_to_user()) lays it out. Nothing is resolved or decided
+here: a RawEvent is the kernel's event, undecoded. Bad input is counted,
+never raised.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from filewarden.backends.fanotify.uapi import (
+    FAN_EVENT_INFO_TYPE_DFID,
+    FAN_EVENT_INFO_TYPE_DFID_NAME,
+    FAN_EVENT_INFO_TYPE_FID,
+    FAN_EVENT_INFO_TYPE_NEW_DFID_NAME,
+    FAN_EVENT_INFO_TYPE_OLD_DFID_NAME,
+    FANOTIFY_METADATA_VERSION,
+    FID_HEAD,
+    FID_INFO_TYPES,
+    FSID,
+    HANDLE_HDR,
+    INFO_HDR,
+    META,
+    NAMED_INFO_TYPES,
+)
+
+#: The records that name the directory an event happened in (or the
+#: directory itself): a rename's source side included, its destination not.
+_DIR_INFO_TYPES: Final = frozenset(
+    (FAN_EVENT_INFO_TYPE_DFID_NAME, FAN_EVENT_INFO_TYPE_DFID, FAN_EVENT_INFO_TYPE_OLD_DFID_NAME)
+)
+_NEW_DIR_INFO_TYPES: Final = frozenset((FAN_EVENT_INFO_TYPE_NEW_DFID_NAME,))
+_CHILD_INFO_TYPES: Final = frozenset((FAN_EVENT_INFO_TYPE_FID,))
+
+
+class FileId(msgspec.Struct, frozen=True):
+    """An object as fanotify names it: filesystem id and file handle."""
+
+    fsid: tuple[int, int]
+    handle_type: int
+    handle: bytes
+
+
+class InfoRecord(msgspec.Struct, frozen=True):
+    """One fanotify_event_info_fid record; `name` is None for FID and DFID."""
+
+    info_type: int
+    fid: FileId
+    name: bytes | None
+
+
+class RawEvent(msgspec.Struct, frozen=True):
+    """One fanotify_event_metadata with its info records, undecoded."""
+
+    mask: int
+    pid: int
+    fd: int
+    records: tuple[InfoRecord, ...]
+
+    def _first(self, types: frozenset[int]) -> InfoRecord | None:
+        for r in self.records:
+            if r.info_type in types:
+                return r
+        return None
+
+    @property
+    def dir_record(self) -> InfoRecord | None:
+        """The directory the event happened in (or the directory itself)."""
+        return self._first(_DIR_INFO_TYPES)
+
+    @property
+    def new_dir_record(self) -> InfoRecord | None:
+        return self._first(_NEW_DIR_INFO_TYPES)
+
+    @property
+    def object_id(self) -> FileId | None:
+        """The child (FAN_REPORT_FID / FAN_REPORT_TARGET_FID), when reported."""
+        r = self._first(_CHILD_INFO_TYPES)
+        return r.fid if r is not None else None
+
+    @property
+    def named(self) -> bool:
+        """Whether the event names a child of a directory (not "." or nothing)."""
+        r = self.dir_record
+        return r is not None and r.name not in (None, b".")
+
+    @property
+    def self_id(self) -> FileId | None:
+        """The object an event without a child name is about."""
+        obj = self.object_id
+        if obj is not None:
+            return obj
+        r = self.dir_record
+        return r.fid if r is not None and r.name in (None, b".") else None
+
+
+def parse_events(buf: bytes | memoryview) -> tuple[list[RawEvent], int]:
+    """Split a read() of a fanotify group into events. Returns the events and
+    the number of malformed records skipped (never raises on bad input)."""
+    view = memoryview(buf)
+    out: list[RawEvent] = []
+    bad = 0
+    off = 0
+    end = len(view)
+    while end - off >= META.size:
+        ev_len, vers, _res, meta_len, mask, fd, pid = META.unpack_from(view, off)
+        if ev_len < META.size or ev_len > end - off or meta_len < META.size or meta_len > ev_len:
+            bad += 1  # FAN_EVENT_OK() fails: nothing after this can be trusted
+            break
+        if vers != FANOTIFY_METADATA_VERSION:
+            bad += 1
+            off += ev_len
+            continue
+        records, rbad = _parse_records(view[off + meta_len : off + ev_len])
+        bad += rbad
+        out.append(RawEvent(mask=mask, pid=pid, fd=fd, records=records))
+        off += ev_len
+    if 0 < end - off < META.size:
+        bad += 1
+    return out, bad
+
+
+def _parse_records(view: memoryview) -> tuple[tuple[InfoRecord, ...], int]:
+    records: list[InfoRecord] = []
+    off = 0
+    end = len(view)
+    while end - off >= INFO_HDR.size:
+        info_type, _pad, rec_len = INFO_HDR.unpack_from(view, off)
+        if rec_len < INFO_HDR.size or rec_len > end - off:
+            return tuple(records), 1
+        if info_type in FID_INFO_TYPES:
+            rec = _parse_fid(info_type, view[off : off + rec_len])
+            if rec is None:
+                return tuple(records), 1
+            records.append(rec)
+        # other types (PIDFD, ERROR, RANGE, MNT) are not asked for: skipped by length
+        off += rec_len
+    return tuple(records), 0
+
+
+def _parse_fid(info_type: int, rec: memoryview) -> InfoRecord | None:
+    """struct fanotify_event_info_fid: header, fsid, struct file_handle, then
+    for *_DFID_NAME a NUL-terminated name, padded to 4 bytes
+    (fanotify_user.c, copy_fid_info_to_user())."""
+    if len(rec) < FID_HEAD:
+        return None
+    f0, f1 = FSID.unpack_from(rec, INFO_HDR.size)
+    nbytes, htype = HANDLE_HDR.unpack_from(rec, INFO_HDR.size + FSID.size)
+    if nbytes > len(rec) - FID_HEAD:
+        return None
+    handle = bytes(rec[FID_HEAD : FID_HEAD + nbytes])
+    name: bytes | None = None
+    if info_type in NAMED_INFO_TYPES:
+        tail = bytes(rec[FID_HEAD + nbytes :])
+        nul = tail.find(b"\0")
+        if nul <= 0:
+            return None  # the kernel never sends an empty name (it sends ".")
+        name = tail[:nul]
+    # handle types are small and unsigned in practice: FILEID_INVALID is 0xff
+    return InfoRecord(info_type=info_type, fid=FileId((f0, f1), htype & 0xFFFFFFFF, handle), name=name)

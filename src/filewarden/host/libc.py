@@ -1,0 +1,172 @@
+"""libc through ctypes: the one place outside `_libbpf/` that calls C.
+
+The libc functions filewarden needs are a table (`SIGNATURES`: return
+type, argument types, how a failure shows), applied to the process's own
+libc the first time one of them is called (`lib()`), so a process that
+never needs them loads nothing. Every one of them returns -1 with errno set
+on failure; their checker raises that as :class:`LibcError` (an OSError with
+`errno` and the function's name), so no caller sees a -1.
+
+A function this libc lacks is left out of the table rather than refused at
+load time; calling it raises LibcError(ENOSYS), and `missing()` says so in
+advance (for pre-flight checks).
+
+API, with Python types::
+
+    fanotify_init(flags, event_f_flags) -> fd
+    fanotify_mark(fd, flags, mask, dirfd, path | None) -> None
+    name_to_handle_at(dirfd, path, flags) -> (handle_type, handle)
+    open_by_handle_at(mount_fd, handle_type, handle, flags) -> fd
+    fstatfs_fsid(fd) -> (f_fsid[0], f_fsid[1])
+    missing(*names) -> the names this libc does not have
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, Final
+
+# include/uapi/linux/fcntl.h, include/linux/exportfs.h
+MAX_HANDLE_SZ: Final = 128
+AT_FDCWD: Final = -100
+AT_EMPTY_PATH: Final = 0x1000
+# A handle to compare, not to open (6.5+; older kernels: EINVAL): what
+# fanotify itself encodes (fs/exportfs/expfs.c: exportfs_encode_fid()).
+AT_HANDLE_FID: Final = 0x200
+
+
+def errname(err: int) -> str:
+    """ "ENOENT" for errno.ENOENT; "errno N" for a number Python has no name for."""
+    return errno.errorcode.get(err, f"errno {err}")
+
+
+class LibcError(OSError):
+    """A libc call failed: `errno` is set, `function` names the call, the
+    text reads "function: ENAME (strerror)", then the hint if one is given."""
+
+    def __init__(self, err: int, function: str, hint: str = "") -> None:
+        text = f"{function}: {errname(err)} ({os.strerror(err)})"
+        super().__init__(err, f"{text}: {hint}" if hint else text)
+        self.function = function
+
+
+class FileHandle(ctypes.Structure):
+    """struct file_handle (include/linux/fs.h) with room for MAX_HANDLE_SZ bytes."""
+
+    _fields_ = (
+        ("handle_bytes", ctypes.c_uint),
+        ("handle_type", ctypes.c_int),
+        ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ),
+    )
+
+
+class Statfs(ctypes.Structure):
+    """struct statfs (x86-64/aarch64 layout: __fsword_t is long)."""
+
+    _fields_ = (
+        ("f_type", ctypes.c_long),
+        ("f_bsize", ctypes.c_long),
+        ("f_blocks", ctypes.c_uint64),
+        ("f_bfree", ctypes.c_uint64),
+        ("f_bavail", ctypes.c_uint64),
+        ("f_files", ctypes.c_uint64),
+        ("f_ffree", ctypes.c_uint64),
+        ("f_fsid", ctypes.c_uint * 2),
+        ("f_namelen", ctypes.c_long),
+        ("f_frsize", ctypes.c_long),
+        ("f_flags", ctypes.c_long),
+        ("f_spare", ctypes.c_long * 4),
+    )
+
+
+def _minus_one_errno(result: int, func: Any, args: tuple[Any, ...]) -> int:
+    """The convention of every function below: -1 and errno on failure."""
+    if result == -1:
+        raise LibcError(ctypes.get_errno(), func.__name__)
+    return result
+
+
+_Checker = Callable[[int, Any, tuple[Any, ...]], int]
+
+_c_int = ctypes.c_int
+_c_uint = ctypes.c_uint
+
+# Each function by name: its return type, its argument types, the check of its result.
+SIGNATURES: Final[dict[str, tuple[Any, tuple[Any, ...], _Checker]]] = {
+    "fanotify_init": (_c_int, (_c_uint, _c_uint), _minus_one_errno),
+    "fanotify_mark": (_c_int, (_c_int, _c_uint, ctypes.c_uint64, _c_int, ctypes.c_char_p), _minus_one_errno),
+    "name_to_handle_at": (
+        _c_int,
+        (_c_int, ctypes.c_char_p, ctypes.POINTER(FileHandle), ctypes.POINTER(_c_int), _c_int),
+        _minus_one_errno,
+    ),
+    "open_by_handle_at": (_c_int, (_c_int, ctypes.POINTER(FileHandle), _c_int), _minus_one_errno),
+    "fstatfs": (_c_int, (_c_int, ctypes.POINTER(Statfs)), _minus_one_errno),
+}
+
+
+@functools.cache
+def lib() -> ctypes.CDLL:
+    """This process's libc with SIGNATURES applied to what it has."""
+    handle = ctypes.CDLL(None, use_errno=True)
+    for name, (restype, argtypes, check) in SIGNATURES.items():
+        func = getattr(handle, name, None)
+        if func is None:
+            continue
+        func.restype = restype
+        func.argtypes = argtypes
+        func.errcheck = check
+    return handle
+
+
+def missing(*names: str) -> list[str]:
+    """Those of `names` this libc does not have."""
+    handle = lib()
+    return [n for n in names if getattr(handle, n, None) is None]
+
+
+def _call(name: str, *args: Any) -> int:
+    func = getattr(lib(), name, None)
+    if func is None:
+        raise LibcError(errno.ENOSYS, name, "this libc does not have it")
+    return int(func(*args))
+
+
+def fanotify_init(flags: int, event_f_flags: int) -> int:
+    return _call("fanotify_init", flags, event_f_flags)
+
+
+def fanotify_mark(fd: int, flags: int, mask: int, dirfd: int, path: bytes | None) -> None:
+    _call("fanotify_mark", fd, flags, mask, dirfd, path)
+
+
+def name_to_handle_at(dirfd: int, path: bytes, flags: int) -> tuple[int, bytes]:
+    """(handle_type, handle) of what `path` names; the handle type as the
+    unsigned number fanotify reports (FILEID_INVALID is 0xff)."""
+    fh = FileHandle()
+    fh.handle_bytes = MAX_HANDLE_SZ
+    mount_id = ctypes.c_int()
+    _call("name_to_handle_at", dirfd, path, ctypes.byref(fh), ctypes.byref(mount_id), flags)
+    return fh.handle_type & 0xFFFFFFFF, bytes(fh.f_handle[: fh.handle_bytes])
+
+
+def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int) -> int:
+    """An fd for the object the handle names, on the filesystem of `mount_fd`.
+    A handle longer than MAX_HANDLE_SZ is passed with its length, for the
+    kernel to refuse (fs/fhandle.c: handle_to_path(): EINVAL)."""
+    fh = FileHandle()
+    fh.handle_bytes = len(handle)
+    fh.handle_type = ctypes.c_int(handle_type).value
+    ctypes.memmove(fh.f_handle, handle, min(len(handle), MAX_HANDLE_SZ))
+    return _call("open_by_handle_at", mount_fd, ctypes.byref(fh), flags)
+
+
+def fstatfs_fsid(fd: int) -> tuple[int, int]:
+    """f_fsid of the filesystem holding `fd`: the fsid fanotify reports."""
+    buf = Statfs()
+    _call("fstatfs", fd, ctypes.byref(buf))
+    return (buf.f_fsid[0], buf.f_fsid[1])
