@@ -40,8 +40,8 @@ from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.config import Config, Output
 from filewarden.pipeline.enrich import Enricher
 from filewarden.pipeline.sinks import open_outputs
-from filewarden.pipeline.stages import Pipeline
-from filewarden.service.runner import tune_interpreter
+from filewarden.pipeline.stages import Pipeline, PipelineWorker
+from filewarden.service.runner import SETTLE_S, tune_interpreter
 from tests.support.producer import Producer, producer
 
 PATH = b"/etc/ssh/sshd_config.d/50-cloud-init.conf"
@@ -116,20 +116,23 @@ def run_trial(p: Producer, out_dir: Path, rate: int, seconds: float, burst: int 
             os._exit(0)
     os.close(w)
     report = b""
+    worker = PipelineWorker(pipeline)  # the pipeline on its own thread, as `filewarden run` runs it
     try:
         with select.epoll() as ep:
             ep.register(agent.fileno(), select.EPOLLIN)
             ep.register(r, select.EPOLLIN)
             while True:
                 ep.poll(0.1)
-                pipeline.emit(agent.read())
+                worker.put(agent.read())
+                worker.settle(SETTLE_S)
                 chunk = os.read(r, 4096) if select.select([r], [], [], 0)[0] else None
                 if chunk is not None:
                     report += chunk
                     if not chunk:
                         break
             while batch := agent.read():  # what the producer wrote last
-                pipeline.emit(batch)
+                worker.put(batch)
+        worker.close()
         os.waitpid(pid, 0)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         done = json.loads(report)

@@ -85,9 +85,9 @@ class Config:
     # does not fit is counted and reported.
     max_evicted_marks: int = DEFAULT_MAX_EVICTED_MARKS
     # Records a reader thread may take out of the ring ahead of processing
-    # (drain.py), so that bursts do not overflow it; 0: no thread.
+    # (backends/bpf/drain.py), so that bursts do not overflow it; 0: no thread.
     buffer_records: int = DEFAULT_BUFFER_RECORDS
-    # What reports changes (backends.py): "auto" picks the best that runs.
+    # What reports changes (backends/choose.py): "auto" picks the best that runs.
     backend: Literal["auto", "lsm", "fentry", "fanotify"] = "auto"
 
     @property

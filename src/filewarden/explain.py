@@ -10,7 +10,7 @@ The answer combines what decides in the kernel and in user space:
    matching a glob.
 
 Marks exist only in a running agent, so `filewarden explain` asks the agent
-over its control socket (control.py) when one is running, and otherwise
+over its control socket (service/control.py) when one is running, and otherwise
 answers from the configuration alone and says so.
 """
 

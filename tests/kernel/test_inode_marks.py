@@ -31,7 +31,7 @@ from tests.support.monitor import BACKEND, Monitor, monitoring, summary
 from tests.support.proc import in_child, touch
 
 # Inode marks live in inode storage, which only LSM programs can use: the
-# fentry backend follows files by path alone (backends.py).
+# fentry backend follows files by path alone (backends/choose.py).
 needs_lsm = pytest.mark.needs_lsm
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""abi.py against the BTF of the built object: any disagreement fails."""
+"""backends/bpf/abi.py against the BTF of the built object: any disagreement fails."""
 
 from __future__ import annotations
 

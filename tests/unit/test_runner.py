@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +158,9 @@ def test_the_loop_learns_of_a_failed_output_at_its_next_batch() -> None:
     worker = PipelineWorker(Pipeline([BrokenSink()]), max_batches=1)
 
     def feed() -> None:
-        for _ in range(100):
+        for _ in range(200):  # the loop reads again and again; the worker fails meanwhile
             worker.put(numbered(0, 1))
+            time.sleep(0.01)
 
     with pytest.raises(OutputError):
         feed()

@@ -11,13 +11,13 @@
   followed by path only (no marks: a hard link or bind mount elsewhere is
   not seen); a hook whose security_*() function is missing or not
   attachable is left out, as `doctor` lists.
-- fanotify: no BPF at all (fanotify.py, fanotify_agent.py). Directory-entry
+- fanotify: no BPF at all (fanotify/). Directory-entry
   changes, attribute changes and writes with the writer's pid; each event
   names the fields fanotify cannot give.
 
 `choose("auto")` takes the best whose pre-flight passes and logs why the
 better ones were skipped; the caller then starts it, and falls back again
-if the start itself fails (start_agent()).
+if the start itself fails (start()).
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ def start(config: Config, host: Host | None = None) -> Backend:
     if not tried:
         raise BackendError("no backend can run here: " + "; ".join(_skipped(host)))
     for backend in tried:
-        agent = make(config, backend)
+        started = make(config, backend)
         try:
-            agent.start()
+            started.start()
         except BackendError as exc:
-            agent.close()
+            started.close()
             reasons.append(f"{backend}: {exc}")
             if config.backend != "auto":
                 raise
@@ -102,7 +102,7 @@ def start(config: Config, host: Host | None = None) -> Backend:
             log.info("backend %s (after: %s)", backend, "; ".join(reasons))
         else:
             log.info("backend %s", backend)
-        return agent
+        return started
     raise BackendError("no backend could start: " + "; ".join(reasons))
 
 

@@ -38,6 +38,7 @@ def _text(raw: bytes) -> str:
 class Enricher:
     def __init__(self, layers: Layers, cgroups: CgroupResolver | None = None) -> None:
         self.layers = layers
+        self._tampered = layers.tampered
         self.cgroups = cgroups if cgroups is not None else CgroupResolver(layers.root)
         self._asked: dict[int, float] = {}  # overlay devs looked up on a miss, and when
         self._rescanned_at = 0.0
@@ -84,7 +85,7 @@ class Enricher:
         layer = event.layer
         if layer not in _NOT_ON_OVERLAY:
             self._overlay(event, layer, doc["file"])
-        lower = self.layers.tampered(event)
+        lower = self._tampered(event)
         if lower is not None:
             ids, overlays = self._containers_using(lower)
             doc["event"]["operation"] = ACTION_NAMES[event.action]

@@ -103,13 +103,22 @@ def _acl(entries: tuple[AclEntry, ...]) -> list[dict[str, Any]]:
 
 def _file_base(path: bytes, info: FileInfo, flags: int) -> dict[str, Any]:
     """The file's document; a field the backend could not know (None) is left out."""
-    doc: dict[str, Any] = {"path": path.decode("utf-8", "surrogateescape")}
-    if info.inode is not None:
-        doc["inode"] = info.inode
-    if info.device is not None:
-        doc["device"] = device_name(info.device)
-    if info.mode is not None:
-        doc["type"] = _FILE_TYPES.get(info.mode & 0o170000, "unknown")  # S_IFMT
+    inode, device, mode = info.inode, info.device, info.mode
+    if inode is not None and device is not None and mode is not None:  # always, from the BPF backends
+        doc: dict[str, Any] = {
+            "path": path.decode("utf-8", "surrogateescape"),
+            "inode": inode,
+            "device": device_name(device),
+            "type": _FILE_TYPES.get(mode & 0o170000, "unknown"),  # S_IFMT
+        }
+    else:
+        doc = {"path": path.decode("utf-8", "surrogateescape")}
+        if inode is not None:
+            doc["inode"] = inode
+        if device is not None:
+            doc["device"] = device_name(device)
+        if mode is not None:
+            doc["type"] = _FILE_TYPES.get(mode & 0o170000, "unknown")
     if flags & _PATH_TRUNCATED:
         doc["path_truncated"] = True
     if flags & _PATH_FS_RELATIVE:
@@ -218,8 +227,9 @@ _docs: dict[int, _Cached] = {}
 _encoded: dict[int, tuple[dict[str, Any], msgspec.Raw]] = {}
 
 
-def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The process's document and the fields of it its backend could not know."""
+def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> _Cached:
+    """The process's cache entry: [3] its document, [4] the fields of it its
+    backend could not know. (The entry itself: no tuple made per event.)"""
     # The parent is the one the kernel named at the hook; the tree knows
     # its program even if it has exited since.
     ppid = proc.ppid
@@ -227,7 +237,7 @@ def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> tuple[di
     grand_info = tree.get(info.ppid) if tree is not None and info is not None and info.ppid > 0 else None
     hit = _docs.get(id(proc))
     if hit is not None and hit[0] is proc and hit[1] is info and hit[2] is grand_info:
-        return hit[3], hit[4]
+        return hit
     doc = _process_own(proc, clock)
     if ppid is not None:
         parent: dict[str, Any] = {"pid": ppid}
@@ -241,11 +251,10 @@ def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> tuple[di
     if len(_docs) >= _OWN_MAX:
         _docs.clear()
         _encoded.clear()
-    missing = proc.unknown()
-    _docs[id(proc)] = (proc, info, grand_info, doc, missing)
+    entry = _docs[id(proc)] = (proc, info, grand_info, doc, proc.unknown())
     with contextlib.suppress(UnicodeEncodeError):  # non-UTF-8 names: encoded with each event
         _encoded[id(doc)] = (doc, msgspec.Raw(_encode(doc)))
-    return doc, missing
+    return entry
 
 
 def _ancestor(doc: dict[str, Any], info: ProcessInfo) -> None:
@@ -273,13 +282,12 @@ def to_documents(
     that saw it (event.backend). A field the backend could not know is not
     written, and is named in event.unavailable."""
     proc = event.process
-    process, process_unknown = _process(proc, clock, tree)
-    file_doc = _file(event)
-    file_unknown = event.file.unknown()
+    cached = _process(proc, clock, tree)
+    process, process_unknown = cached[3], cached[4]
     base: dict[str, Any] = {
         "@timestamp": format_timestamp(clock.to_wall_ns(event.ktime_ns)),
         "event": {"action": ACTION_NAMES[event.action], "hook": HOOK_NAMES[event.hook], "sequence": event.seq},
-        "file": file_doc,
+        "file": _file(event),
         "process": process,
     }
     loginuid = proc.loginuid
@@ -302,8 +310,11 @@ def to_documents(
         enrich.annotate(event, base)
     if backend is not None:
         base["event"]["backend"] = backend
-    if event.unknown or process_unknown or file_unknown:  # event.unavailable, from the parts already at hand
-        base["event"]["unavailable"] = list(dict.fromkeys((*event.unknown, *file_unknown, *process_unknown)))
+    info = event.file
+    # event.unavailable, from the parts at hand (the process's is cached);
+    # the usual case, every field known, is settled by the first tests.
+    if process_unknown or event.unknown or info.inode is None or info.device is None or info.mode is None:
+        base["event"]["unavailable"] = list(dict.fromkeys((*event.unknown, *info.unknown(), *process_unknown)))
     if not event.flags & _RENAME_EXCHANGE:
         return [base]
     # renameat2(RENAME_EXCHANGE): the destination's file went to the source.

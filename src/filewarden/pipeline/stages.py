@@ -16,8 +16,8 @@ is full, the loop waits for room (counted: `waits`); nothing is dropped.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -71,17 +71,24 @@ class Pipeline:
             self.written += len(lines)
 
 
-_STOP: Final = None
-
-
 class PipelineWorker:
-    """Runs `pipeline` on its own thread; put() hands it a batch."""
+    """Runs `pipeline` on its own thread; put() hands it a batch.
 
-    def __init__(self, pipeline: Pipeline, max_batches: int = QUEUE_BATCHES) -> None:
+    Batches queued while the worker is busy are joined (up to
+    `batch_events`), so a busy worker is woken once per batch it takes, not
+    once per read of the loop: a hand-over to another thread costs more
+    than rendering a few events, and reads are small when events trickle."""
+
+    def __init__(self, pipeline: Pipeline, max_batches: int = QUEUE_BATCHES, batch_events: int = 4096) -> None:
         self.pipeline = pipeline
         self.waits = 0  # times put() found the queue full and waited
         self.peak = 0  # most batches ever waiting
-        self._queue: queue.Queue[list[FileEvent] | None] = queue.Queue(max_batches)
+        self._max_batches = max_batches
+        self._batch_events = batch_events
+        self._pending: deque[list[FileEvent]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._idle = False  # the worker waits for work (and must be woken)
+        self._closing = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="filewarden-pipeline", daemon=True)
         self._thread.start()
@@ -92,30 +99,36 @@ class PipelineWorker:
         self._raise()
         if not events:
             return
-        try:
-            self._queue.put_nowait(events)
-        except queue.Full:
-            self.waits += 1
-            while True:
-                try:
-                    self._queue.put(events, timeout=0.5)
-                    break
-                except queue.Full:
-                    self._raise()  # the worker died: do not wait for it forever
-        self.peak = max(self.peak, self._queue.qsize())
+        with self._cond:
+            pending = self._pending
+            if pending and len(pending[-1]) + len(events) <= self._batch_events:
+                pending[-1].extend(events)  # join the batch not taken yet
+            else:
+                if len(pending) >= self._max_batches:
+                    self.waits += 1
+                    while len(pending) >= self._max_batches and self._thread.is_alive():
+                        self._cond.wait(0.5)
+                pending.append(list(events))
+                self.peak = max(self.peak, len(pending))
+            if self._idle:
+                self._cond.notify()
+        self._raise()
+
+    def settle(self, timeout: float) -> None:
+        """Waits (at most `timeout` seconds) until the worker has taken every
+        queued batch. The loop calls it after put(): what arrives meanwhile
+        is read as one larger batch, not as many small ones."""
+        with self._cond:
+            if self._pending and self._thread.is_alive():
+                self._cond.wait_for(lambda: not self._pending or not self._thread.is_alive(), timeout)
 
     def close(self) -> None:
         """Writes every queued batch, stops the thread, and raises what the
         pipeline raised, if anything."""
-        if self._thread.is_alive():
-            while True:
-                try:
-                    self._queue.put(_STOP, timeout=0.5)
-                    break
-                except queue.Full:
-                    if not self._thread.is_alive():
-                        break
-            self._thread.join()
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
         self._raise()
 
     def _raise(self) -> None:
@@ -124,8 +137,17 @@ class PipelineWorker:
             raise error
 
     def _run(self) -> None:
-        emit = self.pipeline.emit
-        while (batch := self._queue.get()) is not _STOP:
+        emit, cond, pending = self.pipeline.emit, self._cond, self._pending
+        while True:
+            with cond:
+                while not pending and not self._closing:
+                    self._idle = True
+                    cond.wait()
+                    self._idle = False
+                if not pending:
+                    return  # closing, and everything written
+                batch = pending.popleft()
+                cond.notify()  # room for a put() that waits
             try:
                 emit(batch)
             except BaseException as exc:  # noqa: BLE001 - handed to the loop's thread, which raises it

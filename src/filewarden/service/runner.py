@@ -75,7 +75,7 @@ def stop_signals() -> Iterator[tuple[int, list[int]]]:
         os.close(w)
 
 
-# The ring-drain thread (drain.py) must get the interpreter soon after the
+# The ring-drain thread (backends/bpf/drain.py) must get the interpreter soon after the
 # kernel wakes it, also while the main thread renders a long batch: Python
 # hands the GIL over every switch interval (5 ms by default), in which a
 # burst writes some 10,000 records. 1 ms keeps the ring well short of full
@@ -137,6 +137,12 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
     return 0
 
 
+# How long the loop lets the pipeline catch up after handing it a batch:
+# what arrives meanwhile is read as one batch (cheaper per event), and a
+# stalled pipeline (a slow lookup or output) holds the loop no longer.
+SETTLE_S: Final = 0.05
+
+
 def serve(backend: Backend, worker: PipelineWorker, wakeup: int, received: list[int]) -> None:
     """The record loop: the backend's events to the pipeline until a signal."""
     with select.epoll() as ep:
@@ -147,6 +153,7 @@ def serve(backend: Backend, worker: PipelineWorker, wakeup: int, received: list[
         while not received:
             ep.poll(1.0)
             worker.put(backend.read())
+            worker.settle(SETTLE_S)
 
 
 def open_control(path: Path, backend: Backend) -> ControlServer | None:

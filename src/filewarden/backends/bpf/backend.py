@@ -401,7 +401,7 @@ class BpfBackend:
         stats.record_bytes += sum(map(len, records))
         sequence = stats.sequence
         observe = sequence.observe
-        selected = self.selected
+        keep = self.selected.keep
         tree = self.processes
         out: list[FileEvent] = []
         number = self._next_out
@@ -417,7 +417,7 @@ class BpfBackend:
                     sequence.next += 1  # the usual case, inline: the next number, none waiting ahead
                 else:
                     observe(event.seq)
-                if selected(event):
+                if keep(event):
                     out.append(_renumber(event, seq=number))
                     number += 1
                 else:

@@ -18,7 +18,7 @@ the output, and what counts it:
 :class:`LossWatch` takes these counters as the agent reads them (about once
 a second) and logs every new loss at WARNING, naming the hook, while the
 agent runs. Lost file records also leave a gap in the output's
-``event.sequence`` (the agent's numbering, agent.py); lost process records
+``event.sequence`` (the backend's numbering, backend.py); lost process records
 (exec, fork, exit) leave none, since they are not in the output, but they
 may leave a writer's parent or executable unnamed. Recursion misses leave
 no gap either: most skipped runs are of calls the program would have

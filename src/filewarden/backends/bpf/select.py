@@ -27,13 +27,14 @@ _TRACKED: Final = int(EventFlag.TRACKED)
 
 
 class Selection:
-    """Decides which records are events; `matcher` may be swapped at any time."""
+    """Decides which records are events (keep()); `matcher` may be swapped
+    at any time."""
 
     def __init__(self, matcher: PathMatcher, tampered: Callable[[FileEvent], bytes | None]) -> None:
         self.matcher = matcher
         self._tampered = tampered
 
-    def __call__(self, event: FileEvent) -> bool:
+    def keep(self, event: FileEvent) -> bool:
         if event.flags & _TRACKED:
             return True  # the inode is marked: monitored under any name
         if event.flags & _UNDECIDABLE:

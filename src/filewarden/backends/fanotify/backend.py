@@ -2,7 +2,7 @@
 
 Where neither BPF LSM nor BPF trampolines can run, fanotify still reports
 directory-entry changes, attribute changes and writes, with the writer's
-pid (fanotify.py). This agent turns those reports into the same events the
+pid (watcher.py). This backend turns those reports into the same events the
 BPF backends produce, fills the process from the process tree (executable,
 arguments, parent), and names in every event the fields fanotify cannot
 give: a value it cannot know is left unset (None), never guessed, and the
@@ -10,7 +10,7 @@ rendering names it in `event.unavailable`.
 
 A pid is all fanotify says of the writer, and pids are reused, so the tree
 must be current when an event is read. The kernel's process connector
-(proc_connector.py, no BPF) reports every fork, exec and exit; the agent
+(host/proc_connector.py, no BPF) reports every fork, exec and exit; the backend
 polls it with fanotify's queue, and reads it after each batch of fanotify
 events and before naming their writers, so an exec that came before a write
 is known when the write is. A process that forks or execs is read from
