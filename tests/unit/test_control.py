@@ -37,7 +37,7 @@ def test_status_and_explain_are_answered(server: ControlServer) -> None:
         ({"reload": True}, "unknown request ['reload']"),
     ],
 )
-def test_bad_requests_are_refused_in_one_line(server: ControlServer, request_body: dict[str, Any], refusal: str) -> None:
+def test_bad_requests_are_refused(server: ControlServer, request_body: dict[str, Any], refusal: str) -> None:
     with pytest.raises(ControlError, match=rf"the agent refused: {refusal}".replace("[", r"\[").replace("]", r"\]")):
         ask(server.path, request_body)
 
