@@ -9,7 +9,7 @@ For each case a child process makes one change; the raw record a program
 emitted is saved as <case>.bin, and what we know independently of the
 decoder (the path we used, the pid fork() returned, stat() of the file, the
 flags and modes we passed) as <case>.json, as dotted field names.
-tests/unit/test_decode.py checks that the decoder turns each .bin into its
+tests/unit/backends/bpf/test_decode.py checks that the decoder turns each .bin into its
 .json.
 """
 

@@ -3,7 +3,8 @@
 Owns: `libc` (the one place for ctypes outside `_libbpf/`), `mountinfo`
 (the one mountinfo parser), `proctree` (processes from /proc and from the
 backends' reports), `cgroups` (cgroup id -> container), `overlayfs`
-(overlay mounts, their layers and users), `proc_connector` (the kernel's
+(overlay mounts, their layers and users), `layers` (the overlay
+layers the agent follows, and tampering with them), `proc_connector` (the kernel's
 process events, over netlink), `sysinfo` (capabilities, LSMs, BTF),
 `clock` (kernel boot time -> wall time), `kmod` (loading kernel modules).
 Every lookup takes an injectable root (`/proc`, `/sys`) so tests point it

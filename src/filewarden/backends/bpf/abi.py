@@ -1,7 +1,7 @@
 """The kernel/user ABI of bpf/abi.h, mirrored once, and its decoder.
 
 Every layout and enum here is checked against the BTF of the built object by
-tests/unit/test_abi_btf.py: a size, offset or value that disagrees with the
+tests/unit/backends/bpf/test_abi_btf.py: a size, offset or value that disagrees with the
 C header fails the unit suite, so the two cannot drift apart silently.
 """
 

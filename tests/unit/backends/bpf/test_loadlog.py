@@ -16,7 +16,7 @@ from filewarden.backends.bpf.loader import describe_load_error
 from filewarden.model.enums import Hook
 from filewarden.service import doctor
 
-GOLDEN = Path(__file__).parent / "golden" / "verifier"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "verifier"
 
 
 def golden(name: str) -> list[str]:

@@ -21,7 +21,7 @@ from filewarden.host.sysinfo import Host
 from filewarden.model import enums
 from filewarden.pipeline.render import to_document
 from filewarden.service.doctor import FAIL, OK, Check, verdict
-from tests.unit.test_proctree import add_proc
+from tests.unit.host.test_proctree import add_proc
 
 
 def fake_preflights(monkeypatch: pytest.MonkeyPatch, ok: dict[str, bool]) -> None:

@@ -21,7 +21,7 @@ from filewarden.errors import BackendError, OutputError
 from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from filewarden.service import runner
 from filewarden.service.control import ask
-from tests.unit.test_render import event
+from tests.unit.pipeline.test_render import event
 
 
 def numbered(first: int, n: int) -> list[Any]:

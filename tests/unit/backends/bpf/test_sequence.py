@@ -17,7 +17,7 @@ from filewarden.config import Config, Output
 from filewarden.host.clock import WallClock
 from filewarden.host.sysinfo import Host
 from filewarden.pipeline.render import to_document
-from tests.unit.test_backends import fanotify_event
+from tests.unit.backends.test_backends import fanotify_event
 
 
 def test_in_order_has_no_loss() -> None:
@@ -63,7 +63,7 @@ def test_ancestor_dirs_are_the_slash_terminated_proper_prefixes() -> None:
 
 
 # -- the output's numbers (event.sequence) ---------------------------------------
-GOLDEN = Path(__file__).parent / "golden" / "6.12"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "6.12"
 _SEQ_AT = abi.HEADER.offsets["seq"]
 
 

@@ -25,7 +25,7 @@ from filewarden.model.events import (
     XattrDetail,
 )
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 _ACL_HAS_ID = (0x02, 0x08)
 
 

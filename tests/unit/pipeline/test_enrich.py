@@ -12,7 +12,7 @@ from filewarden.host.layers import Layers
 from filewarden.model.enums import Action, Layer
 from filewarden.model.events import FileInfo, Process
 from filewarden.pipeline.enrich import Enricher
-from tests.unit.test_render import event
+from tests.unit.pipeline.test_render import event
 
 A = "3f2a" + "0" * 60
 UPPER = b"/run/c1/upper"
