@@ -20,12 +20,29 @@ import tempfile
 from pathlib import Path
 
 OBJECTS: dict[str, tuple[str, ...]] = {
-    "filewarden": ("filewarden",),
-    "selftest": ("selftest",),
-    "snapshot": ("snapshot",),
+    "filewarden": (
+        "filewarden",  # license, the ABI's types in BTF
+        "maps",  # defines the shared maps and settings
+        "walk",  # defines the path walk's counters and lock reads
+        "marks",  # defines the inode marks' maps; inode_free
+        "open",
+        "namespace",
+        "attributes",
+        "mounts",
+        "process",
+    ),
+    "selftest": ("maps", "selftest"),
+    "snapshot": ("walk", "snapshot"),
 }
-"""Object stem -> its units: bpf/<unit>.bpf.c each, linked into <stem>.bpf.o.
-A unit may serve several objects; it is compiled once."""
+"""Object stem -> its units: bpf/<unit>.bpf.c each, linked into <stem>.bpf.o
+in this order. A unit may serve several objects; it is compiled once.
+
+A unit that defines maps comes before every unit that declares them
+extern: libbpf's linker gives a map the .maps offset of the first
+declaration it meets and later only updates its size
+(linker_append_btf(), tools/lib/bpf/linker.c, v1.1 to at least v1.5), and
+an extern's offset is 0, so libbpf would later find no map at the offset
+the programs' relocations name ("map relo failed to find map")."""
 
 CFLAGS = (
     "-target", "bpf", "-O2", "-g", "-mcpu=v3",
