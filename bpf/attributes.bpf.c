@@ -85,6 +85,20 @@ static __always_inline bool fw_aux_is_posix_acl(struct fw_scratch *s)
 	return true;
 }
 
+/* `n` bytes of POSIX ACL entries at `from` (kernel memory) as extra, cut at
+ * FW_EXTRA_MAX. */
+static __always_inline void fw_set_extra_acl(struct fw_scratch *s, const void *from, __u32 n)
+{
+	if (n > FW_EXTRA_MAX) {
+		n = FW_EXTRA_MAX;
+		s->ev.flags |= FW_EVENT_EXTRA_TRUNCATED;
+	}
+	if (!bpf_probe_read_kernel(s->extra, n, from)) {
+		s->ev.extra_len = n;
+		s->ev.flags |= FW_EVENT_ACL;
+	}
+}
+
 /* Common start of the xattr/ACL hooks: a dentry and no mount. */
 static __always_inline struct fw_scratch *fw_xattr_begin(enum fw_hook hook, enum fw_action action,
 							 struct dentry *dentry, const char *name, int *verdict)
@@ -125,7 +139,6 @@ int BPF_PROG(fw_inode_setxattr, void *idmap, struct dentry *dentry, const char *
 	struct fw_scratch *s;
 	__u64 value = 0, size = 0, flags = 0;
 	int verdict;
-	__u32 n;
 
 	/* `value` is a const void *, which the verifier will not let us read
 	 * from the context (btf_ctx_access(): "is not a struct"); the
@@ -138,24 +151,14 @@ int BPF_PROG(fw_inode_setxattr, void *idmap, struct dentry *dentry, const char *
 		return verdict;
 	s->ev.detail.xattr.value_size = size;
 	s->ev.detail.xattr.xattr_flags = flags;
-	if (value && size > FW_ACL_XATTR_HEADER && fw_aux_is_posix_acl(s)) {
-		n = size - FW_ACL_XATTR_HEADER;
-		if (n > FW_EXTRA_MAX) {
-			n = FW_EXTRA_MAX;
-			s->ev.flags |= FW_EVENT_EXTRA_TRUNCATED;
-		}
-		if (!bpf_probe_read_kernel(s->extra, n, (void *)(value + FW_ACL_XATTR_HEADER))) {
-			s->ev.extra_len = n;
-			s->ev.flags |= FW_EVENT_ACL;
-		}
-	}
+	if (value && size > FW_ACL_XATTR_HEADER && fw_aux_is_posix_acl(s))
+		fw_set_extra_acl(s, (void *)(value + FW_ACL_XATTR_HEADER), size - FW_ACL_XATTR_HEADER);
 	return fw_done(s, hook, fw_emit(s));
 }
 
-SEC("lsm/inode_removexattr")
-int BPF_PROG(fw_inode_removexattr, void *idmap, struct dentry *dentry, const char *name)
+/* removexattr(2), and from v6.2 the removal of a POSIX ACL. */
+static __always_inline int fw_xattr_remove(enum fw_hook hook, struct dentry *dentry, const char *name)
 {
-	const enum fw_hook hook = FW_HOOK_INODE_REMOVEXATTR;
 	struct fw_scratch *s;
 	int verdict;
 
@@ -163,6 +166,12 @@ int BPF_PROG(fw_inode_removexattr, void *idmap, struct dentry *dentry, const cha
 	if (!s)
 		return verdict;
 	return fw_done(s, hook, fw_emit(s));
+}
+
+SEC("lsm/inode_removexattr")
+int BPF_PROG(fw_inode_removexattr, void *idmap, struct dentry *dentry, const char *name)
+{
+	return fw_xattr_remove(FW_HOOK_INODE_REMOVEXATTR, dentry, name);
 }
 
 /* From v6.2 POSIX ACLs have hooks of their own (vfs_set_acl(),
@@ -173,7 +182,7 @@ int BPF_PROG(fw_inode_set_acl, void *idmap, struct dentry *dentry, const char *a
 	const enum fw_hook hook = FW_HOOK_INODE_SET_ACL;
 	struct fw_scratch *s;
 	int verdict;
-	__u32 count, n;
+	__u32 count;
 
 	s = fw_xattr_begin(hook, kacl ? FW_ACTION_SETXATTR : FW_ACTION_REMOVEXATTR, dentry, acl_name, &verdict);
 	if (!s)
@@ -181,15 +190,7 @@ int BPF_PROG(fw_inode_set_acl, void *idmap, struct dentry *dentry, const char *a
 	if (kacl) {
 		count = BPF_CORE_READ(kacl, a_count);
 		s->ev.detail.xattr.value_size = count * sizeof(struct fw_acl_entry);
-		n = count * sizeof(struct fw_acl_entry);
-		if (n > FW_EXTRA_MAX) {
-			n = FW_EXTRA_MAX;
-			s->ev.flags |= FW_EVENT_EXTRA_TRUNCATED;
-		}
-		if (!bpf_probe_read_kernel(s->extra, n, &kacl->a_entries[0])) {
-			s->ev.extra_len = n;
-			s->ev.flags |= FW_EVENT_ACL;
-		}
+		fw_set_extra_acl(s, &kacl->a_entries[0], count * sizeof(struct fw_acl_entry));
 	}
 	return fw_done(s, hook, fw_emit(s));
 }
@@ -197,12 +198,5 @@ int BPF_PROG(fw_inode_set_acl, void *idmap, struct dentry *dentry, const char *a
 SEC("lsm/inode_remove_acl")
 int BPF_PROG(fw_inode_remove_acl, void *idmap, struct dentry *dentry, const char *acl_name)
 {
-	const enum fw_hook hook = FW_HOOK_INODE_REMOVE_ACL;
-	struct fw_scratch *s;
-	int verdict;
-
-	s = fw_xattr_begin(hook, FW_ACTION_REMOVEXATTR, dentry, acl_name, &verdict);
-	if (!s)
-		return verdict;
-	return fw_done(s, hook, fw_emit(s));
+	return fw_xattr_remove(FW_HOOK_INODE_REMOVE_ACL, dentry, acl_name);
 }

@@ -73,6 +73,17 @@ extern const volatile __u32 fw_dpath_hooks;
 
 #define FW_BIT(hook) (1U << (hook))
 
+/* The trie of monitored prefixes: the agent's "prefixes" (maps.bpf.h), and
+ * the snapshot's "snap_prefixes", for which user space passes the agent's
+ * map by fd, so the two must be alike. */
+typedef struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct fw_prefix_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} fw_prefix_trie;
+
 /* The one definition of a map or global that a header declares extern. */
 #define FW_DEFINE(name) __typeof__(name) name
 

@@ -28,13 +28,7 @@ extern struct {
  * programs (a rule id for user space); what matters is whether some prefix
  * matches. Updated at runtime: no reload to change the monitored set.
  */
-extern struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 4096);
-	__type(key, struct fw_prefix_key);
-	__type(value, __u32);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} prefixes SEC(".maps");
+extern fw_prefix_trie prefixes SEC(".maps");
 
 /* Every "/"-terminated proper prefix of a monitored prefix ("/", "/etc/"
  * for "/etc/ssh/"): directories where some names are monitored and others

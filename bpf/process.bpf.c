@@ -41,14 +41,7 @@ int BPF_PROG(fw_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 	if (cache)
 		bpf_probe_read_kernel(cache, sizeof(*cache), c);
 	fw_fill_process(&s->exec.proc, p);
-	exe_len = c->exe_len;
-	args_len = c->args_len;
-	if (exe_len > FW_EXE_MAX)
-		exe_len = FW_EXE_MAX;
-	if (args_len > FW_ARGS_MAX)
-		args_len = FW_ARGS_MAX;
-	s->exec.proc.exe_len = exe_len;
-	s->exec.proc.args_len = args_len;
+	fw_proc_lens(&s->exec.proc, c, &exe_len, &args_len);
 	s->exec.proc.flags |= c->flags & ~FW_PROC_CACHE_FILLED;
 	s->exec.old_tid = old_pid;
 	s->exec._pad = 0;
