@@ -35,7 +35,10 @@
 /* Extra data (POSIX ACL entries, a mount's fs type) is bounded too. */
 #define FW_EXTRA_MAX 256
 
-/* Which program produced a record; also the index into the counter map. */
+/* Which program produced a record; also the index into the counter map.
+ * User space numbers the members only the fanotify backend uses after the
+ * last of these and of enum fw_action (NOT_IN_KERNEL in
+ * src/filewarden/model/enums.py): a value added here moves theirs. */
 enum fw_hook {
 	FW_HOOK_FILE_OPEN = 0,
 	FW_HOOK_SELFTEST = 1,
@@ -62,8 +65,7 @@ enum fw_hook {
 	FW_HOOK_FORK = 22,
 	FW_HOOK_EXIT = 23,
 	FW_HOOK_INODE_FREE = 24, /* inode_free_security: keeps an evicted inode's mark */
-	FW_HOOK_FANOTIFY = 25,   /* no program: events of the fanotify backend */
-	FW_HOOK_MAX = 26,
+	FW_HOOK_MAX = 25,
 };
 
 enum fw_record_kind {
@@ -91,12 +93,6 @@ enum fw_action {
 	FW_ACTION_REMOVEXATTR = 13,
 	FW_ACTION_MOUNT = 14,
 	FW_ACTION_UMOUNT = 15,
-	/* The fanotify backend's, where fanotify cannot tell more (no program
-	 * sends these): an attribute change (chmod, chown, xattr, times), a
-	 * write or truncate, the close of a file that was open for writing. */
-	FW_ACTION_ATTRIB = 16,
-	FW_ACTION_MODIFY = 17,
-	FW_ACTION_CLOSE_WRITE = 18,
 };
 
 /* fw_event.flags */

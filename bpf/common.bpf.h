@@ -3,6 +3,15 @@
  * Kernel-side only: includes, load-time settings and constants shared by
  * every program. Constants that the kernel defines as macros (and so are not
  * in BTF) are copied here with where they come from.
+ *
+ * An object is linked from several units (src/filewarden/_build.py), so
+ * the headers declare maps and globals extern and one unit per object
+ * defines each (maps.bpf.c, walk.bpf.c, marks.bpf.c): libbpf's static
+ * linker refuses two non-weak definitions of one name ("conflicting
+ * non-weak symbol", linker_append_elf_sym() in tools/lib/bpf/linker.c) and
+ * resolves an extern, a map's included, against the one definition, whose
+ * type must be the same. The defining unit writes FW_DEFINE(name), so a
+ * map's definition is written once, in its header.
  */
 #ifndef FILEWARDEN_COMMON_BPF_H
 #define FILEWARDEN_COMMON_BPF_H
@@ -54,13 +63,28 @@
 /* The verdict given back to the LSM framework: we observe, never deny. */
 #define FW_ALLOW 0
 
-/* Load-time settings, written into .rodata by user space before load. */
-const volatile __u32 fw_agent_tgid = 0;   /* the agent's own pid: never reported */
+/* Load-time settings, written into .rodata by user space before load
+ * (defined in maps.bpf.c). */
+extern const volatile __u32 fw_agent_tgid; /* the agent's own pid: never reported */
 /* Hooks (1 << enum fw_hook) on which the verifier allows bpf_d_path() on
  * this kernel, found by probing at load (kernels differ: v6.1 refuses it on
  * every path_* hook, v6.12 allows it). Elsewhere paths are walked. */
-const volatile __u32 fw_dpath_hooks = 0;
+extern const volatile __u32 fw_dpath_hooks;
 
 #define FW_BIT(hook) (1U << (hook))
+
+/* The trie of monitored prefixes: the agent's "prefixes" (maps.bpf.h), and
+ * the snapshot's "snap_prefixes", for which user space passes the agent's
+ * map by fd, so the two must be alike. */
+typedef struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct fw_prefix_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} fw_prefix_trie;
+
+/* The one definition of a map or global that a header declares extern. */
+#define FW_DEFINE(name) __typeof__(name) name
 
 #endif /* FILEWARDEN_COMMON_BPF_H */

@@ -22,14 +22,14 @@ struct fw_dir_probe {
 
 static __always_inline bool fw_dir_seqs(struct fw_dir_val *v)
 {
-	seqlock_t *rl = (seqlock_t *)&rename_lock, *ml = (seqlock_t *)&mount_lock;
+	__s64 r = fw_rename_seq(), m = fw_mount_seq();
 	__u32 zero = 0;
 	struct fw_settings *set;
 
-	if (!FW_KSYM_EXISTS(rename_lock) || !FW_KSYM_EXISTS(mount_lock))
+	if (r < 0 || m < 0)
 		return false;
-	v->rename_seq = BPF_CORE_READ(rl, seqcount.seqcount.sequence);
-	v->mount_seq = BPF_CORE_READ(ml, seqcount.seqcount.sequence);
+	v->rename_seq = r;
+	v->mount_seq = m;
 	set = bpf_map_lookup_elem(&settings, &zero);
 	v->prefix_gen = set ? set->prefix_gen : 0;
 	/* An odd count: a writer is inside; nothing resolved now may be kept. */

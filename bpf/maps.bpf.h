@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Maps shared by the programs, and the helpers that own them: counting
- * exits, claiming a scratch slot.
+ * exits, claiming a scratch slot. maps.bpf.c defines what is declared here.
  */
 #ifndef FILEWARDEN_MAPS_BPF_H
 #define FILEWARDEN_MAPS_BPF_H
@@ -10,13 +10,13 @@
 #include "walk.bpf.h"
 
 /* Records to user space. User space sets the size before load. */
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024);
 } events SEC(".maps");
 
 /* Per-hook exit counters (enum fw_counter), per CPU. */
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FW_HOOK_MAX);
 	__type(key, __u32);
@@ -28,18 +28,12 @@ struct {
  * programs (a rule id for user space); what matters is whether some prefix
  * matches. Updated at runtime: no reload to change the monitored set.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 4096);
-	__type(key, struct fw_prefix_key);
-	__type(value, __u32);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} prefixes SEC(".maps");
+extern fw_prefix_trie prefixes SEC(".maps");
 
 /* Every "/"-terminated proper prefix of a monitored prefix ("/", "/etc/"
  * for "/etc/ssh/"): directories where some names are monitored and others
  * not, so a decision about one name says nothing about the directory. */
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192); /* user space refuses more, loudly (agent.py) */
 	__type(key, struct fw_prefix_key);
@@ -47,7 +41,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } ancestors SEC(".maps");
 
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -85,7 +79,7 @@ struct fw_dir_val {
 	__u64 prefix_gen;
 };
 
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct fw_dir_key);
@@ -104,7 +98,7 @@ struct fw_proc_cache {
 };
 #define FW_PROC_CACHE_FILLED (1U << 31)
 
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
@@ -138,7 +132,7 @@ struct fw_pending_create {
 	struct fw_mark open_tree; /* flags 0: the directory has no tree mark */
 };
 
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
@@ -174,7 +168,7 @@ struct {
 #define FW_BUF (2 * FW_PATH_MAX)
 
 /* Possible CPUs, set by user space with the size of `scratch`. */
-const volatile __u32 fw_scratch_cpus = 0;
+extern const volatile __u32 fw_scratch_cpus;
 
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
@@ -196,7 +190,7 @@ struct fw_scratch {
 };
 #pragma clang diagnostic pop
 
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, FW_SCRATCH_SHARED);
 	__type(key, __u32);
@@ -211,8 +205,8 @@ struct {
  * process started. A number is taken before the record is written, so a
  * record lost after that (a full ring, fw_lost()) leaves its number unused.
  */
-__u64 fw_next_seq = 0;
-__u64 fw_next_proc_seq = 0;
+extern __u64 fw_next_seq;
+extern __u64 fw_next_proc_seq;
 
 /* Counts one exit of `hook`: TOTAL and exactly one outcome. Returns FW_ALLOW
  * so that a handler can end with `return fw_exit(...)`.

@@ -24,6 +24,8 @@
  * only lookups that miss the cache pay the hash lookup, and only while some
  * mark waits. An inode whose last link is gone (i_nlink == 0) keeps nothing:
  * that is the end of its tracking.
+ *
+ * marks.bpf.c defines the maps and globals declared here.
  */
 #ifndef FILEWARDEN_MARK_BPF_H
 #define FILEWARDEN_MARK_BPF_H
@@ -35,7 +37,7 @@
  * before it evicts the filesystem's inodes. */
 #define FW_SB_ACTIVE (1U << 30)
 
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_INODE_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
@@ -44,7 +46,7 @@ struct {
 
 /* Marks of evicted inodes. User space sizes it (--max-evicted-marks); a mark
  * that does not fit is counted in fw_mark_stats.save_failed and reported. */
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 20);
 	__type(key, struct fw_inode_id);
@@ -60,14 +62,14 @@ struct {
  * and a hit only probable (user space then asks the inode itself). Sized by
  * user space; more entries than planned only raise the false-hit rate.
  */
-struct {
+extern struct {
 	__uint(type, BPF_MAP_TYPE_BLOOM_FILTER);
 	__uint(max_entries, 1 << 17);
 	__type(value, __u64);
 	__uint(map_extra, 3); /* hash functions */
 } marked_inos SEC(".maps");
 
-struct fw_mark_stats fw_mark_stats = {};
+extern struct fw_mark_stats fw_mark_stats;
 
 /*
  * Inode storage helpers are for LSM programs only (bpf_inode_storage_get is
@@ -77,7 +79,7 @@ struct fw_mark_stats fw_mark_stats = {};
  * inode is marked or asked, and the verifier, which sees the constant,
  * never visits the calls (they are dead code for it).
  */
-const volatile bool fw_marks_enabled = true;
+extern const volatile bool fw_marks_enabled;
 
 /* `inode`: a typed pointer. */
 static __always_inline struct fw_mark *fw_mark_of(struct inode *inode)

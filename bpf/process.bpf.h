@@ -49,6 +49,28 @@ static __always_inline void fw_fill_process(struct fw_process *p, struct task_st
 	bpf_get_current_comm(p->comm, sizeof(p->comm)); /* task is current */
 }
 
+/* The lengths of the exe and args of `c` (none without it) that a record
+ * carries, set in its process part `p` and returned bounded, as the
+ * verifier needs them to copy that much. */
+static __always_inline void fw_proc_lens(struct fw_process *p, struct fw_proc_cache *c, __u32 *exe_len,
+					 __u32 *args_len)
+{
+	__u32 exe = 0, args = 0;
+
+	if (c) {
+		exe = c->exe_len;
+		args = c->args_len;
+		if (exe > FW_EXE_MAX)
+			exe = FW_EXE_MAX;
+		if (args > FW_ARGS_MAX)
+			args = FW_ARGS_MAX;
+	}
+	p->exe_len = exe;
+	p->args_len = args;
+	*exe_len = exe;
+	*args_len = args;
+}
+
 /* Reads the executable path and first arguments of the current task into
  * `c` (the exe path through `walk_buf`). */
 static __always_inline void fw_read_exe_args(struct fw_proc_cache *c, struct fw_walk_state *st, char *walk_buf,

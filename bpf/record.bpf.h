@@ -198,20 +198,11 @@ static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_p
 	__u32 path_len = s->ev.path_len & FW_MASK;
 	__u32 aux_len = s->ev.aux_len & FW_MASK;
 	__u32 extra_len = s->ev.extra_len;
-	__u32 exe_len = 0, args_len = 0, off;
+	__u32 exe_len, args_len, off;
 
 	if (extra_len > FW_EXTRA_MAX)
 		extra_len = FW_EXTRA_MAX;
-	if (c) {
-		exe_len = c->exe_len;
-		args_len = c->args_len;
-		if (exe_len > FW_EXE_MAX)
-			exe_len = FW_EXE_MAX;
-		if (args_len > FW_ARGS_MAX)
-			args_len = FW_ARGS_MAX;
-	}
-	s->ev.proc.exe_len = exe_len;
-	s->ev.proc.args_len = args_len;
+	fw_proc_lens(&s->ev.proc, c, &exe_len, &args_len);
 	s->ev.hdr.size = sizeof(struct fw_event) + path_len + aux_len + extra_len + exe_len + args_len;
 	s->ev.hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	s->ev.hdr.seq = __sync_fetch_and_add(&fw_next_seq, 1);

@@ -67,13 +67,7 @@ const volatile __u32 fw_snap_exe_dpath = 1;
 struct fw_snap_stats fw_snap_stats = {};
 
 /* The agent's "prefixes" (maps.bpf.h), reused by fd. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 4096);
-	__type(key, struct fw_prefix_key);
-	__type(value, __u32);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} snap_prefixes SEC(".maps");
+fw_prefix_trie snap_prefixes SEC(".maps");
 
 /* The agent's "marked_inos" (mark.bpf.h), reused by fd. */
 struct {

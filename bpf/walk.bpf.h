@@ -19,15 +19,12 @@
 #define FW_MASK (FW_PATH_MAX - 1)
 #define FW_WALK_TRIES 3
 
-/* fs/dcache.c and fs/namespace.c; resolved from kallsyms by libbpf
- * (Debian kernels have CONFIG_KALLSYMS_ALL=y). Weak: without them the
- * directory cache stays off (dircache.bpf.h) and walks are not retried. */
-extern const void rename_lock __ksym __weak;
-extern const void mount_lock __ksym __weak;
-
-/* A weak ksym that libbpf could not resolve is at address 0
- * (bpf_ksym_exists() of libbpf >= 1.2). */
-#define FW_KSYM_EXISTS(sym) ((unsigned long)&(sym) != 0)
+/* The sequence counts of the kernel's rename_lock and mount_lock, or -1
+ * where they are unknown: without them the directory cache stays off
+ * (dircache.bpf.h) and walks are not retried. Functions of walk.bpf.c,
+ * the one unit that names the two locks. */
+extern __s64 fw_rename_seq(void);
+extern __s64 fw_mount_seq(void);
 
 struct fw_path_out {
 	__u32 off;
@@ -36,9 +33,10 @@ struct fw_path_out {
 };
 
 /* Walks done again because a rename or mount change ran during them, and
- * walks that never settled (FW_EVENT_PATH_UNSTABLE): read by user space. */
-__u64 fw_walk_retries = 0;
-__u64 fw_walk_unstable = 0;
+ * walks that never settled (FW_EVENT_PATH_UNSTABLE): read by user space.
+ * Defined in walk.bpf.c. */
+extern __u64 fw_walk_retries;
+extern __u64 fw_walk_unstable;
 
 /* State of one path walk; pointers kept as integers. */
 struct fw_walk_state {
@@ -156,13 +154,10 @@ static __always_inline void fw_walk_once(struct fw_walk_state *st, char *buf, st
  * prepend_path() (fs/d_path.c) retries its own walk on the same two. */
 static __always_inline __u32 fw_walk_seq(void)
 {
-	seqlock_t *rl = (seqlock_t *)&rename_lock, *ml = (seqlock_t *)&mount_lock;
-	__u32 r, m;
+	__s64 r = fw_rename_seq(), m = fw_mount_seq();
 
-	if (!FW_KSYM_EXISTS(rename_lock) || !FW_KSYM_EXISTS(mount_lock))
+	if (r < 0 || m < 0)
 		return 0;
-	r = BPF_CORE_READ(rl, seqcount.seqcount.sequence);
-	m = BPF_CORE_READ(ml, seqcount.seqcount.sequence);
 	/* Both odd would sum to even: keep the parity of each. */
 	return (r & 1) | (m & 1) ? 1 : r + m + 2;
 }

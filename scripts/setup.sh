@@ -20,8 +20,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-agent_pkgs=(python3 python3-venv libbpf1 clang llvm libbpf-dev)
-test_pkgs=(qemu-system-x86 busybox-static file kmod udev crun bpftool)
+agent_pkgs=(python3 python3-venv libbpf1 clang llvm libbpf-dev bpftool)
+test_pkgs=(qemu-system-x86 busybox-static file kmod udev crun)
 bench_pkgs=(auditd)
 pkgs=("${agent_pkgs[@]}")
 [ "$tests" = yes ] && pkgs+=("${test_pkgs[@]}")

@@ -2,8 +2,11 @@
 
 The objects are CO-RE: compiled once against the committed
 bpf/vmlinux/x86/vmlinux.h and relocated by libbpf at load time for the
-running kernel. DWARF is stripped after compiling; the BTF that CO-RE and
-the ABI check need stays.
+running kernel. An object is made of one or more units (bpf/<unit>.bpf.c),
+each compiled on its own and then linked into <stem>.bpf.o by libbpf's
+static linker (`bpftool gen object`), which resolves the extern maps and
+globals of one unit against their definition in another. DWARF is stripped
+after linking; the BTF that CO-RE and the ABI check need stays.
 """
 
 from __future__ import annotations
@@ -16,8 +19,30 @@ import sys
 import tempfile
 from pathlib import Path
 
-OBJECTS = ("filewarden", "selftest", "snapshot")
-"""Object stems: bpf/<stem>.bpf.c -> <stem>.bpf.o"""
+OBJECTS: dict[str, tuple[str, ...]] = {
+    "filewarden": (
+        "filewarden",  # license, the ABI's types in BTF
+        "maps",  # defines the shared maps and settings
+        "walk",  # defines the path walk's counters and lock reads
+        "marks",  # defines the inode marks' maps; inode_free
+        "open",
+        "namespace",
+        "attributes",
+        "mounts",
+        "process",
+    ),
+    "selftest": ("maps", "selftest"),
+    "snapshot": ("walk", "snapshot"),
+}
+"""Object stem -> its units: bpf/<unit>.bpf.c each, linked into <stem>.bpf.o
+in this order. A unit may serve several objects; it is compiled once.
+
+A unit that defines maps comes before every unit that declares them
+extern: libbpf's linker gives a map the .maps offset of the first
+declaration it meets and later only updates its size
+(linker_append_btf(), tools/lib/bpf/linker.c, v1.1 to at least v1.5), and
+an extern's offset is 0, so libbpf would later find no map at the offset
+the programs' relocations name ("map relo failed to find map")."""
 
 CFLAGS = (
     "-target", "bpf", "-O2", "-g", "-mcpu=v3",
@@ -35,7 +60,8 @@ def source_dir() -> Path | None:
     return candidate if (candidate / "abi.h").is_file() else None
 
 
-def _inputs(src: Path) -> list[Path]:
+def _sources(src: Path) -> list[Path]:
+    """Every unit and header."""
     return [p for p in src.rglob("*") if p.suffix in (".c", ".h")]
 
 
@@ -44,7 +70,8 @@ def stale(src: Path, out: Path) -> bool:
     objects = [out / f"{stem}.bpf.o" for stem in OBJECTS]
     if not all(o.exists() for o in objects):
         return True
-    newest_input = max(p.stat().st_mtime_ns for p in _inputs(src))
+    # This file too: it says which units make each object.
+    newest_input = max(p.stat().st_mtime_ns for p in [*_sources(src), Path(__file__)])
     return min(o.stat().st_mtime_ns for o in objects) < newest_input
 
 
@@ -56,12 +83,14 @@ def cache_dir() -> Path:
     return Path(base) / "bpf"
 
 
-def _fingerprint(src: Path, clang: str) -> str:
-    """Hash of everything that goes into the objects: flags, compiler, sources."""
+def _fingerprint(src: Path, clang: str, bpftool: str) -> str:
+    """Hash of everything that goes into the objects: flags, units, tools, sources."""
     h = hashlib.sha256()
     h.update(" ".join(CFLAGS).encode())
-    h.update(subprocess.run([clang, "--version"], capture_output=True, check=True).stdout)
-    for p in sorted(_inputs(src)):
+    h.update(repr(sorted(OBJECTS.items())).encode())
+    for tool in ([clang, "--version"], [bpftool, "version"]):
+        h.update(subprocess.run(tool, capture_output=True, check=True).stdout)
+    for p in sorted(_sources(src)):
         h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:32]
 
@@ -78,12 +107,19 @@ def _install(obj_from: Path, obj_to: Path) -> None:
             os.unlink(tmp)
 
 
-def _tool(*names: str) -> str:
+def _tool(*names: str, package: str = "clang and llvm (apt-get install clang llvm libbpf-dev)") -> str:
     for name in names:
-        found = shutil.which(name)
+        # bpftool lives in sbin, which a user's PATH may leave out.
+        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
         if found:
             return found
-    raise BuildError(f"{names[0]} not found: install clang and llvm (apt-get install clang llvm libbpf-dev)")
+    raise BuildError(f"{names[0]} not found: install {package}")
+
+
+def _run(cmd: list[str], what: str) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BuildError(f"{what} failed:\n{result.stderr}{result.stdout}")
 
 
 def build(src: Path, out: Path, *, force: bool = False) -> list[Path]:
@@ -93,27 +129,25 @@ def build(src: Path, out: Path, *, force: bool = False) -> list[Path]:
         return objects
     clang = _tool("clang", "clang-14", "clang-15", "clang-16")
     strip = _tool("llvm-strip", "llvm-strip-14", "llvm-strip-15", "llvm-strip-16")
+    bpftool = _tool("bpftool", package="bpftool (apt-get install bpftool)")
     out.mkdir(parents=True, exist_ok=True)
-    cached = cache_dir() / _fingerprint(src, clang)
+    cached = cache_dir() / _fingerprint(src, clang, bpftool)
     if all((cached / o.name).is_file() for o in objects):
         for obj in objects:
             _install(cached / obj.name, obj)
         return objects
     includes = ("-I", str(src), "-I", str(src / "vmlinux" / "x86"))
-    for stem, obj in zip(OBJECTS, objects, strict=True):
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".o", dir=out)
-        os.close(fd)
-        try:
-            cmd = [clang, *CFLAGS, *includes, "-c", str(src / f"{stem}.bpf.c"), "-o", tmp]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise BuildError(f"compiling {stem}.bpf.c failed:\n{result.stderr}")
-            subprocess.run([strip, "-g", tmp], check=True)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, obj)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    with tempfile.TemporaryDirectory(prefix="filewarden-bpf.") as tmp:
+        units: dict[str, str] = {}
+        for unit in sorted({u for stem_units in OBJECTS.values() for u in stem_units}):
+            units[unit] = os.path.join(tmp, f"{unit}.unit.o")
+            source = src / f"{unit}.bpf.c"
+            _run([clang, *CFLAGS, *includes, "-c", str(source), "-o", units[unit]], f"compiling {source.name}")
+        for stem, obj in zip(OBJECTS, objects, strict=True):
+            linked = os.path.join(tmp, obj.name)
+            _run([bpftool, "gen", "object", linked, *(units[u] for u in OBJECTS[stem])], f"linking {obj.name}")
+            _run([strip, "-g", linked], f"stripping {obj.name}")
+            _install(Path(linked), obj)
     try:
         cached.mkdir(parents=True, exist_ok=True)
         for obj in objects:

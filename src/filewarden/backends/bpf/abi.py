@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from filewarden.model.enums import (  # re-exported: the ABI's mirror of them is checked here
+    NOT_IN_KERNEL,
     Action,
     EventFlag,
     Hook,
@@ -45,7 +46,7 @@ EXE_MAX: Final = 256
 EXTRA_MAX: Final = 256
 
 
-HOOK_COUNT: Final = 26  # FW_HOOK_MAX
+HOOK_COUNT: Final = 25  # FW_HOOK_MAX
 
 
 class RecordKind(enum.IntEnum):
@@ -153,6 +154,14 @@ ENUM_MAX: Final = {
     "fw_counter": COUNTER_COUNT,
     "fw_ignore_reason": IGNORE_REASON_COUNT,
 }
+
+
+def kernel_members(py_enum: type[enum.IntEnum] | type[enum.IntFlag]) -> list[enum.IntEnum | enum.IntFlag]:
+    """The members of `py_enum` that its C enum in bpf/abi.h defines: all
+    but those named in NOT_IN_KERNEL (matched by identity: members of
+    different int enums compare equal by value)."""
+    absent = [m for m in NOT_IN_KERNEL if type(m) is py_enum]
+    return [m for m in py_enum if not any(m is a for a in absent)]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import enum
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -65,15 +66,55 @@ def test_the_check_catches_a_wrong_layout(btf: Btf) -> None:
     assert any("sizeof(struct fw_header) is 24, abi.py says 25" in p for p in problems)
 
 
+def enum_mismatches(btf: Btf, c_name: str, members: Iterable[enum.Enum]) -> list[str]:
+    """Every way the C enum `c_name` and `members` (the Python members it
+    should define) disagree: each enumerator must be a member of the same
+    name and value, and each member an enumerator."""
+    prefix = abi.ENUMS[c_name][1]
+    c_values = btf.enum(c_name)
+    problems = []
+    max_name = next((n for n in c_values if n.endswith("_MAX")), None)
+    if max_name is not None and (value := c_values.pop(max_name)) != abi.ENUM_MAX[c_name]:
+        problems.append(f"{max_name} is {value}, abi.py says {abi.ENUM_MAX[c_name]}")
+    py_values = {prefix + m.name: m.value for m in members}
+    for name, value in c_values.items():
+        if name not in py_values:
+            problems.append(f"{name} = {value} has no Python member")
+        elif py_values[name] != value:
+            problems.append(f"{name} is {value}, Python says {py_values[name]}")
+    problems += [
+        f"{name} = {value} is not in enum {c_name} nor in NOT_IN_KERNEL"
+        for name, value in py_values.items()
+        if name not in c_values
+    ]
+    return problems
+
+
 @pytest.mark.parametrize("c_name", sorted(abi.ENUMS))
 def test_enum_values_match_btf(btf: Btf, c_name: str) -> None:
-    py_enum, prefix = abi.ENUMS[c_name]
-    c_values = btf.enum(c_name)
-    expected = {prefix + member.name: member.value for member in py_enum}  # type: ignore[attr-defined]
-    max_name = next((n for n in c_values if n.endswith("_MAX")), None)
-    if max_name is not None:
-        assert c_values.pop(max_name) == abi.ENUM_MAX[c_name]
-    assert c_values == expected
+    assert enum_mismatches(btf, c_name, abi.kernel_members(abi.ENUMS[c_name][0])) == []
+
+
+def test_members_not_in_kernel_belong_to_a_checked_enum() -> None:
+    checked = [py_enum for py_enum, _ in abi.ENUMS.values()]
+    assert enums.NOT_IN_KERNEL
+    assert all(type(m) in checked for m in enums.NOT_IN_KERNEL)
+
+
+def test_the_check_catches_a_missing_member(btf: Btf) -> None:
+    # A Python member absent from C and not declared so.
+    assert enum_mismatches(btf, "fw_hook", list(enums.Hook)) == [
+        "FW_HOOK_FANOTIFY = 25 is not in enum fw_hook nor in NOT_IN_KERNEL"
+    ]
+    assert enum_mismatches(btf, "fw_action", list(enums.Action)) == [
+        f"FW_ACTION_{a.name} = {a.value} is not in enum fw_action nor in NOT_IN_KERNEL"
+        for a in (enums.Action.ATTRIB, enums.Action.MODIFY, enums.Action.CLOSE_WRITE)
+    ]
+    # A C enumerator with no Python member.
+    members = [m for m in abi.kernel_members(enums.Hook) if m is not enums.Hook.EXIT]
+    assert enum_mismatches(btf, "fw_hook", members) == ["FW_HOOK_EXIT = 23 has no Python member"]
+    # kernel_members() matches by identity: Action.ATTRIB == Hook.INODE_SET_ACL as ints.
+    assert enums.Hook.INODE_SET_ACL in abi.kernel_members(enums.Hook)
 
 
 def member_size(btf: Btf, struct_name: str, member: str) -> int:
