@@ -46,6 +46,24 @@ def test_process_records_and_files_no_glob_matches_leave_no_gap(plain_dir: Path)
     assert lost == 0
 
 
+# Hooks whose programs lose a record when task storage refuses them
+# (namespace.bpf.c, open.bpf.c, process.bpf.c).
+TASK_STORAGE_HOOKS = frozenset(
+    {"path_mknod", "path_mkdir", "d_instantiate", "file_open", "path_truncate", "file_truncate", "exec", "fork"}
+)
+
+
+def task_storage_waits() -> bool:
+    """Does bpf_task_storage_get() wait for its per-CPU lock from LSM
+    programs? From 6.2 it does (only tracing programs, which may recurse,
+    get bpf_task_storage_get_recur(), which gives up); before, every
+    program type gave up when the lock was held (commit 0593dd34e535,
+    "bpf: Avoid taking spinlock in bpf_task_storage_get if potential
+    deadlock is detected")."""
+    with open("/proc/kallsyms") as f:
+        return any(line.rstrip().endswith(" bpf_task_storage_get_recur") for line in f)
+
+
 def keep_figures(request: pytest.FixtureRequest, figures: dict[str, object]) -> None:
     """Writes what a test measured next to the JUnit report (the lab's
     results folder), named after the test and the backend."""
@@ -177,10 +195,20 @@ def test_under_preemption_every_event_arrives_or_its_loss_is_counted(
     assert sum(expected.values()) == 800
     assert duplicates == {}
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    if BACKEND == "lsm":
+    if BACKEND == "lsm" and task_storage_waits():
         # LSM programs are not under the recursion guard, and a preempted
         # handler only holds its scratch slot.
         assert (missing, misses, stats.lost) == (0, 0, 0), (model, by_hook)
+    elif BACKEND == "lsm":
+        # Before 6.2 bpf_task_storage_get() only tries its per-CPU lock
+        # (kernel/bpf/bpf_task_storage.c: bpf_task_storage_trylock()) for
+        # every program type: while a task preempted inside one holds it,
+        # another's call on that CPU gets NULL. What that loses is counted,
+        # as unexamined calls of the hooks that keep task storage.
+        assert misses == 0, (model, by_hook)
+        assert missing <= stats.lost, (model, missing, by_hook)
+        assert set(by_hook) <= TASK_STORAGE_HOOKS, by_hook
+        assert all(h["ring_full"] == 0 for h in by_hook.values()), by_hook
     else:
         assert missing <= misses + stats.lost, (model, missing, by_hook)
         for hook, losses in by_hook.items():
