@@ -47,13 +47,17 @@ class Layers:
         except OSError:
             self.own_mntns = 0
         self._lower_prefixes: tuple[bytes, ...] = ()
+        self.generation = 0  # one more each time the lower layers change
         self.lock = threading.RLock()
 
     def refresh(self, pids: Iterable[int] | None = None) -> Changes:
         """Re-reads the overlay mounts (ours, and those of `pids`' namespaces)."""
         with self.lock:
             changes = self.table.refresh(pids)
-            self._lower_prefixes = tuple(d + b"/" for d in self.table.lowerdirs())
+            lower = tuple(d + b"/" for d in self.table.lowerdirs())
+            if lower != self._lower_prefixes:
+                self._lower_prefixes = lower
+                self.generation += 1
         for dev in changes.added:
             m = self.table.by_dev[dev]
             where = ", ".join(os.fsdecode(p) for p in self.table.mount_points(dev))

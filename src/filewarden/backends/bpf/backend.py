@@ -124,6 +124,7 @@ class BpfBackend:
         self._obj: BpfObject | None = None
         self._reader: RingReader | None = None
         self._trie: PrefixTrie | None = None
+        self._layers_seen = 0  # the layers' generation the trie was last synced with
         self.marks: MarkTable | None = None
         self.plan: loader.Plan | None = None
         self.processes = ProcessTree(self.host.root / "proc")
@@ -177,6 +178,7 @@ class BpfBackend:
             self._mounts = MountWatcher(self.host.root)
             self.layers.refresh()
             self._trie = PrefixTrie(obj)
+            self._layers_seen = self.layers.generation
             self._trie.load(self.kernel_prefixes())
             # Marks before the programs attach: from the first event on, a
             # monitored file is known by its inode whatever its name. (The
@@ -294,13 +296,20 @@ class BpfBackend:
         return sorted(set(self.matcher.prefixes()) | set(self.layers.prefixes()))
 
     def sync_mounts(self) -> None:
-        """Re-reads the overlay mounts and watches their lower layers (the
-        new ones before the stale ones leave)."""
-        if self._trie is None:
-            return
-        old = self.kernel_prefixes()
-        if self.layers.refresh().lowerdirs_changed:
-            self._trie.load(self.kernel_prefixes(), old)
+        """Re-reads the overlay mounts and watches their lower layers."""
+        self.layers.refresh()
+        self._sync_trie()
+
+    def _sync_trie(self) -> None:
+        """Puts the kernel prefixes in the trie if they changed (the new ones
+        before the stale ones leave): the globs', and the lower layers of
+        the overlays known now, whoever refreshed them (enrichment does too,
+        when it meets an overlay first)."""
+        self._layers_seen = self.layers.generation
+        if self._trie is not None:
+            wanted = self.kernel_prefixes()
+            if wanted != self._trie.loaded:
+                self._trie.load(wanted)
 
     def set_paths(self, patterns: Sequence[str]) -> None:
         """Changes the monitored globs of a running backend: the programs stay
@@ -317,7 +326,6 @@ class BpfBackend:
             selected.matcher = new
             return
         old_globs = [g.pattern for g in self.matcher.globs]
-        old_prefixes = self.kernel_prefixes()
         both = PathMatcher([*old_globs, *patterns])
         selected.matcher = both
         self._trie.load(self.kernel_prefixes())  # old and new, for now
@@ -327,7 +335,7 @@ class BpfBackend:
         selected.matcher = new
         if self.marks is not None:
             self.marks.unmark(PathMatcher(old_globs), new)
-        self._trie.load(self.kernel_prefixes(), old_prefixes)  # the stale ones leave
+        self._trie.load(self.kernel_prefixes())  # the stale ones leave
         selected.matcher = both
         self._backlog.extend(self._process(self._ring.read()))
         selected.matcher = new
@@ -367,6 +375,8 @@ class BpfBackend:
         """Events ready now (waiting up to `timeout` seconds for the first)."""
         if self._mounts is not None and self._mounts.changed():
             self.sync_mounts()
+        elif self.layers.generation != self._layers_seen:
+            self._sync_trie()
         backlog, self._backlog = self._backlog, []
         if backlog:
             timeout = 0.0

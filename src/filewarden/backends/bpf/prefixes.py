@@ -40,17 +40,19 @@ class PrefixTrie:
         self._prefixes = obj.map("prefixes")
         self._ancestors = obj.map("ancestors")
         self._settings = obj.map("settings")
+        self.loaded: list[bytes] = []  # what the trie holds
 
-    def load(self, wanted: list[bytes], old: list[bytes] | None = None) -> None:
-        """Puts `wanted` in the trie, adding the new prefixes before removing
-        the stale ones of `old`, so no path is unmonitored in between; then
-        the directories on the way to them, and a new generation."""
+    def load(self, wanted: list[bytes]) -> None:
+        """Makes the trie hold `wanted`: the new prefixes go in before the
+        stale ones leave, so no path is unmonitored in between; then the
+        directories on the way to them, and a new generation."""
         prefixes, ancestors = self._prefixes, self._ancestors
-        stale = set(old or ())
+        stale = set(self.loaded)
         if len(set(wanted) | stale) > prefixes.max_entries:
             raise BackendError(f"too many distinct path prefixes ({len(wanted)} > {prefixes.max_entries})")
         wanted_dirs = ancestor_dirs(wanted)
-        if len(wanted_dirs | ancestor_dirs(old or ())) > ancestors.max_entries:
+        stale_dirs = ancestor_dirs(self.loaded)
+        if len(wanted_dirs | stale_dirs) > ancestors.max_entries:
             raise BackendError(f"too many directories above the monitored prefixes ({len(wanted_dirs)})")
         for rule, prefix in enumerate(wanted):
             prefixes.update(abi.prefix_key(prefix), struct.pack("<I", rule))
@@ -59,9 +61,10 @@ class PrefixTrie:
         self.bump_generation()
         for prefix in stale - set(wanted):
             prefixes.delete(abi.prefix_key(prefix))
-        for d in ancestor_dirs(old or ()) - wanted_dirs:
+        for d in stale_dirs - wanted_dirs:
             ancestors.delete(abi.prefix_key(d))
         self.bump_generation()
+        self.loaded = list(wanted)
 
     def bump_generation(self) -> None:
         settings = self._settings

@@ -1,0 +1,111 @@
+"""The kernel's prefix trie as the backend fills it, against in-memory maps."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filewarden.backends.bpf import abi
+from filewarden.backends.bpf.prefixes import PrefixTrie, ancestor_dirs
+from filewarden.errors import BackendError
+
+
+class FakeMap:
+    def __init__(self, name: str, log: list[tuple[str, str, bytes]], max_entries: int = 64) -> None:
+        self.name, self.log, self.max_entries = name, log, max_entries
+        self.items: dict[bytes, bytes] = {}
+
+    def update(self, key: bytes, value: bytes) -> None:
+        self.items[key] = value
+        self.log.append(("update", self.name, key))
+
+    def delete(self, key: bytes) -> int:
+        self.log.append(("delete", self.name, key))
+        return int(self.items.pop(key, None) is not None)
+
+    def lookup(self, key: bytes) -> bytes | None:
+        return self.items.get(key)
+
+
+class FakeObject:
+    def __init__(self, max_prefixes: int = 64) -> None:
+        self.log: list[tuple[str, str, bytes]] = []
+        self.maps = {
+            "prefixes": FakeMap("prefixes", self.log, max_prefixes),
+            "ancestors": FakeMap("ancestors", self.log),
+            "settings": FakeMap("settings", self.log),
+        }
+
+    def map(self, name: str) -> Any:
+        return self.maps[name]
+
+
+def held(obj: FakeObject, name: str) -> set[bytes]:
+    keys = obj.maps[name].items
+    return {k[4 : 4 + struct.unpack_from("<I", k)[0] // 8] for k in keys}
+
+
+def generation(obj: FakeObject) -> int:
+    raw = obj.maps["settings"].items.get(b"\0\0\0\0", bytes(abi.SETTINGS.size))
+    return int(struct.unpack_from("<Q", raw, abi.SETTINGS.offsets["prefix_gen"])[0])
+
+
+def test_a_change_adds_before_it_removes_and_bumps_the_generation() -> None:
+    obj = FakeObject()
+    trie = PrefixTrie(obj)  # type: ignore[arg-type]
+    trie.load([b"/etc/ssh/", b"/var/lib/c1/lower/"])
+    assert held(obj, "prefixes") == {b"/etc/ssh/", b"/var/lib/c1/lower/"}
+    assert held(obj, "ancestors") == ancestor_dirs([b"/etc/ssh/", b"/var/lib/c1/lower/"])
+    first = generation(obj)
+    obj.log.clear()
+    trie.load([b"/etc/ssh/", b"/usr/bin/"])
+    assert held(obj, "prefixes") == {b"/etc/ssh/", b"/usr/bin/"}
+    assert held(obj, "ancestors") == {b"/", b"/etc/", b"/usr/"}
+    ops = [(op, m) for op, m, _ in obj.log]
+    assert ops.index(("update", "prefixes")) < ops.index(("delete", "prefixes"))  # never unmonitored between
+    assert generation(obj) == first + 2
+    assert trie.loaded == [b"/etc/ssh/", b"/usr/bin/"]
+
+
+def test_too_many_prefixes_are_refused_before_any_change() -> None:
+    obj = FakeObject(max_prefixes=2)
+    trie = PrefixTrie(obj)  # type: ignore[arg-type]
+    trie.load([b"/a/", b"/b/"])
+    with pytest.raises(BackendError, match="too many distinct path prefixes"):
+        trie.load([b"/c/"])  # old and new would be in the map at once
+    assert held(obj, "prefixes") == {b"/a/", b"/b/"}
+    assert trie.loaded == [b"/a/", b"/b/"]
+
+
+def test_layers_another_stage_found_reach_the_trie_at_the_next_read(tmp_path: Path) -> None:
+    """Enrichment refreshes the overlay table when it meets an overlay first
+    (on its own thread): the backend puts the new lower layers in the trie
+    at its next read, not only when its own mount table changes."""
+    from filewarden.backends.bpf.backend import BpfBackend
+    from filewarden.config import Config, Output
+    from filewarden.host.sysinfo import Host
+    from tests.unit.backends.bpf.test_sequence import ListRing
+
+    (tmp_path / "proc/self/ns").mkdir(parents=True)
+    (tmp_path / "proc/self/ns/mnt").touch()
+    config = Config(paths=("/etc/**",), outputs=(Output("jsonl", "-"),), buffer_records=0)
+    backend = BpfBackend(config, host=Host(tmp_path))
+    backend.use_ring(ListRing())
+    obj = FakeObject()
+    backend._trie = trie = PrefixTrie(obj)  # type: ignore[arg-type]
+    trie.load(backend.kernel_prefixes())
+    assert trie.loaded == [b"/etc/"]
+    # A container appears; enrichment reads the writer's mount table.
+    writer = tmp_path / "proc/500"
+    (writer / "ns").mkdir(parents=True)
+    (writer / "ns/mnt").touch()
+    (writer / "mountinfo").write_bytes(
+        b"100 90 0:63 / / rw - overlay c1 rw,lowerdir=/l/base,upperdir=/run/c1/upper,workdir=/run/c1/work\n"
+    )
+    backend.layers.refresh([500])
+    backend.read()
+    assert trie.loaded == [b"/etc/", b"/l/base/"]
+    assert held(obj, "prefixes") == {b"/etc/", b"/l/base/"}
