@@ -28,11 +28,27 @@ class WallClock:
     def __init__(self, gettime: Callable[[int], int] = time.clock_gettime_ns) -> None:
         self._gettime = gettime
         self._offset, self._sampled_at = _sample(gettime)
+        self._second_ns = -(10**18)  # stamp()'s last second (in ns), and its text up to the "."
+        self._prefix = ""
 
     def to_wall_ns(self, boot_ns: int) -> int:
         if boot_ns - self._sampled_at > _RESAMPLE_NS:
             self._offset, self._sampled_at = _sample(self._gettime)
         return boot_ns + self._offset
+
+    def stamp(self, boot_ns: int) -> str:
+        """format_timestamp(to_wall_ns(boot_ns)) in one call: every event
+        has one, and consecutive events mostly share their second."""
+        if boot_ns - self._sampled_at > _RESAMPLE_NS:
+            self._offset, self._sampled_at = _sample(self._gettime)
+        wall = boot_ns + self._offset
+        nanos = wall - self._second_ns
+        if not 0 <= nanos < 1_000_000_000:  # another second than the last event's
+            second = wall // 1_000_000_000
+            self._second_ns = second * 1_000_000_000
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            nanos = wall - self._second_ns
+        return self._prefix + str(nanos).zfill(9) + "Z"
 
 
 _last_second: list[tuple[int, str]] = [(-1, "")]

@@ -29,11 +29,14 @@ Not thread-safe: one owner feeds it records and asks it questions.
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 from filewarden.model.enums import ARGS_MAX
 
@@ -120,6 +123,20 @@ def _read_at(dir_fd: int, name: str, limit: int) -> bytes:
         os.close(fd)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Runs the method holding the tree's lock (ProcessTree.lock)."""
+
+    @functools.wraps(method)
+    def run(self: ProcessTree, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return cast("_F", run)
+
+
 class ProcessTree:
     """Processes by pid, with ancestry.
 
@@ -175,6 +192,11 @@ class ProcessTree:
         self.hits = 0
         self.misses = 0
         self.proc_reads = 0
+        # The backend changes the tree on its record loop while the pipeline
+        # reads it on its worker thread: every change, and a lookup that
+        # misses (it may read /proc and add the process), holds this lock.
+        # A lookup that hits is one dict read, atomic without it.
+        self.lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -243,6 +265,7 @@ class ProcessTree:
             self._note_absent(pid, self._now_ns)
         return info
 
+    @_locked
     def scan(self) -> int:
         """Reads every process in /proc; returns how many were added.
 
@@ -267,6 +290,7 @@ class ProcessTree:
             added += 1
         return added
 
+    @_locked
     def load(self, tasks: Iterable[SnapshotTask]) -> int:
         """Adds the processes of the start-up snapshot; returns how many.
         As with scan(), pids the records already described are left alone."""
@@ -312,6 +336,7 @@ class ProcessTree:
                 self._entries.popitem(last=False)
 
     # -- records ----------------------------------------------------------------
+    @_locked
     def on_exec(
         self,
         *,
@@ -330,6 +355,7 @@ class ProcessTree:
         self._put(info)
         return info
 
+    @_locked
     def on_fork(self, *, parent_pid: int, child_pid: int, child_start_ns: int, parent_start_ns: int) -> ProcessInfo:
         """A new process: it runs its parent's program until it execs."""
         self._now_ns = max(self._now_ns, child_start_ns)
@@ -364,6 +390,7 @@ class ProcessTree:
         self._put(info)  # whatever we held under its pid was an older instance
         return info
 
+    @_locked
     def on_exit(self, *, pid: int, start_ns: int, ktime_ns: int) -> None:
         """The last thread of a process exited. Its entry stays until
         expire(): file events of it and its children may still be queued."""
@@ -386,6 +413,7 @@ class ProcessTree:
         self._note_absent(pid, ktime_ns)
 
     # -- records without start times (the process connector) -------------------
+    @_locked
     def note_fork(self, *, parent_pid: int, child_pid: int) -> ProcessInfo | None:
         """A new process (thread group), told by pids alone. It runs its
         parent's program until it execs; its start time is read from /proc
@@ -406,6 +434,7 @@ class ProcessTree:
         self._put(info)
         return info
 
+    @_locked
     def note_exec(self, pid: int) -> ProcessInfo | None:
         """The process ran a new program, told by pid alone: /proc says
         which, read now. If it is gone already, what we held is dropped
@@ -418,6 +447,7 @@ class ProcessTree:
         self._put(info)
         return info
 
+    @_locked
     def note_exit(self, pid: int, when_ns: int) -> None:
         """The process exited, told by pid alone. Its entry stays until
         expire(), like on_exit()'s."""
@@ -427,6 +457,7 @@ class ProcessTree:
             self._entries[pid] = replace(info, exited_ns=when_ns)
             self._exited[pid] = when_ns
 
+    @_locked
     def note_comm(self, pid: int, comm: bytes) -> None:
         """The process renamed itself (prctl(PR_SET_NAME), /proc/PID/comm)."""
         info = self._entries.get(pid)
@@ -434,12 +465,14 @@ class ProcessTree:
             # Assigning to a present key keeps its place in the live order.
             self._entries[pid] = replace(info, comm=comm)
 
+    @_locked
     def lost_track(self) -> None:
         """Records were lost: any entry may be stale, and a pid remembered
         as absent may have a process again."""
         self._unchecked.update(self._entries)
         self._absent.clear()
 
+    @_locked
     def expire(self, now_ns: int) -> int:
         """Drops entries that exited `retention_ns` or more before `now_ns`;
         returns how many. Goes by the order exits came in: amortised O(1)
@@ -470,16 +503,20 @@ class ProcessTree:
         exited. A pid never heard of is read from /proc once, for a process
         older than the scan or one whose records were lost."""
         info = self._entries.get(pid)
-        if info is None and pid > 0 and pid not in self._absent:
-            info = self._proc_lookup(pid)
-            if info is not None:
-                self._put(info)  # cached even if not the instance asked for: it is the pid's current one
+        if info is None and pid > 0:
+            with self.lock:
+                info = self._entries.get(pid)
+                if info is None and pid not in self._absent:
+                    info = self._proc_lookup(pid)
+                    if info is not None:
+                        self._put(info)  # cached even if not the instance asked for: it is the pid's current one
         if info is None or (start_ns is not None and not self.same_start(info.start_ns, start_ns)):
             self.misses += 1
             return None
         self.hits += 1
         return info
 
+    @_locked
     def current(self, pid: int) -> ProcessInfo | None:
         """The process that has this pid now, for a report that names no
         more than the pid (fanotify); if none does, the last one that had

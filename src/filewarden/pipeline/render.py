@@ -285,7 +285,7 @@ def to_documents(
     cached = _process(proc, clock, tree)
     process, process_unknown = cached[3], cached[4]
     base: dict[str, Any] = {
-        "@timestamp": format_timestamp(clock.to_wall_ns(event.ktime_ns)),
+        "@timestamp": clock.stamp(event.ktime_ns),
         "event": {"action": ACTION_NAMES[event.action], "hook": HOOK_NAMES[event.hook], "sequence": event.seq},
         "file": _file(event),
         "process": process,
