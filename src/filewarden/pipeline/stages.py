@@ -88,6 +88,7 @@ class PipelineWorker:
         self._pending: deque[list[FileEvent]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._idle = False  # the worker waits for work (and must be woken)
+        self._busy = False  # the worker is writing a batch
         self._closing = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="filewarden-pipeline", daemon=True)
@@ -115,12 +116,19 @@ class PipelineWorker:
         self._raise()
 
     def settle(self, timeout: float) -> None:
-        """Waits (at most `timeout` seconds) until the worker has taken every
-        queued batch. The loop calls it after put(): what arrives meanwhile
-        is read as one larger batch, not as many small ones."""
+        """Waits (at most `timeout` seconds) until the worker has written
+        every queued batch. The loop calls it after put(), so that the loop
+        and the worker take turns rather than compete for the interpreter:
+        with both running, the ring-drain thread waits longer for its turn,
+        and a burst can fill the ring. What arrives meanwhile is read as
+        one larger batch. A worker held up longer (a slow lookup or
+        output) no longer holds up the loop."""
         with self._cond:
-            if self._pending and self._thread.is_alive():
-                self._cond.wait_for(lambda: not self._pending or not self._thread.is_alive(), timeout)
+            if (self._pending or self._busy) and self._thread.is_alive():
+                self._cond.wait_for(self._settled, timeout)
+
+    def _settled(self) -> bool:
+        return not (self._pending or self._busy) or not self._thread.is_alive()
 
     def close(self) -> None:
         """Writes every queued batch, stops the thread, and raises what the
@@ -147,9 +155,14 @@ class PipelineWorker:
                 if not pending:
                     return  # closing, and everything written
                 batch = pending.popleft()
-                cond.notify()  # room for a put() that waits
+                self._busy = True
+                cond.notify_all()  # room for a put() that waits
             try:
                 emit(batch)
             except BaseException as exc:  # noqa: BLE001 - handed to the loop's thread, which raises it
                 self._error = exc
                 return
+            finally:
+                with cond:
+                    self._busy = False
+                    cond.notify_all()  # settle() waits for this
