@@ -87,10 +87,11 @@ def test_fanotify_events_leave_out_what_fanotify_cannot_tell(tmp_path: Path) -> 
     assert doc["event"]["backend"] == "fanotify"
     assert doc["event"]["hook"] == "fanotify"
     assert doc["file"] == {"path": "/etc/x", "type": "file"}  # no inode, no device
-    for gone in ("user", "real_user", "executable", "args", "parent"):
+    for gone in ("user", "real_user", "executable", "args", "parent", "thread"):
         assert gone not in doc["process"]  # unknown pid: nothing from the tree either
     assert "file.inode" in doc["event"]["unavailable"]
     assert "process.user.id" in doc["event"]["unavailable"]
+    assert "process.thread.id" in doc["event"]["unavailable"]  # fanotify reports the thread group only
 
 
 def test_fanotify_actions_and_unresolved_paths(tmp_path: Path) -> None:

@@ -269,15 +269,15 @@ class FanotifyBackend:
         if path is None:
             declared.append("file.path")
             path = b""
-        # fanotify names the writer's pid and nothing else of it: the rest
-        # is the process tree's, or unknown (None) when the tree has not
-        # got the process. Never a zero: uid 0 would say the writer was root.
+        # fanotify names the writer's pid (its thread group: no
+        # FAN_REPORT_TID) and nothing else of it: the rest is the process
+        # tree's, or unknown (None) when the tree has not got the process.
+        # Never a zero: uid 0 would say the writer was root.
         if info is None:
-            process = Process(pid=ev.pid, tid=ev.pid, args=None)
+            process = Process(pid=ev.pid, args=None)
         else:
             process = Process(
                 pid=ev.pid,
-                tid=ev.pid,
                 ppid=info.ppid,
                 start_ns=info.start_ns or None,
                 flags=0 if info.exe is not None else int(enums.ProcessFlag.EXE_UNKNOWN),
