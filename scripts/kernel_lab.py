@@ -393,6 +393,9 @@ def boot_and_test(
     """Boots the `series` kernel once and runs `tests` (or `exec_argv`) inside it.
     backend "fentry" boots it with BPF LSM off (lsm= without bpf)."""
     label = series if backend == "lsm" else f"{series}-{backend}"
+    # vng boots quiet (loglevel=1): errors, oopses and the OOM killer would not
+    # reach the console, and a guest that dies would leave no word of why.
+    append = " ".join(a for a in ("loglevel=4", append) if a)
     if backend == "fentry":
         append = " ".join(a for a in (append, f"lsm={LSM_WITHOUT_BPF}") if a)
     result = SuiteResult(label)
@@ -419,7 +422,7 @@ def boot_and_test(
     command = " ".join(_quote(a) for a in ["sh", str(guest), str(out), *mode, *(exec_argv or pytest_args)])
     cmd = [
         vng_binary(), "--run", str(kdir / "boot" / f"vmlinuz-{release}"),
-        "--disable-kvm", "--force-9p", "--memory", memory, "--cpus", str(cpus),
+        "--verbose", "--disable-kvm", "--force-9p", "--memory", memory, "--cpus", str(cpus),
         f"--rwdir={out}", "--exec", command,
     ]  # fmt: skip
     if append:
@@ -435,19 +438,30 @@ def boot_and_test(
         deadline = time.monotonic() + timeout
         try:
             deselected = 0
+            # The kernel's boot messages (vng --verbose shows the console so
+            # that an oops or a panic reaches us) stay in console.log unless
+            # the guest never gets as far as guest.sh.
+            booting: list[str] | None = []
             for line in proc.stdout:
                 log.write(line)
+                if booting is not None and not line.startswith("guest:"):
+                    booting.append(line)
+                    continue
+                booting = None
                 print(f"[{label}] {line}", end="", flush=True)
                 if m := re.search(r"(\d+) deselected", line):
                     deselected = int(m.group(1))
                 if time.monotonic() > deadline:
                     raise TimeoutError
             rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            for line in booting or ():
+                print(f"[{label}] {line}", end="", flush=True)
         except (TimeoutError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
             result.note = f"timed out after {timeout:.0f} s"
             result.seconds = time.monotonic() - started
+            say_kernel_tail(out / "kernel.log", label)
             return result
     if exec_argv:
         result.ran, result.note, result.seconds = rc == 0, f"exit {rc}", time.monotonic() - started
@@ -468,10 +482,24 @@ def boot_and_test(
     guest_rc = exit_file.read_text().strip() if exit_file.exists() else "missing"
     if not result.ran:
         result.note = result.note or f"guest exit {rc}"
+        say_kernel_tail(out / "kernel.log", label)
     elif guest_rc not in ("0", "1"):
         result.ran = False
         result.note = f"pytest in the guest exited {guest_rc} (vng {rc}); see {console}"
     return result
+
+
+def say_kernel_tail(path: Path, label: str, lines: int = 40) -> None:
+    """Prints the last kernel messages of a guest that ended without a report:
+    a panic, a hung task or the OOM killer says why there."""
+    if not path.is_file():
+        say(f"{label}: no kernel log at {path}")
+        return
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    say(f"{label}: the guest kernel's last {len(tail)} messages ({path}):")
+    for record in tail:
+        # /dev/kmsg records: "level,seq,usec,flags;message"
+        print(f"[{label} kernel] {record.partition(';')[2] or record}", flush=True)
 
 
 def _quote(arg: str) -> str:

@@ -14,6 +14,10 @@ mkdir -p /run/fw
 mount -t tmpfs -o size=768m,mode=1777 fwtmp /run/fw
 mkdir -p /run/fw/tmp
 export TMPDIR=/run/fw/tmp PYTHONDONTWRITEBYTECODE=1 FILEWARDEN_GUEST=1 FILEWARDEN_CACHE=/run/fw/cache
+# The kernel's log, followed into the results: when a guest dies without a
+# report (a panic, the OOM killer), the lab prints its tail.
+# cat, not dmesg: each record is written as it is read, with no buffering.
+cat /dev/kmsg >"$out/kernel.log" 2>/dev/null &
 echo "guest: $(uname -r), $(nproc) CPUs, LSMs: $(cat /sys/kernel/security/lsm)"
 # Booted with BPF LSM off (kernel_lab.py --backend fentry): the tests run the
 # agent on the fentry backend.
