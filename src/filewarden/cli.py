@@ -1,4 +1,4 @@
-"""The command line: `filewarden run`, `filewarden explain`, `filewarden doctor`."""
+"""The command line: `filewarden run`, `explain`, `doctor`, `verify`, `baseline accept`."""
 
 from __future__ import annotations
 
@@ -188,6 +188,115 @@ def doctor(verbose: bool) -> None:
     ok, line = verdict(checks)
     click.echo(line)
     sys.exit(EXIT_OK if ok else EXIT_FAILURE)
+
+
+_STATE_DIR_HELP = (
+    "Where the baseline (baseline.db) is kept [default: the config's state_dir, else /var/lib/filewarden]."
+)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Configuration: which globs are monitored, the hashes, the state directory.",
+)
+@click.option("--path", "globs", multiple=True, metavar="GLOB", help="Monitored globs (as for 'run').")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+@click.option(
+    "--full", is_flag=True, help="Hash every file again, also those whose stat is unchanged (a weekly check)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def verify(  # noqa: PLR0917 - one parameter per click option
+    paths: tuple[Path, ...],
+    config_file: Path | None,
+    globs: tuple[str, ...],
+    state_dir: Path | None,
+    full: bool,
+    as_json: bool,
+) -> None:
+    """Compare the monitored files (or those at or below PATH...) with the baseline now.
+
+    Prints each difference (created, content changed, unlinked, renamed,
+    chmod, chown, xattrs) as a table, or one JSON object with --json. A file
+    whose device, inode, size, mtime and ctime are unchanged keeps its stored
+    hash where its filesystem can be trusted (same identity, no writeback
+    error, not a volatile overlay after a reboot); --full hashes everything.
+    Exits 0 when nothing differs, 1 when something does or the baseline
+    cannot be read.
+    """
+    from filewarden.integrity.document import dumps
+    from filewarden.service.baseline import verify as run_verify
+    from filewarden.service.baseline import verify_document
+
+    config = load_config(config_file, paths=globs, state_dir=state_dir)
+    _setup_logging("warning")
+    report, baseline = run_verify(config, config.state_dir, [str(p) for p in paths], full=full)
+    with baseline:
+        if as_json:
+            click.echo(dumps(verify_document(report, baseline)))
+        else:
+            _print_changes(report, baseline)
+    sys.exit(EXIT_FAILURE if report.changes else EXIT_OK)
+
+
+def _print_changes(report: object, baseline: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from filewarden.integrity.document import text
+    from filewarden.integrity.scan import ScanReport
+    from filewarden.integrity.store import Baseline
+
+    assert isinstance(report, ScanReport)
+    assert isinstance(baseline, Baseline)
+    console = Console(highlight=False, soft_wrap=True)
+    if report.changes:
+        table = Table("action", "path", "what changed", box=None, pad_edge=False)
+        for change in report.changes:
+            table.add_row(change.action, text(change.path), change.summary)
+        console.print(table)
+    p = report.progress
+    verdict = f"{len(report.changes)} differences" if report.changes else "no differences"
+    console.print(
+        f"{verdict}: {p.scanned} objects checked against {baseline.path}, {p.hashed} hashed, "
+        f"{p.reused} unchanged by stat, {len(report.errors)} unreadable ({p.seconds:.1f} s)"
+    )
+
+
+@cli.group()
+def baseline() -> None:
+    """The known-good state that verify and the agent compare with."""
+
+
+@baseline.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Configuration: which globs are monitored, the hashes, the state directory.",
+)
+@click.option("--path", "globs", multiple=True, metavar="GLOB", help="Monitored globs (as for 'run').")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+def accept(paths: tuple[Path, ...], config_file: Path | None, globs: tuple[str, ...], state_dir: Path | None) -> None:
+    """Take the monitored files (or those at or below PATH...) as they are now as known-good.
+
+    Creates the baseline when there is none. Records who accepted (the user
+    behind sudo, if any) and when; prints how many differences it took in.
+    """
+    from filewarden.service.baseline import accept as run_accept
+
+    config = load_config(config_file, paths=globs, state_dir=state_dir)
+    _setup_logging("warning")
+    report, user, _uid = run_accept(config, config.state_dir, [str(p) for p in paths])
+    p = report.progress
+    click.echo(
+        f"accepted by {user}: {len(report.changes)} differences taken in, {p.scanned} objects in "
+        f"{config.state_dir}/baseline.db ({p.hashed} hashed, {p.seconds:.1f} s)"
+    )
 
 
 def _fail(message: str, code: int) -> int:

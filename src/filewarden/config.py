@@ -17,6 +17,7 @@ from msgspec import UNSET, UnsetType
 
 from filewarden import globs
 from filewarden.errors import UsageError
+from filewarden.integrity.hashes import DEFAULT_HASHES, check_algorithms
 
 # Critical system paths, monitored when neither a config file nor --path
 # names any: what PCI DSS 11.5 style checks usually start from.
@@ -41,6 +42,8 @@ MAX_RING_BYTES: Final = 1 << 30
 # the default footprint stays within the 16 MiB of maps the agent aims at.
 DEFAULT_MAX_EVICTED_MARKS: Final = 1 << 16
 DEFAULT_BUFFER_RECORDS: Final = 65536
+DEFAULT_STATE_DIR: Final = Path("/var/lib/filewarden")
+DEFAULT_SCAN_RATE_MIB_S: Final = 50.0
 
 
 class ConfigError(UsageError):
@@ -59,6 +62,9 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_evicted_marks: int | UnsetType = UNSET
     buffer_records: int | UnsetType = UNSET
     backend: Literal["auto", "lsm", "fentry", "fanotify"] | UnsetType = UNSET
+    state_dir: str | UnsetType = UNSET
+    hashes: list[str] | UnsetType = UNSET
+    scan_rate_mib_s: float | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,12 @@ class Config:
     buffer_records: int = DEFAULT_BUFFER_RECORDS
     # What reports changes (backends/choose.py): "auto" picks the best that runs.
     backend: Literal["auto", "lsm", "fentry", "fanotify"] = "auto"
+    # The baseline (baseline.db) lives here (integrity/store.py).
+    state_dir: Path = DEFAULT_STATE_DIR
+    # Content hashes kept for every regular file (integrity/hashes.py).
+    hashes: tuple[str, ...] = ("sha256",)
+    # What a baseline scan may read per second, in MiB; 0: no limit.
+    scan_rate_mib_s: float = DEFAULT_SCAN_RATE_MIB_S
 
     @property
     def matcher(self) -> globs.PathMatcher:
@@ -156,6 +168,18 @@ def _check_backend(name: str, where: str) -> Literal["auto", "lsm", "fentry", "f
     raise ConfigError(f"{where}: backend {name!r} is not one of auto, lsm, fentry, fanotify")
 
 
+def _check_rate(rate: float, where: str) -> float:
+    if rate < 0:
+        raise ConfigError(f"{where}: scan_rate_mib_s {rate} must be 0 (no limit) or more")
+    return float(rate)
+
+
+def _check_state_dir(raw: str, where: str) -> Path:
+    if not raw or "\0" in raw:
+        raise ConfigError(f"{where}: state_dir {raw!r} is not a directory path")
+    return Path(raw)
+
+
 def read_file(path: Path) -> FileConfig:
     try:
         raw = path.read_bytes()
@@ -176,6 +200,7 @@ def load(
     outputs: Sequence[str] = (),
     log_level: str | None = None,
     backend: str | None = None,
+    state_dir: Path | None = None,
 ) -> Config:
     """The effective configuration: defaults < file < command line."""
     file = read_file(config_file) if config_file is not None else FileConfig()
@@ -211,4 +236,15 @@ def load(
         backend=_check_backend(backend, "--backend")
         if backend is not None
         else (file.backend if file.backend is not UNSET else "auto"),
+        state_dir=(
+            _check_state_dir(str(state_dir), "--state-dir")
+            if state_dir is not None
+            else _check_state_dir(file.state_dir, where)
+            if file.state_dir is not UNSET
+            else DEFAULT_STATE_DIR
+        ),
+        hashes=check_algorithms(file.hashes, where) if file.hashes is not UNSET else DEFAULT_HASHES,
+        scan_rate_mib_s=(
+            _check_rate(file.scan_rate_mib_s, where) if file.scan_rate_mib_s is not UNSET else DEFAULT_SCAN_RATE_MIB_S
+        ),
     )

@@ -123,6 +123,44 @@ def parse(pattern: str) -> Glob:
 _SEEN_MAX: Final = 4096
 
 
+def _split_segments(pattern: str) -> list[str]:
+    """The pattern's segments between unescaped slashes (the leading one dropped)."""
+    segments, current, i = [], [], 1
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            current.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "/":
+            segments.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    segments.append("".join(current))
+    return segments
+
+
+def directory_regex(pattern: str) -> re.Pattern[bytes]:
+    """Matches every directory below which `pattern` can match something:
+    the walk of a baseline scan descends only into those. '/home/*/.ssh/**'
+    gives '/home', '/home/X', '/home/X/.ssh' and everything below that."""
+    alternatives: list[str] = ["/"]
+    so_far = ""
+    for segment in _split_segments(pattern)[:-1]:
+        if segment == "**":
+            alternatives.append(so_far + "(?:/.*)?" if so_far else "/.*")
+            break
+        so_far += parse("/" + segment).regex.pattern.decode("utf-8", "surrogateescape")
+        alternatives.append(so_far)
+    else:
+        if _split_segments(pattern)[-1] == "**":
+            alternatives.append(so_far + "(?:/.*)?" if so_far else "/.*")
+    body = "|".join(f"(?:{a})" for a in alternatives)
+    return re.compile(body.encode("utf-8", "surrogateescape"), re.DOTALL)
+
+
 class PathMatcher:
     """A set of globs: the kernel's prefixes and the final decision."""
 
@@ -135,6 +173,7 @@ class PathMatcher:
         # Writers touch the same files again and again: a dict lookup costs
         # a fifth of the match. Bounded; emptied when full.
         self._seen: dict[bytes, bool] = {}
+        self._dirs: re.Pattern[bytes] | None = None
 
     def prefixes(self) -> list[bytes]:
         """Distinct literal prefixes, shortest first."""
@@ -147,6 +186,14 @@ class PathMatcher:
                 self._seen.clear()
             hit = self._seen[path] = self._any.fullmatch(path) is not None
         return hit
+
+    def may_hold(self, directory: bytes) -> bool:
+        """Can a path below `directory` match? (Walks prune with it.)"""
+        if self._dirs is None:
+            self._dirs = re.compile(
+                b"|".join(b"(?:" + directory_regex(g.pattern).pattern + b")" for g in self.globs), re.DOTALL
+            )
+        return self._dirs.fullmatch(directory.rstrip(b"/") or b"/") is not None
 
     def which(self, path: bytes) -> Glob | None:
         """The first glob that matches `path` (for explanations)."""

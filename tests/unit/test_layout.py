@@ -20,6 +20,7 @@ FORBIDDEN = {
     "backends.bpf": ("backends.fanotify",),
     "backends.fanotify": ("backends.bpf", "_libbpf", "_bpf"),
     "pipeline": ("_libbpf", "_bpf", "backends", "service", "cli"),
+    "integrity": ("_libbpf", "_bpf", "backends", "pipeline", "service", "cli", "config"),
     "_libbpf": ("_bpf", "backends", "host", "model", "pipeline", "service", "cli", "config"),
 }
 
@@ -62,7 +63,17 @@ def test_every_package_says_what_it_owns_and_must_not_import() -> None:
         assert "Must not import" in doc or "May import" in doc, init
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["doctor", "--help"], ["explain", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["doctor", "--help"],
+        ["explain", "--help"],
+        ["verify", "--help"],
+        ["baseline", "accept", "--help"],
+    ],
+)
 def test_help_loads_no_backend(argv: list[str]) -> None:
     code = (
         "import sys\n"

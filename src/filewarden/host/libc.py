@@ -18,6 +18,7 @@ API, with Python types::
     name_to_handle_at(dirfd, path, flags) -> (handle_type, handle)
     open_by_handle_at(mount_fd, handle_type, handle, flags) -> fd
     fstatfs_fsid(fd) -> (f_fsid[0], f_fsid[1])
+    syncfs(fd) -> None (LibcError: a writeback error since fd was opened)
     missing(*names) -> the names this libc does not have
 """
 
@@ -106,6 +107,7 @@ SIGNATURES: Final[dict[str, tuple[Any, tuple[Any, ...], _Checker]]] = {
     ),
     "open_by_handle_at": (_c_int, (_c_int, ctypes.POINTER(FileHandle), _c_int), _minus_one_errno),
     "fstatfs": (_c_int, (_c_int, ctypes.POINTER(Statfs)), _minus_one_errno),
+    "syncfs": (_c_int, (_c_int,), _minus_one_errno),
 }
 
 
@@ -170,3 +172,10 @@ def fstatfs_fsid(fd: int) -> tuple[int, int]:
     buf = Statfs()
     _call("fstatfs", fd, ctypes.byref(buf))
     return (buf.f_fsid[0], buf.f_fsid[1])
+
+
+def syncfs(fd: int) -> None:
+    """Writes the filesystem holding `fd` back; since 5.8 it also reports a
+    writeback error on that filesystem seen since `fd` was opened
+    (fs/sync.c: sync_filesystem() and errseq_check_and_advance(&sb->s_wb_err))."""
+    _call("syncfs", fd)
