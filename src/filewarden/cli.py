@@ -20,6 +20,10 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
+_STATE_DIR_HELP = (
+    "Where the baseline (baseline.db) is kept [default: the config's state_dir, else /var/lib/filewarden]."
+)
+
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
@@ -84,6 +88,25 @@ def cli() -> None:
     "(fentry: no inode marks), or fanotify (no BPF; fewer fields). 'auto' takes the best that runs "
     "here and logs why better ones were skipped; 'filewarden doctor' shows all three [default: auto].",
 )
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+@click.option(
+    "--baseline/--no-baseline",
+    default=None,
+    help="Keep a hashed baseline in --state-dir and report, at start, what changed while the agent "
+    "was not running (event.offline) [default: on].",
+)
+@click.option(
+    "--report-initial-scan",
+    is_flag=True,
+    default=None,
+    help="When the first scan builds the baseline, report every file it finds as created.",
+)
+@click.option(
+    "--rebuild-baseline",
+    is_flag=True,
+    default=None,
+    help="Discard the baseline in --state-dir (a damaged one) and build a new one.",
+)
 def run(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     paths: tuple[str, ...],
@@ -92,6 +115,10 @@ def run(  # noqa: PLR0917 - one parameter per click option
     log_level: str | None,
     control_socket: Path | None,
     backend: str | None,
+    state_dir: Path | None,
+    baseline: bool | None,
+    report_initial_scan: bool | None,
+    rebuild_baseline: bool | None,
 ) -> None:
     """Monitor file changes until SIGINT or SIGTERM.
 
@@ -103,10 +130,27 @@ def run(  # noqa: PLR0917 - one parameter per click option
     Events are numbered (event.sequence) one after the other: a gap means
     records were lost. Every loss is logged at WARNING, with its hook, when
     the agent finds it (about once a second), and summed up at stop.
+
+    Once attached, the agent compares the monitored files with the baseline
+    in --state-dir and reports each change made while it was not running
+    (created, content changed, unlinked, renamed, chmod, chown, xattrs) with
+    event.offline and event.window, and no process. The first start builds
+    the baseline instead (resumed after a crash). While it runs, what live
+    events touch is written to the baseline every minute and at stop.
     """
     from filewarden.service.runner import run as run_agent
 
-    config = load_config(config_file, paths=paths, outputs=outputs, log_level=log_level, backend=backend)
+    config = load_config(
+        config_file,
+        paths=paths,
+        outputs=outputs,
+        log_level=log_level,
+        backend=backend,
+        state_dir=state_dir,
+        baseline=baseline,
+        report_initial_scan=report_initial_scan,
+        rebuild_baseline=rebuild_baseline,
+    )
     _setup_logging(config.log_level)
     socket_path = control_socket if control_socket is not None and str(control_socket) not in ("", ".") else None
     sys.exit(run_agent(config, ready_file, socket_path))

@@ -65,6 +65,9 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state_dir: str | UnsetType = UNSET
     hashes: list[str] | UnsetType = UNSET
     scan_rate_mib_s: float | UnsetType = UNSET
+    baseline: bool | UnsetType = UNSET
+    report_initial_scan: bool | UnsetType = UNSET
+    rebuild_baseline: bool | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,12 @@ class Config:
     hashes: tuple[str, ...] = ("sha256",)
     # What a baseline scan may read per second, in MiB; 0: no limit.
     scan_rate_mib_s: float = DEFAULT_SCAN_RATE_MIB_S
+    # Keep a baseline and report what changed while the agent was not running.
+    baseline: bool = True
+    # Report every file of the first scan (which builds the baseline) as created.
+    report_initial_scan: bool = False
+    # Start a new baseline, discarding the one in state_dir (a damaged one).
+    rebuild_baseline: bool = False
 
     @property
     def matcher(self) -> globs.PathMatcher:
@@ -201,6 +210,9 @@ def load(
     log_level: str | None = None,
     backend: str | None = None,
     state_dir: Path | None = None,
+    baseline: bool | None = None,
+    report_initial_scan: bool | None = None,
+    rebuild_baseline: bool | None = None,
 ) -> Config:
     """The effective configuration: defaults < file < command line."""
     file = read_file(config_file) if config_file is not None else FileConfig()
@@ -247,4 +259,14 @@ def load(
         scan_rate_mib_s=(
             _check_rate(file.scan_rate_mib_s, where) if file.scan_rate_mib_s is not UNSET else DEFAULT_SCAN_RATE_MIB_S
         ),
+        baseline=_flag(baseline, file.baseline, default=True),
+        report_initial_scan=_flag(report_initial_scan, file.report_initial_scan, default=False),
+        rebuild_baseline=_flag(rebuild_baseline, file.rebuild_baseline, default=False),
     )
+
+
+def _flag(cli: bool | None, file: bool | UnsetType, *, default: bool) -> bool:
+    """The command line's value, else the file's, else the default."""
+    if cli is not None:
+        return cli
+    return file if file is not UNSET else default

@@ -57,8 +57,10 @@ def start_agent(tmp_path: Path) -> Iterator[object]:
 
     def start(*args: str, env: dict[str, str] | None = None) -> Agent:
         ready = tmp_path / f"ready-{len(started)}"
+        # Each test's own baseline (the default, /var/lib/filewarden, is the host's).
+        state = () if "--state-dir" in args else ("--state-dir", str(tmp_path / "state"))
         proc = subprocess.Popen(
-            [FILEWARDEN, "run", "--ready-file", str(ready), *args],
+            [FILEWARDEN, "run", "--ready-file", str(ready), *state, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -73,3 +75,24 @@ def start_agent(tmp_path: Path) -> Iterator[object]:
         if agent.proc.poll() is None:
             agent.proc.kill()
             agent.proc.communicate()
+
+
+def wait_start_scans(state: Path, n: int, timeout: float = 120) -> None:
+    """Until the agent's baseline in `state` holds `n` start checkpoints: the
+    start scan (building or comparing) of its n-th start is over."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            db = sqlite3.connect(state / "baseline.db", timeout=1)
+            try:
+                count = db.execute("SELECT count(*) FROM checkpoints WHERE reason = 'start'").fetchone()[0]
+            finally:
+                db.close()
+            if count >= n:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the agent's start scan {n} did not finish in {timeout:.0f} s")

@@ -9,10 +9,14 @@ byte as a surrogate escape (``\\udcXX``), so the exact bytes come back with
 from __future__ import annotations
 
 import json
+import os
 import stat
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from filewarden.host.clock import format_timestamp
 
 if TYPE_CHECKING:
     from filewarden.integrity.compare import Change
@@ -36,13 +40,13 @@ def _state(entry: Entry) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "type": entry.kind,
         "inode": entry.ino,
-        "device": entry.dev,
+        "device": f"{os.major(entry.dev)}:{os.minor(entry.dev)}",
         "mode": f"{stat.S_IMODE(entry.mode):04o}",
         "uid": entry.uid,
         "gid": entry.gid,
         "size": entry.size,
-        "mtime_ns": entry.mtime_ns,
-        "ctime_ns": entry.ctime_ns,
+        "mtime": format_timestamp(entry.mtime_ns),
+        "ctime": format_timestamp(entry.ctime_ns),
     }
     if entry.generation is not None:
         doc["generation"] = entry.generation
@@ -70,3 +74,15 @@ def change_fields(change: Change) -> dict[str, Any]:
     if change.source_path is not None:
         file["source_path"] = text(change.source_path)
     return {"event": {"action": change.action}, "file": file}
+
+
+def offline_document(change: Change, window_start_ns: int | None, window_end_ns: int) -> dict[str, Any]:
+    """The event for a change made while the agent was not running: the live
+    action, `event.offline`, the window it happened in (from the last
+    checkpoint to this start; no start when there was none), no process."""
+    doc = change_fields(change)
+    window = {"end": format_timestamp(window_end_ns)}
+    if window_start_ns is not None:
+        window["start"] = format_timestamp(window_start_ns)
+    doc["event"].update(offline=True, window=window)
+    return {"@timestamp": format_timestamp(time.time_ns()), **doc}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,7 +63,16 @@ class ScanReport:
     errors: list[tuple[bytes, str]] = field(default_factory=list)
     unstable: list[bytes] = field(default_factory=list)
     pruned: int = 0  # baseline entries no glob matches any more (dropped, not reported)
+    gone: list[bytes] = field(default_factory=list)  # paths no longer on disk
     seconds: float = 0.0
+
+
+class CancelledError(Exception):
+    """The scan was asked to stop; what it wrote so far stays written."""
+
+    def __init__(self, report: ScanReport) -> None:
+        super().__init__("scan cancelled")
+        self.report = report
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +112,7 @@ class Scanner:
         trusted: Callable[[int], bool] = lambda dev: False,
         on_progress: Callable[[Progress], None] | None = None,
         skip_mounts: Iterable[bytes] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.baseline = baseline
         self.matcher = matcher
@@ -110,13 +121,18 @@ class Scanner:
         self.on_progress = on_progress
         self.skip_mounts = skip_mounts
         self.throttle = hashes.Throttle(options.scan_rate_mib_s)
+        self.cancel = cancel
 
-    def scan(self, *, under: Iterable[bytes] = (), update: bool = False) -> ScanReport:
+    def scan(self, *, under: Iterable[bytes] = (), update: bool = False, staged: bool = False) -> ScanReport:
         """Compares the disk with the baseline; with `update`, writes what it
-        found (new entries, new hashes, gone paths removed) as it goes."""
+        found (new entries, new hashes, gone paths removed) as it goes; with
+        `staged`, keeps it aside (Baseline.commit_staged(report.gone) applies
+        it), so that a comparison cut short leaves the baseline as it was."""
         under = [os.fsencode(os.path.abspath(p)) for p in under]
         report = ScanReport(changes=[], progress=Progress())
         self.baseline.begin_seen()
+        if staged:
+            self.baseline.discard_staged()
         pairs: list[tuple[Entry | None, Entry | None]] = []  # creates, for rename matching
         pending: list[Entry] = []
         seen: list[bytes] = []
@@ -125,8 +141,11 @@ class Scanner:
             if seen:
                 self.baseline.mark_seen(seen)
                 seen.clear()
-            if update and pending:
-                self.baseline.put_many(pending)
+            if pending:
+                if staged:
+                    self.baseline.stage_many(pending)
+                else:
+                    self.baseline.put_many(pending)
                 pending.clear()
 
         def settle(old: Entry | None, new: Entry) -> None:
@@ -136,7 +155,7 @@ class Scanner:
                 pairs.append((old, new))
             else:
                 report.changes.extend(differences(old, new))
-            if update:
+            if update or staged:
                 pending.append(new)
 
         last_report = time.monotonic()
@@ -145,6 +164,11 @@ class Scanner:
         ) as pool:
             inflight: dict[concurrent.futures.Future[Entry | None], tuple[Entry | None, bytes]] = {}
             for path, st in walk.walk(self.matcher, skip=self.skip_mounts, under=under):
+                if self.cancel is not None and self.cancel.is_set():
+                    for future in inflight:
+                        future.cancel()
+                    flush()
+                    raise CancelledError(report)
                 seen.append(path)
                 report.progress.scanned += 1
                 old = self.baseline.get(path)
@@ -164,7 +188,8 @@ class Scanner:
             while inflight:
                 self._collect(inflight, settle, report, wait=True)
         flush()
-        gone = self._gone(under, update, report)
+        gone = self._gone(under, update or staged, report)
+        report.gone = [e.path for e in gone]
         pairs.extend((old, None) for old in gone)
         report.changes.extend(compare(pairs))
         report.changes.sort(key=lambda c: c.path)
@@ -230,9 +255,7 @@ class Scanner:
         matches them) or no longer monitored (dropped on update, not reported)."""
         gone: list[Entry] = []
         unmonitored: list[bytes] = []
-        for old in self.baseline.unseen():
-            if under and not any(_at_or_below(old.path, u) for u in under):
-                continue
+        for old in self.baseline.unseen(under):
             if self.matcher.matches(old.path) and not any(_at_or_below(old.path, s) for s in self.skip_mounts or ()):
                 gone.append(old)
             else:

@@ -276,13 +276,59 @@ class Baseline:
         with _translated(self.path):
             self._db.executemany("INSERT OR IGNORE INTO temp.seen (path) VALUES (?)", [(p,) for p in paths])
 
-    def unseen(self) -> list[Entry]:
-        """Entries whose path the scan since begin_seen() did not mark."""
+    def unseen(self, under: Iterable[bytes] = ()) -> list[Entry]:
+        """Entries (at or below `under`, else all) whose path the scan since
+        begin_seen() did not mark."""
+        query = f"SELECT {_COLUMNS} FROM files WHERE path NOT IN (SELECT path FROM temp.seen)"  # noqa: S608
+        found: dict[bytes, Entry] = {}
         with _translated(self.path):
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE path NOT IN (SELECT path FROM temp.seen) ORDER BY path"  # noqa: S608
-            ).fetchall()
-        return [_entry(r) for r in rows]
+            if not under:
+                return [_entry(r) for r in self._db.execute(query + " ORDER BY path")]
+            for prefix in under:
+                below = prefix.rstrip(b"/") + b"/"
+                rows = self._db.execute(
+                    query + " AND (path = ? OR (path >= ? AND path < ?))", (prefix, below, below[:-1] + b"0")
+                )
+                for r in rows:
+                    found[r[0]] = _entry(r)
+        return [found[p] for p in sorted(found)]
+
+    # -- staged writes: a comparison's results, applied once its events are out
+
+    def stage_many(self, entries: Iterable[Entry]) -> None:
+        rows = [_row(e) for e in entries]
+        with _translated(self.path):
+            self._db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS staged AS SELECT * FROM main.files WHERE 0"  # same columns
+            )
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO temp.staged ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",  # noqa: S608
+                rows,
+            )
+
+    def commit_staged(self, gone: Iterable[bytes]) -> int:
+        """Applies the staged entries and removes the gone paths, in one
+        transaction; returns how many entries were written."""
+        keys = [(p,) for p in gone]
+        with _translated(self.path):
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS staged AS SELECT * FROM main.files WHERE 0")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM main.files WHERE path = ?", keys)
+                written = self._db.execute(
+                    f"INSERT OR REPLACE INTO main.files ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.staged"  # noqa: S608
+                ).rowcount
+                self._db.execute("DELETE FROM temp.staged")
+                self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+        return int(written)
+
+    def discard_staged(self) -> None:
+        with _translated(self.path):
+            self._db.execute("DROP TABLE IF EXISTS temp.staged")
 
     def count(self) -> int:
         with _translated(self.path):

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.host.clock import WallClock
 from filewarden.pipeline.render import Ancestry, Annotator, to_documents, to_json_line
@@ -53,6 +53,12 @@ class Pipeline:
         self.backend = backend
         self.clock = WallClock()
         self.written = 0
+        # Sees every batch of documents after it is written (the baseline
+        # notes the paths live events name); runs on the pipeline's thread.
+        self.observer: Callable[[list[dict[str, Any]]], None] | None = None
+        # Documents also come from another thread (the baseline's offline
+        # events): one writer at a time, a batch never split.
+        self._write_lock = threading.Lock()
 
     def emit(self, events: list[FileEvent]) -> None:
         if not events:
@@ -60,12 +66,28 @@ class Pipeline:
         tree, enrich, backend, clock = self.tree, self.enrich, self.backend, self.clock
         # In slices: a backlog of 65,536 events rendered at once would hold
         # all their documents and lines (some 150 MB) at the same time.
+        observer = self.observer
         for i in range(0, len(events), _EMIT_SLICE):
-            lines = [
-                to_json_line(doc)
-                for e in events[i : i + _EMIT_SLICE]
-                for doc in to_documents(e, clock, tree, enrich, backend)
-            ]
+            if observer is None:
+                lines = [
+                    to_json_line(doc)
+                    for e in events[i : i + _EMIT_SLICE]
+                    for doc in to_documents(e, clock, tree, enrich, backend)
+                ]
+                self._write(lines)
+            else:
+                docs = [
+                    doc for e in events[i : i + _EMIT_SLICE] for doc in to_documents(e, clock, tree, enrich, backend)
+                ]
+                self._write([to_json_line(doc) for doc in docs])
+                observer(docs)
+
+    def write_documents(self, docs: list[dict[str, Any]]) -> None:
+        """Documents made elsewhere (offline changes), to every output."""
+        self._write([to_json_line(doc) for doc in docs])
+
+    def _write(self, lines: list[bytes]) -> None:
+        with self._write_lock:
             for sink in self.sinks:
                 sink.write(lines)
             self.written += len(lines)

@@ -21,6 +21,7 @@ from filewarden.pipeline.enrich import Enricher
 from filewarden.pipeline.sinks import open_outputs
 from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from filewarden.service.control import ControlServer, Requests
+from filewarden.service.integrity import IntegrityMonitor
 
 if TYPE_CHECKING:
     from filewarden.backends.base import Backend
@@ -100,9 +101,18 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
     sinks = open_outputs(config.outputs)
+    monitor: IntegrityMonitor | None = None
     try:
+        if config.baseline:
+            # Opened first: a damaged or locked baseline is one line before
+            # any program is loaded.
+            monitor = IntegrityMonitor(
+                config, report_initial_scan=config.report_initial_scan, rebuild=config.rebuild_baseline
+            )
         backend = choose.start(config)
     except BaseException:
+        if monitor is not None:
+            monitor.close()
         for sink in sinks:
             sink.close()
         raise
@@ -110,6 +120,9 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
     control: ControlServer | None = None
     try:
         pipeline = Pipeline(sinks, backend.processes, Enricher(backend.layers), backend.name)
+        if monitor is not None:
+            monitor.emit = pipeline.write_documents
+            pipeline.observer = monitor.observe
         if control_socket is not None:
             control = open_control(control_socket, backend)
         worker = PipelineWorker(pipeline)
@@ -119,14 +132,20 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
                     write_ready_file(ready_file)
                 sd_notify("READY=1")
                 log.info("ready; writing events to %s", ", ".join(s.spec for s in sinks))
+                if monitor is not None:
+                    monitor.start()  # the backend is attached: a change during the scan is seen live
                 serve(backend, worker, wakeup, received)
                 log.info("stopping on %s", signal.Signals(received[0]).name)
                 sd_notify("STOPPING=1")
                 worker.put(backend.stop())
         finally:
             worker.close()  # every queued event written, or the output's error raised
+            if monitor is not None:
+                monitor.stop()  # what live events touched written to the baseline, a last checkpoint
         _log_summary(backend, pipeline, worker)
     finally:
+        if monitor is not None:
+            monitor.close()
         if control is not None:
             control.close()
         backend.close()

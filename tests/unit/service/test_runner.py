@@ -29,7 +29,7 @@ def numbered(first: int, n: int) -> list[Any]:
 
 
 def config(out: Path) -> Config:
-    return Config(paths=("/etc/**",), outputs=(Output("jsonl", str(out)),))
+    return Config(paths=("/etc/**",), outputs=(Output("jsonl", str(out)),), baseline=False)
 
 
 def lines(out: Path) -> list[dict[str, Any]]:
@@ -165,3 +165,61 @@ def test_the_loop_learns_of_a_failed_output_at_its_next_batch() -> None:
     with pytest.raises(OutputError):
         feed()
     worker.close()
+
+
+def _wait_start_scans(state: Path, n: int, timeout: float = 30.0) -> None:
+    """Until the baseline holds `n` start checkpoints (one per finished start scan)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            db = sqlite3.connect(state / "baseline.db", timeout=1)
+            try:
+                row = db.execute("SELECT count(*) FROM checkpoints WHERE reason = 'start'").fetchone()
+            finally:
+                db.close()
+            if row[0] >= n:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.02)
+    pytest.fail("the baseline was not built")
+
+
+def test_changes_made_while_stopped_are_reported_at_the_next_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    (etc / "a").write_bytes(b"one")
+    (etc / "b").write_bytes(b"two")
+    out = tmp_path / "events.jsonl"
+    cfg = Config(paths=(f"{etc}/**",), outputs=(Output("jsonl", str(out)),), state_dir=state)
+
+    starts = [0]
+
+    def start_once() -> None:
+        backend = FakeBackend([[]], root=tmp_path)
+        monkeypatch.setattr(choose, "start", lambda c, host=None: (backend.start(), backend)[1])
+        starts[0] += 1
+        stop_after(2, backend, also=lambda b: _wait_start_scans(state, starts[0]))
+        assert runner.run(cfg) == 0
+
+    start_once()
+    assert out.read_text() == ""  # the first start builds the baseline and reports nothing
+    (etc / "a").write_bytes(b"ONE")
+    (etc / "b").unlink()
+    (etc / "c").write_bytes(b"new")
+    start_once()
+    docs = lines(out)
+    assert [(d["event"]["action"], d["file"]["path"]) for d in docs] == [
+        ("content_changed", f"{etc}/a"),
+        ("unlink", f"{etc}/b"),
+        ("create", f"{etc}/c"),
+    ]
+    assert all(d["event"]["offline"] is True and "process" not in d for d in docs)
+    assert all(d["event"]["window"]["start"] < d["event"]["window"]["end"] for d in docs)
+    out.write_text("")
+    start_once()
+    assert out.read_text() == ""  # each reported once

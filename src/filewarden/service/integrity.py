@@ -1,0 +1,255 @@
+"""The agent's side of the baseline: what changed while it was not
+running, and keeping the baseline current while it runs.
+
+At start, once the backend is attached (so nothing is missed between the
+scan and live events), a thread scans the monitored files against the
+baseline in the state directory:
+
+  - no baseline yet, or a first scan that was cut short: the scan builds
+    it, writing as it goes (a start after SIGKILL resumes: what was
+    written and is unchanged by stat is not hashed again), and reports no
+    per-file events unless `report_initial_scan`;
+  - a baseline: each difference is one event with the live action,
+    `event.offline: true` and `event.window` (from the last checkpoint to
+    this start), and no process. Files that only a glob added since the
+    last run matches are baselined, not reported as created.
+
+While it runs, the paths that live events name are re-read at each
+checkpoint (every CHECKPOINT_S and at stop) and written to the baseline
+without events (the live event already said it), and the checkpoint
+records the boot id, each filesystem's identity and any writeback error
+(integrity/trust.py). A failing baseline (a full disk, a damaged file)
+never stops events: it is logged, and the baseline is marked stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from filewarden.globs import PathMatcher
+from filewarden.integrity import trust
+from filewarden.integrity.document import offline_document, text
+from filewarden.integrity.scan import CancelledError, Scanner
+from filewarden.integrity.store import Baseline, BaselineError
+from filewarden.integrity.walk import roots
+from filewarden.service.baseline import (
+    ALGORITHMS,
+    SCAN_STATE,
+    TrustRule,
+    checkpoint,
+    devices_of,
+    options_of,
+    progress_logger,
+)
+
+if TYPE_CHECKING:
+    from filewarden.config import Config
+    from filewarden.integrity.compare import Change
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_S: Final = 60.0
+GLOBS: Final = "globs"  # meta key: the globs the baseline was made for, one per line
+# Paths named by live events since the last checkpoint; past this many the
+# next checkpoint rescans everything instead (memory stays bounded).
+MAX_DIRTY: Final = 100_000
+
+
+class IntegrityMonitor:
+    def __init__(
+        self,
+        config: Config,
+        emit: Callable[[list[dict[str, Any]]], None] | None = None,
+        *,
+        report_initial_scan: bool = False,
+        rebuild: bool = False,
+        checkpoint_s: float = CHECKPOINT_S,
+    ) -> None:
+        self.config = config
+        self.emit = emit  # where offline events go (the pipeline's outputs); set before start()
+        self.report_initial_scan = report_initial_scan
+        self.checkpoint_s = checkpoint_s
+        self.offline_events = 0
+        self.started = threading.Event()  # the start scan is over (whatever its outcome)
+        self._rebuild = rebuild
+        self._dirty: set[bytes] = set()
+        self._overflow = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watch = trust.WritebackWatch()
+        # Opened here, on the caller's thread: a damaged or locked baseline is
+        # one readable line before the agent reports ready.
+        self._baseline = Baseline.open(config.state_dir, rebuild=rebuild)
+        self._thread = threading.Thread(target=self._run, name="filewarden-baseline", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def observe(self, docs: Iterable[dict[str, Any]]) -> None:
+        """Live events' paths (host paths where enrichment found them), to
+        re-read at the next checkpoint. Called on the pipeline's thread."""
+        paths = set()
+        for doc in docs:
+            file = doc.get("file")
+            if file is None or doc.get("event", {}).get("offline"):
+                continue
+            path = file.get("host_path") or file.get("path")
+            if path is not None:
+                paths.add(path.encode("utf-8", "surrogateescape"))
+            source = file.get("source_path")
+            if source is not None:
+                paths.add(source.encode("utf-8", "surrogateescape"))
+        if not paths:
+            return
+        with self._lock:
+            if len(self._dirty) + len(paths) > MAX_DIRTY:
+                self._overflow = True
+                self._dirty.clear()
+            elif not self._overflow:
+                self._dirty.update(paths)
+
+    def stop(self) -> None:
+        """Re-reads what live events touched and checkpoints."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        try:
+            if self.started.is_set() and self._baseline.get_meta(SCAN_STATE) == "complete":
+                self._catch_up("stop")
+        except BaselineError as exc:
+            self._stale(exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._watch.close()
+        self._baseline.close()
+
+    # -- the thread
+
+    def _run(self) -> None:
+        try:
+            self._start_scan()
+        except CancelledError as exc:
+            log.info(
+                "baseline: the start scan stopped after %d objects; the next start %s",
+                exc.report.progress.scanned,
+                "resumes it" if self._baseline.get_meta(SCAN_STATE) != "complete" else "compares again",
+            )
+            return
+        except BaselineError as exc:
+            self._stale(exc)
+        except Exception:
+            log.exception("baseline: the start scan failed; events go on without it")
+        finally:
+            self.started.set()
+        while not self._stop.wait(self.checkpoint_s):
+            try:
+                self._catch_up("periodic")
+            except BaselineError as exc:
+                self._stale(exc)
+
+    def _stale(self, exc: BaselineError) -> None:
+        log.error("%s; events go on, the baseline is stale", exc)
+        with contextlib.suppress(BaselineError):
+            self._baseline.set_meta("stale", str(exc))
+
+    def _start_scan(self) -> None:
+        baseline, config = self._baseline, self.config
+        window_end = time.time_ns()
+        last = baseline.last_checkpoint()
+        complete = baseline.get_meta(SCAN_STATE) == "complete"
+        before = [g for g in (baseline.get_meta(GLOBS) or "").split("\n") if g]
+        added = [g for g in config.paths if g not in before]
+        if not complete:
+            baseline.set_meta(SCAN_STATE, "running")
+            # The filesystems of a first scan, so that a resumed one after a
+            # crash in this boot can trust what it already wrote.
+            if last is None:
+                checkpoint(baseline, "first scan", _devices_of_roots(config))
+        rule = TrustRule.of(baseline)
+        scanner = Scanner(baseline, config.matcher, options_of(config), trusted=rule, cancel=self._stop)
+        scanner.on_progress = progress_logger("baseline")
+        what = "building the baseline" if not complete else "comparing with the baseline"
+        log.info("baseline %s: %s (%s)", baseline.path, what, ", ".join(config.hashes))
+        # A first scan writes as it goes (a crash leaves what it did, for the
+        # next start to resume); a comparison writes once its events are out
+        # (a crash leaves the baseline as it was: the next start reports the
+        # same changes again rather than none).
+        report = scanner.scan(update=not complete, staged=complete)
+        newly_monitored = PathMatcher(added) if complete and added else None
+        monitored_before = PathMatcher(before) if before else None
+        events = []
+        for change in report.changes:
+            if not complete and not self.report_initial_scan:
+                continue
+            if newly_monitored is not None and _only_newly_monitored(change, newly_monitored, monitored_before):
+                continue
+            events.append(offline_document(change, last[0] if last is not None and complete else None, window_end))
+        self.offline_events = len(events)
+        if events and self.emit is not None:
+            self.emit(events)
+        if complete:
+            baseline.commit_staged(report.gone)
+        baseline.set_meta(SCAN_STATE, "complete")
+        baseline.set_meta(ALGORITHMS, ",".join(config.hashes))
+        baseline.set_meta(GLOBS, "\n".join(config.paths))
+        baseline.set_meta("stale", "")
+        devices = devices_of(baseline)
+        self._watch.watch(trust.current(devices).values())
+        checkpoint(baseline, "start", devices)
+        p = report.progress
+        log.info(
+            "baseline: %d objects (%d hashed, %.1f MiB; %d unchanged by stat) in %.1f s; %s",
+            p.scanned,
+            p.hashed,
+            p.bytes_hashed / (1 << 20),
+            p.reused,
+            p.seconds,
+            f"{len(events)} changes made while the agent was not running"
+            if complete
+            else "built" + (f", {len(events)} reported" if self.report_initial_scan else ""),
+        )
+        for path, why in report.errors[:20]:
+            log.warning("baseline: %s: %s", text(path), why)
+        if report.unstable:
+            log.warning(
+                "baseline: %d files kept changing while read: compared at the next checkpoint", len(report.unstable)
+            )
+
+    def _catch_up(self, reason: str) -> None:
+        """Writes what live events touched to the baseline (no events), then
+        checkpoints with the writeback errors since start."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            overflow, self._overflow = self._overflow, False
+        baseline = self._baseline
+        if dirty or overflow:
+            scanner = Scanner(baseline, self.config.matcher, options_of(self.config), trusted=TrustRule.of(baseline))
+            scanner.scan(under=() if overflow else sorted(dirty), update=True)
+        errors = self._watch.errors()
+        for dev, why in errors.items():
+            log.warning("baseline: writeback error on device %d:%d: %s", dev >> 8, dev & 0xFF, why)
+        checkpoint(baseline, reason, devices_of(baseline), errors)
+
+
+def _only_newly_monitored(change: Change, added: PathMatcher, before: PathMatcher | None) -> bool:
+    """A create that only a glob added since the last run matches."""
+    if change.action != "create":
+        return False
+    return added.matches(change.path) and not (before is not None and before.matches(change.path))
+
+
+def _devices_of_roots(config: Config) -> list[int]:
+    found = []
+    for root in roots(config.matcher):
+        with contextlib.suppress(OSError):
+            found.append(os.stat(root).st_dev)
+    return found

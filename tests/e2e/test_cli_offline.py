@@ -1,0 +1,147 @@
+"""Changes made while the agent was not running, reported at its next start
+(every backend: the comparison is the baseline's, not the kernel's)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Agent, wait_start_scans
+from tests.support import mounts
+
+StartAgent = Callable[..., Agent]
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs, chowns and sets trusted.* xattrs: root")
+
+
+@pytest.fixture
+def watched() -> Iterator[Path]:
+    with mounts.tmpfs() as d:
+        yield d
+
+
+def offline_run(start_agent: StartAgent, args: list[str], state: Path, n: int, out: Path) -> list[dict]:  # type: ignore[type-arg]
+    """Starts the agent, waits for its start scan, stops it; its documents."""
+    out.write_text("")
+    agent = start_agent(*args, "--output", f"jsonl:{out}")
+    agent.wait_ready()
+    wait_start_scans(state, n)
+    code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_each_kind_of_change_while_stopped_is_reported_once(
+    start_agent: StartAgent, watched: Path, tmp_path: Path
+) -> None:
+    state, out = tmp_path / "state", tmp_path / "events.jsonl"
+    args = ["--path", f"{watched}/**", "--state-dir", str(state)]
+    for name in ("modify", "delete", "chmod", "chown", "rename-me", "xattr"):
+        (watched / name).write_bytes(b"content of " + name.encode())
+    assert offline_run(start_agent, args, state, 1, out) == []  # the first start builds the baseline
+
+    (watched / "created").write_bytes(b"new")
+    st = (watched / "modify").stat()
+    (watched / "modify").write_bytes(b"CONTENT OF modify")  # same size
+    os.utime(watched / "modify", ns=(st.st_atime_ns, st.st_mtime_ns))  # and its mtime put back
+    (watched / "delete").unlink()
+    (watched / "chmod").chmod(0o600)
+    os.chown(watched / "chown", 1234, 5678)
+    (watched / "rename-me").rename(watched / "renamed")
+    os.setxattr(watched / "xattr", "trusted.filewarden", b"1")
+
+    docs = offline_run(start_agent, args, state, 2, out)
+    got = sorted((d["event"]["action"], d["file"]["path"]) for d in docs)
+    assert got == sorted(
+        [
+            ("create", f"{watched}/created"),
+            ("content_changed", f"{watched}/modify"),
+            ("unlink", f"{watched}/delete"),
+            ("chmod", f"{watched}/chmod"),
+            ("chown", f"{watched}/chown"),
+            ("rename", f"{watched}/renamed"),
+            ("setxattr", f"{watched}/xattr"),
+        ]
+    )
+    by_action = {d["event"]["action"]: d for d in docs}
+    changed = by_action["content_changed"]["file"]
+    assert changed["hash"]["sha256"] == hashlib.sha256(b"CONTENT OF modify").hexdigest()
+    assert changed["previous"]["hash"]["sha256"] == hashlib.sha256(b"content of modify").hexdigest()
+    assert by_action["rename"]["file"]["source_path"] == f"{watched}/rename-me"
+    assert (by_action["chown"]["file"]["uid"], by_action["chown"]["file"]["previous"]["uid"]) == (1234, 0)
+    assert by_action["chmod"]["file"]["mode"] == "0600"
+    assert by_action["setxattr"]["file"]["xattrs"] == ["trusted.filewarden"]
+    for d in docs:
+        assert d["event"]["offline"] is True
+        assert d["event"]["window"]["start"] < d["event"]["window"]["end"] <= d["@timestamp"]
+        assert "process" not in d
+    assert offline_run(start_agent, args, state, 3, out) == []  # reported once
+
+
+def test_changes_seen_live_are_not_reported_again_at_the_next_start(
+    start_agent: StartAgent, watched: Path, tmp_path: Path
+) -> None:
+    state, out = tmp_path / "state", tmp_path / "events.jsonl"
+    args = ["--path", f"{watched}/**", "--state-dir", str(state)]
+    (watched / "f").write_bytes(b"one")
+    agent = start_agent(*args, "--output", f"jsonl:{out}")
+    agent.wait_ready()
+    wait_start_scans(state, 1)
+    (watched / "f").write_bytes(b"two")  # seen live
+    (watched / "g").write_bytes(b"new")
+    code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    live = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {d["file"]["path"] for d in live} >= {f"{watched}/f", f"{watched}/g"}
+    assert not any(d["event"].get("offline") for d in live)
+    assert offline_run(start_agent, args, state, 2, out) == []
+
+
+def test_the_first_scan_reports_files_only_when_asked(start_agent: StartAgent, watched: Path, tmp_path: Path) -> None:
+    state, out = tmp_path / "state", tmp_path / "events.jsonl"
+    (watched / "sub").mkdir()
+    (watched / "sub" / "f").write_bytes(b"x")
+    args = ["--path", f"{watched}/**", "--state-dir", str(state), "--report-initial-scan"]
+    docs = offline_run(start_agent, args, state, 1, out)
+    assert sorted((d["event"]["action"], d["file"]["path"]) for d in docs) == [
+        ("create", f"{watched}/sub"),
+        ("create", f"{watched}/sub/f"),
+    ]
+    assert all("start" not in d["event"]["window"] for d in docs)  # no checkpoint before the first
+
+
+def test_files_a_new_glob_brings_in_are_baselined_not_reported(
+    start_agent: StartAgent, watched: Path, tmp_path: Path
+) -> None:
+    state, out = tmp_path / "state", tmp_path / "events.jsonl"
+    (watched / "a").mkdir()
+    (watched / "b").mkdir()
+    (watched / "b" / "old").write_bytes(b"was there before")
+    first = ["--path", f"{watched}/a/**", "--state-dir", str(state)]
+    assert offline_run(start_agent, first, state, 1, out) == []
+    (watched / "a" / "new").write_bytes(b"made while stopped")
+    both = ["--path", f"{watched}/a/**", "--path", f"{watched}/b/**", "--state-dir", str(state)]
+    docs = offline_run(start_agent, both, state, 2, out)
+    assert [(d["event"]["action"], d["file"]["path"]) for d in docs] == [("create", f"{watched}/a/new")]
+
+
+def test_a_damaged_baseline_stops_the_agent_with_one_line(start_agent: StartAgent, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "baseline.db").write_bytes(b"\x01not a database" * 1000)
+    agent = start_agent("--path", f"{tmp_path}/x/**", "--state-dir", str(state))
+    code, _, stderr = agent.wait()
+    assert code == 1
+    assert "damaged" in stderr
+    assert "--rebuild-baseline" in stderr
+    assert "Traceback" not in stderr
+    rebuilt = start_agent("--path", f"{tmp_path}/x/**", "--state-dir", str(state), "--rebuild-baseline")
+    rebuilt.wait_ready()
+    wait_start_scans(state, 1)
+    assert rebuilt.stop()[0] == 0
