@@ -4,7 +4,8 @@
     .venv/bin/python -m benchmarks [--kernels 6.12 6.1] [--skip-guest] [--out bench-results.json]
 
 On this host (BPF, no LSM): user-space throughput, bursts and footprint
-(benchmarks.userspace) and the start-up snapshot (benchmarks.snapshot_scan).
+(benchmarks.userspace), the start-up snapshot (benchmarks.snapshot_scan) and
+the baseline against sha256sum (benchmarks.baseline).
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
 and of auditd, per-program cost, map memory (benchmarks.kernel_overhead).
 Each step writes its figures to lab-results/bench/; this merges them, with
@@ -63,6 +64,7 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
             ("--profile", str(OUT_DIR / "userspace-profile.txt")),
         ),
         Step("start-up snapshot: iterators vs /proc", "host", "benchmarks.snapshot_scan", 1),
+        Step("baseline: hashing, first scan, stat-only restart", "host", "benchmarks.baseline", 4),
     ]
     if guest:
         out += [

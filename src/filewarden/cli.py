@@ -1,4 +1,4 @@
-"""The command line: `filewarden run`, `explain`, `doctor`, `verify`, `baseline accept`."""
+"""The command line: `filewarden run`, `explain`, `doctor`, `verify`, `baseline accept`, `drift`."""
 
 from __future__ import annotations
 
@@ -308,6 +308,55 @@ def _print_changes(report: object, baseline: object) -> None:
         f"{verdict}: {p.scanned} objects checked against {baseline.path}, {p.hashed} hashed, "
         f"{p.reused} unchanged by stat, {len(report.errors)} unreadable ({p.seconds:.1f} s)"
     )
+
+
+@cli.command()
+@click.argument("which", required=False, metavar="[CONTAINER_ID|MERGED_DIR]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Configuration: the hashes to compare contents with.",
+)
+def drift(which: str | None, as_json: bool, config_file: Path | None) -> None:
+    """What containers changed against their image: each overlay mount's upper layer against its lower layers.
+
+    For every overlay mount with an upper layer (or the one mounted at
+    MERGED_DIR, or the root of the container whose cgroup path holds
+    CONTAINER_ID), lists files added (no lower file), modified (content
+    differs from the lower file), metadata only (copied up, same content),
+    deleted (whiteouts) and opaque directories (the lower directory's
+    content hidden); a regular file added or modified with an execute bit
+    is flagged as a new executable. Exits 0 when nothing drifted, 1 when
+    something did.
+    """
+    from filewarden.integrity.document import dumps, text
+    from filewarden.service.drift import document, report, targets
+
+    config = load_config(config_file)
+    _setup_logging("warning")
+    found = [(t, report(t, config.hashes)) for t in targets(which)]
+    drifted = any(changes for _, changes in found)
+    if as_json:
+        click.echo(dumps({"overlays": [document(t, changes) for t, changes in found]}))
+        sys.exit(EXIT_FAILURE if drifted else EXIT_OK)
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    for target, changes in found:
+        title = text(target.merged) + (f" (container {target.container})" if target.container else "")
+        console.print(f"{title}: upper {text(target.overlay.upperdir or b'')}")
+        if changes:
+            table = Table("change", "path", "type", "", box=None, pad_edge=False)
+            for d in changes:
+                table.add_row(d.kind, text(d.path), d.file_type, "new executable" if d.executable else "")
+            console.print(table)
+        console.print(f"  {len(changes)} changes" if changes else "  no drift")
+    if not found:
+        console.print("no overlay mounts with an upper layer")
+    sys.exit(EXIT_FAILURE if drifted else EXIT_OK)
 
 
 @cli.group()

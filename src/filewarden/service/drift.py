@@ -1,0 +1,119 @@
+"""`filewarden drift`: which overlay mounts to look at, and what each
+holds that its image does not (integrity/drift.py)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filewarden.errors import UsageError
+from filewarden.host.mountinfo import MountEntry, read_mountinfo
+from filewarden.host.overlayfs import OverlayMount
+from filewarden.integrity.document import text
+from filewarden.integrity.drift import Drift, drift
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    merged: bytes  # where the overlay is mounted, as this process sees it
+    overlay: OverlayMount
+    container: str | None = None
+
+
+def _overlays(entries: list[MountEntry]) -> list[tuple[MountEntry, OverlayMount]]:
+    found, seen = [], set()
+    for m in entries:
+        if m.fs_type != "overlay" or m.dev in seen:
+            continue
+        overlay = OverlayMount.from_entry(m)
+        if overlay.upperdir is None:
+            continue  # read-only: nothing can drift
+        seen.add(m.dev)
+        found.append((m, overlay))
+    return found
+
+
+def _container_pid(container: str, proc: Path) -> int | None:
+    """A process whose cgroup path names the container (how runtimes lay
+    out cgroups: .../<id>, docker-<id>.scope, crio-<id>.scope, ...)."""
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cgroup = (entry / "cgroup").read_text()
+        except OSError:
+            continue
+        if container in cgroup:
+            return int(entry.name)
+    return None
+
+
+def targets(which: str | None, proc: Path = Path("/proc")) -> list[Target]:
+    host = read_mountinfo(proc)
+    if which is None:
+        return [Target(m.mount_point, o) for m, o in _overlays(host)]
+    if which.startswith("/"):
+        wanted = os.fsencode(os.path.abspath(which))
+        hits = [Target(m.mount_point, o) for m, o in _overlays(host) if m.mount_point == wanted]
+        if not hits:
+            raise UsageError(f"{which} is not an overlay mount with an upper layer")
+        return hits
+    pid = _container_pid(which, proc)
+    if pid is None:
+        raise UsageError(f"no container {which!r}: no process here has it in its cgroup path")
+    try:
+        own = read_mountinfo(proc, pid)
+    except OSError as exc:
+        raise UsageError(f"container {which!r}: {exc.strerror}") from None
+    root = next((m for m in own if m.mount_point == b"/" and m.fs_type == "overlay"), None)
+    if root is None:
+        raise UsageError(f"container {which!r}: its root filesystem is not an overlay")
+    overlay = OverlayMount.from_entry(root)
+    if overlay.upperdir is None:
+        raise UsageError(f"container {which!r}: its root overlay has no upper layer")
+    merged = next((m.mount_point for m in host if m.dev == root.dev), os.fsencode(f"{proc}/{pid}/root"))
+    return [Target(merged, overlay, which)]
+
+
+def report(target: Target, algorithms: tuple[str, ...]) -> list[Drift]:
+    overlay = target.overlay
+    assert overlay.upperdir is not None
+    return sorted(drift(overlay.upperdir, overlay.lowerdirs, algorithms), key=lambda d: d.path)
+
+
+def document(target: Target, found: list[Drift]) -> dict[str, Any]:
+    overlay = target.overlay
+    doc: dict[str, Any] = {
+        "merged": text(target.merged),
+        "upper": text(overlay.upperdir or b""),
+        "lower": [text(p) for p in overlay.lowerdirs],
+        "volatile": overlay.volatile,
+        "changes": [_change(d) for d in found],
+    }
+    if target.container is not None:
+        doc["container"] = {"id": target.container}
+    return doc
+
+
+def _change(d: Drift) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "change": d.kind,
+        "path": text(d.path),
+        "upper_path": text(d.upper_path),
+        "type": d.file_type,
+    }
+    if d.executable:
+        doc["executable"] = True
+    if d.hashes:
+        doc["hash"] = d.hashes
+    if d.lower_hashes:
+        doc["lower_hash"] = d.lower_hashes
+    if d.lower_path is not None:
+        doc["lower_path"] = text(d.lower_path)
+    if d.mode is not None:
+        doc["mode"] = f"{d.mode & 0o7777:04o}"
+    if d.lower_mode is not None and d.lower_mode != d.mode:
+        doc["lower_mode"] = f"{d.lower_mode & 0o7777:04o}"
+    return doc
