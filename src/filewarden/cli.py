@@ -213,7 +213,14 @@ def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket
     "verifier's last lines (40, or more to reach back to the instruction it refused), or libbpf's own "
     "lines when the kernel refused the program before the verifier ran.",
 )
-def doctor(verbose: bool) -> None:
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Configuration whose baseline and hashes to check (else the defaults).",
+)
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+def doctor(verbose: bool, config_file: Path | None, state_dir: Path | None) -> None:
     """Check everything the agent needs; print one line per check.
 
     Shows each backend (lsm, fentry, fanotify) with its status, and the one
@@ -221,12 +228,15 @@ def doctor(verbose: bool) -> None:
     1 when none can; each failed check says how to fix it. A program that
     would not load is named with the verifier's refusal (or the fact that the
     kernel refused it before the verifier ran). Also lists every overlay
-    mount (container root filesystems), warning about volatile ones.
+    mount (container root filesystems), warning about volatile ones, and
+    checks the baseline (its state; the hashes it keeps, warning about a
+    non-cryptographic one).
     """
     from filewarden.service.doctor import format_check, run_checks, verdict
 
+    config = load_config(config_file, state_dir=state_dir)
     _setup_logging("warning")
-    checks = run_checks()
+    checks = run_checks(config=config)
     for check in checks:
         click.echo(format_check(check, verbose))
     ok, line = verdict(checks)

@@ -4,17 +4,29 @@ Each check gives a status, what it found and, when it fails, the fix. What
 each backend needs is checked by the backends themselves
 (backends/choose.py report(); the BPF programs are loaded and attached for
 real, so they answer exactly what `filewarden run` would meet); the
-overlay mounts are listed here.
+overlay mounts are listed here, and the baseline (its state, the hashes
+it keeps, and a warning for a non-cryptographic one) is checked here.
 """
 
 from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
 
 from filewarden.backends import choose
 from filewarden.backends.base import FAIL, OK, WARN, Check, Preflight
 from filewarden.host.overlayfs import OverlayTable
 from filewarden.host.sysinfo import Host
+from filewarden.integrity.hashes import ALGORITHMS
+from filewarden.integrity.store import FILENAME, Baseline, BaselineError
 
-__all__ = ["FAIL", "OK", "WARN", "Check", "backend_lines", "check_overlays", "format_check", "run_checks", "verdict"]
+if TYPE_CHECKING:
+    from filewarden.config import Config
+
+__all__ = [
+    "FAIL", "OK", "WARN", "Check", "backend_lines", "check_baseline", "check_overlays", "format_check", "run_checks",
+    "verdict",
+]  # fmt: skip
 
 
 def check_overlays(host: Host) -> list[Check]:
@@ -40,15 +52,48 @@ def check_overlays(host: Host) -> list[Check]:
     return checks
 
 
+def check_baseline(config: Config) -> list[Check]:
+    """The hashes the baseline keeps (xxh3 is not cryptographic) and its
+    state: none yet, being built, stale, or when it was last checkpointed."""
+    checks = []
+    strong = any(ALGORITHMS[n].cryptographic and not ALGORITHMS[n].note for n in config.hashes)
+    for name in config.hashes:
+        algorithm = ALGORITHMS[name]
+        if not algorithm.cryptographic:
+            fix = "" if strong else "add sha256 (or blake3) to hashes"
+            checks.append(Check("hashes", WARN, f"{name}: {algorithm.note}", fix))
+        elif algorithm.note:
+            checks.append(Check("hashes", WARN, f"{name}: {algorithm.note}", "use sha256, sha512 or blake3"))
+        else:
+            checks.append(Check("hashes", OK, f"{name}: cryptographic"))
+    if not config.baseline:
+        return [*checks, Check("baseline", WARN, "off (--no-baseline): changes made while stopped go unreported")]
+    path = config.state_dir / FILENAME
+    if not path.exists():
+        return [*checks, Check("baseline", OK, f"none yet at {path}: the agent's first start builds it")]
+    try:
+        with Baseline.open(config.state_dir, create=False) as b:
+            state, stale, last, count = b.get_meta("scan"), b.get_meta("stale"), b.last_checkpoint(), b.count()
+    except BaselineError as exc:
+        return [*checks, Check("baseline", FAIL, str(exc), "filewarden run --rebuild-baseline")]
+    if stale:
+        return [*checks, Check("baseline", WARN, f"{path}: stale: {stale}", "free space, then restart the agent")]
+    if state != "complete":
+        return [*checks, Check("baseline", WARN, f"{path}: first scan not finished ({count} entries)", "")]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last[0] / 1e9)) if last else "never"
+    return [*checks, Check("baseline", OK, f"{path}: {count} entries, last checkpoint {when}")]
+
+
 def backend_lines(preflights: list[Preflight]) -> list[Check]:
     """One line per backend, best first (backends/choose.py)."""
     return [Check(f"backend {p.backend}", OK if p.ok else FAIL, p.detail, p.fix, p.log) for p in preflights]
 
 
-def run_checks(host: Host | None = None) -> list[Check]:
+def run_checks(host: Host | None = None, config: Config | None = None) -> list[Check]:
     host = host or Host()
     checks, preflights = choose.report(host)
-    return [*checks, *backend_lines(preflights), *check_overlays(host)]
+    found = [*checks, *backend_lines(preflights), *check_overlays(host)]
+    return found if config is None else [*found, *check_baseline(config)]
 
 
 def verdict(checks: list[Check]) -> tuple[bool, str]:

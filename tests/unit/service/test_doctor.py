@@ -105,3 +105,26 @@ def test_hook_failures_explain_themselves(err: int, prior_ok: bool, detail: str,
 def test_format_check() -> None:
     line = doctor.format_check(doctor.Check("btf", "FAIL", "no BTF", "rebuild"))
     assert line == "FAIL  btf              no BTF -- fix: rebuild"
+
+
+def test_the_baseline_and_its_hashes(tmp_path: Path) -> None:
+    from filewarden.config import Config
+    from filewarden.integrity.store import Baseline
+    from filewarden.service.doctor import check_baseline
+
+    config = Config(paths=("/etc/**",), outputs=(), state_dir=tmp_path, hashes=("xxh3",))
+    hashes, baseline = check_baseline(config)
+    assert (hashes.status, hashes.fix) == ("warn", "add sha256 (or blake3) to hashes")
+    assert "not cryptographic" in hashes.detail
+    assert (baseline.status, baseline.detail) == (
+        "ok",
+        f"none yet at {tmp_path}/baseline.db: the agent's first start builds it",
+    )
+    with Baseline.open(tmp_path) as b:
+        b.set_meta("scan", "complete")
+        b.checkpoint("boot", "stop", [])
+    assert check_baseline(config)[-1].detail.startswith(f"{tmp_path}/baseline.db: 0 entries, last checkpoint ")
+    (tmp_path / "baseline.db").write_bytes(b"garbage" * 1000)
+    (tmp_path / "baseline.db-wal").unlink(missing_ok=True)
+    damaged = check_baseline(config)[-1]
+    assert (damaged.status, damaged.fix) == ("FAIL", "filewarden run --rebuild-baseline")
