@@ -64,9 +64,23 @@ class Entry(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
         )
 
 
-def generation_of(path: bytes, kind: str) -> int | None:
+def _generation_fd(fd: int) -> int | None:
+    try:
+        raw = fcntl.ioctl(fd, FS_IOC_GETVERSION, b"\0" * 8)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM):
+            raise
+        return None
+    # The kernel writes an int through the long-sized pointer (fs/ioctl.c).
+    return int(struct.unpack_from("=I", raw)[0])
+
+
+def generation_of(path: bytes, kind: str, fd: int | None = None) -> int | None:
     """The inode generation, or None where the filesystem keeps none (tmpfs
-    answers too, overlayfs and 9p do not) or the file cannot be opened."""
+    answers too, overlayfs and 9p do not) or the file cannot be opened.
+    `fd`: the object already open (the scan's hashing descriptor)."""
+    if fd is not None:
+        return _generation_fd(fd)
     if kind == "symlink":
         return None  # an O_PATH descriptor takes no ioctl, and opening follows the link
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
@@ -80,22 +94,18 @@ def generation_of(path: bytes, kind: str) -> int | None:
     except OSError:
         return None
     try:
-        raw = fcntl.ioctl(fd, FS_IOC_GETVERSION, b"\0" * 8)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM):
-            raise
-        return None
+        return _generation_fd(fd)
     finally:
         os.close(fd)
-    # The kernel writes an int through the long-sized pointer (fs/ioctl.c).
-    return int(struct.unpack_from("=I", raw)[0])
 
 
-def xattrs_of(path: bytes) -> tuple[tuple[bytes, ...], str | None]:
-    """Names (sorted) and one digest of every extended attribute; ((), None)
-    for none. A filesystem without xattrs answers like a file with none."""
+def xattrs_of(path: bytes | int) -> tuple[tuple[bytes, ...], str | None]:
+    """Names (sorted) and one digest of every extended attribute of a path
+    (not followed) or an open descriptor; ((), None) for none. A filesystem
+    without xattrs answers like a file with none."""
+    follow = isinstance(path, int)  # a descriptor: follow_symlinks=False is refused with one
     try:
-        names = sorted(os.fsencode(n) for n in os.listxattr(path, follow_symlinks=False))
+        names = sorted(os.fsencode(n) for n in os.listxattr(path, follow_symlinks=follow))
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return (), None
@@ -105,7 +115,7 @@ def xattrs_of(path: bytes) -> tuple[tuple[bytes, ...], str | None]:
     digest = hashlib.sha256()
     for name in names:
         try:
-            value = os.getxattr(path, name, follow_symlinks=False)
+            value = os.getxattr(path, name, follow_symlinks=follow)
         except OSError as exc:
             if exc.errno != errno.ENODATA:  # removed between the two calls
                 raise
@@ -114,10 +124,11 @@ def xattrs_of(path: bytes) -> tuple[tuple[bytes, ...], str | None]:
     return tuple(names), digest.hexdigest()
 
 
-def read(path: bytes, st: os.stat_result | None = None) -> Entry | None:
+def read(path: bytes, st: os.stat_result | None = None, fd: int | None = None) -> Entry | None:
     """The entry for `path` as it is now, without content hashes; None when it
     is not a regular file, directory or symlink (devices, FIFOs, sockets are
-    not baselined)."""
+    not baselined). With `fd` (the object open, and `st` its fstat), the
+    generation and xattrs are read through it: one open, not three."""
     if st is None:
         st = os.lstat(path)
     kind = KINDS.get(stat.S_IFMT(st.st_mode))
@@ -127,7 +138,7 @@ def read(path: bytes, st: os.stat_result | None = None) -> Entry | None:
     names: tuple[bytes, ...] = ()
     digest: str | None = None
     with contextlib.suppress(FileNotFoundError):
-        names, digest = xattrs_of(path)
+        names, digest = xattrs_of(path if fd is None else fd)
     return Entry(
         path=path,
         kind=kind,
@@ -139,7 +150,7 @@ def read(path: bytes, st: os.stat_result | None = None) -> Entry | None:
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
         ctime_ns=st.st_ctime_ns,
-        generation=generation_of(path, kind),
+        generation=generation_of(path, kind, fd),
         target=target,
         xattr_names=names,
         xattr_digest=digest,

@@ -19,26 +19,30 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from filewarden.integrity import entry as entries
 from filewarden.integrity import hashes, walk
 from filewarden.integrity.compare import Change, compare, differences
+from filewarden.integrity.store import Baseline
 
 if TYPE_CHECKING:
     from filewarden.globs import PathMatcher
     from filewarden.integrity.entry import Entry
-    from filewarden.integrity.store import Baseline
 
 log = logging.getLogger(__name__)
 
 BATCH: Final = 512
+# Files up to this size are read on the scanning thread itself; larger ones
+# on the pool, where their reads overlap.
+INLINE_BYTES: Final = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -83,10 +87,11 @@ class ScanOptions:
     full: bool = False
 
 
-def _reusable(old: Entry | None, st: os.stat_result, algorithms: Iterable[str]) -> bool:
-    if old is None or (old.hashes is None and old.kind == "file"):
+def _reusable(row: tuple[Any, ...] | None, st: os.stat_result, algorithms: Iterable[str]) -> bool:
+    """Is the baseline's row (Baseline.stat_of) this very object, unchanged?"""
+    if row is None:
         return False
-    if (old.dev, old.ino, old.size, old.mtime_ns, old.ctime_ns, old.mode, old.uid, old.gid) != (
+    if row[:8] != (
         st.st_dev,
         st.st_ino,
         st.st_size,
@@ -99,7 +104,9 @@ def _reusable(old: Entry | None, st: os.stat_result, algorithms: Iterable[str]) 
         return False
     # ctime moves with every chmod, chown, xattr change, link and rename
     # (fs/attr.c, fs/xattr.c, fs/namei.c): unchanged, the rest is too.
-    return old.kind != "file" or all(a in (old.hashes or {}) for a in algorithms)
+    if row[8] != "file":
+        return True
+    return row[9] is not None and Baseline.hash_names(row[9]).issuperset(algorithms)
 
 
 class Scanner:
@@ -123,24 +130,31 @@ class Scanner:
         self.throttle = hashes.Throttle(options.scan_rate_mib_s)
         self.cancel = cancel
 
-    def scan(self, *, under: Iterable[bytes] = (), update: bool = False, staged: bool = False) -> ScanReport:
+    def scan(
+        self, *, under: Iterable[bytes] = (), update: bool = False, staged: bool = False, collect: bool = True
+    ) -> ScanReport:
         """Compares the disk with the baseline; with `update`, writes what it
         found (new entries, new hashes, gone paths removed) as it goes; with
         `staged`, keeps it aside (Baseline.commit_staged(report.gone) applies
-        it), so that a comparison cut short leaves the baseline as it was."""
+        it), so that a comparison cut short leaves the baseline as it was.
+        Without `collect`, changes are not kept (a first scan that reports
+        nothing: memory stays flat)."""
         under = [os.fsencode(os.path.abspath(p)) for p in under]
         report = ScanReport(changes=[], progress=Progress())
-        self.baseline.begin_seen()
         if staged:
             self.baseline.discard_staged()
         pairs: list[tuple[Entry | None, Entry | None]] = []  # creates, for rename matching
         pending: list[Entry] = []
-        seen: list[bytes] = []
+        gone: list[Entry] = []
+        pruned: list[bytes] = []
+        matches, trusted, full, algorithms = (
+            self.matcher.matches,
+            self.trusted,
+            self.options.full,
+            self.options.algorithms,
+        )
 
         def flush() -> None:
-            if seen:
-                self.baseline.mark_seen(seen)
-                seen.clear()
             if pending:
                 if staged:
                     self.baseline.stage_many(pending)
@@ -149,7 +163,9 @@ class Scanner:
                 pending.clear()
 
         def settle(old: Entry | None, new: Entry) -> None:
-            if old is None:
+            if not collect:
+                pass
+            elif old is None:
                 pairs.append((None, new))
             elif old.kind != new.kind:
                 pairs.append((old, new))
@@ -158,28 +174,67 @@ class Scanner:
             if update or staged:
                 pending.append(new)
 
+        def went(path: bytes, row: tuple[Any, ...]) -> None:
+            """A baseline entry the disk no longer has (and, for a directory,
+            all it held); entries no glob matches any more are dropped."""
+            for old in self.baseline.subtree(path) if row[8] == "dir" else [self.baseline.get(path)]:
+                if old is None:
+                    continue
+                if matches(old.path) and not any(_at_or_below(old.path, x) for x in self.skip_mounts or ()):
+                    gone.append(old)
+                else:
+                    pruned.append(old.path)
+
         last_report = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=self.options.workers, thread_name_prefix="fw-hash"
         ) as pool:
             inflight: dict[concurrent.futures.Future[Entry | None], tuple[Entry | None, bytes]] = {}
-            for path, st in walk.walk(self.matcher, skip=self.skip_mounts, under=under):
+
+            def examine(path: bytes, st: os.stat_result, row: tuple[Any, ...] | None) -> None:
+                report.progress.scanned += 1
+                if not full and _reusable(row, st, algorithms) and trusted(st.st_dev):
+                    report.progress.reused += 1
+                    return
+                old = self.baseline.get(path) if row is not None else None
+                if st.st_size <= INLINE_BYTES:
+                    # Small: read here. Handing a 4 KiB file to a thread costs
+                    # more than hashing it.
+                    try:
+                        new = self._read(path, st, report)
+                    except (hashes.UnstableError, OSError):
+                        new = None
+                    if new is not None:
+                        settle(old, new)
+                    return
+                inflight[pool.submit(self._read, path, st, report)] = (old, path)
+                while len(inflight) >= 4 * self.options.workers:
+                    self._collect(inflight, settle, report, wait=True)
+
+            for group in walk.groups(self.matcher, skip=self.skip_mounts, under=under):
                 if self.cancel is not None and self.cancel.is_set():
                     for future in inflight:
                         future.cancel()
                     flush()
                     raise CancelledError(report)
-                seen.append(path)
-                report.progress.scanned += 1
-                old = self.baseline.get(path)
-                if not self.options.full and _reusable(old, st, self.options.algorithms) and self.trusted(st.st_dev):
-                    report.progress.reused += 1
-                else:
-                    inflight[pool.submit(self._read, path, st, report)] = (old, path)
-                    while len(inflight) >= 4 * self.options.workers:
-                        self._collect(inflight, settle, report, wait=True)
+                if isinstance(group, walk.Alone):
+                    row = self.baseline.stat_of(group.path)
+                    if group.st is None:  # gone, with whatever the baseline had below it
+                        went(group.path, row if row is not None else (None,) * 8 + ("dir",))
+                    elif group.path != b"/" and matches(group.path):
+                        examine(group.path, group.st, row)
+                    continue
+                rows = self.baseline.children(group.directory)
+                for path, st in group.children:
+                    row = rows.pop(path, None)
+                    if matches(path):
+                        examine(path, st, row)
+                    elif row is not None:
+                        pruned.append(path)
+                for path, row in rows.items():  # in the baseline, not on disk
+                    went(path, row)
                 self._collect(inflight, settle, report, wait=False)
-                if len(seen) >= BATCH:
+                if len(pending) >= BATCH:
                     flush()
                 now = time.monotonic()
                 if self.on_progress is not None and now - last_report >= 1.0:
@@ -188,10 +243,13 @@ class Scanner:
             while inflight:
                 self._collect(inflight, settle, report, wait=True)
         flush()
-        gone = self._gone(under, update or staged, report)
         report.gone = [e.path for e in gone]
-        pairs.extend((old, None) for old in gone)
-        report.changes.extend(compare(pairs))
+        report.pruned = len(pruned)
+        if (update or staged) and pruned:
+            self.baseline.delete_many(pruned)
+        if collect:
+            pairs.extend((old, None) for old in gone)
+            report.changes.extend(compare(pairs))
         report.changes.sort(key=lambda c: c.path)
         if update and gone:
             self.baseline.delete_many(e.path for e in gone)
@@ -201,12 +259,21 @@ class Scanner:
         return report
 
     def _read(self, path: bytes, st: os.stat_result, report: ScanReport) -> Entry | None:
-        """The entry as it is now, hashed (a worker thread)."""
+        """The entry as it is now, hashed (a worker thread). A regular file is
+        opened once: its stat, generation, xattrs and content all through
+        that descriptor, so they describe one and the same inode."""
         try:
-            found = entries.read(path, st)
-            if found is None or found.kind != "file":
-                return found
-            digest = hashes.hash_path(path, self.options.algorithms, throttle=self.throttle)
+            if not stat.S_ISREG(st.st_mode):
+                return entries.read(path, st)
+            fd = hashes.open_regular(path)
+            try:
+                opened = os.fstat(fd)
+                found = entries.read(path, opened, fd)
+                if found is None or found.kind != "file":
+                    return found  # replaced by something else since the walk
+                digest = hashes.hash_fd(fd, self.options.algorithms, throttle=self.throttle)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             return None  # gone since the walk saw it: the next scan sees it gone
         except hashes.UnstableError:
@@ -217,8 +284,6 @@ class Scanner:
             raise
         report.progress.bytes_hashed += digest.size
         report.progress.hashed += 1
-        if (digest.dev, digest.ino) != (found.dev, found.ino):
-            found = entries.read(path) or found  # replaced between lstat and open
         return msgspec.structs.replace(
             found,
             size=digest.size,
@@ -249,21 +314,6 @@ class Scanner:
                 continue  # counted by _read; the baseline entry stays as it was
             if new is not None:
                 settle(old, new)
-
-    def _gone(self, under: list[bytes], update: bool, report: ScanReport) -> list[Entry]:
-        """Baseline entries the walk did not see: gone (when a glob still
-        matches them) or no longer monitored (dropped on update, not reported)."""
-        gone: list[Entry] = []
-        unmonitored: list[bytes] = []
-        for old in self.baseline.unseen(under):
-            if self.matcher.matches(old.path) and not any(_at_or_below(old.path, s) for s in self.skip_mounts or ()):
-                gone.append(old)
-            else:
-                unmonitored.append(old.path)
-        if update and unmonitored:
-            self.baseline.delete_many(unmonitored)
-        report.pruned = len(unmonitored)
-        return gone
 
 
 def _at_or_below(path: bytes, top: bytes) -> bool:

@@ -21,7 +21,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -196,6 +196,9 @@ class Baseline:
         db = self._db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # A scan's temporary tables (paths seen, staged entries) in memory: a
+        # temporary file costs a third of a stat-only restart.
+        db.execute("PRAGMA temp_store=MEMORY")
         db.execute("PRAGMA foreign_keys=ON")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -247,6 +250,54 @@ class Baseline:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()  # noqa: S608
         return _entry(row) if row else None
 
+    def stat_of(self, path: bytes) -> tuple[Any, ...] | None:
+        """(dev, ino, size, mtime_ns, ctime_ns, mode, uid, gid, kind, hashes)
+        of a path, hashes still packed: the scan's fast question, "is this
+        file as it was?", without building an entry."""
+        try:
+            return self._db.execute(  # type: ignore[no-any-return]
+                "SELECT dev, ino, size, mtime_ns, ctime_ns, mode, uid, gid, kind, hashes FROM files WHERE path = ?",
+                (path,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise BaselineError(_why(self.path, exc)) from None
+
+    def children(self, directory: bytes) -> dict[bytes, tuple[Any, ...]]:
+        """path -> the stat_of() row of every entry directly in `directory`:
+        one query per directory the scan lists, not one per file."""
+        below = directory.rstrip(b"/") + b"/"
+        start = len(below) + 1  # SQLite's substr() counts from 1
+        try:
+            rows = self._db.execute(
+                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, uid, gid, kind, hashes FROM files "
+                "WHERE path >= ? AND path < ? AND instr(substr(path, ?), '/') = 0",
+                (below, below[:-1] + b"0", start),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise BaselineError(_why(self.path, exc)) from None
+        return {r[0]: r[1:] for r in rows}
+
+    def subtree(self, path: bytes) -> list[Entry]:
+        """The entry at `path` and every entry below it, by path."""
+        below = path.rstrip(b"/") + b"/"
+        with _translated(self.path):
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE path = ? OR (path >= ? AND path < ?) ORDER BY path",  # noqa: S608
+                (path, below, below[:-1] + b"0"),
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def prune(self, keep: Callable[[bytes], bool]) -> int:
+        """Drops every entry whose path `keep` refuses (no glob matches it
+        any more); returns how many."""
+        with _translated(self.path):
+            gone = [p for (p,) in self._db.execute("SELECT path FROM files") if not keep(p)]
+        return self.delete_many(gone) if gone else 0
+
+    @staticmethod
+    def hash_names(packed: bytes | None) -> frozenset[str]:
+        return frozenset(_unpack_hashes(packed)) if packed is not None else frozenset()
+
     def entries(self, under: Iterable[bytes] = ()) -> Iterator[Entry]:
         """Every entry (or those at or below the given paths), by path."""
         prefixes = list(under)
@@ -264,34 +315,6 @@ class Baseline:
                 )
                 for row in cursor:
                     yield _entry(row)
-
-    # -- a scan's paths seen (a temporary table: memory stays flat)
-
-    def begin_seen(self) -> None:
-        with _translated(self.path):
-            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (path BLOB PRIMARY KEY) WITHOUT ROWID")
-            self._db.execute("DELETE FROM temp.seen")
-
-    def mark_seen(self, paths: Iterable[bytes]) -> None:
-        with _translated(self.path):
-            self._db.executemany("INSERT OR IGNORE INTO temp.seen (path) VALUES (?)", [(p,) for p in paths])
-
-    def unseen(self, under: Iterable[bytes] = ()) -> list[Entry]:
-        """Entries (at or below `under`, else all) whose path the scan since
-        begin_seen() did not mark."""
-        query = f"SELECT {_COLUMNS} FROM files WHERE path NOT IN (SELECT path FROM temp.seen)"  # noqa: S608
-        found: dict[bytes, Entry] = {}
-        with _translated(self.path):
-            if not under:
-                return [_entry(r) for r in self._db.execute(query + " ORDER BY path")]
-            for prefix in under:
-                below = prefix.rstrip(b"/") + b"/"
-                rows = self._db.execute(
-                    query + " AND (path = ? OR (path >= ? AND path < ?))", (prefix, below, below[:-1] + b"0")
-                )
-                for r in rows:
-                    found[r[0]] = _entry(r)
-        return [found[p] for p in sorted(found)]
 
     # -- staged writes: a comparison's results, applied once its events are out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -43,27 +44,44 @@ def roots(matcher: PathMatcher) -> list[bytes]:
     return kept
 
 
-def walk(
+@dataclass(frozen=True, slots=True)
+class Alone:
+    """A start of the walk (a root, or a path asked for), looked at by
+    itself; `st` None: it does not exist."""
+
+    path: bytes
+    st: os.stat_result | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Every entry of one directory the walk read (matched by a glob or not),
+    with its lstat, by name."""
+
+    directory: bytes
+    children: list[tuple[bytes, os.stat_result]]
+
+
+def groups(
     matcher: PathMatcher, *, skip: Iterable[bytes] | None = None, under: Iterable[bytes] = ()
-) -> Iterator[tuple[bytes, os.stat_result]]:
-    """(path, lstat) of every monitored object, in sorted order per directory.
-    `under` limits the walk to these paths (a file or a directory). Objects
-    that vanish during the walk are left out; unreadable directories too (the
-    caller's scan reports them as errors through `errors`)."""
+) -> Iterator[Alone | Listing]:
+    """The walk, a directory at a time: each start alone, then the listing of
+    every directory below it that a glob may reach (PathMatcher.may_hold),
+    never inside a pseudo filesystem. `under` replaces the roots."""
     excluded = frozenset(pseudo_mount_points() if skip is None else skip)
     starts = [os.fsencode(os.path.abspath(p)) for p in under] or roots(matcher)
     for start in starts:
         try:
             st = os.lstat(start)
         except OSError:
+            yield Alone(start, None)
             continue
-        if start != b"/" and matcher.matches(start):
-            yield start, st
+        yield Alone(start, st)
         if stat.S_ISDIR(st.st_mode) and start not in excluded:
-            yield from _below(start, matcher, excluded)
+            yield from _listings(start, matcher, excluded)
 
 
-def _below(top: bytes, matcher: PathMatcher, excluded: frozenset[bytes]) -> Iterator[tuple[bytes, os.stat_result]]:
+def _listings(top: bytes, matcher: PathMatcher, excluded: frozenset[bytes]) -> Iterator[Listing]:
     stack = [top]
     while stack:
         directory = stack.pop()
@@ -71,18 +89,33 @@ def _below(top: bytes, matcher: PathMatcher, excluded: frozenset[bytes]) -> Iter
             continue
         try:
             with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                found = sorted(it, key=lambda e: e.name)
         except OSError:
             continue
+        children: list[tuple[bytes, os.stat_result]] = []
         below: list[bytes] = []
-        for e in entries:
-            path = e.path
+        for e in found:
             try:
                 st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
+            children.append((e.path, st))
+            if stat.S_ISDIR(st.st_mode) and e.path not in excluded:
+                below.append(e.path)
+        yield Listing(directory, children)
+        stack.extend(reversed(below))
+
+
+def walk(
+    matcher: PathMatcher, *, skip: Iterable[bytes] | None = None, under: Iterable[bytes] = ()
+) -> Iterator[tuple[bytes, os.stat_result]]:
+    """(path, lstat) of every monitored object that exists, in sorted order
+    per directory."""
+    for group in groups(matcher, skip=skip, under=under):
+        if isinstance(group, Alone):
+            if group.st is not None and group.path != b"/" and matcher.matches(group.path):
+                yield group.path, group.st
+            continue
+        for path, st in group.children:
             if matcher.matches(path):
                 yield path, st
-            if stat.S_ISDIR(st.st_mode) and path not in excluded:
-                below.append(path)
-        stack.extend(reversed(below))

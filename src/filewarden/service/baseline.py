@@ -230,6 +230,7 @@ def accept(config: Config, state_dir: Path, paths: Iterable[str]) -> tuple[ScanR
     with Baseline.open(state_dir) as baseline:
         report, _ = run_scan(baseline, config, under=under, update=True, what="accept")
         if not under:
+            baseline.prune(config.matcher.matches)
             baseline.set_meta(SCAN_STATE, "complete")
             baseline.set_meta(ALGORITHMS, ",".join(config.hashes))
         checkpoint(baseline, "accept", devices_of(baseline))

@@ -168,6 +168,10 @@ class IntegrityMonitor:
         complete = baseline.get_meta(SCAN_STATE) == "complete"
         before = [g for g in (baseline.get_meta(GLOBS) or "").split("\n") if g]
         added = [g for g in config.paths if g not in before]
+        if complete and set(before) != set(config.paths):
+            dropped = baseline.prune(config.matcher.matches)
+            if dropped:
+                log.info("baseline: %d entries no glob matches any more were dropped", dropped)
         if not complete:
             baseline.set_meta(SCAN_STATE, "running")
             # The filesystems of a first scan, so that a resumed one after a
@@ -183,7 +187,7 @@ class IntegrityMonitor:
         # next start to resume); a comparison writes once its events are out
         # (a crash leaves the baseline as it was: the next start reports the
         # same changes again rather than none).
-        report = scanner.scan(update=not complete, staged=complete)
+        report = scanner.scan(update=not complete, staged=complete, collect=complete or self.report_initial_scan)
         newly_monitored = PathMatcher(added) if complete and added else None
         monitored_before = PathMatcher(before) if before else None
         events = []
