@@ -64,7 +64,13 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
             ("--profile", str(OUT_DIR / "userspace-profile.txt")),
         ),
         Step("start-up snapshot: iterators vs /proc", "host", "benchmarks.snapshot_scan", 1),
-        Step("baseline: hashing, first scan, stat-only restart", "host", "benchmarks.baseline", 4),
+        Step(
+            "baseline: hashing, first scan, stat-only restart",
+            "host",
+            "benchmarks.baseline",
+            7,
+            ("--million", "1000000"),
+        ),
     ]
     if guest:
         out += [

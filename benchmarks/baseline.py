@@ -9,7 +9,9 @@
   `sha256sum` over the same list (xargs, as a script would).
 - Restart with that baseline unchanged: the stat-only comparison against a
   full rehash (`verify --full`'s work), and its time.
-- Baseline size per file on disk, and the scanning process's peak RSS.
+- Baseline size per file on disk, and the scanning process's peak RSS;
+  with --million N, both again at N files (the agent aims at <= 128 MiB
+  at 1,000,000).
 
 Every scan runs in a fresh process (its RSS is its own). Figures: one
 entry each in results.figure()'s shape.
@@ -35,7 +37,7 @@ PYTHON = str(ROOT / ".venv/bin/python")
 
 # Runs in a child process: one scan, its figures as JSON on stdout.
 _SCAN = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from filewarden.globs import PathMatcher
 from filewarden.integrity.scan import ScanOptions, Scanner
@@ -50,10 +52,12 @@ report = scanner.scan(update=True, collect=False)  # as the agent's first start 
 seconds = time.perf_counter() - t
 checkpoint(baseline, "bench", devices_of(baseline))
 sample = next((e.hashes for e in baseline.entries() if e.hashes), None)
+# VmHWM, not ru_maxrss: the latter keeps the high-water mark of the parent
+# this process was forked from (fs/exec.c: setmax_mm_hiwater_rss()).
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({"seconds": seconds, "hashed": report.progress.hashed, "reused": report.progress.reused,
                   "changes": len(report.changes), "scanned": report.progress.scanned,
-                  "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "entries": baseline.count()}))
+                  "rss_kib": hwm, "entries": baseline.count()}))
 """
 
 
@@ -180,7 +184,8 @@ def small_files(base: Path, n: int, figures: list[dict[str, Any]]) -> None:
             ratio=round(theirs / first["seconds"], 2),
         )
     )
-    restart = scan(root, state)
+    restarts = [scan(root, state) for _ in range(2)]
+    restart = min(restarts, key=lambda r: r["seconds"])
     full = scan(root, state, full=True)
     speedup = full["seconds"] / restart["seconds"]
     print(
@@ -202,9 +207,36 @@ def small_files(base: Path, n: int, figures: list[dict[str, Any]]) -> None:
     figures.append(
         figure(f"baseline on disk per file ({n:,} files)", size / n, "bytes", f"{size / (1 << 20):.1f} MiB in all")
     )
-    peak = max(first["rss_kib"], restart["rss_kib"], full["rss_kib"]) / 1024
+    peak = max(first["rss_kib"], *(r["rss_kib"] for r in restarts), full["rss_kib"]) / 1024
     figures.append(figure(f"scanning process peak RSS ({n:,} files)", peak, "MiB", "Python with filewarden loaded"))
     print(f"baseline: {size / n:.0f} bytes per file; peak RSS {peak:.0f} MiB")
+    shutil.rmtree(root)
+
+
+def million(base: Path, n: int, figures: list[dict[str, Any]]) -> None:
+    """Footprint at scale: `n` files of 64 bytes, a first scan and a restart."""
+    root = base / "million"
+    for i in range(n):
+        d = root / f"d{i // 1000:04d}"
+        if i % 1000 == 0:
+            d.mkdir(parents=True)
+        (d / f"f{i:07d}").write_bytes(b"%063d\n" % i)
+    state = base / "state-million"
+    first = scan(root, state)
+    restart = scan(root, state)
+    size = db_bytes(state)
+    peak = max(first["rss_kib"], restart["rss_kib"]) / 1024
+    print(
+        f"{n:,} files: first scan {first['seconds']:.1f} s, restart {restart['seconds']:.1f} s, "
+        f"peak RSS {peak:.0f} MiB, baseline {size / (1 << 20):.0f} MiB ({size / n:.0f} bytes per file)"
+    )
+    figures.append(
+        figure(
+            f"scanning process peak RSS ({n:,} files)", peak, "MiB", "first scan and restart", "<= 128 MiB", peak <= 128
+        )
+    )
+    figures.append(figure(f"baseline on disk per file ({n:,} files)", size / n, "bytes", f"{size / (1 << 20):.0f} MiB"))
+    figures.append(figure(f"restart with an unchanged {n:,}-file baseline", restart["seconds"], "s", "stat only"))
     shutil.rmtree(root)
 
 
@@ -213,6 +245,7 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=None, help="where to make the files [a new folder in /var/tmp]")
     parser.add_argument("--large-mib", type=int, default=1024)
     parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--million", type=int, default=0, metavar="N", help="also the footprint at N files (1000000)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="fw-bench-", dir=args.dir or "/var/tmp"))
@@ -220,6 +253,8 @@ def main() -> int:
     try:
         large_files(base, args.large_mib, figures)
         small_files(base, args.small, figures)
+        if args.million:
+            million(base, args.million, figures)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if args.json:
