@@ -145,3 +145,76 @@ def test_a_damaged_baseline_stops_the_agent_with_one_line(start_agent: StartAgen
     rebuilt.wait_ready()
     wait_start_scans(state, 1)
     assert rebuilt.stop()[0] == 0
+
+
+def _entries(state: Path) -> int:
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(state / "baseline.db", timeout=1)
+        try:
+            return int(db.execute("SELECT count(*) FROM files").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_first_scan_killed_midway_is_resumed_not_restarted(
+    start_agent: StartAgent, watched: Path, tmp_path: Path
+) -> None:
+    import re
+    import signal
+    import time
+
+    state, out = tmp_path / "state", tmp_path / "events.jsonl"
+    for i in range(40):
+        (watched / f"f{i:02d}").write_bytes(bytes([i]) * 8192)
+    slow = tmp_path / "slow.toml"
+    slow.write_text("scan_rate_mib_s = 0.05\n")  # 50 KiB/s: 40 files of 8 KiB take some 6 s
+    agent = start_agent("--config", str(slow), "--path", f"{watched}/**", "--state-dir", str(state))
+    agent.wait_ready()
+    deadline = time.monotonic() + 60
+    while _entries(state) < 5:
+        assert time.monotonic() < deadline, "the first scan wrote nothing"
+        time.sleep(0.1)
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.wait()
+    written = _entries(state)
+    assert 5 <= written < 40
+
+    resumed = start_agent("--path", f"{watched}/**", "--state-dir", str(state), "--output", f"jsonl:{out}")
+    resumed.wait_ready()
+    wait_start_scans(state, 1)
+    code, _, stderr = resumed.stop()
+    assert code == 0, stderr
+    assert out.read_text() == ""  # still the first scan: nothing reported
+    m = re.search(r"baseline: 40 objects \((\d+) hashed, [\d.]+ MiB; (\d+) unchanged by stat\)", stderr)
+    assert m, stderr
+    hashed, reused = int(m.group(1)), int(m.group(2))
+    assert reused >= written - 1  # what the killed scan wrote is not read again (one may have been mid-write)
+    assert hashed + reused == 40
+    assert _entries(state) == 40
+
+
+def test_a_full_state_disk_leaves_events_flowing_and_says_the_baseline_is_stale(
+    start_agent: StartAgent, watched: Path, tmp_path: Path
+) -> None:
+    import time
+
+    out = tmp_path / "events.jsonl"
+    for i in range(3000):
+        (watched / f"f{i:04d}").write_bytes(b"x")
+    with mounts.tmpfs("200k") as state:
+        agent = start_agent("--path", f"{watched}/**", "--state-dir", str(state), "--output", f"jsonl:{out}")
+        agent.wait_ready()
+        deadline = time.monotonic() + 60
+        while "live" not in out.read_text():
+            (watched / "live").write_bytes(b"written while the baseline cannot be")
+            assert time.monotonic() < deadline, "no live event"
+            time.sleep(0.5)
+        code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    assert "the baseline is stale" in stderr
+    assert "full" in stderr
+    assert "Traceback" not in stderr

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH: Final = 512
+FLUSH_S: Final = 1.0  # written at least this often, however slow the scan
 # Files up to this size are read on the scanning thread itself; larger ones
 # on the pool, where their reads overlap.
 INLINE_BYTES: Final = 256 * 1024
@@ -145,6 +146,7 @@ class Scanner:
             self.baseline.discard_staged()
         pairs: list[tuple[Entry | None, Entry | None]] = []  # creates, for rename matching
         pending: list[Entry] = []
+        last_flush = time.monotonic()
         gone: list[Entry] = []
         pruned: list[bytes] = []
         matches, trusted, full, algorithms = (
@@ -163,6 +165,12 @@ class Scanner:
                 pending.clear()
 
         def settle(old: Entry | None, new: Entry) -> None:
+            nonlocal last_flush
+            if pending:
+                now = time.monotonic()
+                if len(pending) >= BATCH or now - last_flush >= FLUSH_S:
+                    flush()  # a scan cut short keeps what it did: the next start resumes from it
+                    last_flush = now
             if not collect:
                 pass
             elif old is None:
@@ -234,8 +242,6 @@ class Scanner:
                 for path, row in rows.items():  # in the baseline, not on disk
                     went(path, row)
                 self._collect(inflight, settle, report, wait=False)
-                if len(pending) >= BATCH:
-                    flush()
                 now = time.monotonic()
                 if self.on_progress is not None and now - last_report >= 1.0:
                     last_report = now
