@@ -300,17 +300,25 @@ def _print_changes(report: object, baseline: object) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from filewarden.host.packages import PackageDb
     from filewarden.integrity.document import text
     from filewarden.integrity.scan import ScanReport
     from filewarden.integrity.store import Baseline
+    from filewarden.service.baseline import package_of
 
     assert isinstance(report, ScanReport)
     assert isinstance(baseline, Baseline)
     console = Console(highlight=False, soft_wrap=True)
     if report.changes:
+        packages = PackageDb()
         table = Table("action", "path", "what changed", box=None, pad_edge=False)
         for change in report.changes:
-            table.add_row(change.action, text(change.path), change.summary)
+            summary = change.summary
+            package = package_of(change, packages)
+            if package is not None:
+                verdict = {True: "matches", False: "differs", None: "unknown"}[package.get("checksum_matches")]
+                summary += f"; package {package['name']} {package.get('version', '')}: checksum {verdict}"
+            table.add_row(change.action, text(change.path), summary)
         console.print(table)
     p = report.progress
     verdict = f"{len(report.changes)} differences" if report.changes else "no differences"

@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from filewarden.host.packages import PackageDb
 from filewarden.integrity import trust
 from filewarden.integrity.document import change_fields, text
+from filewarden.integrity.hashes import UnstableError, hash_path
 from filewarden.integrity.scan import Progress, Scanner, ScanOptions, ScanReport
 from filewarden.integrity.store import Baseline
 
 if TYPE_CHECKING:
     from filewarden.config import Config
+    from filewarden.integrity.compare import Change
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +193,37 @@ def run_scan(
     return report, rule
 
 
+def package_of(change: Change, db: PackageDb) -> dict[str, Any] | None:
+    """`file.package` for a content change to a file a package shipped: its
+    name, version, and whether the content now matches the checksum the
+    package recorded (dpkg keeps MD5s; computed here when not configured)."""
+    new = change.new
+    if change.action != "content_changed" or new is None or new.kind != "file":
+        return None
+    shipped = db.lookup(change.path)
+    if shipped is None:
+        return None
+    md5 = (new.hashes or {}).get("md5")
+    if md5 is None:
+        try:
+            md5 = hash_path(change.path, ["md5"]).hashes["md5"]
+        except (OSError, UnstableError):
+            md5 = None
+    doc: dict[str, Any] = {"name": shipped.package}
+    if shipped.version is not None:
+        doc["version"] = shipped.version
+    if md5 is not None:
+        doc["checksum_matches"] = md5 == shipped.md5
+    return doc
+
+
+def with_package(doc: dict[str, Any], change: Change, db: PackageDb) -> dict[str, Any]:
+    package = package_of(change, db)
+    if package is not None:
+        doc["file"]["package"] = package
+    return doc
+
+
 def verify(config: Config, state_dir: Path, paths: Iterable[str], *, full: bool) -> tuple[ScanReport, Baseline]:
     baseline = Baseline.open(state_dir, create=False)
     report, _ = run_scan(
@@ -198,10 +232,11 @@ def verify(config: Config, state_dir: Path, paths: Iterable[str], *, full: bool)
     return report, baseline
 
 
-def verify_document(report: ScanReport, baseline: Baseline) -> dict[str, Any]:
+def verify_document(report: ScanReport, baseline: Baseline, db: PackageDb | None = None) -> dict[str, Any]:
+    db = db or PackageDb()
     return {
         "baseline": str(baseline.path),
-        "differences": [change_fields(c) for c in report.changes],
+        "differences": [with_package(change_fields(c), c, db) for c in report.changes],
         "checked": report.progress.scanned,
         "hashed": report.progress.hashed,
         "unchanged_by_stat": report.progress.reused,

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.globs import PathMatcher
+from filewarden.host.packages import PackageDb
 from filewarden.integrity import trust
 from filewarden.integrity.document import offline_document, text
 from filewarden.integrity.scan import CancelledError, Scanner
@@ -46,6 +47,7 @@ from filewarden.service.baseline import (
     devices_of,
     options_of,
     progress_logger,
+    with_package,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ class IntegrityMonitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watch = trust.WritebackWatch()
+        self.packages = PackageDb()  # loaded only when a content change needs it
         # Opened here, on the caller's thread: a damaged or locked baseline is
         # one readable line before the agent reports ready.
         self._baseline = Baseline.open(config.state_dir, rebuild=rebuild)
@@ -196,7 +199,8 @@ class IntegrityMonitor:
                 continue
             if newly_monitored is not None and _only_newly_monitored(change, newly_monitored, monitored_before):
                 continue
-            events.append(offline_document(change, last[0] if last is not None and complete else None, window_end))
+            doc = offline_document(change, last[0] if last is not None and complete else None, window_end)
+            events.append(with_package(doc, change, self.packages))
         self.offline_events = len(events)
         if events and self.emit is not None:
             self.emit(events)
