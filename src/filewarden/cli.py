@@ -6,7 +6,9 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +21,8 @@ from filewarden.service.control import DEFAULT_SOCKET
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _STATE_DIR_HELP = (
     "Where the baseline (baseline.db) is kept [default: the config's state_dir, else /var/lib/filewarden]."
@@ -249,16 +253,27 @@ _STATE_DIR_HELP = (
 )
 
 
+def _baseline_options(command: F) -> F:
+    """PATH..., --config, --path, --state-dir: what verify and accept share."""
+    for option in reversed(
+        (
+            click.argument("paths", nargs=-1, type=click.Path(path_type=Path)),
+            click.option(
+                "--config",
+                "config_file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Configuration: which globs are monitored, the hashes, the state directory.",
+            ),
+            click.option("--path", "globs", multiple=True, metavar="GLOB", help="Monitored globs (as for 'run')."),
+            click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Configuration: which globs are monitored, the hashes, the state directory.",
-)
-@click.option("--path", "globs", multiple=True, metavar="GLOB", help="Monitored globs (as for 'run').")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+@_baseline_options
 @click.option(
     "--full", is_flag=True, help="Hash every file again, also those whose stat is unchanged (a weekly check)."
 )
@@ -383,15 +398,7 @@ def baseline() -> None:
 
 
 @baseline.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Configuration: which globs are monitored, the hashes, the state directory.",
-)
-@click.option("--path", "globs", multiple=True, metavar="GLOB", help="Monitored globs (as for 'run').")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+@_baseline_options
 def accept(paths: tuple[Path, ...], config_file: Path | None, globs: tuple[str, ...], state_dir: Path | None) -> None:
     """Take the monitored files (or those at or below PATH...) as they are now as known-good.
 

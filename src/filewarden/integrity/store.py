@@ -108,6 +108,21 @@ def _why(path: Path, exc: sqlite3.Error) -> str:
 
 
 @contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
+    """One write transaction (taken at once: IMMEDIATE), rolled back on any
+    failure; SQLite's errors as BaselineError."""
+    with _translated(path):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+
+@contextlib.contextmanager
 def _translated(path: Path) -> Iterator[None]:
     try:
         yield
@@ -335,18 +350,12 @@ class Baseline:
         keys = [(p,) for p in gone]
         with _translated(self.path):
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS staged AS SELECT * FROM main.files WHERE 0")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("DELETE FROM main.files WHERE path = ?", keys)
-                written = self._db.execute(
-                    f"INSERT OR REPLACE INTO main.files ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.staged"  # noqa: S608
-                ).rowcount
-                self._db.execute("DELETE FROM temp.staged")
-                self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
+        with _transaction(self._db, self.path) as db:
+            db.executemany("DELETE FROM main.files WHERE path = ?", keys)
+            written = db.execute(
+                f"INSERT OR REPLACE INTO main.files ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.staged"  # noqa: S608
+            ).rowcount
+            db.execute("DELETE FROM temp.staged")
         return int(written)
 
     def discard_staged(self) -> None:
@@ -359,31 +368,17 @@ class Baseline:
 
     def put_many(self, entries: Iterable[Entry]) -> int:
         rows = [_row(e) for e in entries]
-        with _translated(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",  # noqa: S608
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
+        with _transaction(self._db, self.path):
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",  # noqa: S608
+                rows,
+            )
         return len(rows)
 
     def delete_many(self, paths: Iterable[bytes]) -> int:
         keys = [(p,) for p in paths]
-        with _translated(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("DELETE FROM files WHERE path = ?", keys)
-                self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
+        with _transaction(self._db, self.path):
+            self._db.executemany("DELETE FROM files WHERE path = ?", keys)
         return len(keys)
 
     # -- checkpoints, filesystems, acceptances
@@ -394,22 +389,15 @@ class Baseline:
             (f["dev"], f["identity"], f["fs_type"], f["source"], f["mount_point"], int(f["volatile"]), f["error"])
             for f in filesystems
         ]
-        with _translated(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO checkpoints (at_ns, boot_id, reason) VALUES (?, ?, ?)", (now, boot_id, reason)
-                )
-                self._db.execute(
-                    "DELETE FROM checkpoints WHERE id NOT IN (SELECT id FROM checkpoints ORDER BY id DESC LIMIT 100)"
-                )
-                self._db.execute("DELETE FROM filesystems")
-                self._db.executemany("INSERT INTO filesystems VALUES (?, ?, ?, ?, ?, ?, ?)", fs_rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
+        with _transaction(self._db, self.path):
+            self._db.execute(
+                "INSERT INTO checkpoints (at_ns, boot_id, reason) VALUES (?, ?, ?)", (now, boot_id, reason)
+            )
+            self._db.execute(
+                "DELETE FROM checkpoints WHERE id NOT IN (SELECT id FROM checkpoints ORDER BY id DESC LIMIT 100)"
+            )
+            self._db.execute("DELETE FROM filesystems")
+            self._db.executemany("INSERT INTO filesystems VALUES (?, ?, ?, ?, ?, ?, ?)", fs_rows)
         return now
 
     def last_checkpoint(self) -> tuple[int, str] | None:
