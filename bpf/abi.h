@@ -65,7 +65,8 @@ enum fw_hook {
 	FW_HOOK_FORK = 22,
 	FW_HOOK_EXIT = 23,
 	FW_HOOK_INODE_FREE = 24, /* inode_free_security: keeps an evicted inode's mark */
-	FW_HOOK_MAX = 25,
+	FW_HOOK_FILE_RELEASE = 25, /* file_release (6.10+) or file_free_security: a writer is done */
+	FW_HOOK_MAX = 26,
 };
 
 enum fw_record_kind {
@@ -93,6 +94,8 @@ enum fw_action {
 	FW_ACTION_REMOVEXATTR = 13,
 	FW_ACTION_MOUNT = 14,
 	FW_ACTION_UMOUNT = 15,
+	/* 16 and 17: the fanotify backend's attrib and modify (NOT_IN_KERNEL) */
+	FW_ACTION_CLOSE_WRITE = 18, /* a writer's last reference to the file went: hash it */
 };
 
 /* fw_event.flags */
@@ -221,7 +224,8 @@ enum fw_ignore_reason {
 	FW_IGNORE_NOT_MARKED = 14,            /* inode_free: the inode had no mark */
 	FW_IGNORE_LAST_LINK = 15,             /* inode_free: the file is gone (no links left) */
 	FW_IGNORE_SB_SHUTDOWN = 16,           /* inode_free: its filesystem is being unmounted */
-	FW_IGNORE_MAX = 17,
+	FW_IGNORE_NOT_REGULAR = 17,           /* file_release: not a regular file */
+	FW_IGNORE_MAX = 18,
 };
 
 /* Scratch slots where records are built (maps.bpf.h): FW_SCRATCH_SLOTS per

@@ -26,6 +26,7 @@
 /* include/linux/fs.h: stable since v4.19 (FMODE_CREATED) and v2.6 (FMODE_WRITE). */
 #define FW_FMODE_WRITE 0x2
 #define FW_FMODE_CREATED 0x100000
+#define FW_FMODE_OPENED 0x80000 /* include/linux/fs.h: do_dentry_open() succeeded */
 
 /* include/uapi/asm-generic/fcntl.h */
 #define FW_O_TRUNC 01000

@@ -153,3 +153,65 @@ int BPF_PROG(fw_file_truncate, struct file *file)
 {
 	return fw_truncate(FW_HOOK_FILE_TRUNCATE, &file->f_path, file->f_inode);
 }
+
+/*
+ * A writer is done with a file: the last reference to an open file
+ * description goes (__fput() in fs/file_table.c). User space hashes the
+ * file then and reports content_changed if it differs from the baseline.
+ * v6.10 added security_file_release(), called at the start of __fput()
+ * while the file's path is held; before it the one hook there is
+ * security_file_free(), called from file_free() once __fput() has put the
+ * path (dput(), mntput()): the dentry is read all the same (a monitored
+ * file's dentry stays cached while it has a name), and the loader loads
+ * that program only where file_release is missing.
+ */
+static __always_inline int fw_release(struct file *file, bool opened)
+{
+	const enum fw_hook hook = FW_HOOK_FILE_RELEASE;
+	struct dentry *dentry = file->f_path.dentry;
+	struct fw_dir_probe dp;
+	struct fw_scratch *s;
+	bool tracked;
+
+	if (!(file->f_mode & FW_FMODE_WRITE) || !opened)
+		return fw_ignore(hook, FW_IGNORE_NOT_WRITE);
+	if ((file->f_inode->i_mode & FW_S_IFMT) != FW_S_IFREG)
+		return fw_ignore(hook, FW_IGNORE_NOT_REGULAR);
+	FW_SKIP_AGENT(hook);
+	switch (fw_file_backing(file)) {
+	case FW_BACKING_FAKE_PATH:
+		return fw_ignore(hook, FW_IGNORE_BACKING_FAKE_PATH);
+	case FW_BACKING_INTERNAL_MOUNT:
+		return fw_ignore(hook, FW_IGNORE_BACKING_INTERNAL_MOUNT);
+	default:
+		break;
+	}
+	tracked = fw_marked(file->f_inode);
+	if (!tracked && fw_dir_check(&dp, dentry->d_parent, file->f_path.mnt))
+		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
+	FW_CLAIM(s, hook);
+	fw_event_init(s, hook, FW_ACTION_CLOSE_WRITE);
+	fw_set_path(s, &file->f_path, hook);
+	if (!fw_keep(s, tracked)) {
+		fw_dir_remember_path(s, &dp, dentry);
+		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
+	}
+	fw_set_file(s, file->f_inode);
+	return fw_done(s, hook, fw_emit(s));
+}
+
+SEC("lsm/file_release")
+int BPF_PROG(fw_file_release, struct file *file)
+{
+	fw_release(file, true); /* __fput() calls it for opened files only */
+	return 0;
+}
+
+SEC("lsm/file_free_security")
+int BPF_PROG(fw_file_free, struct file *file)
+{
+	/* file_free() also frees files whose open failed (v6.1: FMODE_OPENED
+	 * is 0x80000, include/linux/fs.h). */
+	fw_release(file, file->f_mode & FW_FMODE_OPENED);
+	return 0;
+}

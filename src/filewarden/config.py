@@ -44,6 +44,7 @@ DEFAULT_MAX_EVICTED_MARKS: Final = 1 << 16
 DEFAULT_BUFFER_RECORDS: Final = 65536
 DEFAULT_STATE_DIR: Final = Path("/var/lib/filewarden")
 DEFAULT_SCAN_RATE_MIB_S: Final = 50.0
+DEFAULT_MAX_FILE_SIZE: Final = 100 * 1024 * 1024
 
 
 class ConfigError(UsageError):
@@ -65,6 +66,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state_dir: str | UnsetType = UNSET
     hashes: list[str] | UnsetType = UNSET
     scan_rate_mib_s: float | UnsetType = UNSET
+    max_file_size: int | UnsetType = UNSET
     baseline: bool | UnsetType = UNSET
     report_initial_scan: bool | UnsetType = UNSET
     rebuild_baseline: bool | UnsetType = UNSET
@@ -104,6 +106,9 @@ class Config:
     hashes: tuple[str, ...] = ("sha256",)
     # What a baseline scan may read per second, in MiB; 0: no limit.
     scan_rate_mib_s: float = DEFAULT_SCAN_RATE_MIB_S
+    # A file larger than this is hashed after a write only when no smaller
+    # one waits (service/content.py).
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
     # Keep a baseline and report what changed while the agent was not running.
     baseline: bool = True
     # Report every file of the first scan (which builds the baseline) as created.
@@ -183,6 +188,12 @@ def _check_rate(rate: float, where: str) -> float:
     return float(rate)
 
 
+def _check_size(size: int, where: str) -> int:
+    if size < 0:
+        raise ConfigError(f"{where}: max_file_size {size} must be 0 or more (bytes)")
+    return size
+
+
 def _check_state_dir(raw: str, where: str) -> Path:
     if not raw or "\0" in raw:
         raise ConfigError(f"{where}: state_dir {raw!r} is not a directory path")
@@ -259,6 +270,9 @@ def load(
         scan_rate_mib_s=(
             _check_rate(file.scan_rate_mib_s, where) if file.scan_rate_mib_s is not UNSET else DEFAULT_SCAN_RATE_MIB_S
         ),
+        max_file_size=_check_size(file.max_file_size, where)
+        if file.max_file_size is not UNSET
+        else DEFAULT_MAX_FILE_SIZE,
         baseline=_flag(baseline, file.baseline, default=True),
         report_initial_scan=_flag(report_initial_scan, file.report_initial_scan, default=False),
         rebuild_baseline=_flag(rebuild_baseline, file.rebuild_baseline, default=False),

@@ -44,7 +44,8 @@ class Hook(enum.IntEnum):
     FORK = 22
     EXIT = 23
     INODE_FREE = 24
-    FANOTIFY = 25  # no program: the fanotify backend's events (NOT_IN_KERNEL)
+    FILE_RELEASE = 25  # file_release, or file_free_security before v6.10
+    FANOTIFY = 26  # no program: the fanotify backend's events (NOT_IN_KERNEL)
 
 
 class Action(enum.IntEnum):
@@ -67,10 +68,11 @@ class Action(enum.IntEnum):
     MOUNT = 14
     UMOUNT = 15
     # The fanotify backend's, where fanotify cannot tell more (NOT_IN_KERNEL):
-    # an attribute change (chmod, chown, xattr, times), a write or truncate,
-    # the close of a file that was open for writing.
+    # an attribute change (chmod, chown, xattr, times), a write or truncate.
     ATTRIB = 16
     MODIFY = 17
+    # The last reference to a file open for writing went (every backend):
+    # the baseline hashes the file (service/integrity.py).
     CLOSE_WRITE = 18
 
 
@@ -113,7 +115,7 @@ class ProcessFlag(enum.IntFlag):
     IO_WORKER = 1 << 4
 
 
-NOT_IN_KERNEL: Final = frozenset({Hook.FANOTIFY, Action.ATTRIB, Action.MODIFY, Action.CLOSE_WRITE})
+NOT_IN_KERNEL: Final = frozenset({Hook.FANOTIFY, Action.ATTRIB, Action.MODIFY})
 """The members bpf/abi.h does not define: no program sends them. The ABI
 check (tests/unit/test_abi_btf.py) wants every other member in the C enum
 and these absent from it. Hook and Action members compare equal as ints

@@ -134,6 +134,9 @@ class FileEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     # value here to leave unset (previous values, the layer, a link's
     # target), in the document's dotted names.
     unknown: tuple[str, ...] = ()
+    # For the agent, not the outputs: a writer's close, which the baseline
+    # hashes (content_changed is the event); it takes no event.sequence.
+    internal: bool = False
 
     @property
     def unavailable(self) -> tuple[str, ...]:

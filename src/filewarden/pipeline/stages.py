@@ -72,15 +72,17 @@ class Pipeline:
                 lines = [
                     to_json_line(doc)
                     for e in events[i : i + _EMIT_SLICE]
+                    if not e.internal  # a writer's close, for a baseline there is not
                     for doc in to_documents(e, clock, tree, enrich, backend)
                 ]
                 self._write(lines)
             else:
-                docs = [
-                    doc for e in events[i : i + _EMIT_SLICE] for doc in to_documents(e, clock, tree, enrich, backend)
-                ]
+                docs: list[dict[str, Any]] = []
+                internal: list[dict[str, Any]] = []
+                for e in events[i : i + _EMIT_SLICE]:
+                    (internal if e.internal else docs).extend(to_documents(e, clock, tree, enrich, backend))
                 self._write([to_json_line(doc) for doc in docs])
-                observer(docs)
+                observer(docs + internal if internal else docs)
 
     def write_documents(self, docs: list[dict[str, Any]]) -> None:
         """Documents made elsewhere (offline changes), to every output."""

@@ -49,6 +49,7 @@ from filewarden.service.baseline import (
     progress_logger,
     with_package,
 )
+from filewarden.service.content import ContentWatch
 
 if TYPE_CHECKING:
     from filewarden.config import Config
@@ -57,6 +58,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_S: Final = 60.0
+STOP_HASHING_S: Final = 30.0  # how long a stop waits for files closed before it to be hashed
+# Events after which the file's content is hashed and compared (content.py):
+# a writer's close, and a rename that may put other content under a name.
+_REHASH: Final = frozenset({"close_write", "rename"})
 GLOBS: Final = "globs"  # meta key: the globs the baseline was made for, one per line
 # Paths named by live events since the last checkpoint; past this many the
 # next checkpoint rescans everything instead (memory stays bounded).
@@ -86,6 +91,7 @@ class IntegrityMonitor:
         self._stop = threading.Event()
         self._watch = trust.WritebackWatch()
         self.packages = PackageDb()  # loaded only when a content change needs it
+        self.content = ContentWatch(config, self._emit, self.packages, with_package)
         # Opened here, on the caller's thread: a damaged or locked baseline is
         # one readable line before the agent reports ready.
         self._baseline = Baseline.open(config.state_dir, rebuild=rebuild)
@@ -93,6 +99,11 @@ class IntegrityMonitor:
 
     def start(self) -> None:
         self._thread.start()
+        self.content.start()
+
+    def _emit(self, docs: list[dict[str, Any]]) -> None:
+        if self.emit is not None:
+            self.emit(docs)
 
     def observe(self, docs: Iterable[dict[str, Any]]) -> None:
         """Live events' paths (host paths where enrichment found them), to
@@ -104,7 +115,10 @@ class IntegrityMonitor:
                 continue
             path = file.get("host_path") or file.get("path")
             if path is not None:
-                paths.add(path.encode("utf-8", "surrogateescape"))
+                raw = path.encode("utf-8", "surrogateescape")
+                paths.add(raw)
+                if doc["event"].get("action") in _REHASH:
+                    self.content.submit(raw, doc)
             source = file.get("source_path")
             if source is not None:
                 paths.add(source.encode("utf-8", "surrogateescape"))
@@ -118,10 +132,24 @@ class IntegrityMonitor:
                 self._dirty.update(paths)
 
     def stop(self) -> None:
-        """Re-reads what live events touched and checkpoints."""
+        """Hashes what writers closed, re-reads what live events touched,
+        and checkpoints."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if not self.content.wait_idle(STOP_HASHING_S):
+            log.warning("content: files closed before the stop were not all hashed in %.0f s", STOP_HASHING_S)
+        self.content.stop()
+        s = self.content.stats
+        if s.hashed or s.queue_full:
+            log.info(
+                "content: %d files hashed after a write: %d changed, %d the same, %d new; %d waited for room",
+                s.hashed,
+                s.changed,
+                s.same,
+                s.new,
+                s.queue_full,
+            )
         try:
             if self.started.is_set() and self._baseline.get_meta(SCAN_STATE) == "complete":
                 self._catch_up("stop")
@@ -132,6 +160,7 @@ class IntegrityMonitor:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        self.content.stop()
         self._watch.close()
         self._baseline.close()
 

@@ -46,7 +46,7 @@ EXE_MAX: Final = 256
 EXTRA_MAX: Final = 256
 
 
-HOOK_COUNT: Final = 25  # FW_HOOK_MAX
+HOOK_COUNT: Final = 26  # FW_HOOK_MAX
 
 
 class RecordKind(enum.IntEnum):
@@ -118,9 +118,10 @@ class IgnoreReason(enum.IntEnum):
     NOT_MARKED = 14
     LAST_LINK = 15
     SB_SHUTDOWN = 16
+    NOT_REGULAR = 17
 
 
-IGNORE_REASON_COUNT: Final = 17  # FW_IGNORE_MAX
+IGNORE_REASON_COUNT: Final = 18  # FW_IGNORE_MAX
 
 
 class ScratchSlots(enum.IntEnum):

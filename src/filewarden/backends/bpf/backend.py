@@ -57,7 +57,7 @@ from filewarden.host.layers import Layers
 from filewarden.host.overlayfs import MountWatcher
 from filewarden.host.proctree import ProcessTree
 from filewarden.host.sysinfo import Host
-from filewarden.model.enums import ProcessFlag
+from filewarden.model.enums import Action, ProcessFlag
 from filewarden.model.events import ExecEvent, ExitEvent, FileEvent, ForkEvent
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ _EXPIRE_EVERY_NS: Final = 10 * 10**9
 LOSS_CHECK_EVERY_S: Final = 1.0
 _ARGS_TRUNCATED: Final = int(ProcessFlag.ARGS_TRUNCATED)
 _renumber = msgspec.structs.replace
+_CLOSE_WRITE: Final = int(Action.CLOSE_WRITE)
 
 # Records read() takes at a time; the rest stay queued (the ring or the
 # drain thread's buffer stays readable). Decoded, rendered and written in
@@ -427,7 +428,15 @@ class BpfBackend:
                     sequence.next += 1  # the usual case, inline: the next number, none waiting ahead
                 else:
                     observe(event.seq)
-                if keep(event):
+                if event.action == _CLOSE_WRITE:
+                    # Not an event of its own: the baseline hashes the file
+                    # (service/integrity.py), and the output numbers stay
+                    # one apart.
+                    if keep(event):
+                        out.append(_renumber(event, seq=-1, internal=True))
+                    else:
+                        stats.filtered += 1
+                elif keep(event):
                     out.append(_renumber(event, seq=number))
                     number += 1
                 else:

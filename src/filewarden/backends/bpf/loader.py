@@ -6,7 +6,9 @@ from a version number:
 - whether a hook exists at all: an LSM hook is there when the kernel's BTF
   has ``bpf_lsm_<hook>``, a tracepoint when it has ``btf_trace_<name>``
   (``file_truncate`` and ``inode_set_acl`` came in v6.2, for example). A
-  program whose hook is missing is not loaded; the others still run.
+  program whose hook is missing is not loaded; the others still run. One
+  pair stands in for each other: ``file_free_security`` is loaded only
+  where ``file_release`` (v6.10) is missing.
 - whether the verifier allows ``bpf_d_path()`` on the hook (v6.1 refuses it
   on every ``path_*`` hook, v6.12 allows most). Each program can do both;
   a read-only global (``fw_dpath_hooks``) picks, and the verifier prunes
@@ -64,6 +66,8 @@ PROGRAMS: Final[dict[str, enums.Hook]] = {
     "fw_sched_fork": enums.Hook.FORK,
     "fw_sched_exit": enums.Hook.EXIT,
     "fw_inode_free": enums.Hook.INODE_FREE,
+    "fw_file_release": enums.Hook.FILE_RELEASE,
+    "fw_file_free": enums.Hook.FILE_RELEASE,
 }
 
 # Hooks whose program resolves a struct path and so may use bpf_d_path().
@@ -125,7 +129,7 @@ class Plan:
 # The fentry backend runs each LSM program as fexit on the kernel function
 # that calls the hook: security_<hook>() (security/security.c), except where
 # the function is named otherwise.
-_FEXIT_NAMES: Final = {"inode_free_security": "security_inode_free"}
+_FEXIT_NAMES: Final = {"inode_free_security": "security_inode_free", "file_free_security": "security_file_free"}
 # Programs the fentry backend does not load, and why.
 FENTRY_LEFT_OUT: Final = {
     "fw_inode_free": "keeps inode marks, which tracing programs cannot read or write (inode storage is LSM-only)",
@@ -257,6 +261,10 @@ def plan(
             if backend == "fentry" and name in FENTRY_LEFT_OUT:
                 present = False
             drafts.append(ProgramPlan(name, hook, section, present, ""))
+    # file_free_security stands in for file_release only where the kernel
+    # has no file_release (before v6.10): one of the two reports a release.
+    if any(p.name == "fw_file_release" and p.available for p in drafts):
+        drafts = [ProgramPlan(p.name, p.hook, p.section, False, "") if p.name == "fw_file_free" else p for p in drafts]
     candidates = [p for p in drafts if p.available and p.hook in DPATH_CANDIDATES]
     allowed = {} if walk_only else probe_dpath(path, candidates, host=host, cache_dir=cache_dir, backend=backend)
     programs = tuple(

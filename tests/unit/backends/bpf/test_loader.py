@@ -83,7 +83,8 @@ def test_the_cached_probe_decides_the_path_method_without_loading(every_hook: Fa
     cached_probe(tmp_path / "cache", host, answers)
     plan = loader.plan(_bpf.object_path(), host=host, cache_dir=tmp_path / "cache")
     by_name = {p.name: p for p in plan.programs}
-    assert all(p.available for p in plan.programs)
+    # Every hook is there; file_free_security stands in for file_release only where that is missing.
+    assert [p.name for p in plan.programs if not p.available] == ["fw_file_free"]
     assert by_name["fw_path_unlink"].path_method == "walk"
     candidates = [p for p in plan.programs if p.hook in loader.DPATH_CANDIDATES]
     assert candidates
@@ -104,15 +105,27 @@ def test_a_hook_the_kernel_lacks_is_left_out_and_named(monkeypatch: pytest.Monke
     tps = {s.partition("/")[2] for s in secs.values() if s.startswith("tp_btf")}
     use_btf(monkeypatch, kernel(lsm_hooks=lsm, security_funcs=set(), tracepoints=tps))
     plan = loader.plan(_bpf.object_path(), host=fixture_host(tmp_path), walk_only=True, cache_dir=None)
-    assert {p.name for p in plan.missing} == {"fw_file_truncate", "fw_inode_set_acl"}
+    assert {p.name for p in plan.missing} == {"fw_file_truncate", "fw_inode_set_acl", "fw_file_free"}
     assert "fw_file_truncate" not in {p.name for p in plan.loaded}
+
+
+def test_before_file_release_file_free_security_reports_a_release(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secs = sections()
+    lsm = {s.partition("/")[2] for s in secs.values() if s.startswith("lsm")} - {"file_release"}
+    tps = {s.partition("/")[2] for s in secs.values() if s.startswith("tp_btf")}
+    use_btf(monkeypatch, kernel(lsm_hooks=lsm, security_funcs=set(), tracepoints=tps))
+    plan = loader.plan(_bpf.object_path(), host=fixture_host(tmp_path), walk_only=True, cache_dir=None)
+    assert {p.name for p in plan.missing} == {"fw_file_release"}
+    assert loader.fexit_target("lsm/file_free_security") == "security_file_free"
 
 
 def test_fentry_attaches_to_the_security_functions_and_keeps_no_marks(every_hook: FakeBtf, tmp_path: Path) -> None:
     host = fixture_host(tmp_path)
     cached_probe(tmp_path / "cache", host, dict.fromkeys(loader.PROGRAMS, False), backend="fentry")
     plan = loader.plan(_bpf.object_path(), host=host, cache_dir=tmp_path / "cache", backend="fentry")
-    assert {p.name for p in plan.missing} == set(loader.FENTRY_LEFT_OUT)
+    assert {p.name for p in plan.missing} == {*loader.FENTRY_LEFT_OUT, "fw_file_free"}
     assert loader.fexit_target("lsm/path_unlink") == "security_path_unlink"
     assert loader.fexit_target("lsm/inode_free_security") == "security_inode_free"
     assert loader.fexit_target("tp_btf/sched_process_exec") is None

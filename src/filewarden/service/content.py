@@ -1,0 +1,206 @@
+"""Content changes, live: a writer's close (or a rename onto a monitored
+name) has the file hashed and compared with the baseline; a difference is
+one `content_changed` event, with the writer as `process` and the hashes
+before and after.
+
+Hashing runs on a thread of its own, fed by a bounded queue, never on the
+record loop or the pipeline. A full queue is counted and logged, and the
+file is kept for a retry once the queue has room: never dropped. A file
+larger than `max_file_size` waits until no smaller one does. Same content
+(a rewrite with what was there) gives no event, and is counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import queue
+import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from filewarden.integrity import entry as entries
+from filewarden.integrity import hashes
+from filewarden.integrity.store import Baseline, BaselineError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from filewarden.config import Config
+    from filewarden.host.packages import PackageDb
+    from filewarden.integrity.entry import Entry
+
+log = logging.getLogger(__name__)
+
+QUEUE_FILES: Final = 4096
+RETRY_MAX: Final = 100_000
+
+
+@dataclass(slots=True)
+class ContentStats:
+    hashed: int = 0  # closes and renames whose file was read
+    changed: int = 0  # content_changed events
+    same: int = 0  # read, and the content was what the baseline had
+    new: int = 0  # no baseline entry yet: stored, no event (its create was the event)
+    queue_full: int = 0  # kept for a retry because the queue was full
+    unreadable: int = 0
+
+
+class ContentWatch:
+    def __init__(
+        self,
+        config: Config,
+        emit: Callable[[list[dict[str, Any]]], None],
+        packages: PackageDb,
+        with_package: Callable[..., dict[str, Any]],
+    ) -> None:
+        self.config = config
+        self.emit = emit
+        self.packages = packages
+        self._with_package = with_package
+        self.stats = ContentStats()
+        self._jobs: queue.Queue[tuple[bytes, dict[str, Any]] | None] = queue.Queue(QUEUE_FILES)
+        self._retry: OrderedDict[bytes, dict[str, Any]] = OrderedDict()  # path -> the latest close's document
+        self._large: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="filewarden-content", daemon=True)
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, path: bytes, doc: dict[str, Any]) -> None:
+        """A close or rename to look at (the pipeline's thread: never waits)."""
+        self._idle.clear()
+        try:
+            self._jobs.put_nowait((path, doc))
+        except queue.Full:
+            with self._lock:
+                self.stats.queue_full += 1
+                if self.stats.queue_full == 1 or self.stats.queue_full % 1000 == 0:
+                    log.warning(
+                        "content: the hashing queue is full (%d files); %d kept for later, not dropped",
+                        QUEUE_FILES,
+                        self.stats.queue_full,
+                    )
+                if len(self._retry) < RETRY_MAX or path in self._retry:
+                    self._retry[path] = doc
+                    self._retry.move_to_end(path)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until every submitted file is looked at (tests, and the stop)."""
+        return self._idle.wait(timeout)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+    # -- the thread
+
+    def _run(self) -> None:
+        try:
+            baseline = Baseline.open(self.config.state_dir)
+        except BaselineError as exc:
+            log.error("content: %s; live content changes go unreported", exc)
+            self._idle.set()
+            return
+        with baseline:
+            while (job := self._take()) is not None:
+                path, doc = job
+                try:
+                    self._look(baseline, path, doc)
+                except BaselineError as exc:
+                    log.error("content: %s; the baseline is stale", exc)
+                except Exception:
+                    log.exception("content: %s", path.decode("utf-8", "backslashreplace"))
+
+    def _take(self) -> tuple[bytes, dict[str, Any]] | None:
+        """The next file: the queue first, then the retries, then large
+        files; None once stop() asked."""
+        try:
+            return self._jobs.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._retry:
+                return self._retry.popitem(last=False)
+            if self._large:
+                return self._large.popitem(last=False)
+            self._idle.set()
+        return self._jobs.get()
+
+    def _look(self, baseline: Baseline, path: bytes, doc: dict[str, Any]) -> None:  # noqa: PLR0911 - one per outcome
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return  # gone: its unlink or rename is the event
+        if not stat.S_ISREG(st.st_mode):
+            return
+        if st.st_size > self.config.max_file_size and path not in self._large and not doc.get("_large"):
+            with self._lock:
+                self._large[path] = {**doc, "_large": True}
+            return
+        doc.pop("_large", None)
+        try:
+            now = self._read(path)
+        except (OSError, hashes.UnstableError) as exc:
+            self.stats.unreadable += 1
+            log.debug("content: %s: %s", path.decode("utf-8", "backslashreplace"), exc)
+            return
+        if now is None:
+            return
+        self.stats.hashed += 1
+        before = baseline.get(path)
+        baseline.put_many([now])
+        if before is None or before.kind != "file" or not before.hashes:
+            self.stats.new += 1
+            return
+        common = [a for a in now.hashes or {} if a in before.hashes]
+        if common and all(before.hashes[a] == (now.hashes or {})[a] for a in common):
+            self.stats.same += 1
+            return
+        self.stats.changed += 1
+        self.emit([self._document(doc, before, now)])
+
+    def _read(self, path: bytes) -> Entry | None:
+        fd = hashes.open_regular(path)
+        try:
+            opened = os.fstat(fd)
+            found = entries.read(path, opened, fd)
+            if found is None or found.kind != "file":
+                return None
+            digest = hashes.hash_fd(fd, self.config.hashes)
+        finally:
+            os.close(fd)
+        return msgspec.structs.replace(
+            found, size=digest.size, mtime_ns=digest.mtime_ns, ctime_ns=digest.ctime_ns, hashes=digest.hashes
+        )
+
+    def _document(self, close: dict[str, Any], before: Entry, now: Entry) -> dict[str, Any]:
+        """The close's (or rename's) document, as content_changed: the same
+        process, container and file, the hashes and sizes before and after."""
+        doc = copy.copy(close)
+        event = dict(close.get("event", {}))
+        event["action"] = "content_changed"
+        event.pop("sequence", None)  # numbers count the kernel's records; this is the agent's
+        with contextlib.suppress(KeyError):
+            del event["exchange"]
+        doc["event"] = event
+        file = dict(close.get("file", {}))
+        file.pop("source_path", None)
+        file.pop("replaced", None)
+        file["hash"] = dict(now.hashes or {})
+        file["size"] = now.size
+        file["previous"] = {"hash": dict(before.hashes or {}), "size": before.size}
+        doc["file"] = file
+        from filewarden.integrity.compare import Change  # noqa: PLC0415
+
+        return self._with_package(doc, Change("content_changed", now.path, before, now), self.packages)
