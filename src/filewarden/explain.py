@@ -32,6 +32,7 @@ MarkLookup = Callable[[bytes], "tuple[int, int] | None"]
 # Hooks that report a change to an existing file or directory itself, by type.
 _ON_FILE: Final = (
     "file_open",  # open for writing
+    "file_release",  # a writer done with it: hashed, content_changed
     "path_truncate",
     "file_truncate",
     "path_unlink",
