@@ -45,6 +45,7 @@ DEFAULT_BUFFER_RECORDS: Final = 65536
 DEFAULT_STATE_DIR: Final = Path("/var/lib/filewarden")
 DEFAULT_SCAN_RATE_MIB_S: Final = 50.0
 DEFAULT_MAX_FILE_SIZE: Final = 100 * 1024 * 1024
+DEFAULT_REHASH_INTERVAL: Final = 60.0
 
 
 class ConfigError(UsageError):
@@ -67,6 +68,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     hashes: list[str] | UnsetType = UNSET
     scan_rate_mib_s: float | UnsetType = UNSET
     max_file_size: int | UnsetType = UNSET
+    rehash_interval: float | UnsetType = UNSET
     baseline: bool | UnsetType = UNSET
     report_initial_scan: bool | UnsetType = UNSET
     rebuild_baseline: bool | UnsetType = UNSET
@@ -109,6 +111,9 @@ class Config:
     # A file larger than this is hashed after a write only when no smaller
     # one waits (service/content.py).
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    # A file held open for writing is hashed this often (seconds) until it
+    # is closed; 0: only at its close.
+    rehash_interval: float = DEFAULT_REHASH_INTERVAL
     # Keep a baseline and report what changed while the agent was not running.
     baseline: bool = True
     # Report every file of the first scan (which builds the baseline) as created.
@@ -182,9 +187,9 @@ def _check_backend(name: str, where: str) -> Literal["auto", "lsm", "fentry", "f
     raise ConfigError(f"{where}: backend {name!r} is not one of auto, lsm, fentry, fanotify")
 
 
-def _check_rate(rate: float, where: str) -> float:
+def _check_rate(rate: float, where: str, key: str = "scan_rate_mib_s") -> float:
     if rate < 0:
-        raise ConfigError(f"{where}: scan_rate_mib_s {rate} must be 0 (no limit) or more")
+        raise ConfigError(f"{where}: {key} {rate} must be 0 (none) or more")
     return float(rate)
 
 
@@ -273,6 +278,11 @@ def load(
         max_file_size=_check_size(file.max_file_size, where)
         if file.max_file_size is not UNSET
         else DEFAULT_MAX_FILE_SIZE,
+        rehash_interval=(
+            _check_rate(file.rehash_interval, where, "rehash_interval")
+            if file.rehash_interval is not UNSET
+            else DEFAULT_REHASH_INTERVAL
+        ),
         baseline=_flag(baseline, file.baseline, default=True),
         report_initial_scan=_flag(report_initial_scan, file.report_initial_scan, default=False),
         rebuild_baseline=_flag(rebuild_baseline, file.rebuild_baseline, default=False),

@@ -118,3 +118,41 @@ def test_an_editors_rename_over_is_one_content_change_of_the_destination(
     assert change["file"]["hash"]["sha256"] == sha256(b"v2\n")
     assert change["file"]["previous"]["hash"]["sha256"] == sha256(b"v1\n")
     assert change["process"]["pid"] == pid
+
+
+def test_a_file_held_open_for_writing_is_hashed_every_rehash_interval(
+    start_agent: StartAgent, watched: Path, tmp_path: Path
+) -> None:
+    log = watched / "app.log"
+    log.write_bytes(b"start\n")
+    config = tmp_path / "fw.toml"
+    config.write_text("rehash_interval = 2\n")
+    out, state = tmp_path / "events.jsonl", tmp_path / "state"
+    agent = start_agent(
+        "--config", str(config), "--path", f"{watched}/**", "--state-dir", str(state), "--output", f"jsonl:{out}"
+    )
+    agent.wait_ready()
+    wait_start_scans(state, 1)
+    r, w = os.pipe()
+
+    def writer() -> None:  # writes, then holds the file open until told to close it
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+        os.write(fd, b"more\n")
+        os.read(r, 1)
+        os.close(fd)
+
+    import threading
+
+    pid: list[int] = []
+    child = threading.Thread(target=lambda: pid.append(in_child(writer)))
+    child.start()
+    (change,) = content_changes(out, 1)  # while the file is still open
+    os.write(w, b"x")
+    child.join()
+    code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    assert change["file"]["hash"]["sha256"] == sha256(b"start\nmore\n")
+    assert change["file"]["previous"]["hash"]["sha256"] == sha256(b"start\n")
+    assert change["process"]["pid"] == pid[0]
+    # Its close found the content already reported: still one event.
+    assert len([d for d in docs(out) if d["event"]["action"] == "content_changed"]) == 1

@@ -7,7 +7,9 @@ Hashing runs on a thread of its own, fed by a bounded queue, never on the
 record loop or the pipeline. A full queue is counted and logged, and the
 file is kept for a retry once the queue has room: never dropped. A file
 larger than `max_file_size` waits until no smaller one does. Same content
-(a rewrite with what was there) gives no event, and is counted.
+(a rewrite with what was there) gives no event, and is counted. A file
+held open for writing is hashed every `rehash_interval` seconds while it
+stays open (a log written for days still has its changes reported).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_FILES: Final = 4096
 RETRY_MAX: Final = 100_000
+TICK_S: Final = 1.0  # how often files held open are looked at
+OPEN_MAX: Final = 100_000  # files held open for writing, followed for rehash_interval
+OPEN_FORGET_S: Final = 86_400.0  # a close never seen (its record lost): stop following after a day
 
 
 @dataclass(slots=True)
@@ -68,6 +74,8 @@ class ContentWatch:
         self._jobs: queue.Queue[tuple[bytes, dict[str, Any]] | None] = queue.Queue(QUEUE_FILES)
         self._retry: OrderedDict[bytes, dict[str, Any]] = OrderedDict()  # path -> the latest close's document
         self._large: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        # path -> (the open's document, when it was opened or last hashed, when first opened)
+        self._open: dict[bytes, tuple[dict[str, Any], float, float]] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="filewarden-content", daemon=True)
         self._idle = threading.Event()
@@ -93,6 +101,35 @@ class ContentWatch:
                 if len(self._retry) < RETRY_MAX or path in self._retry:
                     self._retry[path] = doc
                     self._retry.move_to_end(path)
+
+    def opened(self, path: bytes, doc: dict[str, Any]) -> None:
+        """A file opened for writing (create, open_write, truncate): hashed
+        every rehash_interval until its close comes (the pipeline's thread)."""
+        with self._lock:
+            if path not in self._open and len(self._open) < OPEN_MAX:
+                now = time.monotonic()
+                self._open[path] = (doc, now, now)
+
+    def closed(self, path: bytes) -> None:
+        with self._lock:
+            self._open.pop(path, None)
+
+    def _due(self) -> list[tuple[bytes, dict[str, Any]]]:
+        """Files open for writing longer than rehash_interval since their
+        open or their last hash."""
+        interval = self.config.rehash_interval
+        if interval <= 0:
+            return []
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            for path, (doc, since, first) in list(self._open.items()):
+                if now - first > OPEN_FORGET_S:
+                    del self._open[path]
+                elif now - since >= interval:
+                    self._open[path] = (doc, now, first)
+                    due.append((path, doc))
+        return due
 
     def wait_idle(self, timeout: float) -> bool:
         """Until every submitted file is looked at (tests, and the stop)."""
@@ -135,7 +172,17 @@ class ContentWatch:
             if self._large:
                 return self._large.popitem(last=False)
             self._idle.set()
-        return self._jobs.get()
+        while True:
+            try:
+                return self._jobs.get(timeout=TICK_S)
+            except queue.Empty:
+                due = self._due()
+                if due:
+                    self._idle.clear()
+                    with self._lock:
+                        for path, doc in due:
+                            self._retry[path] = doc
+                    return self._take()
 
     def _look(self, baseline: Baseline, path: bytes, doc: dict[str, Any]) -> None:  # noqa: PLR0911 - one per outcome
         try:

@@ -62,6 +62,8 @@ STOP_HASHING_S: Final = 30.0  # how long a stop waits for files closed before it
 # Events after which the file's content is hashed and compared (content.py):
 # a writer's close, and a rename that may put other content under a name.
 _REHASH: Final = frozenset({"close_write", "rename"})
+# Events that leave a file open for writing: hashed every rehash_interval until it is closed.
+_OPENED: Final = frozenset({"create", "open_write", "truncate", "modify"})  # modify: fanotify's write
 GLOBS: Final = "globs"  # meta key: the globs the baseline was made for, one per line
 # Paths named by live events since the last checkpoint; past this many the
 # next checkpoint rescans everything instead (memory stays bounded).
@@ -117,8 +119,13 @@ class IntegrityMonitor:
             if path is not None:
                 raw = path.encode("utf-8", "surrogateescape")
                 paths.add(raw)
-                if doc["event"].get("action") in _REHASH:
+                action = doc["event"].get("action")
+                if action in _REHASH:
                     self.content.submit(raw, doc)
+                    if action == "close_write":
+                        self.content.closed(raw)
+                elif action in _OPENED:
+                    self.content.opened(raw, doc)
             source = file.get("source_path")
             if source is not None:
                 paths.add(source.encode("utf-8", "surrogateescape"))
