@@ -5,7 +5,8 @@
 
 On this host (BPF, no LSM): user-space throughput, bursts and footprint
 (benchmarks.userspace), the start-up snapshot (benchmarks.snapshot_scan) and
-the baseline against sha256sum (benchmarks.baseline).
+the baseline against sha256sum (benchmarks.baseline), and live content
+changes from close to event (benchmarks.content_latency).
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
 and of auditd, per-program cost, map memory (benchmarks.kernel_overhead).
 Each step writes its figures to lab-results/bench/; this merges them, with
@@ -71,6 +72,7 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
             7,
             ("--million", "1000000"),
         ),
+        Step("live content changes: close to content_changed", "host", "benchmarks.content_latency", 1),
     ]
     if guest:
         out += [
