@@ -53,6 +53,7 @@ LSM_WITHOUT_BPF = "lockdown,capability,landlock,yama,apparmor,tomoyo"
 BACKENDS = ("lsm", "fentry")
 # Tests of what only BPF LSM programs can do (inode storage): not run on fentry.
 NEEDS_LSM = "needs_lsm"
+HOST_SIDE = "host_side"
 # FILEWARDEN_LAB_RESULTS: another folder, so that two runs of one kernel can
 # go on side by side.
 RESULTS = Path(os.environ.get("FILEWARDEN_LAB_RESULTS") or REPO / "lab-results")
@@ -415,8 +416,11 @@ def boot_and_test(
     pytest_args = [*tests]
     if keyword:
         pytest_args += ["-k", keyword]
-    if backend == "fentry" and not exec_argv:
-        pytest_args += ["-m", f"not {NEEDS_LSM}"]
+    if not exec_argv:
+        # Tests with no kernel part (the baseline's commands and faults) run
+        # on the host only; the fentry runs also leave out the inode marks.
+        left_out = [HOST_SIDE, NEEDS_LSM] if backend == "fentry" else [HOST_SIDE]
+        pytest_args += ["-m", " and ".join(f"not {m}" for m in left_out)]
     guest = REPO / "tests" / "lab" / "guest.sh"
     mode = ["--exec"] if exec_argv else []
     command = " ".join(_quote(a) for a in ["sh", str(guest), str(out), *mode, *(exec_argv or pytest_args)])
@@ -471,13 +475,11 @@ def boot_and_test(
     result.release = release
     if deselected:
         result.deselected = deselected
-        result.deselected_why = (
-            f"-k {keyword!r}"
-            if keyword and backend == "lsm"
-            else f"marked {NEEDS_LSM} (inode marks need BPF LSM)"
-            if not keyword
-            else f"-k {keyword!r}, or marked {NEEDS_LSM} (inode marks need BPF LSM)"
-        )
+        reasons = [f"-k {keyword!r}"] if keyword else []
+        reasons.append(f"marked {HOST_SIDE} (no kernel part: they run on the host)")
+        if backend == "fentry":
+            reasons.append(f"marked {NEEDS_LSM} (inode marks need BPF LSM)")
+        result.deselected_why = ", or ".join(reasons)
     exit_file = out / "exit-code"
     guest_rc = exit_file.read_text().strip() if exit_file.exists() else "missing"
     if not result.ran:

@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.conftest import filewarden
 from tests.support import mounts
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts an overlay: root")
+pytestmark = [pytest.mark.host_side, pytest.mark.skipif(os.geteuid() != 0, reason="mounts an overlay: root")]
 
 
 def test_drift_of_one_overlay_mount_by_its_directory() -> None:

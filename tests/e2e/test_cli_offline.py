@@ -15,6 +15,9 @@ from tests.e2e.conftest import Agent, wait_start_scans
 from tests.support import mounts
 
 StartAgent = Callable[..., Agent]
+# What the baseline does the same whatever the backend: on the host only
+# (the guests run test_each_kind_of_change_while_stopped_is_reported_once).
+HOST_SIDE = pytest.mark.host_side
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs, chowns and sets trusted.* xattrs: root")
 
@@ -84,6 +87,7 @@ def test_each_kind_of_change_while_stopped_is_reported_once(
     assert offline_run(start_agent, args, state, 3, out) == []  # reported once
 
 
+@HOST_SIDE
 def test_changes_seen_live_are_not_reported_again_at_the_next_start(
     start_agent: StartAgent, watched: Path, tmp_path: Path
 ) -> None:
@@ -103,6 +107,7 @@ def test_changes_seen_live_are_not_reported_again_at_the_next_start(
     assert offline_run(start_agent, args, state, 2, out) == []
 
 
+@HOST_SIDE
 def test_the_first_scan_reports_files_only_when_asked(start_agent: StartAgent, watched: Path, tmp_path: Path) -> None:
     state, out = tmp_path / "state", tmp_path / "events.jsonl"
     (watched / "sub").mkdir()
@@ -116,6 +121,7 @@ def test_the_first_scan_reports_files_only_when_asked(start_agent: StartAgent, w
     assert all("start" not in d["event"]["window"] for d in docs)  # no checkpoint before the first
 
 
+@HOST_SIDE
 def test_files_a_new_glob_brings_in_are_baselined_not_reported(
     start_agent: StartAgent, watched: Path, tmp_path: Path
 ) -> None:
@@ -131,6 +137,7 @@ def test_files_a_new_glob_brings_in_are_baselined_not_reported(
     assert [(d["event"]["action"], d["file"]["path"]) for d in docs] == [("create", f"{watched}/a/new")]
 
 
+@HOST_SIDE
 def test_a_damaged_baseline_stops_the_agent_with_one_line(start_agent: StartAgent, tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -160,6 +167,7 @@ def _entries(state: Path) -> int:
         return 0
 
 
+@HOST_SIDE
 def test_a_first_scan_killed_midway_is_resumed_not_restarted(
     start_agent: StartAgent, watched: Path, tmp_path: Path
 ) -> None:
@@ -197,6 +205,7 @@ def test_a_first_scan_killed_midway_is_resumed_not_restarted(
     assert _entries(state) == 40
 
 
+@HOST_SIDE
 def test_a_full_state_disk_leaves_events_flowing_and_says_the_baseline_is_stale(
     start_agent: StartAgent, watched: Path, tmp_path: Path
 ) -> None:

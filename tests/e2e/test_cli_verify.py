@@ -12,6 +12,8 @@ import pytest
 
 from tests.e2e.conftest import filewarden
 
+pytestmark = pytest.mark.host_side  # no kernel part: verify and accept read files
+
 
 @pytest.fixture
 def watched(tmp_path: Path) -> tuple[Path, list[str]]:

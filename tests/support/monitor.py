@@ -143,13 +143,19 @@ class Monitor:
     agent: BpfBackend
     shared: bool
     events: list[FileEvent] = field(default_factory=list)
+    closes: list[FileEvent] = field(default_factory=list)  # writers' closes (FileEvent.internal)
     stopped: bool = False
     _tables0: Tables = field(default_factory=dict)
 
     def poll(self) -> list[FileEvent]:
-        """Takes what is queued now (the agent stays attached)."""
+        """Takes what is queued now (the agent stays attached). A writer's
+        close (internal: the baseline's, not an event) goes to `closes`."""
+        return [e for e in self._read() if not e.internal]
+
+    def _read(self) -> list[FileEvent]:
         new = self.agent.read()
-        self.events.extend(new)
+        for e in new:
+            (self.closes if e.internal else self.events).append(e)
         return new
 
     def stop(self) -> list[FileEvent]:
@@ -158,11 +164,12 @@ class Monitor:
         its process has exited)."""
         if not self.stopped:
             if self.shared:
-                while self.poll():
+                while self._read():
                     pass
             else:
-                self.poll()
-                self.events.extend(self.agent.stop())
+                self._read()
+                for e in self.agent.stop():
+                    (self.closes if e.internal else self.events).append(e)
             self.stopped = True
         return self.events
 
