@@ -424,9 +424,16 @@ def boot_and_test(
     guest = REPO / "tests" / "lab" / "guest.sh"
     mode = ["--exec"] if exec_argv else []
     command = " ".join(_quote(a) for a in ["sh", str(guest), str(out), *mode, *(exec_argv or pytest_args)])
+    # Single-threaded TCG: the guest kernel patches its own code (static
+    # keys at boot, a BPF trampoline's attach) with int3 and cross-CPU
+    # syncs (arch/x86/kernel/alternative.c: text_poke_bp()); with one host
+    # thread per vCPU, a vCPU may still run the int3 after the patch is done
+    # and the guest dies ("Oops: int3", seen at boot and in
+    # bpf_lsm_file_release). One thread runs the vCPUs in turn.
     cmd = [
         vng_binary(), "--run", str(kdir / "boot" / f"vmlinuz-{release}"),
-        "--verbose", "--disable-kvm", "--force-9p", "--memory", memory, "--cpus", str(cpus),
+        "--verbose", "--disable-kvm", "--qemu-opts=-accel tcg,thread=single",
+        "--force-9p", "--memory", memory, "--cpus", str(cpus),
         f"--rwdir={out}", "--exec", command,
     ]  # fmt: skip
     if append:

@@ -312,7 +312,6 @@ def verify(  # noqa: PLR0917 - one parameter per click option
 
 
 def _print_changes(report: object, baseline: object) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from filewarden.host.packages import PackageDb
@@ -323,7 +322,7 @@ def _print_changes(report: object, baseline: object) -> None:
 
     assert isinstance(report, ScanReport)
     assert isinstance(baseline, Baseline)
-    console = Console(highlight=False, soft_wrap=True)
+    console = _table_console()
     if report.changes:
         packages = PackageDb()
         table = Table("action", "path", "what changed", box=None, pad_edge=False)
@@ -374,10 +373,9 @@ def drift(which: str | None, as_json: bool, config_file: Path | None) -> None:
     if as_json:
         click.echo(dumps({"overlays": [document(t, changes) for t, changes in found]}))
         sys.exit(EXIT_FAILURE if drifted else EXIT_OK)
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = _table_console()
     for target, changes in found:
         title = text(target.merged) + (f" (container {target.container})" if target.container else "")
         console.print(f"{title}: upper {text(target.overlay.upperdir or b'')}")
@@ -415,6 +413,14 @@ def accept(paths: tuple[Path, ...], config_file: Path | None, globs: tuple[str, 
         f"accepted by {user}: {len(report.changes)} differences taken in, {p.scanned} objects in "
         f"{config.state_dir}/baseline.db ({p.hashed} hashed, {p.seconds:.1f} s)"
     )
+
+
+def _table_console() -> Any:
+    """rich's console for the tables: the terminal's width on a TTY; piped
+    (a script, grep), rows are not wrapped, one line each."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
 
 
 def _fail(message: str, code: int) -> int:
