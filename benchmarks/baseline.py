@@ -42,7 +42,7 @@ from pathlib import Path
 from filewarden.globs import PathMatcher
 from filewarden.integrity.scan import ScanOptions, Scanner
 from filewarden.integrity.store import Baseline
-from filewarden.service.baseline import TrustRule, checkpoint, devices_of
+from filewarden.service.baseline import TrustRule, checkpoint
 root, state, full = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "full"
 baseline = Baseline.open(state)
 scanner = Scanner(baseline, PathMatcher([root + "/**"]), ScanOptions(scan_rate_mib_s=0, workers=2, full=full),
@@ -50,7 +50,7 @@ scanner = Scanner(baseline, PathMatcher([root + "/**"]), ScanOptions(scan_rate_m
 t = time.perf_counter()
 report = scanner.scan(update=True, collect=False)  # as the agent's first start and restarts do
 seconds = time.perf_counter() - t
-checkpoint(baseline, "bench", devices_of(baseline))
+checkpoint(baseline, "bench", baseline.devices())
 sample = next((e.hashes for e in baseline.entries() if e.hashes), None)
 # VmHWM, not ru_maxrss: the latter keeps the high-water mark of the parent
 # this process was forked from (fs/exec.c: setmax_mm_hiwater_rss()).

@@ -23,6 +23,8 @@ from typing import Final
 
 import msgspec
 
+from filewarden.integrity.hashes import open_regular
+
 # include/uapi/linux/fs.h: FS_IOC_GETVERSION = _IOR('v', 1, long)
 FS_IOC_GETVERSION: Final = 0x80087601
 
@@ -83,14 +85,8 @@ def generation_of(path: bytes, kind: str, fd: int | None = None) -> int | None:
         return _generation_fd(fd)
     if kind == "symlink":
         return None  # an O_PATH descriptor takes no ioctl, and opening follows the link
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
     try:
-        fd = os.open(path, flags)
-    except PermissionError:
-        try:
-            fd = os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
-        except OSError:
-            return None
+        fd = open_regular(path)  # the hashing open: no symlink followed, no FIFO waited on, atime left alone
     except OSError:
         return None
     try:

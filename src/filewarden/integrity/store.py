@@ -362,6 +362,11 @@ class Baseline:
         with _translated(self.path):
             self._db.execute("DROP TABLE IF EXISTS temp.staged")
 
+    def devices(self) -> set[int]:
+        """The device numbers of every filesystem holding an entry."""
+        with _translated(self.path):
+            return {int(r[0]) for r in self._db.execute("SELECT DISTINCT dev FROM files")}
+
     def count(self) -> int:
         with _translated(self.path):
             return int(self._db.execute("SELECT count(*) FROM files").fetchone()[0])

@@ -103,11 +103,6 @@ def checkpoint(baseline: Baseline, reason: str, devices: Iterable[int], errors: 
     return baseline.checkpoint(trust.boot_id(), reason, rows)
 
 
-def devices_of(baseline: Baseline) -> set[int]:
-    db = baseline._db
-    return {int(r[0]) for r in db.execute("SELECT DISTINCT dev FROM files")}
-
-
 def progress_logger(what: str) -> Callable[[Progress], None]:
     """A log line every few seconds (not on a TTY: there the bar shows it)."""
     last = [0.0]
@@ -268,7 +263,7 @@ def accept(config: Config, state_dir: Path, paths: Iterable[str]) -> tuple[ScanR
             baseline.prune(config.matcher.matches)
             baseline.set_meta(SCAN_STATE, "complete")
             baseline.set_meta(ALGORITHMS, ",".join(config.hashes))
-        checkpoint(baseline, "accept", devices_of(baseline))
+        checkpoint(baseline, "accept", baseline.devices())
         user, uid = whoami()
         baseline.record_acceptance(user, uid, under, len(report.changes))
         baseline.set_meta("stale", "")

@@ -200,7 +200,9 @@ class ContentWatch:
             now = self._read(path)
         except (OSError, hashes.UnstableError) as exc:
             self.stats.unreadable += 1
-            log.debug("content: %s: %s", path.decode("utf-8", "backslashreplace"), exc)
+            log.warning(
+                "content: %s could not be hashed after a write: %s", path.decode("utf-8", "backslashreplace"), exc
+            )
             return
         if now is None:
             return

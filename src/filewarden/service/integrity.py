@@ -44,7 +44,6 @@ from filewarden.service.baseline import (
     SCAN_STATE,
     TrustRule,
     checkpoint,
-    devices_of,
     options_of,
     progress_logger,
     with_package,
@@ -148,14 +147,17 @@ class IntegrityMonitor:
             log.warning("content: files closed before the stop were not all hashed in %.0f s", STOP_HASHING_S)
         self.content.stop()
         s = self.content.stats
-        if s.hashed or s.queue_full:
-            log.info(
-                "content: %d files hashed after a write: %d changed, %d the same, %d new; %d waited for room",
+        if s.hashed or s.queue_full or s.unreadable:
+            log.log(
+                logging.WARNING if s.unreadable else logging.INFO,
+                "content: %d files hashed after a write: %d changed, %d the same, %d new; %d waited for room; "
+                "%d could not be read (their changes are taken in at the next checkpoint, unreported)",
                 s.hashed,
                 s.changed,
                 s.same,
                 s.new,
                 s.queue_full,
+                s.unreadable,
             )
         try:
             if self.started.is_set() and self._baseline.get_meta(SCAN_STATE) == "complete":
@@ -246,7 +248,7 @@ class IntegrityMonitor:
         baseline.set_meta(ALGORITHMS, ",".join(config.hashes))
         baseline.set_meta(GLOBS, "\n".join(config.paths))
         baseline.set_meta("stale", "")
-        devices = devices_of(baseline)
+        devices = baseline.devices()
         self._watch.watch(trust.current(devices).values())
         checkpoint(baseline, "start", devices)
         p = report.progress
@@ -281,7 +283,7 @@ class IntegrityMonitor:
         errors = self._watch.errors()
         for dev, why in errors.items():
             log.warning("baseline: writeback error on device %d:%d: %s", dev >> 8, dev & 0xFF, why)
-        checkpoint(baseline, reason, devices_of(baseline), errors)
+        checkpoint(baseline, reason, baseline.devices(), errors)
 
 
 def _only_newly_monitored(change: Change, added: PathMatcher, before: PathMatcher | None) -> bool:
