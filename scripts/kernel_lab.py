@@ -54,6 +54,8 @@ BACKENDS = ("lsm", "fentry")
 # Tests of what only BPF LSM programs can do (inode storage): not run on fentry.
 NEEDS_LSM = "needs_lsm"
 HOST_SIDE = "host_side"
+SECOND_BOOT = "second_boot"
+TWO_BOOTS_TEST = "tests/kernel/test_two_boots.py"
 # FILEWARDEN_LAB_RESULTS: another folder, so that two runs of one kernel can
 # go on side by side.
 RESULTS = Path(os.environ.get("FILEWARDEN_LAB_RESULTS") or REPO / "lab-results")
@@ -390,10 +392,18 @@ def boot_and_test(
     append: str | None = None,
     exec_argv: list[str] | None = None,
     backend: str = "lsm",
+    second_boot: bool = False,
 ) -> SuiteResult:
     """Boots the `series` kernel once and runs `tests` (or `exec_argv`) inside it.
-    backend "fentry" boots it with BPF LSM off (lsm= without bpf)."""
+    backend "fentry" boots it with BPF LSM off (lsm= without bpf).
+
+    A suite's boot runs the first part of the two-boot test; `second_boot`
+    boots the kernel again for its second part (tests marked second_boot),
+    with the directory the first part kept (`<label>-keep`, shared rw)."""
     label = series if backend == "lsm" else f"{series}-{backend}"
+    keep = RESULTS / f"{label}-keep"
+    if second_boot:
+        label += "-reboot"
     # vng boots quiet (loglevel=1): errors, oopses and the OOM killer would not
     # reach the console, and a guest that dies would leave no word of why.
     append = " ".join(a for a in ("loglevel=4", append) if a)
@@ -413,6 +423,9 @@ def boot_and_test(
     out = RESULTS / (f"{label}-exec" if exec_argv else label)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    if not exec_argv and not second_boot:
+        shutil.rmtree(keep, ignore_errors=True)  # each suite's first part starts afresh
+    keep.mkdir(parents=True, exist_ok=True)
     pytest_args = [*tests]
     if keyword:
         pytest_args += ["-k", keyword]
@@ -420,10 +433,15 @@ def boot_and_test(
         # Tests with no kernel part (the baseline's commands and faults) run
         # on the host only; the fentry runs also leave out the inode marks.
         left_out = [HOST_SIDE, NEEDS_LSM] if backend == "fentry" else [HOST_SIDE]
-        pytest_args += ["-m", " and ".join(f"not {m}" for m in left_out)]
+        if second_boot:
+            pytest_args += ["-m", SECOND_BOOT]
+        else:
+            pytest_args += ["-m", " and ".join(f"not {m}" for m in [*left_out, SECOND_BOOT])]
     guest = REPO / "tests" / "lab" / "guest.sh"
     mode = ["--exec"] if exec_argv else []
-    command = " ".join(_quote(a) for a in ["sh", str(guest), str(out), *mode, *(exec_argv or pytest_args)])
+    command = " ".join(
+        _quote(a) for a in ["sh", str(guest), str(out), "--keep", str(keep), *mode, *(exec_argv or pytest_args)]
+    )
     # Single-threaded TCG: the guest kernel patches its own code (static
     # keys at boot, a BPF trampoline's attach) with int3 and cross-CPU
     # syncs (arch/x86/kernel/alternative.c: text_poke_bp()); with one host
@@ -434,7 +452,7 @@ def boot_and_test(
         vng_binary(), "--run", str(kdir / "boot" / f"vmlinuz-{release}"),
         "--verbose", "--disable-kvm", "--qemu-opts=-accel tcg,thread=single",
         "--force-9p", "--memory", memory, "--cpus", str(cpus),
-        f"--rwdir={out}", "--exec", command,
+        f"--rwdir={out}", f"--rwdir={keep}", "--exec", command,
     ]  # fmt: skip
     if append:
         cmd[1:1] = ["--append", append]
@@ -483,8 +501,12 @@ def boot_and_test(
     if deselected:
         result.deselected = deselected
         reasons = [f"-k {keyword!r}"] if keyword else []
-        reasons.append(f"marked {HOST_SIDE} (no kernel part: they run on the host)")
-        if backend == "fentry":
+        if second_boot:
+            reasons.append(f"not marked {SECOND_BOOT} (they ran in the first boot)")
+        else:
+            reasons.append(f"marked {HOST_SIDE} (no kernel part: they run on the host)")
+            reasons.append(f"marked {SECOND_BOOT} (run in a second boot of this kernel)")
+        if backend == "fentry" and not second_boot:
             reasons.append(f"marked {NEEDS_LSM} (inode marks need BPF LSM)")
         result.deselected_why = ", or ".join(reasons)
     exit_file = out / "exit-code"
@@ -496,6 +518,20 @@ def boot_and_test(
         result.ran = False
         result.note = f"pytest in the guest exited {guest_rc} (vng {rc}); see {console}"
     return result
+
+
+def follow_up_boot(
+    first: SuiteResult, series: str, *, keyword: str | None, timeout: float, backend: str
+) -> SuiteResult | None:
+    """The second boot of the two-boot test, after a suite's boot: always
+    after a whole suite (a first part that failed makes the second fail,
+    saying so); after a `-k` run only when its first part ran."""
+    label = series if backend == "lsm" else f"{series}-{backend}"
+    if not first.ran or (keyword and not (RESULTS / f"{label}-keep" / "first-boot-done").exists()):
+        return None
+    return boot_and_test(
+        series, [TWO_BOOTS_TEST], keyword=None, cpus=2, memory="2G", timeout=timeout, backend=backend, second_boot=True
+    )
 
 
 def say_kernel_tail(path: Path, label: str, lines: int = 40) -> None:
@@ -575,8 +611,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs:
             say(f"{r.name}: {r.note}")
         return 0 if all(r.ran for r in runs) else 1
-    results = [
-        boot_and_test(
+    results = []
+    for s in kernels:
+        first = boot_and_test(
             s,
             args.tests or list(DEFAULT_TESTS),
             keyword=args.keyword,
@@ -585,8 +622,10 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             backend=args.backend,
         )
-        for s in kernels
-    ]
+        results.append(first)
+        second = follow_up_boot(first, s, keyword=args.keyword, timeout=args.timeout, backend=args.backend)
+        if second is not None:
+            results.append(second)
     report(results)
     return 0 if all(r.ok for r in results) else 1
 

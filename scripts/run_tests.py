@@ -113,17 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         for backend, series in suites:
             what = "kernel and end-to-end tests" + ("" if backend == "lsm" else ", BPF LSM off: fentry backend")
             step(f"guest {series}: {what}")
-            results.append(
-                kernel_lab.boot_and_test(
-                    series,
-                    list(kernel_lab.DEFAULT_TESTS),
-                    keyword=args.keyword,
-                    cpus=2,
-                    memory="2G",
-                    timeout=1500.0,
-                    backend=backend,
-                )
+            first = kernel_lab.boot_and_test(
+                series,
+                list(kernel_lab.DEFAULT_TESTS),
+                keyword=args.keyword,
+                cpus=2,
+                memory="2G",
+                timeout=1500.0,
+                backend=backend,
             )
+            results.append(first)
+            second = kernel_lab.follow_up_boot(first, series, keyword=args.keyword, timeout=600.0, backend=backend)
+            if second is not None:
+                results.append(second)
 
     step("summary")
     kernel_lab.report(results)

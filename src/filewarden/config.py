@@ -72,6 +72,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     baseline: bool | UnsetType = UNSET
     report_initial_scan: bool | UnsetType = UNSET
     rebuild_baseline: bool | UnsetType = UNSET
+    package_changes: Literal["report", "accept"] | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,10 @@ class Config:
     report_initial_scan: bool = False
     # Start a new baseline, discarding the one in state_dir (a damaged one).
     rebuild_baseline: bool = False
+    # A package manager's change whose new content matches the package's
+    # checksum: "report" it as content_changed, or "accept" it into the
+    # baseline without an event (service/content.py).
+    package_changes: Literal["report", "accept"] = "report"
 
     @property
     def matcher(self) -> globs.PathMatcher:
@@ -286,6 +291,7 @@ def load(
         baseline=_flag(baseline, file.baseline, default=True),
         report_initial_scan=_flag(report_initial_scan, file.report_initial_scan, default=False),
         rebuild_baseline=_flag(rebuild_baseline, file.rebuild_baseline, default=False),
+        package_changes=file.package_changes if file.package_changes is not UNSET else "report",
     )
 
 

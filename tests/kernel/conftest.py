@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import start_agent  # noqa: F401 - the agent as a user runs it, for the tests here too
 from tests.support import mounts
 
 

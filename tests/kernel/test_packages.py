@@ -4,12 +4,19 @@ says the content no longer matches dpkg's checksum. In the guest only: its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import Agent, wait_start_scans
+
+StartAgent = Callable[..., Agent]
 
 FILEWARDEN = str(Path(sys.executable).parent / "filewarden")
 SHIPPED = Path("/usr/share/doc/busybox-static/copyright")  # busybox-static: installed for the container tests
@@ -41,3 +48,102 @@ def test_verify_names_the_package_and_its_checksum(shipped: Path, tmp_path: Path
     table = filewarden("verify", *args)
     assert "package busybox-static" in table.stdout
     assert "checksum differs" in table.stdout
+
+
+# -- a package manager's changes, live: dpkg installing a package built here
+
+# Under /usr: a writable overlay in the guest (virtme-ng's), shared by many
+# packages, so that dpkg leaves the directory above the probe's in place.
+PROBE = Path("/usr/share/filewarden-probe/probe.conf")
+
+
+def build_deb(where: Path, version: str, content: bytes) -> Path:
+    """A package shipping PROBE (with the md5sums a Debian build adds)."""
+    root = where / f"probe-{version}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: filewarden-probe\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: filewarden tests <tests@localhost>\nDescription: a file for filewarden's tests\n"
+    )
+    target = root / PROBE.relative_to("/")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(content)
+    md5 = hashlib.md5(content).hexdigest()  # noqa: S324 - dpkg's own checksum
+    (root / "DEBIAN" / "md5sums").write_text(f"{md5}  {PROBE.relative_to('/')}\n")
+    deb = where / f"filewarden-probe_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)], check=True,
+                   capture_output=True)  # fmt: skip
+    return deb
+
+
+def dpkg(*args: str) -> None:
+    done = subprocess.run(["dpkg", *args], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def probe_package(tmp_path: Path) -> Iterator[Callable[[str, bytes], None]]:
+    def install(version: str, content: bytes) -> None:
+        dpkg("-i", str(build_deb(tmp_path, version, content)))
+
+    yield install
+    dpkg("--purge", "filewarden-probe")
+
+
+def changes(out: Path, want: int, timeout: float = 60) -> list[dict]:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+        found = [d for d in docs if d["event"]["action"] == "content_changed"]
+        if len(found) >= want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def agent_on_probe(start_agent: StartAgent, tmp_path: Path, *extra: str) -> tuple[Agent, Path]:
+    out = tmp_path / f"events-{len(extra)}.jsonl"
+    state = tmp_path / "state"
+    agent = start_agent("--path", f"{PROBE.parent}/**", "--state-dir", str(state), "--output", f"jsonl:{out}", *extra)
+    agent.wait_ready()
+    wait_start_scans(state, 1)
+    return agent, out
+
+
+def test_an_upgrade_is_reported_with_its_package_manager(
+    probe_package: Callable[[str, bytes], None], start_agent: StartAgent, tmp_path: Path
+) -> None:
+    probe_package("1.0", b"version 1\n")
+    agent, out = agent_on_probe(start_agent, tmp_path)
+    probe_package("1.1", b"version 1.1\n")
+    (change,) = changes(out, 1)
+    code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    assert change["file"]["path"] == str(PROBE)
+    assert change["event"]["package_manager"] == "dpkg"
+    assert change["file"]["package"] == {"name": "filewarden-probe", "version": "1.1", "checksum_matches": True}
+    assert change["file"]["hash"]["sha256"] == hashlib.sha256(b"version 1.1\n").hexdigest()
+    assert change["file"]["previous"]["hash"]["sha256"] == hashlib.sha256(b"version 1\n").hexdigest()
+
+
+def test_accepted_upgrades_update_the_baseline_and_other_writes_are_reported(
+    probe_package: Callable[[str, bytes], None], start_agent: StartAgent, tmp_path: Path
+) -> None:
+    probe_package("1.0", b"version 1\n")
+    config = tmp_path / "filewarden.toml"
+    config.write_text('package_changes = "accept"\n')
+    agent, out = agent_on_probe(start_agent, tmp_path, "--config", str(config))
+    probe_package("2.0", b"version 2 with more\n")
+    state = ["--path", f"{PROBE.parent}/**", "--state-dir", str(tmp_path / "state")]
+    deadline = time.monotonic() + 60
+    while (done := filewarden("verify", *state)).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)  # the upgrade is taken into the baseline
+    assert done.returncode == 0, done.stdout + done.stderr
+    with PROBE.open("ab") as f:
+        f.write(b"and a line no package wrote\n")
+    (change,) = changes(out, 1)
+    code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    assert "package_manager" not in change["event"]
+    assert change["file"]["package"]["checksum_matches"] is False
+    assert change["file"]["previous"]["hash"]["sha256"] == hashlib.sha256(b"version 2 with more\n").hexdigest()
+    assert "accepted into the baseline: written by dpkg, the content of filewarden-probe 2.0" in stderr

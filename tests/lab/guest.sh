@@ -5,6 +5,11 @@
 set -u
 out=$1
 shift
+# --keep DIR: a host directory shared by two boots (the two-boot test).
+if [ "${1:-}" = "--keep" ]; then
+    export FILEWARDEN_LAB_KEEP=$2
+    shift 2
+fi
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

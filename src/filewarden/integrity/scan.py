@@ -22,7 +22,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -88,12 +88,14 @@ class ScanOptions:
     full: bool = False
 
 
-def _reusable(row: tuple[Any, ...] | None, st: os.stat_result, algorithms: Iterable[str]) -> bool:
-    """Is the baseline's row (Baseline.stat_of) this very object, unchanged?"""
+def _reusable(
+    row: tuple[Any, ...] | None, st: os.stat_result, algorithms: Iterable[str], moved: Mapping[int, int]
+) -> bool:
+    """Is the baseline's row (Baseline.stat_of) this very object, unchanged?
+    (`moved`: device numbers of the baseline's rows -> their number now.)"""
     if row is None:
         return False
-    if row[:8] != (
-        st.st_dev,
+    if row[1:8] != (
         st.st_ino,
         st.st_size,
         st.st_mtime_ns,
@@ -101,7 +103,7 @@ def _reusable(row: tuple[Any, ...] | None, st: os.stat_result, algorithms: Itera
         st.st_mode,
         st.st_uid,
         st.st_gid,
-    ):
+    ) or (row[0] != st.st_dev and moved.get(row[0]) != st.st_dev):
         return False
     # ctime moves with every chmod, chown, xattr change, link and rename
     # (fs/attr.c, fs/xattr.c, fs/namei.c): unchanged, the rest is too.
@@ -121,8 +123,10 @@ class Scanner:
         on_progress: Callable[[Progress], None] | None = None,
         skip_mounts: Iterable[bytes] | None = None,
         cancel: threading.Event | None = None,
+        moved: Mapping[int, int] | None = None,
     ) -> None:
         self.baseline = baseline
+        self.moved = moved or {}
         self.matcher = matcher
         self.options = options
         self.trusted = trusted
@@ -201,7 +205,7 @@ class Scanner:
 
             def examine(path: bytes, st: os.stat_result, row: tuple[Any, ...] | None) -> None:
                 report.progress.scanned += 1
-                if not full and _reusable(row, st, algorithms) and trusted(st.st_dev):
+                if not full and _reusable(row, st, algorithms, self.moved) and trusted(st.st_dev):
                     report.progress.reused += 1
                     return
                 old = self.baseline.get(path) if row is not None else None

@@ -367,6 +367,20 @@ class Baseline:
         with _translated(self.path):
             return {int(r[0]) for r in self._db.execute("SELECT DISTINCT dev FROM files")}
 
+    def renumber(self, moved: dict[int, int]) -> int:
+        """Entries of filesystems now mounted under another device number
+        (trust.renumbered): old -> new, in one transaction (two numbers may
+        have been swapped, so each goes through a number no device has)."""
+        if not moved:
+            return 0
+        changed = 0
+        with _transaction(self._db, self.path):
+            for i, old in enumerate(moved):
+                changed += self._db.execute("UPDATE files SET dev = ? WHERE dev = ?", (-1 - i, old)).rowcount
+            for i, new in enumerate(moved.values()):
+                self._db.execute("UPDATE files SET dev = ? WHERE dev = ?", (new, -1 - i))
+        return changed
+
     def count(self) -> int:
         with _translated(self.path):
             return int(self._db.execute("SELECT count(*) FROM files").fetchone()[0])

@@ -15,7 +15,9 @@ stored hash only when its filesystem
     on a descriptor the agent held open while it ran) nor now.
 
 Everything else is read and hashed again. Each filesystem's verdict comes
-with the reason, for the log.
+with the reason, for the log. A filesystem is known by its identity, not
+by its device number, which may differ after a reboot or a remount
+(renumbered()): the baseline's entries follow it to its new number.
 """
 
 from __future__ import annotations
@@ -116,6 +118,25 @@ def current(devices: Iterable[int], proc: Path = Path("/proc")) -> dict[int, Fil
         if m.dev in wanted and m.dev not in found:
             found[m.dev] = identify(m)
     return found
+
+
+def renumbered(then: dict[int, dict[str, Any]], proc: Path = Path("/proc")) -> dict[int, int]:
+    """Filesystems mounted now under another device number than at the
+    checkpoint (device numbers are handed out at mount and probe: a loop or
+    an NVMe disk, an overlay, may come back under another): old -> new, by
+    identity. Identities that are not unique now are left alone."""
+    now: dict[str, list[int]] = {}
+    seen: set[int] = set()
+    for m in read_mountinfo(proc):
+        if m.dev not in seen:
+            seen.add(m.dev)
+            now.setdefault(identify(m).identity, []).append(m.dev)
+    moved = {}
+    for dev, row in then.items():
+        devs = now.get(row["identity"], [])
+        if len(devs) == 1 and devs[0] != dev:
+            moved[dev] = devs[0]
+    return moved
 
 
 class WritebackWatch:

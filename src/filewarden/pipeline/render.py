@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import msgspec
 
 from filewarden.host.clock import WallClock, format_timestamp
+from filewarden.host.packages import manager_of
 from filewarden.model.enums import ACTION_NAMES, HOOK_NAMES, UNSET_ID, Action, EventFlag, ProcessFlag
 from filewarden.model.events import (
     AclEntry,
@@ -222,14 +223,15 @@ def _process_own(proc: Process, clock: WallClock) -> dict[str, Any]:
 # Its JSON is kept too (_encoded, by the document's id), for to_json_line
 # to reuse, and so are the fields it could not fill.
 _OWN_MAX: Final = 1024
-_Cached = tuple[Process, "ProcessInfo | None", "ProcessInfo | None", dict[str, Any], tuple[str, ...]]
+_Cached = tuple[Process, "ProcessInfo | None", "ProcessInfo | None", dict[str, Any], tuple[str, ...], str | None]
 _docs: dict[int, _Cached] = {}
 _encoded: dict[int, tuple[dict[str, Any], msgspec.Raw]] = {}
 
 
 def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> _Cached:
     """The process's cache entry: [3] its document, [4] the fields of it its
-    backend could not know. (The entry itself: no tuple made per event.)"""
+    backend could not know, [5] the package manager it or an ancestor is.
+    (The entry itself: no tuple made per event.)"""
     # The parent is the one the kernel named at the hook; the tree knows
     # its program even if it has exited since.
     ppid = proc.ppid
@@ -251,7 +253,13 @@ def _process(proc: Process, clock: WallClock, tree: Ancestry | None) -> _Cached:
     if len(_docs) >= _OWN_MAX:
         _docs.clear()
         _encoded.clear()
-    entry = _docs[id(proc)] = (proc, info, grand_info, doc, proc.unknown())
+    manager = (
+        manager_of(proc.exe or proc.comm, proc.args or ())
+        or (info is not None and manager_of(info.exe or info.comm, info.args))
+        or (grand_info is not None and manager_of(grand_info.exe or grand_info.comm, grand_info.args))
+        or None
+    )
+    entry = _docs[id(proc)] = (proc, info, grand_info, doc, proc.unknown(), manager)
     with contextlib.suppress(UnicodeEncodeError):  # non-UTF-8 names: encoded with each event
         _encoded[id(doc)] = (doc, msgspec.Raw(_encode(doc)))
     return entry
@@ -302,6 +310,10 @@ def to_documents(
         base["mount"] = mount
     if event.flags & _DURING_OPEN:
         base["event"]["during_open"] = True
+    if cached[5] is not None:
+        # The writer or its parent or grandparent installs packages (dpkg
+        # under apt, a maintainer script under dpkg).
+        base["event"]["package_manager"] = cached[5]
     if event.found_by is not None:
         # Found by the start-up snapshot: opened before the agent attached.
         base["event"] = {"action": ACTION_NAMES[event.action], "hook": event.found_by, "predates_agent": True}

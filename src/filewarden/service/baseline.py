@@ -45,12 +45,32 @@ class TrustRule:
     then: dict[int, dict[str, Any]]
     verdicts: dict[int, trust.Verdict] = field(default_factory=dict)
     now: dict[int, trust.Filesystem] = field(default_factory=dict)
+    # Device numbers the baseline's entries still carry -> the number their
+    # filesystem has now (when the baseline was not renumbered: verify).
+    moved: dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, baseline: Baseline) -> TrustRule:
+    def of(cls, baseline: Baseline, *, renumber: bool = False) -> TrustRule:
+        """The rule for a scan now. Filesystems mounted under another device
+        number than at the checkpoint are found by identity; with
+        `renumber`, the baseline's entries are moved to the new numbers."""
         last = baseline.last_checkpoint()
         same_boot = last is not None and last[1] == trust.boot_id()
-        return cls(baseline, same_boot, baseline.filesystems())
+        then = baseline.filesystems()
+        moved = trust.renumbered(then)
+        for old, new in moved.items():
+            log.info(
+                "%s is device %d:%d now, was %d:%d",
+                then[old]["identity"], os.major(new), os.minor(new), os.major(old), os.minor(old),
+            )  # fmt: skip
+        if moved and renumber:
+            baseline.renumber(moved)
+        # Each record under the number its filesystem has now; a number
+        # another filesystem had at the checkpoint is that one's no more.
+        rekeyed = {new: then[old] for old, new in moved.items()}
+        rekeyed.update({dev: row for dev, row in then.items() if dev not in moved and dev not in rekeyed})
+        then = rekeyed
+        return cls(baseline, same_boot, then, moved={} if renumber else moved)
 
     def __call__(self, dev: int) -> bool:
         verdict = self.verdicts.get(dev)
@@ -165,13 +185,13 @@ def _on_tty() -> bool:
 def run_scan(
     baseline: Baseline, config: Config, *, under: Iterable[bytes] = (), full: bool = False, update: bool, what: str
 ) -> tuple[ScanReport, TrustRule]:
-    rule = TrustRule.of(baseline)
+    rule = TrustRule.of(baseline, renumber=update)
     if full:
         log.info("%s: --full: every file is hashed again", what)
     stored = baseline.get_meta(ALGORITHMS)
     if stored is not None and tuple(stored.split(",")) != config.hashes:
         log.info("%s: hashes were %s, now %s: files are hashed again", what, stored, ",".join(config.hashes))
-    scanner = Scanner(baseline, config.matcher, options_of(config, full=full), trusted=rule)
+    scanner = Scanner(baseline, config.matcher, options_of(config, full=full), trusted=rule, moved=rule.moved)
     if _on_tty():
         with Bar(what) as bar:
             scanner.on_progress = bar

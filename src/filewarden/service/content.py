@@ -10,6 +10,15 @@ larger than `max_file_size` waits until no smaller one does. Same content
 (a rewrite with what was there) gives no event, and is counted. A file
 held open for writing is hashed every `rehash_interval` seconds while it
 stays open (a log written for days still has its changes reported).
+
+With `package_changes = "accept"`, a change made by a package manager
+(event.package_manager: dpkg, apt, rpm, dnf, pip as the writer or its
+parent or grandparent) whose new content matches the checksum its package
+recorded is taken into the baseline without an event: an upgrade is not
+an alert flood. A package manager may write a file before it records the
+new checksum (dpkg unpacks, then installs the package's md5sums): a
+change that does not match yet is looked at again until PACKAGE_WAIT_S
+has passed, then reported.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ import msgspec
 
 from filewarden.integrity import entry as entries
 from filewarden.integrity import hashes
+from filewarden.integrity.compare import Change
 from filewarden.integrity.store import Baseline, BaselineError
+from filewarden.service.baseline import package_of, with_package
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,6 +57,7 @@ RETRY_MAX: Final = 100_000
 TICK_S: Final = 1.0  # how often files held open are looked at
 OPEN_MAX: Final = 100_000  # files held open for writing, followed for rehash_interval
 OPEN_FORGET_S: Final = 86_400.0  # a close never seen (its record lost): stop following after a day
+PACKAGE_WAIT_S: Final = 30.0  # how long a package manager's change may wait for its package's checksum
 
 
 @dataclass(slots=True)
@@ -56,6 +68,7 @@ class ContentStats:
     new: int = 0  # no baseline entry yet: stored, no event (its create was the event)
     queue_full: int = 0  # kept for a retry because the queue was full
     unreadable: int = 0
+    accepted: int = 0  # package managers' changes matching their package (package_changes = "accept")
 
 
 class ContentWatch:
@@ -64,18 +77,18 @@ class ContentWatch:
         config: Config,
         emit: Callable[[list[dict[str, Any]]], None],
         packages: PackageDb,
-        with_package: Callable[..., dict[str, Any]],
     ) -> None:
         self.config = config
         self.emit = emit
         self.packages = packages
-        self._with_package = with_package
         self.stats = ContentStats()
         self._jobs: queue.Queue[tuple[bytes, dict[str, Any]] | None] = queue.Queue(QUEUE_FILES)
         self._retry: OrderedDict[bytes, dict[str, Any]] = OrderedDict()  # path -> the latest close's document
         self._large: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         # path -> (the open's document, when it was opened or last hashed, when first opened)
         self._open: dict[bytes, tuple[dict[str, Any], float, float]] = {}
+        # path -> (the content_changed document, its change, until when it may wait for its package)
+        self._pending: dict[bytes, tuple[dict[str, Any], Change, float]] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="filewarden-content", daemon=True)
         self._idle = threading.Event()
@@ -158,6 +171,7 @@ class ContentWatch:
                     log.error("content: %s; the baseline is stale", exc)
                 except Exception:
                     log.exception("content: %s", path.decode("utf-8", "backslashreplace"))
+            self._recheck(force=True)  # stopping: what still waits for its package is reported
 
     def _take(self) -> tuple[bytes, dict[str, Any]] | None:
         """The next file: the queue first, then the retries, then large
@@ -171,8 +185,13 @@ class ContentWatch:
                 return self._retry.popitem(last=False)
             if self._large:
                 return self._large.popitem(last=False)
-            self._idle.set()
+            if not self._pending:
+                self._idle.set()
         while True:
+            if self._pending:
+                self._recheck(force=False)
+                if not self._pending and self._jobs.empty():
+                    self._idle.set()
             try:
                 return self._jobs.get(timeout=TICK_S)
             except queue.Empty:
@@ -191,6 +210,11 @@ class ContentWatch:
             return  # gone: its unlink or rename is the event
         if not stat.S_ISREG(st.st_mode):
             return
+        source = doc.get("file", {}).get("source_path")
+        if source is not None:
+            # A file renamed (an editor's or dpkg's temporary file onto its
+            # name): its old name is gone now, not at the next checkpoint.
+            baseline.delete_many([source.encode("utf-8", "surrogateescape")])
         if st.st_size > self.config.max_file_size and path not in self._large and not doc.get("_large"):
             with self._lock:
                 self._large[path] = {**doc, "_large": True}
@@ -216,8 +240,55 @@ class ContentWatch:
         if common and all(before.hashes[a] == (now.hashes or {})[a] for a in common):
             self.stats.same += 1
             return
+        change = Change("content_changed", now.path, before, now)
+        out = self._document(doc, change)
+        if self._accepts(out) is False:
+            with self._lock:
+                self._pending[path] = (out, change, time.monotonic() + PACKAGE_WAIT_S)
+            return
+        self._report(out, change)
+
+    def _accepts(self, doc: dict[str, Any]) -> bool | None:
+        """A package manager's change under package_changes = "accept": True
+        when the content is its package's, False when it is not (yet),
+        None when there is nothing to accept (report it)."""
+        manager = doc["event"].get("package_manager")
+        if manager is None or self.config.package_changes != "accept":
+            return None
+        package = doc["file"].get("package")
+        if package is None:
+            return None  # no package ships this file: the change is the manager's own (a cache, a log)
+        return bool(package.get("checksum_matches"))
+
+    def _report(self, doc: dict[str, Any], change: Change) -> None:
+        if self._accepts(doc):
+            self.stats.accepted += 1
+            package = doc["file"]["package"]
+            log.info(
+                "content: %s accepted into the baseline: written by %s, the content of %s %s",
+                doc["file"].get("path"),
+                doc["event"]["package_manager"],
+                package["name"],
+                package.get("version", "?"),
+            )
+            return
         self.stats.changed += 1
-        self.emit([self._document(doc, before, now)])
+        self.emit([doc])
+
+    def _recheck(self, *, force: bool) -> None:
+        """Pending package changes: accepted once the package's checksum
+        matches, reported once they have waited long enough (or at stop)."""
+        now = time.monotonic()
+        with self._lock:
+            pending = list(self._pending.items())
+        for path, (doc, change, until) in pending:
+            package = package_of(change, self.packages)
+            if package is not None:
+                doc["file"]["package"] = package
+            if force or now >= until or self._accepts(doc) is not False:
+                with self._lock:
+                    self._pending.pop(path, None)
+                self._report(doc, change)
 
     def _read(self, path: bytes) -> Entry | None:
         fd = hashes.open_regular(path)
@@ -233,7 +304,7 @@ class ContentWatch:
             found, size=digest.size, mtime_ns=digest.mtime_ns, ctime_ns=digest.ctime_ns, hashes=digest.hashes
         )
 
-    def _document(self, close: dict[str, Any], before: Entry, now: Entry) -> dict[str, Any]:
+    def _document(self, close: dict[str, Any], change: Change) -> dict[str, Any]:
         """The close's (or rename's) document, as content_changed: the same
         process, container and file, the hashes and sizes before and after."""
         doc = copy.copy(close)
@@ -243,6 +314,9 @@ class ContentWatch:
         with contextlib.suppress(KeyError):
             del event["exchange"]
         doc["event"] = event
+        before, now = change.old, change.new
+        assert before is not None
+        assert now is not None
         file = dict(close.get("file", {}))
         file.pop("source_path", None)
         file.pop("replaced", None)
@@ -250,6 +324,4 @@ class ContentWatch:
         file["size"] = now.size
         file["previous"] = {"hash": dict(before.hashes or {}), "size": before.size}
         doc["file"] = file
-        from filewarden.integrity.compare import Change  # noqa: PLC0415
-
-        return self._with_package(doc, Change("content_changed", now.path, before, now), self.packages)
+        return with_package(doc, change, self.packages)

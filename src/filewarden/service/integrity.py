@@ -91,8 +91,12 @@ class IntegrityMonitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watch = trust.WritebackWatch()
+        try:
+            self._mntns: int | None = os.stat("/proc/self/ns/mnt").st_ino
+        except OSError:
+            self._mntns = None
         self.packages = PackageDb()  # loaded only when a content change needs it
-        self.content = ContentWatch(config, self._emit, self.packages, with_package)
+        self.content = ContentWatch(config, self._emit, self.packages)
         # Opened here, on the caller's thread: a damaged or locked baseline is
         # one readable line before the agent reports ready.
         self._baseline = Baseline.open(config.state_dir, rebuild=rebuild)
@@ -114,7 +118,7 @@ class IntegrityMonitor:
             file = doc.get("file")
             if file is None or doc.get("event", {}).get("offline"):
                 continue
-            path = file.get("host_path") or file.get("path")
+            path = self._own_path(doc, file)
             if path is not None:
                 raw = path.encode("utf-8", "surrogateescape")
                 paths.add(raw)
@@ -136,6 +140,18 @@ class IntegrityMonitor:
                 self._dirty.clear()
             elif not self._overflow:
                 self._dirty.update(paths)
+
+    def _own_path(self, doc: dict[str, Any], file: dict[str, Any]) -> str | None:
+        """The file's path as this agent sees it: file.path when the writer
+        shares the agent's mount namespace (a host overlay such as a guest's
+        /usr, where host_path is its upper layer's copy, which the baseline
+        does not know), else host_path (a container's file) when known."""
+        path: str | None = file.get("path")
+        host: str | None = file.get("host_path")
+        if host is None:
+            return path
+        mntns = doc.get("process", {}).get("mount_namespace", {}).get("id")
+        return path if mntns is not None and mntns == self._mntns else host
 
     def stop(self) -> None:
         """Hashes what writers closed, re-reads what live events touched,
@@ -219,7 +235,7 @@ class IntegrityMonitor:
             # crash in this boot can trust what it already wrote.
             if last is None:
                 checkpoint(baseline, "first scan", _devices_of_roots(config))
-        rule = TrustRule.of(baseline)
+        rule = TrustRule.of(baseline, renumber=True)
         scanner = Scanner(baseline, config.matcher, options_of(config), trusted=rule, cancel=self._stop)
         scanner.on_progress = progress_logger("baseline")
         what = "building the baseline" if not complete else "comparing with the baseline"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
-from filewarden.host.packages import PackageDb, Shipped
+import pytest
+
+from filewarden.host.packages import PackageDb, Shipped, manager_of
 
 STATUS = """Package: coreutils
 Status: install ok installed
@@ -51,3 +54,40 @@ def test_unshipped_files_and_no_dpkg_at_all(tmp_path: Path) -> None:
     nothing = PackageDb(tmp_path / "none")
     assert not nothing.present
     assert nothing.lookup(b"/bin/ls") is None
+
+
+def test_an_upgrade_is_seen_once_dpkg_changed_its_records(tmp_path: Path) -> None:
+    root = admindir(tmp_path)
+    db = PackageDb(root)
+    assert db.lookup(b"/usr/share/doc/coreutils/README") == Shipped("coreutils", "9.1-1", "0" * 32)
+    sums = root / "info" / "coreutils.md5sums"
+    new = root / "info" / "coreutils.md5sums.new"
+    new.write_text(f"{'2' * 32}  usr/share/doc/coreutils/README\n")
+    new.rename(sums)  # as dpkg installs a package's control files
+    (root / "status").write_text(STATUS.replace("9.1-1", "9.4-3"))
+    # mtimes may share a coarse tick with the first load: move them on
+    later = (os.stat(root / "status").st_mtime_ns + 10**9,) * 2
+    os.utime(root / "status", ns=later)
+    os.utime(root / "info", ns=later)
+    assert db.lookup(b"/usr/share/doc/coreutils/README") == Shipped("coreutils", "9.4-3", "2" * 32)
+
+
+@pytest.mark.parametrize(
+    ("exe", "args", "manager"),
+    [
+        (b"/usr/bin/dpkg", (b"dpkg", b"-i", b"x.deb"), "dpkg"),
+        (b"/usr/bin/apt-get", (b"apt-get", b"install"), "apt"),
+        (b"/usr/bin/python3.11", (b"/usr/bin/python3", b"/usr/bin/pip3", b"install", b"x"), "pip"),
+        (b"/usr/bin/python3.11", (b"python3", b"-m", b"pip", b"install", b"x"), "pip"),
+        (b"/usr/bin/python3.11", (b"python3", b"-I", b"-m", b"pip._internal", b"install"), "pip"),
+        (b"/usr/bin/python3.11", (b"/usr/bin/python3", b"/usr/bin/unattended-upgrade"), "apt"),
+        (b"/usr/bin/dnf5", (b"dnf", b"upgrade"), "dnf"),
+        (b"/usr/bin/rpm", (), "rpm"),
+        (b"/usr/bin/python3.11", (b"python3", b"-m", b"http.server"), None),
+        (b"/usr/bin/python3.11", (b"python3", b"/srv/app.py", b"pip"), None),
+        (b"/usr/bin/vim", (b"vim", b"dpkg"), None),
+        (None, (), None),
+    ],
+)
+def test_package_managers_by_program_or_script(exe: bytes | None, args: tuple[bytes, ...], manager: str | None) -> None:
+    assert manager_of(exe, args) == manager

@@ -186,3 +186,26 @@ def test_a_removed_directory_takes_its_entries_with_it(tmp_path: Path, etc: Path
         ("unlink", str(etc / "sub")),
         ("unlink", str(etc / "sub" / "b")),
     ]
+
+
+def test_a_filesystem_under_a_new_device_number_keeps_its_entries(tmp_path: Path, etc: Path) -> None:
+    s = scanner(tmp_path, etc)
+    s.scan(update=True)
+    dev = (etc / "a").stat().st_dev
+    # As after a reboot that gave the disk another number: the entries carry the old one.
+    assert s.baseline.renumber({dev: dev + 1000}) == 4
+    report = s.scan()  # the old number is not this filesystem's: read again
+    assert (report.progress.hashed, report.progress.reused) == (2, 0)
+    moved = Scanner(s.baseline, s.matcher, s.options, trusted=lambda d: True, skip_mounts=(), moved={dev + 1000: dev})
+    report = moved.scan()
+    assert report.changes == []
+    assert (report.progress.hashed, report.progress.reused) == (0, 4)
+
+
+def test_renumbering_survives_two_devices_swapping_numbers(tmp_path: Path, etc: Path) -> None:
+    s = scanner(tmp_path, etc)
+    s.scan(update=True)
+    dev = (etc / "a").stat().st_dev
+    s.baseline.renumber({dev: 7})
+    s.baseline.renumber({7: dev, dev: 7})  # nothing on `dev` now: a swap of 7 and dev
+    assert {e.dev for e in s.baseline.entries()} == {dev}

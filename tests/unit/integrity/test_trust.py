@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from filewarden.host.mountinfo import parse_line
-from filewarden.integrity.trust import Filesystem, identify, judge
+from filewarden.integrity.trust import Filesystem, identify, judge, renumbered
 
 THEN = {"dev": 1, "identity": "uuid=u", "volatile": False, "error": None}
 
@@ -57,3 +60,18 @@ def test_a_filesystem_without_a_readable_uuid_is_known_by_type_source_and_device
     entry = parse_line(b"25 1 0:31 / /run rw - tmpfs tmpfs rw")
     assert entry is not None
     assert identify(entry).identity == "tmpfs source=tmpfs dev=0:31"
+
+
+def test_a_filesystem_is_found_again_by_identity_under_another_number(tmp_path: Path) -> None:
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mountinfo").write_bytes(
+        b"25 1 0:31 / /run rw - tmpfs tmpfs rw\n"
+        b"30 1 0:52 / /merged rw - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w,volatile\n"
+        b"31 1 0:53 / /other rw - overlay overlay rw,lowerdir=/l,upperdir=/u2,workdir=/w2\n"
+    )
+    then = {
+        40: {"identity": "overlay upper=/u lower=/l"},  # mounted again: now 0:52
+        53: {"identity": "overlay upper=/u2 lower=/l"},  # the same number still
+        41: {"identity": "overlay upper=/gone lower=/l"},  # not mounted now
+    }
+    assert renumbered(then, tmp_path) == {40: os.makedev(0, 52)}

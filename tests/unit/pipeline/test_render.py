@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from filewarden.host.clock import WallClock, format_timestamp
 from filewarden.host.proctree import ProcessTree
 from filewarden.model import enums
@@ -85,6 +87,19 @@ def test_parent_and_grandparent_come_from_the_process_tree(tmp_path: Path) -> No
         "args": ["bash"],
         "parent": {"pid": 1, "executable": "/sbin/init", "name": "init", "args": ["init"]},
     }
+
+
+def test_a_package_managers_change_names_it(tmp_path: Path) -> None:
+    dpkg = Process(**{**msgspec.structs.asdict(process()), "exe": b"/usr/bin/dpkg", "args": (b"dpkg", b"-i")})
+    assert to_document(event(process=dpkg), FixedClock())["event"]["package_manager"] == "dpkg"
+    assert "package_manager" not in to_document(event(), FixedClock())["event"]
+    # A maintainer script: its grandparent installs the package.
+    tree = ProcessTree(tmp_path, clock_ticks=100)
+    tree.on_exec(pid=1, ppid=0, start_ns=1, exe=b"/usr/bin/apt", args=(b"apt", b"upgrade"), args_truncated=False,
+                 comm=b"apt")  # fmt: skip
+    tree.on_exec(pid=700, ppid=1, start_ns=9, exe=b"/usr/bin/dash", args=(b"/bin/sh", b"postinst"),
+                 args_truncated=False, comm=b"postinst")  # fmt: skip
+    assert to_document(event(), FixedClock(), tree)["event"]["package_manager"] == "apt"
 
 
 def test_truncated_and_unknown_process_fields_are_marked() -> None:
