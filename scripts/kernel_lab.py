@@ -521,13 +521,13 @@ def boot_and_test(
 
 
 def follow_up_boot(
-    first: SuiteResult, series: str, *, keyword: str | None, timeout: float, backend: str
+    first: SuiteResult, series: str, *, whole_suite: bool, timeout: float, backend: str
 ) -> SuiteResult | None:
     """The second boot of the two-boot test, after a suite's boot: always
-    after a whole suite (a first part that failed makes the second fail,
-    saying so); after a `-k` run only when its first part ran."""
+    after the whole suite (a first part that failed makes the second fail,
+    saying so); after a part of it (-k, test paths) when its first part ran."""
     label = series if backend == "lsm" else f"{series}-{backend}"
-    if not first.ran or (keyword and not (RESULTS / f"{label}-keep" / "first-boot-done").exists()):
+    if not first.ran or (not whole_suite and not (RESULTS / f"{label}-keep" / "first-boot-done").exists()):
         return None
     return boot_and_test(
         series, [TWO_BOOTS_TEST], keyword=None, cpus=2, memory="2G", timeout=timeout, backend=backend, second_boot=True
@@ -623,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
         )
         results.append(first)
-        second = follow_up_boot(first, s, keyword=args.keyword, timeout=args.timeout, backend=args.backend)
+        whole = not args.keyword and not args.tests
+        second = follow_up_boot(first, s, whole_suite=whole, timeout=args.timeout, backend=args.backend)
         if second is not None:
             results.append(second)
     report(results)

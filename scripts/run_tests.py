@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                 backend=backend,
             )
             results.append(first)
-            second = kernel_lab.follow_up_boot(first, series, keyword=args.keyword, timeout=600.0, backend=backend)
+            second = kernel_lab.follow_up_boot(
+                first, series, whole_suite=args.keyword is None, timeout=600.0, backend=backend
+            )
             if second is not None:
                 results.append(second)
 

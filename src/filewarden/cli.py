@@ -360,15 +360,20 @@ def drift(which: str | None, as_json: bool, config_file: Path | None) -> None:
     differs from the lower file), metadata only (copied up, same content),
     deleted (whiteouts) and opaque directories (the lower directory's
     content hidden); a regular file added or modified with an execute bit
-    is flagged as a new executable. Exits 0 when nothing drifted, 1 when
-    something did.
+    is flagged as a new executable, and a modified or deleted file names
+    the processes that still map the image's copy (a program the container
+    replaced while it runs). Exits 0 when nothing drifted, 1 when something
+    did.
     """
+    from filewarden.host.mappings import mapped_files
     from filewarden.integrity.document import dumps, text
     from filewarden.service.drift import document, report, targets
 
     config = load_config(config_file)
     _setup_logging("warning")
-    found = [(t, report(t, config.hashes)) for t in targets(which)]
+    chosen = targets(which)
+    mapped = mapped_files() if chosen else {}
+    found = [(t, report(t, config.hashes, mapped)) for t in chosen]
     drifted = any(changes for _, changes in found)
     if as_json:
         click.echo(dumps({"overlays": [document(t, changes) for t, changes in found]}))
@@ -382,7 +387,11 @@ def drift(which: str | None, as_json: bool, config_file: Path | None) -> None:
         if changes:
             table = Table("change", "path", "type", "", box=None, pad_edge=False)
             for d in changes:
-                table.add_row(d.kind, text(d.path), d.file_type, "new executable" if d.executable else "")
+                notes = ["new executable"] if d.executable else []
+                if d.image_readers:
+                    pids = ", ".join(str(pid) for pid, _ in d.image_readers)
+                    notes.append(f"the image's copy still mapped by pid {pids}")
+                table.add_row(d.kind, text(d.path), d.file_type, "; ".join(notes))
             console.print(table)
         console.print(f"  {len(changes)} changes" if changes else "  no drift")
     if not found:

@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import Agent, wait_start_scans
 from tests.support import mounts
 from tests.support.containers import container, make_image_layer
 
 FILEWARDEN = str(Path(sys.executable).parent / "filewarden")
-IMAGE = {"srv/app/conf": b"v1\n", "srv/app/keep": b"same\n", "srv/app/old": b"old\n", "srv/app/data/x": b"x\n"}
+IMAGE = {
+    "srv/app/conf": b"v1\n",
+    "srv/app/keep": b"same\n",
+    "srv/app/old": b"old\n",
+    "srv/app/data/x": b"x\n",
+    "srv/app/lib": b"image library\n",
+}
 
 
 @pytest.fixture
@@ -71,3 +81,51 @@ def test_an_unknown_container_is_one_line_exit_2() -> None:
     done = subprocess.run([FILEWARDEN, "drift", "no-such-container"], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert done.stderr.startswith("filewarden: error: no container 'no-such-container'")
+
+
+def test_a_containers_first_change_to_an_image_file_is_compared_with_the_image(
+    base: Path, start_agent: Callable[..., Agent], tmp_path: Path
+) -> None:
+    out, state = tmp_path / "events.jsonl", tmp_path / "state"
+    with container(base, base / "image", "c2") as c:
+        agent = start_agent("--path", "/srv/app/**", "--state-dir", str(state), "--output", f"jsonl:{out}")
+        agent.wait_ready()
+        wait_start_scans(state, 1)
+        c.exec("echo v2 > /srv/app/conf")
+        deadline = time.monotonic() + 60
+        while not (changes := [d for d in documents(out) if d["event"]["action"] == "content_changed"]):
+            assert time.monotonic() < deadline, documents(out)
+            time.sleep(0.1)
+        code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    (change,) = changes
+    assert change["file"]["path"] == "/srv/app/conf"
+    assert change["file"]["host_path"] == f"{c.upper}/srv/app/conf"
+    assert change["container"] == {"id": c.id}
+    assert change["file"]["hash"]["sha256"] == hashlib.sha256(b"v2\n").hexdigest()
+    # Before: the image's content (the lower layer's copy), not nothing.
+    assert change["file"]["previous"] == {"hash": {"sha256": hashlib.sha256(b"v1\n").hexdigest()}, "size": 3}
+    (copy_up,) = [d for d in documents(out) if d["file"].get("layer") == "copied_up"]
+    assert copy_up["file"]["lower_path"] == f"{c.lower}/srv/app/conf"
+
+
+def documents(out: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+def test_drift_names_the_processes_that_still_map_the_images_copy(base: Path) -> None:
+    """A mapping made before the copy-up stays on the image's file (reads
+    through a descriptor move to the copy; a mapping does not)."""
+    with container(base, base / "image", "c3") as c:
+        lib = c.rootfs / "srv" / "app" / "lib"
+        with lib.open("rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+            c.exec("echo replaced > /srv/app/lib")
+            assert lib.read_bytes() == b"replaced\n"
+            assert mapped[:14] == b"image library\n"  # what this process still reads
+            code, doc = drift(c.id)
+            table = subprocess.run([FILEWARDEN, "drift", c.id], capture_output=True, text=True, check=False)
+    assert code == 1
+    (change,) = [ch for ch in doc["overlays"][0]["changes"] if ch["path"] == "/srv/app/lib"]
+    assert change["change"] == "modified"
+    assert change["image_readers"] == [{"pid": os.getpid(), "executable": os.readlink("/proc/self/exe")}]
+    assert f"the image's copy still mapped by pid {os.getpid()}" in table.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Agent, wait_start_scans
+from tests.support.rpm import build_rpm
 
 StartAgent = Callable[..., Agent]
 
@@ -100,10 +102,10 @@ def changes(out: Path, want: int, timeout: float = 60) -> list[dict]:  # type: i
         time.sleep(0.1)
 
 
-def agent_on_probe(start_agent: StartAgent, tmp_path: Path, *extra: str) -> tuple[Agent, Path]:
+def agent_on_probe(start_agent: StartAgent, tmp_path: Path, *extra: str, probe: Path = PROBE) -> tuple[Agent, Path]:
     out = tmp_path / f"events-{len(extra)}.jsonl"
     state = tmp_path / "state"
-    agent = start_agent("--path", f"{PROBE.parent}/**", "--state-dir", str(state), "--output", f"jsonl:{out}", *extra)
+    agent = start_agent("--path", f"{probe.parent}/**", "--state-dir", str(state), "--output", f"jsonl:{out}", *extra)
     agent.wait_ready()
     wait_start_scans(state, 1)
     return agent, out
@@ -146,4 +148,59 @@ def test_accepted_upgrades_update_the_baseline_and_other_writes_are_reported(
     assert "package_manager" not in change["event"]
     assert change["file"]["package"]["checksum_matches"] is False
     assert change["file"]["previous"]["hash"]["sha256"] == hashlib.sha256(b"version 2 with more\n").hexdigest()
-    assert "accepted into the baseline: written by dpkg, the content of filewarden-probe 2.0" in stderr
+    said = "\n".join(line for line in stderr.splitlines() if "content" in line or "baseline" in line)
+    assert "accepted into the baseline: written by dpkg, the content of filewarden-probe 2.0" in stderr, said
+
+
+# -- an RPM host's database: rpm installing a package rpmbuild made here
+
+RPM_PROBE = Path("/usr/share/filewarden-rpm-probe/probe.conf")
+RPM_DB = Path("/var/lib/rpm")  # where RPM hosts keep it (the guest's /var: an overlay on tmpfs)
+
+
+def rpm(*args: str) -> None:
+    # --force-debian: Debian's rpm refuses to install packages without it.
+    done = subprocess.run(
+        ["rpm", "--dbpath", str(RPM_DB), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def rpm_probe(tmp_path: Path) -> Iterator[Callable[[str, bytes], None]]:
+    RPM_DB.mkdir(parents=True)
+    rpm("--initdb")
+
+    def install(version: str, content: bytes) -> None:
+        package = build_rpm(tmp_path, "filewarden-rpm-probe", version, RPM_PROBE, content)
+        rpm("-U", "--force-debian", "--nodeps", str(package))
+
+    try:
+        yield install
+    finally:
+        rpm("-e", "--force-debian", "--nodeps", "filewarden-rpm-probe")
+        shutil.rmtree(RPM_DB)
+
+
+def test_an_rpm_upgrade_is_named_and_a_later_change_fails_rpms_checksum(
+    rpm_probe: Callable[[str, bytes], None], start_agent: StartAgent, tmp_path: Path
+) -> None:
+    rpm_probe("1.0", b"rpm version 1\n")
+    agent, out = agent_on_probe(start_agent, tmp_path, probe=RPM_PROBE)
+    rpm_probe("1.1", b"rpm version 1.1\n")
+    (change,) = changes(out, 1)
+    code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    assert change["file"]["path"] == str(RPM_PROBE)
+    assert change["event"]["package_manager"] == "rpm"
+    # rpm records SHA-256 digests: compared with the baseline's own hash.
+    assert change["file"]["package"] == {"name": "filewarden-rpm-probe", "version": "1.1-1", "checksum_matches": True}
+    RPM_PROBE.write_bytes(b"changed after the upgrade\n")
+    done = filewarden("verify", "--json", "--path", f"{RPM_PROBE.parent}/**", "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 1, done.stderr
+    (difference,) = json.loads(done.stdout)["differences"]
+    assert difference["file"]["package"] == {
+        "name": "filewarden-rpm-probe",
+        "version": "1.1-1",
+        "checksum_matches": False,
+    }

@@ -8,19 +8,38 @@ still names many files by their old path (bin/busybox for
 /usr/bin/busybox): a path under /usr/{bin,sbin,lib*} is also looked up
 without its /usr.
 
+RPM hosts: the rpm database (/usr/lib/sysimage/rpm, or /var/lib/rpm
+before it moved) holds each file's digest and the algorithm of its
+package's digests (RPMTAG_FILEDIGESTALGO: MD5 for old packages, SHA-256
+today), what `rpm -V` checks against; it is read with the rpm command in
+one query (its format is rpm's to change, the query's output is not).
+
 Loaded on first use (about 100,000 lines on a Debian host, a few MiB),
-and only in the processes that ask; loaded again after dpkg changed its
-records (an upgrade brings new checksums).
+and only in the processes that ask; loaded again after dpkg or rpm
+changed its records (an upgrade brings new checksums).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import shutil
+import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+log = logging.getLogger(__name__)
+
 ADMINDIR: Final = Path("/var/lib/dpkg")
+RPM_DBPATHS: Final = (Path("/usr/lib/sysimage/rpm"), Path("/var/lib/rpm"))
+# rpm's digest algorithm numbers (rpmpgp.h: PGPHASHALGO_*) by the names of
+# integrity/hashes.py; a package without the tag has MD5 digests.
+_RPM_ALGORITHMS: Final = {"1": "md5", "2": "sha1", "8": "sha256", "10": "sha512", "(none)": "md5"}
+# One line per file of every package; %{=TAG}: the package's value on each.
+RPM_QUERY: Final = "[%{FILENAMES}\t%{FILEDIGESTS}\t%{=FILEDIGESTALGO}\t%{=NAME}\t%{=VERSION}-%{=RELEASE}\n]"
+RPM_TIMEOUT_S: Final = 300.0
 
 # Programs that install packages, by the name of their executable (or of
 # the script an interpreter runs), as event.package_manager names them.
@@ -46,31 +65,51 @@ _MERGED: Final = (b"/usr/bin/", b"/usr/sbin/", b"/usr/lib")
 class Shipped:
     package: str
     version: str | None
-    md5: str
+    digest: str
+    algorithm: str = "md5"  # integrity/hashes.py's name for the digest's algorithm
 
 
 class PackageDb:
-    def __init__(self, admindir: Path = ADMINDIR) -> None:
+    def __init__(
+        self, admindir: Path = ADMINDIR, rpm_dbpaths: tuple[Path, ...] = RPM_DBPATHS, rpm: str = "rpm"
+    ) -> None:
         self.admindir = admindir
+        self.rpm_dbpaths = rpm_dbpaths
+        self.rpm = rpm
         self._files: dict[bytes, tuple[str, str]] | None = None
         self._versions: dict[str, str] = {}
-        self._loaded = (0, 0)
+        self._rpm_files: dict[bytes, Shipped] = {}
+        self._loaded: tuple[int, ...] = ()
         self._lock = threading.Lock()
 
     @property
     def present(self) -> bool:
-        return (self.admindir / "info").is_dir()
+        return (self.admindir / "info").is_dir() or self.rpm_dbpath() is not None
 
-    def _stamp(self) -> tuple[int, int]:
-        """When dpkg last changed its records: an install or upgrade writes
-        the status file and renames new md5sums into info/."""
+    def rpm_dbpath(self) -> Path | None:
+        """The rpm database, where one is (and the rpm command to read it)."""
+        for where in self.rpm_dbpaths:
+            with contextlib.suppress(OSError):
+                if where.is_dir() and any(where.iterdir()) and shutil.which(self.rpm):
+                    return where
+        return None
+
+    def _stamp(self) -> tuple[int, ...]:
+        """When dpkg or rpm last changed its records: an install or upgrade
+        writes dpkg's status file and renames new md5sums into info/, and
+        writes rpm's database files."""
+        places = [self.admindir / "status", self.admindir / "info"]
+        dbpath = self.rpm_dbpath()
+        if dbpath is not None:
+            with contextlib.suppress(OSError):
+                places += sorted(dbpath.iterdir())
         stamp = []
-        for where in (self.admindir / "status", self.admindir / "info"):
+        for where in places:
             try:
                 stamp.append(where.stat().st_mtime_ns)
             except OSError:
                 stamp.append(0)
-        return stamp[0], stamp[1]
+        return tuple(stamp)
 
     def _load(self) -> dict[bytes, tuple[str, str]]:
         with self._lock:
@@ -78,6 +117,7 @@ class PackageDb:
             if self._files is not None and stamp == self._loaded:
                 return self._files
             self._loaded = stamp
+            self._rpm_files = self._load_rpm()
             files: dict[bytes, tuple[str, str]] = {}
             info = self.admindir / "info"
             for sums in sorted(info.glob("*.md5sums")) if info.is_dir() else ():
@@ -94,15 +134,56 @@ class PackageDb:
             self._files = files
             return files
 
+    def _load_rpm(self) -> dict[bytes, Shipped]:
+        dbpath = self.rpm_dbpath()
+        if dbpath is None:
+            return {}
+        try:
+            done = subprocess.run(
+                [self.rpm, "--dbpath", str(dbpath), "-qa", "--queryformat", RPM_QUERY],
+                capture_output=True,
+                timeout=RPM_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("packages: the rpm database %s could not be read: %s", dbpath, exc)
+            return {}
+        if done.returncode != 0:
+            why = done.stderr.decode(errors="replace").strip().splitlines()
+            log.warning("packages: rpm -qa on %s failed: %s", dbpath, why[-1] if why else done.returncode)
+        return parse_rpm_query(done.stdout)
+
     def lookup(self, path: bytes) -> Shipped | None:
         files = self._load()
         hit = files.get(path)
         if hit is None and path.startswith(_MERGED):
             hit = files.get(path[4:])
         if hit is None:
-            return None
+            return self._rpm_files.get(path)
         package, md5 = hit
         return Shipped(package, self._versions.get(package), md5)
+
+
+def parse_rpm_query(out: bytes) -> dict[bytes, Shipped]:
+    """Path -> its package and digest, from RPM_QUERY's output. Directories,
+    symlinks and ghosts have no digest; digests in an algorithm not known
+    here are left out."""
+    files: dict[bytes, Shipped] = {}
+    for line in out.splitlines():
+        parts = line.split(b"\t")
+        if len(parts) != 5:
+            continue
+        path, digest, algorithm, name, version = parts
+        known = _RPM_ALGORITHMS.get(algorithm.decode("ascii", "replace"))
+        if not digest or known is None:
+            continue
+        files[path] = Shipped(
+            name.decode("utf-8", "replace"),
+            version.decode("utf-8", "replace"),
+            digest.decode("ascii", "replace"),
+            known,
+        )
+    return files
 
 
 def manager_of(exe: bytes | None, args: tuple[bytes, ...] | list[bytes] = ()) -> str | None:

@@ -49,6 +49,9 @@ class Drift:
     lower_path: bytes | None = None
     mode: int | None = None
     lower_mode: int | None = None
+    # Processes that still map the image's copy (modified or deleted
+    # files): host/mappings.py says why only mappings.
+    image_readers: tuple[tuple[int, str | None], ...] = ()
 
 
 _TYPES: Final = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char_device"}

@@ -232,6 +232,12 @@ class Baseline:
         for table in ("meta", "files", "checkpoints", "filesystems", "acceptances"):
             db.execute(f"SELECT * FROM {table} LIMIT 1").fetchall()  # noqa: S608 - fixed names
 
+    def wait_for_writers(self, seconds: float) -> None:
+        """How long a write waits for another connection's transaction
+        before it is an error ("locked"): the agent's threads share the
+        baseline, and a slow machine may hold a transaction for seconds."""
+        self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()

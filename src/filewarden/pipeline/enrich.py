@@ -120,5 +120,10 @@ class Enricher:
         rel = event.path[len(event.path) - n :] if n else b"/"
         with layers.lock:
             host = layers.table.host_path(dev, rel, name)
+            # Being copied up: the image's copy stays in the lower layer (the
+            # content hashes it, for content_changed's previous hash).
+            lower = layers.table.host_path(dev, rel, "lower") if name == "copied_up" else None
         if host is not None:
             file_doc["host_path"] = _text(host)
+        if lower is not None:
+            file_doc["lower_path"] = _text(lower)

@@ -211,24 +211,25 @@ def run_scan(
 def package_of(change: Change, db: PackageDb) -> dict[str, Any] | None:
     """`file.package` for a content change to a file a package shipped: its
     name, version, and whether the content now matches the checksum the
-    package recorded (dpkg keeps MD5s; computed here when not configured)."""
+    package recorded (dpkg keeps MD5s, rpm mostly SHA-256: computed here
+    when the baseline does not keep that algorithm)."""
     new = change.new
     if change.action != "content_changed" or new is None or new.kind != "file":
         return None
     shipped = db.lookup(change.path)
     if shipped is None:
         return None
-    md5 = (new.hashes or {}).get("md5")
-    if md5 is None:
+    digest = (new.hashes or {}).get(shipped.algorithm)
+    if digest is None:
         try:
-            md5 = hash_path(change.path, ["md5"]).hashes["md5"]
+            digest = hash_path(change.path, [shipped.algorithm]).hashes[shipped.algorithm]
         except (OSError, UnstableError):
-            md5 = None
+            digest = None
     doc: dict[str, Any] = {"name": shipped.package}
     if shipped.version is not None:
         doc["version"] = shipped.version
-    if md5 is not None:
-        doc["checksum_matches"] = md5 == shipped.md5
+    if digest is not None:
+        doc["checksum_matches"] = digest == shipped.digest
     return doc
 
 

@@ -57,7 +57,9 @@ RETRY_MAX: Final = 100_000
 TICK_S: Final = 1.0  # how often files held open are looked at
 OPEN_MAX: Final = 100_000  # files held open for writing, followed for rehash_interval
 OPEN_FORGET_S: Final = 86_400.0  # a close never seen (its record lost): stop following after a day
+IMAGE: Final = "_image"  # a copy-up's job: the lower file to hash
 PACKAGE_WAIT_S: Final = 30.0  # how long a package manager's change may wait for its package's checksum
+WRITER_WAIT_S: Final = 60.0  # a write waits this long for the agent's other connection
 
 
 @dataclass(slots=True)
@@ -68,6 +70,7 @@ class ContentStats:
     new: int = 0  # no baseline entry yet: stored, no event (its create was the event)
     queue_full: int = 0  # kept for a retry because the queue was full
     unreadable: int = 0
+    images: int = 0  # copied-up files whose image content was hashed
     accepted: int = 0  # package managers' changes matching their package (package_changes = "accept")
 
 
@@ -123,6 +126,13 @@ class ContentWatch:
                 now = time.monotonic()
                 self._open[path] = (doc, now, now)
 
+    def copied_up(self, path: bytes, lower: bytes) -> None:
+        """An overlay file being copied up from `lower` (the image's copy):
+        when the baseline has nothing for it yet, the image's content is
+        what its first content change is compared with. Queued like a
+        close, so that it is looked at before the close that follows."""
+        self.submit(path, {IMAGE: lower})
+
     def closed(self, path: bytes) -> None:
         with self._lock:
             self._open.pop(path, None)
@@ -162,13 +172,19 @@ class ContentWatch:
             log.error("content: %s; live content changes go unreported", exc)
             self._idle.set()
             return
+        baseline.wait_for_writers(WRITER_WAIT_S)
         with baseline:
             while (job := self._take()) is not None:
                 path, doc = job
                 try:
                     self._look(baseline, path, doc)
                 except BaselineError as exc:
-                    log.error("content: %s; the baseline is stale", exc)
+                    # Locked longer than WRITER_WAIT_S, or a full disk: the file
+                    # is looked at again later, not forgotten.
+                    log.error("content: %s; %s is looked at again later", exc, path.decode("utf-8", "backslashreplace"))
+                    with self._lock:
+                        self._retry.setdefault(path, doc)
+                    time.sleep(TICK_S)
                 except Exception:
                     log.exception("content: %s", path.decode("utf-8", "backslashreplace"))
             self._recheck(force=True)  # stopping: what still waits for its package is reported
@@ -204,6 +220,10 @@ class ContentWatch:
                     return self._take()
 
     def _look(self, baseline: Baseline, path: bytes, doc: dict[str, Any]) -> None:  # noqa: PLR0911 - one per outcome
+        lower = doc.get(IMAGE)
+        if lower is not None:
+            self._image(baseline, path, lower)
+            return
         try:
             st = os.lstat(path)
         except OSError:
@@ -289,6 +309,18 @@ class ContentWatch:
                 with self._lock:
                     self._pending.pop(path, None)
                 self._report(doc, change)
+
+    def _image(self, baseline: Baseline, path: bytes, lower: bytes) -> None:
+        if baseline.stat_of(path) is not None:
+            return  # known already: the baseline's content is the one before
+        try:
+            image = self._read(lower)
+        except (OSError, hashes.UnstableError) as exc:
+            log.debug("content: the image's copy %s: %s", lower.decode("utf-8", "backslashreplace"), exc)
+            return
+        if image is not None:
+            self.stats.images += 1
+            baseline.put_many([msgspec.structs.replace(image, path=path)])
 
     def _read(self, path: bytes) -> Entry | None:
         fd = hashes.open_regular(path)

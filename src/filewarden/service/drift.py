@@ -1,18 +1,26 @@
 """`filewarden drift`: which overlay mounts to look at, and what each
-holds that its image does not (integrity/drift.py)."""
+holds that its image does not (integrity/drift.py), and which processes
+still map the image's copy of a file the container changed
+(host/mappings.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.errors import UsageError
 from filewarden.host.mountinfo import MountEntry, read_mountinfo
 from filewarden.host.overlayfs import OverlayMount
 from filewarden.integrity.document import text
 from filewarden.integrity.drift import Drift, drift
+
+if TYPE_CHECKING:
+    from filewarden.host.mappings import Mapper
+
+_IMAGE_READ: Final = ("modified", "deleted")  # the image's copy differs from what the container sees
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +85,31 @@ def targets(which: str | None, proc: Path = Path("/proc")) -> list[Target]:
     return [Target(merged, overlay, which)]
 
 
-def report(target: Target, algorithms: tuple[str, ...]) -> list[Drift]:
+def report(
+    target: Target, algorithms: tuple[str, ...], mapped: dict[tuple[int, int], list[Mapper]] | None = None
+) -> list[Drift]:
+    """The drift of one overlay; with `mapped` (host/mappings.py), each
+    modified or deleted file names the processes that still map the
+    image's copy."""
     overlay = target.overlay
     assert overlay.upperdir is not None
-    return sorted(drift(overlay.upperdir, overlay.lowerdirs, algorithms), key=lambda d: d.path)
+    found = sorted(drift(overlay.upperdir, overlay.lowerdirs, algorithms), key=lambda d: d.path)
+    if mapped:
+        found = [_with_readers(d, mapped) for d in found]
+    return found
+
+
+def _with_readers(d: Drift, mapped: dict[tuple[int, int], list[Mapper]]) -> Drift:
+    if d.kind not in _IMAGE_READ or d.lower_path is None:
+        return d
+    try:
+        st = os.stat(d.lower_path)
+    except OSError:
+        return d
+    readers = mapped.get((st.st_dev, st.st_ino))
+    if not readers:
+        return d
+    return dataclasses.replace(d, image_readers=tuple((m.pid, m.executable) for m in readers))
 
 
 def document(target: Target, found: list[Drift]) -> dict[str, Any]:
@@ -116,4 +145,8 @@ def _change(d: Drift) -> dict[str, Any]:
         doc["mode"] = f"{d.mode & 0o7777:04o}"
     if d.lower_mode is not None and d.lower_mode != d.mode:
         doc["lower_mode"] = f"{d.lower_mode & 0o7777:04o}"
+    if d.image_readers:
+        doc["image_readers"] = [
+            {"pid": pid, **({"executable": exe} if exe is not None else {})} for pid, exe in d.image_readers
+        ]
     return doc

@@ -60,6 +60,7 @@ CHECKPOINT_S: Final = 60.0
 STOP_HASHING_S: Final = 30.0  # how long a stop waits for files closed before it to be hashed
 # Events after which the file's content is hashed and compared (content.py):
 # a writer's close, and a rename that may put other content under a name.
+WRITER_WAIT_S: Final = 60.0
 _REHASH: Final = frozenset({"close_write", "rename"})
 # Events that leave a file open for writing: hashed every rehash_interval until it is closed.
 _OPENED: Final = frozenset({"create", "open_write", "truncate", "modify"})  # modify: fanotify's write
@@ -100,6 +101,7 @@ class IntegrityMonitor:
         # Opened here, on the caller's thread: a damaged or locked baseline is
         # one readable line before the agent reports ready.
         self._baseline = Baseline.open(config.state_dir, rebuild=rebuild)
+        self._baseline.wait_for_writers(WRITER_WAIT_S)  # once open: the content thread writes too
         self._thread = threading.Thread(target=self._run, name="filewarden-baseline", daemon=True)
 
     def start(self) -> None:
@@ -129,6 +131,9 @@ class IntegrityMonitor:
                         self.content.closed(raw)
                 elif action in _OPENED:
                     self.content.opened(raw, doc)
+                lower = file.get("lower_path")
+                if lower is not None:  # a copy-up: the image's content is the one before
+                    self.content.copied_up(raw, lower.encode("utf-8", "surrogateescape"))
             source = file.get("source_path")
             if source is not None:
                 paths.add(source.encode("utf-8", "surrogateescape"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from filewarden.host.packages import PackageDb, Shipped, manager_of
+from filewarden.host.packages import RPM_QUERY, PackageDb, Shipped, manager_of, parse_rpm_query
+from tests.support.rpm import build_rpm
 
 STATUS = """Package: coreutils
 Status: install ok installed
@@ -91,3 +93,27 @@ def test_an_upgrade_is_seen_once_dpkg_changed_its_records(tmp_path: Path) -> Non
 )
 def test_package_managers_by_program_or_script(exe: bytes | None, args: tuple[bytes, ...], manager: str | None) -> None:
     assert manager_of(exe, args) == manager
+
+
+def test_rpm_query_lines_give_each_files_digest_and_algorithm() -> None:
+    out = (
+        b"/usr/bin/true\t" + b"a" * 64 + b"\t8\tcoreutils\t9.1-3.fc38\n"
+        b"/usr/share/doc/coreutils\t\t8\tcoreutils\t9.1-3.fc38\n"  # a directory: no digest
+        b"/etc/old.conf\t" + b"b" * 32 + b"\t(none)\told\t1.0-1\n"  # no algorithm tag: MD5
+        b"/etc/odd\t" + b"c" * 96 + b"\t9\todd\t1.0-1\n"  # SHA-384: not one of ours
+    )
+    assert parse_rpm_query(out) == {
+        b"/usr/bin/true": Shipped("coreutils", "9.1-3.fc38", "a" * 64, "sha256"),
+        b"/etc/old.conf": Shipped("old", "1.0-1", "b" * 32, "md5"),
+    }
+
+
+def test_the_rpm_query_against_a_package_rpmbuild_made(tmp_path: Path) -> None:
+    """The query's format as rpm itself answers it (rpm -qp reads a package
+    file the way -qa reads the database)."""
+    path = Path("/usr/share/filewarden-rpm-probe/probe.conf")
+    package = build_rpm(tmp_path, "filewarden-rpm-probe", "1.0", path, b"hello rpm\n")
+    done = subprocess.run(["rpm", "-qp", "--queryformat", RPM_QUERY, str(package)], capture_output=True, check=True)
+    assert parse_rpm_query(done.stdout) == {
+        bytes(path): Shipped("filewarden-rpm-probe", "1.0-1", hashlib.sha256(b"hello rpm\n").hexdigest(), "sha256")
+    }
