@@ -168,7 +168,7 @@ def rpm(*args: str) -> None:
 
 @pytest.fixture
 def rpm_probe(tmp_path: Path) -> Iterator[Callable[[str, bytes], None]]:
-    RPM_DB.mkdir(parents=True)
+    RPM_DB.mkdir(parents=True, exist_ok=True)  # Debian's rpm package makes it, empty
     rpm("--initdb")
 
     def install(version: str, content: bytes) -> None:
@@ -179,7 +179,8 @@ def rpm_probe(tmp_path: Path) -> Iterator[Callable[[str, bytes], None]]:
         yield install
     finally:
         rpm("-e", "--force-debian", "--nodeps", "filewarden-rpm-probe")
-        shutil.rmtree(RPM_DB)
+        for made in RPM_DB.iterdir():  # empty again (the guest's /var: tmpfs)
+            shutil.rmtree(made) if made.is_dir() else made.unlink()
 
 
 def test_an_rpm_upgrade_is_named_and_a_later_change_fails_rpms_checksum(

@@ -111,6 +111,13 @@ class PackageDb:
                 stamp.append(0)
         return tuple(stamp)
 
+    def invalidate(self) -> None:
+        """Read the records again at the next lookup, changed or not (a
+        change within one tick of a coarse filesystem clock leaves the
+        stamps as they were)."""
+        with self._lock:
+            self._loaded = ()
+
     def _load(self) -> dict[bytes, tuple[str, str]]:
         with self._lock:
             stamp = self._stamp()

@@ -301,6 +301,7 @@ class ContentWatch:
         now = time.monotonic()
         with self._lock:
             pending = list(self._pending.items())
+        self.packages.invalidate()
         for path, (doc, change, until) in pending:
             package = package_of(change, self.packages)
             if package is not None:
@@ -308,6 +309,15 @@ class ContentWatch:
             if force or now >= until or self._accepts(doc) is not False:
                 with self._lock:
                     self._pending.pop(path, None)
+                if self._accepts(doc) is False:
+                    log.info(
+                        "content: %s: written by %s, but %s %s records another checksum%s: reported",
+                        doc["file"].get("path"),
+                        doc["event"]["package_manager"],
+                        doc["file"]["package"]["name"],
+                        doc["file"]["package"].get("version", "?"),
+                        "" if force else f" after {PACKAGE_WAIT_S:.0f} s",
+                    )
                 self._report(doc, change)
 
     def _image(self, baseline: Baseline, path: bytes, lower: bytes) -> None:
