@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -253,8 +254,16 @@ def _unpack(pkg: KernelPackage, work: Path, full: Path) -> str:
     return _release(full / "boot")
 
 
+_FETCHING = threading.Lock()  # one apt at a time in the private apt directory (guests may boot in parallel)
+
+
 def fetch(series: str) -> tuple[Path, str]:
     """A pruned kernel folder for `series` (downloaded once); (folder, release)."""
+    with _FETCHING:
+        return _fetch(series)
+
+
+def _fetch(series: str) -> tuple[Path, str]:
     pkg = resolve(series)
     dest = kernel_dir(pkg)
     stamp = dest / ".complete"
@@ -364,8 +373,16 @@ def read_junit(path: Path, name: str) -> SuiteResult:
     return result
 
 
+_BUILDING = threading.Lock()
+
+
 def build_objects() -> None:
     """Builds the BPF objects here: the guest sees the tree read-only."""
+    with _BUILDING:
+        _build_objects()
+
+
+def _build_objects() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "filewarden._build"], capture_output=True, text=True, check=False, cwd=REPO
     )

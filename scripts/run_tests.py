@@ -15,6 +15,8 @@ is listed with its reason), and every suite ran. Run through scripts/test.sh, wh
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +29,17 @@ import kernel_lab
 REPO = kernel_lab.REPO
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_FENTRY_KERNELS = ("6.1", "newest")
+
+
+def guests_at_once(suites: int) -> int:
+    """Guests booted side by side: single-threaded TCG keeps each to one
+    host CPU, and each takes 2 GiB of memory (kernel_lab.py)."""
+    cpus = os.cpu_count() or 1
+    try:
+        memory_gib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / (1 << 30)
+    except (OSError, ValueError):
+        memory_gib = 4.0
+    return max(1, min(suites, cpus, int(memory_gib // 3)))
 
 
 def step(title: str) -> None:
@@ -110,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             # the oldest and the newest kernel, where its behaviour differs
             # most (6.12's sits between them); `--backend fentry` runs all.
             suites = [(b, k) for b, k in suites if b == "lsm" or k in DEFAULT_FENTRY_KERNELS]
-        for backend, series in suites:
-            what = "kernel and end-to-end tests" + ("" if backend == "lsm" else ", BPF LSM off: fentry backend")
-            step(f"guest {series}: {what}")
+        at_once = guests_at_once(len(suites))
+        names = ", ".join(s if b == "lsm" else f"{s}-{b}" for b, s in suites)
+        step(f"guests: kernel and end-to-end tests in {names}; {at_once} at a time")
+
+        def suite(backend: str, series: str) -> list[kernel_lab.SuiteResult]:
             first = kernel_lab.boot_and_test(
                 series,
                 list(kernel_lab.DEFAULT_TESTS),
@@ -122,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=1500.0,
                 backend=backend,
             )
-            results.append(first)
             second = kernel_lab.follow_up_boot(
                 first, series, whole_suite=args.keyword is None, timeout=600.0, backend=backend
             )
-            if second is not None:
-                results.append(second)
+            return [first] if second is None else [first, second]
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
+            for found in pool.map(lambda s: suite(*s), suites):
+                results.extend(found)
 
     step("summary")
     kernel_lab.report(results)

@@ -208,18 +208,18 @@ def run_scan(
     return report, rule
 
 
-def package_of(change: Change, db: PackageDb) -> dict[str, Any] | None:
+def package_of(change: Change, db: PackageDb, digests: dict[str, str] | None = None) -> dict[str, Any] | None:
     """`file.package` for a content change to a file a package shipped: its
     name, version, and whether the content now matches the checksum the
-    package recorded (dpkg keeps MD5s, rpm mostly SHA-256: computed here
-    when the baseline does not keep that algorithm)."""
+    package recorded (dpkg keeps MD5s, rpm mostly SHA-256: from `digests`,
+    the content's as it was read, else the entry's, else computed now)."""
     new = change.new
     if change.action != "content_changed" or new is None or new.kind != "file":
         return None
     shipped = db.lookup(change.path)
     if shipped is None:
         return None
-    digest = (new.hashes or {}).get(shipped.algorithm)
+    digest = (digests or {}).get(shipped.algorithm) or (new.hashes or {}).get(shipped.algorithm)
     if digest is None:
         try:
             digest = hash_path(change.path, [shipped.algorithm]).hashes[shipped.algorithm]
@@ -233,8 +233,10 @@ def package_of(change: Change, db: PackageDb) -> dict[str, Any] | None:
     return doc
 
 
-def with_package(doc: dict[str, Any], change: Change, db: PackageDb) -> dict[str, Any]:
-    package = package_of(change, db)
+def with_package(
+    doc: dict[str, Any], change: Change, db: PackageDb, digests: dict[str, str] | None = None
+) -> dict[str, Any]:
+    package = package_of(change, db, digests)
     if package is not None:
         doc["file"]["package"] = package
     return doc

@@ -90,8 +90,9 @@ class ContentWatch:
         self._large: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         # path -> (the open's document, when it was opened or last hashed, when first opened)
         self._open: dict[bytes, tuple[dict[str, Any], float, float]] = {}
-        # path -> (the content_changed document, its change, until when it may wait for its package)
-        self._pending: dict[bytes, tuple[dict[str, Any], Change, float]] = {}
+        # path -> (the content_changed document, its change, the content's digests
+        # (the package's algorithm too), until when it may wait for its package)
+        self._pending: dict[bytes, tuple[dict[str, Any], Change, dict[str, str], float]] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="filewarden-content", daemon=True)
         self._idle = threading.Event()
@@ -240,17 +241,22 @@ class ContentWatch:
                 self._large[path] = {**doc, "_large": True}
             return
         doc.pop("_large", None)
+        algorithms = self._algorithms(path, doc)
         try:
-            now = self._read(path)
+            read = self._read(path, algorithms)
         except (OSError, hashes.UnstableError) as exc:
             self.stats.unreadable += 1
             log.warning(
                 "content: %s could not be hashed after a write: %s", path.decode("utf-8", "backslashreplace"), exc
             )
             return
-        if now is None:
+        if read is None:
             return
         self.stats.hashed += 1
+        digests = read.hashes or {}
+        now = read
+        if algorithms != self.config.hashes:  # the package's algorithm too: not for the baseline
+            now = msgspec.structs.replace(read, hashes={a: digests[a] for a in self.config.hashes})
         before = baseline.get(path)
         baseline.put_many([now])
         if before is None or before.kind != "file" or not before.hashes:
@@ -261,12 +267,24 @@ class ContentWatch:
             self.stats.same += 1
             return
         change = Change("content_changed", now.path, before, now)
-        out = self._document(doc, change)
+        out = self._document(doc, change, digests)
         if self._accepts(out) is False:
             with self._lock:
-                self._pending[path] = (out, change, time.monotonic() + PACKAGE_WAIT_S)
+                self._pending[path] = (out, change, digests, time.monotonic() + PACKAGE_WAIT_S)
             return
         self._report(out, change)
+
+    def _algorithms(self, path: bytes, doc: dict[str, Any]) -> tuple[str, ...]:
+        """The baseline's hashes, and for a package manager's change under
+        package_changes = "accept" the one its package's checksum uses: the
+        content as the manager left it is what is compared with the
+        checksum, whenever the checksum is recorded."""
+        if self.config.package_changes != "accept" or "package_manager" not in doc.get("event", {}):
+            return self.config.hashes
+        shipped = self.packages.lookup(path)
+        if shipped is None or shipped.algorithm in self.config.hashes:
+            return self.config.hashes
+        return (*self.config.hashes, shipped.algorithm)
 
     def _accepts(self, doc: dict[str, Any]) -> bool | None:
         """A package manager's change under package_changes = "accept": True
@@ -302,8 +320,8 @@ class ContentWatch:
         with self._lock:
             pending = list(self._pending.items())
         self.packages.invalidate()
-        for path, (doc, change, until) in pending:
-            package = package_of(change, self.packages)
+        for path, (doc, change, digests, until) in pending:
+            package = package_of(change, self.packages, digests)
             if package is not None:
                 doc["file"]["package"] = package
             if force or now >= until or self._accepts(doc) is not False:
@@ -332,21 +350,21 @@ class ContentWatch:
             self.stats.images += 1
             baseline.put_many([msgspec.structs.replace(image, path=path)])
 
-    def _read(self, path: bytes) -> Entry | None:
+    def _read(self, path: bytes, algorithms: tuple[str, ...] | None = None) -> Entry | None:
         fd = hashes.open_regular(path)
         try:
             opened = os.fstat(fd)
             found = entries.read(path, opened, fd)
             if found is None or found.kind != "file":
                 return None
-            digest = hashes.hash_fd(fd, self.config.hashes)
+            digest = hashes.hash_fd(fd, algorithms or self.config.hashes)
         finally:
             os.close(fd)
         return msgspec.structs.replace(
             found, size=digest.size, mtime_ns=digest.mtime_ns, ctime_ns=digest.ctime_ns, hashes=digest.hashes
         )
 
-    def _document(self, close: dict[str, Any], change: Change) -> dict[str, Any]:
+    def _document(self, close: dict[str, Any], change: Change, digests: dict[str, str]) -> dict[str, Any]:
         """The close's (or rename's) document, as content_changed: the same
         process, container and file, the hashes and sizes before and after."""
         doc = copy.copy(close)
@@ -366,4 +384,4 @@ class ContentWatch:
         file["size"] = now.size
         file["previous"] = {"hash": dict(before.hashes or {}), "size": before.size}
         doc["file"] = file
-        return with_package(doc, change, self.packages)
+        return with_package(doc, change, self.packages, digests)
