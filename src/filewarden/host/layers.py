@@ -91,5 +91,17 @@ class Layers:
             if path.startswith(lower):
                 for prefix in lower:
                     if path.startswith(prefix):
-                        return prefix[:-1]
+                        return None if self._through_its_overlay(event, prefix[:-1]) else prefix[:-1]
         return None
+
+    def _through_its_overlay(self, event: FileEvent, lowerdir: bytes) -> bool:
+        """Is the file on an overlay that has `lowerdir` as a layer? Then the
+        write went through that overlay (mounted on its own lowerdir, as
+        /var over /var), into its upper layer, whatever the hook could tell
+        of the layer."""
+        dev = event.file.device
+        if dev is None:
+            return False
+        with self.lock:
+            m = self.table.lookup(dev)
+        return m is not None and lowerdir in m.lowerdirs
