@@ -15,6 +15,7 @@ a refresh rebuilds in place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -47,6 +48,7 @@ class Layers:
         except OSError:
             self.own_mntns = 0
         self._lower_prefixes: tuple[bytes, ...] = ()
+        self._lower_devs: dict[bytes, int] = {}  # prefix -> the device its directory is on
         self.generation = 0  # one more each time the lower layers change
         self.lock = threading.RLock()
 
@@ -58,6 +60,10 @@ class Layers:
             if lower != self._lower_prefixes:
                 self._lower_prefixes = lower
                 self.generation += 1
+            self._lower_devs = {}
+            for prefix in lower:
+                with contextlib.suppress(OSError):
+                    self._lower_devs[prefix] = os.stat(self.root / os.fsdecode(prefix).lstrip("/")).st_dev
         for dev in changes.added:
             m = self.table.by_dev[dev]
             where = ", ".join(os.fsdecode(p) for p in self.table.mount_points(dev))
@@ -91,8 +97,19 @@ class Layers:
             if path.startswith(lower):
                 for prefix in lower:
                     if path.startswith(prefix):
-                        return None if self._through_its_overlay(event, prefix[:-1]) else prefix[:-1]
+                        return None if self._elsewhere(event, prefix) else prefix[:-1]
         return None
+
+    def _elsewhere(self, event: FileEvent, prefix: bytes) -> bool:
+        """Is the file, though its path is under the lowerdir `prefix`, on
+        another filesystem than that directory: a mount below it (a tmpfs
+        on /var/tmp under a lowerdir /var), or the overlay itself?"""
+        dev = event.file.device
+        with self.lock:
+            at = self._lower_devs.get(prefix)
+        if dev is not None and at is not None and dev != at:
+            return True
+        return self._through_its_overlay(event, prefix[:-1])
 
     def _through_its_overlay(self, event: FileEvent, lowerdir: bytes) -> bool:
         """Is the file on an overlay that has `lowerdir` as a layer? Then the

@@ -94,7 +94,8 @@ def test_an_upper_layer_write_names_its_place_on_the_host(root: Path) -> None:
 def test_a_host_write_into_an_image_layer_is_tampering_with_its_users(root: Path) -> None:
     e = enricher(root)
     assert e.layers.prefixes() == [b"/l/top/", b"/l/base/"]
-    ev = event(action=Action.UNLINK, path=b"/l/base/bin/sh", process=host_writer(root))
+    on_disk = FileInfo(inode=9, device=os.stat(root / "l/base").st_dev)  # the layer's own filesystem
+    ev = event(action=Action.UNLINK, path=b"/l/base/bin/sh", process=host_writer(root), file=on_disk)
     doc = doc_for(e, ev)
     assert doc["event"] == {"action": "layer_tamper", "operation": "unlink"}
     assert doc["file"] == {"path": "/l/base/bin/sh", "host_path": "/l/base/bin/sh", "layer": "lower"}
@@ -118,9 +119,15 @@ def test_a_write_through_an_overlay_mounted_on_its_own_lowerdir_is_not_tampering
     through = FileInfo(inode=4, device=os.makedev(0, 57))
     ev = event(action=Action.TRUNCATE, path=b"/var/tmp/a", process=host_writer(tmp_path), file=through)
     assert layers.tampered(ev) is None
-    beside = FileInfo(inode=4, device=os.makedev(8, 1))  # the lower directory's own file, on the disk
+    (tmp_path / "var").mkdir()
+    layers.refresh()
+    lower_dev = os.stat(tmp_path / "var").st_dev
+    beside = FileInfo(inode=4, device=lower_dev)  # the lower directory's own file, on its filesystem
     ev = event(action=Action.TRUNCATE, path=b"/var/tmp/a", process=host_writer(tmp_path), file=beside)
     assert layers.tampered(ev) == b"/var"
+    mounted_below = FileInfo(inode=4, device=lower_dev + 1)  # a tmpfs on /var/tmp
+    ev = event(action=Action.TRUNCATE, path=b"/var/tmp/a", process=host_writer(tmp_path), file=mounted_below)
+    assert layers.tampered(ev) is None
 
 
 def test_an_unknown_cgroup_is_asked_of_proc_once_per_process(root: Path) -> None:
