@@ -94,9 +94,14 @@ def _produce(p: Producer, rate: int, seconds: float, burst: int, out: int) -> No
     os.write(out, json.dumps({"produced": produced, "full": full, "seconds": took}).encode())
 
 
-def run_trial(p: Producer, out_dir: Path, rate: int, seconds: float, burst: int = 0) -> Trial:
-    """One producer run against a fresh agent consumer."""
-    config = Config(paths=("/etc/**",), outputs=(Output("jsonl", str(out_dir / "events.jsonl")),))
+def run_trial(p: Producer, out_dir: Path, rate: int, seconds: float, burst: int = 0, *, store: bool = False) -> Trial:
+    """One producer run against a fresh agent consumer; `store`: the event
+    store (sqlite) beside the JSON lines, as `filewarden run` has it by default."""
+    outputs = [Output("jsonl", str(out_dir / "events.jsonl"))]
+    if store:
+        (out_dir / "events.db").unlink(missing_ok=True)
+        outputs.append(Output("sqlite", str(out_dir / "events.db")))
+    config = Config(paths=("/etc/**",), outputs=tuple(outputs))
     agent = BpfBackend(config)
     agent.use_ring(MmapRingReader(p.ring))
     sinks = open_outputs(config.outputs)

@@ -1,4 +1,4 @@
-"""The command line: `filewarden run`, `explain`, `doctor`, `verify`, `baseline accept`, `drift`."""
+"""The command line: `filewarden run`, `explain`, `doctor`, `verify`, `baseline accept`, `drift`, `events`."""
 
 from __future__ import annotations
 
@@ -397,6 +397,101 @@ def drift(which: str | None, as_json: bool, config_file: Path | None) -> None:
     if not found:
         console.print("no overlay mounts with an upper layer")
     sys.exit(EXIT_FAILURE if drifted else EXIT_OK)
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Configuration: where the store is (state_dir, a sqlite: output), as for 'run'.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the store (events.db) is [default: the config's state_dir, else /var/lib/filewarden].",
+)
+@click.option("--since", metavar="WHEN", help="From this time on: ago (30m, 2h, 7d) or ISO 8601 (UTC unless said).")
+@click.option("--until", metavar="WHEN", help="Before this time (as --since).")
+@click.option(
+    "--action", "actions", multiple=True, metavar="A", help="Only this action (create, unlink, ...); repeatable."
+)
+@click.option("--path", "path_glob", metavar="GLOB", help="Only paths matching GLOB (as for 'run': '**' any depth).")
+@click.option("--container", metavar="ID", help="Only this container (its id, or the start of it).")
+@click.option("--process", metavar="EXE", help="Only this executable (a path, or a file name such as vim).")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=100, show_default=True, help="The newest N that match; 0: all."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (the default when not on a terminal).")
+@click.option("--table", "as_table", is_flag=True, help="A table (the default on a terminal).")
+@click.option("--follow", "-f", is_flag=True, help="Then print new events as they are stored, until Ctrl-C.")
+def events(  # noqa: PLR0917 - one parameter per click option
+    config_file: Path | None,
+    state_dir: Path | None,
+    since: str | None,
+    until: str | None,
+    actions: tuple[str, ...],
+    path_glob: str | None,
+    container: str | None,
+    process: str | None,
+    limit: int,
+    as_json: bool,
+    as_table: bool,
+    follow: bool,
+) -> None:
+    """The stored events: what changed, where, when, and who did it.
+
+    Reads the event store the agent writes (state_dir/events.db, or its
+    sqlite: output), with the agent running or stopped, oldest first: the
+    newest --limit events that match every filter given. A table on a
+    terminal, JSON lines (each event as the agent wrote it) otherwise.
+    Exits 0, also when nothing matches.
+    """
+    from filewarden.service import events as ev
+
+    if as_json and as_table:
+        raise UsageError("--json and --table: choose one")
+    config = load_config(config_file, state_dir=state_dir)
+    _setup_logging("warning")
+    where = ev.find(config.event_store_path)
+    asked = ev.ask(since=since, until=until, actions=actions, path=path_glob, container=container, process=process)
+    found, last = ev.rows(where, asked, limit or None)
+    table = as_table or (not as_json and sys.stdout.isatty())
+    if table:
+        _print_events([doc for _, doc in found])
+    else:
+        out = sys.stdout.buffer
+        for _, doc in found:
+            out.write(doc + b"\n")
+        out.flush()
+    if not follow:
+        sys.exit(EXIT_OK)
+    try:
+        for doc in ev.follow(where, asked, last):
+            if table:
+                _print_events([doc], header=False)
+            else:
+                sys.stdout.buffer.write(doc + b"\n")
+                sys.stdout.buffer.flush()
+    except KeyboardInterrupt:
+        pass
+    sys.exit(EXIT_OK)
+
+
+def _print_events(docs: list[bytes], *, header: bool = True) -> None:
+    from rich.table import Table
+
+    from filewarden.service.events import table_row
+
+    console = _table_console()
+    if not docs:
+        if header:
+            console.print("no events match")
+        return
+    table = Table("time (UTC)", "action", "path", "process", "container", box=None, pad_edge=False, show_header=header)
+    for doc in docs:
+        table.add_row(*table_row(doc))
+    console.print(table)
 
 
 @cli.group()

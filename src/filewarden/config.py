@@ -46,6 +46,8 @@ DEFAULT_STATE_DIR: Final = Path("/var/lib/filewarden")
 DEFAULT_SCAN_RATE_MIB_S: Final = 50.0
 DEFAULT_MAX_FILE_SIZE: Final = 100 * 1024 * 1024
 DEFAULT_REHASH_INTERVAL: Final = 60.0
+DEFAULT_RETENTION_DAYS: Final = 30.0
+DEFAULT_RETENTION_MIB: Final = 1024.0
 
 
 class ConfigError(UsageError):
@@ -73,15 +75,22 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     report_initial_scan: bool | UnsetType = UNSET
     rebuild_baseline: bool | UnsetType = UNSET
     package_changes: Literal["report", "accept"] | UnsetType = UNSET
+    event_store: bool | UnsetType = UNSET
+    retention_days: float | UnsetType = UNSET
+    retention_mib: float | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    kind: Literal["jsonl"]
+    kind: Literal["jsonl", "sqlite"]
     target: str  # "-" for stdout, else a file path
+    max_bytes: int = 0  # jsonl: rotate past this size (0: never)
+    backups: int = 0  # jsonl: rotated files kept (PATH.1 the newest)
 
     @property
     def spec(self) -> str:
+        if self.max_bytes:
+            return f"{self.kind}:{self.target}?max_bytes={self.max_bytes}&backups={self.backups}"
         return f"{self.kind}:{self.target}"
 
 
@@ -125,6 +134,28 @@ class Config:
     # checksum: "report" it as content_changed, or "accept" it into the
     # baseline without an event (service/content.py).
     package_changes: Literal["report", "accept"] = "report"
+    # Keep every event in state_dir/events.db for `filewarden events`.
+    event_store: bool = True
+    # The event store keeps this many days and at most this many MiB.
+    retention_days: float = DEFAULT_RETENTION_DAYS
+    retention_mib: float = DEFAULT_RETENTION_MIB
+
+    @property
+    def event_store_path(self) -> Path | None:
+        """Where `filewarden events` looks: the first sqlite output, else
+        the default store, if on."""
+        for out in self.outputs:
+            if out.kind == "sqlite":
+                return Path(out.target)
+        return self.state_dir / "events.db" if self.event_store else None
+
+    @property
+    def all_outputs(self) -> tuple[Output, ...]:
+        """The outputs, and the default event store when no sqlite output
+        is named and it is on."""
+        if self.event_store and not any(o.kind == "sqlite" for o in self.outputs):
+            return (*self.outputs, Output("sqlite", str(self.state_dir / "events.db")))
+        return self.outputs
 
     @property
     def matcher(self) -> globs.PathMatcher:
@@ -135,11 +166,30 @@ class Config:
         return int(getattr(logging, self.log_level.upper()))
 
 
+OUTPUT_KINDS: Final = ("jsonl", "sqlite")
+
+
 def parse_output(spec: str) -> Output:
-    kind, sep, target = spec.partition(":")
-    if kind != "jsonl" or not sep or not target:
-        raise ConfigError(f"output {spec!r} is not valid: expected jsonl:- or jsonl:PATH")
-    return Output("jsonl", target)
+    """Every output's spec, KIND:TARGET[?OPTION=VALUE&...], parsed here:
+    jsonl:- (stdout), jsonl:PATH[?max_bytes=N&backups=K] (rotated past N
+    bytes, K old files kept), sqlite:PATH (an event store)."""
+    kind, sep, rest = spec.partition(":")
+    target, _, query = rest.partition("?")
+    if kind not in OUTPUT_KINDS or not sep or not target or (kind == "sqlite" and target == "-"):
+        raise ConfigError(f"output {spec!r} is not valid: expected jsonl:-, jsonl:PATH or sqlite:PATH")
+    options: dict[str, int] = {}
+    allowed = ("max_bytes", "backups") if kind == "jsonl" and target != "-" else ()
+    for pair in query.split("&") if query else ():
+        key, eq, value = pair.partition("=")
+        if key not in allowed or not eq:
+            known = ", ".join(allowed) or "none"
+            raise ConfigError(f"output {spec!r}: unknown option {key!r} (options of this output: {known})")
+        if not value.isdigit():
+            raise ConfigError(f"output {spec!r}: {key} must be a whole number, not {value!r}")
+        options[key] = int(value)
+    if options.get("backups") and not options.get("max_bytes"):
+        raise ConfigError(f"output {spec!r}: backups needs max_bytes (the size to rotate at)")
+    return Output(kind, target, **options)  # type: ignore[arg-type]
 
 
 def _check_paths(paths: Sequence[str], where: str) -> tuple[str, ...]:
@@ -234,6 +284,7 @@ def load(
     baseline: bool | None = None,
     report_initial_scan: bool | None = None,
     rebuild_baseline: bool | None = None,
+    event_store: bool | None = None,
 ) -> Config:
     """The effective configuration: defaults < file < command line."""
     file = read_file(config_file) if config_file is not None else FileConfig()
@@ -292,6 +343,17 @@ def load(
         report_initial_scan=_flag(report_initial_scan, file.report_initial_scan, default=False),
         rebuild_baseline=_flag(rebuild_baseline, file.rebuild_baseline, default=False),
         package_changes=file.package_changes if file.package_changes is not UNSET else "report",
+        event_store=_flag(event_store, file.event_store, default=True),
+        retention_days=(
+            _check_rate(file.retention_days, where, "retention_days")
+            if file.retention_days is not UNSET
+            else DEFAULT_RETENTION_DAYS
+        ),
+        retention_mib=(
+            _check_rate(file.retention_mib, where, "retention_mib")
+            if file.retention_mib is not UNSET
+            else DEFAULT_RETENTION_MIB
+        ),
     )
 
 

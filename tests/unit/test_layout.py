@@ -21,6 +21,7 @@ FORBIDDEN = {
     "backends.fanotify": ("backends.bpf", "_libbpf", "_bpf"),
     "pipeline": ("_libbpf", "_bpf", "backends", "service", "cli"),
     "integrity": ("_libbpf", "_bpf", "backends", "pipeline", "service", "cli", "config"),
+    "eventstore": ("_libbpf", "_bpf", "backends", "pipeline", "service", "cli", "config"),
     "_libbpf": ("_bpf", "backends", "host", "model", "pipeline", "service", "cli", "config"),
 }
 
@@ -72,6 +73,7 @@ def test_every_package_says_what_it_owns_and_must_not_import() -> None:
         ["explain", "--help"],
         ["verify", "--help"],
         ["baseline", "accept", "--help"],
+        ["events", "--help"],
     ],
 )
 def test_help_loads_no_backend(argv: list[str]) -> None:

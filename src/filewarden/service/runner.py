@@ -100,7 +100,7 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
     tune_interpreter()
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
-    sinks = open_outputs(config.outputs)
+    sinks = open_outputs(config.all_outputs, retention_days=config.retention_days, retention_mib=config.retention_mib)
     monitor: IntegrityMonitor | None = None
     try:
         if config.baseline:

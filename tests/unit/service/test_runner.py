@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -29,7 +30,9 @@ def numbered(first: int, n: int) -> list[Any]:
 
 
 def config(out: Path) -> Config:
-    return Config(paths=("/etc/**",), outputs=(Output("jsonl", str(out)),), baseline=False)
+    return Config(
+        paths=("/etc/**",), outputs=(Output("jsonl", str(out)),), baseline=False, state_dir=out.parent / "state"
+    )
 
 
 def lines(out: Path) -> list[dict[str, Any]]:
@@ -63,6 +66,10 @@ def test_every_event_is_written_in_order_including_those_left_at_stop(fake: Fake
     assert {d["event"]["backend"] for d in lines(out)} == {"fake"}
     assert fake.stopped
     assert fake.closed
+    # The event store has every line the output has, by default.
+    db = sqlite3.connect(tmp_path / "state" / "events.db")
+    assert [json.loads(row[0]) for row in db.execute("SELECT doc FROM events ORDER BY id")] == lines(out)
+    db.close()
 
 
 def test_ready_file_exists_while_running_and_goes_at_exit(fake: FakeBackend, tmp_path: Path) -> None:
