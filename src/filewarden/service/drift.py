@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.errors import UsageError
+from filewarden.host.mappings import maps_this_copy
 from filewarden.host.mountinfo import MountEntry, read_mountinfo
 from filewarden.host.overlayfs import OverlayMount
 from filewarden.integrity.document import text
@@ -95,21 +96,35 @@ def report(
     assert overlay.upperdir is not None
     found = sorted(drift(overlay.upperdir, overlay.lowerdirs, algorithms), key=lambda d: d.path)
     if mapped:
-        found = [_with_readers(d, mapped) for d in found]
+        found = [_with_readers(d, mapped, target.merged) for d in found]
     return found
 
 
-def _with_readers(d: Drift, mapped: dict[tuple[int, int], list[Mapper]]) -> Drift:
+def _with_readers(d: Drift, mapped: dict[tuple[int, int], list[Mapper]], merged: bytes) -> Drift:
+    """The processes that map the image's copy of a changed file. /proc's
+    maps name the file a mapping reads by its device and inode: the lower
+    file's (Linux 6.1), or the overlay file's where maps shows the inode
+    the user opened (6.12): then the mapped bytes are compared with both
+    copies to tell which one the process reads."""
     if d.kind not in _IMAGE_READ or d.lower_path is None:
         return d
     try:
         st = os.stat(d.lower_path)
     except OSError:
         return d
-    readers = mapped.get((st.st_dev, st.st_ino))
+    readers = {(m.pid, m.executable) for m in mapped.get((st.st_dev, st.st_ino), ())}
+    if d.kind == "modified":
+        try:
+            ovl = os.stat(merged.rstrip(b"/") + d.path)
+        except OSError:
+            ovl = None
+        if ovl is not None and (ovl.st_dev, ovl.st_ino) != (st.st_dev, st.st_ino):
+            for m in mapped.get((ovl.st_dev, ovl.st_ino), ()):
+                if maps_this_copy(m, d.lower_path, d.upper_path):
+                    readers.add((m.pid, m.executable))
     if not readers:
         return d
-    return dataclasses.replace(d, image_readers=tuple((m.pid, m.executable) for m in readers))
+    return dataclasses.replace(d, image_readers=tuple(sorted(readers, key=lambda r: r[0])))
 
 
 def document(target: Target, found: list[Drift]) -> dict[str, Any]:

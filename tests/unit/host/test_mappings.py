@@ -6,7 +6,7 @@ import mmap
 import os
 from pathlib import Path
 
-from filewarden.host.mappings import Mapper, mapped_files
+from filewarden.host.mappings import Mapper, mapped_files, maps_this_copy
 
 
 def test_this_process_mapping_a_file_is_found_by_device_and_inode(tmp_path: Path) -> None:
@@ -15,7 +15,9 @@ def test_this_process_mapping_a_file_is_found_by_device_and_inode(tmp_path: Path
     with target.open("rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ):
         st = os.stat(target)
         found = mapped_files()
-    assert Mapper(os.getpid(), os.readlink("/proc/self/exe")) in found[(st.st_dev, st.st_ino)]
+    assert (os.getpid(), os.readlink("/proc/self/exe")) in {
+        (m.pid, m.executable) for m in found[(st.st_dev, st.st_ino)]
+    }
 
 
 def test_maps_lines_anonymous_ones_and_unreadable_processes(tmp_path: Path) -> None:
@@ -30,6 +32,18 @@ def test_maps_lines_anonymous_ones_and_unreadable_processes(tmp_path: Path) -> N
     (tmp_path / "self").mkdir()
     found = mapped_files(tmp_path)
     assert found == {
-        (os.makedev(0xFD, 0x01), 1835023): [Mapper(42, None)],
-        (os.makedev(0, 0x2D), 77): [Mapper(42, None)],
+        (os.makedev(0xFD, 0x01), 1835023): [Mapper(42, None, 0x55D0C4A00000, 0, 0x2000)],
+        (os.makedev(0, 0x2D), 77): [Mapper(42, None, 0x7F3A1D200000, 0, 0x28000)],
     }
+
+
+def test_which_copy_a_mapping_shows_is_read_in_its_memory(tmp_path: Path) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    lower.write_bytes(b"image library\n" + b"\0" * 4000)
+    upper.write_bytes(b"replaced\n")
+    with lower.open("rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ):
+        st = os.stat(lower)
+        (mine,) = [m for m in mapped_files()[(st.st_dev, st.st_ino)] if m.pid == os.getpid()]
+        assert maps_this_copy(mine, bytes(lower), bytes(upper)) is True
+        assert maps_this_copy(mine, bytes(upper), bytes(lower)) is False
+        assert maps_this_copy(mine, bytes(lower), bytes(lower)) is None  # the same bytes: cannot tell
