@@ -111,6 +111,13 @@ def cli() -> None:
     default=None,
     help="Discard the baseline in --state-dir (a damaged one) and build a new one.",
 )
+@click.option(
+    "--metrics-address",
+    metavar="HOST:PORT",
+    default=None,
+    help="Serve Prometheus metrics (/metrics) and a health check (/healthz) here; '' for none "
+    "[default: the config's metrics_address, else 127.0.0.1:9464, loopback only].",
+)
 def run(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     paths: tuple[str, ...],
@@ -123,6 +130,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     baseline: bool | None,
     report_initial_scan: bool | None,
     rebuild_baseline: bool | None,
+    metrics_address: str | None,
 ) -> None:
     """Monitor file changes until SIGINT or SIGTERM.
 
@@ -141,6 +149,10 @@ def run(  # noqa: PLR0917 - one parameter per click option
     event.offline and event.window, and no process. The first start builds
     the baseline instead (resumed after a crash). While it runs, what live
     events touch is written to the baseline every minute and at stop.
+
+    Every event is also kept in the event store (--state-dir's events.db)
+    for 'filewarden events'. Metrics for Prometheus and a health check are
+    served on --metrics-address.
     """
     from filewarden.service.runner import run as run_agent
 
@@ -154,6 +166,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
         baseline=baseline,
         report_initial_scan=report_initial_scan,
         rebuild_baseline=rebuild_baseline,
+        metrics_address=metrics_address,
     )
     _setup_logging(config.log_level)
     socket_path = control_socket if control_socket is not None and str(control_socket) not in ("", ".") else None

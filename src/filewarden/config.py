@@ -47,6 +47,7 @@ DEFAULT_SCAN_RATE_MIB_S: Final = 50.0
 DEFAULT_MAX_FILE_SIZE: Final = 100 * 1024 * 1024
 DEFAULT_REHASH_INTERVAL: Final = 60.0
 DEFAULT_RETENTION_DAYS: Final = 30.0
+DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:9464"
 DEFAULT_RETENTION_MIB: Final = 1024.0
 
 
@@ -76,6 +77,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rebuild_baseline: bool | UnsetType = UNSET
     package_changes: Literal["report", "accept"] | UnsetType = UNSET
     event_store: bool | UnsetType = UNSET
+    metrics_address: str | UnsetType = UNSET
     retention_days: float | UnsetType = UNSET
     retention_mib: float | UnsetType = UNSET
 
@@ -136,6 +138,8 @@ class Config:
     package_changes: Literal["report", "accept"] = "report"
     # Keep every event in state_dir/events.db for `filewarden events`.
     event_store: bool = True
+    # Prometheus metrics and /healthz (service/metrics.py); "" for none.
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
     # The event store keeps this many days and at most this many MiB.
     retention_days: float = DEFAULT_RETENTION_DAYS
     retention_mib: float = DEFAULT_RETENTION_MIB
@@ -190,6 +194,15 @@ def parse_output(spec: str) -> Output:
     if options.get("backups") and not options.get("max_bytes"):
         raise ConfigError(f"output {spec!r}: backups needs max_bytes (the size to rotate at)")
     return Output(kind, target, **options)  # type: ignore[arg-type]
+
+
+def _check_address(text: str, where: str) -> str:
+    """HOST:PORT, or '' for none (service/metrics.py serves it)."""
+    if text:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"{where}: metrics address {text!r}: expected HOST:PORT (127.0.0.1:9464), or '' for none")
+    return text
 
 
 def _check_paths(paths: Sequence[str], where: str) -> tuple[str, ...]:
@@ -285,6 +298,7 @@ def load(
     report_initial_scan: bool | None = None,
     rebuild_baseline: bool | None = None,
     event_store: bool | None = None,
+    metrics_address: str | None = None,
 ) -> Config:
     """The effective configuration: defaults < file < command line."""
     file = read_file(config_file) if config_file is not None else FileConfig()
@@ -344,6 +358,12 @@ def load(
         rebuild_baseline=_flag(rebuild_baseline, file.rebuild_baseline, default=False),
         package_changes=file.package_changes if file.package_changes is not UNSET else "report",
         event_store=_flag(event_store, file.event_store, default=True),
+        metrics_address=_check_address(
+            metrics_address
+            if metrics_address is not None
+            else (file.metrics_address if file.metrics_address is not UNSET else DEFAULT_METRICS_ADDRESS),
+            "--metrics-address" if metrics_address is not None else where,
+        ),
         retention_days=(
             _check_rate(file.retention_days, where, "retention_days")
             if file.retention_days is not UNSET

@@ -59,8 +59,10 @@ def start_agent(tmp_path: Path) -> Iterator[object]:
         ready = tmp_path / f"ready-{len(started)}"
         # Each test's own baseline (the default, /var/lib/filewarden, is the host's).
         state = () if "--state-dir" in args else ("--state-dir", str(tmp_path / "state"))
+        # No metrics server unless a test asks: two agents of one test would want one port.
+        metrics = () if "--metrics-address" in args else ("--metrics-address", "")
         proc = subprocess.Popen(
-            [FILEWARDEN, "run", "--ready-file", str(ready), *state, *args],
+            [FILEWARDEN, "run", "--ready-file", str(ready), *state, *metrics, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

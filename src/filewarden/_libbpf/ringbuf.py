@@ -212,6 +212,10 @@ class MmapRingReader:
         cons: int = self._consumer_pos[0]
         return prod - cons
 
+    def fill(self) -> float:
+        """The ring's used share, 0 to 1."""
+        return self.pending_bytes() / self._size
+
     def poll(self, timeout: float) -> list[bytes]:
         out = self.read()
         if out:

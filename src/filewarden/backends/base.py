@@ -61,6 +61,17 @@ class BackendStats:
         return 0
 
 
+@dataclass(frozen=True)
+class Gauges:
+    """What a backend says to the metrics endpoint at a scrape. What it
+    cannot know is left out (None, or no key), never a zero."""
+
+    lost: dict[str, int] = field(default_factory=dict)  # cause -> records lost so far
+    ring_fill: float | None = None  # the kernel's ring buffer, used / size
+    buffer_fill: float | None = None  # records taken out ahead of processing, held / room
+    hooks: dict[str, dict[str, int]] = field(default_factory=dict)  # hook -> the kernel's exit counters
+
+
 OK: Final = "ok"
 FAIL: Final = "FAIL"
 WARN: Final = "warn"
@@ -134,3 +145,7 @@ class Backend(Protocol):
     def explain(self, path: bytes) -> dict[str, Any]: ...
 
     def summary(self) -> list[SummaryLine]: ...
+
+    def gauges(self) -> Gauges:
+        """Losses by cause, buffers' fill, kernel counters: for metrics."""
+        ...

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filewarden.backends.base import INFO, BackendStats, SummaryLine
+from filewarden.backends.base import INFO, BackendStats, Gauges, SummaryLine
 from filewarden.errors import BackendError
 from filewarden.host.layers import Layers
 from filewarden.host.proctree import ProcessTree
@@ -89,6 +89,9 @@ class FakeBackend:
 
     def summary(self) -> list[SummaryLine]:
         return [(INFO, f"{self.stats.records} record(s) read")]
+
+    def gauges(self) -> Gauges:
+        return Gauges(lost={"sequence_gaps": self.stats.lost})
 
     def _signal(self) -> None:
         """The pipe holds one byte while batches are left, none after."""

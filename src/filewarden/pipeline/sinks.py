@@ -107,6 +107,8 @@ class SqliteSink:
 
         self.spec = output.spec
         self.errors = 0
+        self.failing = False  # the last batch could not be stored
+        self.last_error = ""
         try:
             self._writer = Writer(Path(output.target), retention_days=retention_days, retention_mib=retention_mib)
         except StoreError as exc:
@@ -134,6 +136,7 @@ class SqliteSink:
         while (batch := self._queue.get()) is not None:
             try:
                 self._writer.write(batch)
+                self.failing = False
                 if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
                     pruned_at = time.monotonic()
                     gone = self._writer.prune()
@@ -141,6 +144,7 @@ class SqliteSink:
                         log.info("%s: %d events past retention removed", self.spec, gone)
             except (StoreError, ValueError) as exc:
                 self.errors += 1
+                self.failing, self.last_error = True, str(exc)
                 if self.errors == 1 or self.errors % 1000 == 0:
                     log.error("%s: %s (%d batches not stored so far)", self.spec, exc, self.errors)
 

@@ -15,6 +15,7 @@ is full, the loop waits for room (counted: `waits`); nothing is dropped.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections import deque
@@ -53,6 +54,10 @@ class Pipeline:
         self.backend = backend
         self.clock = WallClock()
         self.written = 0
+        # Documents written, by action: the backend's (events) and the
+        # agent's own (offline and content changes), for the metrics.
+        self.actions: collections.Counter[str] = collections.Counter()
+        self.other_actions: collections.Counter[str] = collections.Counter()
         # Sees every batch of documents after it is written (the baseline
         # notes the paths live events name); runs on the pipeline's thread.
         self.observer: Callable[[list[dict[str, Any]]], None] | None = None
@@ -67,25 +72,29 @@ class Pipeline:
         # In slices: a backlog of 65,536 events rendered at once would hold
         # all their documents and lines (some 150 MB) at the same time.
         observer = self.observer
+        actions = self.actions
         for i in range(0, len(events), _EMIT_SLICE):
             if observer is None:
-                lines = [
-                    to_json_line(doc)
+                docs = [
+                    doc
                     for e in events[i : i + _EMIT_SLICE]
                     if not e.internal  # a writer's close, for a baseline there is not
                     for doc in to_documents(e, clock, tree, enrich, backend)
                 ]
-                self._write(lines)
+                actions.update(doc["event"]["action"] for doc in docs)
+                self._write([to_json_line(doc) for doc in docs])
             else:
-                docs: list[dict[str, Any]] = []
+                docs = []
                 internal: list[dict[str, Any]] = []
                 for e in events[i : i + _EMIT_SLICE]:
                     (internal if e.internal else docs).extend(to_documents(e, clock, tree, enrich, backend))
+                actions.update(doc["event"]["action"] for doc in docs)
                 self._write([to_json_line(doc) for doc in docs])
                 observer(docs + internal if internal else docs)
 
     def write_documents(self, docs: list[dict[str, Any]]) -> None:
-        """Documents made elsewhere (offline changes), to every output."""
+        """Documents made elsewhere (offline changes, content changes), to every output."""
+        self.other_actions.update(doc["event"]["action"] for doc in docs)
         self._write([to_json_line(doc) for doc in docs])
 
     def _write(self, lines: list[bytes]) -> None:
@@ -117,6 +126,16 @@ class PipelineWorker:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="filewarden-pipeline", daemon=True)
         self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        """Batches waiting for the worker."""
+        return len(self._pending)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What stopped the pipeline (an output that failed), if anything."""
+        return self._error
 
     def put(self, events: list[FileEvent]) -> None:
         """Queues a batch; waits while the queue is full. Raises what the

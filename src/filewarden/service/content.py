@@ -127,6 +127,11 @@ class ContentWatch:
                 now = time.monotonic()
                 self._open[path] = (doc, now, now)
 
+    def backlog(self) -> int:
+        """Files waiting to be hashed (queued, to retry, large, waiting for
+        their package's checksum)."""
+        return self._jobs.qsize() + len(self._retry) + len(self._large) + len(self._pending)
+
     def copied_up(self, path: bytes, lower: bytes) -> None:
         """An overlay file being copied up from `lower` (the image's copy):
         when the baseline has nothing for it yet, the image's content is

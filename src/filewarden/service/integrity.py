@@ -146,6 +146,10 @@ class IntegrityMonitor:
             elif not self._overflow:
                 self._dirty.update(paths)
 
+    def dirty_count(self) -> int:
+        """Paths live events touched, waiting for the next checkpoint."""
+        return len(self._dirty)
+
     def _own_path(self, doc: dict[str, Any], file: dict[str, Any]) -> str | None:
         """The file's path as this agent sees it: file.path when the writer
         shares the agent's mount namespace (a host overlay such as a guest's

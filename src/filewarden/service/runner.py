@@ -22,6 +22,7 @@ from filewarden.pipeline.sinks import open_outputs
 from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from filewarden.service.control import ControlServer, Requests
 from filewarden.service.integrity import IntegrityMonitor
+from filewarden.service.metrics import Agent, MetricsServer, parse_address
 
 if TYPE_CHECKING:
     from filewarden.backends.base import Backend
@@ -100,7 +101,17 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
     tune_interpreter()
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
-    sinks = open_outputs(config.all_outputs, retention_days=config.retention_days, retention_mib=config.retention_mib)
+    address = parse_address(config.metrics_address, "metrics_address")
+    # Bound first: a taken address is one line before any program is loaded.
+    metrics = MetricsServer(address) if address is not None else None
+    try:
+        sinks = open_outputs(
+            config.all_outputs, retention_days=config.retention_days, retention_mib=config.retention_mib
+        )
+    except BaseException:
+        if metrics is not None:
+            metrics.close()
+        raise
     monitor: IntegrityMonitor | None = None
     try:
         if config.baseline:
@@ -115,6 +126,8 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
             monitor.close()
         for sink in sinks:
             sink.close()
+        if metrics is not None:
+            metrics.close()
         raise
     gc.freeze()  # start-up's objects (snapshot, process tree) live as long as the agent
     control: ControlServer | None = None
@@ -126,6 +139,13 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
         if control_socket is not None:
             control = open_control(control_socket, backend)
         worker = PipelineWorker(pipeline)
+        agent = Agent(backend, pipeline, worker, sinks)
+        if monitor is not None:
+            agent.content_backlog = monitor.content.backlog
+            agent.dirty_paths = monitor.dirty_count
+        if metrics is not None:
+            metrics.attach(agent)
+            metrics.start()
         try:
             with stop_signals() as (wakeup, received):
                 if ready_file is not None:
@@ -134,7 +154,9 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
                 log.info("ready; writing events to %s", ", ".join(s.spec for s in sinks))
                 if monitor is not None:
                     monitor.start()  # the backend is attached: a change during the scan is seen live
+                agent.running = True
                 serve(backend, worker, wakeup, received)
+                agent.running = False
                 log.info("stopping on %s", signal.Signals(received[0]).name)
                 sd_notify("STOPPING=1")
                 worker.put(backend.stop())
@@ -144,6 +166,8 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
                 monitor.stop()  # what live events touched written to the baseline, a last checkpoint
         _log_summary(backend, pipeline, worker)
     finally:
+        if metrics is not None:
+            metrics.close()
         if monitor is not None:
             monitor.close()
         if control is not None:

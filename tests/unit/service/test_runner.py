@@ -31,7 +31,11 @@ def numbered(first: int, n: int) -> list[Any]:
 
 def config(out: Path) -> Config:
     return Config(
-        paths=("/etc/**",), outputs=(Output("jsonl", str(out)),), baseline=False, state_dir=out.parent / "state"
+        paths=("/etc/**",),
+        outputs=(Output("jsonl", str(out)),),
+        baseline=False,
+        state_dir=out.parent / "state",
+        metrics_address="",
     )
 
 
@@ -202,7 +206,7 @@ def test_changes_made_while_stopped_are_reported_at_the_next_start(
     (etc / "a").write_bytes(b"one")
     (etc / "b").write_bytes(b"two")
     out = tmp_path / "events.jsonl"
-    cfg = Config(paths=(f"{etc}/**",), outputs=(Output("jsonl", str(out)),), state_dir=state)
+    cfg = Config(paths=(f"{etc}/**",), outputs=(Output("jsonl", str(out)),), state_dir=state, metrics_address="")
 
     starts = [0]
 

@@ -41,7 +41,7 @@ from filewarden._libbpf import (
     RingReader,
     possible_cpus,
 )
-from filewarden.backends.base import INFO, WARNING, BackendStats, SummaryLine
+from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, SummaryLine
 from filewarden.backends.bpf import abi, loader, startup
 from filewarden.backends.bpf import snapshot as snapshots
 from filewarden.backends.bpf.drain import RingDrain
@@ -608,6 +608,23 @@ class BpfBackend:
             },
             "globs": [g.pattern for g in self.matcher.globs],
         }
+
+    def gauges(self) -> Gauges:
+        stats = self.stats
+        lost = {"sequence_gaps": stats.lost, "process_records": stats.process_lost}
+        for causes in stats.losses.report().values():
+            for cause, n in causes.items():
+                lost[cause] = lost.get(cause, 0) + n
+        reader = self._reader
+        drain = reader if isinstance(reader, RingDrain) else None
+        ring = drain.ring if drain is not None else reader
+        ring_fill = getattr(ring, "fill", None)
+        return Gauges(
+            lost=lost,
+            ring_fill=ring_fill() if ring_fill is not None else None,
+            buffer_fill=drain.fill() if drain is not None else None,
+            hooks=self.counters() if self._obj is not None else {},
+        )
 
     def summary(self) -> list[SummaryLine]:
         stats = self.stats

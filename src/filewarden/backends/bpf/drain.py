@@ -72,6 +72,14 @@ class RingDrain:
         self._thread = threading.Thread(target=self._run, name="ring-drain", daemon=True)
         self._thread.start()
 
+    @property
+    def ring(self) -> RingReader:
+        return self._ring
+
+    def fill(self) -> float:
+        """Records held, as a share of the room for them."""
+        return self._queued / self.max_records
+
     def _run(self) -> None:
         ring, take = self._ring, self._take
         unannounced = 0  # records queued since the reading thread was last woken

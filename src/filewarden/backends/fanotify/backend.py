@@ -32,7 +32,7 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from filewarden.backends.base import INFO, WARNING, BackendStats, Preflight, SummaryLine
+from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, Preflight, SummaryLine
 from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyWatcher, available
 from filewarden.errors import BackendError
 from filewarden.explain import explain as explain_path
@@ -339,6 +339,11 @@ class FanotifyBackend:
 
     def explain(self, path: bytes) -> dict[str, Any]:
         return explain_path(path, self.matcher, self.matcher.prefixes(), mark_of=None, loaded_hooks=[])
+
+    def gauges(self) -> Gauges:
+        # fanotify's queue overflows (and records that did not parse) are
+        # gaps in the numbers; it says nothing of how full its queue is.
+        return Gauges(lost={"sequence_gaps": self.stats.lost, "process_records": self.stats.process_lost})
 
 
 def preflight(host: Host) -> Preflight:
