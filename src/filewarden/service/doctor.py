@@ -19,6 +19,7 @@ from filewarden.host.overlayfs import OverlayTable
 from filewarden.host.sysinfo import Host
 from filewarden.integrity.hashes import ALGORITHMS
 from filewarden.integrity.store import FILENAME, Baseline, BaselineError
+from filewarden.service.metrics import is_loopback
 
 if TYPE_CHECKING:
     from filewarden.config import Config
@@ -84,6 +85,27 @@ def check_baseline(config: Config) -> list[Check]:
     return [*checks, Check("baseline", OK, f"{path}: {count} entries, last checkpoint {when}")]
 
 
+def check_service(config: Config) -> list[Check]:
+    """Where the metrics are served (loopback unless told otherwise), and
+    where events are kept."""
+    address = config.metrics_address
+    if not address:
+        metrics = Check("metrics", OK, "off (metrics_address = '')")
+    else:
+        host = address.rpartition(":")[0].strip("[]")
+        if is_loopback(host):
+            metrics = Check("metrics", OK, f"http://{address}/metrics and /healthz, loopback only")
+        else:
+            metrics = Check(
+                "metrics", WARN, f"http://{address}/metrics: reachable from other hosts",
+                "bind to 127.0.0.1 and scrape through a proxy, or firewall the port",
+            )  # fmt: skip
+    where = config.event_store_path
+    store = Check("event store", OK, f"{where} (kept {config.retention_days:g} days, at most "
+                  f"{config.retention_mib:g} MiB)" if where else "off (event_store = false)")  # fmt: skip
+    return [metrics, store]
+
+
 def backend_lines(preflights: list[Preflight]) -> list[Check]:
     """One line per backend, best first (backends/choose.py)."""
     return [Check(f"backend {p.backend}", OK if p.ok else FAIL, p.detail, p.fix, p.log) for p in preflights]
@@ -93,7 +115,7 @@ def run_checks(host: Host | None = None, config: Config | None = None) -> list[C
     host = host or Host()
     checks, preflights = choose.report(host)
     found = [*checks, *backend_lines(preflights), *check_overlays(host)]
-    return found if config is None else [*found, *check_baseline(config)]
+    return found if config is None else [*found, *check_baseline(config), *check_service(config)]
 
 
 def verdict(checks: list[Check]) -> tuple[bool, str]:
