@@ -57,7 +57,7 @@ class Pipeline:
         # Documents written, by action: the backend's (events) and the
         # agent's own (offline and content changes), for the metrics.
         self.actions: collections.Counter[str] = collections.Counter()
-        self.other_actions: collections.Counter[str] = collections.Counter()
+        self.other_actions: collections.Counter[tuple[str, str]] = collections.Counter()  # (action, backend)
         # Sees every batch of documents after it is written (the baseline
         # notes the paths live events name); runs on the pipeline's thread.
         self.observer: Callable[[list[dict[str, Any]]], None] | None = None
@@ -94,7 +94,7 @@ class Pipeline:
 
     def write_documents(self, docs: list[dict[str, Any]]) -> None:
         """Documents made elsewhere (offline changes, content changes), to every output."""
-        self.other_actions.update(doc["event"]["action"] for doc in docs)
+        self.other_actions.update((doc["event"]["action"], doc["event"].get("backend", "baseline")) for doc in docs)
         self._write([to_json_line(doc) for doc in docs])
 
     def _write(self, lines: list[bytes]) -> None:

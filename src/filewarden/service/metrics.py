@@ -12,6 +12,7 @@ server; it binds to loopback unless told otherwise.
 
 from __future__ import annotations
 
+import collections
 import http.server
 import json
 import logging
@@ -88,10 +89,13 @@ class AgentCollector(Collector):
         events = CounterMetricFamily(
             "filewarden_events", "Events written, by action and what saw them.", labels=["action", "backend"]
         )
-        for action, n in sorted(a.pipeline.actions.items()):
-            events.add_metric([action, backend], n)
-        for action, n in sorted(a.pipeline.other_actions.items()):
-            events.add_metric([action, "baseline"], n)
+        # The backend's events, and the agent's own: live content changes
+        # (labelled with the backend that saw the write) and offline
+        # changes ("baseline").
+        by_action = collections.Counter({(action, backend): n for action, n in a.pipeline.actions.items()})
+        by_action.update(a.pipeline.other_actions)
+        for (action, by), n in sorted(by_action.items()):
+            events.add_metric([action, by], n)
         yield events
         gauges = a.backend.gauges()
         lost = CounterMetricFamily("filewarden_records_lost", "Records lost, by cause.", labels=["cause"])
