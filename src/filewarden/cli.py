@@ -1,4 +1,4 @@
-"""The command line: `filewarden run`, `explain`, `doctor`, `verify`, `baseline accept`, `drift`, `events`."""
+"""The command line: `filewarden run`, `explain`, `status`, `doctor`, `verify`, `baseline accept`, `drift`, `events`."""
 
 from __future__ import annotations
 
@@ -505,6 +505,51 @@ def _print_events(docs: list[bytes], *, header: bool = True) -> None:
     for doc in docs:
         table.add_row(*table_row(doc))
     console.print(table)
+
+
+@cli.command()
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=str(DEFAULT_SOCKET),
+    show_default=True,
+    help="The running agent's control socket.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the agent's answer as one JSON object.")
+def status(socket_path: Path, as_json: bool) -> None:
+    """What the running agent is doing: its configuration's digest, backend,
+    uptime, counters, outputs, and its backend's own state.
+
+    Asks the agent through --socket. Exits 0 when an agent answered, 1 when
+    none is listening there.
+    """
+    import msgspec
+
+    from filewarden.service.control import ask
+
+    doc = ask(socket_path, {"status": True})
+    if as_json:
+        click.echo(msgspec.json.encode(doc).decode())
+        sys.exit(EXIT_OK)
+    agent = doc.get("agent", {})
+    counters = agent.get("counters", {})
+    click.echo(
+        f"agent: {agent.get('backend', doc.get('backend', '?'))} backend, up {agent.get('uptime_seconds', 0):.0f} s, "
+        f"configuration {agent.get('config_digest', '?')}" + ("" if agent.get("running", True) else ", stopping")
+    )
+    click.echo(
+        f"events: {agent.get('events_written', 0)} written; {counters.get('records', 0)} records read, "
+        f"{counters.get('lost', 0)} lost, {counters.get('process_records_lost', 0)} process records lost, "
+        f"{counters.get('outside_globs', 0)} outside the globs"
+    )
+    for out in agent.get("outputs", []):
+        state = "FAILING" if out.get("failing") else "ok"
+        click.echo(f"output {out['spec']}: {state}, {out.get('written', 0)} written, {out.get('errors', 0)} errors")
+    globs = doc.get("globs")
+    if globs:
+        click.echo(f"globs: {', '.join(globs)}")
+    sys.exit(EXIT_OK)
 
 
 @cli.group()

@@ -6,6 +6,8 @@ the bad input, for the CLI to print on one line (exit code 2).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -143,6 +145,13 @@ class Config:
     # The event store keeps this many days and at most this many MiB.
     retention_days: float = DEFAULT_RETENTION_DAYS
     retention_mib: float = DEFAULT_RETENTION_MIB
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the whole configuration (`filewarden status`):
+        two agents with the same digest run the same configuration."""
+        canonical = msgspec.json.encode(dataclasses.asdict(self), enc_hook=str, order="sorted")
+        return hashlib.sha256(canonical).hexdigest()[:16]
 
     @property
     def event_store_path(self) -> Path | None:

@@ -72,3 +72,35 @@ def test_a_taken_metrics_address_is_one_line_before_anything_loads(tmp_path: Pat
     assert done.stderr.strip().splitlines() == [
         f"filewarden: error: metrics address 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_status_of_the_running_agent(start_agent: StartAgent, watched: Path, tmp_path: Path) -> None:
+    sock, state = tmp_path / "agent.sock", tmp_path / "state"
+    agent = start_agent(
+        "--path", f"{watched}/**", "--state-dir", str(state), "--output", f"jsonl:{tmp_path / 'o'}",
+        "--control-socket", str(sock),
+    )  # fmt: skip
+    agent.wait_ready()
+    wait_start_scans(state, 1)
+    (watched / "a").write_bytes(b"1")
+    time.sleep(1)
+    done = filewarden("status", "--socket", str(sock))
+    as_json = filewarden("status", "--socket", str(sock), "--json")
+    agent.stop()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("agent: ")
+    assert " backend, up " in lines[0]
+    assert "configuration " in lines[0]
+    assert lines[1].startswith("events: ")
+    assert f"output jsonl:{tmp_path / 'o'}: ok, " in done.stdout
+    assert f"output sqlite:{state}/events.db: ok, " in done.stdout
+    doc = json.loads(as_json.stdout)
+    assert len(doc["agent"]["config_digest"]) == 16
+    assert doc["globs"] == [f"{watched}/**"]
+
+
+def test_status_with_no_agent_is_one_line(tmp_path: Path) -> None:
+    done = filewarden("status", "--socket", str(tmp_path / "none.sock"))
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"filewarden: error: no agent is listening on {tmp_path / 'none.sock'}"

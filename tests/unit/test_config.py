@@ -74,3 +74,10 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_bad_cli_values(kwargs: dict[str, list[str]], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.load(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_digest_names_the_whole_configuration() -> None:
+    a = config.load(paths=["/etc/**"])
+    assert a.digest == config.load(paths=["/etc/**"]).digest
+    assert a.digest != config.load(paths=["/etc/**", "/srv/**"]).digest
+    assert a.digest != config.load(paths=["/etc/**"], metrics_address="").digest

@@ -6,7 +6,8 @@ line. The socket is served on a thread of its own: a slow client (up to
 the 2 s timeout) holds up no event.
 
     {"explain": "/etc/passwd"}  ->  the explanation (explain.py)
-    {"status": true}            ->  marks, snapshot and mark bookkeeping
+    {"status": true}            ->  the agent (configuration digest, uptime, counters,
+                                    outputs), marks, snapshot and mark bookkeeping
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class Requests:
-    """What the control socket answers, from a backend (backends/base.py)."""
+    """What the control socket answers, from a backend (backends/base.py)
+    and, for status, what the agent says of itself (`about`)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, about: Callable[[], dict[str, Any]] | None = None) -> None:
         self.backend = backend
+        self.about = about
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
         if "explain" in body:
@@ -50,7 +53,10 @@ class Requests:
                 raise ValueError("explain needs an absolute path")
             return self.backend.explain(os.fsencode(path))
         if "status" in body:
-            return self.backend.status()
+            status = self.backend.status()
+            if self.about is not None:
+                status["agent"] = self.about()
+            return status
         raise ValueError(f"unknown request {sorted(body)}")
 
 

@@ -11,10 +11,11 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.backends import choose
 from filewarden.pipeline.enrich import Enricher
@@ -136,13 +137,13 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
         if monitor is not None:
             monitor.emit = pipeline.write_documents
             pipeline.observer = monitor.observe
-        if control_socket is not None:
-            control = open_control(control_socket, backend)
         worker = PipelineWorker(pipeline)
         agent = Agent(backend, pipeline, worker, sinks)
         if monitor is not None:
             agent.content_backlog = monitor.content.backlog
             agent.dirty_paths = monitor.dirty_count
+        if control_socket is not None:
+            control = open_control(control_socket, backend, lambda: about(config, agent))
         if metrics is not None:
             metrics.attach(agent)
             metrics.start()
@@ -199,11 +200,42 @@ def serve(backend: Backend, worker: PipelineWorker, wakeup: int, received: list[
             worker.settle(SETTLE_S)
 
 
-def open_control(path: Path, backend: Backend) -> ControlServer | None:
+def about(config: Config, agent: Agent) -> dict[str, Any]:
+    """What `filewarden status` shows of the running agent itself."""
+    stats = agent.backend.stats
+    return {
+        "config_digest": config.digest,
+        "backend": agent.backend.name,
+        "uptime_seconds": round(time.monotonic() - agent.started, 1),
+        "running": agent.running,
+        "events_written": agent.pipeline.written,
+        "counters": {
+            "records": stats.records,
+            "events": stats.events,
+            "outside_globs": stats.filtered,
+            "malformed": stats.malformed,
+            "lost": stats.lost,
+            "process_records_lost": stats.process_lost,
+        },
+        "outputs": [
+            {
+                "spec": sink.spec,
+                "written": getattr(sink, "written", agent.pipeline.written),
+                "errors": getattr(sink, "errors", 0),
+                "failing": getattr(sink, "failing", False),
+            }
+            for sink in agent.sinks
+        ],
+    }
+
+
+def open_control(
+    path: Path, backend: Backend, about: Callable[[], dict[str, Any]] | None = None
+) -> ControlServer | None:
     """The control socket, answering on its own thread; None (and a
     warning) if it cannot be opened."""
     try:
-        return ControlServer(path, Requests(backend))
+        return ControlServer(path, Requests(backend, about))
     except OSError as exc:
         log.warning(
             "no control socket at %s (%s): 'filewarden explain' will not reach this agent",

@@ -97,8 +97,15 @@ def test_the_control_socket_answers_from_its_own_thread(fake: FakeBackend, tmp_p
             answers.append(ask(sock, {"explain": "/etc/passwd"}))
 
     stop_after(2, fake, also=ask_while_the_loop_waits)
-    runner.run(config(tmp_path / "out.jsonl"), control_socket=sock)
+    cfg = config(tmp_path / "out.jsonl")
+    runner.run(cfg, control_socket=sock)
     assert answers[0]["backend"] == "fake"
+    agent = answers[0]["agent"]
+    assert (agent["config_digest"], agent["backend"], agent["running"]) == (cfg.digest, "fake", True)
+    assert [o["spec"] for o in agent["outputs"]] == [
+        f"jsonl:{tmp_path}/out.jsonl",
+        f"sqlite:{tmp_path}/state/events.db",
+    ]
     assert answers[1] == {"path": "/etc/passwd", "monitored": False}
     assert not sock.exists()
 
