@@ -187,17 +187,34 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
 SETTLE_S: Final = 0.05
 
 
+def watchdog_interval() -> float | None:
+    """systemd's watchdog (WatchdogSec=): seconds between the pings it
+    wants at the latest, when it wants them from this process."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 1e6
+
+
 def serve(backend: Backend, worker: PipelineWorker, wakeup: int, received: list[int]) -> None:
-    """The record loop: the backend's events to the pipeline until a signal."""
+    """The record loop: the backend's events to the pipeline until a signal.
+    Under systemd's watchdog it pings from here, at half the interval: a
+    loop that stops turning (a hung backend or output) is restarted."""
+    interval = watchdog_interval()
+    pinged = time.monotonic()
     with select.epoll() as ep:
         ep.register(backend.fileno(), select.EPOLLIN)
         ep.register(wakeup, select.EPOLLIN)
         for fd, events in backend.wake_fds():  # e.g. the mount table: overlays come and go
             ep.register(fd, events)
         while not received:
-            ep.poll(1.0)
+            ep.poll(1.0 if interval is None else min(1.0, interval / 4))
             worker.put(backend.read())
             worker.settle(SETTLE_S)
+            if interval is not None and time.monotonic() - pinged >= interval / 2:
+                pinged = time.monotonic()
+                sd_notify("WATCHDOG=1")
 
 
 def about(config: Config, agent: Agent) -> dict[str, Any]:
