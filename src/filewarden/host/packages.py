@@ -80,6 +80,7 @@ class PackageDb:
         self._versions: dict[str, str] = {}
         self._rpm_files: dict[bytes, Shipped] = {}
         self._loaded: tuple[int, ...] = ()
+        self._rpm_command: str | None = None  # shutil.which's answer, once
         self._lock = threading.Lock()
 
     @property
@@ -88,11 +89,23 @@ class PackageDb:
 
     def rpm_dbpath(self) -> Path | None:
         """The rpm database, where one is (and the rpm command to read it)."""
+        if self._rpm_command is None:
+            self._rpm_command = shutil.which(self.rpm) or ""
+        if not self._rpm_command:
+            return None
         for where in self.rpm_dbpaths:
             with contextlib.suppress(OSError):
-                if where.is_dir() and any(where.iterdir()) and shutil.which(self.rpm):
+                if where.is_dir() and any(where.iterdir()):
                     return where
         return None
+
+    def preload(self) -> threading.Thread:
+        """Reads the records on a thread of its own now, so that the first
+        content change does not wait for them (a few MiB of dpkg's lists:
+        seconds on a slow machine)."""
+        thread = threading.Thread(target=self._load, name="filewarden-packages", daemon=True)
+        thread.start()
+        return thread
 
     def _stamp(self) -> tuple[int, ...]:
         """When dpkg or rpm last changed its records: an install or upgrade

@@ -96,7 +96,7 @@ class IntegrityMonitor:
             self._mntns: int | None = os.stat("/proc/self/ns/mnt").st_ino
         except OSError:
             self._mntns = None
-        self.packages = PackageDb()  # loaded only when a content change needs it
+        self.packages = PackageDb()  # read at start, on a thread of its own (start())
         self.content = ContentWatch(config, self._emit, self.packages)
         # Opened here, on the caller's thread: a damaged or locked baseline is
         # one readable line before the agent reports ready.
@@ -107,6 +107,7 @@ class IntegrityMonitor:
     def start(self) -> None:
         self._thread.start()
         self.content.start()
+        self.packages.preload()
 
     def _emit(self, docs: list[dict[str, Any]]) -> None:
         if self.emit is not None:
