@@ -74,6 +74,7 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
             ("--million", "1000000"),
         ),
         Step("live content changes: close to content_changed", "host", "benchmarks.content_latency", 1),
+        Step("event store: rate kept, query over 1,000,000 events", "host", "benchmarks.event_store", 4),
     ]
     if guest:
         out += [
