@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import mounts
+
 FILEWARDEN = str(Path(sys.executable).parent / "filewarden")
 IN_GUEST = os.environ.get("FILEWARDEN_GUEST") == "1"
 
@@ -77,6 +79,14 @@ def start_agent(tmp_path: Path) -> Iterator[object]:
         if agent.proc.poll() is None:
             agent.proc.kill()
             agent.proc.communicate()
+
+
+@pytest.fixture
+def watched() -> Iterator[Path]:
+    """A directory on a fresh tmpfs (root: it mounts), for an agent to watch."""
+
+    with mounts.tmpfs() as d:
+        yield d
 
 
 def wait_start_scans(state: Path, n: int, timeout: float = 120) -> None:

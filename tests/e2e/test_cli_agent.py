@@ -14,18 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Agent, filewarden
-from tests.support import mounts
 from tests.support.proc import in_child, touch
 
 pytestmark = pytest.mark.lsm
 
 StartAgent = Callable[..., Agent]
-
-
-@pytest.fixture
-def watched() -> object:
-    with mounts.tmpfs() as d:
-        yield d
 
 
 def events_in(path: Path) -> list[dict[str, object]]:

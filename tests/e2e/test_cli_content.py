@@ -9,24 +9,17 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Agent, wait_start_scans
-from tests.support import mounts
 from tests.support.proc import in_child, touch
 
 StartAgent = Callable[..., Agent]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root")
-
-
-@pytest.fixture
-def watched() -> Iterator[Path]:
-    with mounts.tmpfs() as d:
-        yield d
 
 
 def sha256(data: bytes) -> str:

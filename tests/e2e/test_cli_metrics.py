@@ -8,23 +8,16 @@ import os
 import socket
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Agent, filewarden, wait_start_scans
-from tests.support import mounts
 
 StartAgent = Callable[..., Agent]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root")
-
-
-@pytest.fixture
-def watched() -> Iterator[Path]:
-    with mounts.tmpfs() as d:
-        yield d
 
 
 def free_port() -> int:

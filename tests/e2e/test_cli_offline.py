@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,6 @@ StartAgent = Callable[..., Agent]
 HOST_SIDE = pytest.mark.host_side
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs, chowns and sets trusted.* xattrs: root")
-
-
-@pytest.fixture
-def watched() -> Iterator[Path]:
-    with mounts.tmpfs() as d:
-        yield d
 
 
 def offline_run(start_agent: StartAgent, args: list[str], state: Path, n: int, out: Path) -> list[dict]:  # type: ignore[type-arg]
