@@ -225,7 +225,9 @@ enum fw_ignore_reason {
 	FW_IGNORE_LAST_LINK = 15,             /* inode_free: the file is gone (no links left) */
 	FW_IGNORE_SB_SHUTDOWN = 16,           /* inode_free: its filesystem is being unmounted */
 	FW_IGNORE_NOT_REGULAR = 17,           /* file_release: not a regular file */
-	FW_IGNORE_MAX = 18,
+	FW_IGNORE_EXCLUDED = 18,              /* under an excluded path (its prefix in the trie) */
+	FW_IGNORE_EXCLUDED_PROCESS = 19,      /* by an excluded executable (excluded_exes) */
+	FW_IGNORE_MAX = 20,
 };
 
 /* Scratch slots where records are built (maps.bpf.h): FW_SCRATCH_SLOTS per
@@ -245,7 +247,24 @@ struct fw_counters {
 /* Value of the one-entry "settings" array map: what user space changes at
  * run time. */
 struct fw_settings {
-	__u64 prefix_gen; /* +1 whenever the monitored prefixes change */
+	__u64 prefix_gen;    /* +1 whenever the monitored prefixes change */
+	__u32 excluded_exes; /* entries in excluded_exes: 0 spares every handler the lookup */
+	__u32 _pad;
+};
+
+/* The value of a "prefixes" entry: the rule's number, and this bit for an
+ * excluded prefix (the longest matching prefix decides: "/var/cache/" out
+ * of "/var/"). An excluded file is a key that ends in its NUL ("/etc/mtab\0"),
+ * which matches that path and no longer one ("/etc/mtab2"): fw_selected()
+ * looks paths up with their NUL. */
+#define FW_PREFIX_EXCLUDED (1U << 31)
+
+/* Key of the "excluded_exes" hash: an executable's inode (what
+ * task->mm->exe_file names), its filesystem as the kernel numbers it. */
+struct fw_exe_key {
+	__u64 ino;
+	__u32 dev; /* super_block.s_dev: major << 20 | minor */
+	__u32 _pad;
 };
 
 /* Key of the "prefixes" LPM trie, and of the "ancestors" hash (exact

@@ -114,6 +114,10 @@ static __always_inline struct fw_scratch *fw_xattr_begin(enum fw_hook hook, enum
 		fw_ignore(hook, FW_IGNORE_OVERRIDDEN_CREDS);
 		return NULL;
 	}
+	if (fw_exe_excluded()) {
+		fw_ignore(hook, FW_IGNORE_EXCLUDED_PROCESS);
+		return NULL;
+	}
 	s = fw_scratch_claim(bpf_get_current_pid_tgid());
 	if (!s) {
 		fw_lost(hook);

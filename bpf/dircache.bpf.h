@@ -75,7 +75,9 @@ static __always_inline void fw_dir_remember(struct fw_scratch *s, struct fw_dir_
 	struct fw_dir_val now;
 	__u32 dir_len;
 
-	if (!p->usable || (flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE)))
+	/* An excluded name says nothing of its directory ("/etc/mtab" out of
+	 * "/etc/"): only a name under no prefix at all may be remembered. */
+	if (!p->usable || s->excluded || (flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE)))
 		return;
 	if (name_len == 0 || name_len >= len)
 		return;

@@ -34,11 +34,43 @@
 			return fw_ignore(hook, FW_IGNORE_AGENT);                 \
 	} while (0)
 
-#define FW_CLAIM(s, hook)                                                        \
+/* Is the current process running one of the excluded executables? Its
+ * program is mm->exe_file (set at exec, fs/exec.c begin_new_exec(); NULL in
+ * kernel threads). Nothing to look up while none is excluded. */
+static __always_inline bool fw_exe_excluded(void)
+{
+	struct fw_exe_key key = {};
+	struct fw_settings *set;
+	struct inode *inode;
+	__u32 zero = 0;
+
+	set = bpf_map_lookup_elem(&settings, &zero);
+	if (!set || !set->excluded_exes)
+		return false;
+	inode = BPF_CORE_READ(bpf_get_current_task_btf(), mm, exe_file, f_inode);
+	if (!inode)
+		return false;
+	key.ino = BPF_CORE_READ(inode, i_ino);
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	return bpf_map_lookup_elem(&excluded_exes, &key) != NULL;
+}
+
+/* A scratch slot for a process record: never excluded (the process tree
+ * needs every exec, whatever the program). */
+#define FW_CLAIM_ANY(s, hook)                                                    \
 	do {                                                                     \
 		s = fw_scratch_claim(bpf_get_current_pid_tgid());                \
 		if (!s)                                                          \
 			return fw_lost(hook);                                    \
+	} while (0)
+
+/* A scratch slot for a file record, unless an excluded program acts: the
+ * last check before the path is resolved (the dearest part). */
+#define FW_CLAIM(s, hook)                                                        \
+	do {                                                                     \
+		if (fw_exe_excluded())                                           \
+			return fw_ignore(hook, FW_IGNORE_EXCLUDED_PROCESS);      \
+		FW_CLAIM_ANY(s, hook);                                           \
 	} while (0)
 
 #endif /* FILEWARDEN_HOOK_BPF_H */

@@ -17,6 +17,7 @@ FW_DEFINE(events) SEC(".maps");
 FW_DEFINE(counters) SEC(".maps");
 FW_DEFINE(prefixes) SEC(".maps");
 FW_DEFINE(ancestors) SEC(".maps");
+FW_DEFINE(excluded_exes) SEC(".maps");
 FW_DEFINE(settings) SEC(".maps");
 FW_DEFINE(outside_dirs) SEC(".maps");
 FW_DEFINE(proc_cache) SEC(".maps");

@@ -24,9 +24,9 @@ extern struct {
 } counters SEC(".maps");
 
 /*
- * Literal prefixes of the monitored globs. The value is unused by the
- * programs (a rule id for user space); what matters is whether some prefix
- * matches. Updated at runtime: no reload to change the monitored set.
+ * Literal prefixes of the monitored globs, and the excluded ones (the
+ * value's FW_PREFIX_EXCLUDED; else a rule id for user space): the longest
+ * prefix that matches decides. Updated at runtime: no reload to change the monitored set.
  */
 extern fw_prefix_trie prefixes SEC(".maps");
 
@@ -47,6 +47,16 @@ extern struct {
 	__type(key, __u32);
 	__type(value, struct fw_settings);
 } settings SEC(".maps");
+
+/* Executables whose changes are not reported (config exclude_processes),
+ * by inode: user space stats each one at start and at every reload. */
+extern struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct fw_exe_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} excluded_exes SEC(".maps");
 
 /*
  * Directories known to hold nothing monitored, so that a change in them is
@@ -180,6 +190,8 @@ struct fw_scratch {
 	struct fw_proc_cache exec_cache; /* the new program of an exec */
 	__u32 path_off;
 	__u32 aux_off;
+	__u32 excluded; /* fw_selected() met an excluded prefix: counted as such, and never remembered */
+	__u32 _pad;
 	__u64 path_dentry; /* what path[] names: the dentry and its vfsmount */
 	__u64 path_vfsmnt;
 	struct fw_walk_state walk;
@@ -311,6 +323,8 @@ static __always_inline int fw_done(struct fw_scratch *s, enum fw_hook hook, enum
 
 static __always_inline int fw_done_ignored(struct fw_scratch *s, enum fw_hook hook, enum fw_ignore_reason reason)
 {
+	if (s->excluded) /* not selected because excluded: say so */
+		reason = FW_IGNORE_EXCLUDED;
 	fw_scratch_release(s);
 	return fw_ignore(hook, reason);
 }

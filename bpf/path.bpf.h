@@ -127,21 +127,35 @@ static __always_inline struct vfsmount *fw_find_mount(struct dentry *dentry)
 	return best;
 }
 
-/* Is the path at buf[out] under a monitored prefix? */
+/* Is the path at buf[out] under a monitored prefix, and not under an
+ * excluded one? The key is the path with its NUL, so that an excluded
+ * file's key ("/etc/mtab\0") matches that file only; a directory's prefix
+ * ("/etc/") matches all below it. An exclusion sets s->excluded. */
 static __always_inline bool fw_selected(struct fw_scratch *s, char *buf, struct fw_path_out *out)
 {
 	__u32 len = out->len;
+	__u32 *rule;
 
 	/* What was cut, is relative or may never have existed cannot be
 	 * matched against a prefix: report it, flagged, rather than lose it. */
 	if (out->flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE | FW_EVENT_PATH_UNSTABLE))
 		return true;
-	if (len > FW_PREFIX_MAX)
-		len = FW_PREFIX_MAX;
-	s->key.prefixlen = len * 8;
 	if (bpf_probe_read_kernel(s->key.data, FW_PREFIX_MAX, buf + (out->off & FW_MASK)))
 		return false;
-	return bpf_map_lookup_elem(&prefixes, &s->key) != NULL;
+	if (len < FW_PREFIX_MAX) {
+		s->key.data[len & (FW_PREFIX_MAX - 1)] = 0;
+		s->key.prefixlen = (len + 1) * 8;
+	} else {
+		s->key.prefixlen = FW_PREFIX_MAX * 8;
+	}
+	rule = bpf_map_lookup_elem(&prefixes, &s->key);
+	if (!rule)
+		return false;
+	if (*rule & FW_PREFIX_EXCLUDED) {
+		s->excluded = 1;
+		return false;
+	}
+	return true;
 }
 
 #endif /* FILEWARDEN_PATH_BPF_H */

@@ -29,7 +29,7 @@ int BPF_PROG(fw_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 
 	/* The program changed: drop what the cache knew of the old one. */
 	bpf_task_storage_delete(&proc_cache, p);
-	FW_CLAIM(s, hook);
+	FW_CLAIM_ANY(s, hook);
 	c = &s->exec_cache;
 	mm = BPF_CORE_READ(p, mm);
 	fw_read_exe_args(c, &s->walk, s->exe_walk, BPF_CORE_READ(bprm, file), BPF_CORE_READ(mm, arg_start),

@@ -24,6 +24,7 @@ static __always_inline void fw_event_init(struct fw_scratch *s, enum fw_hook hoo
 	s->ev.hdr.hook = hook;
 	s->ev.hdr.action = action;
 	s->ev.flags = 0;
+	s->excluded = 0;
 	s->ev.path_len = 0;
 	s->ev.aux_len = 0;
 	s->ev.extra_len = 0;
@@ -179,15 +180,19 @@ static __always_inline bool fw_aux_selected(struct fw_scratch *s)
 	return fw_selected(s, s->aux, &out);
 }
 
-/* Is the record to be sent? Yes if the file carries a mark (`tracked`,
- * checked first and flagged), else if its path is under a monitored prefix. */
+/* Is the record to be sent? Not if its path is excluded, marked or not
+ * (a monitored tree's new files inherit its mark: an excluded name below it
+ * must still be dropped); yes if the file carries a mark (`tracked`, flagged),
+ * else if its path is under a monitored prefix. */
 static __always_inline bool fw_keep(struct fw_scratch *s, bool tracked)
 {
-	if (tracked) {
-		s->ev.flags |= FW_EVENT_TRACKED;
-		return true;
-	}
-	return fw_path_selected(s);
+	if (!tracked)
+		return fw_path_selected(s);
+	fw_path_selected(s); /* for its exclusion only */
+	if (s->excluded)
+		return false;
+	s->ev.flags |= FW_EVENT_TRACKED;
+	return true;
 }
 
 /* Numbers, times and sends the record: the fixed part from the slot, the

@@ -59,6 +59,20 @@ def cli() -> None:
     "'*' is one segment, '**' any depth, '?' one character, '[...]' a set.",
 )
 @click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Never monitor paths matching GLOB, whichever --path matches them; repeatable; replaces the "
+    "configured exclude. A relative glob matches at any depth ('*.swp').",
+)
+@click.option(
+    "--exclude-processes",
+    multiple=True,
+    metavar="EXE",
+    help="Do not report changes made by this executable (absolute path; matched by inode in the "
+    "kernel); repeatable; replaces the configured exclude_processes.",
+)
+@click.option(
     "--output",
     "outputs",
     multiple=True,
@@ -121,6 +135,8 @@ def cli() -> None:
 def run(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     paths: tuple[str, ...],
+    exclude: tuple[str, ...],
+    exclude_processes: tuple[str, ...],
     outputs: tuple[str, ...],
     ready_file: Path | None,
     log_level: str | None,
@@ -159,6 +175,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
     config = load_config(
         config_file,
         paths=paths,
+        exclude=exclude,
+        exclude_processes=exclude_processes,
         outputs=outputs,
         log_level=log_level,
         backend=backend,

@@ -61,6 +61,8 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The TOML file's schema (every key optional)."""
 
     paths: list[str] | UnsetType = UNSET
+    exclude: list[str] | UnsetType = UNSET
+    exclude_processes: list[str] | UnsetType = UNSET
     outputs: list[str] | UnsetType = UNSET
     log_level: str | UnsetType = UNSET
     ring_buffer_bytes: int | UnsetType = UNSET
@@ -103,6 +105,12 @@ class Config:
     paths: tuple[str, ...]
     outputs: tuple[Output, ...]
     log_level: str = "info"
+    # Globs never monitored, whichever path glob matches (globs.PathMatcher);
+    # a relative one matches at any depth ("*.swp").
+    exclude: tuple[str, ...] = ()
+    # Executables whose changes are not reported, by absolute path (the
+    # kernel compares their inodes: bpf/hook.bpf.h fw_exe_excluded()).
+    exclude_processes: tuple[str, ...] = ()
     ring_buffer_bytes: int = DEFAULT_RING_BYTES
     reader: Literal["mmap", "libbpf"] = "mmap"
     # Start-up snapshot of open files: "auto" (BPF iterators, else /proc),
@@ -172,7 +180,7 @@ class Config:
 
     @property
     def matcher(self) -> globs.PathMatcher:
-        return globs.PathMatcher(self.paths)
+        return globs.PathMatcher(self.paths, self.exclude)
 
     @property
     def log_level_number(self) -> int:
@@ -223,6 +231,22 @@ def _check_paths(paths: Sequence[str], where: str) -> tuple[str, ...]:
         except globs.GlobError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return tuple(paths)
+
+
+def _check_exclude(patterns: Sequence[str], where: str) -> tuple[str, ...]:
+    for pattern in patterns:
+        try:
+            globs.parse_exclusion(pattern)
+        except globs.GlobError as exc:
+            raise ConfigError(f"{where}: exclude: {exc}") from None
+    return tuple(dict.fromkeys(patterns))
+
+
+def _check_executables(paths: Sequence[str], where: str) -> tuple[str, ...]:
+    for path in paths:
+        if not path.startswith("/") or "\0" in path:
+            raise ConfigError(f"{where}: exclude_processes: {path!r} is not an absolute path to an executable")
+    return tuple(dict.fromkeys(paths))
 
 
 def _check_log_level(level: str, where: str) -> str:
@@ -299,6 +323,8 @@ def load(
     config_file: Path | None = None,
     *,
     paths: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    exclude_processes: Sequence[str] = (),
     outputs: Sequence[str] = (),
     log_level: str | None = None,
     backend: str | None = None,
@@ -325,6 +351,20 @@ def load(
         level = _check_log_level(file.log_level if file.log_level is not UNSET else "info", where)
     return Config(
         paths=final_paths,
+        exclude=(
+            _check_exclude(exclude, "--exclude")
+            if exclude
+            else _check_exclude(file.exclude, where)
+            if file.exclude is not UNSET
+            else ()
+        ),
+        exclude_processes=(
+            _check_executables(exclude_processes, "--exclude-processes")
+            if exclude_processes
+            else _check_executables(file.exclude_processes, where)
+            if file.exclude_processes is not UNSET
+            else ()
+        ),
         outputs=tuple(dict.fromkeys(parse_output(s) for s in output_specs)),
         log_level=level,
         ring_buffer_bytes=(

@@ -7,7 +7,9 @@ The answer combines what decides in the kernel and in user space:
 2. its directory's mark: a FW_MARK_TREE directory marks what is created,
    renamed or linked into it;
 3. the path: under a kernel prefix (the literal start of a glob) and
-   matching a glob.
+   matching a glob;
+4. the exclusions: a path an `exclude` glob matches is never reported,
+   whatever its mark; the literal ones are in the kernel's trie.
 
 Marks exist only in a running agent, so `filewarden explain` asks the agent
 over its control socket (service/control.py) when one is running, and otherwise
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.backends.bpf import abi
 from filewarden.backends.bpf.marks import MarkRule
+from filewarden.globs import kernel_exclusion
 
 if TYPE_CHECKING:
     from filewarden.globs import PathMatcher
@@ -111,6 +114,8 @@ def explain(
         doc["resolves_to"] = os.fsdecode(real)
     glob = matcher.which(path)
     doc["glob"] = glob.pattern if glob else None
+    exclusion = matcher.excluded(path)
+    doc["excluded_by"] = exclusion.pattern if exclusion else None
     prefix = next((p for p in sorted(kernel_prefixes, key=len, reverse=True) if path.startswith(p)), None)
     doc["kernel_prefix"] = os.fsdecode(prefix) if prefix is not None else None
     # What the agent would mark at start for this path.
@@ -142,11 +147,18 @@ def explain(
         reasons.append("it is a monitored tree: what is created, renamed or linked into it is marked and reported")
     if parent_mark is not None and parent_mark[0] & abi.MarkFlag.TREE and not by_mark:
         reasons.append("its directory is a monitored tree: a new file made here is marked and reported")
-    monitored = by_mark or by_path
+    if exclusion is not None:
+        where = (
+            "in the kernel: its changes never reach the ring buffer"
+            if kernel_exclusion(exclusion) is not None
+            else "in user space: its records are dropped before any output"
+        )
+        reasons.append(f"the exclusion {exclusion.pattern!r} matches it ({where})")
+    monitored = (by_mark or by_path) and exclusion is None
     if mark_of is None and flags & abi.MarkFlag.FILE:
         reasons.append("a running agent would mark its inode at start")
     doc["monitored"] = monitored
-    if not monitored and not new_names:
+    if not monitored and not new_names and exclusion is None:
         reasons.append("no glob matches this path and its inode carries no mark")
     doc["reasons"] = reasons
     hooks: list[str] = []
@@ -174,6 +186,8 @@ def format_text(doc: dict[str, Any]) -> str:
         lines.append(f"  resolves to: {doc['resolves_to']}")
     lines.append(f"  glob: {doc['glob'] or '-'}")
     lines.append(f"  kernel prefix: {doc['kernel_prefix'] or '-'}")
+    if doc.get("excluded_by"):
+        lines.append(f"  excluded by: {doc['excluded_by']}")
     for key, label in (("mark", "inode mark"), ("parent_mark", "directory mark")):
         value = doc[key]
         if isinstance(value, dict):

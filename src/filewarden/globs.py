@@ -16,6 +16,7 @@ glob can name a path that is not valid UTF-8).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -161,15 +162,61 @@ def directory_regex(pattern: str) -> re.Pattern[bytes]:
     return re.compile(body.encode("utf-8", "surrogateescape"), re.DOTALL)
 
 
-class PathMatcher:
-    """A set of globs: the kernel's prefixes and the final decision."""
+_LITERAL_BREAKERS: Final = frozenset("*?[\\")
 
-    def __init__(self, patterns: Iterable[str]) -> None:
+
+def parse_exclusion(pattern: str) -> Glob:
+    """An exclusion: an absolute glob, or a relative one that matches at
+    any depth ("*.swp" and "**/*.swp" both as "/**/*.swp"). The Glob keeps
+    the text as written, for explanations."""
+    if not pattern or pattern.startswith("/"):
+        return parse(pattern)
+    anchored = "/" + pattern if pattern.startswith("**/") else "/**/" + pattern
+    try:
+        glob = parse(anchored)
+    except GlobError as exc:
+        raise GlobError(str(exc).replace(repr(anchored), repr(pattern))) from None
+    return dataclasses.replace(glob, pattern=pattern)
+
+
+def kernel_exclusion(glob: Glob) -> bytes | None:
+    """The trie key that excludes what `glob` matches, when a prefix can
+    say it exactly: a literal path ("/etc/mtab" -> b"/etc/mtab\\0", that
+    name only) or a literal directory's tree ("/var/cache/**" ->
+    b"/var/cache/", everything below it). None for any other glob: user
+    space applies it (bpf/path.bpf.h fw_selected())."""
+    pattern = glob.pattern
+    if not pattern.startswith("/"):
+        return None  # relative: at any depth
+    if not _LITERAL_BREAKERS.intersection(pattern):
+        return glob.prefix + b"\0"
+    head = pattern[:-2]
+    if pattern.endswith("/**") and not _LITERAL_BREAKERS.intersection(head):
+        return glob.prefix
+    return None
+
+
+class PathMatcher:
+    """A set of globs: the kernel's prefixes and the final decision. A path
+    an `exclude` glob matches is never monitored, whichever glob matches it."""
+
+    def __init__(self, patterns: Iterable[str], exclude: Iterable[str] = ()) -> None:
         self.globs: tuple[Glob, ...] = tuple(parse(p) for p in dict.fromkeys(patterns))
         if not self.globs:
             raise GlobError("no paths to monitor")
+        self.excludes: tuple[Glob, ...] = tuple(parse_exclusion(p) for p in dict.fromkeys(exclude))
         # One alternation is faster than trying each glob in turn.
         self._any = re.compile(b"|".join(b"(?:" + g.regex.pattern + b")" for g in self.globs), re.DOTALL)
+        self._none = (
+            re.compile(b"|".join(b"(?:" + g.regex.pattern + b")" for g in self.excludes), re.DOTALL)
+            if self.excludes
+            else None
+        )
+        # The directories an exclusion empties entirely ("/var/cache/" for
+        # "/var/cache/**"): walks need not enter them.
+        self._excluded_trees = tuple(
+            key for key in (kernel_exclusion(g) for g in self.excludes) if key is not None and key.endswith(b"/")
+        )
         # Writers touch the same files again and again: a dict lookup costs
         # a fifth of the match. Bounded; emptied when full.
         self._seen: dict[bytes, bool] = {}
@@ -179,13 +226,26 @@ class PathMatcher:
         """Distinct literal prefixes, shortest first."""
         return sorted({g.prefix for g in self.globs}, key=lambda p: (len(p), p))
 
+    def kernel_exclusions(self) -> list[bytes]:
+        """The exclusions the kernel's trie can hold (kernel_exclusion())."""
+        return sorted({k for k in (kernel_exclusion(g) for g in self.excludes) if k is not None})
+
     def matches(self, path: bytes) -> bool:
         hit = self._seen.get(path)
         if hit is None:
             if len(self._seen) >= _SEEN_MAX:
                 self._seen.clear()
-            hit = self._seen[path] = self._any.fullmatch(path) is not None
+            hit = self._any.fullmatch(path) is not None
+            if hit and self._none is not None and self._none.fullmatch(path) is not None:
+                hit = False
+            self._seen[path] = hit
         return hit
+
+    def excluded(self, path: bytes) -> Glob | None:
+        """The first exclusion that matches `path` (for explanations)."""
+        if self._none is None or self._none.fullmatch(path) is None:
+            return None
+        return next(g for g in self.excludes if g.match(path))
 
     def may_hold(self, directory: bytes) -> bool:
         """Can a path below `directory` match? (Walks prune with it.)"""
@@ -193,6 +253,8 @@ class PathMatcher:
             self._dirs = re.compile(
                 b"|".join(b"(?:" + directory_regex(g.pattern).pattern + b")" for g in self.globs), re.DOTALL
             )
+        if self._excluded_trees and (directory.rstrip(b"/") + b"/").startswith(self._excluded_trees):
+            return False
         return self._dirs.fullmatch(directory.rstrip(b"/") or b"/") is not None
 
     def which(self, path: bytes) -> Glob | None:

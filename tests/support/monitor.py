@@ -229,6 +229,8 @@ def monitoring(
     walk_only: bool = False,
     fresh: bool = False,
     snapshot: str = "auto",
+    exclude: tuple[str, ...] = (),
+    exclude_processes: tuple[str, ...] = (),
 ) -> Iterator[Monitor]:
     if fresh or walk_only or reader != "mmap" or ring_buffer_bytes != 8 << 20 or snapshot != "auto":
         config = Config(
@@ -237,6 +239,8 @@ def monitoring(
             ring_buffer_bytes=ring_buffer_bytes,
             reader=reader,  # type: ignore[arg-type]
             snapshot=snapshot,  # type: ignore[arg-type]
+            exclude=exclude,
+            exclude_processes=exclude_processes,
         )
         agent = BpfBackend(config, walk_only=walk_only, backend=BACKEND)
         agent.start()
@@ -246,7 +250,7 @@ def monitoring(
             agent.close()
         return
     agent = shared_agent()
-    agent.set_paths(globs)
+    agent.set_paths(globs, exclude, exclude_processes)
     while agent.read():  # what earlier tests left is not ours
         pass
     mon = Monitor(agent, shared=True, _tables0=_tables(agent))
@@ -254,4 +258,4 @@ def monitoring(
         yield mon
     finally:
         mon.stop()
-        agent.set_paths(("/fw-nothing-yet/**",))
+        agent.set_paths(("/fw-nothing-yet/**",), (), ())

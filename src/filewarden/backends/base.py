@@ -41,6 +41,7 @@ class BackendStats:
     events: int = 0  # file events handed out
     process_records: int = 0  # exec, fork, exit (records or connector messages)
     filtered: int = 0  # under a kernel prefix but matching no glob
+    excluded: int = 0  # dropped here by an exclusion (exclude, exclude_processes) the kernel could not apply
     malformed: int = 0  # records that did not decode
     sequence: SequenceTracker = field(default_factory=SequenceTracker)  # file records' numbers
     process_sequence: SequenceTracker = field(default_factory=SequenceTracker)  # exec, fork, exit

@@ -230,6 +230,7 @@ def about(config: Config, agent: Agent) -> dict[str, Any]:
             "records": stats.records,
             "events": stats.events,
             "outside_globs": stats.filtered,
+            "excluded": stats.excluded,
             "malformed": stats.malformed,
             "lost": stats.lost,
             "process_records_lost": stats.process_lost,

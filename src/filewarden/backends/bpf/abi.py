@@ -119,9 +119,11 @@ class IgnoreReason(enum.IntEnum):
     LAST_LINK = 15
     SB_SHUTDOWN = 16
     NOT_REGULAR = 17
+    EXCLUDED = 18
+    EXCLUDED_PROCESS = 19
 
 
-IGNORE_REASON_COUNT: Final = 18  # FW_IGNORE_MAX
+IGNORE_REASON_COUNT: Final = 20  # FW_IGNORE_MAX
 
 
 class ScratchSlots(enum.IntEnum):
@@ -205,7 +207,9 @@ class Layout:
 
 COUNTERS: Final = Layout("fw_counters", [("count", f"{COUNTER_COUNT}Q"), ("ignored_by", f"{IGNORE_REASON_COUNT}Q")])
 PREFIX_KEY: Final = Layout("fw_prefix_key", [("prefixlen", "I"), ("data", f"{PREFIX_MAX}s")])
-SETTINGS: Final = Layout("fw_settings", [("prefix_gen", "Q")])
+SETTINGS: Final = Layout("fw_settings", [("prefix_gen", "Q"), ("excluded_exes", "I"), ("_pad", "I")])
+EXE_KEY: Final = Layout("fw_exe_key", [("ino", "Q"), ("dev", "I"), ("_pad", "I")])
+PREFIX_EXCLUDED: Final = 1 << 31  # FW_PREFIX_EXCLUDED: a "prefixes" value's flag
 HEADER: Final = Layout(
     "fw_header", [("kind", "H"), ("hook", "B"), ("action", "B"), ("size", "I"), ("seq", "Q"), ("ktime_ns", "Q")]
 )
@@ -315,7 +319,7 @@ SNAP_STATS: Final = Layout("fw_snap_stats", [("files", "Q"), ("skipped", "Q")])
 SNAP_LAYOUTS: Final = (SNAP_TASK, SNAP_FILE, SNAP_STATS)
 
 LAYOUTS: Final = (
-    COUNTERS, PREFIX_KEY, SETTINGS, HEADER, PROCESS, FILE, ACL_ENTRY, CHMOD, CHOWN, XATTR, MOUNT, DETAIL,
+    COUNTERS, PREFIX_KEY, SETTINGS, EXE_KEY, HEADER, PROCESS, FILE, ACL_ENTRY, CHMOD, CHOWN, XATTR, MOUNT, DETAIL,
     EVENT, EXEC, FORK, EXIT, MARK, INODE_ID, MARK_STATS,
 )  # fmt: skip
 

@@ -47,7 +47,7 @@ from filewarden.backends.bpf import snapshot as snapshots
 from filewarden.backends.bpf.drain import RingDrain
 from filewarden.backends.bpf.losses import KernelLoss, LossWatch
 from filewarden.backends.bpf.marks import MarkReport, MarkTable
-from filewarden.backends.bpf.prefixes import PrefixTrie
+from filewarden.backends.bpf.prefixes import ExcludedExes, PrefixTrie
 from filewarden.backends.bpf.select import Selection
 from filewarden.errors import BackendError
 from filewarden.explain import explain as explain_path
@@ -130,7 +130,10 @@ class BpfBackend:
         self.plan: loader.Plan | None = None
         self.processes = ProcessTree(self.host.root / "proc")
         self.layers = Layers(self.host.root)
-        self.selected = Selection(config.matcher, self.layers.tampered)
+        self.selected = Selection(
+            config.matcher, self.layers.tampered, frozenset(os.fsencode(p) for p in config.exclude_processes)
+        )
+        self._excluded_exes: ExcludedExes | None = None
         self._mounts: MountWatcher | None = None
         self.stats = BpfStats()
         self._backlog: list[FileEvent] = []  # read during set_paths(), not yet handed out
@@ -180,7 +183,9 @@ class BpfBackend:
             self.layers.refresh()
             self._trie = PrefixTrie(obj)
             self._layers_seen = self.layers.generation
-            self._trie.load(self.kernel_prefixes())
+            self._trie.load(self.kernel_prefixes(), self.matcher.kernel_exclusions())
+            self._excluded_exes = ExcludedExes(obj, self._trie)
+            self._excluded_exes.load(self.config.exclude_processes)
             # Marks before the programs attach: from the first event on, a
             # monitored file is known by its inode whatever its name. (The
             # fentry backend has none: loader.retarget().)
@@ -310,36 +315,56 @@ class BpfBackend:
         if self._trie is not None:
             wanted = self.kernel_prefixes()
             if wanted != self._trie.loaded:
-                self._trie.load(wanted)
+                self._trie.load(wanted, self.matcher.kernel_exclusions())
 
-    def set_paths(self, patterns: Sequence[str]) -> None:
-        """Changes the monitored globs of a running backend: the programs stay
-        attached, only the kernel's prefix trie and the final match change.
-        Raises GlobError for a bad glob, leaving the old set in force.
+    def set_paths(
+        self,
+        patterns: Sequence[str],
+        exclude: Sequence[str] | None = None,
+        exclude_processes: Sequence[str] | None = None,
+    ) -> None:
+        """Changes the monitored globs (and the exclusions, when given) of a
+        running backend: the programs stay attached, only the kernel's prefix
+        trie, its excluded executables and the final match change. Raises
+        GlobError for a bad glob, leaving the old set in force.
 
         A record is judged by the globs in force when the kernel emitted it:
         while the kernel has old and new prefixes, queued records are matched
         against both; only once the old prefixes are gone and what they let
-        through has been read does the new set alone decide."""
-        new = PathMatcher(patterns)
+        through has been read does the new set alone decide. New exclusions
+        take effect at once: they enter the trie with the first update, and
+        records already queued are judged by them."""
+        old_excludes = [g.pattern for g in self.matcher.excludes]
+        new_excludes = list(exclude) if exclude is not None else old_excludes
+        new = PathMatcher(patterns, new_excludes)
         selected = self.selected
+        if exclude_processes is not None:
+            exes = frozenset(os.fsencode(p) for p in exclude_processes)
+            selected.excluded_exes = selected.excluded_exes | exes
+            if self._excluded_exes is not None:
+                self._excluded_exes.load(exclude_processes)
         if self._trie is None:
             selected.matcher = new
+            if exclude_processes is not None:
+                selected.excluded_exes = exes
             return
         old_globs = [g.pattern for g in self.matcher.globs]
-        both = PathMatcher([*old_globs, *patterns])
+        both = PathMatcher([*old_globs, *patterns], new_excludes)
         selected.matcher = both
-        self._trie.load(self.kernel_prefixes())  # old and new, for now
+        # Old and new prefixes, for now; the new exclusions already.
+        self._trie.load(self.kernel_prefixes(), new.kernel_exclusions())
         if self.marks is not None:
             self.mark_report = self.marks.mark(new)
         self._backlog.extend(self._process(self._ring.read()))
         selected.matcher = new
         if self.marks is not None:
-            self.marks.unmark(PathMatcher(old_globs), new)
-        self._trie.load(self.kernel_prefixes())  # the stale ones leave
+            self.marks.unmark(PathMatcher(old_globs, old_excludes), new)
+        self._trie.load(self.kernel_prefixes(), new.kernel_exclusions())  # the stale ones leave
         selected.matcher = both
         self._backlog.extend(self._process(self._ring.read()))
         selected.matcher = new
+        if exclude_processes is not None:
+            selected.excluded_exes = exes
 
     # -- events ---------------------------------------------------------------
     def use_ring(self, reader: RingReader, losses: Callable[[], KernelLoss] | None = None) -> None:
@@ -413,6 +438,7 @@ class BpfBackend:
         sequence = stats.sequence
         observe = sequence.observe
         keep = self.selected.keep
+        excluded_before = self.selected.excluded
         tree = self.processes
         out: list[FileEvent] = []
         number = self._next_out
@@ -466,6 +492,9 @@ class BpfBackend:
                 tree.on_exit(pid=event.pid, start_ns=event.start_ns, ktime_ns=event.ktime_ns)
         stats.events += len(out)
         self._next_out = number
+        newly_excluded = self.selected.excluded - excluded_before
+        stats.excluded += newly_excluded
+        stats.filtered -= newly_excluded
         now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         if now - self._expired_at > _EXPIRE_EVERY_NS:
             # Exited processes are kept a while for events still in flight.

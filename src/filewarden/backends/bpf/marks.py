@@ -196,13 +196,19 @@ class MarkRule:
 
     globs: tuple[Glob, ...]
     bases: tuple[Glob | None, ...]
+    excludes: tuple[Glob, ...] = ()
 
     @classmethod
     def of(cls, matcher: PathMatcher) -> MarkRule:
-        return cls(matcher.globs, tuple(tree_base(g) for g in matcher.globs))
+        return cls(matcher.globs, tuple(tree_base(g) for g in matcher.globs), matcher.excludes)
 
     def mark(self, path: bytes, is_dir: bool) -> tuple[int, int]:
-        """(flags, glob index); flags 0 when nothing applies."""
+        """(flags, glob index); flags 0 when nothing applies, or an
+        exclusion matches the path (a new file in a marked tree inherits
+        the mark all the same: the kernel's trie, or user space, drops an
+        excluded one)."""
+        if any(g.match(path) for g in self.excludes):
+            return 0, 0
         flags, rule = 0, -1
         for i, g in enumerate(self.globs):
             if g.match(path):

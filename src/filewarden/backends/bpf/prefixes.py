@@ -1,4 +1,4 @@
-"""The kernel's path prefix trie and its generation.
+"""The kernel's path prefix trie and its generation, and the excluded executables.
 
 The programs match a path against literal prefixes (the globs' fixed
 starts and every overlay's lower layers) in the LPM trie `prefixes`;
@@ -6,10 +6,17 @@ starts and every overlay's lower layers) in the LPM trie `prefixes`;
 monitored and others not. Each change bumps the generation in `settings`,
 which retires every "nothing monitored here" decision the programs
 remembered (the directory cache, dircache.bpf.h).
+
+Excluded prefixes share the trie, their value flagged (FW_PREFIX_EXCLUDED):
+the longest prefix that matches a path decides. An excluded file's key ends
+in its NUL and matches that name alone. They add no `ancestors`: a
+directory a monitored prefix does not go through is outside either way.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -20,6 +27,7 @@ from filewarden.errors import BackendError
 if TYPE_CHECKING:
     from filewarden._libbpf import BpfObject
 
+log = logging.getLogger(__name__)
 _KEY0 = b"\0\0\0\0"
 
 
@@ -40,34 +48,83 @@ class PrefixTrie:
         self._prefixes = obj.map("prefixes")
         self._ancestors = obj.map("ancestors")
         self._settings = obj.map("settings")
-        self.loaded: list[bytes] = []  # what the trie holds
+        self.loaded: list[bytes] = []  # the monitored prefixes the trie holds
+        self.excluded: list[bytes] = []  # and the excluded ones
 
-    def load(self, wanted: list[bytes]) -> None:
-        """Makes the trie hold `wanted`: the new prefixes go in before the
-        stale ones leave, so no path is unmonitored in between; then the
-        directories on the way to them, and a new generation."""
+    def load(self, wanted: list[bytes], excluded: Sequence[bytes] = ()) -> None:
+        """Makes the trie hold `wanted` (monitored) and `excluded`: the new
+        entries go in before the stale ones leave, so no path is unmonitored
+        in between; then the directories on the way to the monitored ones,
+        and a new generation. An exclusion equal to a monitored prefix wins."""
         prefixes, ancestors = self._prefixes, self._ancestors
-        stale = set(self.loaded)
-        if len(set(wanted) | stale) > prefixes.max_entries:
-            raise BackendError(f"too many distinct path prefixes ({len(wanted)} > {prefixes.max_entries})")
+        values = {p: struct.pack("<I", rule) for rule, p in enumerate(wanted)}
+        values.update((key, struct.pack("<I", abi.PREFIX_EXCLUDED | rule)) for rule, key in enumerate(excluded))
+        stale = set(self.loaded) | set(self.excluded)
+        if len(set(values) | stale) > prefixes.max_entries:
+            raise BackendError(f"too many distinct path prefixes ({len(values)} > {prefixes.max_entries})")
         wanted_dirs = ancestor_dirs(wanted)
         stale_dirs = ancestor_dirs(self.loaded)
         if len(wanted_dirs | stale_dirs) > ancestors.max_entries:
             raise BackendError(f"too many directories above the monitored prefixes ({len(wanted_dirs)})")
-        for rule, prefix in enumerate(wanted):
-            prefixes.update(abi.prefix_key(prefix), struct.pack("<I", rule))
+        for key, value in values.items():
+            prefixes.update(abi.prefix_key(key), value)
         for d in wanted_dirs:
             ancestors.update(abi.prefix_key(d), b"\1")
         self.bump_generation()
-        for prefix in stale - set(wanted):
-            prefixes.delete(abi.prefix_key(prefix))
+        for key in stale - set(values):
+            prefixes.delete(abi.prefix_key(key))
         for d in stale_dirs - wanted_dirs:
             ancestors.delete(abi.prefix_key(d))
         self.bump_generation()
         self.loaded = list(wanted)
+        self.excluded = list(excluded)
+
+    def _settings_value(self) -> bytearray:
+        return bytearray(self._settings.lookup(_KEY0) or bytes(abi.SETTINGS.size))
 
     def bump_generation(self) -> None:
-        settings = self._settings
-        raw = settings.lookup(_KEY0) or bytes(abi.SETTINGS.size)
-        (gen,) = struct.unpack_from("<Q", raw, abi.SETTINGS.offsets["prefix_gen"])
-        settings.update(_KEY0, struct.pack("<Q", gen + 1))
+        raw = self._settings_value()
+        offset = abi.SETTINGS.offsets["prefix_gen"]
+        (gen,) = struct.unpack_from("<Q", raw, offset)
+        struct.pack_into("<Q", raw, offset, gen + 1)
+        self._settings.update(_KEY0, bytes(raw))
+
+    def set_excluded_count(self, count: int) -> None:
+        """Tells the programs how many executables are excluded (0: none to look up)."""
+        raw = self._settings_value()
+        struct.pack_into("<I", raw, abi.SETTINGS.offsets["excluded_exes"], count)
+        self._settings.update(_KEY0, bytes(raw))
+
+
+def exe_key(path: str) -> bytes | None:
+    """struct fw_exe_key of the executable at `path` (its inode, and its
+    filesystem as the kernel numbers it); None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        log.warning("exclude_processes: %s: %s; its changes are excluded by path only", path, exc.strerror)
+        return None
+    kdev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)  # include/linux/kdev_t.h MKDEV
+    return struct.pack("<QII", st.st_ino, kdev, 0)
+
+
+class ExcludedExes:
+    """The `excluded_exes` map: each excluded executable's inode."""
+
+    def __init__(self, obj: BpfObject, trie: PrefixTrie) -> None:
+        self._map = obj.map("excluded_exes")
+        self._trie = trie
+        self.loaded: set[bytes] = set()
+
+    def load(self, paths: Sequence[str]) -> None:
+        """Puts the executables' inodes in the map: the new before the stale
+        leave, the count last (after the entries it announces)."""
+        keys = {k for k in (exe_key(p) for p in paths) if k is not None}
+        if len(keys) > self._map.max_entries:
+            raise BackendError(f"too many excluded executables ({len(keys)} > {self._map.max_entries})")
+        for key in keys:
+            self._map.update(key, b"\1")
+        for key in self.loaded - keys:
+            self._map.delete(key)
+        self.loaded = keys
+        self._trie.set_excluded_count(len(keys))

@@ -86,6 +86,9 @@ class FanotifyBackend:
     def __init__(self, config: Config, *, host: Host | None = None) -> None:
         self.config = config
         self.matcher = config.matcher
+        # fanotify names the writer's pid only: its executable is compared by
+        # path, as /proc/PID/exe reads it.
+        self._excluded_exes = frozenset(os.fsencode(p) for p in config.exclude_processes)
         self.host = host or Host()
         self.processes = ProcessTree(self.host.root / "proc")
         self.layers = Layers(self.host.root)
@@ -259,11 +262,15 @@ class FanotifyBackend:
         if action is None:
             log.debug("fanotify: no action for %r", ev.action)
             return None
+        self.stats.records += 1
+        info = self._writer(ev.pid, writers)
+        if info is not None and info.exe is not None and info.exe in self._excluded_exes:
+            # Before it is numbered: an exclusion leaves no gap (gaps are losses).
+            self.stats.excluded += 1
+            return None
         seq = self._seq
         self._seq += 1
-        self.stats.records += 1
         declared = [name for name in ev.unavailable if name in _DECLARED]
-        info = self._writer(ev.pid, writers)
         mode = _MODES.get(ev.file_type or ("dir" if ev.is_dir else ""))
         path = ev.path
         if path is None:

@@ -12,7 +12,7 @@ from filewarden.backends.bpf import loader
 
 # What user space looks up by name in filewarden.bpf.o.
 MAPS = {
-    "events", "counters", "prefixes", "ancestors", "settings", "outside_dirs", "proc_cache",
+    "events", "counters", "prefixes", "ancestors", "excluded_exes", "settings", "outside_dirs", "proc_cache",
     "pending_create", "scratch", "inode_marks", "evicted_marks", "marked_inos",
 }  # fmt: skip
 RODATA = {"fw_abi_types", "fw_agent_tgid", "fw_dpath_hooks", "fw_scratch_cpus", "fw_marks_enabled"}
