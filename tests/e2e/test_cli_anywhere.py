@@ -86,3 +86,38 @@ def test_version_and_help() -> None:
     assert filewarden("--version").stdout.startswith("filewarden ")
     help_text = filewarden("run", "--help").stdout
     assert "--ready-file" in help_text
+
+
+def test_exclusions_from_the_command_line_and_explain(start_agent: Callable[..., Agent], tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+
+    from tests.support import mounts
+
+    # A shell of its own, whose inode is the excluded one. It lives on after
+    # its write: fanotify names the writer by pid alone, and the agent reads
+    # its executable from /proc when the event is read.
+    quiet = tmp_path / "quiet-sh"
+    shutil.copy2("/bin/sh", quiet)
+    sock = tmp_path / "agent.sock"
+    with mounts.tmpfs() as watched:
+        (watched / "cache").mkdir()
+        agent = start_agent(
+            "--path", f"{watched}/**", "--exclude", "*.swp", "--exclude", f"{watched}/cache/**",
+            "--exclude-processes", str(quiet), "--control-socket", str(sock),
+        )  # fmt: skip
+        agent.wait_ready()
+        try:
+            for name in (".a.swp", "cache/b", "kept"):
+                (watched / name).write_text("x")
+            subprocess.run([str(quiet), "-c", f"echo x > {watched}/by-quiet; sleep 2"], check=True)
+            (watched / "after").write_text("y")
+            explained = filewarden("explain", "--socket", str(sock), "--json", str(watched / "cache" / "b"))
+        finally:
+            code, stdout, stderr = agent.stop()
+    assert code == 0, stderr
+    paths = {json.loads(line)["file"]["path"] for line in stdout.splitlines()}
+    assert paths == {f"{watched}/kept", f"{watched}/after"}
+    doc = json.loads(explained.stdout)
+    assert (doc["monitored"], doc["excluded_by"]) == (False, f"{watched}/cache/**")

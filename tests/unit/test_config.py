@@ -81,3 +81,30 @@ def test_the_digest_names_the_whole_configuration() -> None:
     assert a.digest == config.load(paths=["/etc/**"]).digest
     assert a.digest != config.load(paths=["/etc/**", "/srv/**"]).digest
     assert a.digest != config.load(paths=["/etc/**"], metrics_address="").digest
+
+
+def test_exclusions_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    f = tmp_path / "fw.toml"
+    f.write_text('exclude = ["*.swp", "/etc/mtab"]\nexclude_processes = ["/usr/sbin/logrotate"]\n')
+    cfg = config.load(f)
+    assert cfg.exclude == ("*.swp", "/etc/mtab")
+    assert cfg.exclude_processes == ("/usr/sbin/logrotate",)
+    assert not cfg.matcher.matches(b"/etc/mtab")
+    over = config.load(f, exclude=["/etc/x"], exclude_processes=["/bin/true"])
+    assert (over.exclude, over.exclude_processes) == (("/etc/x",), ("/bin/true",))
+    assert config.load().exclude == ()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('exclude = ["/etc/["]', r"config .*fw\.toml: exclude: glob '/etc/\[': '\[' at offset 5 is never closed"),
+        ('exclude = ["a/**b"]', r"exclude: glob 'a/\*\*b': '\*\*' must be a whole path segment"),
+        ('exclude_processes = ["logrotate"]', r"exclude_processes: 'logrotate' is not an absolute path"),
+    ],
+)
+def test_bad_exclusions_name_the_key(tmp_path: Path, content: str, message: str) -> None:
+    f = tmp_path / "fw.toml"
+    f.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        config.load(f)

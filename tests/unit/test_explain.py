@@ -72,3 +72,18 @@ def test_control_socket_round_trip(tmp_path: Path) -> None:
     assert not sock.exists()
     with pytest.raises(ControlError, match="no agent is listening"):
         ask(sock, {"status": True})
+
+
+def test_explain_names_the_exclusion_and_where_it_applies(tree: Path) -> None:
+    m = PathMatcher([f"{tree}/etc/**"], [f"{tree}/etc/ssh/sshd_config", "*.swp"])
+    doc = explain(os.fsencode(tree / "etc/ssh/sshd_config"), m, m.prefixes())
+    assert doc["monitored"] is False
+    assert doc["excluded_by"] == f"{tree}/etc/ssh/sshd_config"
+    assert doc["marked_at_start"] == []
+    assert any("in the kernel" in r for r in doc["reasons"])
+    assert f"excluded by: {tree}/etc/ssh/sshd_config" in format_text(doc)
+    swp = explain(os.fsencode(tree / "etc/ssh/.x.swp"), m, m.prefixes())
+    assert swp["excluded_by"] == "*.swp"
+    assert any("in user space" in r for r in swp["reasons"])
+    plain = explain(os.fsencode(tree / "etc/ssh"), m, m.prefixes())
+    assert plain["excluded_by"] is None

@@ -81,3 +81,32 @@ def test_matcher_prefixes_are_distinct_and_shortest_first() -> None:
 def test_matcher_needs_a_glob() -> None:
     with pytest.raises(globs.GlobError, match="no paths"):
         globs.PathMatcher([])
+
+
+def test_exclusions_win_over_every_glob() -> None:
+    m = globs.PathMatcher(["/etc/**", "/srv/*.conf"], ["**/*.swp", "/etc/mtab", "/etc/cache/**", "*~"])
+    assert m.matches(b"/etc/passwd")
+    assert not m.matches(b"/etc/ssh/.sshd_config.swp")
+    assert not m.matches(b"/srv/a.conf~")
+    assert not m.matches(b"/etc/mtab")
+    assert m.matches(b"/etc/mtab2")  # the literal exclusion names that file only
+    assert not m.matches(b"/etc/cache/x/y")
+    assert m.matches(b"/etc/cache")  # "/**" is what is below it
+    assert m.excluded(b"/etc/x.swp") == m.excludes[0]
+    assert m.excluded(b"/etc/x.swp").pattern == "**/*.swp"  # type: ignore[union-attr]
+    assert m.excluded(b"/etc/passwd") is None
+    assert not m.may_hold(b"/etc/cache")
+    assert not m.may_hold(b"/etc/cache/deeper")
+    assert m.may_hold(b"/etc/cachex")
+
+
+def test_only_literal_exclusions_go_to_the_kernel() -> None:
+    excludes = ["/etc/mtab", "/var/cache/**", "*.swp", "/etc/*.bak", "/home/*/x/**", r"/etc/a\*b"]
+    m = globs.PathMatcher(["/etc/**"], excludes)
+    assert m.kernel_exclusions() == [b"/etc/mtab\0", b"/var/cache/"]
+
+
+@pytest.mark.parametrize("pattern", ["", "/etc/[", "a/**b"])
+def test_bad_exclusions_are_refused(pattern: str) -> None:
+    with pytest.raises(globs.GlobError):
+        globs.PathMatcher(["/etc/**"], [pattern])

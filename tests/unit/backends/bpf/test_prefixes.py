@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,48 @@ def test_layers_another_stage_found_reach_the_trie_at_the_next_read(tmp_path: Pa
     backend.read()
     assert trie.loaded == [b"/etc/", b"/l/base/"]
     assert held(obj, "prefixes") == {b"/etc/", b"/l/base/"}
+
+
+def test_exclusions_share_the_trie_flagged_and_add_no_ancestors() -> None:
+    obj = FakeObject()
+    trie = PrefixTrie(obj)  # type: ignore[arg-type]
+    trie.load([b"/etc/"], [b"/etc/mtab\0", b"/var/cache/"])
+    values = {k[4 : 4 + struct.unpack_from("<I", k)[0] // 8]: v for k, v in obj.maps["prefixes"].items.items()}
+    flags = {key: struct.unpack("<I", v)[0] & abi.PREFIX_EXCLUDED for key, v in values.items()}
+    assert flags == {b"/etc/": 0, b"/etc/mtab\0": abi.PREFIX_EXCLUDED, b"/var/cache/": abi.PREFIX_EXCLUDED}
+    assert held(obj, "ancestors") == {b"/"}  # only the monitored prefix's way down
+    # An exclusion that is also a monitored prefix wins; a dropped one leaves.
+    trie.load([b"/etc/", b"/srv/"], [b"/srv/"])
+    assert struct.unpack("<I", values_of(obj)[b"/srv/"])[0] & abi.PREFIX_EXCLUDED
+    assert set(values_of(obj)) == {b"/etc/", b"/srv/"}
+    assert trie.excluded == [b"/srv/"]
+
+
+def values_of(obj: FakeObject) -> dict[bytes, bytes]:
+    return {k[4 : 4 + struct.unpack_from("<I", k)[0] // 8]: v for k, v in obj.maps["prefixes"].items.items()}
+
+
+def test_the_excluded_count_keeps_the_generation_and_the_generation_keeps_the_count(tmp_path: Path) -> None:
+    from filewarden.backends.bpf.prefixes import ExcludedExes, exe_key
+
+    obj = FakeObject()
+    obj.maps["excluded_exes"] = FakeMap("excluded_exes", obj.log)
+    trie = PrefixTrie(obj)  # type: ignore[arg-type]
+    trie.load([b"/etc/"])
+    exe = tmp_path / "tool"
+    exe.write_bytes(b"#!/bin/sh\n")
+    exes = ExcludedExes(obj, trie)  # type: ignore[arg-type]
+    exes.load([str(exe), str(tmp_path / "missing")])  # a missing one is logged and left to user space
+    st = exe.stat()
+    assert set(obj.maps["excluded_exes"].items) == {exe_key(str(exe))}
+    ino, kdev, _ = struct.unpack("<QII", exe_key(str(exe)) or b"")
+    assert (ino, kdev >> 20, kdev & 0xFFFFF) == (st.st_ino, os.major(st.st_dev), os.minor(st.st_dev))
+    gen = generation(obj)
+    trie.load([b"/etc/", b"/srv/"])
+    raw = obj.maps["settings"].items[b"\0\0\0\0"]
+    assert struct.unpack_from("<I", raw, abi.SETTINGS.offsets["excluded_exes"])[0] == 1
+    assert generation(obj) == gen + 2
+    exes.load([])
+    assert obj.maps["excluded_exes"].items == {}
+    raw = obj.maps["settings"].items[b"\0\0\0\0"]
+    assert struct.unpack_from("<I", raw, abi.SETTINGS.offsets["excluded_exes"])[0] == 0
