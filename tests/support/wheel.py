@@ -1,5 +1,5 @@
-"""The wheel as a user installs it: `python -m build --wheel`, then `pip
-install` into a fresh venv.
+"""The wheel as a user installs it: `python -m build`, then `pip install`
+into a fresh venv.
 
 Standard library only: scripts/kernel_lab.py prepares one on the host
 before the guests boot (they see the host's files read-only and have no
@@ -53,9 +53,10 @@ def build_and_install(repo: Path, where: Path, python: str = sys.executable) -> 
     venv, where/venv (a venv cannot be moved: it is made where it stays)."""
     shutil.rmtree(where, ignore_errors=True)
     (where / "dist").mkdir(parents=True)
-    # Isolated, as a user's `python -m build`: hatchling comes from the index
-    # (or pip's cache), not from the environment the tests run in.
-    _run([python, "-m", "build", "--wheel", "--outdir", str(where / "dist"), str(repo)], "python -m build", repo)
+    # As a user's `python -m build`: the sdist, then the wheel built from the
+    # sdist alone (so the sdist is complete), each in an isolated environment
+    # whose hatchling comes from the index (or pip's cache).
+    _run([python, "-m", "build", "--outdir", str(where / "dist"), str(repo)], "python -m build", repo)
     installed = Installed(where)
     wheel = installed.wheel
     _run([python, "-m", "venv", str(installed.venv)], "python -m venv", where)
