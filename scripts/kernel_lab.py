@@ -400,20 +400,37 @@ _wheel: Path | LabError | None = None
 
 def prepare_wheel() -> Path:
     """Builds the wheel and installs it into a fresh venv in
-    `RESULTS/wheel`, once per run (a failure too is kept): the guests have no
-    network and see the host's files read-only, so the wheel test runs the
-    agent there from this venv."""
+    `RESULTS/wheel-<pid>`, once per run (a failure too is kept): the guests
+    have no network and see the host's files read-only, so the wheel test
+    runs the agent there from this venv. Each run has its own, so that a run
+    never replaces the venv a guest of another run is using; those of runs
+    that ended are removed."""
     global _wheel
     with _WHEEL:
         if _wheel is None:
+            for old in RESULTS.glob("wheel-*"):
+                pid = old.name.removeprefix("wheel-")
+                if pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(old, ignore_errors=True)
             say("building the wheel and installing it into a fresh venv")
             try:
-                _wheel = wheel.build_and_install(REPO, RESULTS / "wheel", python=sys.executable).where
+                where = RESULTS / f"wheel-{os.getpid()}"
+                _wheel = wheel.build_and_install(REPO, where, python=sys.executable).where
             except wheel.WheelError as exc:
                 _wheel = LabError(str(exc))
         if isinstance(_wheel, LabError):
             raise _wheel
         return _wheel
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    return True
 
 
 def _runs_wheel_test(tests: list[str]) -> bool:
