@@ -6,7 +6,8 @@ scripts/run_tests.py built for the whole run, $FILEWARDEN_WHEEL_DIR); in the
 guests, which have no network and see the host's files read-only, the venv
 scripts/kernel_lab.py prepared on the host before they booted. There the
 agent runs on the guest's backend (lsm, or fentry when booted with BPF LSM
-off); on the host on whichever `--backend auto` starts (fanotify here).
+off); on the host on the one doctor says `--backend auto` starts (fanotify
+here).
 """
 
 from __future__ import annotations
@@ -109,25 +110,33 @@ def test_the_installed_wheel_runs_without_a_compiler(
             shipped = hashlib.sha256(whl.read(f"filewarden/_bpf/{stem}.bpf.o")).hexdigest()
             assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == shipped, stem
 
-    version = installed.wheel.name.split("-")[1]
-    assert run(fw, "--version").stdout == f"filewarden {version}\n"
-
-    doctor = run(fw, "doctor")
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert "Traceback" not in doctor.stdout + doctor.stderr
-    lines = doctor.stdout.splitlines()
-    assert any(line.split()[:2] == ["ok", "bpf-object"] and str(site) in line for line in lines), doctor.stdout
-    chosen = lines[-1].removeprefix("filewarden can run here (--backend auto: ").removesuffix(")")
-    # In a guest: lsm, or fentry when it was booted with BPF LSM off.
-    backend = os.environ.get("FILEWARDEN_BACKEND", "lsm") if IN_GUEST else chosen
-    assert chosen == backend, doctor.stdout
+    if IN_GUEST:
+        # lsm, or fentry when it was booted with BPF LSM off. --version and
+        # doctor are left to the host: under TCG each costs seconds in every
+        # guest suite and tells nothing the host's run did not.
+        backend = os.environ.get("FILEWARDEN_BACKEND", "lsm")
+    else:
+        version = installed.wheel.name.split("-")[1]
+        assert run(fw, "--version").stdout == f"filewarden {version}\n"
+        doctor = run(fw, "doctor")
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "Traceback" not in doctor.stdout + doctor.stderr
+        lines = doctor.stdout.splitlines()
+        assert any(line.split()[:2] == ["ok", "bpf-object"] and str(site) in line for line in lines), doctor.stdout
+        backend = lines[-1].removeprefix("filewarden can run here (--backend auto: ").removesuffix(")")
+        assert backend in ("lsm", "fentry", "fanotify"), doctor.stdout
 
     out, ready = tmp_path / "events.jsonl", tmp_path / "ready"
     argv = [fw, "run", "--backend", backend, "--path", f"{watched}/**", "--output", f"jsonl:{out}"]
     argv += ["--ready-file", str(ready), "--state-dir", str(tmp_path / "state"), "--metrics-address", ""]
     agent = Agent(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), ready)
     try:
-        agent.wait_ready()
+        try:
+            # Loading every program takes long under TCG on a busy host.
+            agent.wait_ready(timeout=300)
+        except AssertionError as exc:
+            agent.proc.kill()
+            raise AssertionError(f"{exc}; its stderr:\n{agent.proc.communicate()[1]}") from None
         writer = in_child(lambda: touch(watched / "app.conf", data=b"listen 8080\n"))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (out.exists() and str(watched / "app.conf") in out.read_text()):
