@@ -77,6 +77,8 @@ def test_the_wheel_carries_the_bpf_objects(installed: wheel.Installed) -> None:
             obj = whl.read(f"filewarden/_bpf/{stem}.bpf.o")
             assert obj[:4] == b"\x7fELF", stem
             assert int.from_bytes(obj[18:20], "little") == EM_BPF, stem
+        # GPL-2.0-only OR BSD-2-Clause: their license texts beside them.
+        assert {"filewarden/_bpf/LICENSE.GPL-2.0", "filewarden/_bpf/LICENSE.BSD-2-Clause"} <= set(names)
         wheel_meta = next(n for n in names if n.endswith(".dist-info/WHEEL"))
         # CO-RE objects for x86-64; the Python code is pure.
         assert "Tag: py3-none-linux_x86_64" in whl.read(wheel_meta).decode()
