@@ -85,6 +85,8 @@ def test_the_wheel_carries_the_bpf_objects(installed: wheel.Installed) -> None:
     assert not [n for n in names if n.endswith((".bpf.c", ".bpf.h"))]
 
 
+# Under TCG on a busy host the agent's start alone took 4 minutes (7.3.4).
+@pytest.mark.timeout(600)
 def test_the_installed_wheel_runs_without_a_compiler(
     installed: wheel.Installed, no_compiler: tuple[dict[str, str], Path], watched: Path, tmp_path: Path
 ) -> None:
@@ -134,8 +136,7 @@ def test_the_installed_wheel_runs_without_a_compiler(
     agent = Agent(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), ready)
     try:
         try:
-            # Loading every program takes long under TCG on a busy host.
-            agent.wait_ready(timeout=300)
+            agent.wait_ready(timeout=400)
         except AssertionError as exc:
             agent.proc.kill()
             raise AssertionError(f"{exc}; its stderr:\n{agent.proc.communicate()[1]}") from None
