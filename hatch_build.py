@@ -33,3 +33,6 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if version != "editable":
             for obj in objects:
                 build_data["force_include"][str(obj)] = f"filewarden/_bpf/{obj.name}"
+            # The objects' own licenses travel with them (bpf/ is not in the wheel).
+            for text in sorted((root / "bpf").glob("LICENSE.*")):
+                build_data["force_include"][str(text)] = f"filewarden/_bpf/{text.name}"

@@ -37,6 +37,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support import wheel
+
 REPO = Path(__file__).resolve().parents[1]
 
 # What virtme-ng needs to boot (9p root, virtio console) and what the tests
@@ -57,6 +60,7 @@ NEEDS_LSM = "needs_lsm"
 HOST_SIDE = "host_side"
 SECOND_BOOT = "second_boot"
 TWO_BOOTS_TEST = "tests/kernel/test_two_boots.py"
+WHEEL_TEST = "tests/e2e/test_wheel.py"
 # FILEWARDEN_LAB_RESULTS: another folder, so that two runs of one kernel can
 # go on side by side.
 RESULTS = Path(os.environ.get("FILEWARDEN_LAB_RESULTS") or REPO / "lab-results")
@@ -390,6 +394,55 @@ def _build_objects() -> None:
         raise LabError(f"building the BPF objects failed: {result.stderr.strip()}")
 
 
+_WHEEL = threading.Lock()
+_wheel: Path | LabError | None = None
+
+
+def prepare_wheel() -> Path:
+    """Builds the wheel and installs it into a fresh venv in
+    `RESULTS/wheel-<pid>`, once per run (a failure too is kept): the guests
+    have no network and see the host's files read-only, so the wheel test
+    runs the agent there from this venv. Each run has its own, so that a run
+    never replaces the venv a guest of another run is using; those of runs
+    that ended are removed."""
+    global _wheel
+    with _WHEEL:
+        if _wheel is None:
+            for old in RESULTS.glob("wheel-*"):
+                pid = old.name.removeprefix("wheel-")
+                if pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(old, ignore_errors=True)
+            say("building the wheel and installing it into a fresh venv")
+            try:
+                where = RESULTS / f"wheel-{os.getpid()}"
+                _wheel = wheel.build_and_install(REPO, where, python=sys.executable).where
+            except wheel.WheelError as exc:
+                _wheel = LabError(str(exc))
+        if isinstance(_wheel, LabError):
+            raise _wheel
+        return _wheel
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    return True
+
+
+def _runs_wheel_test(tests: list[str]) -> bool:
+    """True if the test paths take in WHEEL_TEST (a folder above it, or it)."""
+    for test in tests:
+        # As the guest's pytest takes them: from the repository's root.
+        path = os.path.relpath(os.path.normpath(REPO / test.split("::")[0]), REPO)
+        if path in (".", WHEEL_TEST) or WHEEL_TEST.startswith(path + "/"):
+            return True
+    return False
+
+
 def vng_binary() -> str:
     candidate = Path(sys.prefix) / "bin" / "vng"
     found = str(candidate) if candidate.exists() else shutil.which("vng")
@@ -456,8 +509,15 @@ def boot_and_test(
             pytest_args += ["-m", " and ".join(f"not {m}" for m in [*left_out, SECOND_BOOT])]
     guest = REPO / "tests" / "lab" / "guest.sh"
     mode = ["--exec"] if exec_argv else []
+    installed: list[str] = []
+    if not exec_argv and _runs_wheel_test(tests):
+        try:
+            installed = ["--wheel", str(prepare_wheel())]
+        except LabError as exc:  # the wheel test fails in the guest, naming the variable
+            say(f"{label}: no wheel for {WHEEL_TEST}: {exc}")
     command = " ".join(
-        _quote(a) for a in ["sh", str(guest), str(out), "--keep", str(keep), *mode, *(exec_argv or pytest_args)]
+        _quote(a)
+        for a in ["sh", str(guest), str(out), "--keep", str(keep), *installed, *mode, *(exec_argv or pytest_args)]
     )
     # Single-threaded TCG: the guest kernel patches its own code (static
     # keys at boot, a BPF trampoline's attach) with int3 and cross-CPU

@@ -70,8 +70,14 @@ def host_tests(keyword: str | None) -> kernel_lab.SuiteResult:
     if keyword:
         cmd += ["-k", keyword]
     started = time.monotonic()
+    env = dict(os.environ)
+    try:
+        # Built once for the run: the guests' wheel test uses the same venv.
+        env[kernel_lab.wheel.ENV] = str(kernel_lab.prepare_wheel())
+    except kernel_lab.LabError as exc:
+        print(f"the wheel: {exc}", flush=True)  # the wheel test builds it again, and fails saying why
     deselected = 0
-    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             print(line, end="", flush=True)

@@ -10,6 +10,12 @@ if [ "${1:-}" = "--keep" ]; then
     export FILEWARDEN_LAB_KEEP=$2
     shift 2
 fi
+# --wheel DIR: the wheel and the venv it was installed into, on the host
+# (tests/e2e/test_wheel.py).
+if [ "${1:-}" = "--wheel" ]; then
+    export FILEWARDEN_WHEEL_DIR=$2
+    shift 2
+fi
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
