@@ -141,12 +141,14 @@ class FanotifyBackend:
         both = PathMatcher([*(g.pattern for g in self.matcher.globs), *config.paths])
         self.matcher = both
         results = watcher.set_prefixes(new.prefixes())
-        self._backlog.extend(self.read())
+        # read() hands out the backlog and starts a new one: keep what it returns.
+        held = self.read()
         self.matcher = new
         dropped = watcher.drop_stale()
         self.matcher = both
-        self._backlog.extend(self.read())
+        held += self.read()
         self.matcher = new
+        self._backlog = held + self._backlog
         self.config = dataclasses.replace(self.config, paths=config.paths, outputs=config.outputs)
         for m in results:
             (log.info if m.ok else log.warning)("fanotify: %s", m.describe())
