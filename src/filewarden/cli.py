@@ -561,7 +561,9 @@ def status(socket_path: Path, as_json: bool) -> None:
         source = agent.get("config_file") or "the command line"
         line = f"configuration: loaded from {source} at {loaded}; {agent.get('reloads', 0)} reload(s)"
         if agent.get("reloads_rejected"):
-            line += f", {agent['reloads_rejected']} rejected (last: {agent.get('last_reload_error')})"
+            line += f", {agent['reloads_rejected']} rejected"
+        if agent.get("last_reload_error"):
+            line += f" (the last: {agent['last_reload_error']})"
         if agent.get("restart_needed"):
             line += f"; needs a restart for: {', '.join(agent['restart_needed'])}"
         click.echo(line)
