@@ -5,11 +5,13 @@
 
 On this host (BPF, no LSM): user-space throughput, bursts and footprint
 (benchmarks.userspace), the start-up snapshot (benchmarks.snapshot_scan) and
-the baseline against sha256sum (benchmarks.baseline), and live content
-changes from close to event (benchmarks.content_latency).
+the baseline against sha256sum (benchmarks.baseline), live content
+changes from close to event (benchmarks.content_latency), and reload under a
+writer on fanotify (benchmarks.reload).
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
 and of auditd, per-program cost, map memory (benchmarks.kernel_overhead),
-and live content changes on the lsm backend (benchmarks.content_latency).
+live content changes on the lsm backend (benchmarks.content_latency), and
+reload under a writer (benchmarks.reload).
 Each step writes its figures to lab-results/bench/; this merges them, with
 the kernel each was measured on, into one file with one entry per figure
 (name, value, unit, the baseline it was compared with, target, met), and
@@ -75,6 +77,11 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
         ),
         Step("live content changes: close to content_changed", "host", "benchmarks.content_latency", 1),
         Step("event store: rate kept, query over 1,000,000 events", "host", "benchmarks.event_store", 4),
+        # fanotify here: a file unlinked at once may leave its create
+        # unresolved, so the writer's files stay.
+        Step(
+            "reload under a writer: lost, repeated, SIGHUP to active", "host", "benchmarks.reload", 1, ("--no-unlink",)
+        ),
     ]
     if guest:
         out += [
@@ -94,6 +101,12 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
                 2,
                 ("--rate", "20", "--seconds", "10"),
             )
+            for k in kernels
+        ]
+        # The writer asks 10,000 creates/s; under emulation it holds what it
+        # can, and says so.
+        out += [
+            Step(f"reload under a writer: lost, repeated, SIGHUP to active ({k}, lsm)", k, "benchmarks.reload", 2)
             for k in kernels
         ]
     return out

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -169,10 +171,20 @@ def run(  # noqa: PLR0917 - one parameter per click option
     Every event is also kept in the event store (--state-dir's events.db)
     for 'filewarden events'. Metrics for Prometheus and a health check are
     served on --metrics-address.
+
+    On SIGHUP, and when the --config file changes, the configuration is read
+    again: paths, outputs and log level change in place, without a restart
+    or a lost event (options given on the command line stay in force). A
+    file that does not check is one error line and the running configuration
+    stays; keys that need a restart are named in the log.
     """
+    from filewarden.service.reload import ConfigSource
     from filewarden.service.runner import run as run_agent
 
-    config = load_config(
+    # A reload reads the file again with the same options: what the command
+    # line gave stays in force over the file.
+    load = functools.partial(
+        load_config,
         config_file,
         paths=paths,
         exclude=exclude,
@@ -186,9 +198,10 @@ def run(  # noqa: PLR0917 - one parameter per click option
         rebuild_baseline=rebuild_baseline,
         metrics_address=metrics_address,
     )
+    config = load()
     _setup_logging(config.log_level)
     socket_path = control_socket if control_socket is not None and str(control_socket) not in ("", ".") else None
-    sys.exit(run_agent(config, ready_file, socket_path))
+    sys.exit(run_agent(config, ready_file, socket_path, ConfigSource(config_file, load)))
 
 
 @cli.command()
@@ -561,6 +574,17 @@ def status(socket_path: Path, as_json: bool) -> None:
         f"{counters.get('lost', 0)} lost, {counters.get('process_records_lost', 0)} process records lost, "
         f"{counters.get('outside_globs', 0)} outside the globs"
     )
+    if "config_loaded_at" in agent:
+        loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(agent["config_loaded_at"]))
+        source = agent.get("config_file") or "the command line"
+        line = f"configuration: loaded from {source} at {loaded}; {agent.get('reloads', 0)} reload(s)"
+        if agent.get("reloads_rejected"):
+            line += f", {agent['reloads_rejected']} rejected"
+        if agent.get("last_reload_error"):
+            line += f" (the last: {agent['last_reload_error']})"
+        if agent.get("restart_needed"):
+            line += f"; needs a restart for: {', '.join(agent['restart_needed'])}"
+        click.echo(line)
     for out in agent.get("outputs", []):
         state = "FAILING" if out.get("failing") else "ok"
         click.echo(f"output {out['spec']}: {state}, {out.get('written', 0)} written, {out.get('errors', 0)} errors")

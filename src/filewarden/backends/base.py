@@ -7,6 +7,8 @@ programs' ring buffer (bpf/), or fanotify's queue (fanotify/). The service
     backend.start()                 load, attach, watch; BackendError says why not
     poll backend.fileno()           readable when events may be waiting
     backend.read()                  the events ready now, numbered (event.sequence)
+    backend.reconfigure(config)     a reloaded configuration's paths (and what
+                                    else the backend can change live) in force
     backend.stop()                  stop watching; every event still queued
     backend.close()                 release everything (also after a failed start)
 
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from filewarden.backends.sequence import SequenceTracker
 
 if TYPE_CHECKING:
+    from filewarden.config import Config
     from filewarden.host.layers import Layers
     from filewarden.host.proctree import ProcessTree
     from filewarden.model.events import FileEvent
@@ -136,6 +139,15 @@ class Backend(Protocol):
         ...
 
     def read(self, timeout: float = 0.0) -> list[FileEvent]: ...
+
+    def reconfigure(self, config: Config) -> None:
+        """Puts a reloaded configuration in force while running: the
+        monitored set (paths) in place, without reloading programs or
+        dropping the queue, so that a file monitored before and after loses
+        or repeats no event. Keys the backend fixed at start (ring size,
+        backend, ...) are the caller's to report (service/reload.py). Called
+        on the record loop's thread, between two read()s."""
+        ...
 
     def stop(self) -> list[FileEvent]: ...
 

@@ -21,6 +21,7 @@ from filewarden.host.layers import Layers
 from filewarden.host.proctree import ProcessTree
 
 if TYPE_CHECKING:
+    from filewarden.config import Config
     from filewarden.model.events import FileEvent
 
 
@@ -41,6 +42,7 @@ class FakeBackend:
         self.on_read: Callable[[FakeBackend], None] | None = None
         self.started = self.stopped = self.closed = False
         self.reads = 0
+        self.configs: list[Config] = []  # what reconfigure() was given, in order
         self._batches = deque(batches)
         self._at_stop = at_stop or []
         self._fail_start = fail_start
@@ -68,6 +70,9 @@ class FakeBackend:
         self._signal()
         return batch
 
+    def reconfigure(self, config: Config) -> None:
+        self.configs.append(config)
+
     def stop(self) -> list[FileEvent]:
         self.stopped = True
         rest = [e for batch in self._batches for e in batch] + self._at_stop
@@ -82,7 +87,10 @@ class FakeBackend:
             os.close(self._w)
 
     def status(self) -> dict[str, Any]:
-        return {"backend": self.name, "reads": self.reads, "left": len(self._batches)}
+        doc: dict[str, Any] = {"backend": self.name, "reads": self.reads, "left": len(self._batches)}
+        if self.configs:
+            doc["globs"] = list(self.configs[-1].paths)
+        return doc
 
     def explain(self, path: bytes) -> dict[str, Any]:
         return {"path": os.fsdecode(path), "monitored": False}

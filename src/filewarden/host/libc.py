@@ -19,6 +19,8 @@ API, with Python types::
     open_by_handle_at(mount_fd, handle_type, handle, flags) -> fd
     fstatfs_fsid(fd) -> (f_fsid[0], f_fsid[1])
     syncfs(fd) -> None (LibcError: a writeback error since fd was opened)
+    inotify_init1(flags) -> fd
+    inotify_add_watch(fd, path, mask) -> watch descriptor
     missing(*names) -> the names this libc does not have
 """
 
@@ -108,6 +110,8 @@ SIGNATURES: Final[dict[str, tuple[Any, tuple[Any, ...], _Checker]]] = {
     "open_by_handle_at": (_c_int, (_c_int, ctypes.POINTER(FileHandle), _c_int), _minus_one_errno),
     "fstatfs": (_c_int, (_c_int, ctypes.POINTER(Statfs)), _minus_one_errno),
     "syncfs": (_c_int, (_c_int,), _minus_one_errno),
+    "inotify_init1": (_c_int, (_c_int,), _minus_one_errno),
+    "inotify_add_watch": (_c_int, (_c_int, ctypes.c_char_p, ctypes.c_uint32), _minus_one_errno),
 }
 
 
@@ -179,3 +183,11 @@ def syncfs(fd: int) -> None:
     writeback error on that filesystem seen since `fd` was opened
     (fs/sync.c: sync_filesystem() and errseq_check_and_advance(&sb->s_wb_err))."""
     _call("syncfs", fd)
+
+
+def inotify_init1(flags: int) -> int:
+    return _call("inotify_init1", flags)
+
+
+def inotify_add_watch(fd: int, path: bytes, mask: int) -> int:
+    return _call("inotify_add_watch", fd, path, mask)

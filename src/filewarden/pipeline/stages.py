@@ -97,6 +97,14 @@ class Pipeline:
         self.other_actions.update((doc["event"]["action"], doc["event"].get("backend", "baseline")) for doc in docs)
         self._write([to_json_line(doc) for doc in docs])
 
+    def swap_sinks(self, sinks: Sequence[Sink]) -> Sequence[Sink]:
+        """Writes to `sinks` from the next batch on (a reload); returns the
+        old ones. A batch goes wholly to the old sinks or wholly to the new:
+        a sink in both sees every line once."""
+        with self._write_lock:
+            old, self.sinks = self.sinks, sinks
+        return old
+
     def _write(self, lines: list[bytes]) -> None:
         with self._write_lock:
             for sink in self.sinks:

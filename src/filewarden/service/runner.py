@@ -24,6 +24,7 @@ from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from filewarden.service.control import ControlServer, Requests
 from filewarden.service.integrity import IntegrityMonitor
 from filewarden.service.metrics import Agent, MetricsServer, parse_address
+from filewarden.service.reload import ConfigSource, ConfigWatch, Reloader
 
 if TYPE_CHECKING:
     from filewarden.backends.base import Backend
@@ -58,15 +59,21 @@ def sd_notify(state: str) -> None:
 
 
 @contextlib.contextmanager
-def stop_signals() -> Iterator[tuple[int, list[int]]]:
-    """SIGINT/SIGTERM wake the loop through a pipe (signal.set_wakeup_fd)."""
+def stop_signals(hangups: list[int] | None = None) -> Iterator[tuple[int, list[int]]]:
+    """SIGINT/SIGTERM wake the loop through a pipe (signal.set_wakeup_fd)
+    and stop it; SIGHUP wakes it too, and is noted in `hangups` (a reload),
+    when given."""
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     received: list[int] = []
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
+        if signum == signal.SIGHUP and hangups is not None:
+            hangups.append(signum)
+        else:
+            received.append(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    handled = (signal.SIGINT, signal.SIGTERM) if hangups is None else (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, handler) for s in handled}
     old_fd = signal.set_wakeup_fd(w)
     try:
         yield r, received
@@ -97,8 +104,14 @@ def tune_interpreter() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-def run(config: Config, ready_file: Path | None = None, control_socket: Path | None = None) -> int:
-    """Runs until SIGINT/SIGTERM; returns the exit code."""
+def run(
+    config: Config,
+    ready_file: Path | None = None,
+    control_socket: Path | None = None,
+    source: ConfigSource | None = None,
+) -> int:
+    """Runs until SIGINT/SIGTERM, reloading `source` on SIGHUP and when its
+    file changes (service/reload.py); returns the exit code."""
     tune_interpreter()
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
@@ -132,6 +145,7 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
         raise
     gc.freeze()  # start-up's objects (snapshot, process tree) live as long as the agent
     control: ControlServer | None = None
+    reloader: Reloader | None = None
     try:
         pipeline = Pipeline(sinks, backend.processes, Enricher(backend.layers), backend.name)
         if monitor is not None:
@@ -142,13 +156,22 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
         if monitor is not None:
             agent.content_backlog = monitor.content.backlog
             agent.dirty_paths = monitor.dirty_count
+        reloader = Reloader(
+            source or ConfigSource(None, lambda: config),
+            config,
+            backend,
+            pipeline,
+            agent,
+            baseline=monitor is not None,
+            watch=watch_file(source.path) if source is not None and source.path is not None else None,
+        )
         if control_socket is not None:
-            control = open_control(control_socket, backend, lambda: about(config, agent))
+            control = open_control(control_socket, backend, lambda: about(reloader.config, agent, reloader))
         if metrics is not None:
             metrics.attach(agent)
             metrics.start()
         try:
-            with stop_signals() as (wakeup, received):
+            with stop_signals(reloader.hangups) as (wakeup, received):
                 if ready_file is not None:
                     write_ready_file(ready_file)
                 sd_notify("READY=1")
@@ -156,7 +179,7 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
                 if monitor is not None:
                     monitor.start()  # the backend is attached: a change during the scan is seen live
                 agent.running = True
-                serve(backend, worker, wakeup, received)
+                serve(backend, worker, wakeup, received, reloader)
                 agent.running = False
                 log.info("stopping on %s", signal.Signals(received[0]).name)
                 sd_notify("STOPPING=1")
@@ -167,6 +190,8 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
                 monitor.stop()  # what live events touched written to the baseline, a last checkpoint
         _log_summary(backend, pipeline, worker)
     finally:
+        if reloader is not None and reloader.watch is not None:
+            reloader.watch.close()
         if metrics is not None:
             metrics.close()
         if monitor is not None:
@@ -174,8 +199,9 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
         if control is not None:
             control.close()
         backend.close()
-        for sink in sinks:
-            sink.close()
+        # A reload may have swapped the outputs: close those in use at the end.
+        for out in reloader.pipeline.sinks if reloader is not None else sinks:
+            out.close()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
     return 0
@@ -197,31 +223,42 @@ def watchdog_interval() -> float | None:
     return int(usec) / 1e6
 
 
-def serve(backend: Backend, worker: PipelineWorker, wakeup: int, received: list[int]) -> None:
+def serve(
+    backend: Backend, worker: PipelineWorker, wakeup: int, received: list[int], reloader: Reloader | None = None
+) -> None:
     """The record loop: the backend's events to the pipeline until a signal.
     Under systemd's watchdog it pings from here, at half the interval: a
-    loop that stops turning (a hung backend or output) is restarted."""
+    loop that stops turning (a hung backend or output) is restarted. A
+    reload (SIGHUP, the file changed) runs here, between two reads, so the
+    backend changes its monitored set on the thread that reads it."""
     interval = watchdog_interval()
     pinged = time.monotonic()
+    watch = reloader.watch if reloader is not None else None
     with select.epoll() as ep:
         ep.register(backend.fileno(), select.EPOLLIN)
         ep.register(wakeup, select.EPOLLIN)
+        if watch is not None:
+            ep.register(watch.fileno(), select.EPOLLIN)
         for fd, events in backend.wake_fds():  # e.g. the mount table: overlays come and go
             ep.register(fd, events)
         while not received:
-            ep.poll(1.0 if interval is None else min(1.0, interval / 4))
+            longest = 1.0 if interval is None else min(1.0, interval / 4)
+            ep.poll(longest if reloader is None else reloader.wait_s(longest))
             worker.put(backend.read())
             worker.settle(SETTLE_S)
+            if reloader is not None and reloader.check():
+                worker.put(backend.read())  # what the switch read ahead (backend.reconfigure())
             if interval is not None and time.monotonic() - pinged >= interval / 2:
                 pinged = time.monotonic()
                 sd_notify("WATCHDOG=1")
 
 
-def about(config: Config, agent: Agent) -> dict[str, Any]:
+def about(config: Config, agent: Agent, reloader: Reloader | None = None) -> dict[str, Any]:
     """What `filewarden status` shows of the running agent itself."""
     stats = agent.backend.stats
     return {
         "config_digest": config.digest,
+        **(reloader.status() if reloader is not None else {}),
         "backend": agent.backend.name,
         "uptime_seconds": round(time.monotonic() - agent.started, 1),
         "running": agent.running,
@@ -245,6 +282,16 @@ def about(config: Config, agent: Agent) -> dict[str, Any]:
             for sink in agent.sinks
         ],
     }
+
+
+def watch_file(path: Path) -> ConfigWatch | None:
+    """inotify on the configuration file's directory; None (and a warning)
+    if it cannot be had: SIGHUP still reloads."""
+    try:
+        return ConfigWatch(path)
+    except OSError as exc:
+        log.warning("not watching %s for changes (%s): send SIGHUP to reload it", path, exc.strerror)
+        return None
 
 
 def open_control(

@@ -18,6 +18,7 @@ kernel numbered them in (CPUs deliver slightly out of order).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -316,6 +317,30 @@ class BpfBackend:
             wanted = self.kernel_prefixes()
             if wanted != self._trie.loaded:
                 self._trie.load(wanted, self.matcher.kernel_exclusions())
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded configuration: the monitored set changes in place
+        (set_paths: the programs stay attached, the ring is not drained).
+        What is fixed at load (ring size, evicted marks, the reader) stays
+        as started; service/reload.py says so in its log line."""
+        self._select(config)
+        # The fields the loaded object was sized with are kept: status()
+        # reports what is in force, not what the file asks for.
+        self.config = dataclasses.replace(
+            self.config, paths=config.paths, exclude=config.exclude, exclude_processes=config.exclude_processes
+        )
+
+    def _select(self, config: Config) -> None:
+        """The monitored set of `config` into the trie, the marks and the
+        final match: its paths and exclusions now; every key that narrows or
+        widens what is selected joins here, so that a reload applies it with
+        the globs."""
+        if (
+            tuple(config.paths) != tuple(g.pattern for g in self.matcher.globs)
+            or tuple(config.exclude) != tuple(g.pattern for g in self.matcher.excludes)
+            or tuple(config.exclude_processes) != tuple(self.config.exclude_processes)
+        ):
+            self.set_paths(config.paths, config.exclude, config.exclude_processes)
 
     def set_paths(
         self,

@@ -25,6 +25,7 @@ drives it as it drives the BPF backends.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -36,6 +37,7 @@ from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, Prefli
 from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyWatcher, available
 from filewarden.errors import BackendError
 from filewarden.explain import explain as explain_path
+from filewarden.globs import PathMatcher
 from filewarden.host.layers import Layers
 from filewarden.host.proc_connector import CAP_NET_ADMIN, ConnectorError, ProcConnector, ProcEvent
 from filewarden.host.proctree import ProcessTree
@@ -99,14 +101,15 @@ class FanotifyBackend:
         self._seq = 0  # event.sequence of the next event (or of the next loss)
         self._malformed = 0  # the watcher's malformed records already counted as lost
         self._expired_at = 0
+        self._backlog: list[FileEvent] = []  # read during reconfigure(), not yet handed out
         # Until the connector is open nothing reports execs: check /proc.
         self.processes.followed = False
 
     # -- lifetime -------------------------------------------------------------
     def start(self) -> None:
-        own = [os.fsencode(os.path.abspath(o.target)) for o in self.config.outputs if o.target != "-"]
         try:
-            self._watcher = FanotifyWatcher(self.matcher.prefixes(), self.matcher.matches, own)
+            # The globs in force when a report is read decide (reconfigure() swaps them).
+            self._watcher = FanotifyWatcher(self.matcher.prefixes(), self._selected, _own_outputs(self.config))
         except (FanotifyError, OSError) as exc:
             raise BackendError(f"fanotify cannot watch here: {exc}") from None
         # Listening before the scan: what changes after it read a process is reported.
@@ -125,6 +128,42 @@ class FanotifyBackend:
             len(self.matcher.prefixes()),
             len(self._watcher.marks),
         )
+
+    def _selected(self, path: bytes) -> bool:
+        return self.matcher.matches(path)
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded configuration's paths, in place: the group and its queue
+        stay, the marks the new globs need are added before the stale ones
+        go, and what is queued meanwhile is judged by old and new globs
+        together (as the BPF backend's set_paths() does), so that a file
+        monitored before and after loses or repeats no event."""
+        new = config.matcher
+        watcher = self.watcher
+        watcher.ignore(_own_outputs(config))
+        both = PathMatcher([*(g.pattern for g in self.matcher.globs), *config.paths], config.exclude)
+        self._excluded_exes = frozenset(os.fsencode(p) for p in config.exclude_processes)
+        self.matcher = both
+        results = watcher.set_prefixes(new.prefixes())
+        # read() hands out the backlog and starts a new one: keep what it returns.
+        held = self.read()
+        self.matcher = new
+        dropped = watcher.drop_stale()
+        self.matcher = both
+        held += self.read()
+        self.matcher = new
+        self._backlog = held + self._backlog
+        self.config = dataclasses.replace(
+            self.config,
+            paths=config.paths,
+            exclude=config.exclude,
+            exclude_processes=config.exclude_processes,
+            outputs=config.outputs,
+        )
+        for m in results:
+            (log.info if m.ok else log.warning)("fanotify: %s", m.describe())
+        if dropped:
+            log.info("fanotify: %d mark(s) no glob needs any more removed", dropped)
 
     def _open_connector(self) -> ProcConnector | None:
         if not self.host.effective_caps() >> CAP_NET_ADMIN & 1:
@@ -168,6 +207,9 @@ class FanotifyBackend:
         return []
 
     def read(self, timeout: float = 0.0) -> list[FileEvent]:
+        backlog, self._backlog = self._backlog, []
+        if backlog:
+            timeout = 0.0
         if timeout > 0:
             raw = self._wait(timeout)
         else:
@@ -189,7 +231,7 @@ class FanotifyBackend:
             # Exited processes are kept a while for events still queued.
             self.processes.expire(now)
             self._expired_at = now
-        return out
+        return backlog + out if backlog else out
 
     def _count_malformed(self) -> None:
         """Records fanotify sent that did not parse: their events are lost,
@@ -351,6 +393,11 @@ class FanotifyBackend:
         # fanotify's queue overflows (and records that did not parse) are
         # gaps in the numbers; it says nothing of how full its queue is.
         return Gauges(lost={"sequence_gaps": self.stats.lost, "process_records": self.stats.process_lost})
+
+
+def _own_outputs(config: Config) -> list[bytes]:
+    """The agent's own output files: a filesystem mark sees its writes too."""
+    return [os.fsencode(os.path.abspath(o.target)) for o in config.outputs if o.target != "-"]
 
 
 def preflight(host: Host) -> Preflight:

@@ -293,9 +293,7 @@ class FanotifyDecoder:
     ) -> None:
         self.resolver = resolver
         self.selected = selected
-        ignore = tuple(ignore_paths)
-        self._ignore_exact = frozenset(p for p in ignore if not p.endswith(b"/"))
-        self._ignore_dirs = tuple(p for p in ignore if p.endswith(b"/"))
+        self.ignore(ignore_paths)
         self._own_pid = own_pid
         self.cache = DirCache(cache_size)
         self.stats = stats if stats is not None else FanotifyStats()
@@ -728,6 +726,12 @@ class FanotifyDecoder:
             if isinstance(it, _Candidate) and self._keep(it):
                 out.append(it.event)
         return out
+
+    def ignore(self, paths: Iterable[bytes]) -> None:
+        """The caller's own outputs from now on (exact paths, or directories ending in b"/")."""
+        ignore = tuple(paths)
+        self._ignore_exact = frozenset(p for p in ignore if not p.endswith(b"/"))
+        self._ignore_dirs = tuple(p for p in ignore if p.endswith(b"/"))
 
     def _ignored(self, path: bytes) -> bool:
         return path in self._ignore_exact or any(path.startswith(d) for d in self._ignore_dirs)

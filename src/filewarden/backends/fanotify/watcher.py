@@ -31,6 +31,10 @@ API::
         .read()               -> list[FanotifyEvent], non-blocking, drains the queue
         .poll(timeout)        -> list[FanotifyEvent], waits up to timeout seconds first
         .marks                -> list[MarkResult], one per filesystem, for `doctor`
+        .set_prefixes(prefixes) -> list[MarkResult], marks for a new set of prefixes
+                                 added in place (same group, same queue)
+        .drop_stale()         -> int, removes the marks no prefix needs any more
+        .ignore(paths)        -> new ignore_paths (the caller's outputs changed)
         .stats                -> FanotifyStats (overflows, drops, unresolved paths)
         .target_fid           -> bool: FAN_REPORT_TARGET_FID and FAN_RENAME in use (5.17+)
         .close(), context manager
@@ -64,6 +68,7 @@ from filewarden.backends.fanotify.uapi import (
     FAN_MARK_ADD,
     FAN_MARK_FILESYSTEM,
     FAN_MARK_INODE,
+    FAN_MARK_REMOVE,
     FAN_NONBLOCK,
     FAN_REPORT_DFID_NAME,
     FAN_REPORT_DFID_NAME_TARGET,
@@ -237,6 +242,7 @@ class FanotifyWatcher:
         self._max_reads = max_reads
         self._max_inode_marks = max_inode_marks
         self._inode_marks = 0
+        self._marked: dict[bytes, tuple[_Fs, FileId]] = {}  # directories with an inode mark
         self._fd, self.target_fid = _init_group(target_fid)
         self.mask = RENAME_MASK if self.target_fid else BASE_MASK
         self._resolver = KernelResolver()
@@ -305,8 +311,71 @@ class FanotifyWatcher:
 
     # -- marks
 
+    def set_prefixes(self, prefixes: Sequence[bytes]) -> list[MarkResult]:
+        """Marks for a new set of prefixes, in place: the group, its queue and
+        the marks the new set also needs stay as they are, so nothing on a
+        filesystem or directory watched before and after is missed. Marks
+        only the old set needed stay until drop_stale(): the caller reads
+        what they let in first."""
+        for fs in self._fs:
+            fs.prefixes, fs.dirs, fs.wanted = [], [], []
+        self._group(prefixes)
+        results = []
+        for fs in self._fs:
+            if not fs.prefixes:
+                continue
+            if fs.kind == "filesystem":
+                results.append(self._result(fs, 0, []))
+            elif fs.kind == "inode":
+                before = self._inode_marks
+                for d, exact in fs.dirs:
+                    fid, _ = self._mark_dir(fs, d)
+                    if fid is not None:
+                        self._decoder.roots.add(fid)
+                        if exact:
+                            self._mark_below(fs, d)
+                results.append(self._result(fs, self._inode_marks - before, []))
+            else:
+                results.append(self._mark_fs(fs))
+        self.marks = results
+        return results
+
+    def drop_stale(self) -> int:
+        """Removes the marks no prefix needs since set_prefixes(): a
+        filesystem no prefix is on, directories neither under nor on the way
+        to one. Returns how many marks went."""
+        removed = 0
+        for fs in self._fs:
+            if fs.kind == "filesystem" and not fs.prefixes:
+                # The mount fd stays with the resolver: events already
+                # queued from this filesystem are still decoded.
+                if _mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, self.mask, fs.mount_fd, None) == 0:
+                    removed += 1
+                fs.kind = "none"
+        for path, (fs, fid) in list(self._marked.items()):
+            if fs.prefixes and _wanted(fs.wanted, path) is not None:
+                continue
+            err = _mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_INODE, self.mask | FAN_EVENT_ON_CHILD, libc.AT_FDCWD, path)
+            del self._marked[path]
+            self._decoder.roots.discard(fid)
+            self._inode_marks -= 1
+            removed += err == 0
+        for fs in self._fs:
+            if fs.kind == "inode" and not any(f is fs for f, _ in self._marked.values()):
+                fs.kind = "none"
+        return removed
+
+    def ignore(self, paths: Sequence[bytes]) -> None:
+        """The caller's own outputs changed: events on these are dropped from now on."""
+        self._decoder.ignore(paths)
+
     def _mark_all(self, prefixes: Sequence[bytes]) -> list[MarkResult]:
-        by_dev: dict[int, _Fs] = {}
+        self._group(prefixes)
+        return [self._mark_fs(fs) for fs in self._fs]
+
+    def _group(self, prefixes: Sequence[bytes]) -> None:
+        """The prefixes by filesystem, into the filesystems known (or new ones)."""
+        by_dev: dict[int, _Fs] = {fs.device: fs for fs in self._fs}
         for prefix in prefixes:
             d, exact = _nearest_dir(prefix)
             dev = os.stat(d).st_dev
@@ -325,7 +394,6 @@ class FanotifyWatcher:
             fs.wanted.append(os.path.normpath(prefix) if prefix.strip(b"/") else b"/")
             if (d, exact) not in fs.dirs:
                 fs.dirs.append((d, exact))
-        return [self._mark_fs(fs) for fs in self._fs]
 
     def _mark_fs(self, fs: _Fs) -> MarkResult:
         notes: list[str] = []
@@ -385,6 +453,9 @@ class FanotifyWatcher:
     def _mark_dir(self, fs: _Fs, path: bytes) -> tuple[FileId | None, int]:
         """An inode mark on one directory: its entries' changes
         (FAN_EVENT_ON_CHILD) and its own. Returns its handle, pinned."""
+        known = self._marked.get(path)
+        if known is not None:
+            return known[1], 0
         if self._inode_marks >= self._max_inode_marks:
             return None, errno.ENOSPC
         err = _mark(self._fd, FAN_MARK_ADD | FAN_MARK_INODE, self.mask | FAN_EVENT_ON_CHILD, libc.AT_FDCWD, path)
@@ -397,6 +468,7 @@ class FanotifyWatcher:
             return None, e.errno or errno.EIO
         fid = FileId(fs.fsid or (0, 0), htype, handle)
         self._decoder.cache.pin(fid, path)
+        self._marked[path] = (fs, fid)
         return fid, 0
 
     def _mark_below(self, fs: _Fs, top: bytes) -> tuple[int, int]:
