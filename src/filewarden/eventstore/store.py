@@ -27,7 +27,7 @@ import contextlib
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -41,6 +41,8 @@ SCHEMA_VERSION: Final = 2
 # in one. It also bounds what a question decodes beyond its answer.
 MAX_CHUNK: Final = 4096
 FILENAME: Final = "events.db"
+# Chunks an index may name for it to lead a question (Query.leads).
+_LEAD_MAX: Final = 10_000
 _SCHEMA: Final = (
     """CREATE TABLE chunks (
     id INTEGER PRIMARY KEY,  -- the number of its first event (events are numbered in the order written)
@@ -340,8 +342,8 @@ class Query:
     process: str | None = None  # an executable, or its file name
     after_id: int = 0
 
-    def chunks(self, *, newest_first: bool) -> tuple[str, list[object]]:
-        """The ids of the chunks that may hold a match, in order."""
+    def filters(self) -> tuple[str, list[object]]:
+        """What a chunk must be to hold a match, as SQL."""
         clauses: list[str] = []
         args: list[object] = []
         if self.after_id:
@@ -356,19 +358,24 @@ class Query:
             clauses.append("first < ?")
             args.append(self.until)
         if self.path_prefix:
-            # Paths are text: every path that starts with the prefix sorts
-            # between it and it with the highest code point appended. With
-            # a time range the time index leads (a range of recent time is
-            # what is usually asked), and a chunk's paths are looked up.
-            high = self.path_prefix + "\U0010ffff"
-            if self.since is not None:
-                clauses.append("EXISTS (SELECT 1 FROM chunk_paths WHERE chunk = chunks.id AND path >= ? AND path < ?)")
-            else:
-                clauses.append("id IN (SELECT chunk FROM chunk_paths WHERE path >= ? AND path < ?)")
-            args.extend([self.path_prefix, high])
-        where = " AND ".join(clauses) or "1"
-        order = "DESC" if newest_first else ""
-        return f"SELECT id FROM chunks WHERE {where} ORDER BY id {order}", args  # noqa: S608 - fixed clauses, bound args
+            clauses.append("EXISTS (SELECT 1 FROM chunk_paths WHERE chunk = chunks.id AND path >= ? AND path < ?)")
+            args.extend(self.path_range())
+        return " AND ".join(clauses) or "1", args
+
+    def path_range(self) -> list[object]:
+        # Paths are text: every path that starts with the prefix sorts
+        # between it and it with the highest code point appended.
+        assert self.path_prefix
+        return [self.path_prefix, self.path_prefix + "\U0010ffff"]
+
+    def leads(self) -> list[tuple[str, list[object]]]:
+        """The chunks an index can name at once: by time, by path."""
+        out: list[tuple[str, list[object]]] = []
+        if self.since is not None:
+            out.append(("SELECT id FROM chunks INDEXED BY chunks_last WHERE last >= ?", [self.since]))
+        if self.path_prefix:
+            out.append(("SELECT DISTINCT chunk FROM chunk_paths WHERE path >= ? AND path < ?", self.path_range()))
+        return out
 
     def matches(self, row: _Row) -> bool:  # noqa: PLR0911 - one return per filter
         """The event decides what the chunk's row could not."""
@@ -396,15 +403,74 @@ class Query:
         return True
 
 
+def _chunk_ids(db: sqlite3.Connection, query: Query, *, newest_first: bool) -> Iterable[int]:
+    """The ids of the chunks that may hold a match, in order.
+
+    SQLite's planner has no statistics of ranges here (no STAT4), and for
+    `ORDER BY id` it would rather walk the whole table in id order than
+    sort what an index names. So the choice is made here: the index (time
+    or path) that names the fewest chunks, counted up to _LEAD_MAX, leads,
+    and its chunks are sorted here; when each would name more, the table
+    is walked newest first and the walk stops once enough are found."""
+    where, args = query.filters()
+    best: tuple[int, str, list[object]] | None = None
+    for sql, lead_args in query.leads():
+        n = db.execute(f"SELECT count(*) FROM ({sql} LIMIT ?)", [*lead_args, _LEAD_MAX]).fetchone()[0]  # noqa: S608
+        if n < _LEAD_MAX and (best is None or n < best[0]):
+            best = (n, sql, lead_args)
+    if best is None:
+        order = "DESC" if newest_first else ""
+        return (i for (i,) in db.execute(f"SELECT id FROM chunks WHERE {where} ORDER BY id {order}", args))  # noqa: S608
+    _, sql, lead_args = best
+    found = [i for (i,) in db.execute(f"SELECT id FROM chunks WHERE id IN ({sql}) AND {where}", [*lead_args, *args])]  # noqa: S608
+    found.sort(reverse=newest_first)
+    return found
+
+
+_STAMP_AT: Final = b'{"@timestamp":"'
+
+
+def _skips(query: Query) -> Callable[[bytes], bool] | None:
+    """A test on a line's bytes that rules out events the question cannot
+    want without decoding them (a chunk holds up to MAX_CHUNK events; the
+    question may want few). It may let through what does not match (each
+    is then decoded and checked), never the reverse."""
+    since = query.since.encode() if query.since is not None else None
+    needle = None
+    prefix = query.path_prefix
+    # A path that starts with the prefix has it in the line as is, when
+    # JSON writes it as itself: printable ASCII without a quote or a
+    # backslash (and a '/' not escaped, which JSON allows but no encoder
+    # here does).
+    if prefix and prefix.isascii() and prefix.isprintable() and '"' not in prefix and "\\" not in prefix:
+        needle = prefix.encode()
+    if since is None and needle is None:
+        return None
+
+    def skip(line: bytes) -> bool:
+        if needle is not None and needle not in line:
+            return True
+        if since is not None and line.startswith(_STAMP_AT):
+            # The renderer writes @timestamp first; its text has no escapes.
+            return line[15 : line.find(b'"', 15)] < since
+        return False
+
+    return skip
+
+
 def _picked(
     query: Query, first_id: int, docs: bytes, keep: Callable[[str | None], bool] | None
 ) -> list[tuple[int, bytes]]:
     """(number, line) of a chunk's events that match, oldest first."""
     lines = docs.split(b"\n")[:-1]
-    # Lines removed by retention are empty: decode_lines would skip them.
-    rows: Sequence[_Row | None] = (
-        _row.decode_lines(docs) if all(lines) else [_row.decode(line) if line else None for line in lines]
-    )
+    skip = _skips(query)
+    rows: Sequence[_Row | None]
+    if skip is None and all(lines):
+        rows = _row.decode_lines(docs)  # one call for the chunk
+    else:
+        # Lines removed by retention are empty (decode_lines would skip
+        # them and the numbers would shift).
+        rows = [_row.decode(line) if line and not (skip and skip(line)) else None for line in lines]
     out = []
     after = query.after_id
     for i, (line, row) in enumerate(zip(lines, rows, strict=True)):
@@ -425,13 +491,12 @@ def select(
 ) -> list[tuple[int, bytes]]:
     """(number, JSON) of the matching events, oldest first: all of them, or
     the `newest` N. `keep` decides on each path what SQL cannot (a glob)."""
-    sql, args = query.chunks(newest_first=newest is not None)
     found: list[tuple[int, bytes]] = []
-    # The chunks' ids first (the sort, if any, carries no documents), then
-    # each chunk's lines, until enough are found; one read transaction.
-    ids = db.execute(sql, args)
+    # The chunks' ids first (a sort carries no documents), then each
+    # chunk's lines, until enough are found.
+    ids = _chunk_ids(db, query, newest_first=newest is not None)
     try:
-        for (cid,) in ids:
+        for cid in ids:
             row = db.execute("SELECT docs FROM chunks WHERE id = ?", (cid,)).fetchone()
             if row is None:
                 continue
@@ -443,7 +508,8 @@ def select(
             if len(found) >= newest:
                 break
     finally:
-        ids.close()  # ends the read transaction now, not when collected
+        if isinstance(ids, Generator):
+            ids.close()  # its statement ended now, not when collected
     if newest is None:
         return found
     return list(reversed(found[:newest]))

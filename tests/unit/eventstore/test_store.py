@@ -199,3 +199,28 @@ def test_a_schema_1_store_is_converted_by_the_agent(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "events.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'events'").fetchall() == []
+
+
+def test_a_question_checks_each_event_of_a_chunk(tmp_path: Path) -> None:
+    # Compact lines, as the renderer writes them: the ones the question
+    # cannot want are ruled out on their bytes, the others decoded.
+    def compact(minutes: float, path: str, **extra: Any) -> bytes:
+        return json.dumps(json.loads(line(minutes, path=path, **extra)), separators=(",", ":")).encode()
+
+    writer = store.Writer(tmp_path / "events.db", retention_days=0, retention_mib=0)
+    writer.write(
+        [
+            compact(0, "/etc/early"),
+            compact(5, "/var/x", file={"path": "/var/x", "source_path": "/etc/moved"}),  # /etc, not as the path
+            compact(6, "/etc/late"),
+            compact(7, "/etc/ünïcode"),
+            compact(8, '/etc/"quoted"'),
+        ]
+    )
+    writer.close()
+    db = tmp_path / "events.db"
+    since = store.stamp(T0 + dt.timedelta(minutes=5))
+    assert paths(db, since=since, path="/etc/**") == ["/etc/late", "/etc/ünïcode", '/etc/"quoted"']
+    assert paths(db, path="/etc/ü*") == ["/etc/ünïcode"]
+    assert paths(db, path='/etc/"*') == ['/etc/"quoted"']
+    assert paths(db, since=since) == ["/var/x", "/etc/late", "/etc/ünïcode", '/etc/"quoted"']
