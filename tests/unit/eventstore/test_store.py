@@ -28,18 +28,19 @@ def line(minutes: float, action: str = "create", path: str = "/etc/a", **extra: 
     return json.dumps(doc).encode() + b"\n"
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
+@pytest.fixture(params=["one write", "a write each"])
+def db(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     writer = store.Writer(tmp_path / "events.db", retention_days=0, retention_mib=0)
-    writer.write(
-        [
-            line(0, "create", "/etc/a"),
-            line(1, "chmod", "/etc/ssh/sshd_config", process={"pid": 11, "executable": "/usr/bin/chmod"}),
-            line(2, "unlink", "/var/log/x"),
-            line(3, "create", "/etc/b", container={"id": "3f2a" + "0" * 60}),
-            line(4, "content_changed", "/etc/ssh/ssh_config"),
-        ]
-    )
+    lines = [
+        line(0, "create", "/etc/a"),
+        line(1, "chmod", "/etc/ssh/sshd_config", process={"pid": 11, "executable": "/usr/bin/chmod"}),
+        line(2, "unlink", "/var/log/x"),
+        line(3, "create", "/etc/b", container={"id": "3f2a" + "0" * 60}),
+        line(4, "content_changed", "/etc/ssh/ssh_config"),
+    ]
+    # In one chunk, or a chunk each (what the indexes can tell apart).
+    for batch in [lines] if request.param == "one write" else [[x] for x in lines]:
+        writer.write(batch)
     writer.close()
     return tmp_path / "events.db"
 
@@ -93,7 +94,9 @@ def test_a_line_that_is_not_an_event_fails_its_batch(tmp_path: Path) -> None:
     assert paths(tmp_path / "events.db") == ["/etc/after"]
 
 
-def test_each_filter_and_their_combination(db: Path) -> None:
+@pytest.mark.parametrize("lead_max", [1, 10_000], ids=["table walked", "an index leads"])
+def test_each_filter_and_their_combination(db: Path, lead_max: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "_LEAD_MAX", lead_max)
     assert paths(db) == ["/etc/a", "/etc/ssh/sshd_config", "/var/log/x", "/etc/b", "/etc/ssh/ssh_config"]
     assert paths(db, path="/etc/ssh/**") == ["/etc/ssh/sshd_config", "/etc/ssh/ssh_config"]
     assert paths(db, path="/etc/*") == ["/etc/a", "/etc/b"]
