@@ -54,12 +54,20 @@ def lossless(p: object, out_dir: Path, *, seconds: float) -> dict[bool, dict[int
         for store_on in (False, True):
             if not going[store_on]:
                 continue
-            t = run_trial(p, out_dir, rate, seconds, store=store_on)  # type: ignore[arg-type]
-            print(
-                f"  {'store' if store_on else 'jsonl'} {rate:>9,}/s: written {t.written:,}, "
-                f"{t.cpu_us_per_event:.2f} us/event" + ("" if t.lossless else "  LOSS"),
-                flush=True,
-            )
+            for _ in range(3):
+                t = run_trial(p, out_dir, rate, seconds, store=store_on)  # type: ignore[arg-type]
+                short = t.lossless and t.achieved < rate * 0.95
+                print(
+                    f"  {'store' if store_on else 'jsonl'} {rate:>9,}/s: written {t.written:,}, "
+                    f"{t.cpu_us_per_event:.2f} us/event"
+                    + ("" if t.lossless else "  LOSS")
+                    + ("  (the producer fell short: again)" if short else ""),
+                    flush=True,
+                )
+                # The producer's own CPU taken by others' work says nothing
+                # of the consumer: such a trial is run again (twice at most).
+                if not short:
+                    break
             if not t.lossless or t.achieved < rate * 0.95:
                 going[store_on] = False
             else:
