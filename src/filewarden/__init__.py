@@ -1,9 +1,24 @@
 """filewarden: file integrity monitoring for Linux hosts and containers."""
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
+from __future__ import annotations
 
-try:
-    __version__ = _version("filewarden")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+unknown"
+from typing import Any
+
+_version: str | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `__version__` is looked up when first asked for: importlib.metadata
+    # (email, zipfile, csv and more) is a third of the start of a command
+    # such as `filewarden events`, which never shows it.
+    global _version
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _version is None:
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        try:
+            _version = version("filewarden")
+        except PackageNotFoundError:  # running from a source tree without install
+            _version = "0.0.0+unknown"
+    return _version

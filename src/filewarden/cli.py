@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import click
 
-from filewarden import __version__
 from filewarden.config import LOG_LEVELS
 from filewarden.config import load as load_config
 from filewarden.errors import ControlError, FilewardenError, UsageError
@@ -39,8 +38,24 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from filewarden import __version__
+
+    click.echo(f"filewarden {__version__}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="filewarden", message="%(prog)s %(version)s")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 def cli() -> None:
     """File integrity monitoring for Linux hosts and containers, with BPF LSM programs."""
 

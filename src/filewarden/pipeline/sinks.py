@@ -100,6 +100,7 @@ class SqliteSink:
     thread falls STORE_QUEUE_BATCHES behind, the pipeline waits: nothing is
     dropped. A write that fails (a full disk) is logged and counted, and
     the store is tried again with the next batch; the other outputs go on.
+    Batches waiting when the thread gets to them are stored together.
     Retention is enforced every PRUNE_EVERY_S."""
 
     def __init__(self, output: Output, *, retention_days: float, retention_mib: float) -> None:
@@ -130,10 +131,19 @@ class SqliteSink:
             self._queue.put(lines)
 
     def _run(self) -> None:
-        from filewarden.eventstore.store import StoreError  # noqa: PLC0415
+        from filewarden.eventstore.store import MAX_CHUNK, StoreError  # noqa: PLC0415
 
         pruned_at = 0.0
-        while (batch := self._queue.get()) is not None:
+        closing = False
+        while not closing and (batch := self._queue.get()) is not None:
+            # The batches waiting, joined: one transaction and one chunk
+            # for them (the store's cost is per row and per commit).
+            while len(batch) < MAX_CHUNK and not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    closing = True
+                    break
+                batch = [*batch, *more]
             try:
                 self._writer.write(batch)
                 self.failing = False

@@ -90,11 +90,9 @@ def rows(db_path: Path, asked: Ask, limit: int | None) -> tuple[list[tuple[int, 
     highest id in the store (where --follow goes on from)."""
     db = store.connect(db_path, write=False)
     try:
-        found = store.select(db, asked.query, newest=limit, keep=asked.keep)
-        last = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        return store.select_and_last(db, asked.query, newest=limit, keep=asked.keep)
     finally:
         db.close()
-    return found, int(last)
 
 
 def follow(db_path: Path, asked: Ask, after: int, stop: Callable[[], bool] = lambda: False) -> Iterator[bytes]:
@@ -103,12 +101,10 @@ def follow(db_path: Path, asked: Ask, after: int, stop: Callable[[], bool] = lam
     try:
         while not stop():
             query = dataclasses.replace(asked.query, after_id=after)
-            found = store.select(db, query, newest=None, keep=asked.keep)
-            for i, doc in found:
-                after = max(after, i)
+            found, last = store.select_and_last(db, query, newest=None, keep=asked.keep)
+            for _, doc in found:
                 yield doc
-            last = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-            after = max(after, int(last))
+            after = max(after, last)
             time.sleep(FOLLOW_EVERY_S)
     finally:
         db.close()

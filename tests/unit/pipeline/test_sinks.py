@@ -4,13 +4,13 @@ and the event store's sink."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
 from filewarden.config import ConfigError, Output, parse_output
+from filewarden.eventstore import store
 from filewarden.pipeline.sinks import JsonlSink, SqliteSink, open_outputs
 
 
@@ -62,6 +62,8 @@ def test_the_store_sink_stores_every_line_by_close(tmp_path: Path) -> None:
     for i in range(0, 500, 50):
         sink.write([json.dumps(d).encode() + b"\n" for d in docs[i : i + 50]])
     sink.close()
-    rows = sqlite3.connect(tmp_path / "events.db").execute("SELECT doc FROM events ORDER BY id").fetchall()
-    assert [json.loads(r[0]) for r in rows] == docs
+    db = store.connect(tmp_path / "events.db", write=False)
+    rows = store.select(db, store.Query(), newest=None)
+    db.close()
+    assert [json.loads(doc) for _, doc in rows] == docs
     assert sink.written == 500

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from filewarden.backends import choose
 from filewarden.backends.fake import FakeBackend
 from filewarden.config import Config, Output
 from filewarden.errors import BackendError, OutputError
+from filewarden.eventstore import store
 from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from filewarden.service import runner
 from filewarden.service.control import ask
@@ -71,8 +71,8 @@ def test_every_event_is_written_in_order_including_those_left_at_stop(fake: Fake
     assert fake.stopped
     assert fake.closed
     # The event store has every line the output has, by default.
-    db = sqlite3.connect(tmp_path / "state" / "events.db")
-    assert [json.loads(row[0]) for row in db.execute("SELECT doc FROM events ORDER BY id")] == lines(out)
+    db = store.connect(tmp_path / "state" / "events.db", write=False)
+    assert [json.loads(doc) for _, doc in store.select(db, store.Query(), newest=None)] == lines(out)
     db.close()
 
 
