@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import logging
@@ -133,7 +134,9 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
     gc.freeze()  # start-up's objects (snapshot, process tree) live as long as the agent
     control: ControlServer | None = None
     try:
-        pipeline = Pipeline(sinks, backend.processes, Enricher(backend.layers), backend.name)
+        pipeline = Pipeline(
+            sinks, backend.processes, Enricher(backend.layers), backend.name, coalesce_window=config.coalesce_window
+        )
         if monitor is not None:
             monitor.emit = pipeline.write_documents
             pipeline.observer = monitor.observe
@@ -165,6 +168,7 @@ def run(config: Config, ready_file: Path | None = None, control_socket: Path | N
             worker.close()  # every queued event written, or the output's error raised
             if monitor is not None:
                 monitor.stop()  # what live events touched written to the baseline, a last checkpoint
+                pipeline.flush()  # content changes of the last closes, held by coalescing
         _log_summary(backend, pipeline, worker)
     finally:
         if metrics is not None:
@@ -268,5 +272,15 @@ def _log_summary(backend: Backend, pipeline: Pipeline, worker: PipelineWorker) -
     log.info("stopped: %d event(s) written%s", pipeline.written, first)
     for level, line in lines[1:]:
         log.log(level, "%s", line)
+    for coalesce in (pipeline.coalesce, pipeline.coalesce_other):
+        if coalesce is not None and coalesce.coalesced:
+            by_action = collections.Counter[str]()
+            for (action, _), n in coalesce.folded().items():
+                by_action[action] += n
+            log.info(
+                "coalesced: %d event(s) folded into others' event.count (%s)",
+                coalesce.coalesced.total(),
+                ", ".join(f"{action} {n}" for action, n in sorted(by_action.items())),
+            )
     if worker.waits:
         log.info("pipeline: waited %d time(s) for room (at most %d batch(es) queued)", worker.waits, worker.peak)

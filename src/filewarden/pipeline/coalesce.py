@@ -1,0 +1,193 @@
+"""Coalescing: a file written over and over by one process is one event per window.
+
+A process that rewrites a file thousands of times a second (a log, a state
+file, a benchmark) would otherwise be thousands of identical events. The
+first write-like event of a key (its action, the file's path, the process:
+pid and start time) is held for `window` seconds; the same key's events in
+that time are folded into it; at the window's end it is written once, with
+
+    event.count    how many events it stands for (1: nothing was folded in)
+    event.window   {"start", "end"}: the @timestamp of the first and of the
+                   last of them
+
+Nothing is silent: the folded events are counted (`coalesced`, by action
+and backend; the metrics' filewarden_events_coalesced) and the counts add
+up to the events the stage took. Only write-like actions are held
+(COALESCABLE); every other event passes through at once.
+
+The backend numbers its events so that a gap means records were lost
+(backends/base.py). Folding and holding would leave gaps of their own, so
+a stage with `renumber` numbers the events again as it writes them: one
+more per event written, in the order written, and as many more as the
+backend's numbers skipped (a loss stays a gap, of the same size). The two
+documents of one event (a RENAME_EXCHANGE) keep one number.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+COALESCABLE: Final = frozenset(
+    {
+        "open_write",  # lsm, fentry: each open for writing
+        "modify",  # fanotify: each write (FAN_MODIFY)
+        "close_write",  # fanotify: each close of a writer (FAN_CLOSE_WRITE); internal on the BPF backends
+        "content_changed",  # the agent's own: a rewrite with new content, after each close
+    }
+)
+
+_Key = tuple[str, Any, Any, Any]
+
+
+class _Held:
+    """A held event and what has been folded into it (the stage's own
+    bookkeeping: the document written is made new at the window's end)."""
+
+    __slots__ = ("count", "deadline", "doc", "last")
+
+    def __init__(self, doc: dict[str, Any], deadline: float) -> None:
+        self.doc = doc
+        self.count = 1
+        self.last: Any = doc.get("@timestamp")
+        self.deadline = deadline
+
+
+class Coalescer:
+    """Folds repeated write-like events of one (file, process) within
+    `window` seconds into one. Thread-safe: feed() and due() may come from
+    different threads; the caller writes what they return in the order
+    returned (under its own lock, so numbers stay in output order)."""
+
+    def __init__(self, window: float, *, renumber: bool = False, now: Callable[[], float] = time.monotonic) -> None:
+        if window <= 0:
+            raise ValueError("a coalescing window is more than 0 seconds")
+        self.window = window
+        self.renumber = renumber
+        self._now = now
+        # Insertion order is deadline order: every key holds for the same window.
+        self._held: dict[_Key, _Held] = {}
+        self._lock = threading.Lock()
+        self.taken = 0  # documents fed
+        self.coalesced: collections.Counter[tuple[str, str]] = collections.Counter()  # (action, backend) folded
+        # Renumbering: the backend's next number, and the output's.
+        self._next_in = 0
+        self._next_out = 0
+        self._last_in = -1  # the last backend number seen, and the number its event was written with
+        self._last_out = -1
+
+    def folded(self) -> dict[tuple[str, str], int]:
+        """Events folded into another's count so far, by (action, backend)."""
+        with self._lock:
+            return dict(self.coalesced)
+
+    @property
+    def held(self) -> int:
+        """Events held, waiting for their window's end."""
+        return len(self._held)
+
+    def due_in(self) -> float | None:
+        """Seconds until the first held event's window ends (0 if it has);
+        None when nothing is held."""
+        with self._lock:
+            first = next(iter(self._held.values()), None)
+        if first is None:
+            return None
+        return max(0.0, first.deadline - self._now())
+
+    def feed(self, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The documents to write now: held events whose window has ended,
+        then `docs` that pass through (the rest are held or folded)."""
+        now = self._now()
+        with self._lock:
+            out = self._take_due(now)
+            for doc in docs:
+                self._one(doc, now, out)
+            return out
+
+    def due(self) -> list[dict[str, Any]]:
+        """Held events whose window has ended, to write now."""
+        with self._lock:
+            return self._take_due(self._now())
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Every held event, to write now (the agent stops)."""
+        with self._lock:
+            out = [self._emit(h) for h in self._held.values()]
+            self._held.clear()
+            return out
+
+    def _take_due(self, now: float) -> list[dict[str, Any]]:
+        held = self._held
+        out = []
+        while held:
+            key, first = next(iter(held.items()))
+            if first.deadline > now:
+                break
+            del held[key]
+            out.append(self._emit(first))
+        return out
+
+    def _one(self, doc: dict[str, Any], now: float, out: list[dict[str, Any]]) -> None:
+        self.taken += 1
+        event = doc["event"]
+        if self.renumber and "sequence" in event:
+            seq = event["sequence"]
+            if seq == self._last_in:  # the second document of one event (RENAME_EXCHANGE)
+                event["sequence"] = self._last_out
+                out.append(doc)
+                return
+            if seq > self._next_in:  # records lost: the output skips as many numbers
+                self._next_out += seq - self._next_in
+            self._next_in = max(self._next_in, seq + 1)
+            self._last_in = seq
+        key = _key(doc)
+        if key is None:
+            self._pass(doc, out)
+            return
+        first = self._held.get(key)
+        if first is None:
+            self._held[key] = _Held(doc, now + self.window)
+            return
+        first.count += 1
+        first.last = doc.get("@timestamp")
+        self.coalesced[key[0], event.get("backend", "")] += 1
+
+    def _pass(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        event = doc["event"]
+        if self.renumber and "sequence" in event:
+            event["sequence"] = self._last_out = self._next_out
+            self._next_out += 1
+        out.append(doc)
+
+    def _emit(self, held: _Held) -> dict[str, Any]:
+        # A new document: the held one may be read meanwhile on another
+        # thread (the content thread copies a close's document).
+        doc = held.doc
+        event = {**doc["event"], "count": held.count}
+        start = doc.get("@timestamp")
+        if start is not None:
+            event["window"] = {"start": start, "end": held.last if held.last is not None else start}
+        if self.renumber and "sequence" in event:
+            event["sequence"] = self._next_out
+            self._next_out += 1
+        return {**doc, "event": event}
+
+
+def _key(doc: dict[str, Any]) -> _Key | None:
+    """(action, path, pid, process start) of a write-like event by a known
+    process; None for anything else (it passes through)."""
+    event = doc["event"]
+    action = event.get("action")
+    if action not in COALESCABLE or event.get("offline") or event.get("predates_agent"):
+        return None
+    process = doc.get("process")
+    file = doc.get("file")
+    if process is None or file is None or "pid" not in process:
+        return None
+    # The start time tells a reused pid apart; a backend that cannot know
+    # it (fanotify, for a process the tree missed) leaves it out.
+    return (action, file.get("path"), process["pid"], process.get("start"))
