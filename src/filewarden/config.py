@@ -281,7 +281,7 @@ def _check_window(window: float, where: str) -> float:
     # `not <=`: NaN fails every comparison.
     if not 0 <= window <= MAX_COALESCE_WINDOW:
         raise ConfigError(
-            f"{where}: coalesce_window {window} must be between 0 (off) and {MAX_COALESCE_WINDOW:.0f} seconds"
+            f"{where}: coalesce_window {window:g} must be between 0 (off) and {MAX_COALESCE_WINDOW:.0f} seconds"
         )
     return float(window)
 

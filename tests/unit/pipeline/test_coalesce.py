@@ -1,0 +1,241 @@
+"""Coalescing: one event per window for a file rewritten by one process,
+counts that add up, numbers gap-free except for loss (a fake clock)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from filewarden.model import enums
+from filewarden.model.events import Process
+from filewarden.pipeline.coalesce import Coalescer
+from filewarden.pipeline.stages import Pipeline, PipelineWorker
+from tests.unit.pipeline.test_render import event
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def doc(
+    action: str, seq: int | None = None, path: str = "/etc/app.conf", pid: int = 811, ts: int = 0
+) -> dict[str, Any]:
+    event: dict[str, Any] = {"action": action}
+    if seq is not None:
+        event["sequence"] = seq
+    return {
+        "@timestamp": f"2026-12-03T10:00:{ts:02d}.000000000Z",
+        "event": event,
+        "file": {"path": path},
+        "process": {"pid": pid, "start": "2026-12-03T09:00:00.000000000Z"},
+    }
+
+
+def summary(docs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(d["event"]["action"], d["event"].get("sequence"), d["event"].get("count")) for d in docs]
+
+
+def test_rewrites_are_held_and_written_once_at_the_windows_end_with_count_and_window() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, now=clock)
+    assert c.feed([doc("open_write", ts=1)]) == []
+    clock.t += 0.5
+    assert c.feed([doc("open_write", ts=2), doc("open_write", ts=3)]) == []
+    assert c.due() == []
+    assert c.due_in() == pytest.approx(0.5)
+    clock.t += 0.5
+    assert c.due_in() == 0
+    (out,) = c.due()
+    assert out["event"] == {
+        "action": "open_write",
+        "count": 3,
+        "window": {"start": "2026-12-03T10:00:01.000000000Z", "end": "2026-12-03T10:00:03.000000000Z"},
+    }
+    assert out["@timestamp"] == "2026-12-03T10:00:01.000000000Z"  # the first one's
+    assert c.held == 0
+    assert c.due_in() is None
+    assert c.folded() == {("open_write", ""): 2}
+
+
+def test_other_events_pass_at_once_and_keys_are_apart() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, now=clock)
+    out = c.feed(
+        [
+            doc("open_write"),
+            doc("unlink"),  # not write-like: passes
+            doc("open_write", pid=900),  # another process
+            doc("open_write", path="/etc/other"),  # another file
+            doc("modify"),  # another action
+            {**doc("open_write"), "process": {"pid": 811}},  # another process of pid 811 (no start known)
+            {"@timestamp": "t", "event": {"action": "content_changed", "offline": True}, "file": {"path": "/x"}},
+            doc("open_write"),
+        ]
+    )
+    assert [d["event"]["action"] for d in out] == ["unlink", "content_changed"]
+    assert c.held == 5
+    clock.t += 1
+    counts = sorted(
+        (d["file"]["path"], d["process"]["pid"], d["event"]["action"], d["event"]["count"]) for d in c.due()
+    )
+    assert counts == [
+        ("/etc/app.conf", 811, "modify", 1),
+        ("/etc/app.conf", 811, "open_write", 1),
+        ("/etc/app.conf", 811, "open_write", 2),
+        ("/etc/app.conf", 900, "open_write", 1),
+        ("/etc/other", 811, "open_write", 1),
+    ]
+
+
+def test_a_write_after_the_window_starts_the_next_one() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, now=clock)
+    c.feed([doc("modify")])
+    clock.t += 1.0
+    out = c.feed([doc("modify")])  # the first window is over: written before this one is held
+    assert summary(out) == [("modify", None, 1)]
+    assert c.held == 1
+    assert summary(c.flush()) == [("modify", None, 1)]
+
+
+def test_100000_rewrites_in_10_s_are_at_most_11_events_whose_counts_add_up() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, renumber=True, now=clock)
+    out = []
+    for i in range(100_000):
+        clock.t = 1000.0 + i * 1e-4  # 10,000 a second
+        out += c.feed([doc("open_write", seq=i)])
+    out += c.flush()
+    assert len(out) <= 11
+    assert sum(d["event"]["count"] for d in out) == 100_000
+    assert [d["event"]["sequence"] for d in out] == list(range(len(out)))
+
+
+def test_numbers_follow_the_output_and_a_loss_stays_a_gap_of_its_size() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, renumber=True, now=clock)
+    out = c.feed([doc("open_write", 0), doc("create", 1, path="/etc/b"), doc("open_write", 2)])
+    # 3, 4 and 5 lost (the backend skipped them); 6 and 7 pass.
+    out += c.feed([doc("unlink", 6, path="/etc/b"), doc("chmod", 7)])
+    clock.t += 1
+    out += c.feed([doc("create", 8, path="/etc/c")])  # the held write is due first
+    assert summary(out) == [
+        ("create", 0, None),
+        ("unlink", 4, None),  # the gap of three: lost records
+        ("chmod", 5, None),
+        ("open_write", 6, 2),  # written at its window's end, numbered then
+        ("create", 7, None),
+    ]
+
+
+def test_a_loss_while_held_is_a_gap_before_the_next_event_written() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, renumber=True, now=clock)
+    c.feed([doc("open_write", 0)])
+    c.feed([doc("open_write", 5)])  # 1..4 lost, this one folded in
+    clock.t += 1
+    assert summary(c.feed([doc("create", 6, path="/etc/b")])) == [("open_write", 4, 2), ("create", 5, None)]
+
+
+def test_the_two_documents_of_a_rename_exchange_keep_one_number() -> None:
+    c = Coalescer(1.0, renumber=True, now=Clock())
+    a, b = doc("rename", 3), doc("rename", 3, path="/etc/other")
+    assert summary(c.feed([a, b, doc("create", 4)])) == [("rename", 3, None), ("rename", 3, None), ("create", 4, None)]
+
+
+def test_events_without_a_number_pass_unnumbered() -> None:
+    c = Coalescer(1.0, renumber=True, now=Clock())
+    predates = {
+        "event": {"action": "open_write", "predates_agent": True},
+        "file": {"path": "/x"},
+        "process": {"pid": 1},
+    }
+    assert c.feed([predates, doc("create", 0)]) == [predates, doc("create", 0)]
+
+
+class ListSink:
+    spec = "list"
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def write(self, lines: list[bytes]) -> None:
+        self.lines.extend(lines)
+
+    def close(self) -> None:
+        pass
+
+    def docs(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+
+def writes(first: int, n: int, pid: int = 811) -> list[Any]:
+    proc = Process(pid=pid, start_ns=1)
+    return [event(enums.Action.OPEN_WRITE, seq=i, process=proc) for i in range(first, first + n)]
+
+
+def test_the_baseline_sees_every_event_and_the_outputs_the_coalesced_ones() -> None:
+    sink = ListSink()
+    pipeline = Pipeline([sink], coalesce_window=60.0)
+    seen: list[dict[str, Any]] = []
+    pipeline.observer = seen.extend
+    close = event(enums.Action.CLOSE_WRITE, seq=-1, internal=True)
+    pipeline.emit([*writes(0, 3), close, event(enums.Action.CHMOD, seq=3)])
+    assert [d["event"]["action"] for d in seen] == ["open_write"] * 3 + ["chmod", "close_write"]
+    assert summary(sink.docs()) == [("chmod", 0, None)]
+    assert pipeline.actions == {"chmod": 1}
+    pipeline.flush()
+    assert summary(sink.docs()) == [("chmod", 0, None), ("open_write", 1, 3)]
+    assert pipeline.actions == {"chmod": 1, "open_write": 1}
+    assert pipeline.coalesce is not None
+    assert pipeline.coalesce.folded() == {("open_write", ""): 2}
+
+
+def test_content_changes_are_coalesced_too_and_offline_ones_pass() -> None:
+    sink = ListSink()
+    pipeline = Pipeline([sink], coalesce_window=60.0)
+    changed = doc("content_changed")
+    changed["event"]["backend"] = "fanotify"
+    offline = {"@timestamp": "t", "event": {"action": "unlink", "offline": True}, "file": {"path": "/etc/x"}}
+    pipeline.write_documents([changed, dict(changed), offline])
+    assert summary(sink.docs()) == [("unlink", None, None)]
+    pipeline.flush()
+    assert summary(sink.docs())[1] == ("content_changed", None, 2)
+    assert pipeline.other_actions == {("unlink", "baseline"): 1, ("content_changed", "fanotify"): 1}
+
+
+def test_the_worker_writes_a_held_event_at_its_windows_end_with_nothing_else_coming() -> None:
+    sink = ListSink()
+    pipeline = Pipeline([sink], coalesce_window=0.2)
+    worker = PipelineWorker(pipeline)
+    try:
+        worker.put(writes(0, 5))
+        content = doc("content_changed")
+        time.sleep(0.05)
+        pipeline.write_documents([content, dict(content)])  # from another thread, while the worker waits
+        deadline = time.monotonic() + 5
+        while len(sink.lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted((d["event"]["action"], d["event"]["count"]) for d in sink.docs()) == [
+            ("content_changed", 2),
+            ("open_write", 5),
+        ]
+        worker.put(writes(5, 2))
+    finally:
+        worker.close()  # what is held is written at the stop
+    assert summary(sink.docs())[2] == ("open_write", 1, 2)
+
+
+def test_off_at_zero_every_event_as_the_backend_numbered_it() -> None:
+    sink = ListSink()
+    pipeline = Pipeline([sink], coalesce_window=0)
+    pipeline.emit(writes(7, 3))
+    assert summary(sink.docs()) == [("open_write", 7, None), ("open_write", 8, None), ("open_write", 9, None)]
+    assert pipeline.due_in() is None
