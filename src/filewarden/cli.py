@@ -555,6 +555,7 @@ def status(socket_path: Path, as_json: bool) -> None:
         f"events: {agent.get('events_written', 0)} written; {counters.get('records', 0)} records read, "
         f"{counters.get('lost', 0)} lost, {counters.get('process_records_lost', 0)} process records lost, "
         f"{counters.get('outside_globs', 0)} outside the globs"
+        + (f", {counters['coalesced']} coalesced (in event.count)" if "coalesced" in counters else "")
     )
     for out in agent.get("outputs", []):
         state = "FAILING" if out.get("failing") else "ok"

@@ -237,6 +237,7 @@ def about(config: Config, agent: Agent) -> dict[str, Any]:
             "malformed": stats.malformed,
             "lost": stats.lost,
             "process_records_lost": stats.process_lost,
+            **coalesced(agent.pipeline),
         },
         "outputs": [
             {
@@ -248,6 +249,15 @@ def about(config: Config, agent: Agent) -> dict[str, Any]:
             for sink in agent.sinks
         ],
     }
+
+
+def coalesced(pipeline: Pipeline) -> dict[str, int]:
+    """Events folded into others' event.count, and events held for their
+    window's end, while coalescing is on."""
+    stages = [c for c in (pipeline.coalesce, pipeline.coalesce_other) if c is not None]
+    if not stages:
+        return {}
+    return {"coalesced": sum(sum(c.folded().values()) for c in stages), "held": sum(c.held for c in stages)}
 
 
 def open_control(
