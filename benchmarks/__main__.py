@@ -5,8 +5,9 @@
 
 On this host (BPF, no LSM): user-space throughput, bursts and footprint
 (benchmarks.userspace), the start-up snapshot (benchmarks.snapshot_scan) and
-the baseline against sha256sum (benchmarks.baseline), and live content
-changes from close to event (benchmarks.content_latency).
+the baseline against sha256sum (benchmarks.baseline), live content
+changes from close to event (benchmarks.content_latency), and coalescing
+of a file rewritten 100,000 times (benchmarks.coalesce).
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
 and of auditd, per-program cost, map memory (benchmarks.kernel_overhead),
 and live content changes on the lsm backend (benchmarks.content_latency).
@@ -75,6 +76,7 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
         ),
         Step("live content changes: close to content_changed", "host", "benchmarks.content_latency", 1),
         Step("event store: rate kept, query over 1,000,000 events", "host", "benchmarks.event_store", 4),
+        Step("coalescing: 100,000 rewrites of one file by one process in 10 s", "host", "benchmarks.coalesce", 1),
     ]
     if guest:
         out += [
