@@ -41,6 +41,10 @@ COALESCABLE: Final = frozenset(
 )
 
 _Key = tuple[str, Any, Any, Any]
+# Events held at most: a burst of writes to many files (each its own key)
+# holds this many documents (a few KiB each); past it the longest held is
+# written before its window ends, its count covering a shorter window.
+MAX_HELD: Final = 16384
 
 
 class _Held:
@@ -62,7 +66,14 @@ class Coalescer:
     different threads; the caller writes what they return in the order
     returned (under its own lock, so numbers stay in output order)."""
 
-    def __init__(self, window: float, *, renumber: bool = False, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        window: float,
+        *,
+        renumber: bool = False,
+        max_held: int = MAX_HELD,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         if window <= 0:
             raise ValueError("a coalescing window is more than 0 seconds")
         self.window = window
@@ -71,6 +82,8 @@ class Coalescer:
         # Insertion order is deadline order: every key holds for the same window.
         self._held: dict[_Key, _Held] = {}
         self._lock = threading.Lock()
+        self.max_held = max_held
+        self.early = 0  # held events written before their window's end, for room
         self.taken = 0  # documents fed
         self.coalesced: collections.Counter[tuple[str, str]] = collections.Counter()  # (action, backend) folded
         # Renumbering: the backend's next number, and the output's.
@@ -148,9 +161,14 @@ class Coalescer:
         if key is None:
             self._pass(doc, out)
             return
-        first = self._held.get(key)
+        held = self._held
+        first = held.get(key)
         if first is None:
-            self._held[key] = _Held(doc, now + self.window)
+            if len(held) >= self.max_held:
+                oldest = next(iter(held))
+                out.append(self._emit(held.pop(oldest)))
+                self.early += 1
+            held[key] = _Held(doc, now + self.window)
             return
         first.count += 1
         first.last = doc.get("@timestamp")

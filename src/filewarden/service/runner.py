@@ -292,5 +292,11 @@ def _log_summary(backend: Backend, pipeline: Pipeline, worker: PipelineWorker) -
                 coalesce.coalesced.total(),
                 ", ".join(f"{action} {n}" for action, n in sorted(by_action.items())),
             )
+            if coalesce.early:
+                log.info(
+                    "coalesced: %d event(s) written before their window ended: %d were held at once",
+                    coalesce.early,
+                    coalesce.max_held,
+                )
     if worker.waits:
         log.info("pipeline: waited %d time(s) for room (at most %d batch(es) queued)", worker.waits, worker.peak)

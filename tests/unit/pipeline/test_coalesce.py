@@ -118,6 +118,16 @@ def test_100000_rewrites_in_10_s_are_at_most_11_events_whose_counts_add_up() -> 
     assert [d["event"]["sequence"] for d in out] == list(range(len(out)))
 
 
+def test_past_max_held_the_longest_held_is_written_early() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, max_held=2, now=clock)
+    assert c.feed([doc("modify", path="/a"), doc("modify", path="/a"), doc("modify", path="/b")]) == []
+    clock.t += 0.5
+    (early,) = c.feed([doc("modify", path="/c")])
+    assert (early["file"]["path"], early["event"]["count"]) == ("/a", 2)
+    assert (c.held, c.early) == (2, 1)
+
+
 def test_numbers_follow_the_output_and_a_loss_stays_a_gap_of_its_size() -> None:
     clock = Clock()
     c = Coalescer(1.0, renumber=True, now=clock)
