@@ -3,8 +3,10 @@
 A process that rewrites a file thousands of times a second (a log, a state
 file, a benchmark) would otherwise be thousands of identical events. The
 first write-like event of a key (its action, the file's path, the process:
-pid and start time) is held for `window` seconds; the same key's events in
-that time are folded into it; at the window's end it is written once, with
+pid and start time) is held for `window` seconds from when it happened
+(@timestamp); the same key's events that happened in that time are folded
+into it, however late they reach the agent; once the window has passed it
+is written, with
 
     event.count    how many events it stands for (1: nothing was folded in)
     event.window   {"start", "end"}: the @timestamp of the first and of the
@@ -21,15 +23,23 @@ a stage with `renumber` numbers the events again as it writes them: one
 more per event written, in the order written, and as many more as the
 backend's numbers skipped (a loss stays a gap, of the same size). The two
 documents of one event (a RENAME_EXCHANGE) keep one number.
+
+Windows follow the events' own times, not when the agent got to them, so
+an agent that falls behind (a burst, a slow output) makes neither more
+nor fewer windows: over T seconds of rewrites there are at most
+T / window + 1 events per key.
 """
 
 from __future__ import annotations
 
+import calendar
 import collections
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
+
+from filewarden.host.clock import format_timestamp
 
 COALESCABLE: Final = frozenset(
     {
@@ -51,20 +61,24 @@ class _Held:
     """A held event and what has been folded into it (the stage's own
     bookkeeping: the document written is made new at the window's end)."""
 
-    __slots__ = ("count", "deadline", "doc", "last")
+    __slots__ = ("count", "deadline", "doc", "ends", "last")
 
-    def __init__(self, doc: dict[str, Any], deadline: float) -> None:
+    def __init__(self, doc: dict[str, Any], deadline: int) -> None:
         self.doc = doc
         self.count = 1
         self.last: Any = doc.get("@timestamp")
-        self.deadline = deadline
+        self.deadline = deadline  # ns since the epoch: when the window ends
+        # The same as an @timestamp: RFC 3339 times of one width compare
+        # as strings, so an event's time is never parsed to be folded in.
+        self.ends = format_timestamp(deadline)
 
 
 class Coalescer:
     """Folds repeated write-like events of one (file, process) within
     `window` seconds into one. Thread-safe: feed() and due() may come from
     different threads; the caller writes what they return in the order
-    returned (under its own lock, so numbers stay in output order)."""
+    returned (under its own lock, so numbers stay in output order).
+    `now` is the wall clock (ns since the epoch), as events are stamped."""
 
     def __init__(
         self,
@@ -72,17 +86,20 @@ class Coalescer:
         *,
         renumber: bool = False,
         max_held: int = MAX_HELD,
-        now: Callable[[], float] = time.monotonic,
+        now: Callable[[], int] = time.time_ns,
     ) -> None:
         if window <= 0:
             raise ValueError("a coalescing window is more than 0 seconds")
         self.window = window
+        self._window_ns = round(window * 1e9)
         self.renumber = renumber
+        self.max_held = max_held
         self._now = now
-        # Insertion order is deadline order: every key holds for the same window.
+        # In the order first seen: about deadline order (a content change
+        # comes after its close's hashing; its own window is then the
+        # shorter). due() writes from the front while they are due.
         self._held: dict[_Key, _Held] = {}
         self._lock = threading.Lock()
-        self.max_held = max_held
         self.early = 0  # held events written before their window's end, for room
         self.taken = 0  # documents fed
         self.coalesced: collections.Counter[tuple[str, str]] = collections.Counter()  # (action, backend) folded
@@ -103,22 +120,23 @@ class Coalescer:
         return len(self._held)
 
     def due_in(self) -> float | None:
-        """Seconds until the first held event's window ends (0 if it has);
-        None when nothing is held."""
+        """Seconds until the first held event's window ends (0 if it has;
+        at most the window, whatever the wall clock did); None when nothing
+        is held."""
         with self._lock:
             first = next(iter(self._held.values()), None)
         if first is None:
             return None
-        return max(0.0, first.deadline - self._now())
+        return min(self.window, max(0.0, (first.deadline - self._now()) / 1e9))
 
     def feed(self, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The documents to write now: held events whose window has ended,
-        then `docs` that pass through (the rest are held or folded)."""
-        now = self._now()
+        """The documents to write now: `docs` that pass through (the rest
+        are held or folded), and held events whose window has ended."""
         with self._lock:
-            out = self._take_due(now)
+            out: list[dict[str, Any]] = []
             for doc in docs:
-                self._one(doc, now, out)
+                self._one(doc, out)
+            out += self._take_due(self._now())
             return out
 
     def due(self) -> list[dict[str, Any]]:
@@ -133,7 +151,7 @@ class Coalescer:
             self._held.clear()
             return out
 
-    def _take_due(self, now: float) -> list[dict[str, Any]]:
+    def _take_due(self, now: int) -> list[dict[str, Any]]:
         held = self._held
         out = []
         while held:
@@ -144,7 +162,7 @@ class Coalescer:
             out.append(self._emit(first))
         return out
 
-    def _one(self, doc: dict[str, Any], now: float, out: list[dict[str, Any]]) -> None:
+    def _one(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> None:
         self.taken += 1
         event = doc["event"]
         if self.renumber and "sequence" in event:
@@ -163,16 +181,20 @@ class Coalescer:
             return
         held = self._held
         first = held.get(key)
-        if first is None:
-            if len(held) >= self.max_held:
-                oldest = next(iter(held))
-                out.append(self._emit(held.pop(oldest)))
-                self.early += 1
-            held[key] = _Held(doc, now + self.window)
-            return
-        first.count += 1
-        first.last = doc.get("@timestamp")
-        self.coalesced[key[0], event.get("backend", "")] += 1
+        stamp = doc.get("@timestamp")
+        if first is not None:
+            if isinstance(stamp, str) and stamp < first.ends:
+                first.count += 1
+                if first.last is None or stamp > first.last:  # an event may come a little out of order
+                    first.last = stamp
+                self.coalesced[key[0], event.get("backend", "")] += 1
+                return
+            # Past its window: written now, and this event starts the next.
+            out.append(self._emit(held.pop(key)))
+        elif len(held) >= self.max_held:
+            out.append(self._emit(held.pop(next(iter(held)))))
+            self.early += 1
+        held[key] = _Held(doc, _time_of(stamp, self._now) + self._window_ns)
 
     def _pass(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> None:
         event = doc["event"]
@@ -193,6 +215,18 @@ class Coalescer:
             event["sequence"] = self._next_out
             self._next_out += 1
         return {**doc, "event": event}
+
+
+def _time_of(stamp: Any, now: Callable[[], int]) -> int:
+    """An @timestamp (2026-12-03T10:00:00.123456789Z) in ns since the
+    epoch; now() for one missing or of another shape."""
+    if not isinstance(stamp, str) or len(stamp) != 30 or stamp[19] != "." or stamp[29] != "Z":
+        return now()
+    try:
+        seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+        return seconds * 1_000_000_000 + int(stamp[20:29])
+    except ValueError:
+        return now()
 
 
 def _key(doc: dict[str, Any]) -> _Key | None:

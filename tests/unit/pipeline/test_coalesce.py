@@ -9,29 +9,38 @@ from typing import Any
 
 import pytest
 
+from filewarden.host.clock import format_timestamp
 from filewarden.model import enums
 from filewarden.model.events import Process
 from filewarden.pipeline.coalesce import Coalescer
 from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from tests.unit.pipeline.test_render import event
 
+BASE = 1_796_292_000 * 10**9  # 2026-12-03T10:00:00Z
+
 
 class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
+    """The wall clock, `t` seconds after BASE."""
 
-    def __call__(self) -> float:
-        return self.t
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> int:
+        return BASE + round(self.t * 1e9)
+
+
+def stamp(at: float) -> str:
+    return format_timestamp(BASE + round(at * 1e9))
 
 
 def doc(
-    action: str, seq: int | None = None, path: str = "/etc/app.conf", pid: int = 811, ts: int = 0
+    action: str, seq: int | None = None, path: str = "/etc/app.conf", pid: int = 811, at: float = 0.0
 ) -> dict[str, Any]:
     event: dict[str, Any] = {"action": action}
     if seq is not None:
         event["sequence"] = seq
     return {
-        "@timestamp": f"2026-12-03T10:00:{ts:02d}.000000000Z",
+        "@timestamp": stamp(at),
         "event": event,
         "file": {"path": path},
         "process": {"pid": pid, "start": "2026-12-03T09:00:00.000000000Z"},
@@ -45,23 +54,37 @@ def summary(docs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 def test_rewrites_are_held_and_written_once_at_the_windows_end_with_count_and_window() -> None:
     clock = Clock()
     c = Coalescer(1.0, now=clock)
-    assert c.feed([doc("open_write", ts=1)]) == []
-    clock.t += 0.5
-    assert c.feed([doc("open_write", ts=2), doc("open_write", ts=3)]) == []
+    assert c.feed([doc("open_write", at=0.0)]) == []
+    clock.t = 0.5
+    assert c.feed([doc("open_write", at=0.3), doc("open_write", at=0.5)]) == []
     assert c.due() == []
     assert c.due_in() == pytest.approx(0.5)
-    clock.t += 0.5
+    clock.t = 1.0
     assert c.due_in() == 0
     (out,) = c.due()
     assert out["event"] == {
         "action": "open_write",
         "count": 3,
-        "window": {"start": "2026-12-03T10:00:01.000000000Z", "end": "2026-12-03T10:00:03.000000000Z"},
+        "window": {"start": "2026-12-03T10:00:00.000000000Z", "end": "2026-12-03T10:00:00.500000000Z"},
     }
-    assert out["@timestamp"] == "2026-12-03T10:00:01.000000000Z"  # the first one's
+    assert out["@timestamp"] == "2026-12-03T10:00:00.000000000Z"  # the first one's
     assert c.held == 0
     assert c.due_in() is None
     assert c.folded() == {("open_write", ""): 2}
+
+
+def test_windows_follow_the_events_times_however_late_they_arrive() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, now=clock)
+    clock.t = 5.0  # the agent fell behind: 3 s of writes arrive at once
+    out = c.feed([doc("modify", at=i / 10) for i in range(30)])
+    # [0, 1) and [1, 2) are over: written now; [2, 3) is over too, by the clock.
+    assert [(d["event"]["count"], d["event"]["window"]["end"]) for d in out] == [
+        (10, stamp(0.9)),
+        (10, stamp(1.9)),
+        (10, stamp(2.9)),
+    ]
+    assert c.held == 0
 
 
 def test_other_events_pass_at_once_and_keys_are_apart() -> None:
@@ -81,7 +104,7 @@ def test_other_events_pass_at_once_and_keys_are_apart() -> None:
     )
     assert [d["event"]["action"] for d in out] == ["unlink", "content_changed"]
     assert c.held == 5
-    clock.t += 1
+    clock.t = 1
     counts = sorted(
         (d["file"]["path"], d["process"]["pid"], d["event"]["action"], d["event"]["count"]) for d in c.due()
     )
@@ -97,9 +120,9 @@ def test_other_events_pass_at_once_and_keys_are_apart() -> None:
 def test_a_write_after_the_window_starts_the_next_one() -> None:
     clock = Clock()
     c = Coalescer(1.0, now=clock)
-    c.feed([doc("modify")])
-    clock.t += 1.0
-    out = c.feed([doc("modify")])  # the first window is over: written before this one is held
+    c.feed([doc("modify", at=0.0)])
+    clock.t = 0.9  # the first window is not over by the clock yet, but this write is past it
+    out = c.feed([doc("modify", at=1.0)])
     assert summary(out) == [("modify", None, 1)]
     assert c.held == 1
     assert summary(c.flush()) == [("modify", None, 1)]
@@ -109,9 +132,9 @@ def test_100000_rewrites_in_10_s_are_at_most_11_events_whose_counts_add_up() -> 
     clock = Clock()
     c = Coalescer(1.0, renumber=True, now=clock)
     out = []
-    for i in range(100_000):
-        clock.t = 1000.0 + i * 1e-4  # 10,000 a second
-        out += c.feed([doc("open_write", seq=i)])
+    for i in range(0, 100_000, 100):  # 10,000 a second, read 100 at a time
+        clock.t = (i + 100) * 1e-4
+        out += c.feed([doc("open_write", seq=n, at=n * 1e-4) for n in range(i, i + 100)])
     out += c.flush()
     assert len(out) <= 11
     assert sum(d["event"]["count"] for d in out) == 100_000
@@ -122,8 +145,8 @@ def test_past_max_held_the_longest_held_is_written_early() -> None:
     clock = Clock()
     c = Coalescer(1.0, max_held=2, now=clock)
     assert c.feed([doc("modify", path="/a"), doc("modify", path="/a"), doc("modify", path="/b")]) == []
-    clock.t += 0.5
-    (early,) = c.feed([doc("modify", path="/c")])
+    clock.t = 0.5
+    (early,) = c.feed([doc("modify", path="/c", at=0.5)])
     assert (early["file"]["path"], early["event"]["count"]) == ("/a", 2)
     assert (c.held, c.early) == (2, 1)
 
@@ -134,14 +157,14 @@ def test_numbers_follow_the_output_and_a_loss_stays_a_gap_of_its_size() -> None:
     out = c.feed([doc("open_write", 0), doc("create", 1, path="/etc/b"), doc("open_write", 2)])
     # 3, 4 and 5 lost (the backend skipped them); 6 and 7 pass.
     out += c.feed([doc("unlink", 6, path="/etc/b"), doc("chmod", 7)])
-    clock.t += 1
-    out += c.feed([doc("create", 8, path="/etc/c")])  # the held write is due first
+    clock.t = 1
+    out += c.feed([doc("create", 8, path="/etc/c", at=1)])  # then the held write, due
     assert summary(out) == [
         ("create", 0, None),
         ("unlink", 4, None),  # the gap of three: lost records
         ("chmod", 5, None),
-        ("open_write", 6, 2),  # written at its window's end, numbered then
-        ("create", 7, None),
+        ("create", 6, None),
+        ("open_write", 7, 2),  # written at its window's end, numbered then
     ]
 
 
@@ -150,8 +173,9 @@ def test_a_loss_while_held_is_a_gap_before_the_next_event_written() -> None:
     c = Coalescer(1.0, renumber=True, now=clock)
     c.feed([doc("open_write", 0)])
     c.feed([doc("open_write", 5)])  # 1..4 lost, this one folded in
-    clock.t += 1
-    assert summary(c.feed([doc("create", 6, path="/etc/b")])) == [("open_write", 4, 2), ("create", 5, None)]
+    clock.t = 1
+    assert summary(c.due()) == [("open_write", 4, 2)]
+    assert summary(c.feed([doc("create", 6, path="/etc/b", at=1)])) == [("create", 5, None)]
 
 
 def test_the_two_documents_of_a_rename_exchange_keep_one_number() -> None:
@@ -187,8 +211,15 @@ class ListSink:
 
 
 def writes(first: int, n: int, pid: int = 811) -> list[Any]:
+    """Opens for writing, now (the pipeline's clocks are the real ones)."""
     proc = Process(pid=pid, start_ns=1)
-    return [event(enums.Action.OPEN_WRITE, seq=i, process=proc) for i in range(first, first + n)]
+    now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    return [event(enums.Action.OPEN_WRITE, seq=i, process=proc, ktime_ns=now) for i in range(first, first + n)]
+
+
+def now() -> float:
+    """doc()'s `at` for the present."""
+    return (time.time_ns() - BASE) / 1e9
 
 
 def test_the_baseline_sees_every_event_and_the_outputs_the_coalesced_ones() -> None:
@@ -197,7 +228,7 @@ def test_the_baseline_sees_every_event_and_the_outputs_the_coalesced_ones() -> N
     seen: list[dict[str, Any]] = []
     pipeline.observer = seen.extend
     close = event(enums.Action.CLOSE_WRITE, seq=-1, internal=True)
-    pipeline.emit([*writes(0, 3), close, event(enums.Action.CHMOD, seq=3)])
+    pipeline.emit([*writes(0, 3), close, event(enums.Action.CHMOD, seq=3)])  # the chmod: long ago
     assert [d["event"]["action"] for d in seen] == ["open_write"] * 3 + ["chmod", "close_write"]
     assert summary(sink.docs()) == [("chmod", 0, None)]
     assert pipeline.actions == {"chmod": 1}
@@ -211,7 +242,7 @@ def test_the_baseline_sees_every_event_and_the_outputs_the_coalesced_ones() -> N
 def test_content_changes_are_coalesced_too_and_offline_ones_pass() -> None:
     sink = ListSink()
     pipeline = Pipeline([sink], coalesce_window=60.0)
-    changed = doc("content_changed")
+    changed = doc("content_changed", at=now())
     changed["event"]["backend"] = "fanotify"
     offline = {"@timestamp": "t", "event": {"action": "unlink", "offline": True}, "file": {"path": "/etc/x"}}
     pipeline.write_documents([changed, dict(changed), offline])
@@ -227,8 +258,8 @@ def test_the_worker_writes_a_held_event_at_its_windows_end_with_nothing_else_com
     worker = PipelineWorker(pipeline)
     try:
         worker.put(writes(0, 5))
-        content = doc("content_changed")
         time.sleep(0.05)
+        content = doc("content_changed", at=now())
         pipeline.write_documents([content, dict(content)])  # from another thread, while the worker waits
         deadline = time.monotonic() + 5
         while len(sink.lines) < 2 and time.monotonic() < deadline:
