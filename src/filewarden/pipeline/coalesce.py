@@ -2,8 +2,8 @@
 
 A process that rewrites a file thousands of times a second (a log, a state
 file, a benchmark) would otherwise be thousands of identical events. The
-first write-like event of a key (its action, the file's path, the process:
-pid and start time) is held for `window` seconds from when it happened
+first write-like event of a key (its action, the file's path, the
+process's pid) is held for `window` seconds from when it happened
 (@timestamp); the same key's events that happened in that time are folded
 into it, however late they reach the agent; once the window has passed it
 is written, with
@@ -27,7 +27,13 @@ documents of one event (a RENAME_EXCHANGE) keep one number.
 Windows follow the events' own times, not when the agent got to them, so
 an agent that falls behind (a burst, a slow output) makes neither more
 nor fewer windows: over T seconds of rewrites there are at most
-T / window + 1 events per key.
+T / window + 1 events per key. A window is over once an event stamped
+after its end has come (the backends hand events out in the order they
+happened, give or take CPUs a few microseconds apart), or, once nothing
+has come for GRACE_S, when the wall clock is GRACE_S past its end: a write
+stamped in the window may still be on its way from the kernel. An event
+that comes later still (an agent held up longer) starts a window of its
+own; its count is never lost.
 """
 
 from __future__ import annotations
@@ -50,11 +56,20 @@ COALESCABLE: Final = frozenset(
     }
 )
 
-_Key = tuple[str, Any, Any, Any]
+_Key = tuple[str, Any, Any]
 # Events held at most: a burst of writes to many files (each its own key)
 # holds this many documents (a few KiB each); past it the longest held is
 # written before its window ends, its count covering a shorter window.
 MAX_HELD: Final = 16384
+# How long past its end by the wall clock a window waits for events still
+# on their way (ring buffer, fanotify queue, the record loop's turn), at
+# most; never longer than the window itself.
+GRACE_S: Final = 0.25
+_STAMP_LEN: Final = len("2026-12-03T10:00:00.123456789Z")
+# /proc gives a start time in clock ticks (USER_HZ, 100 a second): within
+# this, two starts of one pid are one process (a pid is used again only
+# after every other pid has been).
+START_SLACK_NS: Final = 10_000_000
 
 
 class _Held:
@@ -92,6 +107,9 @@ class Coalescer:
             raise ValueError("a coalescing window is more than 0 seconds")
         self.window = window
         self._window_ns = round(window * 1e9)
+        self._grace_ns = round(min(window, GRACE_S) * 1e9)
+        self._seen = ""  # the latest @timestamp seen: windows ending before it are over
+        self._fed_at = 0  # when documents last came (wall clock, ns)
         self.renumber = renumber
         self.max_held = max_held
         self._now = now
@@ -120,29 +138,40 @@ class Coalescer:
         return len(self._held)
 
     def due_in(self) -> float | None:
-        """Seconds until the first held event's window ends (0 if it has;
-        at most the window, whatever the wall clock did); None when nothing
-        is held."""
+        """Seconds until the first held event's window is over by the wall
+        clock (0 if it is; at most the window and GRACE_S, whatever the
+        wall clock did); None when nothing is held."""
         with self._lock:
             first = next(iter(self._held.values()), None)
         if first is None:
             return None
-        return min(self.window, max(0.0, (first.deadline - self._now()) / 1e9))
+        now = self._now()
+        wait = (max(first.deadline, self._fed_at) + self._grace_ns - now) / 1e9
+        return min(self.window + GRACE_S, max(0.0, wait))
 
     def feed(self, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The documents to write now: `docs` that pass through (the rest
-        are held or folded), and held events whose window has ended."""
+        are held or folded), and held events whose window is over."""
         with self._lock:
             out: list[dict[str, Any]] = []
+            taken = self.taken
             for doc in docs:
                 self._one(doc, out)
-            out += self._take_due(self._now())
+            if self.taken > taken:
+                self._fed_at = self._now()
+            # Only by the events' times here: while events come, the wall
+            # clock says nothing of those still queued behind them.
+            out += self._take_due(None)
             return out
 
     def due(self) -> list[dict[str, Any]]:
-        """Held events whose window has ended, to write now."""
+        """Held events whose window is over, to write now (the pipeline
+        asks when it has nothing else to do, see due_in())."""
+        now = self._now()
         with self._lock:
-            return self._take_due(self._now())
+            if now - self._fed_at < self._grace_ns:
+                return self._take_due(None)  # events are coming: their times say
+            return self._take_due(now - self._grace_ns)
 
     def flush(self) -> list[dict[str, Any]]:
         """Every held event, to write now (the agent stops)."""
@@ -151,12 +180,14 @@ class Coalescer:
             self._held.clear()
             return out
 
-    def _take_due(self, now: int) -> list[dict[str, Any]]:
-        held = self._held
+    def _take_due(self, now: int | None) -> list[dict[str, Any]]:
+        """Held events whose window is over: an event after its end has
+        come, or the wall clock `now` (less the grace) has passed it."""
+        held, seen = self._held, self._seen
         out = []
         while held:
             key, first = next(iter(held.items()))
-            if first.deadline > now:
+            if first.ends > seen and (now is None or first.deadline > now):
                 break
             del held[key]
             out.append(self._emit(first))
@@ -175,15 +206,19 @@ class Coalescer:
                 self._next_out += seq - self._next_in
             self._next_in = max(self._next_in, seq + 1)
             self._last_in = seq
+        stamp = doc.get("@timestamp")
+        # Live events only: an offline change is stamped when the start
+        # scan found it, not when it happened.
+        if isinstance(stamp, str) and stamp > self._seen and len(stamp) == _STAMP_LEN and not event.get("offline"):
+            self._seen = stamp
         key = _key(doc)
         if key is None:
             self._pass(doc, out)
             return
         held = self._held
         first = held.get(key)
-        stamp = doc.get("@timestamp")
         if first is not None:
-            if isinstance(stamp, str) and stamp < first.ends:
+            if isinstance(stamp, str) and stamp < first.ends and _same_process(first.doc, doc):
                 first.count += 1
                 if first.last is None or stamp > first.last:  # an event may come a little out of order
                     first.last = stamp
@@ -220,7 +255,7 @@ class Coalescer:
 def _time_of(stamp: Any, now: Callable[[], int]) -> int:
     """An @timestamp (2026-12-03T10:00:00.123456789Z) in ns since the
     epoch; now() for one missing or of another shape."""
-    if not isinstance(stamp, str) or len(stamp) != 30 or stamp[19] != "." or stamp[29] != "Z":
+    if not isinstance(stamp, str) or len(stamp) != _STAMP_LEN or stamp[19] != "." or stamp[29] != "Z":
         return now()
     try:
         seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
@@ -229,9 +264,26 @@ def _time_of(stamp: Any, now: Callable[[], int]) -> int:
         return now()
 
 
+def _same_process(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Not told apart by their start times: a pid used again is another
+    process. A backend may know the start of one and not of the other
+    (fanotify, once the writer has exited): the same, then. The same start
+    may be written a little differently from one second to the next (the
+    wall clock's offset to boot time is sampled again each second:
+    host/clock.py), so starts closer than START_SLACK_NS are the same."""
+    start_a, start_b = a["process"].get("start"), b["process"].get("start")
+    if start_a is None or start_b is None or start_a == start_b:
+        return True
+    return abs(_time_of(start_a, _never) - _time_of(start_b, _never)) < START_SLACK_NS
+
+
+def _never() -> int:
+    return -(10**30)  # an unreadable start: never the same as another
+
+
 def _key(doc: dict[str, Any]) -> _Key | None:
-    """(action, path, pid, process start) of a write-like event by a known
-    process; None for anything else (it passes through)."""
+    """(action, path, pid) of a write-like event by a known process; None
+    for anything else (it passes through)."""
     event = doc["event"]
     action = event.get("action")
     if action not in COALESCABLE or event.get("offline") or event.get("predates_agent"):
@@ -240,6 +292,6 @@ def _key(doc: dict[str, Any]) -> _Key | None:
     file = doc.get("file")
     if process is None or file is None or "pid" not in process:
         return None
-    # The start time tells a reused pid apart; a backend that cannot know
-    # it (fanotify, for a process the tree missed) leaves it out.
-    return (action, file.get("path"), process["pid"], process.get("start"))
+    # Not the start time: fanotify's backend may know it for some of a
+    # writer's events and not others (_same_process tells pids apart).
+    return (action, file.get("path"), process["pid"])

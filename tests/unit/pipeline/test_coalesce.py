@@ -58,8 +58,10 @@ def test_rewrites_are_held_and_written_once_at_the_windows_end_with_count_and_wi
     clock.t = 0.5
     assert c.feed([doc("open_write", at=0.3), doc("open_write", at=0.5)]) == []
     assert c.due() == []
-    assert c.due_in() == pytest.approx(0.5)
+    assert c.due_in() == pytest.approx(0.75)  # the window's end, and GRACE_S for writes on their way
     clock.t = 1.0
+    assert c.due() == []
+    clock.t = 1.25
     assert c.due_in() == 0
     (out,) = c.due()
     assert out["event"] == {
@@ -78,13 +80,22 @@ def test_windows_follow_the_events_times_however_late_they_arrive() -> None:
     c = Coalescer(1.0, now=clock)
     clock.t = 5.0  # the agent fell behind: 3 s of writes arrive at once
     out = c.feed([doc("modify", at=i / 10) for i in range(30)])
-    # [0, 1) and [1, 2) are over: written now; [2, 3) is over too, by the clock.
-    assert [(d["event"]["count"], d["event"]["window"]["end"]) for d in out] == [
-        (10, stamp(0.9)),
-        (10, stamp(1.9)),
-        (10, stamp(2.9)),
-    ]
+    # [0, 1) and [1, 2) are over: later events came; [2, 3) is over by the
+    # clock, which the pipeline asks when nothing else comes.
+    assert [(d["event"]["count"], d["event"]["window"]["end"]) for d in out] == [(10, stamp(0.9)), (10, stamp(1.9))]
+    assert c.due() == []  # events came just now: more of the window may follow
+    clock.t = 5.25
+    assert [(d["event"]["count"], d["event"]["window"]["end"]) for d in c.due()] == [(10, stamp(2.9))]
     assert c.held == 0
+
+
+def test_a_window_is_over_once_an_event_after_its_end_comes() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, now=clock)
+    c.feed([doc("modify", at=0.0), doc("modify", at=0.9)])
+    assert c.feed([doc("unlink", path="/etc/x", at=0.95)]) == [doc("unlink", path="/etc/x", at=0.95)]
+    out = c.feed([doc("unlink", path="/etc/x", at=1.0)])  # the wall clock is still at 0
+    assert summary(out) == [("unlink", None, None), ("modify", None, 2)]
 
 
 def test_other_events_pass_at_once_and_keys_are_apart() -> None:
@@ -97,24 +108,45 @@ def test_other_events_pass_at_once_and_keys_are_apart() -> None:
             doc("open_write", pid=900),  # another process
             doc("open_write", path="/etc/other"),  # another file
             doc("modify"),  # another action
-            {**doc("open_write"), "process": {"pid": 811}},  # another process of pid 811 (no start known)
+            {**doc("open_write"), "process": {"pid": 811}},  # its start unknown: the same
             {"@timestamp": "t", "event": {"action": "content_changed", "offline": True}, "file": {"path": "/x"}},
             doc("open_write"),
         ]
     )
     assert [d["event"]["action"] for d in out] == ["unlink", "content_changed"]
-    assert c.held == 5
-    clock.t = 1
+    assert c.held == 4
+    clock.t = 1.25
     counts = sorted(
         (d["file"]["path"], d["process"]["pid"], d["event"]["action"], d["event"]["count"]) for d in c.due()
     )
     assert counts == [
         ("/etc/app.conf", 811, "modify", 1),
-        ("/etc/app.conf", 811, "open_write", 1),
-        ("/etc/app.conf", 811, "open_write", 2),
+        ("/etc/app.conf", 811, "open_write", 3),
         ("/etc/app.conf", 900, "open_write", 1),
         ("/etc/other", 811, "open_write", 1),
     ]
+
+
+def test_a_pid_used_again_by_another_process_is_another_event() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, now=clock)
+    again = doc("modify")
+    again["process"] = {"pid": 811, "start": "2026-12-03T09:59:59.000000000Z"}
+    c.feed([doc("modify"), doc("modify")])
+    (first,) = c.feed([again])
+    assert (first["process"]["start"], first["event"]["count"]) == ("2026-12-03T09:00:00.000000000Z", 2)
+    (second,) = c.flush()
+    assert second["process"] == again["process"]
+
+
+def test_a_start_written_a_little_differently_is_the_same_process() -> None:
+    c = Coalescer(1.0, now=Clock())
+    later = doc("modify")
+    later["process"] = {"pid": 811, "start": "2026-12-03T09:00:00.000000112Z"}  # the clock's offset sampled again
+    exited = doc("modify")
+    exited["process"] = {"pid": 811}  # fanotify, once the writer has exited
+    assert c.feed([doc("modify"), later, exited]) == []
+    assert summary(c.flush()) == [("modify", None, 3)]
 
 
 def test_a_write_after_the_window_starts_the_next_one() -> None:
@@ -157,8 +189,7 @@ def test_numbers_follow_the_output_and_a_loss_stays_a_gap_of_its_size() -> None:
     out = c.feed([doc("open_write", 0), doc("create", 1, path="/etc/b"), doc("open_write", 2)])
     # 3, 4 and 5 lost (the backend skipped them); 6 and 7 pass.
     out += c.feed([doc("unlink", 6, path="/etc/b"), doc("chmod", 7)])
-    clock.t = 1
-    out += c.feed([doc("create", 8, path="/etc/c", at=1)])  # then the held write, due
+    out += c.feed([doc("create", 8, path="/etc/c", at=1)])  # after the held write's window: it is over
     assert summary(out) == [
         ("create", 0, None),
         ("unlink", 4, None),  # the gap of three: lost records
@@ -173,7 +204,7 @@ def test_a_loss_while_held_is_a_gap_before_the_next_event_written() -> None:
     c = Coalescer(1.0, renumber=True, now=clock)
     c.feed([doc("open_write", 0)])
     c.feed([doc("open_write", 5)])  # 1..4 lost, this one folded in
-    clock.t = 1
+    clock.t = 1.25
     assert summary(c.due()) == [("open_write", 4, 2)]
     assert summary(c.feed([doc("create", 6, path="/etc/b", at=1)])) == [("create", 5, None)]
 
