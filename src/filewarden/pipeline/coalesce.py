@@ -117,6 +117,7 @@ class Coalescer:
         # comes after its close's hashing; its own window is then the
         # shorter). due() writes from the front while they are due.
         self._held: dict[_Key, _Held] = {}
+        self._paths: dict[Any, list[_Key]] = {}  # file.path -> its held keys
         self._lock = threading.Lock()
         self.early = 0  # held events written before their window's end, for room
         self.taken = 0  # documents fed
@@ -178,6 +179,7 @@ class Coalescer:
         with self._lock:
             out = [self._emit(h) for h in self._held.values()]
             self._held.clear()
+            self._paths.clear()
             return out
 
     def _take_due(self, now: int | None) -> list[dict[str, Any]]:
@@ -189,8 +191,7 @@ class Coalescer:
             key, first = next(iter(held.items()))
             if first.ends > seen and (now is None or first.deadline > now):
                 break
-            del held[key]
-            out.append(self._emit(first))
+            out.append(self._emit(self._drop(key)))
         return out
 
     def _one(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> None:
@@ -213,6 +214,8 @@ class Coalescer:
             self._seen = stamp
         key = _key(doc)
         if key is None:
+            if self._paths:
+                self._cut(doc, out)
             self._pass(doc, out)
             return
         held = self._held
@@ -225,11 +228,31 @@ class Coalescer:
                 self.coalesced[key[0], event.get("backend", "")] += 1
                 return
             # Past its window: written now, and this event starts the next.
-            out.append(self._emit(held.pop(key)))
+            out.append(self._emit(self._drop(key)))
         elif len(held) >= self.max_held:
-            out.append(self._emit(held.pop(next(iter(held)))))
+            out.append(self._emit(self._drop(next(iter(held)))))
             self.early += 1
         held[key] = _Held(doc, _time_of(stamp, self._now) + self._window_ns)
+        self._paths.setdefault(key[1], []).append(key)
+
+    def _drop(self, key: _Key) -> _Held:
+        keys = self._paths.get(key[1])
+        if keys is not None:
+            keys.remove(key)
+            if not keys:
+                del self._paths[key[1]]
+        return self._held.pop(key)
+
+    def _cut(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """Another kind of event about a file (unlink, rename, chmod, a
+        truncate) ends the file's windows: what is held of it is written
+        first, so each file's events stay in the order they happened."""
+        file = doc.get("file")
+        if file is None:
+            return
+        for path in (file.get("path"), file.get("source_path")):  # a rename's source too
+            for key in self._paths.pop(path, ()):
+                out.append(self._emit(self._held.pop(key)))
 
     def _pass(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> None:
         event = doc["event"]

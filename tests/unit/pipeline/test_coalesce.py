@@ -98,13 +98,24 @@ def test_a_window_is_over_once_an_event_after_its_end_comes() -> None:
     assert summary(out) == [("unlink", None, None), ("modify", None, 2)]
 
 
+def test_another_kind_of_event_about_the_file_writes_what_is_held_of_it_first() -> None:
+    c = Coalescer(1.0, renumber=True, now=Clock())
+    c.feed([doc("open_write", 0), doc("open_write", 1), doc("open_write", 2, path="/etc/b")])
+    out = c.feed([doc("unlink", 3)])
+    assert summary(out) == [("open_write", 0, 2), ("unlink", 1, None)]
+    rename = doc("rename", 4, path="/etc/c")
+    rename["file"]["source_path"] = "/etc/b"
+    assert summary(c.feed([rename])) == [("open_write", 2, 1), ("rename", 3, None)]
+    assert c.held == 0
+
+
 def test_other_events_pass_at_once_and_keys_are_apart() -> None:
     clock = Clock()
     c = Coalescer(1.0, now=clock)
     out = c.feed(
         [
             doc("open_write"),
-            doc("unlink"),  # not write-like: passes
+            doc("unlink", path="/etc/gone"),  # not write-like: passes
             doc("open_write", pid=900),  # another process
             doc("open_write", path="/etc/other"),  # another file
             doc("modify"),  # another action
@@ -188,7 +199,7 @@ def test_numbers_follow_the_output_and_a_loss_stays_a_gap_of_its_size() -> None:
     c = Coalescer(1.0, renumber=True, now=clock)
     out = c.feed([doc("open_write", 0), doc("create", 1, path="/etc/b"), doc("open_write", 2)])
     # 3, 4 and 5 lost (the backend skipped them); 6 and 7 pass.
-    out += c.feed([doc("unlink", 6, path="/etc/b"), doc("chmod", 7)])
+    out += c.feed([doc("unlink", 6, path="/etc/b"), doc("chmod", 7, path="/etc/b")])
     out += c.feed([doc("create", 8, path="/etc/c", at=1)])  # after the held write's window: it is over
     assert summary(out) == [
         ("create", 0, None),
@@ -259,7 +270,8 @@ def test_the_baseline_sees_every_event_and_the_outputs_the_coalesced_ones() -> N
     seen: list[dict[str, Any]] = []
     pipeline.observer = seen.extend
     close = event(enums.Action.CLOSE_WRITE, seq=-1, internal=True)
-    pipeline.emit([*writes(0, 3), close, event(enums.Action.CHMOD, seq=3)])  # the chmod: long ago
+    chmod = event(enums.Action.CHMOD, seq=3, path=b"/etc/other")  # long ago
+    pipeline.emit([*writes(0, 3), close, chmod])
     assert [d["event"]["action"] for d in seen] == ["open_write"] * 3 + ["chmod", "close_write"]
     assert summary(sink.docs()) == [("chmod", 0, None)]
     assert pipeline.actions == {"chmod": 1}
