@@ -5,12 +5,16 @@ file, a benchmark) would otherwise be thousands of identical events. The
 first write-like event of a key (its action, the file's path, the
 process's pid) is held for `window` seconds from when it happened
 (@timestamp); the same key's events that happened in that time are folded
-into it, however late they reach the agent; once the window has passed it
-is written, with
+into it while it is held, however far behind the agent is; once the
+window is over (below) it is written, with
 
     event.count    how many events it stands for (1: nothing was folded in)
     event.window   {"start", "end"}: the @timestamp of the first and of the
                    last of them
+
+Another kind of event about the file (unlink, rename, chmod, truncate)
+ends its windows: what is held of it is written first, so each file's
+events stay in the order they happened (other files' may come between).
 
 Nothing is silent: the folded events are counted (`coalesced`, by action
 and backend; the metrics' filewarden_events_coalesced) and the counts add
