@@ -12,9 +12,10 @@ window is over (below) it is written, with
     event.window   {"start", "end"}: the @timestamp of the first and of the
                    last of them
 
-Another kind of event about the file (unlink, rename, chmod, truncate)
-ends its windows: what is held of it is written first, so each file's
-events stay in the order they happened (other files' may come between).
+Another kind of event about the file (unlink, rename, chmod, truncate) or
+by the process ends their windows: what is held of them is written first,
+so each file's and each process's events stay in the order they happened
+(other files' and processes' may come between).
 
 Nothing is silent: the folded events are counted (`coalesced`, by action
 and backend; the metrics' filewarden_events_coalesced) and the counts add
@@ -121,7 +122,8 @@ class Coalescer:
         # comes after its close's hashing; its own window is then the
         # shorter). due() writes from the front while they are due.
         self._held: dict[_Key, _Held] = {}
-        self._paths: dict[Any, list[_Key]] = {}  # file.path -> its held keys
+        # ("path", file.path) and ("pid", process.pid) -> the held keys of that file or process
+        self._index: dict[tuple[str, Any], list[_Key]] = {}
         self._lock = threading.Lock()
         self.early = 0  # held events written before their window's end, for room
         self.taken = 0  # documents fed
@@ -183,7 +185,7 @@ class Coalescer:
         with self._lock:
             out = [self._emit(h) for h in self._held.values()]
             self._held.clear()
-            self._paths.clear()
+            self._index.clear()
             return out
 
     def _take_due(self, now: int | None) -> list[dict[str, Any]]:
@@ -218,7 +220,7 @@ class Coalescer:
             self._seen = stamp
         key = _key(doc)
         if key is None:
-            if self._paths:
+            if self._index:
                 self._cut(doc, out)
             self._pass(doc, out)
             return
@@ -237,26 +239,34 @@ class Coalescer:
             out.append(self._emit(self._drop(next(iter(held)))))
             self.early += 1
         held[key] = _Held(doc, _time_of(stamp, self._now) + self._window_ns)
-        self._paths.setdefault(key[1], []).append(key)
+        index = self._index
+        index.setdefault(("path", key[1]), []).append(key)
+        index.setdefault(("pid", key[2]), []).append(key)
 
     def _drop(self, key: _Key) -> _Held:
-        keys = self._paths.get(key[1])
-        if keys is not None:
-            keys.remove(key)
-            if not keys:
-                del self._paths[key[1]]
+        index = self._index
+        for entry in (("path", key[1]), ("pid", key[2])):
+            keys = index.get(entry)
+            if keys is not None:
+                keys.remove(key)
+                if not keys:
+                    del index[entry]
         return self._held.pop(key)
 
     def _cut(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> None:
         """Another kind of event about a file (unlink, rename, chmod, a
-        truncate) ends the file's windows: what is held of it is written
-        first, so each file's events stay in the order they happened."""
-        file = doc.get("file")
-        if file is None:
-            return
-        for path in (file.get("path"), file.get("source_path")):  # a rename's source too
-            for key in self._paths.pop(path, ()):
-                out.append(self._emit(self._held.pop(key)))
+        truncate) or by a process ends the windows of that file and of
+        that process: what is held of them is written first, so each
+        file's and each process's events stay in the order they happened."""
+        file, process = doc.get("file"), doc.get("process")
+        entries = []
+        if file is not None:
+            entries += [("path", file.get("path")), ("path", file.get("source_path"))]  # a rename's source too
+        if process is not None:
+            entries.append(("pid", process.get("pid")))
+        for entry in entries:
+            for key in list(self._index.get(entry, ())):
+                out.append(self._emit(self._drop(key)))
 
     def _pass(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> None:
         event = doc["event"]

@@ -93,20 +93,25 @@ def test_a_window_is_over_once_an_event_after_its_end_comes() -> None:
     clock = Clock()
     c = Coalescer(1.0, now=clock)
     c.feed([doc("modify", at=0.0), doc("modify", at=0.9)])
-    assert c.feed([doc("unlink", path="/etc/x", at=0.95)]) == [doc("unlink", path="/etc/x", at=0.95)]
-    out = c.feed([doc("unlink", path="/etc/x", at=1.0)])  # the wall clock is still at 0
+    other = doc("unlink", path="/etc/x", pid=900, at=0.95)
+    assert c.feed([other]) == [other]
+    out = c.feed([doc("unlink", path="/etc/x", pid=900, at=1.0)])  # the wall clock is still at 0
     assert summary(out) == [("unlink", None, None), ("modify", None, 2)]
 
 
-def test_another_kind_of_event_about_the_file_writes_what_is_held_of_it_first() -> None:
+def test_another_kind_of_event_about_the_file_or_by_the_process_writes_what_is_held_first() -> None:
     c = Coalescer(1.0, renumber=True, now=Clock())
     c.feed([doc("open_write", 0), doc("open_write", 1), doc("open_write", 2, path="/etc/b")])
-    out = c.feed([doc("unlink", 3)])
+    out = c.feed([doc("unlink", 3, pid=900)])  # another process removes it
     assert summary(out) == [("open_write", 0, 2), ("unlink", 1, None)]
-    rename = doc("rename", 4, path="/etc/c")
+    rename = doc("rename", 4, path="/etc/c", pid=900)
     rename["file"]["source_path"] = "/etc/b"
     assert summary(c.feed([rename])) == [("open_write", 2, 1), ("rename", 3, None)]
     assert c.held == 0
+    c.feed([doc("open_write", 5), doc("open_write", 6, pid=900)])
+    out = c.feed([doc("mkdir", 7, path="/etc/d")])  # by the writer of the first
+    assert [(d["event"]["action"], d["process"]["pid"]) for d in out] == [("open_write", 811), ("mkdir", 811)]
+    assert c.held == 1
 
 
 def test_other_events_pass_at_once_and_keys_are_apart() -> None:
@@ -115,7 +120,7 @@ def test_other_events_pass_at_once_and_keys_are_apart() -> None:
     out = c.feed(
         [
             doc("open_write"),
-            doc("unlink", path="/etc/gone"),  # not write-like: passes
+            doc("unlink", path="/etc/gone", pid=1),  # not write-like: passes
             doc("open_write", pid=900),  # another process
             doc("open_write", path="/etc/other"),  # another file
             doc("modify"),  # another action
@@ -197,10 +202,10 @@ def test_past_max_held_the_longest_held_is_written_early() -> None:
 def test_numbers_follow_the_output_and_a_loss_stays_a_gap_of_its_size() -> None:
     clock = Clock()
     c = Coalescer(1.0, renumber=True, now=clock)
-    out = c.feed([doc("open_write", 0), doc("create", 1, path="/etc/b"), doc("open_write", 2)])
+    out = c.feed([doc("open_write", 0), doc("create", 1, path="/etc/b", pid=900), doc("open_write", 2)])
     # 3, 4 and 5 lost (the backend skipped them); 6 and 7 pass.
-    out += c.feed([doc("unlink", 6, path="/etc/b"), doc("chmod", 7, path="/etc/b")])
-    out += c.feed([doc("create", 8, path="/etc/c", at=1)])  # after the held write's window: it is over
+    out += c.feed([doc("unlink", 6, path="/etc/b", pid=900), doc("chmod", 7, path="/etc/b", pid=900)])
+    out += c.feed([doc("create", 8, path="/etc/c", pid=900, at=1)])  # after the held write's window: it is over
     assert summary(out) == [
         ("create", 0, None),
         ("unlink", 4, None),  # the gap of three: lost records
@@ -270,7 +275,7 @@ def test_the_baseline_sees_every_event_and_the_outputs_the_coalesced_ones() -> N
     seen: list[dict[str, Any]] = []
     pipeline.observer = seen.extend
     close = event(enums.Action.CLOSE_WRITE, seq=-1, internal=True)
-    chmod = event(enums.Action.CHMOD, seq=3, path=b"/etc/other")  # long ago
+    chmod = event(enums.Action.CHMOD, seq=3, path=b"/etc/other", process=Process(pid=900))  # long ago
     pipeline.emit([*writes(0, 3), close, chmod])
     assert [d["event"]["action"] for d in seen] == ["open_write"] * 3 + ["chmod", "close_write"]
     assert summary(sink.docs()) == [("chmod", 0, None)]
