@@ -153,7 +153,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
     records were lost. Every loss is logged at WARNING, with its hook, when
     the agent finds it (about once a second), and summed up at stop.
     Repeated writes of one file by one process are one event per
-    --coalesce-window, with event.count: the count of how many it stands for.
+    --coalesce-window, with event.count (how many it stands for) and
+    event.window; each file's and each process's events stay in order.
 
     Once attached, the agent compares the monitored files with the baseline
     in --state-dir and reports each change made while it was not running
