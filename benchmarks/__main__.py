@@ -6,8 +6,9 @@
 On this host (BPF, no LSM): user-space throughput, bursts and footprint
 (benchmarks.userspace), the start-up snapshot (benchmarks.snapshot_scan) and
 the baseline against sha256sum (benchmarks.baseline), live content
-changes from close to event (benchmarks.content_latency), and reload under a
-writer on fanotify (benchmarks.reload).
+changes from close to event (benchmarks.content_latency), reload under a
+writer on fanotify (benchmarks.reload), and coalescing of a file rewritten
+100,000 times (benchmarks.coalesce).
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
 and of auditd, per-program cost, map memory (benchmarks.kernel_overhead),
 live content changes on the lsm backend (benchmarks.content_latency), and
@@ -82,6 +83,7 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
         Step(
             "reload under a writer: lost, repeated, SIGHUP to active", "host", "benchmarks.reload", 1, ("--no-unlink",)
         ),
+        Step("coalescing: 100,000 rewrites of one file by one process in 10 s", "host", "benchmarks.coalesce", 1),
     ]
     if guest:
         out += [

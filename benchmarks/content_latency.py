@@ -84,7 +84,10 @@ def main() -> int:
     out.write_bytes(b"")
     agent = subprocess.Popen(
         [FILEWARDEN, "run", "--path", f"{watched}/**", "--state-dir", str(state), "--output", f"jsonl:{out}",
-         "--control-socket", "", "--ready-file", str(base / "ready")],
+         "--control-socket", "", "--ready-file", str(base / "ready"),
+         # Hashing's latency: coalescing (on by default) holds each
+         # content_changed up to its window on top (benchmarks.coalesce).
+         "--coalesce-window", "0"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     figures: list[dict[str, Any]] = []

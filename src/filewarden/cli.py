@@ -149,6 +149,15 @@ def cli() -> None:
     help="Serve Prometheus metrics (/metrics) and a health check (/healthz) here; '' for none "
     "[default: the config's metrics_address, else 127.0.0.1:9464, loopback only].",
 )
+@click.option(
+    "--coalesce-window",
+    type=float,
+    metavar="SECONDS",
+    default=None,
+    help="Repeated writes of one file by one process within this many seconds (open_write, modify, "
+    "close_write, content_changed) are written as one event, at the window's end, with event.count and "
+    "event.window; 0: off [default: the config's coalesce_window, else 1].",
+)
 def run(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     paths: tuple[str, ...],
@@ -164,6 +173,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     report_initial_scan: bool | None,
     rebuild_baseline: bool | None,
     metrics_address: str | None,
+    coalesce_window: float | None,
 ) -> None:
     """Monitor file changes until SIGINT or SIGTERM.
 
@@ -175,6 +185,9 @@ def run(  # noqa: PLR0917 - one parameter per click option
     Events are numbered (event.sequence) one after the other: a gap means
     records were lost. Every loss is logged at WARNING, with its hook, when
     the agent finds it (about once a second), and summed up at stop.
+    Repeated writes of one file by one process are one event per
+    --coalesce-window, with event.count (how many it stands for) and
+    event.window; each file's and each process's events stay in order.
 
     Once attached, the agent compares the monitored files with the baseline
     in --state-dir and reports each change made while it was not running
@@ -212,6 +225,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
         report_initial_scan=report_initial_scan,
         rebuild_baseline=rebuild_baseline,
         metrics_address=metrics_address,
+        coalesce_window=coalesce_window,
     )
     config = load()
     _setup_logging(config.log_level)
@@ -588,6 +602,7 @@ def status(socket_path: Path, as_json: bool) -> None:
         f"events: {agent.get('events_written', 0)} written; {counters.get('records', 0)} records read, "
         f"{counters.get('lost', 0)} lost, {counters.get('process_records_lost', 0)} process records lost, "
         f"{counters.get('outside_globs', 0)} outside the globs"
+        + (f", {counters['coalesced']} coalesced (in event.count)" if "coalesced" in counters else "")
     )
     if "config_loaded_at" in agent:
         loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(agent["config_loaded_at"]))

@@ -51,6 +51,9 @@ DEFAULT_REHASH_INTERVAL: Final = 60.0
 DEFAULT_RETENTION_DAYS: Final = 30.0
 DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:9464"
 DEFAULT_RETENTION_MIB: Final = 1024.0
+DEFAULT_COALESCE_WINDOW: Final = 1.0
+# A held event waits this long at most before it is written.
+MAX_COALESCE_WINDOW: Final = 3600.0
 
 
 class ConfigError(UsageError):
@@ -84,6 +87,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     metrics_address: str | UnsetType = UNSET
     retention_days: float | UnsetType = UNSET
     retention_mib: float | UnsetType = UNSET
+    coalesce_window: float | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,9 @@ class Config:
     # The event store keeps this many days and at most this many MiB.
     retention_days: float = DEFAULT_RETENTION_DAYS
     retention_mib: float = DEFAULT_RETENTION_MIB
+    # Repeated writes of one file by one process within this many seconds
+    # are one event with event.count (pipeline/coalesce.py); 0: off.
+    coalesce_window: float = DEFAULT_COALESCE_WINDOW
 
     @property
     def digest(self) -> str:
@@ -294,6 +301,15 @@ def _check_rate(rate: float, where: str, key: str = "scan_rate_mib_s") -> float:
     return float(rate)
 
 
+def _check_window(window: float, where: str) -> float:
+    # `not <=`: NaN fails every comparison.
+    if not 0 <= window <= MAX_COALESCE_WINDOW:
+        raise ConfigError(
+            f"{where}: coalesce_window {window:g} must be between 0 (off) and {MAX_COALESCE_WINDOW:.0f} seconds"
+        )
+    return float(window)
+
+
 def _check_size(size: int, where: str) -> int:
     if size < 0:
         raise ConfigError(f"{where}: max_file_size {size} must be 0 or more (bytes)")
@@ -334,6 +350,7 @@ def load(
     rebuild_baseline: bool | None = None,
     event_store: bool | None = None,
     metrics_address: str | None = None,
+    coalesce_window: float | None = None,
 ) -> Config:
     """The effective configuration: defaults < file < command line."""
     file = read_file(config_file) if config_file is not None else FileConfig()
@@ -422,6 +439,13 @@ def load(
             _check_rate(file.retention_mib, where, "retention_mib")
             if file.retention_mib is not UNSET
             else DEFAULT_RETENTION_MIB
+        ),
+        coalesce_window=(
+            _check_window(coalesce_window, "--coalesce-window")
+            if coalesce_window is not None
+            else _check_window(file.coalesce_window, where)
+            if file.coalesce_window is not UNSET
+            else DEFAULT_COALESCE_WINDOW
         ),
     )
 

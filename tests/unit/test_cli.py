@@ -29,7 +29,7 @@ def test_help_exits_zero_and_describes_the_command(capsys: pytest.CaptureFixture
 
 def test_run_help_names_every_contract_option(capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = run(capsys, "run", "--help")
-    for option in ("--config", "--path", "--output", "--ready-file", "--log-level"):
+    for option in ("--config", "--path", "--output", "--ready-file", "--log-level", "--coalesce-window"):
         assert option in out
     assert "jsonl:-" in out
     assert "SIGTERM" in out
@@ -46,6 +46,11 @@ def test_run_help_names_every_contract_option(capsys: pytest.CaptureFixture[str]
             "filewarden: error: output 'xml:-' is not valid: expected jsonl:-, jsonl:PATH or sqlite:PATH",
         ),
         (["run", "--log-level", "loud"], "filewarden: error: Invalid value for '--log-level'"),
+        (["run", "--coalesce-window", "soon"], "filewarden: error: Invalid value for '--coalesce-window'"),
+        (
+            ["run", "--coalesce-window", "-1"],
+            "filewarden: error: --coalesce-window: coalesce_window -1 must be between 0 (off) and 3600 seconds",
+        ),
         (["run", "--path", "/x/[ab"], "filewarden: error: --path: glob '/x/[ab': '[' at offset 3 is never closed"),
     ],
 )

@@ -48,6 +48,9 @@ def test_file_values_and_cli_overrides(tmp_path: Path) -> None:
         ("ring_buffer_bytes = 1000", r"ring_buffer_bytes 1000 must be a power of two"),
         ('reader = "magic"', r"Invalid enum value 'magic'"),
         ("buffer_records = -1", r"buffer_records -1 must be between 0 and 16777216"),
+        ("coalesce_window = -1", r"coalesce_window -1 must be between 0 \(off\) and 3600 seconds"),
+        ("coalesce_window = nan", r"coalesce_window nan must be between 0 \(off\) and 3600 seconds"),
+        ('coalesce_window = "1s"', r"Expected `float`, got `str` - at `\$.coalesce_window`"),
         ("paths = [", r"not valid TOML"),
     ],
 )
@@ -69,11 +72,20 @@ def test_missing_config_file(tmp_path: Path) -> None:
         ({"paths": ["relative/**"]}, r"--path: glob 'relative/\*\*' is not an absolute path"),
         ({"outputs": ["jsonl:"]}, r"output 'jsonl:' is not valid"),
         ({"outputs": ["json:-"]}, r"output 'json:-' is not valid"),
+        ({"coalesce_window": 7200.0}, r"--coalesce-window: coalesce_window 7200 must be between 0 \(off\) and 3600"),
     ],
 )
 def test_bad_cli_values(kwargs: dict[str, list[str]], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.load(**kwargs)  # type: ignore[arg-type]
+
+
+def test_coalesce_window_defaults_to_a_second_file_then_command_line(tmp_path: Path) -> None:
+    assert config.load().coalesce_window == 1.0
+    f = tmp_path / "fw.toml"
+    f.write_text("coalesce_window = 0")
+    assert config.load(f).coalesce_window == 0.0
+    assert config.load(f, coalesce_window=2.5).coalesce_window == 2.5
 
 
 def test_the_digest_names_the_whole_configuration() -> None:

@@ -1,11 +1,15 @@
 """The pipeline: the stages an event goes through after its backend, composed here.
 
-    backend.read() -> [enrich -> render -> encode] -> sinks
+    backend.read() -> [enrich -> render -> coalesce -> encode] -> sinks
+                                        `-> observer (the baseline: every event)
 
 The backend has already selected and numbered its events (backends/base.py).
 Here each event is enriched (container, overlay layer, host path,
 tampering: enrich.py), rendered to the contract's documents (render.py),
-encoded as JSON lines, and written to every sink (sinks.py).
+coalesced (a file rewritten by one process: one event per window, with
+event.count; coalesce.py), encoded as JSON lines, and written to every sink
+(sinks.py). The observer sees every event as rendered, none held or folded:
+the baseline hashes after every close.
 
 `PipelineWorker` runs the pipeline on a thread of its own, fed through a
 bounded queue of batches, so the loop that reads the backend never waits
@@ -23,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.host.clock import WallClock
+from filewarden.pipeline.coalesce import Coalescer
 from filewarden.pipeline.render import Ancestry, Annotator, to_documents, to_json_line
 
 if TYPE_CHECKING:
@@ -47,6 +52,7 @@ class Pipeline:
         tree: Ancestry | None = None,
         enrich: Annotator | None = None,
         backend: str | None = None,
+        coalesce_window: float = 0.0,
     ) -> None:
         self.sinks = sinks
         self.tree = tree
@@ -64,6 +70,16 @@ class Pipeline:
         # Documents also come from another thread (the baseline's offline
         # events): one writer at a time, a batch never split.
         self._write_lock = threading.Lock()
+        # Coalescing (0: off): the backend's events, renumbered as written,
+        # and the agent's own (content_changed), which carry no number.
+        self.coalesce: Coalescer | None = None
+        self.coalesce_other: Coalescer | None = None
+        if coalesce_window > 0:
+            self.coalesce = Coalescer(coalesce_window, renumber=True)
+            self.coalesce_other = Coalescer(coalesce_window)
+        # Called when another thread's document is held: the worker's wait
+        # for work must end by its window's end (PipelineWorker sets it).
+        self.wake: Callable[[], None] | None = None
 
     def emit(self, events: list[FileEvent]) -> None:
         if not events:
@@ -72,7 +88,6 @@ class Pipeline:
         # In slices: a backlog of 65,536 events rendered at once would hold
         # all their documents and lines (some 150 MB) at the same time.
         observer = self.observer
-        actions = self.actions
         for i in range(0, len(events), _EMIT_SLICE):
             if observer is None:
                 docs = [
@@ -81,19 +96,63 @@ class Pipeline:
                     if not e.internal  # a writer's close, for a baseline there is not
                     for doc in to_documents(e, clock, tree, enrich, backend)
                 ]
-                actions.update(doc["event"]["action"] for doc in docs)
-                self._write([to_json_line(doc) for doc in docs])
+                self._coalesce_own(docs)
             else:
                 docs = []
                 internal: list[dict[str, Any]] = []
                 for e in events[i : i + _EMIT_SLICE]:
                     (internal if e.internal else docs).extend(to_documents(e, clock, tree, enrich, backend))
-                actions.update(doc["event"]["action"] for doc in docs)
-                self._write([to_json_line(doc) for doc in docs])
+                self._coalesce_own(docs)
                 observer(docs + internal if internal else docs)
 
     def write_documents(self, docs: list[dict[str, Any]]) -> None:
         """Documents made elsewhere (offline changes, content changes), to every output."""
+        coalesce = self.coalesce_other
+        held = False
+        with self._write_lock:
+            if coalesce is not None:
+                before = coalesce.held
+                docs = coalesce.feed(docs)
+                held = coalesce.held > before
+            self._write_other(docs)
+        if held and self.wake is not None:
+            self.wake()
+
+    def due_in(self) -> float | None:
+        """Seconds until a held event's window ends (0: it has); None when
+        none is held."""
+        waits = [c.due_in() for c in (self.coalesce, self.coalesce_other) if c is not None]
+        return min((w for w in waits if w is not None), default=None)
+
+    def tick(self) -> None:
+        """Writes the held events whose window has ended."""
+        if self.coalesce is None or self.coalesce_other is None:
+            return
+        with self._write_lock:
+            self._write_own(self.coalesce.due())
+            self._write_other(self.coalesce_other.due())
+
+    def flush(self) -> None:
+        """Writes every held event (the agent stops)."""
+        if self.coalesce is None or self.coalesce_other is None:
+            return
+        with self._write_lock:
+            self._write_own(self.coalesce.flush())
+            self._write_other(self.coalesce_other.flush())
+
+    def _coalesce_own(self, docs: list[dict[str, Any]]) -> None:
+        """The backend's documents: coalesced (and numbered again) and
+        written in one turn of the lock, so numbers follow the output."""
+        with self._write_lock:
+            self._write_own(docs if self.coalesce is None else self.coalesce.feed(docs))
+
+    # Both called with _write_lock held.
+
+    def _write_own(self, docs: list[dict[str, Any]]) -> None:
+        self.actions.update(doc["event"]["action"] for doc in docs)
+        self._write([to_json_line(doc) for doc in docs])
+
+    def _write_other(self, docs: list[dict[str, Any]]) -> None:
         self.other_actions.update((doc["event"]["action"], doc["event"].get("backend", "baseline")) for doc in docs)
         self._write([to_json_line(doc) for doc in docs])
 
@@ -106,10 +165,11 @@ class Pipeline:
         return old
 
     def _write(self, lines: list[bytes]) -> None:
-        with self._write_lock:
-            for sink in self.sinks:
-                sink.write(lines)
-            self.written += len(lines)
+        if not lines:
+            return
+        for sink in self.sinks:
+            sink.write(lines)
+        self.written += len(lines)
 
 
 class PipelineWorker:
@@ -133,6 +193,7 @@ class PipelineWorker:
         self._closing = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="filewarden-pipeline", daemon=True)
+        pipeline.wake = self._wake
         self._thread.start()
 
     @property
@@ -195,21 +256,36 @@ class PipelineWorker:
         if error is not None:
             raise error
 
+    def _wake(self) -> None:
+        """Ends the worker's wait for work: a document another thread
+        handed the pipeline is held, and its window's end is the deadline."""
+        with self._cond:
+            if self._idle:
+                self._cond.notify()
+
     def _run(self) -> None:
-        emit, cond, pending = self.pipeline.emit, self._cond, self._pending
+        pipeline, cond, pending = self.pipeline, self._cond, self._pending
+        emit, due_in = pipeline.emit, pipeline.due_in
         while True:
             with cond:
-                while not pending and not self._closing:
+                # While events are held (coalescing), the wait for work ends
+                # when the first window does: a held event is written on
+                # time even when nothing else comes.
+                while not pending and not self._closing and (wait := due_in()) != 0:
                     self._idle = True
-                    cond.wait()
+                    cond.wait(wait)
                     self._idle = False
-                if not pending:
-                    return  # closing, and everything written
-                batch = pending.popleft()
+                batch = pending.popleft() if pending else None
+                closing = batch is None and self._closing  # and every batch written
                 self._busy = True
                 cond.notify_all()  # room for a put() that waits
             try:
-                emit(batch)
+                if batch is not None:
+                    emit(batch)
+                elif closing:
+                    pipeline.flush()  # the stop: nothing stays held
+                else:
+                    pipeline.tick()
             except BaseException as exc:  # noqa: BLE001 - handed to the loop's thread, which raises it
                 self._error = exc
                 return
@@ -217,3 +293,5 @@ class PipelineWorker:
                 with cond:
                     self._busy = False
                     cond.notify_all()  # settle() waits for this
+            if closing:
+                return

@@ -97,6 +97,18 @@ class AgentCollector(Collector):
         for (action, by), n in sorted(by_action.items()):
             events.add_metric([action, by], n)
         yield events
+        coalesced = CounterMetricFamily(
+            "filewarden_events_coalesced",
+            "Events folded into another event's event.count (coalescing), by action and what saw them.",
+            labels=["action", "backend"],
+        )
+        folded: collections.Counter[tuple[str, str]] = collections.Counter()
+        for coalesce in (a.pipeline.coalesce, a.pipeline.coalesce_other):
+            if coalesce is not None:
+                folded.update({(action, by or backend): n for (action, by), n in coalesce.folded().items()})
+        for (action, by), n in sorted(folded.items()):
+            coalesced.add_metric([action, by], n)
+        yield coalesced
         gauges = a.backend.gauges()
         lost = CounterMetricFamily("filewarden_records_lost", "Records lost, by cause.", labels=["cause"])
         for cause, n in sorted(gauges.lost.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import logging
@@ -147,7 +148,9 @@ def run(
     control: ControlServer | None = None
     reloader: Reloader | None = None
     try:
-        pipeline = Pipeline(sinks, backend.processes, Enricher(backend.layers), backend.name)
+        pipeline = Pipeline(
+            sinks, backend.processes, Enricher(backend.layers), backend.name, coalesce_window=config.coalesce_window
+        )
         if monitor is not None:
             monitor.emit = pipeline.write_documents
             pipeline.observer = monitor.observe
@@ -188,6 +191,7 @@ def run(
             worker.close()  # every queued event written, or the output's error raised
             if monitor is not None:
                 monitor.stop()  # what live events touched written to the baseline, a last checkpoint
+                pipeline.flush()  # content changes of the last closes, held by coalescing
         _log_summary(backend, pipeline, worker)
     finally:
         if reloader is not None and reloader.watch is not None:
@@ -271,6 +275,7 @@ def about(config: Config, agent: Agent, reloader: Reloader | None = None) -> dic
             "malformed": stats.malformed,
             "lost": stats.lost,
             "process_records_lost": stats.process_lost,
+            **coalesced(agent.pipeline),
         },
         "outputs": [
             {
@@ -292,6 +297,15 @@ def watch_file(path: Path) -> ConfigWatch | None:
     except OSError as exc:
         log.warning("not watching %s for changes (%s): send SIGHUP to reload it", path, exc.strerror)
         return None
+
+
+def coalesced(pipeline: Pipeline) -> dict[str, int]:
+    """Events folded into others' event.count, and events held for their
+    window's end, while coalescing is on."""
+    stages = [c for c in (pipeline.coalesce, pipeline.coalesce_other) if c is not None]
+    if not stages:
+        return {}
+    return {"coalesced": sum(sum(c.folded().values()) for c in stages), "held": sum(c.held for c in stages)}
 
 
 def open_control(
@@ -316,5 +330,21 @@ def _log_summary(backend: Backend, pipeline: Pipeline, worker: PipelineWorker) -
     log.info("stopped: %d event(s) written%s", pipeline.written, first)
     for level, line in lines[1:]:
         log.log(level, "%s", line)
+    for coalesce in (pipeline.coalesce, pipeline.coalesce_other):
+        if coalesce is not None and coalesce.coalesced:
+            by_action = collections.Counter[str]()
+            for (action, _), n in coalesce.folded().items():
+                by_action[action] += n
+            log.info(
+                "coalesced: %d event(s) folded into others' event.count (%s)",
+                coalesce.coalesced.total(),
+                ", ".join(f"{action} {n}" for action, n in sorted(by_action.items())),
+            )
+            if coalesce.early:
+                log.info(
+                    "coalesced: %d event(s) written before their window ended: %d were held at once",
+                    coalesce.early,
+                    coalesce.max_held,
+                )
     if worker.waits:
         log.info("pipeline: waited %d time(s) for room (at most %d batch(es) queued)", worker.waits, worker.peak)

@@ -4,6 +4,7 @@ loopback port, over the in-memory backend (no kernel, no root)."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from filewarden.backends.fake import FakeBackend
 from filewarden.config import Output
 from filewarden.errors import UsageError
+from filewarden.model import enums
 from filewarden.pipeline.sinks import open_outputs
 from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from filewarden.service.metrics import Agent, MetricsServer, parse_address
@@ -60,6 +62,23 @@ def test_metrics_and_health_of_a_running_agent(tmp_path: Path) -> None:
         worker.close()
         for sink in sinks:
             sink.close()
+    finally:
+        server.close()
+
+
+def test_coalesced_events_are_counted_by_action_and_backend(tmp_path: Path) -> None:
+    server = MetricsServer(("127.0.0.1", 0))
+    server.start()
+    try:
+        backend = FakeBackend(root=tmp_path)
+        pipeline = Pipeline([], backend.processes, backend=backend.name, coalesce_window=60.0)
+        worker = PipelineWorker(pipeline)
+        server.attach(Agent(backend, pipeline, worker, []))
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        pipeline.emit([event(enums.Action.OPEN_WRITE, seq=i, ktime_ns=now) for i in range(4)])
+        _, body = get(f"http://127.0.0.1:{server.address[1]}/metrics")
+        assert 'filewarden_events_coalesced_total{action="open_write",backend="fake"} 3.0' in body
+        worker.close()
     finally:
         server.close()
 

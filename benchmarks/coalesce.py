@@ -1,0 +1,163 @@
+"""Coalescing: one process rewrites one file as fast as a busy writer does,
+through the real agent; how many events come out, and do their counts add up.
+
+    .venv/bin/python -m benchmarks.coalesce [--rewrites 100000] [--seconds 10] [--window 1] [--json out.json]
+
+Starts `filewarden run` as a user would (the backend `auto` picks: fanotify
+on a host without BPF trampolines) with no baseline, then one child
+process rewrites one monitored file in place (open for writing, pwrite,
+close) `--rewrites` times, spread evenly over `--seconds`. Once the last
+held event is written, it asks the agent (`filewarden status`) how many
+events its backend handed out, stops it, and prints the events written per
+action and the sum of their event.count against both the rewrites and the
+backend's events. fanotify merges a report into one of the same file and
+process still queued (fs/notify/fanotify/fanotify.c: fanotify_merge()), so
+there the backend sees fewer events than rewrites; the BPF backends see
+one open_write per rewrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.results import figure, write
+
+ROOT = Path(__file__).resolve().parent.parent
+FILEWARDEN = str(ROOT / ".venv/bin/filewarden")
+
+
+def rewrite(path: Path, n: int, seconds: float) -> float:
+    """In a child process (the agent ignores nothing of it): `n` rewrites
+    over `seconds`; returns how long they took."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        start = time.monotonic()
+        for i in range(n):
+            if i % 100 == 0:  # paced in steps of 100: a sleep per rewrite costs more than one
+                delay = start + i * seconds / n - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            fd = os.open(path, os.O_WRONLY)
+            os.pwrite(fd, b"%08d\n" % i, 0)
+            os.close(fd)
+        os.write(w, str(time.monotonic() - start).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        took = float(f.read() or "nan")
+    os.waitpid(pid, 0)
+    return took
+
+
+def status(sock: Path) -> dict[str, Any]:
+    args = [FILEWARDEN, "status", "--socket", str(sock), "--json"]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    doc: dict[str, Any] = json.loads(done.stdout)["agent"]
+    return doc
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rewrites", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--window", type=float, default=1.0, help="--coalesce-window [1]")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="fw-coalesce-", dir="/var/tmp"))
+    watched, out, sock = base / "watched", base / "events.jsonl", base / "fw.sock"
+    watched.mkdir()
+    target = watched / "state.dat"
+    target.write_bytes(b"0" * 9)
+    out.write_bytes(b"")
+    agent = subprocess.Popen(
+        [FILEWARDEN, "run", "--path", f"{watched}/**", "--state-dir", str(base / "state"), "--no-baseline",
+         "--output", f"jsonl:{out}", "--coalesce-window", str(args.window), "--control-socket", str(sock),
+         "--metrics-address", "", "--ready-file", str(base / "ready")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while not (base / "ready").exists():
+            if agent.poll() is not None:
+                raise SystemExit(f"filewarden exited: {agent.stderr.read() if agent.stderr else ''}")
+            time.sleep(0.05)
+        took = rewrite(target, args.rewrites, args.seconds)
+        # The backend's events are all written or folded once nothing is held.
+        deadline = time.monotonic() + 60
+        while True:
+            time.sleep(args.window)
+            agent_status = status(sock)
+            counters = agent_status["counters"]
+            if (
+                counters.get("held", 0) == 0
+                and counters["events"] == agent_status["events_written"] + counters.get("coalesced", 0)
+            ) or time.monotonic() > deadline:
+                break
+    finally:
+        agent.terminate()
+        _, stderr = agent.communicate(timeout=120)
+        docs = [json.loads(line) for line in out.read_text().splitlines()]
+        shutil.rmtree(base, ignore_errors=True)
+    backend = docs[0]["event"].get("backend", "?") if docs else "?"
+    events = collections.Counter(d["event"]["action"] for d in docs)
+    counts = collections.Counter[str]()
+    for d in docs:
+        counts[d["event"]["action"]] += d["event"].get("count", 1)
+    seen = counters["events"] - (args.rewrites if backend in {"lsm", "fentry"} else 0)  # the closes, internal
+    total = sum(counts.values())
+    most = max(events.values(), default=0)
+    bound = math.ceil(args.seconds / args.window) + 1
+    print(
+        f"{args.rewrites:,} rewrites of one file by one process in {took:.1f} s on {backend}, "
+        f"--coalesce-window {args.window:g}: {len(docs)} events written "
+        f"({', '.join(f'{a} {n}' for a, n in sorted(events.items()))}); counts sum to {total:,} "
+        f"({', '.join(f'{a} {n:,}' for a, n in sorted(counts.items()))}); the backend handed out {seen:,} events; "
+        f"sequence gap-free: {[d['event'].get('sequence') for d in docs] == list(range(len(docs)))}"
+    )
+    for line in stderr.splitlines():
+        if "coalesced:" in line:
+            print(line)
+    figures = [
+        figure(
+            f"events written for {args.rewrites:,} rewrites of one file in {args.seconds:g} s, most of one action "
+            f"({backend}, window {args.window:g} s)",
+            most,
+            "events",
+            f"{len(docs)} in all ({', '.join(sorted(events))})",
+            target=f"<= {bound}",
+            met=most <= bound,
+        ),
+        figure(
+            "sum of event.count = events the backend handed out",
+            total,
+            "events",
+            f"{seen:,} handed out; {args.rewrites:,} rewrites",
+            target=f"= {seen:,}",
+            met=total == seen,
+        ),
+        figure(
+            "sum of event.count per rewrite, most of one action",
+            max(counts.values(), default=0) / args.rewrites,
+            "ratio",
+            "1.0 when every rewrite is one record (BPF backends); fanotify merges queued reports",
+        ),
+    ]
+    if args.json:
+        write(args.json, figures)
+    return 0 if docs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
