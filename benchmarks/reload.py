@@ -158,6 +158,8 @@ def main() -> int:
                 probe = str(d / f"probe{j}")
                 os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o644))
                 made[probe] = time.monotonic_ns()  # created by now
+                if args.unlink:
+                    os.unlink(probe)  # a later reload's marking walk stays as short
                 j += 1
                 time.sleep(PROBE_EVERY_S)
             cycles.append((t0, made))
