@@ -118,6 +118,23 @@ def cli() -> None:
     help="Serve Prometheus metrics (/metrics) and a health check (/healthz) here; '' for none "
     "[default: the config's metrics_address, else 127.0.0.1:9464, loopback only].",
 )
+@click.option(
+    "--rate-limit-per-cgroup",
+    type=int,
+    metavar="N",
+    default=None,
+    help="File events a second each cgroup (container) may cause; the rest are not reported one by one "
+    "but summed up once a second in one rate_limited event per cgroup (how many, which actions, the "
+    "top paths). Process events are never limited. 0: no limit [default: the config's, else 0].",
+)
+@click.option(
+    "--rate-limit-burst",
+    type=int,
+    metavar="N",
+    default=None,
+    help="File events a cgroup may cause at once above --rate-limit-per-cgroup before it applies "
+    "[default: the config's, else the rate].",
+)
 def run(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     paths: tuple[str, ...],
@@ -131,6 +148,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
     report_initial_scan: bool | None,
     rebuild_baseline: bool | None,
     metrics_address: str | None,
+    rate_limit_per_cgroup: int | None,
+    rate_limit_burst: int | None,
 ) -> None:
     """Monitor file changes until SIGINT or SIGTERM.
 
@@ -167,6 +186,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
         report_initial_scan=report_initial_scan,
         rebuild_baseline=rebuild_baseline,
         metrics_address=metrics_address,
+        rate_limit_per_cgroup=rate_limit_per_cgroup,
+        rate_limit_burst=rate_limit_burst,
     )
     _setup_logging(config.log_level)
     socket_path = control_socket if control_socket is not None and str(control_socket) not in ("", ".") else None

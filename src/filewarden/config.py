@@ -51,6 +51,7 @@ DEFAULT_REHASH_INTERVAL: Final = 60.0
 DEFAULT_RETENTION_DAYS: Final = 30.0
 DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:9464"
 DEFAULT_RETENTION_MIB: Final = 1024.0
+MAX_RATE_LIMIT: Final = 10**9  # file events a second (the kernel's bucket counts in ns)
 
 
 class ConfigError(UsageError):
@@ -82,6 +83,8 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     metrics_address: str | UnsetType = UNSET
     retention_days: float | UnsetType = UNSET
     retention_mib: float | UnsetType = UNSET
+    rate_limit_per_cgroup: int | UnsetType = UNSET
+    rate_limit_burst: int | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,11 @@ class Config:
     # The event store keeps this many days and at most this many MiB.
     retention_days: float = DEFAULT_RETENTION_DAYS
     retention_mib: float = DEFAULT_RETENTION_MIB
+    # File events a second each cgroup may cause, in bursts of up to
+    # rate_limit_burst (0: as many as the rate); the rest are summed up in
+    # rate_limited events (backends/ratelimit.py). 0: no limit.
+    rate_limit_per_cgroup: int = 0
+    rate_limit_burst: int = 0
 
     @property
     def digest(self) -> str:
@@ -252,6 +260,19 @@ def _check_buffer(n: int, where: str) -> int:
     return n
 
 
+def _check_rate_limit(n: int, where: str, key: str) -> int:
+    if n < 0 or n > MAX_RATE_LIMIT:
+        raise ConfigError(f"{where}: {key} {n} must be between 0 (off) and {MAX_RATE_LIMIT} (file events a second)")
+    return n
+
+
+def _rate_limit_value(cli: int | None, file: int | UnsetType, where: str, key: str) -> int:
+    """The command line's value, else the file's, else 0, checked."""
+    if cli is not None:
+        return _check_rate_limit(cli, "--" + key.replace("_", "-"), key)
+    return _check_rate_limit(file, where, key) if file is not UNSET else 0
+
+
 def _check_backend(name: str, where: str) -> Literal["auto", "lsm", "fentry", "fanotify"]:
     if name == "auto":
         return "auto"
@@ -308,6 +329,8 @@ def load(
     rebuild_baseline: bool | None = None,
     event_store: bool | None = None,
     metrics_address: str | None = None,
+    rate_limit_per_cgroup: int | None = None,
+    rate_limit_burst: int | None = None,
 ) -> Config:
     """The effective configuration: defaults < file < command line."""
     file = read_file(config_file) if config_file is not None else FileConfig()
@@ -383,6 +406,10 @@ def load(
             if file.retention_mib is not UNSET
             else DEFAULT_RETENTION_MIB
         ),
+        rate_limit_per_cgroup=_rate_limit_value(
+            rate_limit_per_cgroup, file.rate_limit_per_cgroup, where, "rate_limit_per_cgroup"
+        ),
+        rate_limit_burst=_rate_limit_value(rate_limit_burst, file.rate_limit_burst, where, "rate_limit_burst"),
     )
 
 

@@ -21,17 +21,17 @@ from filewarden.host.layers import Layers
 from filewarden.host.proctree import ProcessTree
 
 if TYPE_CHECKING:
-    from filewarden.model.events import FileEvent
+    from filewarden.model.events import Event
 
 
 class FakeBackend:
     def __init__(
         self,
-        batches: Iterable[list[FileEvent]] = (),
+        batches: Iterable[list[Event]] = (),
         *,
         root: Path = Path("/"),
         name: str = "fake",
-        at_stop: list[FileEvent] | None = None,
+        at_stop: list[Event] | None = None,
         fail_start: str | None = None,
     ) -> None:
         self.name = name
@@ -41,6 +41,7 @@ class FakeBackend:
         self.on_read: Callable[[FakeBackend], None] | None = None
         self.started = self.stopped = self.closed = False
         self.reads = 0
+        self.rate_limit = (0, 0)
         self._batches = deque(batches)
         self._at_stop = at_stop or []
         self._fail_start = fail_start
@@ -58,7 +59,7 @@ class FakeBackend:
     def wake_fds(self) -> list[tuple[int, int]]:
         return []
 
-    def read(self, timeout: float = 0.0) -> list[FileEvent]:
+    def read(self, timeout: float = 0.0) -> list[Event]:
         self.reads += 1
         if self.on_read is not None:
             self.on_read(self)
@@ -68,7 +69,10 @@ class FakeBackend:
         self._signal()
         return batch
 
-    def stop(self) -> list[FileEvent]:
+    def set_rate_limit(self, rate: int, burst: int) -> None:
+        self.rate_limit = (rate, burst)
+
+    def stop(self) -> list[Event]:
         self.stopped = True
         rest = [e for batch in self._batches for e in batch] + self._at_stop
         self._batches.clear()

@@ -1,0 +1,52 @@
+"""The kernel side of the per-cgroup rate limit (bpf/ratelimit.bpf.h): its
+setting in the `rate_limit` map, and the suppression totals in
+`rl_cgroups` and `rl_paths`, read about once a second for the summaries
+(backends/ratelimit.py)."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Final
+
+from filewarden.backends.bpf import abi
+from filewarden.backends.ratelimit import Limit, PathTotal, Summaries
+
+if TYPE_CHECKING:
+    from filewarden._libbpf import BpfObject
+    from filewarden.model.events import RateLimited
+
+_KEY0: Final = struct.pack("<I", 0)
+
+
+class KernelRateLimit:
+    def __init__(self, obj: BpfObject, limit: Limit) -> None:
+        self._config = obj.map("rate_limit")
+        self._cgroups = obj.map("rl_cgroups")
+        self._paths = obj.map("rl_paths")
+        self.summaries = Summaries()
+        self.limit = limit
+        self.set(limit)
+
+    def set(self, limit: Limit) -> None:
+        """Puts `limit` in force at once; each cgroup's bucket keeps its state."""
+        self._config.update(_KEY0, abi.rate_limit(limit.rate, limit.bucket))
+        self.limit = limit
+
+    def totals(self) -> tuple[dict[int, int], list[PathTotal]]:
+        cgroups: dict[int, int] = {}
+        for key in self._cgroups.keys():  # noqa: SIM118 - a BPF map, not a dict
+            raw = self._cgroups.lookup(key)
+            if raw is not None:  # gone since keys() listed it
+                cgroups[int.from_bytes(key[:8], "little")] = abi.decode_rl_suppressed(raw)
+        paths: list[PathTotal] = []
+        for key in self._paths.keys():  # noqa: SIM118 - a BPF map, not a dict
+            raw = self._paths.lookup(key)
+            if raw is not None:
+                cgroup_id, action, count, path, cut = abi.decode_rl_path(key, raw)
+                paths.append((cgroup_id, action, key, count, path, cut))
+        return cgroups, paths
+
+    def take(self, now_ns: int) -> list[RateLimited]:
+        """One summary per cgroup that had records suppressed since the last call."""
+        cgroups, paths = self.totals()
+        return self.summaries.take(now_ns, cgroups, paths, self.limit)
