@@ -40,10 +40,14 @@ extern struct {
 	__type(value, struct fw_rate_limit);
 } rate_limit SEC(".maps");
 
-/* Every cgroup that sent a file record while a limit was set. LRU: a
- * cgroup gone long ago makes room; user space sizes it before load. */
+/* Every cgroup that sent a file record while a limit was set. A plain
+ * hash: map_check_btf() (kernel/bpf/syscall.c) allows a bpf_spin_lock in
+ * hash, array and local storage values only, not in an LRU hash. User
+ * space deletes the entries of idle cgroups (their bucket full again)
+ * once their counts are summed up; when it is full, a new cgroup's
+ * records are sent unlimited. */
 extern struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, struct fw_rl_cgroup);

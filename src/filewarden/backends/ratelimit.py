@@ -119,6 +119,11 @@ class Summaries:
         self.summaries += len(out)
         return out
 
+    def forget(self, cgroup_id: int) -> None:
+        """The cgroup's entry is gone (deleted once idle): its next total
+        starts from 0."""
+        self._cgroups.pop(cgroup_id, None)
+
 
 def _delta(before: int, now: int) -> int:
     # Smaller than before: the entry was dropped (LRU) and made again.

@@ -634,9 +634,10 @@ def rate_limit(rate: int, burst: int) -> bytes:
     return struct.pack("<QQ", interval, interval * max(1, burst))
 
 
-def decode_rl_suppressed(raw: bytes) -> int:
-    """struct fw_rl_cgroup: the records its cgroup had suppressed."""
-    return int(_RL_CGROUP.unpack_from(raw)[3])
+def decode_rl_cgroup(raw: bytes) -> tuple[int, int]:
+    """struct fw_rl_cgroup: (tat_ns, records suppressed)."""
+    _, _, tat_ns, suppressed = _RL_CGROUP.unpack_from(raw)
+    return int(tat_ns), int(suppressed)
 
 
 def decode_rl_path(key: bytes, value: bytes) -> tuple[int, int, int, bytes, bool]:

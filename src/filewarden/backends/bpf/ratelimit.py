@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from filewarden.model.events import RateLimited
 
 _KEY0: Final = struct.pack("<I", 0)
+# A cgroup whose bucket has been full again this long sends nothing over
+# the limit: its entry is deleted once its counts are summed up.
+IDLE_NS: Final = 2 * 10**9
 
 
 class KernelRateLimit:
@@ -32,21 +35,35 @@ class KernelRateLimit:
         self._config.update(_KEY0, abi.rate_limit(limit.rate, limit.bucket))
         self.limit = limit
 
-    def totals(self) -> tuple[dict[int, int], list[PathTotal]]:
+    def totals(self, now_ns: int) -> tuple[dict[int, int], list[PathTotal], list[bytes]]:
+        """The suppression totals by cgroup and by path, and the keys of
+        idle cgroups."""
         cgroups: dict[int, int] = {}
+        idle: list[bytes] = []
         for key in self._cgroups.keys():  # noqa: SIM118 - a BPF map, not a dict
             raw = self._cgroups.lookup(key)
             if raw is not None:  # gone since keys() listed it
-                cgroups[int.from_bytes(key[:8], "little")] = abi.decode_rl_suppressed(raw)
+                tat_ns, suppressed = abi.decode_rl_cgroup(raw)
+                cgroups[int.from_bytes(key[:8], "little")] = suppressed
+                if tat_ns + IDLE_NS < now_ns:
+                    idle.append(key)
         paths: list[PathTotal] = []
         for key in self._paths.keys():  # noqa: SIM118 - a BPF map, not a dict
             raw = self._paths.lookup(key)
             if raw is not None:
                 cgroup_id, action, count, path, cut = abi.decode_rl_path(key, raw)
                 paths.append((cgroup_id, action, key, count, path, cut))
-        return cgroups, paths
+        return cgroups, paths, idle
 
     def take(self, now_ns: int) -> list[RateLimited]:
-        """One summary per cgroup that had records suppressed since the last call."""
-        cgroups, paths = self.totals()
-        return self.summaries.take(now_ns, cgroups, paths, self.limit)
+        """One summary per cgroup that had records suppressed since the last
+        call. Then the entries of idle cgroups go: the kernel's hash has no
+        LRU (ratelimit.bpf.h), and an idle cgroup's next record finds its
+        bucket full, so it is sent and nothing counted is lost (unless more
+        than a burst arrive between the read and the delete)."""
+        cgroups, paths, idle = self.totals(now_ns)
+        out = self.summaries.take(now_ns, cgroups, paths, self.limit)
+        for key in idle:
+            self._cgroups.delete(key)
+            self.summaries.forget(int.from_bytes(key[:8], "little"))
+        return out
