@@ -58,23 +58,23 @@ PathTotal = tuple[int, int, object, int, bytes, bool]  # cgroup, action, key, co
 
 
 class Summaries:
-    """Turns the suppression totals (since each entry was made; they only
-    grow, or start again from 0 when the kernel dropped an entry and made it
-    anew) into one RateLimited event per cgroup per window."""
+    """Turns the suppression totals (from 0 when the limit's state was made,
+    at `start_ns`; they only grow, or start again from 0 when the kernel
+    dropped an entry and made it anew) into one RateLimited event per
+    cgroup per window. Cgroup 0: the writer's cgroup was not known."""
 
-    def __init__(self, top: int = TOP_PATHS) -> None:
+    def __init__(self, start_ns: int, top: int = TOP_PATHS) -> None:
         self.top = top
         self.suppressed = 0  # records suppressed over the run, every cgroup (the metrics)
         self.summaries = 0  # RateLimited events made
         self._cgroups: dict[int, int] = {}
         self._paths: dict[tuple[int, int, object], int] = {}
-        self._since_ns: int | None = None
+        self._since_ns = start_ns
 
     def take(
         self, now_ns: int, cgroups: Mapping[int, int], paths: Iterable[PathTotal], limit: Limit
     ) -> list[RateLimited]:
-        """The summaries of what was suppressed since the last call (the
-        first call only notes the totals' start, at `now_ns`)."""
+        """The summaries of what was suppressed since the last call."""
         since, self._since_ns = self._since_ns, now_ns
         new_counts: dict[int, int] = {}
         for cgroup_id, total in cgroups.items():
@@ -96,8 +96,6 @@ class Summaries:
             entry[0] += n
             entry[1] |= cut
         self._paths = seen
-        if since is None:
-            return []
         out = []
         for cgroup_id, count in sorted(new_counts.items()):
             ranked = sorted(by_path[cgroup_id].items(), key=lambda kv: (-kv[1][0], kv[0]))
@@ -106,7 +104,7 @@ class Summaries:
                 RateLimited(
                     ktime_ns=now_ns,
                     window_ns=now_ns - since,
-                    cgroup_id=cgroup_id,
+                    cgroup_id=cgroup_id or None,
                     count=count,
                     actions=tuple((Action(a), n) for a, n in actions),
                     paths=tuple(SuppressedPath(p, c, bool(cut)) for p, (c, cut) in ranked[: self.top]),

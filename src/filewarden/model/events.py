@@ -161,7 +161,7 @@ class RateLimited(msgspec.Struct, frozen=True, gc=False):
 
     ktime_ns: int  # CLOCK_BOOTTIME: the window's end
     window_ns: int  # its length
-    cgroup_id: int
+    cgroup_id: int | None  # None: not known (fanotify, a writer gone before it was asked)
     count: int  # records suppressed in the window
     actions: tuple[tuple[Action, int], ...]  # by action, most first
     paths: tuple[SuppressedPath, ...]  # the most suppressed paths, most first

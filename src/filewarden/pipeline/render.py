@@ -305,11 +305,13 @@ def rate_limited_document(
             "action": ACTION_NAMES[Action.RATE_LIMITED],
             "window": {"start": clock.stamp(event.ktime_ns - event.window_ns), "end": clock.stamp(event.ktime_ns)},
         },
-        "process": {"cgroup": {"id": event.cgroup_id}},
         "rate_limit": limited,
     }
-    if enrich is not None:
-        cid = enrich.container_of(event.cgroup_id)
+    if event.cgroup_id is None:
+        doc["event"]["unavailable"] = ["process.cgroup.id"]
+    else:
+        doc["process"] = {"cgroup": {"id": event.cgroup_id}}
+        cid = enrich.container_of(event.cgroup_id) if enrich is not None else None
         if cid:
             doc["container"] = {"id": cid}
     if backend is not None:

@@ -19,17 +19,26 @@ LIMIT = Limit(rate=5, burst=20)
 CHMOD, UNLINK = int(Action.CHMOD), int(Action.UNLINK)
 
 
-def test_the_first_window_only_notes_where_the_totals_start() -> None:
-    s = Summaries()
-    assert s.take(1 * S, {7: 30}, [(7, CHMOD, b"k", 30, b"/a", False)], LIMIT) == []
-    assert s.suppressed == 0
+def test_the_first_window_runs_from_the_start() -> None:
+    s = Summaries(start_ns=S // 2)
+    (out,) = s.take(1 * S, {7: 30}, [(7, CHMOD, b"k", 30, b"/a", False)], LIMIT)
+    assert (out.window_ns, out.count, out.paths) == (S // 2, 30, (SuppressedPath(b"/a", 30),))
+    assert s.suppressed == 30
     # Nothing new: no summary.
     assert s.take(2 * S, {7: 30}, [(7, CHMOD, b"k", 30, b"/a", False)], LIMIT) == []
 
 
+def test_an_unknown_cgroup_is_none() -> None:
+    s = Summaries(start_ns=0)
+    (out,) = s.take(S, {0: 3}, [(0, CHMOD, b"/a", 3, b"/a", False)], LIMIT)
+    assert out.cgroup_id is None
+    doc = rate_limited_document(out, WallClock(), Containers())
+    assert "process" not in doc
+    assert doc["event"]["unavailable"] == ["process.cgroup.id"]
+
+
 def test_a_window_sums_up_each_cgroup_by_action_and_path() -> None:
-    s = Summaries(top=2)
-    s.take(1 * S, {}, [], LIMIT)
+    s = Summaries(start_ns=S, top=2)
     paths = [
         (7, CHMOD, b"k1", 5, b"/srv/a", False),
         (7, UNLINK, b"k2", 3, b"/srv/b", False),
@@ -66,17 +75,17 @@ def test_a_window_sums_up_each_cgroup_by_action_and_path() -> None:
 
 
 def test_the_next_window_counts_only_what_is_new() -> None:
-    s = Summaries()
+    s = Summaries(start_ns=0)
     s.take(1 * S, {7: 2}, [(7, CHMOD, b"k", 2, b"/a", False)], LIMIT)
     (out,) = s.take(2 * S, {7: 9}, [(7, CHMOD, b"k", 9, b"/a", False)], LIMIT)
     assert (out.count, out.actions, out.paths) == (7, ((Action.CHMOD, 7),), (SuppressedPath(b"/a", 7),))
     (out,) = s.take(3 * S, {7: 10}, [(7, CHMOD, b"k", 9, b"/a", False), (7, CHMOD, b"j", 1, b"/b", False)], LIMIT)
     assert (out.count, out.paths) == (1, (SuppressedPath(b"/b", 1),))
-    assert s.suppressed == 8
+    assert s.suppressed == 2 + 7 + 1
 
 
 def test_an_entry_made_again_counts_from_zero() -> None:
-    s = Summaries()
+    s = Summaries(start_ns=0)
     s.take(1 * S, {7: 50}, [(7, CHMOD, b"k", 50, b"/a", False)], LIMIT)
     # The kernel dropped both entries and made them again: smaller totals.
     (out,) = s.take(2 * S, {7: 4}, [(7, CHMOD, b"k", 4, b"/a", False)], LIMIT)

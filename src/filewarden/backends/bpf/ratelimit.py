@@ -6,6 +6,7 @@ setting in the `rate_limit` map, and the suppression totals in
 from __future__ import annotations
 
 import struct
+import time
 from typing import TYPE_CHECKING, Final
 
 from filewarden.backends.bpf import abi
@@ -26,7 +27,7 @@ class KernelRateLimit:
         self._config = obj.map("rate_limit")
         self._cgroups = obj.map("rl_cgroups")
         self._paths = obj.map("rl_paths")
-        self.summaries = Summaries()
+        self.summaries = Summaries(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
         self.limit = limit
         self.set(limit)
 
