@@ -93,6 +93,11 @@ static __always_inline void fw_rl_note(struct fw_scratch *s, __u64 cgroup_id)
 		v = bpf_map_lookup_elem(&rl_paths, &key);
 		if (!v)
 			return;
+		/* n <= FW_RL_PATH_MAX by its min() above, which clang knows and
+		 * v6.1's verifier does not follow through clang's code ("R1 min
+		 * value is outside of the allowed memory range" at the read):
+		 * hidden from clang, the check stays for the verifier to see. */
+		barrier_var(n);
 		if (!v->path_len && n && n <= FW_RL_PATH_MAX) {
 			bpf_probe_read_kernel(v->path, n, s->path + (start & (FW_BUF - 1)));
 			v->flags = s->ev.flags & (FW_EVENT_PATH_TRUNCATED | FW_EVENT_PATH_FS_RELATIVE);
