@@ -64,7 +64,14 @@ class KernelRateLimit:
         than a burst arrive between the read and the delete)."""
         cgroups, paths, idle = self.totals(now_ns)
         out = self.summaries.take(now_ns, cgroups, paths, self.limit)
+        gone: set[int] = set()
         for key in idle:
             self._cgroups.delete(key)
+            gone.add(int.from_bytes(key[:8], "little"))
             self.summaries.forget(int.from_bytes(key[:8], "little"))
+        # Their paths too: after a flood, a full rl_paths would otherwise be
+        # read again every second for nothing.
+        for cgroup_id, _, path_key, _, _, _ in paths:
+            if cgroup_id in gone and isinstance(path_key, bytes):
+                self._paths.delete(path_key)
         return out
