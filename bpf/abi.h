@@ -201,7 +201,11 @@ enum fw_counter {
 	FW_COUNTER_ERROR = 3,        /* the call could not be examined (no scratch slot, no task storage) */
 	FW_COUNTER_RINGBUF_FULL = 4, /* the record did not fit in the ring */
 	FW_COUNTER_KEPT = 5, /* inode_free: an evicted inode's mark was kept */
-	FW_COUNTER_MAX = 6,
+	/* Over its cgroup's rate limit (ratelimit.bpf.h): not sent, and given
+	 * no sequence number (suppression is no loss); noted in rl_cgroups and
+	 * rl_paths, which user space sums up as `rate_limited` events. */
+	FW_COUNTER_RATE_LIMITED = 6,
+	FW_COUNTER_MAX = 7,
 };
 
 /* Why a call was ignored: each FW_COUNTER_IGNORED exit also adds one to
@@ -265,6 +269,39 @@ struct fw_exe_key {
 	__u64 ino;
 	__u32 dev; /* super_block.s_dev: major << 20 | minor */
 	__u32 _pad;
+};
+
+/*
+ * The per-cgroup rate limit of file records (ratelimit.bpf.h): a token
+ * bucket per cgroup v2 id. Value of the one-entry "rate_limit" array map,
+ * written by user space at start and whenever the limit changes.
+ */
+struct fw_rate_limit {
+	__u64 interval_ns; /* 10^9 / events per second: one token's refill time; 0: no limit */
+	__u64 burst_ns;    /* burst * interval_ns: how far ahead of now a cgroup may draw */
+};
+
+/* The last bytes of a suppressed record's path kept in rl_paths. */
+#define FW_RL_PATH_MAX 128
+
+/* Key of the "rl_paths" hash: one suppressed path of one action in one
+ * cgroup. hash: FNV-1a of the path's length and its last FW_RL_PATH_MAX
+ * bytes. */
+struct fw_rl_path_key {
+	__u64 cgroup_id;
+	__u64 hash;
+	__u32 action; /* enum fw_action */
+	__u32 _pad;
+};
+
+/* Value of "rl_paths": how many records of that key were suppressed since
+ * the entry was made (user space takes differences), and the path. */
+struct fw_rl_path {
+	__u64 count;
+	__u32 flags;    /* the record's FW_EVENT_PATH_TRUNCATED, FW_EVENT_PATH_FS_RELATIVE */
+	__u16 path_len; /* the whole path's length: path[] holds its last min(path_len, FW_RL_PATH_MAX) bytes */
+	__u16 _pad;
+	char path[FW_RL_PATH_MAX];
 };
 
 /* Key of the "prefixes" LPM trie, and of the "ancestors" hash (exact

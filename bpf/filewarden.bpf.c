@@ -13,6 +13,7 @@
  *   marks.bpf.c       inode_free_security; the inode marks' maps
  *   process.bpf.c     sched_process_exec, _fork, _exit
  *   maps.bpf.c        the maps and settings of common.bpf.h, maps.bpf.h
+ *   ratelimit.bpf.c   the per-cgroup rate limit's maps
  *   walk.bpf.c        the path walk's counters and lock reads
  * hook.bpf.h says what every handler does.
  */
@@ -45,5 +46,8 @@ const volatile struct fw_abi_types {
 	struct fw_exec exec;
 	struct fw_fork fork;
 	struct fw_exit exit;
+	struct fw_rate_limit rate_limit;
+	struct fw_rl_path_key rl_path_key;
+	struct fw_rl_path rl_path;
 } fw_abi_types = {};
 #pragma clang diagnostic pop

@@ -6,8 +6,8 @@
  *   skip the agent -> classify -> claim a scratch slot -> resolve the path(s)
  *   -> ignore what is not monitored, or fill the record and send it,
  * and every exit is counted by fw_exit() as exactly one of emitted /
- * ignored / error / ringbuf_full. The programs never deny anything: they
- * return the verdict they were given.
+ * ignored / error / ringbuf_full / rate_limited (fw_emit()). The programs
+ * never deny anything: they return the verdict they were given.
  *
  * The path_* hooks are called once per system call, from the syscall layer
  * (fs/namei.c, fs/open.c, fs/attr.c callers), for the path the process

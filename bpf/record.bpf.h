@@ -17,6 +17,7 @@
 #include "overlay.bpf.h"
 #include "path.bpf.h"
 #include "process.bpf.h"
+#include "ratelimit.bpf.h"
 
 static __always_inline void fw_event_init(struct fw_scratch *s, enum fw_hook hook, enum fw_action action)
 {
@@ -233,11 +234,16 @@ static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_p
 	return FW_COUNTER_EMITTED;
 }
 
-/* Stamps the acting process and sends the record. */
+/* Stamps the acting process and sends the record, unless its cgroup is
+ * over the rate limit (ratelimit.bpf.h): checked first, so a suppressed
+ * record costs no process lookup and takes no sequence number. */
 static __always_inline enum fw_counter fw_emit(struct fw_scratch *s)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_proc_cache *c;
+
+	if (fw_rate_limited(s))
+		return FW_COUNTER_RATE_LIMITED;
 
 	fw_fill_process(&s->ev.proc, task);
 	c = fw_proc_cache_get(task, &s->walk, s->exe_walk);

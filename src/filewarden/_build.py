@@ -25,6 +25,7 @@ OBJECTS: dict[str, tuple[str, ...]] = {
         "maps",  # defines the shared maps and settings
         "walk",  # defines the path walk's counters and lock reads
         "marks",  # defines the inode marks' maps; inode_free
+        "ratelimit",  # defines the per-cgroup rate limit's maps
         "open",
         "namespace",
         "attributes",

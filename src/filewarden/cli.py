@@ -158,6 +158,23 @@ def cli() -> None:
     "close_write, content_changed) are written as one event, at the window's end, with event.count and "
     "event.window; 0: off [default: the config's coalesce_window, else 1].",
 )
+@click.option(
+    "--rate-limit-per-cgroup",
+    type=int,
+    metavar="N",
+    default=None,
+    help="File events a second each cgroup (container) may cause; the rest are not reported one by one "
+    "but summed up once a second in one rate_limited event per cgroup (how many, which actions, the "
+    "top paths). Process events are never limited. 0: no limit [default: the config's, else 0].",
+)
+@click.option(
+    "--rate-limit-burst",
+    type=int,
+    metavar="N",
+    default=None,
+    help="File events a cgroup may cause at once above --rate-limit-per-cgroup before it applies "
+    "[default: the config's, else the rate].",
+)
 def run(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     paths: tuple[str, ...],
@@ -174,6 +191,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
     rebuild_baseline: bool | None,
     metrics_address: str | None,
     coalesce_window: float | None,
+    rate_limit_per_cgroup: int | None,
+    rate_limit_burst: int | None,
 ) -> None:
     """Monitor file changes until SIGINT or SIGTERM.
 
@@ -226,6 +245,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
         rebuild_baseline=rebuild_baseline,
         metrics_address=metrics_address,
         coalesce_window=coalesce_window,
+        rate_limit_per_cgroup=rate_limit_per_cgroup,
+        rate_limit_burst=rate_limit_burst,
     )
     config = load()
     _setup_logging(config.log_level)

@@ -54,6 +54,7 @@ DEFAULT_RETENTION_MIB: Final = 1024.0
 DEFAULT_COALESCE_WINDOW: Final = 1.0
 # A held event waits this long at most before it is written.
 MAX_COALESCE_WINDOW: Final = 3600.0
+MAX_RATE_LIMIT: Final = 10**9  # file events a second (the kernel's bucket counts in ns)
 
 
 class ConfigError(UsageError):
@@ -88,6 +89,8 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retention_days: float | UnsetType = UNSET
     retention_mib: float | UnsetType = UNSET
     coalesce_window: float | UnsetType = UNSET
+    rate_limit_per_cgroup: int | UnsetType = UNSET
+    rate_limit_burst: int | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,11 @@ class Config:
     # Repeated writes of one file by one process within this many seconds
     # are one event with event.count (pipeline/coalesce.py); 0: off.
     coalesce_window: float = DEFAULT_COALESCE_WINDOW
+    # File events a second each cgroup may cause, in bursts of up to
+    # rate_limit_burst (0: as many as the rate); the rest are summed up in
+    # rate_limited events (backends/ratelimit.py). 0: no limit.
+    rate_limit_per_cgroup: int = 0
+    rate_limit_burst: int = 0
 
     @property
     def digest(self) -> str:
@@ -283,6 +291,19 @@ def _check_buffer(n: int, where: str) -> int:
     return n
 
 
+def _check_rate_limit(n: int, where: str, key: str) -> int:
+    if n < 0 or n > MAX_RATE_LIMIT:
+        raise ConfigError(f"{where}: {key} {n} must be between 0 (off) and {MAX_RATE_LIMIT} (file events a second)")
+    return n
+
+
+def _rate_limit_value(cli: int | None, file: int | UnsetType, where: str, key: str) -> int:
+    """The command line's value, else the file's, else 0, checked."""
+    if cli is not None:
+        return _check_rate_limit(cli, "--" + key.replace("_", "-"), key)
+    return _check_rate_limit(file, where, key) if file is not UNSET else 0
+
+
 def _check_backend(name: str, where: str) -> Literal["auto", "lsm", "fentry", "fanotify"]:
     if name == "auto":
         return "auto"
@@ -351,6 +372,8 @@ def load(
     event_store: bool | None = None,
     metrics_address: str | None = None,
     coalesce_window: float | None = None,
+    rate_limit_per_cgroup: int | None = None,
+    rate_limit_burst: int | None = None,
 ) -> Config:
     """The effective configuration: defaults < file < command line."""
     file = read_file(config_file) if config_file is not None else FileConfig()
@@ -447,6 +470,10 @@ def load(
             if file.coalesce_window is not UNSET
             else DEFAULT_COALESCE_WINDOW
         ),
+        rate_limit_per_cgroup=_rate_limit_value(
+            rate_limit_per_cgroup, file.rate_limit_per_cgroup, where, "rate_limit_per_cgroup"
+        ),
+        rate_limit_burst=_rate_limit_value(rate_limit_burst, file.rate_limit_burst, where, "rate_limit_burst"),
     )
 
 

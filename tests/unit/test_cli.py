@@ -63,6 +63,15 @@ def test_bad_usage_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], ar
     assert "Traceback" not in err
 
 
+def test_a_bad_rate_limit_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "run", "--path", "/etc/**", "--rate-limit-per-cgroup", "-5")
+    assert (code, out) == (2, "")
+    assert err == (
+        "filewarden: error: --rate-limit-per-cgroup: rate_limit_per_cgroup -5 must be between 0 (off) "
+        "and 1000000000 (file events a second)\n"
+    )
+
+
 def test_bad_config_file_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text("paths = 1")

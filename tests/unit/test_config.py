@@ -120,3 +120,25 @@ def test_bad_exclusions_name_the_key(tmp_path: Path, content: str, message: str)
     f.write_text(content)
     with pytest.raises(ConfigError, match=message):
         config.load(f)
+
+
+def test_rate_limit_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    assert (config.load().rate_limit_per_cgroup, config.load().rate_limit_burst) == (0, 0)
+    f = tmp_path / "fw.toml"
+    f.write_text("rate_limit_per_cgroup = 100\nrate_limit_burst = 500\n")
+    cfg = config.load(f)
+    assert (cfg.rate_limit_per_cgroup, cfg.rate_limit_burst) == (100, 500)
+    over = config.load(f, rate_limit_per_cgroup=0)
+    assert (over.rate_limit_per_cgroup, over.rate_limit_burst) == (0, 500)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rate_limit_per_cgroup": -1}, r"--rate-limit-per-cgroup: rate_limit_per_cgroup -1 must be between 0 \(off\)"),
+        ({"rate_limit_burst": 10**10}, r"--rate-limit-burst: rate_limit_burst 10000000000 must be between 0 \(off\)"),
+    ],
+)
+def test_bad_rate_limit_names_the_option(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load(**kwargs)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from filewarden.config import Config
     from filewarden.host.layers import Layers
     from filewarden.host.proctree import ProcessTree
-    from filewarden.model.events import FileEvent
+    from filewarden.model.events import Event
 
 
 @dataclass
@@ -138,7 +138,7 @@ class Backend(Protocol):
         """More descriptors to poll (fd, epoll events) after which read() has work."""
         ...
 
-    def read(self, timeout: float = 0.0) -> list[FileEvent]: ...
+    def read(self, timeout: float = 0.0) -> list[Event]: ...
 
     def reconfigure(self, config: Config) -> None:
         """Puts a reloaded configuration in force while running: the
@@ -149,7 +149,7 @@ class Backend(Protocol):
         on the record loop's thread, between two read()s."""
         ...
 
-    def stop(self) -> list[FileEvent]: ...
+    def stop(self) -> list[Event]: ...
 
     def close(self) -> None: ...
 
@@ -161,4 +161,10 @@ class Backend(Protocol):
 
     def gauges(self) -> Gauges:
         """Losses by cause, buffers' fill, kernel counters: for metrics."""
+        ...
+
+    def set_rate_limit(self, rate: int, burst: int) -> None:
+        """Puts a per-cgroup rate limit of file events in force (rate 0: none;
+        burst 0: as many as the rate) at once, without a restart
+        (backends/ratelimit.py)."""
         ...

@@ -22,17 +22,17 @@ from filewarden.host.proctree import ProcessTree
 
 if TYPE_CHECKING:
     from filewarden.config import Config
-    from filewarden.model.events import FileEvent
+    from filewarden.model.events import Event
 
 
 class FakeBackend:
     def __init__(
         self,
-        batches: Iterable[list[FileEvent]] = (),
+        batches: Iterable[list[Event]] = (),
         *,
         root: Path = Path("/"),
         name: str = "fake",
-        at_stop: list[FileEvent] | None = None,
+        at_stop: list[Event] | None = None,
         fail_start: str | None = None,
     ) -> None:
         self.name = name
@@ -43,6 +43,7 @@ class FakeBackend:
         self.started = self.stopped = self.closed = False
         self.reads = 0
         self.configs: list[Config] = []  # what reconfigure() was given, in order
+        self.rate_limit = (0, 0)
         self._batches = deque(batches)
         self._at_stop = at_stop or []
         self._fail_start = fail_start
@@ -60,7 +61,7 @@ class FakeBackend:
     def wake_fds(self) -> list[tuple[int, int]]:
         return []
 
-    def read(self, timeout: float = 0.0) -> list[FileEvent]:
+    def read(self, timeout: float = 0.0) -> list[Event]:
         self.reads += 1
         if self.on_read is not None:
             self.on_read(self)
@@ -73,7 +74,10 @@ class FakeBackend:
     def reconfigure(self, config: Config) -> None:
         self.configs.append(config)
 
-    def stop(self) -> list[FileEvent]:
+    def set_rate_limit(self, rate: int, burst: int) -> None:
+        self.rate_limit = (rate, burst)
+
+    def stop(self) -> list[Event]:
         self.stopped = True
         rest = [e for batch in self._batches for e in batch] + self._at_stop
         self._batches.clear()

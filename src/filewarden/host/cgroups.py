@@ -134,6 +134,25 @@ def cgroup2_mount(root: Path) -> Path | None:
     return None
 
 
+def cgroup_id_of(root: Path, mount: Path | None, pid: int) -> int | None:
+    """The cgroup v2 id of a live process: its directory's inode number
+    (the id the kernel gives, see above), from /proc/PID/cgroup's "0::"
+    line. None when the process is gone or the host has no cgroup2."""
+    if mount is None:
+        return None
+    try:
+        text = (root / f"proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            try:
+                return os.stat(os.path.join(mount, line[3:].lstrip("/"))).st_ino
+            except OSError:
+                return None
+    return None
+
+
 class CgroupResolver:
     """cgroup v2 id -> cgroup path -> container id, cached."""
 

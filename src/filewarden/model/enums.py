@@ -74,6 +74,9 @@ class Action(enum.IntEnum):
     # The last reference to a file open for writing went (every backend):
     # the baseline hashes the file (service/integrity.py).
     CLOSE_WRITE = 18
+    # The agent's summary of the file records a cgroup's rate limit
+    # suppressed in one window (NOT_IN_KERNEL: no record carries it).
+    RATE_LIMITED = 19
 
 
 class EventFlag(enum.IntFlag):
@@ -115,7 +118,7 @@ class ProcessFlag(enum.IntFlag):
     IO_WORKER = 1 << 4
 
 
-NOT_IN_KERNEL: Final = frozenset({Hook.FANOTIFY, Action.ATTRIB, Action.MODIFY})
+NOT_IN_KERNEL: Final = frozenset({Hook.FANOTIFY, Action.ATTRIB, Action.MODIFY, Action.RATE_LIMITED})
 """The members bpf/abi.h does not define: no program sends them. The ABI
 check (tests/unit/test_abi_btf.py) wants every other member in the C enum
 and these absent from it. Hook and Action members compare equal as ints

@@ -145,6 +145,36 @@ class FileEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
         return tuple(dict.fromkeys((*self.unknown, *self.file.unknown(), *self.process.unknown())))
 
 
+class SuppressedPath(msgspec.Struct, frozen=True, gc=False):
+    """One path among a cgroup's suppressed records, and how many."""
+
+    path: bytes
+    count: int
+    cut: bool = False  # only the path's last bytes are known
+
+
+class RateLimited(msgspec.Struct, frozen=True, gc=False):
+    """The file records one cgroup's rate limit suppressed in one window:
+    the agent's summary (event.action rate_limited), never itself limited.
+    It takes no event.sequence: the numbers count the records handed out
+    and lost, and a suppressed record is neither."""
+
+    ktime_ns: int  # CLOCK_BOOTTIME: the window's end
+    window_ns: int  # its length
+    cgroup_id: int | None  # None: not known (fanotify, a writer gone before it was asked)
+    count: int  # records suppressed in the window
+    actions: tuple[tuple[Action, int], ...]  # by action, most first
+    paths: tuple[SuppressedPath, ...]  # the most suppressed paths, most first
+    other_paths: int  # further paths with suppressed records, not listed
+    rate: int  # the limit in force: records a second
+    burst: int
+    internal: bool = False  # read by the pipeline, as FileEvent.internal
+
+
+# What a backend hands out: file events, and its rate limit's summaries.
+Event = FileEvent | RateLimited
+
+
 class ExecEvent(msgspec.Struct, frozen=True, gc=False):
     """A process ran a new program."""
 

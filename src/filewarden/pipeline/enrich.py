@@ -62,6 +62,14 @@ class Enricher:
             del self._by_process[next(iter(self._by_process))]  # the oldest
         return cid
 
+    def container_of(self, cgroup_id: int) -> str | None:
+        """The container of a cgroup v2 id (a rate limit's summary: no
+        process to ask /proc about)."""
+        if self.cgroups.mount is None or cgroup_id <= 1:
+            return None
+        path = self.cgroups.path(cgroup_id)
+        return container_id_from_cgroup(path) if path is not None else None
+
     def _containers_using(self, lower: bytes) -> tuple[list[str], list[str]]:
         layers = self.layers
         now = time.monotonic()

@@ -30,6 +30,7 @@ from filewarden.model.events import (
     FileInfo,
     MountDetail,
     Process,
+    RateLimited,
     XattrDetail,
 )
 
@@ -277,9 +278,49 @@ def _ancestor(doc: dict[str, Any], info: ProcessInfo) -> None:
 class Annotator(Protocol):
     def annotate(self, event: FileEvent, doc: dict[str, Any]) -> None: ...
 
+    def container_of(self, cgroup_id: int) -> str | None: ...
+
+
+def rate_limited_document(
+    event: RateLimited, clock: WallClock, enrich: Annotator | None = None, backend: str | None = None
+) -> dict[str, Any]:
+    """The summary of one cgroup's suppressed file records in one window:
+    how many, by action, the paths with most (a path cut to its last bytes
+    says so), and the limit; the cgroup and its container. No
+    event.sequence: the numbers count records delivered or lost."""
+    limited: dict[str, Any] = {
+        "suppressed": event.count,
+        "actions": {ACTION_NAMES[a]: n for a, n in event.actions},
+        "paths": [
+            {"path": text(p.path), "count": p.count, **({"path_truncated": True} if p.cut else {})} for p in event.paths
+        ],
+        "rate": event.rate,
+        "burst": event.burst,
+    }
+    if event.other_paths:
+        limited["other_paths"] = event.other_paths
+    doc: dict[str, Any] = {
+        "@timestamp": clock.stamp(event.ktime_ns),
+        "event": {
+            "action": ACTION_NAMES[Action.RATE_LIMITED],
+            "window": {"start": clock.stamp(event.ktime_ns - event.window_ns), "end": clock.stamp(event.ktime_ns)},
+        },
+        "rate_limit": limited,
+    }
+    if event.cgroup_id is None:
+        doc["event"]["unavailable"] = ["process.cgroup.id"]
+    else:
+        doc["process"] = {"cgroup": {"id": event.cgroup_id}}
+        cid = enrich.container_of(event.cgroup_id) if enrich is not None else None
+        if cid:
+            doc["container"] = {"id": cid}
+    if backend is not None:
+        doc["event"]["backend"] = backend
+    return doc
+
 
 def to_documents(
-    event: FileEvent,
+    event: FileEvent | RateLimited,
     clock: WallClock,
     tree: Ancestry | None = None,
     enrich: Annotator | None = None,
@@ -289,6 +330,10 @@ def to_documents(
     (each side moved to the other's place). `backend` names the mechanism
     that saw it (event.backend). A field the backend could not know is not
     written, and is named in event.unavailable."""
+    if event.__class__ is RateLimited:
+        assert isinstance(event, RateLimited)
+        return [rate_limited_document(event, clock, enrich, backend)]
+    assert isinstance(event, FileEvent)
     proc = event.process
     cached = _process(proc, clock, tree)
     process, process_unknown = cached[3], cached[4]

@@ -31,7 +31,7 @@ from filewarden.pipeline.coalesce import Coalescer
 from filewarden.pipeline.render import Ancestry, Annotator, to_documents, to_json_line
 
 if TYPE_CHECKING:
-    from filewarden.model.events import FileEvent
+    from filewarden.model.events import Event
     from filewarden.pipeline.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Pipeline:
         # for work must end by its window's end (PipelineWorker sets it).
         self.wake: Callable[[], None] | None = None
 
-    def emit(self, events: list[FileEvent]) -> None:
+    def emit(self, events: list[Event]) -> None:
         if not events:
             return
         tree, enrich, backend, clock = self.tree, self.enrich, self.backend, self.clock
@@ -186,7 +186,7 @@ class PipelineWorker:
         self.peak = 0  # most batches ever waiting
         self._max_batches = max_batches
         self._batch_events = batch_events
-        self._pending: deque[list[FileEvent]] = deque()
+        self._pending: deque[list[Event]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._idle = False  # the worker waits for work (and must be woken)
         self._busy = False  # the worker is writing a batch
@@ -206,7 +206,7 @@ class PipelineWorker:
         """What stopped the pipeline (an output that failed), if anything."""
         return self._error
 
-    def put(self, events: list[FileEvent]) -> None:
+    def put(self, events: list[Event]) -> None:
         """Queues a batch; waits while the queue is full. Raises what the
         pipeline raised (an output that failed), once."""
         self._raise()

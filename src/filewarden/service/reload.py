@@ -52,9 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Keys the backend applies in reconfigure(): what is monitored, and what
-# is excluded from it.
-BACKEND_KEYS: Final = frozenset({"paths", "exclude", "exclude_processes"})
+# Keys the backend applies in reconfigure(): what is monitored, what is
+# excluded from it, and the per-cgroup rate limit.
+BACKEND_KEYS: Final = frozenset({"paths", "exclude", "exclude_processes", "rate_limit_per_cgroup", "rate_limit_burst"})
 # Keys the service applies itself. event_store adds or removes the default
 # store, an output like any other.
 SERVICE_KEYS: Final = frozenset({"outputs", "event_store", "log_level"})

@@ -246,3 +246,14 @@ def test_exclusions_are_put_in_force_by_the_backend(setup: tuple[Path, Path, Con
     cfg.write_text(cfg.read_text() + 'exclude_processes = ["logrotate"]\n')
     assert not r.reload("SIGHUP")  # a duplicate key, or a relative executable: rejected, nothing applied
     assert len(backend.configs) == 1
+
+
+def test_the_rate_limit_is_put_in_force_by_the_backend(setup: tuple[Path, Path, ConfigSource], tmp_path: Path) -> None:
+    cfg, _out, source = setup
+    backend = FakeBackend(root=tmp_path)
+    r = reloader(source, backend)
+    cfg.write_text(cfg.read_text() + "rate_limit_per_cgroup = 100\nrate_limit_burst = 300\n")
+    assert r.reload("SIGHUP")
+    (applied,) = backend.configs
+    assert (applied.rate_limit_per_cgroup, applied.rate_limit_burst) == (100, 300)
+    assert r.status()["restart_needed"] == []

@@ -44,6 +44,7 @@ COMM_LEN: Final = 16
 PREFIX_MAX: Final = 256
 EXE_MAX: Final = 256
 EXTRA_MAX: Final = 256
+RL_PATH_MAX: Final = 128  # FW_RL_PATH_MAX
 
 
 HOOK_COUNT: Final = 26  # FW_HOOK_MAX
@@ -93,9 +94,10 @@ class Counter(enum.IntEnum):
     ERROR = 3
     RINGBUF_FULL = 4
     KEPT = 5
+    RATE_LIMITED = 6
 
 
-COUNTER_COUNT: Final = 6  # FW_COUNTER_MAX
+COUNTER_COUNT: Final = 7  # FW_COUNTER_MAX
 
 
 class IgnoreReason(enum.IntEnum):
@@ -268,6 +270,12 @@ FORK: Final = Layout(
     [("hdr", HEADER), ("parent_pid", "I"), ("child_pid", "I"), ("child_start_ns", "Q"), ("parent_start_ns", "Q")],
 )
 EXIT: Final = Layout("fw_exit", [("hdr", HEADER), ("pid", "I"), ("exit_code", "I"), ("start_ns", "Q")])
+RATE_LIMIT: Final = Layout("fw_rate_limit", [("interval_ns", "Q"), ("burst_ns", "Q")])
+RL_CGROUP: Final = Layout("fw_rl_cgroup", [("lock", "I"), ("_pad", "I"), ("tat_ns", "Q"), ("suppressed", "Q")])
+RL_PATH_KEY: Final = Layout("fw_rl_path_key", [("cgroup_id", "Q"), ("hash", "Q"), ("action", "I"), ("_pad", "I")])
+RL_PATH: Final = Layout(
+    "fw_rl_path", [("count", "Q"), ("flags", "I"), ("path_len", "H"), ("_pad", "H"), ("path", f"{RL_PATH_MAX}s")]
+)
 
 MARK: Final = Layout("fw_mark", [("flags", "I"), ("rule", "I")])
 INODE_ID: Final = Layout("fw_inode_id", [("ino", "Q"), ("dev", "I"), ("gen", "I")])
@@ -321,6 +329,7 @@ SNAP_LAYOUTS: Final = (SNAP_TASK, SNAP_FILE, SNAP_STATS)
 LAYOUTS: Final = (
     COUNTERS, PREFIX_KEY, SETTINGS, EXE_KEY, HEADER, PROCESS, FILE, ACL_ENTRY, CHMOD, CHOWN, XATTR, MOUNT, DETAIL,
     EVENT, EXEC, FORK, EXIT, MARK, INODE_ID, MARK_STATS,
+    RATE_LIMIT, RL_CGROUP, RL_PATH_KEY, RL_PATH,
 )  # fmt: skip
 
 _HEADER: Final = struct.Struct("<" + HEADER.format)
@@ -613,6 +622,36 @@ _SNAP_EXE_UNKNOWN: Final = int(SnapFlag.EXE_UNKNOWN)
 _SNAP_OVERLAY: Final = int(SnapFlag.OVERLAY)
 _SNAP_MAYBE_MARKED: Final = int(SnapFlag.MAYBE_MARKED)
 _SNAP_KTHREAD: Final = int(SnapFlag.KTHREAD)
+
+
+_RL_CGROUP: Final = struct.Struct("<" + RL_CGROUP.format)
+_RL_PATH_KEY: Final = struct.Struct("<" + RL_PATH_KEY.format)
+_RL_PATH: Final = struct.Struct("<" + RL_PATH.format)
+
+
+def rate_limit(rate: int, burst: int) -> bytes:
+    """struct fw_rate_limit for `rate` records a second with bursts of
+    `burst` (rate 0: no limit)."""
+    if rate <= 0:
+        return struct.pack("<QQ", 0, 0)
+    interval = max(1, 10**9 // rate)
+    return struct.pack("<QQ", interval, interval * max(1, burst))
+
+
+def decode_rl_cgroup(raw: bytes) -> tuple[int, int]:
+    """struct fw_rl_cgroup: (tat_ns, records suppressed)."""
+    _, _, tat_ns, suppressed = _RL_CGROUP.unpack_from(raw)
+    return int(tat_ns), int(suppressed)
+
+
+def decode_rl_path(key: bytes, value: bytes) -> tuple[int, int, int, bytes, bool]:
+    """A rl_paths entry: (cgroup id, action, count, path, cut), where `cut`
+    says the path holds only its last bytes."""
+    cgroup_id, _, action, _ = _RL_PATH_KEY.unpack_from(key)
+    count, flags, path_len, _, path = _RL_PATH.unpack_from(value)
+    kept = min(path_len, RL_PATH_MAX)
+    cut = path_len > RL_PATH_MAX or bool(flags & EventFlag.PATH_TRUNCATED)
+    return cgroup_id, action, count, path[:kept], cut
 
 
 def prefix_key(prefix: bytes) -> bytes:

@@ -49,7 +49,9 @@ from filewarden.backends.bpf.drain import RingDrain
 from filewarden.backends.bpf.losses import KernelLoss, LossWatch
 from filewarden.backends.bpf.marks import MarkReport, MarkTable
 from filewarden.backends.bpf.prefixes import ExcludedExes, PrefixTrie
+from filewarden.backends.bpf.ratelimit import KernelRateLimit
 from filewarden.backends.bpf.select import Selection
+from filewarden.backends.ratelimit import Limit
 from filewarden.errors import BackendError
 from filewarden.explain import explain as explain_path
 from filewarden.globs import PathMatcher
@@ -59,7 +61,7 @@ from filewarden.host.overlayfs import MountWatcher
 from filewarden.host.proctree import ProcessTree
 from filewarden.host.sysinfo import Host
 from filewarden.model.enums import Action, ProcessFlag
-from filewarden.model.events import ExecEvent, ExitEvent, FileEvent, ForkEvent
+from filewarden.model.events import Event, ExecEvent, ExitEvent, FileEvent, ForkEvent, RateLimited
 
 if TYPE_CHECKING:
     from filewarden.config import Config
@@ -146,6 +148,8 @@ class BpfBackend:
         self._loss_check_at = 0.0
         self._next_out = 0  # event.sequence of the next event handed out
         self._lost_in_output = 0  # file records lost that the output's numbers skipped
+        self._limit = Limit(config.rate_limit_per_cgroup, config.rate_limit_burst)
+        self.rate_limit: KernelRateLimit | None = None
 
     @property
     def matcher(self) -> PathMatcher:
@@ -178,6 +182,8 @@ class BpfBackend:
                 prog.set_autoload(prog.name in wanted)
             loader.retarget(obj, self.name)
             obj.load()
+            # Before the programs attach: their first records meet the limit.
+            self.rate_limit = KernelRateLimit(obj, self._limit)
             # Overlay mounts first: their lower layers go in the trie with
             # the globs' prefixes, and a change of our mount table wakes us.
             self._mounts = MountWatcher(self.host.root)
@@ -209,6 +215,8 @@ class BpfBackend:
         except BackendError:
             self.close()
             raise
+        if self._limit.on:
+            log.info("rate limit: %s, in the kernel", self._limit.describe())
         for missing in plan.missing:
             log.info("this kernel has no %s hook: %s is not loaded", missing.hook_name, missing.name)
         walked = [p.hook_name for p in plan.loaded if p.path_method == "walk"]
@@ -254,6 +262,7 @@ class BpfBackend:
             self._reader = None
         self._trie = None
         self.marks = None
+        self.rate_limit = None
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -324,10 +333,18 @@ class BpfBackend:
         What is fixed at load (ring size, evicted marks, the reader) stays
         as started; service/reload.py says so in its log line."""
         self._select(config)
+        limit = (config.rate_limit_per_cgroup, config.rate_limit_burst)
+        if limit != (self.config.rate_limit_per_cgroup, self.config.rate_limit_burst):
+            self.set_rate_limit(*limit)
         # The fields the loaded object was sized with are kept: status()
         # reports what is in force, not what the file asks for.
         self.config = dataclasses.replace(
-            self.config, paths=config.paths, exclude=config.exclude, exclude_processes=config.exclude_processes
+            self.config,
+            paths=config.paths,
+            exclude=config.exclude,
+            exclude_processes=config.exclude_processes,
+            rate_limit_per_cgroup=config.rate_limit_per_cgroup,
+            rate_limit_burst=config.rate_limit_burst,
         )
 
     def _select(self, config: Config) -> None:
@@ -422,7 +439,7 @@ class BpfBackend:
             raise RuntimeError("backend is not started")
         return self._reader
 
-    def read(self, timeout: float = 0.0) -> list[FileEvent]:
+    def read(self, timeout: float = 0.0) -> list[Event]:
         """Events ready now (waiting up to `timeout` seconds for the first)."""
         if self._mounts is not None and self._mounts.changed():
             self.sync_mounts()
@@ -433,16 +450,36 @@ class BpfBackend:
             timeout = 0.0
         records = self._ring.poll(timeout) if timeout > 0 else self._ring.read(READ_BATCH)
         now = time.monotonic()
+        events: list[Event] = [*backlog, *self._process(records)]
         if now >= self._loss_check_at:
             self._loss_check_at = now + LOSS_CHECK_EVERY_S
             self.check_losses()
-        return backlog + self._process(records)
+            events.extend(self.rate_limited())
+        return events
 
-    def stop(self) -> list[FileEvent]:
+    # -- the per-cgroup rate limit ----------------------------------------------
+    def set_rate_limit(self, rate: int, burst: int) -> None:
+        """Puts a per-cgroup rate limit in force (rate 0: none; burst 0: the
+        rate): at once in the kernel if started, else from start()."""
+        self._limit = Limit(rate, burst)
+        if self.rate_limit is not None:
+            self.rate_limit.set(self._limit)
+            log.info("rate limit: %s, in the kernel", self._limit.describe())
+
+    def rate_limited(self) -> list[RateLimited]:
+        """One summary per cgroup whose records the kernel suppressed since
+        the last call (read() calls it about once a second)."""
+        if self.rate_limit is None:
+            return []
+        return self.rate_limit.take(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+
+    def stop(self) -> list[Event]:
         """Detaches the programs, then returns every event still queued."""
         if self._obj is not None:
             self._obj.detach()
-        out, self._backlog = self._backlog, []
+        out: list[Event] = []
+        out.extend(self._backlog)
+        self._backlog = []
         ring = self._ring
         if isinstance(ring, RingDrain):
             out.extend(self._process(ring.finish()))
@@ -454,6 +491,7 @@ class BpfBackend:
             self.stats.sequence.finish(self.produced())
             self.stats.process_sequence.finish(self.produced_processes())
         self.check_losses()
+        out.extend(self.rate_limited())
         return out
 
     def _process(self, records: list[bytes]) -> list[FileEvent]:
@@ -669,6 +707,9 @@ class BpfBackend:
         for causes in stats.losses.report().values():
             for cause, n in causes.items():
                 lost[cause] = lost.get(cause, 0) + n
+        if self.rate_limit is not None:
+            # Not delivered one by one, but summed up (no gap in the numbers).
+            lost["rate_limited"] = self.rate_limit.summaries.suppressed
         reader = self._reader
         drain = reader if isinstance(reader, RingDrain) else None
         ring = drain.ring if drain is not None else reader
@@ -701,6 +742,13 @@ class BpfBackend:
                 f"process record(s), {stats.recursion_misses} call(s) the kernel skipped (recursion misses){detail}"
             )
             lines.append((WARNING, lost))
+        if self.rate_limit is not None and (self._limit.on or self.rate_limit.summaries.suppressed):
+            s = self.rate_limit.summaries
+            limited = (
+                f"rate limit ({self._limit.describe()}): {s.suppressed} file record(s) suppressed, "
+                f"summed up in {s.summaries} rate_limited event(s)"
+            )
+            lines.append((INFO, limited))
         if self.marks is not None:
             m = self.marks.stats()
             marks = (

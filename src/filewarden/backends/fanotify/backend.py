@@ -35,15 +35,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, Preflight, SummaryLine
 from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyWatcher, available
+from filewarden.backends.ratelimit import WINDOW_S, Buckets, Limit, Summaries
 from filewarden.errors import BackendError
 from filewarden.explain import explain as explain_path
 from filewarden.globs import PathMatcher
+from filewarden.host.cgroups import cgroup2_mount, cgroup_id_of
 from filewarden.host.layers import Layers
 from filewarden.host.proc_connector import CAP_NET_ADMIN, ConnectorError, ProcConnector, ProcEvent
 from filewarden.host.proctree import ProcessTree
 from filewarden.host.sysinfo import Host
 from filewarden.model import enums
-from filewarden.model.events import FileEvent, FileInfo, Process
+from filewarden.model.events import Event, FileEvent, FileInfo, Process, RateLimited
 
 if TYPE_CHECKING:
     from filewarden.backends.fanotify.decoder import FanotifyEvent
@@ -101,12 +103,20 @@ class FanotifyBackend:
         self._seq = 0  # event.sequence of the next event (or of the next loss)
         self._malformed = 0  # the watcher's malformed records already counted as lost
         self._expired_at = 0
-        self._backlog: list[FileEvent] = []  # read during reconfigure(), not yet handed out
+        self._backlog: list[Event] = []  # read during reconfigure(), not yet handed out
+        # The per-cgroup rate limit, in user space here (backends/ratelimit.py):
+        # fanotify names the writer's pid only, so its cgroup is read from
+        # /proc (once per writer per batch, as the writer itself is).
+        self._buckets = Buckets(Limit(config.rate_limit_per_cgroup, config.rate_limit_burst))
+        self._summaries = Summaries(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+        self._window_at = 0
+        self._cgroup_mount = cgroup2_mount(self.host.root)
         # Until the connector is open nothing reports execs: check /proc.
         self.processes.followed = False
 
     # -- lifetime -------------------------------------------------------------
     def start(self) -> None:
+        self.set_rate_limit(self.config.rate_limit_per_cgroup, self.config.rate_limit_burst)
         try:
             # The globs in force when a report is read decide (reconfigure() swaps them).
             self._watcher = FanotifyWatcher(self.matcher.prefixes(), self._selected, _own_outputs(self.config))
@@ -153,12 +163,17 @@ class FanotifyBackend:
         held += self.read()
         self.matcher = new
         self._backlog = held + self._backlog
+        limit = (config.rate_limit_per_cgroup, config.rate_limit_burst)
+        if limit != (self.config.rate_limit_per_cgroup, self.config.rate_limit_burst):
+            self.set_rate_limit(*limit)
         self.config = dataclasses.replace(
             self.config,
             paths=config.paths,
             exclude=config.exclude,
             exclude_processes=config.exclude_processes,
             outputs=config.outputs,
+            rate_limit_per_cgroup=config.rate_limit_per_cgroup,
+            rate_limit_burst=config.rate_limit_burst,
         )
         for m in results:
             (log.info if m.ok else log.warning)("fanotify: %s", m.describe())
@@ -206,7 +221,7 @@ class FanotifyBackend:
     def wake_fds(self) -> list[tuple[int, int]]:
         return []
 
-    def read(self, timeout: float = 0.0) -> list[FileEvent]:
+    def read(self, timeout: float = 0.0) -> list[Event]:
         backlog, self._backlog = self._backlog, []
         if backlog:
             timeout = 0.0
@@ -220,13 +235,16 @@ class FanotifyBackend:
         self._follow()
         self._count_malformed()
         writers: dict[int, ProcessInfo | None] = {}
-        out = []
+        cgroups: dict[int, int | None] = {}
+        out: list[Event] = []
         for ev in raw:
-            event = self._event(ev, writers)
+            event = self._event(ev, writers, cgroups)
             if event is not None:
                 out.append(event)
         self.stats.events += len(out)
         now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        if now - self._window_at >= WINDOW_S * 1e9:
+            out.extend(self.rate_limited())
         if now - self._expired_at > _EXPIRE_EVERY_NS:
             # Exited processes are kept a while for events still queued.
             self.processes.expire(now)
@@ -287,10 +305,37 @@ class FanotifyBackend:
             self.stats.records += 1
             self.stats.process_records += 1
 
-    def stop(self) -> list[FileEvent]:
-        return self.read()
+    def stop(self) -> list[Event]:
+        out = self.read()
+        out.extend(self.rate_limited())
+        return out
 
-    def _event(self, ev: FanotifyEvent, writers: dict[int, ProcessInfo | None] | None = None) -> FileEvent | None:
+    def set_rate_limit(self, rate: int, burst: int) -> None:
+        """Puts a per-cgroup rate limit in force at once (rate 0: none)."""
+        self._buckets.set(Limit(rate, burst))
+        if rate > 0:
+            log.info("rate limit: %s, in user space (writers' cgroups from /proc)", self._buckets.limit.describe())
+
+    def rate_limited(self) -> list[RateLimited]:
+        """One summary per cgroup whose events were suppressed since the last call."""
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self._window_at = now
+        cgroups, paths = self._buckets.totals()
+        return self._summaries.take(now, cgroups, paths, self._buckets.limit)
+
+    def _allowed(self, pid: int, action: int, path: bytes, cgroups: dict[int, int | None]) -> bool:
+        """Within the writer's cgroup's limit? (Cgroup 0: not known, the
+        writer gone; such writers share one bucket.)"""
+        if pid not in cgroups:
+            cgroups[pid] = cgroup_id_of(self.host.root, self._cgroup_mount, pid) if pid > 0 else None
+        return self._buckets.allow(cgroups[pid] or 0, time.clock_gettime_ns(time.CLOCK_BOOTTIME), action, path)
+
+    def _event(
+        self,
+        ev: FanotifyEvent,
+        writers: dict[int, ProcessInfo | None] | None = None,
+        cgroups: dict[int, int | None] | None = None,
+    ) -> FileEvent | None:
         """The event of one fanotify report. `writers` holds the writers this
         batch has looked up already, so each pid is checked once per batch."""
         if ev.action == "overflow":
@@ -309,6 +354,11 @@ class FanotifyBackend:
         if info is not None and info.exe is not None and info.exe in self._excluded_exes:
             # Before it is numbered: an exclusion leaves no gap (gaps are losses).
             self.stats.excluded += 1
+            return None
+        if self._buckets.limit.on and not self._allowed(
+            ev.pid, action, ev.path or b"", cgroups if cgroups is not None else {}
+        ):
+            # Suppressed: no number taken (a gap means loss only).
             return None
         seq = self._seq
         self._seq += 1
@@ -367,6 +417,13 @@ class FanotifyBackend:
         ]
         if stats.lost:
             lines.append((WARNING, f"fanotify's queue overflowed {stats.lost} time(s): events were lost"))
+        s = self._summaries
+        if self._buckets.limit.on or s.suppressed:
+            limited = (
+                f"rate limit ({self._buckets.limit.describe()}): {s.suppressed} file event(s) suppressed, "
+                f"summed up in {s.summaries} rate_limited event(s)"
+            )
+            lines.append((INFO, limited))
         return lines
 
     def status(self) -> dict[str, Any]:
@@ -392,7 +449,13 @@ class FanotifyBackend:
     def gauges(self) -> Gauges:
         # fanotify's queue overflows (and records that did not parse) are
         # gaps in the numbers; it says nothing of how full its queue is.
-        return Gauges(lost={"sequence_gaps": self.stats.lost, "process_records": self.stats.process_lost})
+        return Gauges(
+            lost={
+                "sequence_gaps": self.stats.lost,
+                "process_records": self.stats.process_lost,
+                "rate_limited": self._summaries.suppressed,
+            }
+        )
 
 
 def _own_outputs(config: Config) -> list[bytes]:

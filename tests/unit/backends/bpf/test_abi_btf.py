@@ -108,7 +108,7 @@ def test_the_check_catches_a_missing_member(btf: Btf) -> None:
     ]
     assert enum_mismatches(btf, "fw_action", list(enums.Action)) == [
         f"FW_ACTION_{a.name} = {a.value} is not in enum fw_action nor in NOT_IN_KERNEL"
-        for a in (enums.Action.ATTRIB, enums.Action.MODIFY)
+        for a in (enums.Action.ATTRIB, enums.Action.MODIFY, enums.Action.RATE_LIMITED)
     ]
     # A C enumerator with no Python member.
     members = [m for m in abi.kernel_members(enums.Hook) if m is not enums.Hook.EXIT]

@@ -17,6 +17,9 @@ MAPS = {
 }  # fmt: skip
 RODATA = {"fw_abi_types", "fw_agent_tgid", "fw_dpath_hooks", "fw_scratch_cpus", "fw_marks_enabled"}
 BSS = {"fw_mark_stats", "fw_next_seq", "fw_next_proc_seq", "fw_walk_retries", "fw_walk_unstable"}
+# The per-cgroup rate limit's (bpf/ratelimit.bpf.h).
+MAPS |= {"rate_limit", "rl_cgroups", "rl_paths"}
+BSS |= {"fw_rl_blank"}
 
 
 @pytest.mark.parametrize("stem", sorted(_build.OBJECTS))
