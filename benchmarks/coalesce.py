@@ -112,12 +112,11 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     backend = docs[0]["event"].get("backend", "?") if docs else "?"
     events = collections.Counter(d["event"]["action"] for d in docs)
-    counts = collections.Counter[str]()
+    counts = collections.Counter[str]()  # by action, from each event's breakdown
     for d in docs:
-        counts[d["event"]["action"]] += d["event"].get("count", 1)
+        counts.update(d["event"].get("actions") or {d["event"]["action"]: d["event"].get("count", 1)})
     seen = counters["events"] - (args.rewrites if backend in {"lsm", "fentry"} else 0)  # the closes, internal
     total = sum(counts.values())
-    most = max(events.values(), default=0)
     bound = math.ceil(args.seconds / args.window) + 1
     print(
         f"{args.rewrites:,} rewrites of one file by one process in {took:.1f} s on {backend}, "
@@ -131,13 +130,13 @@ def main() -> int:
             print(line)
     figures = [
         figure(
-            f"events written for {args.rewrites:,} rewrites of one file in {args.seconds:g} s, most of one action "
+            f"events written for {args.rewrites:,} rewrites of one file in {args.seconds:g} s "
             f"({backend}, window {args.window:g} s)",
-            most,
+            len(docs),
             "events",
-            f"{len(docs)} in all ({', '.join(sorted(events))})",
+            ", ".join(f"{a} {n}" for a, n in sorted(events.items())),
             target=f"<= {bound}",
-            met=most <= bound,
+            met=len(docs) <= bound,
         ),
         figure(
             "sum of event.count = events the backend handed out",

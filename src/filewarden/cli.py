@@ -155,8 +155,8 @@ def cli() -> None:
     metavar="SECONDS",
     default=None,
     help="Repeated writes of one file by one process within this many seconds (open_write, modify, "
-    "close_write, content_changed) are written as one event, at the window's end, with event.count and "
-    "event.window; 0: off [default: the config's coalesce_window, else 1].",
+    "close_write; content_changed apart) are written as one event, at the window's end, with event.count, "
+    "event.actions and event.window; 0: off [default: the config's coalesce_window, else 1].",
 )
 @click.option(
     "--rate-limit-per-cgroup",
@@ -205,8 +205,8 @@ def run(  # noqa: PLR0917 - one parameter per click option
     records were lost. Every loss is logged at WARNING, with its hook, when
     the agent finds it (about once a second), and summed up at stop.
     Repeated writes of one file by one process are one event per
-    --coalesce-window, with event.count (how many it stands for) and
-    event.window; each file's and each process's events stay in order.
+    --coalesce-window, with event.count (how many it stands for, by action
+    in event.actions) and event.window; each file's and each process's events stay in order.
 
     Once attached, the agent compares the monitored files with the baseline
     in --state-dir and reports each change made while it was not running

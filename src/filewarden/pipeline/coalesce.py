@@ -2,15 +2,19 @@
 
 A process that rewrites a file thousands of times a second (a log, a state
 file, a benchmark) would otherwise be thousands of identical events. The
-first write-like event of a key (its action, the file's path, the
-process's pid) is held for `window` seconds from when it happened
-(@timestamp); the same key's events that happened in that time are folded
-into it while it is held, however far behind the agent is; once the
-window is over (below) it is written, with
+first write-like event of a key (the file's path, the process's pid, and
+which of two kinds it is: a write, whatever the backend calls it, or the
+agent's content_changed) is held for `window` seconds from when it
+happened (@timestamp); the same key's events that happened in that time
+are folded into it while it is held, however far behind the agent is;
+once the window is over (below) it is written, with
 
     event.count    how many events it stands for (1: nothing was folded in)
     event.window   {"start", "end"}: the @timestamp of the first and of the
                    last of them
+    event.actions  {action: count}, when it stands for more than one action
+                   (fanotify reports each rewrite as a modify and a
+                   close_write: one event per window, not one per action)
 
 Another kind of event about the file (unlink, rename, chmod, truncate) or
 by the process ends their windows: what is held of them is written first,
@@ -61,6 +65,8 @@ COALESCABLE: Final = frozenset(
     }
 )
 
+# The kind of a write-like action: the actions of one kind fold together.
+_KIND: Final = {"open_write": "write", "modify": "write", "close_write": "write", "content_changed": "content"}
 _Key = tuple[str, Any, Any]
 # Events held at most: a burst of writes to many files (each its own key)
 # holds this many documents (a few KiB each); past it the longest held is
@@ -81,11 +87,12 @@ class _Held:
     """A held event and what has been folded into it (the stage's own
     bookkeeping: the document written is made new at the window's end)."""
 
-    __slots__ = ("count", "deadline", "doc", "ends", "last")
+    __slots__ = ("actions", "count", "deadline", "doc", "ends", "last")
 
     def __init__(self, doc: dict[str, Any], deadline: int) -> None:
         self.doc = doc
         self.count = 1
+        self.actions: collections.Counter[str] = collections.Counter((doc["event"].get("action"),))
         self.last: Any = doc.get("@timestamp")
         self.deadline = deadline  # ns since the epoch: when the window ends
         # The same as an @timestamp: RFC 3339 times of one width compare
@@ -229,9 +236,10 @@ class Coalescer:
         if first is not None:
             if isinstance(stamp, str) and stamp < first.ends and _same_process(first.doc, doc):
                 first.count += 1
+                first.actions[event.get("action")] += 1
                 if first.last is None or stamp > first.last:  # an event may come a little out of order
                     first.last = stamp
-                self.coalesced[key[0], event.get("backend", "")] += 1
+                self.coalesced[event.get("action", ""), event.get("backend", "")] += 1
                 return
             # Past its window: written now, and this event starts the next.
             out.append(self._emit(self._drop(key)))
@@ -280,6 +288,8 @@ class Coalescer:
         # thread (the content thread copies a close's document).
         doc = held.doc
         event = {**doc["event"], "count": held.count}
+        if len(held.actions) > 1:
+            event["actions"] = dict(held.actions)
         start = doc.get("@timestamp")
         if start is not None:
             event["window"] = {"start": start, "end": held.last if held.last is not None else start}
@@ -319,7 +329,7 @@ def _never() -> int:
 
 
 def _key(doc: dict[str, Any]) -> _Key | None:
-    """(action, path, pid) of a write-like event by a known process; None
+    """(kind, path, pid) of a write-like event by a known process; None
     for anything else (it passes through)."""
     event = doc["event"]
     action = event.get("action")
@@ -331,4 +341,4 @@ def _key(doc: dict[str, Any]) -> _Key | None:
         return None
     # Not the start time: fanotify's backend may know it for some of a
     # writer's events and not others (_same_process tells pids apart).
-    return (action, file.get("path"), process["pid"])
+    return (_KIND[action], file.get("path"), process["pid"])

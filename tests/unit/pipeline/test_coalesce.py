@@ -123,24 +123,25 @@ def test_other_events_pass_at_once_and_keys_are_apart() -> None:
             doc("unlink", path="/etc/gone", pid=1),  # not write-like: passes
             doc("open_write", pid=900),  # another process
             doc("open_write", path="/etc/other"),  # another file
-            doc("modify"),  # another action
+            doc("modify"),  # another write action: folded in, counted by action
             {**doc("open_write"), "process": {"pid": 811}},  # its start unknown: the same
             {"@timestamp": "t", "event": {"action": "content_changed", "offline": True}, "file": {"path": "/x"}},
             doc("open_write"),
         ]
     )
     assert [d["event"]["action"] for d in out] == ["unlink", "content_changed"]
-    assert c.held == 4
+    assert c.held == 3
     clock.t = 1.25
-    counts = sorted(
-        (d["file"]["path"], d["process"]["pid"], d["event"]["action"], d["event"]["count"]) for d in c.due()
-    )
+    due = c.due()
+    counts = sorted((d["file"]["path"], d["process"]["pid"], d["event"]["action"], d["event"]["count"]) for d in due)
     assert counts == [
-        ("/etc/app.conf", 811, "modify", 1),
-        ("/etc/app.conf", 811, "open_write", 3),
+        ("/etc/app.conf", 811, "open_write", 4),
         ("/etc/app.conf", 900, "open_write", 1),
         ("/etc/other", 811, "open_write", 1),
     ]
+    actions = [d["event"].get("actions") for d in due]
+    assert {"open_write": 3, "modify": 1} in actions
+    assert actions.count(None) == 2  # one action alone: no breakdown
 
 
 def test_a_pid_used_again_by_another_process_is_another_event() -> None:
