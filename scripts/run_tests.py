@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                 keyword=args.keyword,
                 cpus=2,
                 memory="2G",
-                timeout=1500.0,
+                # A suite takes 20-25 minutes alone under TCG and up to 45
+                # beside other guests on two CPUs: the bound is for a guest
+                # that hangs, not a slow one.
+                timeout=3000.0,
                 backend=backend,
             )
             second = kernel_lab.follow_up_boot(

@@ -38,7 +38,11 @@ def test_fanotify_backend_reports_changes_with_paths_and_pids(
     # the glob, so only its filters keep them (and the loop they would start)
     # out of the events.
     out = watched / "events.jsonl"
-    agent = start_agent("--backend", "fanotify", "--path", f"{watched}/**", "--output", f"jsonl:{out}")
+    # Each report as fanotify gives it: a write and its close are folded
+    # into one event when coalescing is on (test_cli_coalesce.py).
+    agent = start_agent(
+        "--backend", "fanotify", "--path", f"{watched}/**", "--output", f"jsonl:{out}", "--coalesce-window", "0"
+    )  # fmt: skip
     agent.wait_ready()
     w = str(watched)
     writer = in_child(
