@@ -22,6 +22,7 @@ numbered so that a gap means records were lost, and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -74,6 +75,17 @@ class Gauges:
     ring_fill: float | None = None  # the kernel's ring buffer, used / size
     buffer_fill: float | None = None  # records taken out ahead of processing, held / room
     hooks: dict[str, dict[str, int]] = field(default_factory=dict)  # hook -> the kernel's exit counters
+
+
+# The configuration keys Backend.reconfigure() puts in force while running
+# (service/reload.py applies them through it; the others need a restart).
+BACKEND_KEYS: Final = frozenset({"paths", "exclude", "exclude_processes", "rate_limit_per_cgroup", "rate_limit_burst"})
+
+
+def adopt(current: Config, new: Config, *also: str) -> Config:
+    """`current` with `new`'s BACKEND_KEYS (and `also`): what a backend
+    runs with after reconfigure(); the keys fixed at start stay as started."""
+    return dataclasses.replace(current, **{k: getattr(new, k) for k in (*BACKEND_KEYS, *also)})
 
 
 OK: Final = "ok"

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from filewarden.backends.base import BACKEND_KEYS
 from filewarden.config import Config, ConfigError
 from filewarden.errors import OutputError
 from filewarden.host import libc
@@ -52,9 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Keys the backend applies in reconfigure(): what is monitored, what is
-# excluded from it, and the per-cgroup rate limit.
-BACKEND_KEYS: Final = frozenset({"paths", "exclude", "exclude_processes", "rate_limit_per_cgroup", "rate_limit_burst"})
 # Keys the service applies itself. event_store adds or removes the default
 # store, an output like any other.
 SERVICE_KEYS: Final = frozenset({"outputs", "event_store", "log_level"})

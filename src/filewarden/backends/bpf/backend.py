@@ -18,7 +18,6 @@ kernel numbered them in (CPUs deliver slightly out of order).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import select
@@ -42,7 +41,7 @@ from filewarden._libbpf import (
     RingReader,
     possible_cpus,
 )
-from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, SummaryLine
+from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, SummaryLine, adopt
 from filewarden.backends.bpf import abi, loader, startup
 from filewarden.backends.bpf import snapshot as snapshots
 from filewarden.backends.bpf.drain import RingDrain
@@ -338,14 +337,7 @@ class BpfBackend:
             self.set_rate_limit(*limit)
         # The fields the loaded object was sized with are kept: status()
         # reports what is in force, not what the file asks for.
-        self.config = dataclasses.replace(
-            self.config,
-            paths=config.paths,
-            exclude=config.exclude,
-            exclude_processes=config.exclude_processes,
-            rate_limit_per_cgroup=config.rate_limit_per_cgroup,
-            rate_limit_burst=config.rate_limit_burst,
-        )
+        self.config = adopt(self.config, config)
 
     def _select(self, config: Config) -> None:
         """The monitored set of `config` into the trie, the marks and the

@@ -25,7 +25,6 @@ drives it as it drives the BPF backends.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import select
@@ -33,7 +32,7 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, Preflight, SummaryLine
+from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, Preflight, SummaryLine, adopt
 from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyWatcher, available
 from filewarden.backends.ratelimit import WINDOW_S, Buckets, Limit, Summaries
 from filewarden.errors import BackendError
@@ -166,15 +165,7 @@ class FanotifyBackend:
         limit = (config.rate_limit_per_cgroup, config.rate_limit_burst)
         if limit != (self.config.rate_limit_per_cgroup, self.config.rate_limit_burst):
             self.set_rate_limit(*limit)
-        self.config = dataclasses.replace(
-            self.config,
-            paths=config.paths,
-            exclude=config.exclude,
-            exclude_processes=config.exclude_processes,
-            outputs=config.outputs,
-            rate_limit_per_cgroup=config.rate_limit_per_cgroup,
-            rate_limit_burst=config.rate_limit_burst,
-        )
+        self.config = adopt(self.config, config, "outputs")  # outputs: the files it must not report
         for m in results:
             (log.info if m.ok else log.warning)("fanotify: %s", m.describe())
         if dropped:
