@@ -81,7 +81,11 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
         # fanotify here: a file unlinked at once may leave its create
         # unresolved, so the writer's files stay.
         Step(
-            "reload under a writer: lost, repeated, SIGHUP to active", "host", "benchmarks.reload", 1, ("--no-unlink",)
+            "reload under a writer: lost, repeated, SIGHUP to active",
+            "host",
+            "benchmarks.reload",
+            1,
+            ("--no-unlink", "--dir", "/dev/shm"),
         ),
         Step("coalescing: 100,000 rewrites of one file by one process in 10 s", "host", "benchmarks.coalesce", 1),
     ]

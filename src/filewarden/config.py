@@ -71,6 +71,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_level: str | UnsetType = UNSET
     ring_buffer_bytes: int | UnsetType = UNSET
     reader: Literal["mmap", "libbpf"] | UnsetType = UNSET
+    fanotify_queue: Literal["unlimited", "bounded"] | UnsetType = UNSET
     snapshot: Literal["auto", "proc", "off"] | UnsetType = UNSET
     max_evicted_marks: int | UnsetType = UNSET
     buffer_records: int | UnsetType = UNSET
@@ -120,6 +121,10 @@ class Config:
     exclude_processes: tuple[str, ...] = ()
     ring_buffer_bytes: int = DEFAULT_RING_BYTES
     reader: Literal["mmap", "libbpf"] = "mmap"
+    # The fanotify backend's kernel queue: "unlimited" keeps a burst until it
+    # is read (charged to the agent's memory cgroup), "bounded" overflows at
+    # fs.fanotify.max_queued_events (backends/fanotify/watcher.py _init_group()).
+    fanotify_queue: Literal["unlimited", "bounded"] = "unlimited"
     # Start-up snapshot of open files: "auto" (BPF iterators, else /proc),
     # "proc" (always /proc), "off".
     snapshot: Literal["auto", "proc", "off"] = "auto"
@@ -411,6 +416,7 @@ def load(
             _check_ring(file.ring_buffer_bytes, where) if file.ring_buffer_bytes is not UNSET else DEFAULT_RING_BYTES
         ),
         reader=file.reader if file.reader is not UNSET else "mmap",
+        fanotify_queue=file.fanotify_queue if file.fanotify_queue is not UNSET else "unlimited",
         snapshot=file.snapshot if file.snapshot is not UNSET else "auto",
         max_evicted_marks=(
             _check_evicted(file.max_evicted_marks, where)

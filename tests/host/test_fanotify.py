@@ -339,10 +339,10 @@ def test_overflow_is_counted_and_reported() -> None:
                 (etc / f"f{i}").touch()
 
         saved = sysctl.read_text()
-        # the queue length is taken from the sysctl when the group is made
+        # the queue length is taken from the sysctl when a bounded group is made
         sysctl.write_text("8\n")
         try:
-            w = watch(root)
+            w = watch(root, unlimited_queue=False)
         finally:
             sysctl.write_text(saved)
         with w, writer({"many": many, "one more": (etc / "after").touch}) as child:

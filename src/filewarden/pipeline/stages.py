@@ -227,6 +227,14 @@ class PipelineWorker:
                 self._cond.notify()
         self._raise()
 
+    def wait_room(self, timeout: float) -> bool:
+        """Waits (at most `timeout` seconds) until put() would not wait;
+        True then, or when the worker has stopped (put() raises its error)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: len(self._pending) < self._max_batches or not self._thread.is_alive(), timeout
+            )
+
     def settle(self, timeout: float) -> None:
         """Waits (at most `timeout` seconds) until the worker has written
         every queued batch. The loop calls it after put(), so that the loop

@@ -215,6 +215,9 @@ def run(
 # what arrives meanwhile is read as one batch (cheaper per event), and a
 # stalled pipeline (a slow lookup or output) holds the loop no longer.
 SETTLE_S: Final = 0.05
+# How often the loop, waiting for room in a pipeline that is behind, looks
+# for a SIGHUP or a changed file.
+REACT_S: Final = 0.1
 
 
 def watchdog_interval() -> float | None:
@@ -248,7 +251,13 @@ def serve(
         while not received:
             longest = 1.0 if interval is None else min(1.0, interval / 4)
             ep.poll(longest if reloader is None else reloader.wait_s(longest))
-            worker.put(backend.read())
+            batch = backend.read()
+            while reloader is not None and not worker.wait_room(REACT_S):
+                # The pipeline is behind: a SIGHUP is acted on now, not once
+                # it has caught up. What the switch reads ahead stays in the
+                # backend's backlog and comes after this batch.
+                reloader.check()
+            worker.put(batch)
             worker.settle(SETTLE_S)
             if reloader is not None and reloader.check():
                 worker.put(backend.read())  # what the switch read ahead (backend.reconfigure())

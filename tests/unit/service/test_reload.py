@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from filewarden import config as configs
 from filewarden.backends import choose
 from filewarden.backends.fake import FakeBackend
 from filewarden.pipeline.sinks import open_outputs
-from filewarden.pipeline.stages import Pipeline
+from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from filewarden.service import runner
 from filewarden.service.control import ask
 from filewarden.service.reload import ConfigSource, ConfigWatch, Reloader
@@ -257,3 +258,62 @@ def test_the_rate_limit_is_put_in_force_by_the_backend(setup: tuple[Path, Path, 
     (applied,) = backend.configs
     assert (applied.rate_limit_per_cgroup, applied.rate_limit_burst) == (100, 300)
     assert r.status()["restart_needed"] == []
+
+
+class _HeldSink:
+    """An output that takes its first batch and then holds the pipeline
+    until released: the agent is behind."""
+
+    spec = "held:"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lines: list[bytes] = []
+
+    def write(self, lines: list[bytes]) -> None:
+        self.release.wait(10)
+        self.lines += lines
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_sighup_is_acted_on_while_the_pipeline_is_behind(
+    setup: tuple[Path, Path, ConfigSource], tmp_path: Path
+) -> None:
+    cfg, out, source = setup
+    backend = FakeBackend([numbered(0, 2), numbered(2, 2), numbered(4, 2), numbered(6, 2)], root=tmp_path)
+    r = reloader(source, backend)
+    sink = _HeldSink()
+    pipeline = Pipeline([sink], backend.processes, None, backend.name)
+    worker = PipelineWorker(pipeline, max_batches=1, batch_events=2)
+    received: list[int] = []
+    wakeup_r, wakeup_w = os.pipe2(os.O_CLOEXEC)
+    applied_while_held: list[bool] = []
+
+    def on_read(b: FakeBackend) -> None:
+        if b.reads == 3:  # one batch in the held output, one queued: the next put() waits
+            write_config(cfg, ["/srv/**"], [f"jsonl:{out}"])
+            r.hangups.append(signal.SIGHUP)
+            threading.Thread(target=watch_reload, daemon=True).start()
+
+    def watch_reload() -> None:
+        deadline = time.monotonic() + 5
+        while not backend.configs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        applied_while_held.append(bool(backend.configs) and not sink.release.is_set())
+        sink.release.set()
+        received.append(signal.SIGTERM)
+        os.write(wakeup_w, b"x")
+
+    backend.on_read = on_read
+    try:
+        runner.serve(backend, worker, wakeup_r, received, r)
+        worker.put(backend.stop())
+        worker.close()
+    finally:
+        os.close(wakeup_r)
+        os.close(wakeup_w)
+    assert applied_while_held == [True]
+    assert [c.paths for c in backend.configs] == [("/srv/**",)]
+    assert [json.loads(line)["event"]["sequence"] for line in sink.lines] == list(range(8))

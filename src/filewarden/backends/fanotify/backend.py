@@ -81,6 +81,9 @@ _DECLARED: Final = frozenset({"file.previous", "file.layer", "file.target_path",
 
 # How often exited processes are dropped from the tree (after its retention).
 _EXPIRE_EVERY_NS: Final = 10**9
+# At stop: the queue's size is logged past this, and progress every few seconds.
+_DRAIN_LOG_BYTES: Final = 1 << 20
+_DRAIN_PROGRESS_S: Final = 5.0
 
 
 class FanotifyBackend:
@@ -118,7 +121,12 @@ class FanotifyBackend:
         self.set_rate_limit(self.config.rate_limit_per_cgroup, self.config.rate_limit_burst)
         try:
             # The globs in force when a report is read decide (reconfigure() swaps them).
-            self._watcher = FanotifyWatcher(self.matcher.prefixes(), self._selected, _own_outputs(self.config))
+            self._watcher = FanotifyWatcher(
+                self.matcher.prefixes(),
+                self._selected,
+                _own_outputs(self.config),
+                unlimited_queue=self.config.fanotify_queue == "unlimited",
+            )
         except (FanotifyError, OSError) as exc:
             raise BackendError(f"fanotify cannot watch here: {exc}") from None
         # Listening before the scan: what changes after it read a process is reported.
@@ -297,7 +305,27 @@ class FanotifyBackend:
             self.stats.process_records += 1
 
     def stop(self) -> list[Event]:
-        out = self.read()
+        """Removes the marks, then reads the queue to its end: with an
+        unlimited queue a burst may still wait there, and it is reported,
+        not dropped with the group."""
+        out: list[Event] = []
+        try:
+            self.watcher.unmark_all()
+        except OSError as exc:  # the group still goes; what it holds is read below
+            log.warning("fanotify: %s; reading what is queued", exc)
+        queued = self.watcher.queued_bytes()
+        if queued > _DRAIN_LOG_BYTES:
+            log.info("stopping: reading the %d KiB of events fanotify still holds", queued // 1024)
+        last = time.monotonic()
+        while True:
+            out.extend(self.read())
+            left = self.watcher.queued_bytes()
+            if not left:
+                break
+            if time.monotonic() - last > _DRAIN_PROGRESS_S:
+                log.info("stopping: %d KiB of events still to read", left // 1024)
+                last = time.monotonic()
+        out.extend(self.read())  # the process connector's last messages
         out.extend(self.rate_limited())
         return out
 

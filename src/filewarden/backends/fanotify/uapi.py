@@ -34,6 +34,9 @@ FAN_ONDIR: Final = 0x40000000
 FAN_CLOEXEC: Final = 0x00000001
 FAN_NONBLOCK: Final = 0x00000002
 FAN_CLASS_NOTIF: Final = 0x00000000
+# No bound on the queue (else fs.fanotify.max_queued_events, 16384 by
+# default); needs CAP_SYS_ADMIN (fanotify_user.c, fanotify_init()).
+FAN_UNLIMITED_QUEUE: Final = 0x00000010
 FAN_REPORT_FID: Final = 0x00000200
 FAN_REPORT_DIR_FID: Final = 0x00000400
 FAN_REPORT_NAME: Final = 0x00000800
@@ -50,6 +53,7 @@ FAN_MARK_ADD: Final = 0x00000001
 FAN_MARK_REMOVE: Final = 0x00000002
 FAN_MARK_INODE: Final = 0x00000000
 FAN_MARK_FILESYSTEM: Final = 0x00000100
+FAN_MARK_FLUSH: Final = 0x00000080
 
 # --- records ---
 

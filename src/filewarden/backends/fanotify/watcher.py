@@ -18,7 +18,7 @@ API::
         a fanotify group with the flags the watcher needs (CAP_SYS_ADMIN)?
 
     FanotifyWatcher(prefixes, selected, ignore_paths=(), *, target_fid=True,
-                    max_inode_marks=8192, cache_size=4096)
+                    unlimited_queue=True, max_inode_marks=8192, cache_size=4096)
         prefixes: literal directory prefixes (b"/etc/", b"/root/.ssh/"); each
             one's filesystem is marked (FAN_MARK_FILESYSTEM), or, where the
             kernel refuses that, the directories themselves (inode marks).
@@ -27,6 +27,9 @@ API::
         ignore_paths: the caller's own outputs (exact paths, or directories
             ending in b"/"); events on them are dropped, as are events of this
             very process, so that writing an event cannot cause another one.
+        unlimited_queue: FAN_UNLIMITED_QUEUE, so that a burst waits in the
+            kernel instead of overflowing fs.fanotify.max_queued_events (see
+            _init_group()); False: the bounded queue, overflows counted.
         .fileno()             -> int, readable when events are queued (poll it)
         .read()               -> list[FanotifyEvent], non-blocking, drains the queue
         .poll(timeout)        -> list[FanotifyEvent], waits up to timeout seconds first
@@ -34,6 +37,8 @@ API::
         .set_prefixes(prefixes) -> list[MarkResult], marks for a new set of prefixes
                                  added in place (same group, same queue)
         .drop_stale()         -> int, removes the marks no prefix needs any more
+        .unmark_all()         removes every mark: nothing more is queued (at stop)
+        .queued_bytes()       -> int, what the kernel's queue holds (FIONREAD)
         .ignore(paths)        -> new ignore_paths (the caller's outputs changed)
         .stats                -> FanotifyStats (overflows, drops, unresolved paths)
         .target_fid           -> bool: FAN_REPORT_TARGET_FID and FAN_RENAME in use (5.17+)
@@ -49,9 +54,12 @@ directory-entry events (do_fanotify_mark() refuses them with EINVAL).
 
 from __future__ import annotations
 
+import array
 import errno
+import fcntl
 import os
 import select
+import termios
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -67,11 +75,13 @@ from filewarden.backends.fanotify.uapi import (
     FAN_EVENT_ON_CHILD,
     FAN_MARK_ADD,
     FAN_MARK_FILESYSTEM,
+    FAN_MARK_FLUSH,
     FAN_MARK_INODE,
     FAN_MARK_REMOVE,
     FAN_NONBLOCK,
     FAN_REPORT_DFID_NAME,
     FAN_REPORT_DFID_NAME_TARGET,
+    FAN_UNLIMITED_QUEUE,
     RENAME_MASK,
 )
 from filewarden.backends.fanotify.wire import FileId, RawEvent, parse_events
@@ -115,9 +125,18 @@ class MarkResult(msgspec.Struct, frozen=True):
         return "; ".join((head, *self.notes))
 
 
-def _init_group(target_fid: bool) -> tuple[int, bool]:
-    """fanotify_init(); returns the fd and whether FAN_REPORT_TARGET_FID is on."""
-    base = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK
+def _init_group(target_fid: bool, unlimited_queue: bool = False) -> tuple[int, bool]:
+    """fanotify_init(); returns the fd and whether FAN_REPORT_TARGET_FID is on.
+
+    With `unlimited_queue` the kernel keeps every event until it is read
+    (FAN_UNLIMITED_QUEUE: max_events = UINT_MAX in fanotify_init()). That is
+    not unbounded memory: the events are charged to the memory cgroup of the
+    process that made the group (group->memcg, fanotify_init(); allocated
+    with GFP_KERNEL_ACCOUNT in fanotify_alloc_event()), and an event that
+    cannot be allocated there is queued as FAN_Q_OVERFLOW instead
+    (fanotify_handle_event()): a loss the decoder counts, never a silent one.
+    """
+    base = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | (FAN_UNLIMITED_QUEUE if unlimited_queue else 0)
     # O_LARGEFILE is forced on 64-bit kernels anyway (fanotify_init(): force_o_largefile())
     event_f_flags = os.O_RDONLY | os.O_LARGEFILE
     tries = [(FAN_REPORT_DFID_NAME_TARGET, True)] if target_fid else []
@@ -229,10 +248,11 @@ class FanotifyWatcher:
         ignore_paths: Sequence[bytes] = (),
         *,
         target_fid: bool = True,
+        unlimited_queue: bool = True,
         max_inode_marks: int = 8192,
         cache_size: int = 4096,
         read_size: int = 1 << 16,
-        max_reads: int = 64,
+        max_reads: int = 8,
     ) -> None:
         self.stats = FanotifyStats()
         self.marks: list[MarkResult] = []
@@ -243,7 +263,8 @@ class FanotifyWatcher:
         self._max_inode_marks = max_inode_marks
         self._inode_marks = 0
         self._marked: dict[bytes, tuple[_Fs, FileId]] = {}  # directories with an inode mark
-        self._fd, self.target_fid = _init_group(target_fid)
+        self._fd, self.target_fid = _init_group(target_fid, unlimited_queue)
+        self.unlimited_queue = unlimited_queue
         self.mask = RENAME_MASK if self.target_fid else BASE_MASK
         self._resolver = KernelResolver()
         self._decoder = FanotifyDecoder(
@@ -364,6 +385,27 @@ class FanotifyWatcher:
             if fs.kind == "inode" and not any(f is fs for f, _ in self._marked.values()):
                 fs.kind = "none"
         return removed
+
+    def unmark_all(self) -> None:
+        """Removes every mark of the group, so that what is queued is all
+        there will be: the agent reads it to the end before it stops
+        (do_fanotify_mark(): FAN_MARK_FLUSH clears the group's marks of one
+        type). The mount fds stay with the resolver for what is queued."""
+        for kind in (FAN_MARK_FILESYSTEM, FAN_MARK_INODE):
+            err = _mark(self._fd, FAN_MARK_FLUSH | kind, 0, libc.AT_FDCWD, None)
+            if err:
+                raise OSError(err, f"fanotify_mark(FAN_MARK_FLUSH): {os.strerror(err)}")
+        self._marked.clear()
+        self._inode_marks = 0
+        for fs in self._fs:
+            fs.kind = "none"
+
+    def queued_bytes(self) -> int:
+        """The bytes of events the kernel's queue holds now
+        (fs/notify/fanotify/fanotify_user.c fanotify_ioctl(): FIONREAD)."""
+        buf = array.array("i", [0])
+        fcntl.ioctl(self._fd, termios.FIONREAD, buf, True)
+        return buf[0]
 
     def ignore(self, paths: Sequence[bytes]) -> None:
         """The caller's own outputs changed: events on these are dropped from now on."""
