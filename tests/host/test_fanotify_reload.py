@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from filewarden.backends.fanotify.backend import FanotifyBackend
 from filewarden.config import Config, Output
 from filewarden.model.enums import Action
 from tests.support import mounts
-from tests.support.proc import in_child, touch
+from tests.support.proc import Writer, in_child, touch
 
 if TYPE_CHECKING:
     from filewarden.model.events import FileEvent
@@ -23,22 +21,11 @@ if TYPE_CHECKING:
 MAX_FILES = 50_000
 
 
-def _writer(where: Path, stop: Path) -> None:
-    n = 0
-    while n < MAX_FILES and not (n % 16 == 0 and stop.exists()):
-        touch(where / str(n))
-        n += 1
-        if n % 16 == 0:
-            time.sleep(0.002)  # some 5,000 files a second at most: the filesystem's inodes last
-    (stop.parent / "written").write_text(str(n))
-
-
 def test_no_event_is_lost_or_repeated_while_the_marks_change_under_a_writer() -> None:
     with mounts.tmpfs() as one, mounts.tmpfs() as two:
         w, o1 = one / "w", one / "o1"
         w.mkdir()
         o1.mkdir()
-        stop = one / "stop"
         phases = [
             (f"{w}/**", f"{two}/**"),  # a filesystem more: marked
             (f"{w}/**",),  # and its mark removed
@@ -52,16 +39,8 @@ def test_no_event_is_lost_or_repeated_while_the_marks_change_under_a_writer() ->
         events: list[FileEvent] = []
         marks: list[list[str]] = []
         try:
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    _writer(w, stop)
-                except BaseException:  # noqa: BLE001 - a failed writer is the test's failure
-                    code = 1
-                finally:
-                    os._exit(code)
-            try:
+            # Some 5,000 files a second at most: the filesystem's inodes last.
+            with Writer(w, MAX_FILES, every=16, pause=0.002) as writer:
                 time.sleep(0.2)
                 for i, globs in enumerate(phases):
                     backend.reconfigure(dataclasses.replace(backend.config, paths=globs))
@@ -70,14 +49,10 @@ def test_no_event_is_lost_or_repeated_while_the_marks_change_under_a_writer() ->
                     events += backend.read()
                     time.sleep(0.1)
                     events += backend.read()
-            finally:
-                stop.touch()
-                _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0
             events += backend.stop()
         finally:
             backend.close()
-        written = int((one / "written").read_text())
+        written = writer.written
         creates = collections.Counter(
             e.path for e in events if e.action == Action.CREATE and e.path.startswith(f"{w}/".encode())
         )

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.monitor import monitoring, summary
-from tests.support.proc import in_child, touch
+from tests.support.proc import Writer, in_child, touch
 
 pytestmark = pytest.mark.lsm
 
@@ -23,22 +22,10 @@ pytestmark = pytest.mark.lsm
 MAX_FILES = 3000
 
 
-def _writer(where: Path, stop: Path) -> None:
-    """Creates where/0, where/1, ... until `stop` exists; then writes how many."""
-    n = 0
-    while n < MAX_FILES and not (n % 16 == 0 and stop.exists()):
-        touch(where / str(n))
-        n += 1
-        if n % 4 == 0:
-            time.sleep(0.01)  # at most some 400 files a second
-    (stop.parent / "written").write_text(str(n))
-
-
 def test_no_event_is_lost_or_repeated_while_the_paths_change_under_a_writer(plain_dir: Path) -> None:
     w, o1, o2 = plain_dir / "w", plain_dir / "o1", plain_dir / "o2"
     for d in (w, o1, o2):
         d.mkdir()
-    stop = plain_dir / "stop"
     # The monitored set over the phases: w always, the others coming and going.
     phases = [
         (f"{w}/**", f"{o1}/**"),
@@ -56,16 +43,8 @@ def test_no_event_is_lost_or_repeated_while_the_paths_change_under_a_writer(plai
         # examine (all scratch slots busy, anywhere on the machine) is
         # counted apart, and the writer's own would be missing below.
         gaps_before = agent.stats.sequence.lost
-        pid = os.fork()
-        if pid == 0:  # the writer
-            code = 0
-            try:
-                _writer(w, stop)
-            except BaseException:  # noqa: BLE001 - a failed writer is the test's failure
-                code = 1
-            finally:
-                os._exit(code)
-        try:
+        # At most some 400 files a second.
+        with Writer(w, MAX_FILES, every=4, pause=0.01) as writer:
             time.sleep(0.5)
             for i, globs in enumerate(phases):
                 agent.reconfigure(dataclasses.replace(agent.config, paths=globs))
@@ -75,11 +54,7 @@ def test_no_event_is_lost_or_repeated_while_the_paths_change_under_a_writer(plai
                 mon.poll()
                 time.sleep(0.3)
                 mon.poll()
-        finally:
-            stop.touch()
-            _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        written = int((plain_dir / "written").read_text())
+        written = writer.written
         events = mon.under(str(plain_dir))
         lost = agent.stats.sequence.lost - gaps_before
     creates = collections.Counter(e.path for e in events if e.path.startswith(f"{w}/".encode()))

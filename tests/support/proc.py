@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 COMM = "fw-writer"
 
@@ -57,3 +59,45 @@ def touch(path: os.PathLike[str] | str, flags: int = os.O_WRONLY | os.O_CREAT, d
             os.write(fd, data)
     finally:
         os.close(fd)
+
+
+class Writer:
+    """A forked process creating where/0, where/1, ... (pausing `pause`
+    seconds after every `every` files) until stopped or `max_files` are
+    made. `with Writer(...) as w:` starts it; leaving the block stops it,
+    waits for it and checks that it exited cleanly; `w.written` is then how
+    many files it made."""
+
+    def __init__(self, where: Path, max_files: int, every: int, pause: float) -> None:
+        self.where, self.max_files, self.every, self.pause = where, max_files, every, pause
+        self.written = 0
+        self._stop = where.parent / f".{where.name}.stop"
+        self._count = where.parent / f".{where.name}.written"
+        self._pid = 0
+
+    def _run(self) -> None:
+        n = 0
+        while n < self.max_files and not (n % 16 == 0 and self._stop.exists()):
+            touch(self.where / str(n))
+            n += 1
+            if n % self.every == 0:
+                time.sleep(self.pause)
+        self._count.write_text(str(n))
+
+    def __enter__(self) -> Writer:
+        self._pid = os.fork()
+        if self._pid == 0:
+            code = 0
+            try:
+                self._run()
+            except BaseException:  # noqa: BLE001 - the parent sees the exit code
+                code = 1
+            finally:
+                os._exit(code)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.touch()
+        _, status = os.waitpid(self._pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the writer failed"
+        self.written = int(self._count.read_text())
