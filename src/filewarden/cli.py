@@ -94,7 +94,8 @@ def cli() -> None:
     "outputs",
     multiple=True,
     metavar="SPEC",
-    help="Where events go: 'jsonl:-' (stdout, the default) or 'jsonl:PATH' (append); repeatable.",
+    help="Where events go: 'jsonl:-' (stdout, the default), 'jsonl:PATH' (append), 'sqlite:PATH' or "
+    "'otlp+http://HOST:PORT[/PATH]' (OpenTelemetry logs to a collector); repeatable.",
 )
 @click.option(
     "--ready-file",
@@ -638,7 +639,11 @@ def status(socket_path: Path, as_json: bool) -> None:
         click.echo(line)
     for out in agent.get("outputs", []):
         state = "FAILING" if out.get("failing") else "ok"
-        click.echo(f"output {out['spec']}: {state}, {out.get('written', 0)} written, {out.get('errors', 0)} errors")
+        line = f"output {out['spec']}: {state}, {out.get('written', 0)} written, {out.get('errors', 0)} errors"
+        lost = {cause: n for cause, n in out.get("lost", {}).items() if n}
+        if lost:
+            line += " (lost: " + ", ".join(f"{n} {cause}" for cause, n in lost.items()) + ")"
+        click.echo(line)
     globs = doc.get("globs")
     if globs:
         click.echo(f"globs: {', '.join(globs)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,12 @@ DEFAULT_COALESCE_WINDOW: Final = 1.0
 # A held event waits this long at most before it is written.
 MAX_COALESCE_WINDOW: Final = 3600.0
 MAX_RATE_LIMIT: Final = 10**9  # file events a second (the kernel's bucket counts in ns)
+# The OpenTelemetry SDK's own defaults (OTEL_BLRP_MAX_QUEUE_SIZE,
+# OTEL_EXPORTER_OTLP_TIMEOUT), stated here so that the spec says what runs.
+DEFAULT_OTLP_MAX_QUEUE: Final = 2048
+MAX_OTLP_MAX_QUEUE: Final = 1 << 20
+DEFAULT_OTLP_TIMEOUT: Final = 10
+DEFAULT_OTLP_PATH: Final = "/v1/logs"
 
 
 class ConfigError(UsageError):
@@ -96,13 +103,22 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    kind: Literal["jsonl", "sqlite"]
-    target: str  # "-" for stdout, else a file path
+    kind: Literal["jsonl", "sqlite", "otlp"]
+    target: str  # "-" for stdout, a file path, or (otlp) the collector's http:// URL with its path
     max_bytes: int = 0  # jsonl: rotate past this size (0: never)
     backups: int = 0  # jsonl: rotated files kept (PATH.1 the newest)
+    max_queue: int = 0  # otlp: events waiting to be sent, at most (0 for the other kinds)
+    timeout: int = 0  # otlp: seconds one export may take, retries included (0 for the other kinds)
 
     @property
     def spec(self) -> str:
+        if self.kind == "otlp":
+            options = []
+            if self.max_queue != DEFAULT_OTLP_MAX_QUEUE:
+                options.append(f"max_queue={self.max_queue}")
+            if self.timeout != DEFAULT_OTLP_TIMEOUT:
+                options.append(f"timeout={self.timeout}")
+            return f"otlp+{self.target}" + ("?" + "&".join(options) if options else "")
         if self.max_bytes:
             return f"{self.kind}:{self.target}?max_bytes={self.max_bytes}&backups={self.backups}"
         return f"{self.kind}:{self.target}"
@@ -207,19 +223,31 @@ class Config:
         return int(getattr(logging, self.log_level.upper()))
 
 
-OUTPUT_KINDS: Final = ("jsonl", "sqlite")
+OUTPUT_KINDS: Final = ("jsonl", "sqlite", "otlp")
+_OUTPUT_FORMS: Final = "expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp+http://HOST:PORT[/PATH]"
 
 
 def parse_output(spec: str) -> Output:
     """Every output's spec, KIND:TARGET[?OPTION=VALUE&...], parsed here:
     jsonl:- (stdout), jsonl:PATH[?max_bytes=N&backups=K] (rotated past N
-    bytes, K old files kept), sqlite:PATH (an event store)."""
+    bytes, K old files kept), sqlite:PATH (an event store),
+    otlp+http://HOST:PORT[/PATH][?max_queue=N&timeout=S] (OpenTelemetry
+    logs over OTLP/HTTP; PATH /v1/logs unless given)."""
+    if spec.startswith("otlp+"):
+        return _parse_otlp(spec)
     kind, sep, rest = spec.partition(":")
     target, _, query = rest.partition("?")
-    if kind not in OUTPUT_KINDS or not sep or not target or (kind == "sqlite" and target == "-"):
-        raise ConfigError(f"output {spec!r} is not valid: expected jsonl:-, jsonl:PATH or sqlite:PATH")
-    options: dict[str, int] = {}
+    if kind not in OUTPUT_KINDS or kind == "otlp" or not sep or not target or (kind == "sqlite" and target == "-"):
+        raise ConfigError(f"output {spec!r} is not valid: {_OUTPUT_FORMS}")
     allowed = ("max_bytes", "backups") if kind == "jsonl" and target != "-" else ()
+    options = _output_options(spec, query, allowed)
+    if options.get("backups") and not options.get("max_bytes"):
+        raise ConfigError(f"output {spec!r}: backups needs max_bytes (the size to rotate at)")
+    return Output(kind, target, **options)  # type: ignore[arg-type]
+
+
+def _output_options(spec: str, query: str, allowed: tuple[str, ...]) -> dict[str, int]:
+    options: dict[str, int] = {}
     for pair in query.split("&") if query else ():
         key, eq, value = pair.partition("=")
         if key not in allowed or not eq:
@@ -228,9 +256,40 @@ def parse_output(spec: str) -> Output:
         if not value.isdigit():
             raise ConfigError(f"output {spec!r}: {key} must be a whole number, not {value!r}")
         options[key] = int(value)
-    if options.get("backups") and not options.get("max_bytes"):
-        raise ConfigError(f"output {spec!r}: backups needs max_bytes (the size to rotate at)")
-    return Output(kind, target, **options)  # type: ignore[arg-type]
+    return options
+
+
+def _parse_otlp(spec: str) -> Output:
+    """otlp+http://HOST:PORT[/PATH][?max_queue=N&timeout=S]: the port is
+    never guessed (collectors listen on 4318 for OTLP/HTTP, but a fleet's
+    may not), and only plain HTTP: a collector on the node or in the
+    cluster is where TLS usually ends."""
+    url, _, query = spec.removeprefix("otlp+").partition("?")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if (
+        parts is None
+        or parts.scheme != "http"
+        or not parts.hostname
+        or port is None
+        or parts.username is not None
+        or parts.fragment
+    ):
+        raise ConfigError(
+            f"output {spec!r} is not valid: expected otlp+http://HOST:PORT[/PATH] (otlp+http://collector:4318)"
+        )
+    options = _output_options(spec, query, ("max_queue", "timeout"))
+    max_queue = options.get("max_queue", DEFAULT_OTLP_MAX_QUEUE)
+    if not 1 <= max_queue <= MAX_OTLP_MAX_QUEUE:
+        raise ConfigError(f"output {spec!r}: max_queue {max_queue} must be between 1 and {MAX_OTLP_MAX_QUEUE}")
+    timeout = options.get("timeout", DEFAULT_OTLP_TIMEOUT)
+    if not 1 <= timeout <= 3600:
+        raise ConfigError(f"output {spec!r}: timeout {timeout} must be between 1 and 3600 seconds")
+    target = f"http://{parts.netloc}{parts.path or DEFAULT_OTLP_PATH}"
+    return Output("otlp", target, max_queue=max_queue, timeout=timeout)
 
 
 def _check_address(text: str, where: str) -> str:

@@ -43,7 +43,7 @@ def test_run_help_names_every_contract_option(capsys: pytest.CaptureFixture[str]
         (["run", "--path", "etc/**"], "filewarden: error: --path: glob 'etc/**' is not an absolute path"),
         (
             ["run", "--output", "xml:-"],
-            "filewarden: error: output 'xml:-' is not valid: expected jsonl:-, jsonl:PATH or sqlite:PATH",
+            "filewarden: error: output 'xml:-' is not valid: expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp+http://HOST:PORT[/PATH]",
         ),
         (["run", "--log-level", "loud"], "filewarden: error: Invalid value for '--log-level'"),
         (["run", "--coalesce-window", "soon"], "filewarden: error: Invalid value for '--coalesce-window'"),

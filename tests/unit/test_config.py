@@ -43,7 +43,10 @@ def test_file_values_and_cli_overrides(tmp_path: Path) -> None:
         ('paths = ["etc"]', r"config .*fw\.toml: glob 'etc' is not an absolute path"),
         ("paths = []", r"no paths to monitor"),
         ('colour = "red"', r"Object contains unknown field `colour`"),
-        ('outputs = ["syslog:x"]', r"output 'syslog:x' is not valid: expected jsonl:-, jsonl:PATH or sqlite:PATH"),
+        (
+            'outputs = ["syslog:x"]',
+            r"output 'syslog:x' is not valid: expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp",
+        ),
         ('log_level = "loud"', r"log level 'loud' is not one of debug, info, warning, error"),
         ("ring_buffer_bytes = 1000", r"ring_buffer_bytes 1000 must be a power of two"),
         ('reader = "magic"', r"Invalid enum value 'magic'"),

@@ -10,12 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Final, Protocol, TypeAlias
 
 from filewarden.errors import OutputError
 
 if TYPE_CHECKING:
     from filewarden.config import Output
+    from filewarden.pipeline.otlp import OtlpSink
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class SqliteSink:
         self._writer.close()
 
 
-Sink_ = JsonlSink | SqliteSink
+Sink_: TypeAlias = "JsonlSink | SqliteSink | OtlpSink"
 
 
 def open_outputs(
@@ -177,6 +178,11 @@ def open_outputs(
         for out in outputs:
             if out.kind == "sqlite":
                 sinks.append(SqliteSink(out, retention_days=retention_days, retention_mib=retention_mib))
+            elif out.kind == "otlp":
+                # Imported here: the OpenTelemetry SDK only when it is used.
+                from filewarden.pipeline.otlp import OtlpSink  # noqa: PLC0415
+
+                sinks.append(OtlpSink(out))
             else:
                 sinks.append(JsonlSink(out))
     except OutputError:

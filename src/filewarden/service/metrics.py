@@ -142,14 +142,22 @@ class AgentCollector(Collector):
         backlog = GaugeMetricFamily(
             "filewarden_output_queue_batches", "Batches waiting for an output's thread.", labels=["output"]
         )
+        lost_out = CounterMetricFamily(
+            "filewarden_output_events_lost",
+            "Events an output could not deliver, by output and cause (otlp: queue_full, export_failed, not_sent).",
+            labels=["output", "cause"],
+        )
         for sink in a.sinks:
             written.add_metric([sink.spec], getattr(sink, "written", a.pipeline.written))
             errors.add_metric([sink.spec], getattr(sink, "errors", 0))
             if hasattr(sink, "backlog"):
                 backlog.add_metric([sink.spec], sink.backlog)
+            for cause, n in sorted(getattr(sink, "lost", {}).items()):
+                lost_out.add_metric([sink.spec, cause], n)
         yield written
         yield errors
         yield backlog
+        yield lost_out
         if a.content_backlog is not None:
             hashing = GaugeMetricFamily("filewarden_hash_backlog_files", "Written files waiting to be hashed.")
             hashing.add_metric([], a.content_backlog())

@@ -292,6 +292,8 @@ def about(config: Config, agent: Agent, reloader: Reloader | None = None) -> dic
                 "written": getattr(sink, "written", agent.pipeline.written),
                 "errors": getattr(sink, "errors", 0),
                 "failing": getattr(sink, "failing", False),
+                # Only outputs that can lose events have it (otlp).
+                **({"lost": dict(sink.lost)} if hasattr(sink, "lost") else {}),
             }
             for sink in agent.sinks
         ],
