@@ -57,6 +57,7 @@ LSM_WITHOUT_BPF = "lockdown,capability,landlock,yama,apparmor,tomoyo"
 BACKENDS = ("lsm", "fentry")
 # Tests of what only BPF LSM programs can do (inode storage): not run on fentry.
 NEEDS_LSM = "needs_lsm"
+ONE_BPF_BACKEND = "one_bpf_backend"
 HOST_SIDE = "host_side"
 SECOND_BOOT = "second_boot"
 TWO_BOOTS_TEST = "tests/kernel/test_two_boots.py"
@@ -502,7 +503,9 @@ def boot_and_test(
     if not exec_argv:
         # Tests with no kernel part (the baseline's commands and faults) run
         # on the host only; the fentry runs also leave out the inode marks.
-        left_out = [HOST_SIDE, NEEDS_LSM] if backend == "fentry" else [HOST_SIDE]
+        # The same for both BPF backends (packaging, the store, metrics,
+        # fanotify's own runs): once per kernel, in its lsm suite.
+        left_out = [HOST_SIDE, NEEDS_LSM, ONE_BPF_BACKEND] if backend == "fentry" else [HOST_SIDE]
         if second_boot:
             pytest_args += ["-m", SECOND_BOOT]
         else:
@@ -510,7 +513,7 @@ def boot_and_test(
     guest = REPO / "tests" / "lab" / "guest.sh"
     mode = ["--exec"] if exec_argv else []
     installed: list[str] = []
-    if not exec_argv and _runs_wheel_test(tests):
+    if not exec_argv and backend != "fentry" and _runs_wheel_test(tests):
         try:
             installed = ["--wheel", str(prepare_wheel())]
         except LabError as exc:  # the wheel test fails in the guest, naming the variable
@@ -585,6 +588,7 @@ def boot_and_test(
             reasons.append(f"marked {SECOND_BOOT} (run in a second boot of this kernel)")
         if backend == "fentry" and not second_boot:
             reasons.append(f"marked {NEEDS_LSM} (inode marks need BPF LSM)")
+            reasons.append(f"marked {ONE_BPF_BACKEND} (the same on either BPF backend: run in the lsm suite)")
         result.deselected_why = ", or ".join(reasons)
     exit_file = out / "exit-code"
     guest_rc = exit_file.read_text().strip() if exit_file.exists() else "missing"

@@ -24,7 +24,9 @@ from tests.support.proc import in_child
 
 StartAgent = Callable[..., Agent]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root")
+# The same whichever BPF backend runs (scripts/kernel_lab.py ONE_BPF_BACKEND):
+# in the guests' lsm suites, not again in the fentry ones.
+pytestmark = [pytest.mark.one_bpf_backend, pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root")]
 
 WINDOW = 0.5
 WRITING_S = 2.0

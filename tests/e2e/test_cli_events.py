@@ -17,7 +17,9 @@ from tests.e2e.conftest import FILEWARDEN, Agent, filewarden, wait_start_scans
 
 StartAgent = Callable[..., Agent]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root")
+# The same whichever BPF backend runs (scripts/kernel_lab.py ONE_BPF_BACKEND):
+# in the guests' lsm suites, not again in the fentry ones.
+pytestmark = [pytest.mark.one_bpf_backend, pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root")]
 
 
 def stored(state: Path, *args: str) -> list[dict]:  # type: ignore[type-arg]

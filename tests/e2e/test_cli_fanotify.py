@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 if TYPE_CHECKING:
     from tests.e2e.conftest import Agent
 
@@ -26,6 +28,10 @@ def in_child(script: str) -> int:
     proc = subprocess.Popen([sys.executable, "-c", f"import os\n{script}"])
     assert proc.wait(timeout=30) == 0
     return proc.pid
+
+
+# fanotify's run is the same in every boot: not again in the fentry suites.
+pytestmark = pytest.mark.one_bpf_backend
 
 
 def test_fanotify_backend_reports_changes_with_paths_and_pids(

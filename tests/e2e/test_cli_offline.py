@@ -19,7 +19,12 @@ StartAgent = Callable[..., Agent]
 # (the guests run test_each_kind_of_change_while_stopped_is_reported_once).
 HOST_SIDE = pytest.mark.host_side
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs, chowns and sets trusted.* xattrs: root")
+# The same whichever BPF backend runs (scripts/kernel_lab.py ONE_BPF_BACKEND):
+# in the guests' lsm suites, not again in the fentry ones.
+pytestmark = [
+    pytest.mark.one_bpf_backend,
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs, chowns and sets trusted.* xattrs: root"),
+]
 
 
 def offline_run(start_agent: StartAgent, args: list[str], state: Path, n: int, out: Path) -> list[dict]:  # type: ignore[type-arg]

@@ -87,6 +87,7 @@ def test_the_wheel_carries_the_bpf_objects(installed: wheel.Installed) -> None:
 
 # In a guest under TCG it took over 4 minutes (7.3.4, five guests sharing two host CPUs).
 @pytest.mark.timeout(600)
+@pytest.mark.one_bpf_backend  # the wheel's objects load on either: once per kernel is enough
 def test_the_installed_wheel_runs_without_a_compiler(
     installed: wheel.Installed, no_compiler: tuple[dict[str, str], Path], watched: Path, tmp_path: Path
 ) -> None:
