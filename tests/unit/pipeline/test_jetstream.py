@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from filewarden.config import ConfigError, NatsOptions, Output, parse_output
+from filewarden.backends.base import FAIL
+from filewarden.config import Config, ConfigError, NatsOptions, Output, parse_output
 from filewarden.errors import OutputError
 from filewarden.integrity.trust import boot_id
 from filewarden.pipeline.jetstream import NatsSink, check, host_id, spool_directory
 from filewarden.pipeline.sinks import open_outputs
+from filewarden.service.doctor import check_outputs
 from tests.support.natsd import NatsServer, stream_config, stream_messages
 
 ACTIONS = ("created", "written", "deleted", "renamed")
@@ -199,6 +201,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from filewarden.config import parse_output
     from filewarden.pipeline.sinks import open_outputs
+from filewarden.service.doctor import check_outputs
 
     spec, state, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     (sink,) = open_outputs((parse_output(spec),), state_dir=state)
@@ -290,12 +293,19 @@ def test_a_torn_record_ends_the_spool(server: NatsServer, tmp_path: Path) -> Non
 
 
 def test_doctor_check(server: NatsServer, tmp_path: Path) -> None:
+    """doctor: the broker away is a FAIL with a fix; up, it says whether
+    the stream is there or will be created, and creates nothing."""
     output = parse_output(f"{server.url}/fim")
     ok, found = check(output)
     assert not ok
     assert found.startswith(f"127.0.0.1:{server.port}: ")
+    (found_line,) = check_outputs(Config(paths=("/etc/**",), outputs=(output, Output("jsonl", "-"))))
+    assert (found_line.name, found_line.status) == ("output nats", FAIL)
+    assert found_line.detail.startswith(f"{output.spec}: 127.0.0.1:{server.port}: ")
+    assert found_line.fix
     server.start()
-    assert check(output) == (True, f"127.0.0.1:{server.port}: no stream captures fim.>; the agent creates FIM")
+    for _ in range(2):  # still none the second time: the check created nothing
+        assert check(output) == (True, f"127.0.0.1:{server.port}: no stream captures fim.>; the agent creates FIM")
     sink = open_sink(f"{server.url}/fim", tmp_path / "state")
     sink.write([line(0)])
     sink.close()
