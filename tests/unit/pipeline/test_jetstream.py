@@ -201,7 +201,6 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from filewarden.config import parse_output
     from filewarden.pipeline.sinks import open_outputs
-from filewarden.service.doctor import check_outputs
 
     spec, state, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     (sink,) = open_outputs((parse_output(spec),), state_dir=state)
