@@ -219,7 +219,7 @@ class NatsSink:
     events the stream acknowledged (once each: `duplicates` counts those
     it already had); `lost` counts the others by cause (LOSS_CAUSES);
     `errors` is their sum; `failing` is true while the broker cannot be
-    reached or the last batch was refused; `backlog` is the events in the
+    reached or the last batch was refused; `spooled` is the events in the
     spool."""
 
     def __init__(self, output: Output, *, state_dir: Path, drain_s: float = DRAIN_S) -> None:
@@ -258,7 +258,7 @@ class NatsSink:
         return sum(self.lost.values())
 
     @property
-    def backlog(self) -> int:
+    def spooled(self) -> int:
         return self._spool.pending
 
     def write(self, lines: list[bytes]) -> None:

@@ -85,7 +85,7 @@ def test_every_event_once_on_its_subject_with_its_id(server: NatsServer, tmp_pat
     count = 1000
     for start in range(0, count, 100):
         sink.write([line(n) for n in range(start, start + 100)])
-    wait_for(lambda: sink.backlog == 0)
+    wait_for(lambda: sink.spooled == 0)
     sink.close()
     assert (sink.written, sink.duplicates, sink.errors, sink.failing) == (count, 0, 0, False)
     assert sink.lost == {"spool_full": 0, "spool_error": 0, "refused": 0}
@@ -133,10 +133,10 @@ def test_broker_down_at_start_then_up(server: NatsServer, tmp_path: Path) -> Non
     for start in range(0, 300, 30):
         sink.write([line(n) for n in range(start, start + 30)])
     wait_for(lambda: sink.failing)
-    assert (sink.written, sink.backlog) == (0, 300)
+    assert (sink.written, sink.spooled) == (0, 300)
     assert sink.last_error
     server.start()
-    wait_for(lambda: sink.backlog == 0)
+    wait_for(lambda: sink.spooled == 0)
     sink.close()
     assert (sink.written, sink.errors, sink.failing) == (300, 0, False)
     assert sequences(stream_messages(server.url, "FIM")) == list(range(300))
@@ -164,7 +164,7 @@ def test_broker_killed_mid_stream(server: NatsServer, tmp_path: Path) -> None:
     time.sleep(0.3)  # events keep coming while it is down
     server.start()
     writer.join()
-    wait_for(lambda: done.is_set() and sink.backlog == 0)
+    wait_for(lambda: done.is_set() and sink.spooled == 0)
     sink.close()
     assert sink.written + sink.duplicates >= count
     assert sink.written == count
@@ -183,13 +183,13 @@ def test_a_full_spool_is_a_counted_loss(server: NatsServer, tmp_path: Path, capl
     lost = sink.lost["spool_full"]
     assert lost > 0
     assert lost % per_batch == 0  # whole batches, the newest
-    assert sink.backlog + lost == batches * per_batch
+    assert sink.spooled + lost == batches * per_batch
     assert sink.errors == lost
     warnings = [r.getMessage() for r in caplog.records if "spool_full" in r.getMessage()]
     assert len(warnings) == 1  # one for the run of refused batches
     assert warnings[0].startswith(f"{sink.spec}: {per_batch} event(s) not delivered (spool_full")
     server.start()
-    wait_for(lambda: sink.backlog == 0)
+    wait_for(lambda: sink.spooled == 0)
     sink.close()
     kept = batches * per_batch - lost
     assert sequences(stream_messages(server.url, "FIM")) == list(range(kept))
@@ -207,7 +207,7 @@ CHILD = textwrap.dedent(
     for n in range(count):
         doc = {"event": {"action": "written", "sequence": n}, "file": {"path": f"/etc/f{n}"}}
         sink.write([json.dumps(doc).encode() + b"\\n"])
-    print(sink.backlog, flush=True)
+    print(sink.spooled, flush=True)
     time.sleep(600)
     """
 )
@@ -242,7 +242,7 @@ def test_events_spooled_by_a_killed_agent_are_sent_after_restart(server: NatsSer
 
     server.start()
     sink = open_sink(spec, state)
-    wait_for(lambda: sink.backlog == 0)
+    wait_for(lambda: sink.spooled == 0)
     sink.close()
     assert (sink.written, sink.duplicates) == (count, 0)
     assert sequences(stream_messages(server.url, "FIM")) == list(range(count))
@@ -250,7 +250,7 @@ def test_events_spooled_by_a_killed_agent_are_sent_after_restart(server: NatsSer
     shutil.rmtree(spool)
     shutil.copytree(left, spool)
     again = open_sink(spec, state)
-    wait_for(lambda: again.backlog == 0)
+    wait_for(lambda: again.spooled == 0)
     again.close()
     assert (again.written, again.duplicates) == (0, count)
     assert sequences(stream_messages(server.url, "FIM")) == list(range(count))
@@ -268,7 +268,7 @@ def test_close_leaves_what_it_cannot_send(server: NatsServer, tmp_path: Path, ca
     assert f"{sink.spec}: 7 event(s) left in the spool" in caplog.text
     server.start()
     sink = open_sink(f"{server.url}/fim", tmp_path / "state")
-    wait_for(lambda: sink.backlog == 0)
+    wait_for(lambda: sink.spooled == 0)
     sink.close()
     assert sequences(stream_messages(server.url, "FIM")) == list(range(7))
 
@@ -285,8 +285,8 @@ def test_a_torn_record_ends_the_spool(server: NatsServer, tmp_path: Path) -> Non
         f.write(b'\x40\x00\x00\x00\x00\x00\x00\x00{"event')  # a header promising 64 bytes, and 7
     server.start()
     sink = open_sink(spec, tmp_path / "state")
-    assert sink.backlog == 5
-    wait_for(lambda: sink.backlog == 0)
+    assert sink.spooled == 5
+    wait_for(lambda: sink.spooled == 0)
     sink.close()
     assert sequences(stream_messages(server.url, "FIM")) == list(range(5))
 
