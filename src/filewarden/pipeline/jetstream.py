@@ -216,8 +216,8 @@ def check(output: Output) -> tuple[bool, str]:
 
 class NatsSink:
     """Events to JetStream through an on-disk spool. `written` counts
-    events the stream acknowledged (once each: `duplicates` counts those
-    it already had); `lost` counts the others by cause (LOSS_CAUSES);
+    events the stream acknowledged, `duplicates` those of them it already
+    had (sent before, their acknowledgement lost); `lost` counts the others by cause (LOSS_CAUSES);
     `errors` is their sum; `failing` is true while the broker cannot be
     reached or the last batch was refused; `spooled` is the events in the
     spool."""
@@ -357,7 +357,7 @@ class NatsSink:
             if done:
                 dup = sum(1 for ack in acks[:done] if ack is True)
                 with self._lock:
-                    self.written += done - dup
+                    self.written += done
                     self.duplicates += dup
                     self.failing = False
                 self._spool.ack(records[done - 1].end, done)

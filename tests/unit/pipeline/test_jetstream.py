@@ -166,7 +166,8 @@ def test_broker_killed_mid_stream(server: NatsServer, tmp_path: Path) -> None:
     writer.join()
     wait_for(lambda: done.is_set() and sink.spooled == 0)
     sink.close()
-    assert sink.written + sink.duplicates >= count
+    # Each acknowledged once (one whose acknowledgement the kill took is
+    # sent again, and acknowledged as a duplicate), and stored once.
     assert sink.written == count
     assert sequences(stream_messages(server.url, "FIM")) == list(range(count))
 
@@ -252,7 +253,7 @@ def test_events_spooled_by_a_killed_agent_are_sent_after_restart(server: NatsSer
     again = open_sink(spec, state)
     wait_for(lambda: again.spooled == 0)
     again.close()
-    assert (again.written, again.duplicates) == (0, count)
+    assert (again.written, again.duplicates) == (count, count)
     assert sequences(stream_messages(server.url, "FIM")) == list(range(count))
 
 
@@ -392,3 +393,51 @@ def test_bad_specs(spec: str, message: str) -> None:
     assert text.startswith(f"output {spec!r}")
     assert message in text
     assert "\n" not in text
+
+
+def test_a_full_spool_reaches_status_metrics_and_health(server: NatsServer, tmp_path: Path) -> None:
+    """Rendered events through the pipeline (as the agent writes them),
+    the broker away and a spool of 1 MiB: what the spool refuses is in
+    `status`, in filewarden_output_events_lost_total{cause="spool_full"},
+    and /healthz says the output is failing."""
+    from filewarden.backends.fake import FakeBackend
+    from filewarden.config import load
+    from filewarden.pipeline.stages import Pipeline, PipelineWorker
+    from filewarden.service.metrics import Agent, MetricsServer
+    from filewarden.service.runner import about
+    from tests.unit.pipeline.test_render import event
+    from tests.unit.service.test_metrics import get
+
+    metrics = MetricsServer(("127.0.0.1", 0))
+    metrics.start()
+    backend = FakeBackend(root=tmp_path)
+    sink = open_sink(f"{server.url}/fim?spool_mib=1", tmp_path / "state")
+    pipeline = Pipeline([sink], backend.processes, backend=backend.name)
+    worker = PipelineWorker(pipeline)
+    agent = Agent(backend, pipeline, worker, [sink])
+    metrics.attach(agent)
+    try:
+        for start in range(0, 6000, 100):
+            pipeline.emit([event(seq=i) for i in range(start, start + 100)])
+        lost = sink.lost["spool_full"]
+        assert lost > 0
+        assert sink.spooled + lost == 6000
+        (out,) = about(load(paths=["/etc/**"]), agent)["outputs"]
+        assert out == {
+            "spec": sink.spec,
+            "written": 0,
+            "errors": lost,
+            "failing": True,
+            "lost": {"spool_full": lost, "spool_error": 0, "refused": 0},
+        }
+        code, text = get(f"http://127.0.0.1:{metrics.address[1]}/metrics")
+        assert code == 200
+        assert f'filewarden_output_events_lost_total{{cause="spool_full",output="{sink.spec}"}} {lost}.0' in text
+        agent.running = True
+        code, health = get(f"http://127.0.0.1:{metrics.address[1]}/healthz")
+        assert code == 503
+        assert f"output {sink.spec} is failing" in json.loads(health)["reasons"][0]
+    finally:
+        worker.close()
+        sink.close()
+        metrics.close()
