@@ -47,7 +47,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from filewarden.errors import OutputError
 from filewarden.integrity.trust import boot_id
-from filewarden.pipeline.spool import Record, Spool
+from filewarden.pipeline.spool import Record, Spool, SpoolBusyError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -243,6 +243,8 @@ class NatsSink:
             self._spool = Spool(self.spool_path, limit=self.options.spool_mib << 20, boot=boot_id())
         except OSError as exc:
             raise OutputError(f"output {self.spec}: spool {self.spool_path}: {exc.strerror or exc}") from None
+        except SpoolBusyError as exc:
+            raise OutputError(f"output {self.spec}: spool {exc}") from None
         except OutputError as exc:
             raise OutputError(f"output {self.spec}: {exc}") from None
         if self._spool.pending:

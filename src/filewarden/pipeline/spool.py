@@ -30,6 +30,7 @@ opened again: what follows it is cut off.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import secrets
@@ -45,6 +46,10 @@ ACKED: Final = struct.Struct("<Q")
 MAX_SEGMENT: Final = 16 << 20
 MIN_SEGMENT: Final = 64 << 10
 _SEGMENT_NAME: Final = re.compile(r"^(\d{20})-([0-9a-zA-Z_-]+)\.seg$")
+
+
+class SpoolBusyError(Exception):
+    """The spool is open elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +86,16 @@ class Spool:
         self._dirty = False
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.id = self._identity()
-        self._segments = self._load()
         self._acked_fd = os.open(directory / "acked", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            # One writer and one sender per spool: a second (another agent,
+            # or a reload opening the output again before closing it) would
+            # interleave its records and acknowledgements with ours.
+            fcntl.flock(self._acked_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._acked_fd)
+            raise SpoolBusyError(f"{directory} is in use by another output or agent") from None
+        self._segments = self._load()
         raw = os.pread(self._acked_fd, ACKED.size, 0)
         acked = ACKED.unpack(raw)[0] if len(raw) == ACKED.size else 0
         self.end = self._segments[-1].start + self._segments[-1].size if self._segments else acked

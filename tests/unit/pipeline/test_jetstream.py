@@ -27,7 +27,7 @@ from filewarden.integrity.trust import boot_id
 from filewarden.pipeline.jetstream import NatsSink, check, host_id, spool_directory
 from filewarden.pipeline.sinks import open_outputs
 from filewarden.service.doctor import check_outputs
-from tests.support.natsd import NatsServer, stream_config, stream_messages
+from tests.support.natsd import NatsServer, free_port, stream_config, stream_messages
 
 ACTIONS = ("created", "written", "deleted", "renamed")
 REPO = Path(__file__).resolve().parents[3]
@@ -272,6 +272,19 @@ def test_close_leaves_what_it_cannot_send(server: NatsServer, tmp_path: Path, ca
     wait_for(lambda: sink.spooled == 0)
     sink.close()
     assert sequences(stream_messages(server.url, "FIM")) == list(range(7))
+
+
+def test_one_spool_one_sink(tmp_path: Path) -> None:
+    """A second sink on a spool in use (another agent, or a reload that
+    would open the output before closing it) is refused, not interleaved."""
+    spec = f"nats://127.0.0.1:{free_port()}/fim"  # no broker there
+    first = open_sink(spec, tmp_path / "state")
+    try:
+        with pytest.raises(OutputError, match=r"spool .* is in use by another output or agent$"):
+            open_sink(f"{spec}?spool_mib=8", tmp_path / "state")
+    finally:
+        first.close()
+    open_sink(spec, tmp_path / "state").close()  # free again once closed
 
 
 def test_a_torn_record_ends_the_spool(server: NatsServer, tmp_path: Path) -> None:
