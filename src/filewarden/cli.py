@@ -95,7 +95,9 @@ def cli() -> None:
     multiple=True,
     metavar="SPEC",
     help="Where events go: 'jsonl:-' (stdout, the default), 'jsonl:PATH' (append), 'sqlite:PATH' or "
-    "'otlp+http://HOST:PORT[/PATH]' (OpenTelemetry logs to a collector); repeatable.",
+    "'otlp+http://HOST:PORT[/PATH]' (OpenTelemetry logs to a collector) or "
+    "'nats://HOST:PORT[,HOST:PORT...]/SUBJECT[?OPTIONS]' (NATS JetStream, spooled on disk; README lists "
+    "the options); repeatable.",
 )
 @click.option(
     "--ready-file",
@@ -329,7 +331,8 @@ def doctor(verbose: bool, config_file: Path | None, state_dir: Path | None) -> N
     kernel refused it before the verifier ran). Also lists every overlay
     mount (container root filesystems), warning about volatile ones, and
     checks the baseline (its state; the hashes it keeps, warning about a
-    non-cryptographic one).
+    non-cryptographic one) and each nats output (its broker answers with
+    JetStream; a stream captures its subjects, or can be created).
     """
     from filewarden.service.doctor import format_check, run_checks, verdict
 

@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -62,6 +62,15 @@ DEFAULT_OTLP_MAX_QUEUE: Final = 2048
 MAX_OTLP_MAX_QUEUE: Final = 1 << 20
 DEFAULT_OTLP_TIMEOUT: Final = 10
 DEFAULT_OTLP_PATH: Final = "/v1/logs"
+# The nats output's defaults (pipeline/jetstream.py): the spool on disk
+# while the broker is away, and the stream created when none captures
+# SUBJECT.> (limits discard the oldest events, never refuse new ones).
+DEFAULT_NATS_SPOOL_MIB: Final = 256
+DEFAULT_NATS_STREAM_MIB: Final = 1024
+DEFAULT_NATS_STREAM_DAYS: Final = 7
+# Long enough that a batch re-sent after a broker restart or an agent
+# crash is recognised; JetStream keeps every id of the window in memory.
+DEFAULT_NATS_DEDUP_S: Final = 600
 
 
 class ConfigError(UsageError):
@@ -102,16 +111,59 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 @dataclass(frozen=True, slots=True)
+class NatsOptions:
+    """A nats output's settings (parse_output(); pipeline/jetstream.py uses them)."""
+
+    servers: tuple[str, ...]  # HOST:PORT, tried in turn
+    subject: str  # events go to SUBJECT.<host>.<action>
+    stream: str  # the stream created when none captures SUBJECT.>
+    spool_mib: int = DEFAULT_NATS_SPOOL_MIB
+    stream_mib: int = DEFAULT_NATS_STREAM_MIB
+    stream_days: int = DEFAULT_NATS_STREAM_DAYS
+    dedup_s: int = DEFAULT_NATS_DEDUP_S
+    # Files, read when the output opens: secrets never on a command line.
+    creds: str = ""  # a .creds file (user JWT and nkey seed)
+    nkey: str = ""  # an nkey seed file
+    user_file: str = ""  # USER:PASSWORD on its first line
+    tls: bool = False  # TLS with the system's CAs (implied by tls_ca, tls_cert)
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def query(self) -> str:
+        """The options that differ from the defaults, as a spec writes them."""
+        parts = []
+        if self.stream != default_stream(self.subject):
+            parts.append(f"stream={self.stream}")
+        for name, default in (
+            ("spool_mib", DEFAULT_NATS_SPOOL_MIB),
+            ("stream_mib", DEFAULT_NATS_STREAM_MIB),
+            ("stream_days", DEFAULT_NATS_STREAM_DAYS),
+            ("dedup_s", DEFAULT_NATS_DEDUP_S),
+        ):
+            if getattr(self, name) != default:
+                parts.append(f"{name}={getattr(self, name)}")
+        parts += [f"{name}={getattr(self, name)}" for name in NATS_FILE_OPTIONS if getattr(self, name)]
+        if self.tls and not (self.tls_ca or self.tls_cert):
+            parts.append("tls=1")
+        return "&".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
 class Output:
-    kind: Literal["jsonl", "sqlite", "otlp"]
+    kind: Literal["jsonl", "sqlite", "otlp", "nats"]
     target: str  # "-" for stdout, a file path, or (otlp) the collector's http:// URL with its path
     max_bytes: int = 0  # jsonl: rotate past this size (0: never)
     backups: int = 0  # jsonl: rotated files kept (PATH.1 the newest)
     max_queue: int = 0  # otlp: events waiting to be sent, at most (0 for the other kinds)
     timeout: int = 0  # otlp: seconds one export may take, retries included (0 for the other kinds)
+    nats: NatsOptions | None = None  # nats: everything but the target
 
     @property
     def spec(self) -> str:
+        if self.nats is not None:
+            query = self.nats.query()
+            return self.target + ("?" + query if query else "")
         if self.kind == "otlp":
             options = []
             if self.max_queue != DEFAULT_OTLP_MAX_QUEUE:
@@ -223,8 +275,18 @@ class Config:
         return int(getattr(logging, self.log_level.upper()))
 
 
-OUTPUT_KINDS: Final = ("jsonl", "sqlite", "otlp")
-_OUTPUT_FORMS: Final = "expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp+http://HOST:PORT[/PATH]"
+OUTPUT_KINDS: Final = ("jsonl", "sqlite", "otlp", "nats")
+_OUTPUT_FORMS: Final = (
+    "expected jsonl:-, jsonl:PATH, sqlite:PATH, otlp+http://HOST:PORT[/PATH] or nats://HOST:PORT[,HOST:PORT...]/SUBJECT"
+)
+NATS_FILE_OPTIONS: Final = ("creds", "nkey", "user_file", "tls_ca", "tls_cert", "tls_key")
+_NATS_NUMBERS: Final = {  # option: (least, most)
+    "spool_mib": (1, 1 << 20),
+    "stream_mib": (1, 1 << 30),
+    "stream_days": (1, 36500),
+    "dedup_s": (1, 86400),
+}
+_NATS_FORM: Final = "expected nats://HOST:PORT[,HOST:PORT...]/SUBJECT (nats://nats.example:4222/fim)"
 
 
 def parse_output(spec: str) -> Output:
@@ -232,12 +294,22 @@ def parse_output(spec: str) -> Output:
     jsonl:- (stdout), jsonl:PATH[?max_bytes=N&backups=K] (rotated past N
     bytes, K old files kept), sqlite:PATH (an event store),
     otlp+http://HOST:PORT[/PATH][?max_queue=N&timeout=S] (OpenTelemetry
-    logs over OTLP/HTTP; PATH /v1/logs unless given)."""
+    logs over OTLP/HTTP; PATH /v1/logs unless given),
+    nats://HOST:PORT[,HOST:PORT...]/SUBJECT[?OPTION=VALUE&...] (JetStream;
+    _parse_nats() lists its options)."""
     if spec.startswith("otlp+"):
         return _parse_otlp(spec)
+    if spec.startswith("nats:"):
+        return _parse_nats(spec)
     kind, sep, rest = spec.partition(":")
     target, _, query = rest.partition("?")
-    if kind not in OUTPUT_KINDS or kind == "otlp" or not sep or not target or (kind == "sqlite" and target == "-"):
+    if (
+        kind not in OUTPUT_KINDS
+        or kind in ("otlp", "nats")
+        or not sep
+        or not target
+        or (kind == "sqlite" and target == "-")
+    ):
         raise ConfigError(f"output {spec!r} is not valid: {_OUTPUT_FORMS}")
     allowed = ("max_bytes", "backups") if kind == "jsonl" and target != "-" else ()
     options = _output_options(spec, query, allowed)
@@ -290,6 +362,80 @@ def _parse_otlp(spec: str) -> Output:
         raise ConfigError(f"output {spec!r}: timeout {timeout} must be between 1 and 3600 seconds")
     target = f"http://{parts.netloc}{parts.path or DEFAULT_OTLP_PATH}"
     return Output("otlp", target, max_queue=max_queue, timeout=timeout)
+
+
+def default_stream(subject: str) -> str:
+    """The stream a nats output creates unless told its name: the subject,
+    upper case, dots as underscores (stream names take no dots)."""
+    return subject.upper().replace(".", "_")
+
+
+def _subject_ok(subject: str) -> bool:
+    """Tokens joined by dots, none empty, no wildcard, no white space."""
+    return all(
+        token and token not in ("*", ">") and not any(c in token for c in " \t\r\n*>") for token in subject.split(".")
+    )
+
+
+def _nats_server_ok(server: str) -> bool:
+    host, sep, port = server.rpartition(":")
+    return bool(sep and host.strip("[]") and "@" not in host and port.isdigit() and 0 < int(port) < 65536)
+
+
+def _parse_nats(spec: str) -> Output:
+    """nats://HOST:PORT[,HOST:PORT...]/SUBJECT[?OPTION=VALUE&...], options:
+    spool_mib=N (the spool's size on disk, default 256), stream=NAME,
+    stream_mib=N, stream_days=N, dedup_s=N (the stream created when none
+    captures SUBJECT.>: its name, size and age limits, and its duplicate
+    window), creds=FILE, nkey=FILE or user_file=FILE (credentials, read
+    from a file: a command line is visible to every user), tls=1,
+    tls_ca=FILE, tls_cert=FILE, tls_key=FILE. The port is never guessed,
+    like otlp's."""
+    rest, _, query = spec.partition("?")
+    servers_text, slash, subject = rest.removeprefix("nats://").partition("/")
+    servers = tuple(servers_text.split(","))
+    if not rest.startswith("nats://") or "@" in servers_text:
+        why = "; credentials go in a file (user_file=FILE, creds=FILE)" if "@" in servers_text else ""
+        raise ConfigError(f"output {spec!r} is not valid: {_NATS_FORM}{why}")
+    if not slash or not all(_nats_server_ok(s) for s in servers) or not _subject_ok(subject):
+        raise ConfigError(f"output {spec!r} is not valid: {_NATS_FORM}")
+    numbers: dict[str, Any] = {}
+    files: dict[str, Any] = {}
+    stream, tls = default_stream(subject), False
+    for pair in query.split("&") if query else ():
+        key, eq, value = pair.partition("=")
+        if not eq or not value:
+            raise ConfigError(f"output {spec!r}: option {key!r} needs a value ({key}=...)")
+        if key in _NATS_NUMBERS:
+            least, most = _NATS_NUMBERS[key]
+            if not value.isdigit() or not least <= int(value) <= most:
+                raise ConfigError(
+                    f"output {spec!r}: {key} must be a whole number from {least} to {most}, not {value!r}"
+                )
+            numbers[key] = int(value)
+        elif key in NATS_FILE_OPTIONS:
+            files[key] = value
+        elif key == "stream":
+            if not all(c.isalnum() or c in "_-" for c in value):
+                raise ConfigError(f"output {spec!r}: stream {value!r}: letters, digits, '_' and '-' only")
+            stream = value
+        elif key == "tls":
+            if value not in ("0", "1"):
+                raise ConfigError(f"output {spec!r}: tls must be 1 or 0, not {value!r}")
+            tls = value == "1"
+        else:
+            known = ", ".join(["stream", *_NATS_NUMBERS, *NATS_FILE_OPTIONS, "tls"])
+            raise ConfigError(f"output {spec!r}: unknown option {key!r} (options of this output: {known})")
+    if len({"creds", "nkey", "user_file"} & files.keys()) > 1:
+        raise ConfigError(f"output {spec!r}: one of creds, nkey and user_file, not several")
+    if ("tls_cert" in files) != ("tls_key" in files):
+        raise ConfigError(f"output {spec!r}: tls_cert and tls_key go together")
+    options = dataclasses.replace(
+        NatsOptions(servers, subject, stream, tls=tls or "tls_ca" in files or "tls_cert" in files),
+        **numbers,
+        **files,
+    )
+    return Output("nats", f"nats://{servers_text}/{subject}", nats=options)
 
 
 def _check_address(text: str, where: str) -> str:

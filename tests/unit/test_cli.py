@@ -43,7 +43,25 @@ def test_run_help_names_every_contract_option(capsys: pytest.CaptureFixture[str]
         (["run", "--path", "etc/**"], "filewarden: error: --path: glob 'etc/**' is not an absolute path"),
         (
             ["run", "--output", "xml:-"],
-            "filewarden: error: output 'xml:-' is not valid: expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp+http://HOST:PORT[/PATH]",
+            (
+                "filewarden: error: output 'xml:-' is not valid: expected jsonl:-, jsonl:PATH, sqlite:PATH, "
+                "otlp+http://HOST:PORT[/PATH] or "
+                "nats://HOST:PORT[,HOST:PORT...]/SUBJECT"
+            ),
+        ),
+        (
+            ["run", "--output", "nats://fw:secret@nats:4222/fim"],
+            (
+                "filewarden: error: output 'nats://fw:secret@nats:4222/fim' is not valid: expected "
+                "nats://HOST:PORT[,HOST:PORT...]/SUBJECT (nats://nats.example:4222/fim); credentials go in a file"
+            ),
+        ),
+        (
+            ["run", "--output", "nats://nats:4222/fim?spool_mib=lots"],
+            (
+                "filewarden: error: output 'nats://nats:4222/fim?spool_mib=lots': spool_mib must be a whole number "
+                "from 1 to 1048576, not 'lots'"
+            ),
         ),
         (["run", "--log-level", "loud"], "filewarden: error: Invalid value for '--log-level'"),
         (["run", "--coalesce-window", "soon"], "filewarden: error: Invalid value for '--coalesce-window'"),

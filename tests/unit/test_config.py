@@ -45,7 +45,7 @@ def test_file_values_and_cli_overrides(tmp_path: Path) -> None:
         ('colour = "red"', r"Object contains unknown field `colour`"),
         (
             'outputs = ["syslog:x"]',
-            r"output 'syslog:x' is not valid: expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp",
+            r"output 'syslog:x' is not valid: expected jsonl:-, jsonl:PATH, sqlite:PATH, otlp\+http://.* or nats://",
         ),
         ('log_level = "loud"', r"log level 'loud' is not one of debug, info, warning, error"),
         ("ring_buffer_bytes = 1000", r"ring_buffer_bytes 1000 must be a power of two"),

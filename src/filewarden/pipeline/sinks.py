@@ -16,6 +16,7 @@ from filewarden.errors import OutputError
 
 if TYPE_CHECKING:
     from filewarden.config import Output
+    from filewarden.pipeline.jetstream import NatsSink
     from filewarden.pipeline.otlp import OtlpSink
 
 log = logging.getLogger(__name__)
@@ -167,12 +168,18 @@ class SqliteSink:
         self._writer.close()
 
 
-Sink_: TypeAlias = "JsonlSink | SqliteSink | OtlpSink"
+Sink_: TypeAlias = "JsonlSink | SqliteSink | OtlpSink | NatsSink"
 
 
 def open_outputs(
-    outputs: tuple[Output, ...], *, retention_days: float = 30.0, retention_mib: float = 1024.0
+    outputs: tuple[Output, ...],
+    *,
+    retention_days: float = 30.0,
+    retention_mib: float = 1024.0,
+    state_dir: Path | None = None,
 ) -> list[Sink_]:
+    """The outputs' sinks; a nats output's spool goes under state_dir
+    (config.DEFAULT_STATE_DIR unless given)."""
     sinks: list[Sink_] = []
     try:
         for out in outputs:
@@ -183,6 +190,11 @@ def open_outputs(
                 from filewarden.pipeline.otlp import OtlpSink  # noqa: PLC0415
 
                 sinks.append(OtlpSink(out))
+            elif out.kind == "nats":
+                from filewarden.config import DEFAULT_STATE_DIR  # noqa: PLC0415
+                from filewarden.pipeline.jetstream import NatsSink  # noqa: PLC0415 - nats-py only when used
+
+                sinks.append(NatsSink(out, state_dir=state_dir or DEFAULT_STATE_DIR))
             else:
                 sinks.append(JsonlSink(out))
     except OutputError:

@@ -5,7 +5,8 @@ each backend needs is checked by the backends themselves
 (backends/choose.py report(); the BPF programs are loaded and attached for
 real, so they answer exactly what `filewarden run` would meet); the
 overlay mounts are listed here, and the baseline (its state, the hashes
-it keeps, and a warning for a non-cryptographic one) is checked here.
+it keeps, and a warning for a non-cryptographic one) is checked here, and
+so is each nats output's broker and stream.
 """
 
 from __future__ import annotations
@@ -106,6 +107,20 @@ def check_service(config: Config) -> list[Check]:
     return [metrics, store]
 
 
+def check_outputs(config: Config) -> list[Check]:
+    """Each nats output: its broker answers, with JetStream, and a stream
+    captures its subjects or can be created (nothing is created here)."""
+    checks = []
+    for output in config.outputs:
+        if output.kind == "nats":
+            from filewarden.pipeline import jetstream  # noqa: PLC0415 - nats-py only when used
+
+            ok, found = jetstream.check(output)
+            fix = "" if ok else "start the broker (with JetStream: -js), or fix the output's servers and credentials"
+            checks.append(Check("output nats", OK if ok else FAIL, f"{output.spec}: {found}", fix))
+    return checks
+
+
 def backend_lines(preflights: list[Preflight]) -> list[Check]:
     """One line per backend, best first (backends/choose.py)."""
     return [Check(f"backend {p.backend}", OK if p.ok else FAIL, p.detail, p.fix, p.log) for p in preflights]
@@ -115,7 +130,9 @@ def run_checks(host: Host | None = None, config: Config | None = None) -> list[C
     host = host or Host()
     checks, preflights = choose.report(host)
     found = [*checks, *backend_lines(preflights), *check_overlays(host)]
-    return found if config is None else [*found, *check_baseline(config), *check_service(config)]
+    if config is None:
+        return found
+    return [*found, *check_baseline(config), *check_service(config), *check_outputs(config)]
 
 
 def verdict(checks: list[Check]) -> tuple[bool, str]:

@@ -144,7 +144,8 @@ class AgentCollector(Collector):
         )
         lost_out = CounterMetricFamily(
             "filewarden_output_events_lost",
-            "Events an output could not deliver, by output and cause (otlp: queue_full, export_failed, not_sent).",
+            "Events an output could not deliver, by output and cause "
+            "(otlp: queue_full, export_failed, not_sent; nats: spool_full, spool_error, refused).",
             labels=["output", "cause"],
         )
         for sink in a.sinks:

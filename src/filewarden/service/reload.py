@@ -244,7 +244,9 @@ class Reloader:
         wanted = new.all_outputs
         fresh = tuple(o for o in wanted if o.spec not in current)
         opened: list[Sink] = list(
-            open_outputs(fresh, retention_days=new.retention_days, retention_mib=new.retention_mib)
+            open_outputs(
+                fresh, retention_days=new.retention_days, retention_mib=new.retention_mib, state_dir=new.state_dir
+            )
         )
         by_spec = {s.spec: s for s in opened}
         return opened, [current.get(o.spec) or by_spec[o.spec] for o in wanted]

@@ -121,7 +121,10 @@ def run(
     metrics = MetricsServer(address) if address is not None else None
     try:
         sinks = open_outputs(
-            config.all_outputs, retention_days=config.retention_days, retention_mib=config.retention_mib
+            config.all_outputs,
+            retention_days=config.retention_days,
+            retention_mib=config.retention_mib,
+            state_dir=config.state_dir,
         )
     except BaseException:
         if metrics is not None:
@@ -292,7 +295,7 @@ def about(config: Config, agent: Agent, reloader: Reloader | None = None) -> dic
                 "written": getattr(sink, "written", agent.pipeline.written),
                 "errors": getattr(sink, "errors", 0),
                 "failing": getattr(sink, "failing", False),
-                # Only outputs that can lose events have it (otlp).
+                # Only outputs that can lose events have it (otlp, nats).
                 **({"lost": dict(sink.lost)} if hasattr(sink, "lost") else {}),
             }
             for sink in agent.sinks

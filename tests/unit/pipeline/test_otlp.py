@@ -133,7 +133,7 @@ def test_otlp_specs() -> None:
         ("otlp+http://collector:99999", "expected otlp+http://HOST:PORT[/PATH]"),
         ("otlp+http://user:pw@collector:4318", "expected otlp+http://HOST:PORT[/PATH]"),
         ("otlp+grpc://collector:4317", "expected otlp+http://HOST:PORT[/PATH]"),
-        ("otlp:collector", "expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp+http://HOST:PORT[/PATH]"),
+        ("otlp:collector", "expected jsonl:-, jsonl:PATH, sqlite:PATH, otlp+http://HOST:PORT[/PATH] or nats://"),
         ("otlp+http://c:4318?max_queue=0", "max_queue 0 must be between 1 and 1048576"),
         ("otlp+http://c:4318?max_queue=lots", "max_queue must be a whole number, not 'lots'"),
         ("otlp+http://c:4318?timeout=0", "timeout 0 must be between 1 and 3600 seconds"),

@@ -26,8 +26,8 @@ def test_output_specs() -> None:
 @pytest.mark.parametrize(
     ("spec", "says"),
     [
-        ("syslog:x", "expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp"),
-        ("sqlite:-", "expected jsonl:-, jsonl:PATH, sqlite:PATH or otlp"),
+        ("syslog:x", "expected jsonl:-, jsonl:PATH, sqlite:PATH, otlp"),
+        ("sqlite:-", "expected jsonl:-, jsonl:PATH, sqlite:PATH, otlp"),
         ("jsonl:/x?max_size=1", "unknown option 'max_size' (options of this output: max_bytes, backups)"),
         ("jsonl:-?max_bytes=1", "unknown option 'max_bytes' (options of this output: none)"),
         ("jsonl:/x?max_bytes=lots", "max_bytes must be a whole number, not 'lots'"),

@@ -1,0 +1,406 @@
+"""Events to NATS JetStream, through a spool on disk.
+
+write() appends the batch to the output's spool (pipeline/spool.py) and
+returns: the pipeline never waits for the broker. A thread of the output's
+own runs an asyncio loop with the NATS client (nats-py), which sends the
+spool's records in order, each to ``SUBJECT.<host>.<action>``, and waits
+for the stream's acknowledgement before the spool lets the record go.
+While the broker is away or slow, events wait in the spool (up to
+spool_mib), and what a killed agent left there is sent after its restart.
+
+Each message carries ``Nats-Msg-Id: <host id>-<boot id>-<spool id>-<position>``
+(the boot the event was spooled in; the spool's random id and the
+record's position in it, spool.py): a record sent again (its acknowledgement lost to a broker restart, or the
+agent killed before it noted it) has the same id, and JetStream drops it
+within the stream's duplicate window (dedup_s).
+
+What cannot be delivered is counted by cause and logged, never dropped in
+silence:
+
+- ``spool_full``: the spool held spool_mib of events not yet sent; the
+  newest batch is refused (a warning at most every WARN_EVERY_S).
+- ``spool_error``: the disk refused the batch (a full file system).
+- ``refused``: the broker refused an event for itself (larger than its
+  max_payload, say): sending it again would fail again.
+
+Imported only when a nats output is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js.api import StorageType, StreamConfig
+
+from filewarden.errors import OutputError
+from filewarden.integrity.trust import boot_id
+from filewarden.pipeline.spool import Record, Spool, SpoolBusyError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
+
+    from filewarden.config import NatsOptions, Output
+
+log = logging.getLogger(__name__)
+
+MACHINE_ID: Final = Path("/etc/machine-id")
+LOSS_CAUSES: Final = ("spool_full", "spool_error", "refused")
+WARN_EVERY_S: Final = 10.0
+DRAIN_S: Final = 10.0  # close() waits this long for the spool to empty while the broker answers
+PUBLISH_TIMEOUT_S: Final = 5.0  # one acknowledgement, at most; then the connection is dropped and made again
+CONNECT_TIMEOUT_S: Final = 3
+BACKOFF_S: Final = (0.2, 5.0)  # the first wait before connecting again, and the longest
+SYNC_EVERY_S: Final = 1.0
+IN_FLIGHT: Final = 256  # events published before their acknowledgements are awaited
+IN_FLIGHT_BYTES: Final = 4 << 20
+# Not in a subject token: the separator, the wildcards and white space.
+_SUBJECT_UNSAFE: Final = str.maketrans(dict.fromkeys(". \t\r\n*>", "_"))
+
+
+def host_id(path: Path = MACHINE_ID) -> str:
+    """/etc/machine-id, else the node name: either tells this host's
+    events from another's in the ids JetStream compares."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        text = ""
+    return text or os.uname().nodename.translate(_SUBJECT_UNSAFE)
+
+
+def host_name() -> str:
+    """The host name the subjects carry: host.name from
+    OTEL_RESOURCE_ATTRIBUTES when set (in a pod, the node's name, as the
+    DaemonSet sets it for the otlp output too), else the node name."""
+    for pair in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, _, value = pair.partition("=")
+        if key.strip() == "host.name" and value.strip():
+            return value.strip()
+    return os.uname().nodename
+
+
+def subject_of(prefix: str, host: str, line: bytes) -> str:
+    """SUBJECT.<host>.<event.action>, each a single token (dots and
+    wildcards as '_'); an event without an action goes to the token
+    ``unknown``."""
+    try:
+        doc = msgspec.json.decode(line)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        doc = None
+    event = doc.get("event") if isinstance(doc, dict) else None
+    action = event.get("action") if isinstance(event, dict) else None
+    return ".".join(
+        [prefix, host.translate(_SUBJECT_UNSAFE) or "unknown", str(action or "unknown").translate(_SUBJECT_UNSAFE)]
+    )
+
+
+def spool_directory(state_dir: Path, output: Output) -> Path:
+    """<state_dir>/spool/<hash of servers and subject>: options (the
+    spool's size, credentials) can change without losing what waits."""
+    return state_dir / "spool" / hashlib.sha256(output.target.encode()).hexdigest()[:16]
+
+
+def connect_options(options: NatsOptions) -> dict[str, Any]:
+    """nats.connect()'s credentials and TLS, from the files the spec
+    names; OutputError for one that cannot be read."""
+    kwargs: dict[str, Any] = {}
+    try:
+        if options.creds:
+            Path(options.creds).read_bytes()  # nats-py reads it at each connect: a missing file fails now
+            kwargs["user_credentials"] = options.creds
+        if options.nkey:
+            Path(options.nkey).read_bytes()
+            kwargs["nkeys_seed"] = options.nkey
+        if options.user_file:
+            first = (Path(options.user_file).read_text().splitlines() or [""])[0]
+            user, sep, password = first.partition(":")
+            if not sep or not user:
+                raise OutputError(f"user_file {options.user_file}: expected USER:PASSWORD on its first line")
+            kwargs["user"], kwargs["password"] = user, password
+        if options.tls:
+            context = ssl.create_default_context(cafile=options.tls_ca or None)
+            if options.tls_cert:
+                context.load_cert_chain(options.tls_cert, options.tls_key)
+            kwargs["tls"] = context
+    except OSError as exc:
+        raise OutputError(f"{exc.filename}: {exc.strerror}") from None
+    except ssl.SSLError as exc:
+        raise OutputError(f"TLS files: {exc.reason or exc}") from None
+    return kwargs
+
+
+async def _quiet(_exc: Exception) -> None:
+    pass
+
+
+async def connect(options: NatsOptions, extra: dict[str, Any]) -> Client:
+    # Reconnection is this module's own (a loop with backoff, then the
+    # stream checked again): the client's would buffer publishes without
+    # their acknowledgements.
+    return await nats.connect(
+        servers=[f"nats://{s}" for s in options.servers],
+        connect_timeout=CONNECT_TIMEOUT_S,
+        allow_reconnect=False,
+        # Each server tried twice, then NoServersError: the caller's
+        # backoff paces the next round (0 would retry forever).
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0,
+        error_cb=_quiet,  # the caller logs what failed, once, not each attempt with its traceback
+        name="filewarden",
+        **extra,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, options: NatsOptions, *, create: bool = True) -> tuple[str, bool]:
+    """(the stream that captures SUBJECT.>, whether it was there): created
+    with the spec's limits when none is (and `create`)."""
+    try:
+        return await js.find_stream_name_by_subject(f"{options.subject}.>"), True
+    except nats.js.errors.NotFoundError:
+        if not create:
+            return options.stream, False
+    await js.add_stream(
+        StreamConfig(
+            name=options.stream,
+            subjects=[f"{options.subject}.>"],
+            storage=StorageType.FILE,
+            max_bytes=options.stream_mib << 20,
+            max_age=options.stream_days * 86400.0,
+            duplicate_window=float(options.dedup_s),
+        )
+    )
+    log.info("nats: stream %s created for %s.>", options.stream, options.subject)
+    return options.stream, False
+
+
+def check(output: Output) -> tuple[bool, str]:
+    """(ok, what was found) for `filewarden doctor`: the broker answers,
+    with JetStream, and a stream captures SUBJECT.> or can be created.
+    Nothing is created here."""
+    assert output.nats is not None
+    options = output.nats
+
+    async def probe() -> str:
+        nc = await connect(options, connect_options(options))
+        try:
+            js = nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
+            await js.account_info()  # JetStream enabled for this account
+            name, there = await ensure_stream(js, options, create=False)
+            server = nc.connected_url.netloc if nc.connected_url else "?"
+            if there:
+                return f"{server}: stream {name} captures {options.subject}.>"
+            return f"{server}: no stream captures {options.subject}.>; the agent creates {name}"
+        finally:
+            await nc.close()
+
+    try:
+        return True, asyncio.run(probe())
+    except OutputError as exc:
+        return False, str(exc)
+    except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
+        return False, f"{', '.join(options.servers)}: {exc or type(exc).__name__}"
+
+
+class NatsSink:
+    """Events to JetStream through an on-disk spool. `written` counts
+    events the stream acknowledged, `duplicates` those of them it already
+    had (sent before, their acknowledgement lost); `lost` counts the others by cause (LOSS_CAUSES);
+    `errors` is their sum; `failing` is true while the broker cannot be
+    reached or the last batch was refused; `spooled` is the events in the
+    spool."""
+
+    def __init__(self, output: Output, *, state_dir: Path, drain_s: float = DRAIN_S) -> None:
+        assert output.nats is not None
+        self.spec = output.spec
+        self.options = output.nats
+        self.drain_s = drain_s
+        self.written = 0
+        self.duplicates = 0
+        self.lost = dict.fromkeys(LOSS_CAUSES, 0)
+        self.failing = False
+        self.last_error = ""
+        self.connected = False
+        self._host_id = host_id()
+        self.host = host_name()
+        self._warned_at = -WARN_EVERY_S
+        self._lock = threading.Lock()
+        self.spool_path = spool_directory(state_dir, output)
+        try:
+            self._connect = connect_options(self.options)
+            self._spool = Spool(self.spool_path, limit=self.options.spool_mib << 20, boot=boot_id())
+        except OSError as exc:
+            raise OutputError(f"output {self.spec}: spool {self.spool_path}: {exc.strerror or exc}") from None
+        except SpoolBusyError as exc:
+            raise OutputError(f"output {self.spec}: spool {exc}") from None
+        except OutputError as exc:
+            raise OutputError(f"output {self.spec}: {exc}") from None
+        if self._spool.pending:
+            log.info("%s: %d events from before in the spool, sent first", self.spec, self._spool.pending)
+        self._loop = asyncio.new_event_loop()
+        self._wake = asyncio.Event()
+        self._task = self._loop.create_task(self._run())
+        self._thread = threading.Thread(target=self._main, name="filewarden-nats", daemon=True)
+        self._thread.start()
+
+    @property
+    def errors(self) -> int:
+        return sum(self.lost.values())
+
+    @property
+    def spooled(self) -> int:
+        return self._spool.pending
+
+    def write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        try:
+            taken = self._spool.append(lines)
+        except OSError as exc:
+            self._lose("spool_error", len(lines), exc.strerror or str(exc))
+            return
+        if not taken:
+            self._lose("spool_full", len(lines), f"the spool holds {self.options.spool_mib} MiB not yet sent")
+            return
+        self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _lose(self, cause: str, count: int, why: str) -> None:
+        with self._lock:
+            self.lost[cause] += count
+            self.failing, self.last_error = True, why
+            now = time.monotonic()
+            warn = cause != "spool_full" or now - self._warned_at >= WARN_EVERY_S
+            if warn and cause == "spool_full":
+                self._warned_at = now
+        if warn:
+            log.warning(
+                "%s: %d event(s) not delivered (%s: %s); %d lost so far", self.spec, count, cause, why, self.errors
+            )
+
+    def _main(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
+        self._loop.close()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_S[0]
+        while True:
+            try:
+                nc = await connect(self.options, self._connect)
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                self._down(exc)
+                await self._idle(backoff)
+                backoff = min(backoff * 2, BACKOFF_S[1])
+                continue
+            try:
+                js = nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
+                await ensure_stream(js, self.options)
+                self.connected = True
+                backoff = BACKOFF_S[0]
+                if self.failing:
+                    log.info(
+                        "%s: connected to %s, sending", self.spec, nc.connected_url.netloc if nc.connected_url else ""
+                    )
+                await self._send(js)
+            except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
+                self._down(exc)
+            finally:
+                self.connected = False
+                with contextlib.suppress(Exception):
+                    await nc.close()
+            await self._idle(backoff)
+
+    def _down(self, exc: BaseException) -> None:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if not self.failing or why != self.last_error:
+            log.warning("%s: broker unreachable or slow (%s); events wait in %s", self.spec, why, self.spool_path)
+        self.failing, self.last_error = True, why
+
+    async def _idle(self, seconds: float) -> None:
+        """Waits, keeping what is spooled meanwhile on the disk."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, SYNC_EVERY_S))
+            self._spool.sync()
+
+    async def _send(self, js: JetStreamContext) -> None:
+        """The spool's records, in order, until the connection fails."""
+        synced = time.monotonic()
+        while True:
+            self._wake.clear()
+            records = self._spool.read(self._spool.acked, IN_FLIGHT, IN_FLIGHT_BYTES)
+            if time.monotonic() - synced >= SYNC_EVERY_S:
+                self._spool.sync()  # milliseconds at most, on this thread's loop only
+                synced = time.monotonic()
+            if not records:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), SYNC_EVERY_S)
+                continue
+            # Published together, acknowledged in turn: one connection
+            # keeps their order, and one round trip serves the lot.
+            acks = await asyncio.gather(*(self._publish(js, r) for r in records), return_exceptions=True)
+            done = 0
+            for ack in acks:
+                if isinstance(ack, BaseException):
+                    break
+                done += 1
+            if done:
+                dup = sum(1 for ack in acks[:done] if ack is True)
+                with self._lock:
+                    self.written += done
+                    self.duplicates += dup
+                    self.failing = False
+                self._spool.ack(records[done - 1].end, done)
+            if done < len(acks):
+                error = acks[done]
+                assert isinstance(error, BaseException)
+                if isinstance(error, nats.errors.MaxPayloadError | nats.js.errors.BadRequestError):
+                    # The broker refuses this event itself: counted and skipped.
+                    self._lose("refused", 1, str(error) or type(error).__name__)
+                    self._spool.ack(records[done].end, 1)
+                    continue
+                raise error
+
+    async def _publish(self, js: JetStreamContext, record: Record) -> bool:
+        """True if the stream had it already (a record sent again)."""
+        line = record.payload.rstrip(b"\n")
+        ack = await js.publish(
+            subject_of(self.options.subject, self.host, line),
+            line,
+            timeout=PUBLISH_TIMEOUT_S,
+            headers={"Nats-Msg-Id": f"{self._host_id}-{record.boot}-{self._spool.id}-{record.offset}"},
+        )
+        return bool(ack.duplicate)
+
+    def close(self) -> None:
+        """What is spooled sent while the broker answers (for up to
+        drain_s), then stopped; what is left stays in the spool for the
+        next start."""
+        deadline = time.monotonic() + self.drain_s
+        # While connected, or not yet failed (the first connection under
+        # way): a broker known to be away is not waited for.
+        while self._spool.pending and (self.connected or not self.failing) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._thread.join()
+        if self._spool.pending:
+            log.warning(
+                "%s: %d event(s) left in the spool %s, sent at the next start",
+                self.spec,
+                self._spool.pending,
+                self.spool_path,
+            )
+        self._spool.close()
