@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,12 +269,14 @@ def test_a_collector_that_refuses_is_counted_and_logged(caplog: pytest.LogCaptur
 
 
 def test_a_full_queue_is_counted_in_status_and_metrics(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """No collector listening and a queue of 4: of 10 events, 6 are
+    """A collector that never answers and a queue of 4: of 10 events, 6 are
     refused at once (queue_full), the 4 queued fail (export_failed), each
     counted by cause in `status` and the Prometheus metrics, and warned
     about; nothing is lost without a count."""
-    with Receiver() as gone:
-        port = gone.port  # a port that was just free, and is closed again below
+    # It accepts connections and never answers: the 4 queued wait for the
+    # timeout however soon the exporter's thread takes them.
+    mute = socket.create_server(("127.0.0.1", 0))
+    port = mute.getsockname()[1]
     server = MetricsServer(("127.0.0.1", 0))
     server.start()
     backend = FakeBackend(root=tmp_path)
@@ -311,6 +314,7 @@ def test_a_full_queue_is_counted_in_status_and_metrics(tmp_path: Path, caplog: p
             worker.close()
             sink.close()
             server.close()
+            mute.close()
     warned = [r.getMessage() for r in caplog.records if r.name == "filewarden.pipeline.otlp"]
     # One warning for the run of refused events (not one per event), one for the failed batch.
     assert len(warned) == 2
