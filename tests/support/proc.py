@@ -4,6 +4,8 @@ writes must come from another process."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 import traceback
@@ -71,8 +73,11 @@ class Writer:
     def __init__(self, where: Path, max_files: int, every: int, pause: float) -> None:
         self.where, self.max_files, self.every, self.pause = where, max_files, every, pause
         self.written = 0
-        self._stop = where.parent / f".{where.name}.stop"
-        self._count = where.parent / f".{where.name}.written"
+        # Its own files stay out of every directory a test may watch (a
+        # test that widens its globs to where.parent must not see them).
+        self._control = Path(tempfile.mkdtemp(prefix="fw-writer-"))
+        self._stop = self._control / "stop"
+        self._count = self._control / "written"
         self._pid = 0
 
     def _run(self) -> None:
@@ -101,3 +106,4 @@ class Writer:
         _, status = os.waitpid(self._pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, "the writer failed"
         self.written = int(self._count.read_text())
+        shutil.rmtree(self._control, ignore_errors=True)
