@@ -304,6 +304,10 @@ class NatsSink:
                 await self._idle(backoff)
                 backoff = min(backoff * 2, BACKOFF_S[1])
                 continue
+            except Exception as exc:  # noqa: BLE001 - never a sender that stops in silence
+                self._broken(exc)
+                await self._idle(BACKOFF_S[1])
+                continue
             try:
                 js = nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
                 await ensure_stream(js, self.options)
@@ -316,6 +320,9 @@ class NatsSink:
                 await self._send(js)
             except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
                 self._down(exc)
+            except Exception as exc:  # noqa: BLE001 - never a sender that stops in silence
+                self._broken(exc)
+                backoff = BACKOFF_S[1]
             finally:
                 self.connected = False
                 with contextlib.suppress(Exception):
@@ -326,6 +333,16 @@ class NatsSink:
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if not self.failing or why != self.last_error:
             log.warning("%s: broker unreachable or slow (%s); events wait in %s", self.spec, why, self.spool_path)
+        self.failing, self.last_error = True, why
+
+    def _broken(self, exc: Exception) -> None:
+        """An error the sender does not expect: logged with its traceback,
+        the output failing (status, /healthz); the events stay spooled and
+        the sender tries again after the longest back-off."""
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.error(
+            "%s: sending failed unexpectedly (%s); events wait in %s", self.spec, why, self.spool_path, exc_info=exc
+        )
         self.failing, self.last_error = True, why
 
     async def _idle(self, seconds: float) -> None:

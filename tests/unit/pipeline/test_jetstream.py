@@ -454,3 +454,37 @@ def test_a_full_spool_reaches_status_metrics_and_health(server: NatsServer, tmp_
         worker.close()
         sink.close()
         metrics.close()
+
+
+def test_an_unexpected_error_is_logged_and_the_sender_goes_on(
+    server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error the sender does not expect (here from the stream check) is
+    one ERROR line and a failing output, never a sender that stops in
+    silence: the events stay spooled and go out on the next try."""
+    import filewarden.pipeline.jetstream as jetstream
+
+    real = jetstream.ensure_stream
+    calls: list[int] = []
+
+    async def broken_once(*args: object, **kwargs: object) -> tuple[str, bool]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("something no one expected")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jetstream, "BACKOFF_S", (0.2, 0.5))
+    monkeypatch.setattr(jetstream, "ensure_stream", broken_once)
+    server.start()
+    with caplog.at_level(logging.ERROR, logger="filewarden"):
+        sink = open_sink(f"{server.url}/fim", tmp_path / "state")
+        sink.write([line(n) for n in range(20)])
+        wait_for(lambda: sink.failing)
+        assert "RuntimeError: something no one expected" in sink.last_error
+        wait_for(lambda: sink.spooled == 0)
+        sink.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "sending failed unexpectedly (RuntimeError: something no one expected)" in errors[0]
+    assert (sink.written, sink.errors, sink.failing) == (20, 0, False)
+    assert sequences(stream_messages(server.url, "FIM")) == list(range(20))
