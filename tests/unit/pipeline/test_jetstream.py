@@ -462,7 +462,7 @@ def test_an_unexpected_error_is_logged_and_the_sender_goes_on(
     """An error the sender does not expect (here from the stream check) is
     one ERROR line and a failing output, never a sender that stops in
     silence: the events stay spooled and go out on the next try."""
-    import filewarden.pipeline.jetstream as jetstream
+    from filewarden.pipeline import jetstream
 
     real = jetstream.ensure_stream
     calls: list[int] = []
