@@ -33,7 +33,9 @@ class Agent:
     proc: subprocess.Popen[str]
     ready: Path
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    # A start under emulation (the guests) costs 70-140 s of CPU, most of it
+    # the verifier; beside other guests it takes longer still.
+    def wait_ready(self, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
         while not self.ready.exists():
             if self.proc.poll() is not None:
