@@ -18,7 +18,7 @@ What cannot be delivered is counted by cause and logged, never dropped in
 silence:
 
 - ``spool_full``: the spool held spool_mib of events not yet sent; the
-  newest batch is refused (a warning at most every WARN_EVERY_S).
+  newest batch is refused (a warning at most every losses.WARN_EVERY_S).
 - ``spool_error``: the disk refused the batch (a full file system).
 - ``refused``: the broker refused an event for itself (larger than its
   max_payload, say): sending it again would fail again.
@@ -47,6 +47,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from filewarden.errors import OutputError
 from filewarden.integrity.trust import boot_id
+from filewarden.pipeline.losses import CountedLosses
 from filewarden.pipeline.spool import Record, Spool, SpoolBusyError
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 MACHINE_ID: Final = Path("/etc/machine-id")
 LOSS_CAUSES: Final = ("spool_full", "spool_error", "refused")
-WARN_EVERY_S: Final = 10.0
 DRAIN_S: Final = 10.0  # close() waits this long for the spool to empty while the broker answers
 PUBLISH_TIMEOUT_S: Final = 5.0  # one acknowledgement, at most; then the connection is dropped and made again
 CONNECT_TIMEOUT_S: Final = 3
@@ -214,7 +214,7 @@ def check(output: Output) -> tuple[bool, str]:
         return False, f"{', '.join(options.servers)}: {exc or type(exc).__name__}"
 
 
-class NatsSink:
+class NatsSink(CountedLosses):
     """Events to JetStream through an on-disk spool. `written` counts
     events the stream acknowledged, `duplicates` those of them it already
     had (sent before, their acknowledgement lost); `lost` counts the others by cause (LOSS_CAUSES);
@@ -222,21 +222,20 @@ class NatsSink:
     reached or the last batch was refused; `spooled` is the events in the
     spool."""
 
+    FLOODING = "spool_full"
+    log = log
+
     def __init__(self, output: Output, *, state_dir: Path, drain_s: float = DRAIN_S) -> None:
         assert output.nats is not None
         self.spec = output.spec
         self.options = output.nats
         self.drain_s = drain_s
+        super().__init__(LOSS_CAUSES)
         self.written = 0
         self.duplicates = 0
-        self.lost = dict.fromkeys(LOSS_CAUSES, 0)
-        self.failing = False
-        self.last_error = ""
         self.connected = False
         self._host_id = host_id()
         self.host = host_name()
-        self._warned_at = -WARN_EVERY_S
-        self._lock = threading.Lock()
         self.spool_path = spool_directory(state_dir, output)
         try:
             self._connect = connect_options(self.options)
@@ -256,10 +255,6 @@ class NatsSink:
         self._thread.start()
 
     @property
-    def errors(self) -> int:
-        return sum(self.lost.values())
-
-    @property
     def spooled(self) -> int:
         return self._spool.pending
 
@@ -275,19 +270,6 @@ class NatsSink:
             self._lose("spool_full", len(lines), f"the spool holds {self.options.spool_mib} MiB not yet sent")
             return
         self._loop.call_soon_threadsafe(self._wake.set)
-
-    def _lose(self, cause: str, count: int, why: str) -> None:
-        with self._lock:
-            self.lost[cause] += count
-            self.failing, self.last_error = True, why
-            now = time.monotonic()
-            warn = cause != "spool_full" or now - self._warned_at >= WARN_EVERY_S
-            if warn and cause == "spool_full":
-                self._warned_at = now
-        if warn:
-            log.warning(
-                "%s: %d event(s) not delivered (%s: %s); %d lost so far", self.spec, count, cause, why, self.errors
-            )
 
     def _main(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):

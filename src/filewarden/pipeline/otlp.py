@@ -23,7 +23,6 @@ import calendar
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -36,6 +35,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 from opentelemetry.sdk.resources import HOST_NAME, SERVICE_NAME, SERVICE_VERSION, OTELResourceDetector, Resource
 
 from filewarden import __version__
+from filewarden.pipeline.losses import CountedLosses
 
 if TYPE_CHECKING:
     from filewarden.config import Output
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 MAX_EXPORT_BATCH: Final = 512  # the SDK's default; smaller when the queue is
 FLUSH_TIMEOUT_S: Final = 30.0  # close() waits this long for the queue to empty
-WARN_EVERY_S: Final = 10.0  # a run of refused events is one warning this often
 LOSS_CAUSES: Final = ("queue_full", "export_failed", "not_sent")
 
 # The event's fields repeated as record attributes: what a search or an
@@ -150,22 +149,21 @@ class _CountingExporter(LogRecordExporter):
         return self._exporter.force_flush(timeout_millis)
 
 
-class OtlpSink:
+class OtlpSink(CountedLosses):
     """Each event as an OpenTelemetry log record, to a collector over
     OTLP/HTTP. `written` counts events the collector accepted; `lost`
     counts the others by cause (LOSS_CAUSES); `errors` is their sum."""
+
+    FLOODING = "queue_full"
+    log = log
 
     def __init__(self, output: Output) -> None:
         self.spec = output.spec
         self.endpoint = output.target
         self.max_queue = output.max_queue
+        super().__init__(LOSS_CAUSES)  # failing: the last export failed
         self.written = 0
-        self.lost = dict.fromkeys(LOSS_CAUSES, 0)
-        self.failing = False  # the last export failed
-        self.last_error = ""
         self._pending = 0  # handed to the SDK, not yet exported or given up on
-        self._lock = threading.Lock()
-        self._warned_at = -WARN_EVERY_S
         self._resource = resource()
         # The record's host.name is the resource's (the node's in a pod).
         self._host = str(self._resource.attributes.get(HOST_NAME, os.uname().nodename))
@@ -178,10 +176,6 @@ class OtlpSink:
         self._provider = LoggerProvider(resource=self._resource, shutdown_on_exit=False)
         self._provider.add_log_record_processor(self._processor)
         self._logger = self._provider.get_logger("filewarden", __version__)
-
-    @property
-    def errors(self) -> int:
-        return sum(self.lost.values())
 
     def write(self, lines: list[bytes]) -> None:
         for line in lines:
@@ -205,24 +199,6 @@ class OtlpSink:
                 self.failing = False
         if not ok:
             self._lose("export_failed", count, error)
-
-    def _lose(self, cause: str, count: int, why: str) -> None:
-        with self._lock:
-            self.lost[cause] += count
-            self.failing, self.last_error = True, why
-            now = time.monotonic()
-            warn = cause != "queue_full" or now - self._warned_at >= WARN_EVERY_S
-            if warn and cause == "queue_full":
-                self._warned_at = now
-        if warn:
-            log.warning(
-                "%s: %d event(s) not delivered (%s: %s); %d lost so far",
-                self.spec,
-                count,
-                cause,
-                why,
-                self.errors,
-            )
 
     def close(self) -> None:
         """What is queued sent (for up to FLUSH_TIMEOUT_S), then shut down;
