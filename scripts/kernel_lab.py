@@ -58,6 +58,13 @@ BACKENDS = ("lsm", "fentry")
 # Tests of what only BPF LSM programs can do (inode storage): not run on fentry.
 NEEDS_LSM = "needs_lsm"
 ONE_BPF_BACKEND = "one_bpf_backend"
+# Tests whose outcome depends on the backend, not on the kernel's version
+# (the end-to-end layer: the CLI on top of a backend; the package managers'
+# runs): in the whole suite they run in one suite per backend, the one named
+# here. The kernel layer, and the tests marked every_kernel (doctor's view of
+# the kernel), run in every suite.
+ONE_KERNEL = "one_kernel"
+ONE_KERNEL_SUITES = {"lsm": "newest", "fentry": "6.1"}
 HOST_SIDE = "host_side"
 SECOND_BOOT = "second_boot"
 TWO_BOOTS_TEST = "tests/kernel/test_two_boots.py"
@@ -444,6 +451,13 @@ def _runs_wheel_test(tests: list[str]) -> bool:
     return False
 
 
+def one_kernel_left_out(series: str, backend: str, tests: list[str]) -> bool:
+    """Are the tests marked one_kernel left out of this boot? Only from the
+    whole suite (test paths named on the command line all run), and not in
+    the suite where they run for this backend."""
+    return sorted(tests) == sorted(DEFAULT_TESTS) and ONE_KERNEL_SUITES.get(backend) != series
+
+
 def vng_binary() -> str:
     candidate = Path(sys.prefix) / "bin" / "vng"
     found = str(candidate) if candidate.exists() else shutil.which("vng")
@@ -506,6 +520,8 @@ def boot_and_test(
         # The same for both BPF backends (packaging, the store, metrics,
         # fanotify's own runs): once per kernel, in its lsm suite.
         left_out = [HOST_SIDE, NEEDS_LSM, ONE_BPF_BACKEND] if backend == "fentry" else [HOST_SIDE]
+        if one_kernel_left_out(series, backend, tests):
+            left_out.append(ONE_KERNEL)
         if second_boot:
             pytest_args += ["-m", SECOND_BOOT]
         else:
@@ -586,6 +602,11 @@ def boot_and_test(
         else:
             reasons.append(f"marked {HOST_SIDE} (no kernel part: they run on the host)")
             reasons.append(f"marked {SECOND_BOOT} (run in a second boot of this kernel)")
+        if one_kernel_left_out(series, backend, tests) and not second_boot:
+            reasons.append(
+                f"marked {ONE_KERNEL} (the same on every kernel: run in the {ONE_KERNEL_SUITES[backend]} "
+                f"suite{'' if backend == 'lsm' else ' of ' + backend})"
+            )
         if backend == "fentry" and not second_boot:
             reasons.append(f"marked {NEEDS_LSM} (inode marks need BPF LSM)")
             reasons.append(f"marked {ONE_BPF_BACKEND} (the same on either BPF backend: run in the lsm suite)")

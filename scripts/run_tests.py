@@ -1,26 +1,30 @@
 #!/usr/bin/env python3
-"""Every test of filewarden, in order, with one closing line per suite.
+"""Every test of filewarden, with one closing line per suite.
 
-1. lint: ruff check, ruff format --check, mypy (strict on src/);
-2. host: unit tests (no root, no kernel), host tests (real BPF on this
-   kernel, which refuses LSM programs) and the end-to-end tests that need no
-   BPF LSM;
-3. the kernel suite and the end-to-end tests inside Debian's 6.1 and 6.12
-   kernels and the newest one Debian ships (scripts/kernel_lab.py).
+- the kernel suite inside Debian's 6.1 and 6.12 kernels and the newest one
+  Debian ships (scripts/kernel_lab.py), lsm on each, fentry on 6.1 and
+  newest; the end-to-end layer in one suite per backend (newest, 6.1-fentry);
+- beside them, the host's part ("[host]" lines): lint (ruff check, ruff
+  format --check, mypy, strict on src/), then the unit tests (no root, no
+  kernel), host tests (real BPF on this kernel, which refuses LSM programs)
+  and the end-to-end tests that need no BPF LSM.
 
 Exits 0 only if lint is clean, nothing failed, nothing skipped (each skip
-is listed with its reason), and every suite ran. Run through scripts/test.sh, which installs what it needs.
+is listed with its reason), and every suite ran. Run through
+scripts/test.sh, which installs what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +50,11 @@ def step(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
+def say_host(line: str) -> None:
+    """A line of the host's part, told apart from the guests' beside it."""
+    print(f"[host] {line}", end="" if line.endswith("\n") else "\n", flush=True)
+
+
 def lint() -> list[str]:
     failures = []
     for name, cmd in (
@@ -53,7 +62,10 @@ def lint() -> list[str]:
         ("ruff format", [str(VENV_BIN / "ruff"), "format", "--check", "."]),
         ("mypy", [str(VENV_BIN / "mypy")]),
     ):
-        if subprocess.run(cmd, cwd=REPO, check=False).returncode != 0:
+        done = subprocess.run(cmd, cwd=REPO, check=False, capture_output=True, text=True)
+        for line in (done.stdout + done.stderr).splitlines():
+            say_host(f"{name}: {line}")
+        if done.returncode != 0:
             failures.append(name)
     return failures
 
@@ -75,12 +87,12 @@ def host_tests(keyword: str | None) -> kernel_lab.SuiteResult:
         # Built once for the run: the guests' wheel test uses the same venv.
         env[kernel_lab.wheel.ENV] = str(kernel_lab.prepare_wheel())
     except kernel_lab.LabError as exc:
-        print(f"the wheel: {exc}", flush=True)  # the wheel test builds it again, and fails saying why
+        say_host(f"the wheel: {exc}")  # the wheel test builds it again, and fails saying why
     deselected = 0
     with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            print(line, end="", flush=True)
+            say_host(line)
             if m := re.search(r"(\d+) deselected", line):
                 deselected = int(m.group(1))
     rc = proc.returncode
@@ -115,12 +127,21 @@ def main(argv: list[str] | None = None) -> int:
 
     lint_failures: list[str] = []
     results: list[kernel_lab.SuiteResult] = []
+    # Jobs for a pool as wide as the guests that fit: the host's part (lint,
+    # then the unit, host and end-to-end tests) is one of them, beside the
+    # guests, so that no CPU idles while it runs.
+    jobs: list[Callable[[], list[kernel_lab.SuiteResult]]] = []
     if not args.guest_only:
-        if not args.no_lint:
-            step("lint: ruff, mypy")
-            lint_failures = lint()
-        step("host: unit, host and end-to-end tests")
-        results.append(host_tests(args.keyword))
+
+        def host_part() -> list[kernel_lab.SuiteResult]:
+            if not args.no_lint:
+                say_host("lint: ruff, mypy")
+                lint_failures.extend(lint())
+            say_host("unit, host and end-to-end tests")
+            return [host_tests(args.keyword)]
+
+        jobs.append(host_part)
+    at_once = 1
     if not args.host_only:
         kernels = args.kernel or list(kernel_lab.SERIES)
         suites = [(b, k) for b in args.backend or kernel_lab.BACKENDS for k in kernels]
@@ -131,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             suites = [(b, k) for b, k in suites if b == "lsm" or k in DEFAULT_FENTRY_KERNELS]
         at_once = guests_at_once(len(suites))
         names = ", ".join(s if b == "lsm" else f"{s}-{b}" for b, s in suites)
-        step(f"guests: kernel and end-to-end tests in {names}; {at_once} at a time")
+        step(f"guests: kernel and end-to-end tests in {names}; {at_once} at a time, the host's part beside them")
 
         def suite(backend: str, series: str) -> list[kernel_lab.SuiteResult]:
             first = kernel_lab.boot_and_test(
@@ -140,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 keyword=args.keyword,
                 cpus=2,
                 memory="2G",
-                # A suite takes 20-25 minutes alone under TCG and up to 45
-                # beside other guests on two CPUs: the bound is for a guest
-                # that hangs, not a slow one.
+                # A whole suite takes 15-40 minutes under TCG (one host CPU
+                # each): the bound is for a guest that hangs, not a slow one.
                 timeout=3000.0,
                 backend=backend,
             )
@@ -151,9 +171,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             return [first] if second is None else [first, second]
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
-            for found in pool.map(lambda s: suite(*s), suites):
-                results.extend(found)
+        # Longest first, so that the pool ends together: the suites that
+        # also run the end-to-end layer (kernel_lab.ONE_KERNEL_SUITES), then
+        # the others; the host's part, the shortest, last.
+        def cost(s: tuple[str, str]) -> int:
+            return 0 if kernel_lab.ONE_KERNEL_SUITES.get(s[0]) == s[1] else 1
+
+        guest_jobs = [functools.partial(suite, b, k) for b, k in sorted(suites, key=cost)]
+        jobs[0:0] = guest_jobs
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, at_once)) as pool:
+        for found in pool.map(lambda job: job(), jobs):
+            results.extend(found)
 
     step("summary")
     kernel_lab.report(results)

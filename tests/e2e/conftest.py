@@ -22,6 +22,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+            # The CLI on top of a backend: one guest suite per backend runs
+            # it (scripts/kernel_lab.py), the host runs it on fanotify.
+            if item.get_closest_marker("every_kernel") is None:
+                item.add_marker(pytest.mark.one_kernel)
 
 
 def filewarden(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

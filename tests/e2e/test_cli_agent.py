@@ -95,6 +95,7 @@ def test_systemd_is_told_when_ready(start_agent: StartAgent, watched: Path, tmp_
 
 
 @pytest.mark.needs_lsm
+@pytest.mark.every_kernel  # doctor's checks read this kernel
 def test_doctor_passes_in_the_guest() -> None:
     result = filewarden("doctor")
     assert result.returncode == 0, result.stdout

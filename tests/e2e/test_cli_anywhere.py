@@ -7,11 +7,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import IN_GUEST, Agent, filewarden
 
 LOG_LINE = "      | "  # doctor -v: a line of libbpf's log under a check
 
 
+@pytest.mark.every_kernel  # doctor's checks read this kernel
 def test_doctor_and_run_agree(start_agent: Callable[..., Agent], tmp_path: Path) -> None:
     doctor = filewarden("doctor")
     assert doctor.returncode == 0, doctor.stdout  # fanotify at least runs everywhere we test
@@ -45,6 +48,7 @@ def test_doctor_and_run_agree(start_agent: Callable[..., Agent], tmp_path: Path)
         assert stderr.startswith("filewarden: error: BPF LSM programs cannot be loaded on this kernel")
 
 
+@pytest.mark.every_kernel  # doctor's checks read this kernel
 def test_doctor_verbose_adds_libbpfs_log_under_what_failed_to_load() -> None:
     plain = filewarden("doctor")
     verbose = filewarden("doctor", "-v")

@@ -24,7 +24,12 @@ mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel
 mkdir -p /run/fw
 mount -t tmpfs -o size=768m,mode=1777 fwtmp /run/fw
 mkdir -p /run/fw/tmp
-export TMPDIR=/run/fw/tmp PYTHONDONTWRITEBYTECODE=1 FILEWARDEN_GUEST=1 FILEWARDEN_CACHE=/run/fw/cache
+# Byte code under /run/fw, not beside the sources: the repository is the
+# host's (read-only here), and without a cache every Python process of the
+# suite (each agent, each CLI call) would compile its modules again, seconds
+# each under emulation. Written once per boot, read by every later process.
+export TMPDIR=/run/fw/tmp PYTHONPYCACHEPREFIX=/run/fw/pycache FILEWARDEN_GUEST=1 FILEWARDEN_CACHE=/run/fw/cache
+unset PYTHONDONTWRITEBYTECODE
 # The kernel's log, followed into the results: when a guest dies without a
 # report (a panic, the OOM killer), the lab prints its tail.
 # cat, not dmesg: each record is written as it is read, with no buffering.

@@ -12,8 +12,9 @@ from a version number:
 - whether the verifier allows ``bpf_d_path()`` on the hook (v6.1 refuses it
   on every ``path_*`` hook, v6.12 allows most). Each program can do both;
   a read-only global (``fw_dpath_hooks``) picks, and the verifier prunes
-  the branch not taken. The probe loads each candidate program alone with
-  its bit set: if the verifier accepts it, the hook may use d_path.
+  the branch not taken. The probe loads the candidate programs with their
+  bits set: those the verifier accepts may use d_path; one it refuses
+  walks, and the rest are loaded again without it.
 
 Probe results depend only on the kernel and the object, so they are kept
 per boot (keyed by /proc/sys/kernel/random/boot_id and the object's hash)
@@ -175,6 +176,51 @@ def hook_exists(btf: Btf, section: str, backend: str = "lsm") -> bool:
     return True
 
 
+def _refused(exc: LibbpfError, program: str) -> bool:
+    """Is `exc` the verifier refusing bpf_d_path() in `program`? Its refusal
+    ("helper call is not allowed in probe") is EINVAL; EACCES covers older
+    wordings. Anything else is not an answer to the probe's question."""
+    if exc.errno in (errno.EINVAL, errno.EACCES):
+        log.debug("%s resolves paths by walking: the verifier refused bpf_d_path (%s)", program, exc.load_log.reason)
+        return True
+    return False
+
+
+def _probe_together(path: Path, candidates: dict[str, enums.Hook], backend: str) -> dict[str, bool]:
+    """Every candidate loaded at once with its bit set; the one the verifier
+    refuses (libbpf names it in its log) walks, and the others are loaded
+    again without it, until a load succeeds. One object load per refused
+    program, plus one, instead of one per candidate: each load costs an
+    object's set-up, and the programs verified before the refused one are
+    cheap beside it. A failure libbpf names no candidate for is left to the
+    one-at-a-time probe (`_probe_one`)."""
+    results: dict[str, bool] = {}
+    remaining = dict(candidates)
+    while remaining:
+        mask = 0
+        for hook in remaining.values():
+            mask |= 1 << hook
+        try:
+            with BpfObject(path) as obj:
+                for prog in obj.programs():
+                    prog.set_autoload(prog.name in remaining)
+                obj.set_rodata("fw_dpath_hooks", struct.pack("<I", mask))
+                retarget(obj, backend)
+                obj.load()
+        except LibbpfError as exc:
+            failed = exc.load_log.program
+            if failed not in remaining or not _refused(exc, failed):
+                for name, hook in remaining.items():
+                    results[name] = _probe_one(path, name, hook, backend)
+                return results
+            results[failed] = False
+            del remaining[failed]
+            continue
+        results.update(dict.fromkeys(remaining, True))
+        break
+    return results
+
+
 def _probe_one(path: Path, program: str, hook: enums.Hook, backend: str) -> bool:
     """Does the verifier accept `program` using bpf_d_path()? (For fexit
     programs the kernel allows it on a short list of functions only,
@@ -187,13 +233,7 @@ def _probe_one(path: Path, program: str, hook: enums.Hook, backend: str) -> bool
             retarget(obj, backend)
             obj.load()
     except LibbpfError as exc:
-        # The verifier's refusal ("helper call is not allowed in probe")
-        # is EINVAL; EACCES covers older wordings. Anything else is not an
-        # answer to this question.
-        if exc.errno in (errno.EINVAL, errno.EACCES):
-            log.debug(
-                "%s resolves paths by walking: the verifier refused bpf_d_path (%s)", program, exc.load_log.reason
-            )
+        if _refused(exc, program):
             return False
         raise
     return True
@@ -224,7 +264,7 @@ def probe_dpath(
             known = None
     if known is not None and all(p.name in known for p in candidates):
         return known
-    results = {p.name: _probe_one(path, p.name, p.hook, backend) for p in candidates}
+    results = _probe_together(path, {p.name: p.hook for p in candidates}, backend)
     _memo[key] = results
     if cache_file is not None:
         try:

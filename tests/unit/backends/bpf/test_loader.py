@@ -8,6 +8,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -136,3 +137,83 @@ def test_probe_answers_are_kept_per_boot_and_backend(tmp_path: Path) -> None:
     lsm = loader._cache_key(_bpf.object_path(), host, "lsm")
     assert lsm.startswith(BOOT_ID)
     assert loader._cache_key(_bpf.object_path(), host, "fentry") == lsm + "-fentry"
+
+
+class FakeProgram:
+    def __init__(self, name: str) -> None:
+        self.name, self.section, self.autoload = name, f"lsm/{name.removeprefix('fw_')}", True
+
+    def set_autoload(self, on: bool) -> None:
+        self.autoload = on
+
+
+class RefusingObject:
+    """A BpfObject whose load fails, as libbpf says, on the first program
+    loaded that the verifier refuses; counts the loads."""
+
+    programs_in_order = ("fw_file_open", "fw_path_unlink", "fw_path_rename", "fw_move_mount")
+    refused: frozenset[str] = frozenset()
+    unattributed = False
+    loads: ClassVar[list[tuple[str, ...]]] = []
+
+    def __init__(self, _path: Path) -> None:
+        self.progs = [FakeProgram(n) for n in self.programs_in_order]
+
+    def __enter__(self) -> RefusingObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def programs(self) -> list[FakeProgram]:
+        return self.progs
+
+    def set_rodata(self, name: str, value: bytes) -> None:
+        pass
+
+    def load(self) -> None:
+        loaded = tuple(p.name for p in self.progs if p.autoload)
+        type(self).loads.append(loaded)
+        for name in loaded:
+            if name in self.refused:
+                said = "" if self.unattributed else f"libbpf: prog '{name}': BPF program load failed: Invalid argument"
+                raise loader.LibbpfError(22, "bpf_object__load", (said, "helper call is not allowed in probe"))
+
+
+def probe_with(monkeypatch: pytest.MonkeyPatch, refused: set[str], *, unattributed: bool = False) -> dict[str, bool]:
+    monkeypatch.setattr(RefusingObject, "refused", frozenset(refused))
+    monkeypatch.setattr(RefusingObject, "unattributed", unattributed)
+    monkeypatch.setattr(RefusingObject, "loads", [])
+    monkeypatch.setattr(loader, "BpfObject", RefusingObject)
+    hooks = {"fw_file_open": Hook.FILE_OPEN, "fw_path_unlink": Hook.PATH_UNLINK, "fw_path_rename": Hook.PATH_RENAME}
+    hooks["fw_move_mount"] = Hook.MOVE_MOUNT
+    return loader._probe_together(Path("unused.o"), hooks, "lsm")
+
+
+def test_the_probe_loads_all_candidates_and_drops_each_refused_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    found = probe_with(monkeypatch, {"fw_path_unlink", "fw_move_mount"})
+    assert found == {"fw_file_open": True, "fw_path_unlink": False, "fw_path_rename": True, "fw_move_mount": False}
+    # One load per refused program, plus the one that succeeds.
+    assert RefusingObject.loads == [
+        ("fw_file_open", "fw_path_unlink", "fw_path_rename", "fw_move_mount"),
+        ("fw_file_open", "fw_path_rename", "fw_move_mount"),
+        ("fw_file_open", "fw_path_rename"),
+    ]
+
+
+def test_a_probe_with_nothing_refused_loads_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert all(probe_with(monkeypatch, set()).values())
+    assert len(RefusingObject.loads) == 1
+
+
+def test_a_refusal_libbpf_names_no_program_for_is_probed_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def one(_path: Path, program: str, _hook: Hook, _backend: str) -> bool:
+        asked.append(program)
+        return program != "fw_path_rename"
+
+    monkeypatch.setattr(loader, "_probe_one", one)
+    found = probe_with(monkeypatch, {"fw_path_rename"}, unattributed=True)
+    assert found == {"fw_file_open": True, "fw_path_unlink": True, "fw_path_rename": False, "fw_move_mount": True}
+    assert sorted(asked) == sorted(found)
