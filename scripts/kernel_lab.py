@@ -60,11 +60,32 @@ NEEDS_LSM = "needs_lsm"
 ONE_BPF_BACKEND = "one_bpf_backend"
 # Tests whose outcome depends on the backend, not on the kernel's version
 # (the end-to-end layer: the CLI on top of a backend; the package managers'
-# runs): in the whole suite they run in one suite per backend, the one named
-# here. The kernel layer, and the tests marked every_kernel (doctor's view of
-# the kernel), run in every suite.
+# runs): in the whole run each runs once per backend, their modules spread
+# over the backend's suites so that the suites take about as long (each
+# start of the agent costs half a minute of emulated CPU). A module named
+# nowhere runs in the backend's default suite. The kernel layer, and the
+# tests marked every_kernel (doctor's view of the kernel), run in every suite.
 ONE_KERNEL = "one_kernel"
-ONE_KERNEL_SUITES = {"lsm": "newest", "fentry": "6.1"}
+ONE_KERNEL_DEFAULT = {"lsm": "newest", "fentry": "6.1"}
+ONE_KERNEL_SHARES: dict[str, dict[str, tuple[str, ...]]] = {
+    "lsm": {
+        "6.1": ("tests/kernel/test_packages.py", "tests/e2e/test_cli_content.py"),
+        "6.12": (
+            "tests/e2e/test_cli_events.py",
+            "tests/e2e/test_cli_metrics.py",
+            "tests/e2e/test_cli_offline.py",
+            "tests/e2e/test_cli_reload.py",
+        ),
+    },
+    "fentry": {
+        "newest": (
+            "tests/e2e/test_cli_anywhere.py",
+            "tests/e2e/test_cli_attribution.py",
+            "tests/e2e/test_cli_content.py",
+            "tests/e2e/test_cli_reload.py",
+        ),
+    },
+}
 HOST_SIDE = "host_side"
 SECOND_BOOT = "second_boot"
 TWO_BOOTS_TEST = "tests/kernel/test_two_boots.py"
@@ -451,11 +472,17 @@ def _runs_wheel_test(tests: list[str]) -> bool:
     return False
 
 
-def one_kernel_left_out(series: str, backend: str, tests: list[str]) -> bool:
-    """Are the tests marked one_kernel left out of this boot? Only from the
-    whole suite (test paths named on the command line all run), and not in
-    the suite where they run for this backend."""
-    return sorted(tests) == sorted(DEFAULT_TESTS) and ONE_KERNEL_SUITES.get(backend) != series
+def one_kernel_share(series: str, backend: str, tests: list[str]) -> str:
+    """Which of the tests marked one_kernel this boot runs, for the guest's
+    conftest (FILEWARDEN_ONE_KERNEL): "run:MODULE,..." (its share),
+    "skip:MODULE,..." (the default suite: all but the others' shares), or
+    "" (all: test paths named on the command line run whatever their marks)."""
+    if sorted(tests) != sorted(DEFAULT_TESTS):
+        return ""
+    shares = ONE_KERNEL_SHARES.get(backend, {})
+    if ONE_KERNEL_DEFAULT.get(backend) == series:
+        return "skip:" + ",".join(m for kernel, modules in sorted(shares.items()) for m in modules)
+    return "run:" + ",".join(shares.get(series, ()))
 
 
 def vng_binary() -> str:
@@ -520,8 +547,6 @@ def boot_and_test(
         # The same for both BPF backends (packaging, the store, metrics,
         # fanotify's own runs): once per kernel, in its lsm suite.
         left_out = [HOST_SIDE, NEEDS_LSM, ONE_BPF_BACKEND] if backend == "fentry" else [HOST_SIDE]
-        if one_kernel_left_out(series, backend, tests):
-            left_out.append(ONE_KERNEL)
         if second_boot:
             pytest_args += ["-m", SECOND_BOOT]
         else:
@@ -534,10 +559,14 @@ def boot_and_test(
             installed = ["--wheel", str(prepare_wheel())]
         except LabError as exc:  # the wheel test fails in the guest, naming the variable
             say(f"{label}: no wheel for {WHEEL_TEST}: {exc}")
+    share = one_kernel_share(series, backend, tests) if not exec_argv and not second_boot else ""
+    shared = ["--one-kernel", share] if share else []
     command = " ".join(
         _quote(a)
-        for a in ["sh", str(guest), str(out), "--keep", str(keep), *installed, *mode, *(exec_argv or pytest_args)]
-    )
+        for a in [
+            "sh", str(guest), str(out), "--keep", str(keep), *installed, *shared, *mode, *(exec_argv or pytest_args)
+        ]
+    )  # fmt: skip
     # Single-threaded TCG: the guest kernel patches its own code (static
     # keys at boot, a BPF trampoline's attach) with int3 and cross-CPU
     # syncs (arch/x86/kernel/alternative.c: text_poke_bp()); with one host
@@ -602,11 +631,8 @@ def boot_and_test(
         else:
             reasons.append(f"marked {HOST_SIDE} (no kernel part: they run on the host)")
             reasons.append(f"marked {SECOND_BOOT} (run in a second boot of this kernel)")
-        if one_kernel_left_out(series, backend, tests) and not second_boot:
-            reasons.append(
-                f"marked {ONE_KERNEL} (the same on every kernel: run in the {ONE_KERNEL_SUITES[backend]} "
-                f"suite{'' if backend == 'lsm' else ' of ' + backend})"
-            )
+        if one_kernel_share(series, backend, tests) and not second_boot:
+            reasons.append(f"marked {ONE_KERNEL} and run in another {backend} suite (kernel_lab.ONE_KERNEL_SHARES)")
         if backend == "fentry" and not second_boot:
             reasons.append(f"marked {NEEDS_LSM} (inode marks need BPF LSM)")
             reasons.append(f"marked {ONE_BPF_BACKEND} (the same on either BPF backend: run in the lsm suite)")

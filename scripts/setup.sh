@@ -21,7 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 agent_pkgs=(python3 python3-venv libbpf1 clang llvm libbpf-dev bpftool)
-test_pkgs=(qemu-system-x86 busybox-static file kmod udev crun rpm e2fsprogs systemd nats-server)
+test_pkgs=(qemu-system-x86 busybox-static file kmod udev crun rpm e2fsprogs systemd nats-server postgresql)
 bench_pkgs=(auditd)
 pkgs=("${agent_pkgs[@]}")
 [ "$tests" = yes ] && pkgs+=("${test_pkgs[@]}")

@@ -523,6 +523,13 @@ def drift(which: str | None, as_json: bool, config_file: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (the default when not on a terminal).")
 @click.option("--table", "as_table", is_flag=True, help="A table (the default on a terminal).")
 @click.option("--follow", "-f", is_flag=True, help="Then print new events as they are stored, until Ctrl-C.")
+@click.option(
+    "--store",
+    metavar="URL",
+    help="The fleet's store instead of this host's: postgresql://[USER@]HOST[:PORT]/DB, "
+    "as 'collect --into' writes it (the password from ~/.pgpass or PGPASSFILE).",
+)
+@click.option("--host", "host_name", metavar="NAME", help="Only this host's events (with --store).")
 def events(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     state_dir: Path | None,
@@ -536,32 +543,36 @@ def events(  # noqa: PLR0917 - one parameter per click option
     as_json: bool,
     as_table: bool,
     follow: bool,
+    store: str | None,
+    host_name: str | None,
 ) -> None:
     """The stored events: what changed, where, when, and who did it.
 
     Reads the event store the agent writes (state_dir/events.db, or its
     sqlite: output), with the agent running or stopped, oldest first: the
-    newest --limit events that match every filter given. A table on a
-    terminal, JSON lines (each event as the agent wrote it) otherwise.
-    Exits 0, also when nothing matches.
+    newest --limit events that match every filter given. With --store, the
+    fleet's events that 'filewarden collect' wrote to PostgreSQL, each
+    with host.name. A table on a terminal, JSON lines (each event as the
+    agent wrote it) otherwise. Exits 0, also when nothing matches.
     """
     from filewarden.service import events as ev
 
     if as_json and as_table:
         raise UsageError("--json and --table: choose one")
-    config = load_config(config_file, state_dir=state_dir)
+    if store is not None and not store.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--store {store!r}: expected postgresql://[USER@]HOST[:PORT]/DB")
+    if host_name is not None and store is None:
+        raise UsageError("--host: only with --store postgresql://... (this host's store holds its own events)")
     _setup_logging("warning")
-    where = ev.find(config.event_store_path)
     asked = ev.ask(since=since, until=until, actions=actions, path=path_glob, container=container, process=process)
-    found, last = ev.rows(where, asked, limit or None)
     table = as_table or (not as_json and sys.stdout.isatty())
-    if table:
-        _print_events([doc for _, doc in found])
-    else:
-        out = sys.stdout.buffer
-        for _, doc in found:
-            out.write(doc + b"\n")
-        out.flush()
+    if store is not None:
+        _fleet_events(store, asked, host_name, limit or None, table=table, follow=follow)
+        sys.exit(EXIT_OK)
+    config = load_config(config_file, state_dir=state_dir)
+    where = ev.find(config.event_store_path)
+    found, last = ev.rows(where, asked, limit or None)
+    _show_events([doc for _, doc in found], table=table)
     if not follow:
         sys.exit(EXIT_OK)
     try:
@@ -576,19 +587,119 @@ def events(  # noqa: PLR0917 - one parameter per click option
     sys.exit(EXIT_OK)
 
 
-def _print_events(docs: list[bytes], *, header: bool = True) -> None:
+@cli.command()
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    metavar="NATS",
+    help="nats://HOST:PORT[,HOST:PORT...]/SUBJECT[?OPTION=VALUE&...]: the stream the agents' nats output "
+    "writes (the same options: creds=, nkey=, user_file=, tls=1, tls_ca=, ...).",
+)
+@click.option(
+    "--into",
+    "store",
+    required=True,
+    metavar="URL",
+    help="postgresql://[USER@]HOST[:PORT]/DB (the password from ~/.pgpass or PGPASSFILE, never here).",
+)
+@click.option(
+    "--durable",
+    default="filewarden-collect",
+    show_default=True,
+    help="The consumer's name: collectors with the same name share the work.",
+)
+@click.option("--batch", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Events per transaction.")
+@click.option("--drain", is_flag=True, help="Exit once nothing waits in the consumer (else run until SIGTERM).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def collect(  # noqa: PLR0917 - one parameter per click option
+    source: str, store: str, durable: str, batch: int, drain: bool, log_level: str
+) -> None:
+    """The fleet's events from NATS JetStream into PostgreSQL, each once.
+
+    A durable consumer on the stream the agents' nats outputs write (it is
+    created if missing): each batch is written in one transaction and
+    acknowledged after the commit, and the table's key (the message id)
+    drops an event delivered twice, so every event is in the table once.
+    Several collectors with one --durable share the work. The table
+    (filewarden_events) is partitioned by day; 'filewarden events --store'
+    asks it. Waits and tries again while the broker or the database is
+    away; progress on stderr every 10 s.
+    """
+    import asyncio
+    import signal
+
+    from filewarden.config import parse_output
+    from filewarden.fleet.collect import Collector
+
+    if not store.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--into {store!r}: expected postgresql://[USER@]HOST[:PORT]/DB")
+    if ":" in store.split("://", 1)[1].partition("@")[0] and "@" in store:
+        raise UsageError("--into: no password in the URL (a command line is visible to every user): use ~/.pgpass")
+    if not source.startswith("nats://"):
+        raise UsageError(f"--from {source!r}: expected nats://HOST:PORT[,HOST:PORT...]/SUBJECT")
+    nats = parse_output(source).nats
+    assert nats is not None
+    _setup_logging(log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Collector(nats, store, durable=durable, batch=batch).run(stop, drain=drain)
+
+    asyncio.run(main())
+    sys.exit(EXIT_OK)
+
+
+def _fleet_events(store: str, asked: Any, host: str | None, limit: int | None, *, table: bool, follow: bool) -> None:
+    from filewarden.fleet import pgstore
+
+    found, last = pgstore.select(store, asked.query, host, limit, asked.keep)
+    _show_events(found, table=table, fleet=True)
+    try:
+        while follow:
+            time.sleep(0.5)
+            found, last = pgstore.select(store, asked.query, host, None, asked.keep, after_id=last)
+            _show_events(found, table=table, fleet=True, header=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def _show_events(docs: list[bytes], *, table: bool, fleet: bool = False, header: bool = True) -> None:
+    if table:
+        if docs or header:
+            _print_events(docs, header=header, fleet=fleet)
+        return
+    out = sys.stdout.buffer
+    for doc in docs:
+        out.write(doc + b"\n")
+    out.flush()
+
+
+def _print_events(docs: list[bytes], *, header: bool = True, fleet: bool = False) -> None:
     from rich.table import Table
 
-    from filewarden.service.events import table_row
+    from filewarden.service.events import host_of, table_row
 
     console = _table_console()
     if not docs:
         if header:
             console.print("no events match")
         return
-    table = Table("time (UTC)", "action", "path", "process", "container", box=None, pad_edge=False, show_header=header)
+    columns: tuple[str, ...] = ("time (UTC)", "action", "path", "process", "container")
+    if fleet:
+        columns = (columns[0], "host", *columns[1:])
+    table = Table(*columns, box=None, pad_edge=False, show_header=header)
     for doc in docs:
-        table.add_row(*table_row(doc))
+        cells = table_row(doc)
+        table.add_row(*((cells[0], host_of(doc), *cells[1:]) if fleet else cells))
     console.print(table)
 
 
@@ -646,6 +757,8 @@ def status(socket_path: Path, as_json: bool) -> None:
         lost = {cause: n for cause, n in out.get("lost", {}).items() if n}
         if lost:
             line += " (lost: " + ", ".join(f"{n} {cause}" for cause, n in lost.items()) + ")"
+        if "spooled" in out:
+            line += f", {out['spooled']} spooled ({out.get('spooled_bytes', 0) / (1 << 20):.1f} MiB)"
         click.echo(line)
     globs = doc.get("globs")
     if globs:

@@ -71,6 +71,8 @@ DEFAULT_NATS_STREAM_DAYS: Final = 7
 # Long enough that a batch re-sent after a broker restart or an agent
 # crash is recognised; JetStream keeps every id of the window in memory.
 DEFAULT_NATS_DEDUP_S: Final = 600
+# Copies of the created stream in a JetStream cluster (1: a single server).
+DEFAULT_NATS_REPLICAS: Final = 1
 
 
 class ConfigError(UsageError):
@@ -121,6 +123,7 @@ class NatsOptions:
     stream_mib: int = DEFAULT_NATS_STREAM_MIB
     stream_days: int = DEFAULT_NATS_STREAM_DAYS
     dedup_s: int = DEFAULT_NATS_DEDUP_S
+    replicas: int = DEFAULT_NATS_REPLICAS
     # Files, read when the output opens: secrets never on a command line.
     creds: str = ""  # a .creds file (user JWT and nkey seed)
     nkey: str = ""  # an nkey seed file
@@ -140,6 +143,7 @@ class NatsOptions:
             ("stream_mib", DEFAULT_NATS_STREAM_MIB),
             ("stream_days", DEFAULT_NATS_STREAM_DAYS),
             ("dedup_s", DEFAULT_NATS_DEDUP_S),
+            ("replicas", DEFAULT_NATS_REPLICAS),
         ):
             if getattr(self, name) != default:
                 parts.append(f"{name}={getattr(self, name)}")
@@ -285,6 +289,7 @@ _NATS_NUMBERS: Final = {  # option: (least, most)
     "stream_mib": (1, 1 << 30),
     "stream_days": (1, 36500),
     "dedup_s": (1, 86400),
+    "replicas": (1, 5),  # JetStream's most
 }
 _NATS_FORM: Final = "expected nats://HOST:PORT[,HOST:PORT...]/SUBJECT (nats://nats.example:4222/fim)"
 
@@ -385,9 +390,9 @@ def _nats_server_ok(server: str) -> bool:
 def _parse_nats(spec: str) -> Output:
     """nats://HOST:PORT[,HOST:PORT...]/SUBJECT[?OPTION=VALUE&...], options:
     spool_mib=N (the spool's size on disk, default 256), stream=NAME,
-    stream_mib=N, stream_days=N, dedup_s=N (the stream created when none
-    captures SUBJECT.>: its name, size and age limits, and its duplicate
-    window), creds=FILE, nkey=FILE or user_file=FILE (credentials, read
+    stream_mib=N, stream_days=N, dedup_s=N, replicas=N (the stream created
+    when none captures SUBJECT.>: its name, size and age limits, its
+    duplicate window and its copies in a cluster), creds=FILE, nkey=FILE or user_file=FILE (credentials, read
     from a file: a command line is visible to every user), tls=1,
     tls_ca=FILE, tls_cert=FILE, tls_key=FILE. The port is never guessed,
     like otlp's."""

@@ -7,6 +7,7 @@
     +-- BackendError                backends/: no backend can start or run here
     +-- OutputError                 pipeline/sinks.py: an output cannot be opened or written
     +-- ControlError                service/control.py: no agent answered on the socket
+    +-- StoreError                  fleet/pgstore.py: the fleet's store cannot be reached or read
 
 Everything else is a defect and keeps its traceback. This module imports
 nothing, so the CLI can name these classes without loading the agent.
@@ -33,3 +34,7 @@ class OutputError(FilewardenError, RuntimeError):
 
 class ControlError(FilewardenError, RuntimeError):
     """The agent could not be asked over its control socket."""
+
+
+class StoreError(FilewardenError, RuntimeError):
+    """The fleet's event store (PostgreSQL) cannot be reached or read."""

@@ -18,14 +18,28 @@ FILEWARDEN = str(Path(sys.executable).parent / "filewarden")
 IN_GUEST = os.environ.get("FILEWARDEN_GUEST") == "1"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-            # The CLI on top of a backend: one guest suite per backend runs
-            # it (scripts/kernel_lab.py), the host runs it on fanotify.
+            # The CLI on top of a backend: once per backend in the guests
+            # (scripts/kernel_lab.py), and on the host on fanotify.
             if item.get_closest_marker("every_kernel") is None:
                 item.add_marker(pytest.mark.one_kernel)
+    # This guest suite's share of them: "run:MODULE,..." or "skip:MODULE,...".
+    mode, _, listed = os.environ.get("FILEWARDEN_ONE_KERNEL", "").partition(":")
+    if mode in ("run", "skip"):
+        modules = set(filter(None, listed.split(",")))
+        elsewhere = [
+            item
+            for item in items
+            if item.get_closest_marker("one_kernel") is not None
+            and (item.nodeid.split("::")[0] in modules) != (mode == "run")
+        ]
+        if elsewhere:
+            config.hook.pytest_deselected(items=elsewhere)
+            gone = {id(item) for item in elsewhere}
+            items[:] = [item for item in items if id(item) not in gone]
 
 
 def filewarden(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

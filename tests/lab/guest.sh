@@ -16,6 +16,12 @@ if [ "${1:-}" = "--wheel" ]; then
     export FILEWARDEN_WHEEL_DIR=$2
     shift 2
 fi
+# --one-kernel SPEC: which tests marked one_kernel run in this suite
+# (tests/e2e/conftest.py; kernel_lab.py's ONE_KERNEL_SHARES).
+if [ "${1:-}" = "--one-kernel" ]; then
+    export FILEWARDEN_ONE_KERNEL=$2
+    shift 2
+fi
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

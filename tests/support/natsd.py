@@ -107,3 +107,71 @@ def stream_config(url: str, stream: str) -> dict[str, object]:
             await nc.close()
 
     return asyncio.run(read())
+
+
+class NatsCluster:
+    """Three (or `size`) nats-servers with JetStream in one cluster on
+    loopback, each with its own store: a stream made with replicas=3 keeps
+    its messages while any one server is down. Servers advertise no
+    addresses to clients, so a client reaches only the addresses it was
+    given (a proxy in front of them stays in the path)."""
+
+    def __init__(self, root: Path, size: int = 3) -> None:
+        self.root = root
+        self.ports = [free_port() for _ in range(size)]
+        self.routes = [free_port() for _ in range(size)]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
+
+    @property
+    def servers(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.ports]
+
+    def start(self, i: int | None = None) -> None:
+        for n in range(len(self.ports)) if i is None else [i]:
+            binary = shutil.which(BINARY) or f"/usr/sbin/{BINARY}"
+            routes = ",".join(f"nats://127.0.0.1:{r}" for k, r in enumerate(self.routes) if k != n)
+            self.procs[n] = subprocess.Popen(
+                [binary, "-js", "-a", "127.0.0.1", "-p", str(self.ports[n]), "-sd", str(self.root / f"s{n}"),
+                 "--server_name", f"s{n}", "--cluster_name", "filewarden",
+                 "--cluster", f"nats://127.0.0.1:{self.routes[n]}", "--routes", routes, "--no_advertise"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        for n in range(len(self.ports)) if i is None else [i]:
+            deadline = time.monotonic() + 10
+            while True:
+                proc = self.procs[n]
+                assert proc is not None
+                assert proc.poll() is None, f"nats-server s{n} exited"
+                try:
+                    with socket.create_connection(("127.0.0.1", self.ports[n]), timeout=0.2):
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline, f"nats-server s{n} not listening after 10 s"
+                    time.sleep(0.05)
+
+    def wait_for_jetstream(self, seconds: float = 60) -> None:
+        """Until the cluster has elected its JetStream meta leader."""
+
+        async def ask() -> bool:
+            nc = await nats.connect([f"nats://{s}" for s in self.servers], connect_timeout=2)
+            try:
+                await nc.jetstream().account_info()
+                return True
+            except Exception:  # noqa: BLE001 - not ready yet
+                return False
+            finally:
+                await nc.close()
+
+        deadline = time.monotonic() + seconds
+        while not asyncio.run(ask()):
+            assert time.monotonic() < deadline, f"no JetStream leader after {seconds} s"
+            time.sleep(0.5)
+
+    def kill(self, i: int | None = None) -> None:
+        for n in range(len(self.procs)) if i is None else [i]:
+            proc = self.procs[n]
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+                self.procs[n] = None

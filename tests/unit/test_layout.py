@@ -23,6 +23,7 @@ FORBIDDEN = {
     "integrity": ("_libbpf", "_bpf", "backends", "pipeline", "service", "cli", "config"),
     "eventstore": ("_libbpf", "_bpf", "backends", "pipeline", "service", "cli", "config"),
     "_libbpf": ("_bpf", "backends", "host", "model", "pipeline", "service", "cli", "config"),
+    "fleet": ("_libbpf", "_bpf", "backends", "service", "cli"),
 }
 
 

@@ -43,6 +43,7 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
 from nats.js.api import StorageType, StreamConfig
 
 from filewarden.errors import OutputError
@@ -146,21 +147,48 @@ async def _quiet(_exc: Exception) -> None:
     pass
 
 
-async def connect(options: NatsOptions, extra: dict[str, Any]) -> Client:
+async def connect(options: NatsOptions, extra: dict[str, Any], **kwargs: Any) -> Client:
+    """A client connected to one of the servers. A connect that fails is
+    closed here: nats-py raises without closing the socket of a server
+    that failed mid-handshake when it may not reconnect (nats/aio/client.py,
+    Client.connect()), and a broker that stays away would leak one a try."""
+    nc = NatsClient()
+    try:
+        await nc.connect(**_connect_kwargs(options, extra, **kwargs))
+    except BaseException:
+        # Not close(): on a client that never connected it may wait for
+        # what will not come. The failed connection's transport is all
+        # there is to release (Client._transport).
+        transport = getattr(nc, "_transport", None)
+        if transport is not None:
+            transport.close()
+        # A cancel (the sink closing) that nats-py turned into a connect
+        # error must still end the caller.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
+        raise
+    return nc
+
+
+def _connect_kwargs(options: NatsOptions, extra: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     # Reconnection is this module's own (a loop with backoff, then the
     # stream checked again): the client's would buffer publishes without
     # their acknowledgements.
-    return await nats.connect(
-        servers=[f"nats://{s}" for s in options.servers],
-        connect_timeout=CONNECT_TIMEOUT_S,
-        allow_reconnect=False,
-        # Each server tried twice, then NoServersError: the caller's
-        # backoff paces the next round (0 would retry forever).
-        max_reconnect_attempts=1,
-        reconnect_time_wait=0,
-        error_cb=_quiet,  # the caller logs what failed, once, not each attempt with its traceback
-        name="filewarden",
-        **extra,
+    return (
+        dict(
+            servers=[f"nats://{s}" for s in options.servers],
+            connect_timeout=CONNECT_TIMEOUT_S,
+            allow_reconnect=False,
+            # Each server tried twice, then NoServersError: the caller's
+            # backoff paces the next round (0 would retry forever).
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
+            error_cb=_quiet,  # the caller logs what failed, once, not each attempt with its traceback
+            name="filewarden",
+            **extra,
+        )
+        | kwargs
     )
 
 
@@ -180,6 +208,7 @@ async def ensure_stream(js: JetStreamContext, options: NatsOptions, *, create: b
             max_bytes=options.stream_mib << 20,
             max_age=options.stream_days * 86400.0,
             duplicate_window=float(options.dedup_s),
+            num_replicas=options.replicas,
         )
     )
     log.info("nats: stream %s created for %s.>", options.stream, options.subject)
@@ -256,7 +285,13 @@ class NatsSink(CountedLosses):
 
     @property
     def spooled(self) -> int:
+        """Events in the spool, not yet acknowledged by the stream."""
         return self._spool.pending
+
+    @property
+    def spooled_bytes(self) -> int:
+        """The spool's size on disk (at most spool_mib)."""
+        return self._spool.size
 
     def write(self, lines: list[bytes]) -> None:
         if not lines:

@@ -128,3 +128,10 @@ def table_row(doc: bytes) -> tuple[str, str, str, str, str]:
         who = f"{exe} [{process.get('pid', '?')}]"
     container = (d.get("container") or {}).get("id", "")[:12]
     return when, action, path, who, container
+
+
+def host_of(doc: bytes) -> str:
+    """host.name of a fleet's event ('' when it names none)."""
+    host = msgspec.json.decode(doc).get("host")
+    name = host.get("name") if isinstance(host, dict) else None
+    return name if isinstance(name, str) else ""

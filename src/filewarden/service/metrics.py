@@ -148,7 +148,18 @@ class AgentCollector(Collector):
             "(otlp: queue_full, export_failed, not_sent; nats: spool_full, spool_error, refused).",
             labels=["output", "cause"],
         )
+        spooled = GaugeMetricFamily(
+            "filewarden_output_spooled_events",
+            "Events in an output's spool, not yet delivered (nats).",
+            labels=["output"],
+        )
+        spooled_bytes = GaugeMetricFamily(
+            "filewarden_output_spool_bytes", "The size of an output's spool on disk (nats).", labels=["output"]
+        )
         for sink in a.sinks:
+            if hasattr(sink, "spooled"):
+                spooled.add_metric([sink.spec], sink.spooled)
+                spooled_bytes.add_metric([sink.spec], sink.spooled_bytes)
             written.add_metric([sink.spec], getattr(sink, "written", a.pipeline.written))
             errors.add_metric([sink.spec], getattr(sink, "errors", 0))
             if hasattr(sink, "backlog"):
@@ -159,6 +170,8 @@ class AgentCollector(Collector):
         yield errors
         yield backlog
         yield lost_out
+        yield spooled
+        yield spooled_bytes
         if a.content_backlog is not None:
             hashing = GaugeMetricFamily("filewarden_hash_backlog_files", "Written files waiting to be hashed.")
             hashing.add_metric([], a.content_backlog())

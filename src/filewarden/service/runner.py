@@ -297,6 +297,8 @@ def about(config: Config, agent: Agent, reloader: Reloader | None = None) -> dic
                 "failing": getattr(sink, "failing", False),
                 # Only outputs that can lose events have it (otlp, nats).
                 **({"lost": dict(sink.lost)} if hasattr(sink, "lost") else {}),
+                # Only outputs with a spool (nats): what waits for the broker.
+                **({"spooled": sink.spooled, "spooled_bytes": sink.spooled_bytes} if hasattr(sink, "spooled") else {}),
             }
             for sink in agent.sinks
         ],

@@ -442,10 +442,18 @@ def test_a_full_spool_reaches_status_metrics_and_health(server: NatsServer, tmp_
             "errors": lost,
             "failing": True,
             "lost": {"spool_full": lost, "spool_error": 0, "refused": 0},
+            "spooled": 6000 - lost,
+            "spooled_bytes": sink.spooled_bytes,
         }
+        assert 0 < sink.spooled_bytes <= 1 << 20  # spool_mib=1
         code, text = get(f"http://127.0.0.1:{metrics.address[1]}/metrics")
         assert code == 200
         assert f'filewarden_output_events_lost_total{{cause="spool_full",output="{sink.spec}"}} {lost}.0' in text
+        assert f'filewarden_output_spooled_events{{output="{sink.spec}"}} {6000 - lost}.0' in text
+        (size,) = [
+            x for x in text.splitlines() if x.startswith(f'filewarden_output_spool_bytes{{output="{sink.spec}"}}')
+        ]
+        assert float(size.split()[-1]) == sink.spooled_bytes
         agent.running = True
         code, health = get(f"http://127.0.0.1:{metrics.address[1]}/healthz")
         assert code == 503

@@ -1,0 +1,301 @@
+"""The fleet's events in PostgreSQL: one table, partitioned by day.
+
+Each row is one event as an agent wrote it (``doc``, JSONB, with
+``host.name`` added from the subject it came on) and the columns a query
+filters on. The primary key is the JetStream message id (the agent's
+``Nats-Msg-Id``: host id, boot id, spool id and position) with the event's
+time, which a partitioned table's keys must hold; the same message always
+carries the same time, so the key is the message id: a message delivered
+again (its acknowledgement lost, a collector killed after the commit) is
+dropped by ``ON CONFLICT DO NOTHING``, and each event is in the table once.
+
+Partitions (``filewarden_events_YYYYMMDD``, UTC days) are made when a
+batch needs one, under a transaction-scoped advisory lock so that
+collectors sharing the work never race on one; dropping a day's partition
+is how old events go (``DROP TABLE filewarden_events_20261101``).
+
+Order: ``stream_seq`` is the message's sequence in its stream, which keeps
+each host's events in the order the agent sent them (one connection
+publishes them in turn); queries order by time, then by it.
+
+psycopg is imported only where a postgresql:// store is used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import psycopg
+
+from filewarden.errors import StoreError
+
+if TYPE_CHECKING:
+    from filewarden.eventstore.store import Query
+
+TABLE: Final = "filewarden_events"
+# Any constant: the key of the advisory lock partitions are made under.
+_PARTITION_LOCK: Final = 0x6677_6576  # "fwev"
+
+SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    msg_id text NOT NULL,
+    time timestamptz NOT NULL,
+    host text NOT NULL,
+    action text,
+    path text,
+    container_id text,
+    process_executable text,
+    pid integer,
+    sequence bigint,
+    backend text,
+    stream_seq bigint NOT NULL,
+    received timestamptz NOT NULL DEFAULT now(),
+    id bigserial,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (msg_id, time)
+) PARTITION BY RANGE (time);
+CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (time, stream_seq);
+CREATE INDEX IF NOT EXISTS {TABLE}_host ON {TABLE} (host, time);
+CREATE INDEX IF NOT EXISTS {TABLE}_path ON {TABLE} (path text_pattern_ops);
+CREATE INDEX IF NOT EXISTS {TABLE}_id ON {TABLE} (id);
+"""
+
+# The table's fixed name; every value a parameter.
+_INSERT: Final = f"""
+INSERT INTO {TABLE} (msg_id, time, host, action, path, container_id, process_executable, pid,
+                     sequence, backend, stream_seq, doc)
+SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[],
+                     %s::text[], %s::integer[], %s::bigint[], %s::text[], %s::bigint[], %s::jsonb[])
+ON CONFLICT DO NOTHING
+"""  # noqa: S608
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One event as the table holds it."""
+
+    msg_id: str
+    time: str  # the event's @timestamp (or the broker's time of the message)
+    host: str
+    action: str | None
+    path: str | None
+    container_id: str | None
+    process_executable: str | None
+    pid: int | None
+    sequence: int | None
+    backend: str | None
+    stream_seq: int
+    doc: bytes
+
+
+def _get(doc: dict[str, Any], section: str, key: str) -> Any:
+    part = doc.get(section)
+    return part.get(key) if isinstance(part, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def row_of(msg_id: str, host: str, stream_seq: int, data: bytes, received: dt.datetime) -> Row:
+    """The row for one message: its event's fields, and the event with
+    ``host.name`` (the subject's host) when it names none. A body that is
+    no JSON object is kept whole under ``message``, never dropped."""
+    try:
+        doc = msgspec.json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict):
+        doc = {"message": data.decode("utf-8", "replace")}
+    if not isinstance(doc.get("host"), dict):
+        doc["host"] = {"name": host}
+    elif "name" not in doc["host"]:
+        doc["host"]["name"] = host
+    stamp = _text(doc.get("@timestamp")) or received.astimezone(dt.UTC).isoformat()
+    return Row(
+        msg_id=msg_id,
+        time=stamp,
+        host=host,
+        action=_text(_get(doc, "event", "action")),
+        path=_text(_get(doc, "file", "path")),
+        container_id=_text(_get(doc, "container", "id")),
+        process_executable=_text(_get(doc, "process", "executable")),
+        pid=_int(_get(doc, "process", "pid")),
+        sequence=_int(_get(doc, "event", "sequence")),
+        backend=_text(_get(doc, "event", "backend")),
+        stream_seq=stream_seq,
+        doc=msgspec.json.encode(doc),
+    )
+
+
+def day_of(stamp: str) -> dt.date:
+    """The UTC day of an @timestamp (nanoseconds and all)."""
+    head = stamp[:19]
+    try:
+        when = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC)
+        zone = stamp[19:].lstrip("0123456789.")
+        if zone and zone not in ("Z", "z"):
+            when = dt.datetime.fromisoformat(head + zone).astimezone(dt.UTC)
+    except ValueError:
+        return dt.datetime.now(dt.UTC).date()
+    return when.date()
+
+
+def partition_name(day: dt.date) -> str:
+    return f"{TABLE}_{day:%Y%m%d}"
+
+
+async def prepare(db: psycopg.AsyncConnection[Any]) -> None:
+    """The table and its indexes, if missing (several collectors at once:
+    under the advisory lock)."""
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        await db.execute(SCHEMA)
+
+
+async def insert(db: psycopg.AsyncConnection[Any], rows: Sequence[Row], made: set[dt.date]) -> int:
+    """Writes `rows` in one transaction, making the days' partitions it
+    needs; returns how many were new (the others were in the table)."""
+    days = {day_of(r.time) for r in rows} - made
+    async with db.transaction():
+        if days:
+            await db.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+            for day in sorted(days):
+                start = dt.datetime.combine(day, dt.time(), dt.UTC)
+                await db.execute(
+                    f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF {TABLE} "
+                    f"FOR VALUES FROM ('{start.isoformat()}') TO ('{(start + dt.timedelta(days=1)).isoformat()}')"
+                )
+        cur = await db.execute(
+            _INSERT,
+            (
+                [r.msg_id for r in rows],
+                [r.time for r in rows],
+                [r.host for r in rows],
+                [r.action for r in rows],
+                [r.path for r in rows],
+                [r.container_id for r in rows],
+                [r.process_executable for r in rows],
+                [r.pid for r in rows],
+                [r.sequence for r in rows],
+                [r.backend for r in rows],
+                [r.stream_seq for r in rows],
+                [r.doc.decode() for r in rows],
+            ),
+        )
+        new = cur.rowcount
+    made |= days
+    return new
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def where(query: Query, host: str | None, after_id: int = 0) -> tuple[str, list[object]]:
+    """The WHERE clause of `query` (the glob's literal prefix only: the
+    caller matches the rest), as SQL with its arguments."""
+    clauses: list[str] = []
+    args: list[object] = []
+    if after_id:
+        clauses.append("id > %s")
+        args.append(after_id)
+    if query.since is not None:
+        clauses.append("time >= %s")
+        args.append(query.since)
+    if query.until is not None:
+        clauses.append("time < %s")
+        args.append(query.until)
+    if query.actions:
+        clauses.append("action = ANY(%s)")
+        args.append(list(query.actions))
+    if query.path_prefix:
+        clauses.append("path LIKE %s")
+        args.append(_like_prefix(query.path_prefix))
+    if query.container is not None:
+        clauses.append("container_id LIKE %s")
+        args.append(_like_prefix(query.container))
+    if query.process is not None:
+        if "/" in query.process:
+            clauses.append("process_executable = %s")
+            args.append(query.process)
+        else:
+            clauses.append("(process_executable = %s OR process_executable LIKE %s)")
+            args.extend([query.process, "%/" + query.process.replace("%", "\\%").replace("_", "\\_")])
+    if host is not None:
+        clauses.append("host = %s")
+        args.append(host)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def shown(dsn: str) -> str:
+    """The store as logs and errors name it: host and database, never a
+    user's password."""
+    rest = dsn.split("://", 1)[-1]
+    return "postgresql://" + rest.rpartition("@")[2]
+
+
+def connect_error(dsn: str, exc: Exception) -> StoreError:
+    """One line for a store that cannot be reached."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StoreError(f"{shown(dsn)}: {first}")
+
+
+def select(
+    dsn: str, query: Query, host: str | None, limit: int | None, keep: Any, *, after_id: int = 0
+) -> tuple[list[bytes], int]:
+    """The matching events (oldest first; the newest `limit`), and the
+    highest row id seen (where following goes on from)."""
+    try:
+        db = psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise connect_error(dsn, exc) from None
+    try:
+        sql, args = where(query, host, after_id)
+        found: list[bytes] = []
+        last = after_id
+        # Newest first, in pages, so that the glob (matched here) still
+        # yields `limit` events when the prefix alone passes more.
+        page = max(100, min(limit or 1000, 10_000))
+        offset = 0
+        while True:
+            try:
+                rows = db.execute(
+                    f"SELECT id, doc::text FROM {TABLE}{sql} ORDER BY time DESC, stream_seq DESC "  # noqa: S608
+                    f"LIMIT {page} OFFSET {offset}",
+                    args,
+                ).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return [], after_id  # no collector has written to it yet
+            except psycopg.Error as exc:
+                raise connect_error(dsn, exc) from None
+            for row_id, doc in rows:
+                last = max(last, int(row_id))
+                data = doc.encode()
+                if keep is None or keep(_path_of(data)):
+                    found.append(data)
+                    if limit is not None and len(found) >= limit:
+                        break
+            if len(rows) < page or (limit is not None and len(found) >= limit):
+                break
+            offset += page
+        if after_id == 0:
+            top = db.execute(f"SELECT coalesce(max(id), 0) FROM {TABLE}").fetchone()  # noqa: S608 - fixed name
+            last = max(last, int(top[0]) if top else 0)
+        found.reverse()
+        return found, last
+    finally:
+        db.close()
+
+
+def _path_of(doc: bytes) -> str | None:
+    file = msgspec.json.decode(doc).get("file")
+    return file.get("path") if isinstance(file, dict) else None

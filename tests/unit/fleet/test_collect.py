@@ -1,0 +1,297 @@
+"""`filewarden collect` and `filewarden events --store` against real
+servers: nats-server with JetStream and PostgreSQL (Debian's packages,
+scripts/setup.sh), each started by the test on a loopback port in a
+directory of its own. The events come from the agent's own nats output
+(NatsSink), as two hosts would send them. No kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from filewarden.config import parse_output
+from filewarden.fleet import pgstore
+from filewarden.fleet.collect import Collector, Progress
+from filewarden.pipeline.jetstream import NatsSink
+from tests.support import postgres
+from tests.support.natsd import NatsServer
+
+FILEWARDEN = str(Path(sys.executable).parent / "filewarden")
+ACTIONS = ("creation", "modification", "deletion")
+SUBJECT = "fim"
+
+
+def event(host: str, n: int, day: int = 4) -> bytes:
+    doc = {
+        "@timestamp": f"2026-12-{day:02d}T10:00:{n % 60:02d}.{n:09d}Z",
+        "event": {"action": ACTIONS[n % len(ACTIONS)], "sequence": n, "backend": "lsm"},
+        "file": {"path": f"/etc/{host}/f{n}.conf"},
+        "process": {"executable": "/usr/bin/vim" if n % 2 else "/usr/sbin/dpkg", "pid": 100 + n},
+    }
+    if n % 5 == 0:
+        doc["container"] = {"id": f"c0ffee{n:06d}"}
+    return json.dumps(doc).encode() + b"\n"
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not true after {seconds} s"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats-store")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def pg() -> Iterator[postgres.PostgresServer]:
+    with postgres.running() as server:
+        yield server
+
+
+def send(broker: NatsServer, tmp_path: Path, host: str, events: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`events` through the agent's nats output, as `host` sends them."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", f"host.name={host}")
+    sink = NatsSink(parse_output(f"{broker.url}/{SUBJECT}"), state_dir=tmp_path / f"state-{host}")
+    for start in range(0, len(events), 200):
+        sink.write(events[start : start + 200])
+    wait_for(lambda: sink.spooled == 0)
+    sink.close()
+    assert sink.written == len(events)
+
+
+def collect(
+    broker: NatsServer, dsn: str, *, collectors: int = 1, ack_wait_s: float = 30.0, batch: int = 100
+) -> list[Progress]:
+    """Collectors sharing one durable consumer, until it is drained."""
+    source = parse_output(f"{broker.url}/{SUBJECT}").nats
+    assert source is not None
+
+    async def run() -> list[Progress]:
+        stop = asyncio.Event()
+        tasks = [
+            Collector(source, dsn, batch=batch, ack_wait_s=ack_wait_s).run(stop, drain=True) for _ in range(collectors)
+        ]
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), 180))
+
+    return asyncio.run(run())
+
+
+def table(pg: postgres.PostgresServer) -> list[tuple[str, str, int, str]]:
+    """(host, msg_id, sequence, action) of every row, in the stream's order."""
+    return pg.query(f"SELECT host, msg_id, sequence, action FROM {pgstore.TABLE} ORDER BY stream_seq")
+
+
+def test_every_event_once_in_each_hosts_order_with_its_host(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(broker, tmp_path, "web-1", [event("web-1", n) for n in range(600)], monkeypatch)
+    send(broker, tmp_path, "db-1", [event("db-1", n) for n in range(400)], monkeypatch)
+    (progress,) = collect(broker, pg.dsn)
+    assert (progress.collected, progress.duplicates) == (1000, 0)
+    rows = table(pg)
+    assert len(rows) == len({r[1] for r in rows}) == 1000
+    for host, count in (("web-1", 600), ("db-1", 400)):
+        assert [r[2] for r in rows if r[0] == host] == list(range(count))  # the agent's order
+    (doc,) = pg.query(f"SELECT doc FROM {pgstore.TABLE} WHERE host = 'db-1' AND sequence = 5")[0]
+    assert doc["host"] == {"name": "db-1"}
+    assert doc["container"] == {"id": "c0ffee000005"}
+    # What a query filters on, in columns of their own.
+    (row,) = pg.query(
+        f"SELECT action, path, container_id, process_executable, pid, backend FROM {pgstore.TABLE} "
+        "WHERE host = 'web-1' AND sequence = 10"
+    )
+    assert row == ("modification", "/etc/web-1/f10.conf", "c0ffee000010", "/usr/sbin/dpkg", 110, "lsm")
+
+
+def test_the_table_is_partitioned_by_day(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(broker, tmp_path, "web-1", [event("web-1", n, day=1 + n % 3) for n in range(90)], monkeypatch)
+    collect(broker, pg.dsn)
+    parts = pg.query(
+        "SELECT c.relname, count(*) OVER () FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        f"JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = '{pgstore.TABLE}' ORDER BY c.relname"
+    )
+    assert [p[0] for p in parts] == [f"{pgstore.TABLE}_2026120{d}" for d in (1, 2, 3)]
+    for day in (1, 2, 3):
+        (n,) = pg.query(f"SELECT count(*) FROM {pgstore.TABLE}_2026120{day}")[0]
+        assert n == 30
+
+
+def test_a_batch_committed_but_not_acknowledged_is_in_the_table_once(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector that dies between its commit and its acknowledgements:
+    the batch comes again and the table keeps one copy of each event."""
+    send(broker, tmp_path, "web-1", [event("web-1", n) for n in range(300)], monkeypatch)
+    from nats.aio.msg import Msg
+
+    real_ack = Msg.ack
+    failed: list[int] = []
+
+    async def ack_or_die(self: Msg) -> None:
+        if not failed:
+            failed.append(1)
+            raise ConnectionResetError("the collector died after its commit")
+        await real_ack(self)
+
+    monkeypatch.setattr(Msg, "ack", ack_or_die)
+    (progress,) = collect(broker, pg.dsn, ack_wait_s=2.0)
+    assert failed
+    assert progress.collected == 300
+    assert progress.duplicates == 100  # the first batch, delivered again
+    rows = table(pg)
+    assert [r[2] for r in rows] == list(range(300))
+
+
+def test_two_collectors_share_the_work_and_write_each_event_once(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(broker, tmp_path, "web-1", [event("web-1", n) for n in range(3000)], monkeypatch)
+    first, second = collect(broker, pg.dsn, collectors=2, batch=50)
+    assert first.collected > 0
+    assert second.collected > 0
+    assert first.collected + second.collected == 3000
+    rows = table(pg)
+    assert sorted(r[2] for r in rows) == list(range(3000))
+    assert [r[2] for r in rows] == list(range(3000))  # stream order = the agent's, whoever wrote it
+
+
+def test_the_database_away_then_back(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL stopped while the collector runs: it waits, says so once,
+    and writes everything when the database is back."""
+    send(broker, tmp_path, "web-1", [event("web-1", n) for n in range(200)], monkeypatch)
+    pg.stop()
+    restart = threading.Timer(4.0, pg.start)
+    restart.start()
+    try:
+        (progress,) = collect(broker, pg.dsn)
+    finally:
+        restart.join()
+    assert progress.collected == 200
+    assert [r[2] for r in table(pg)] == list(range(200))
+
+
+# -- the command line
+
+
+def filewarden(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FILEWARDEN, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_collect_then_events_store_with_filters(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(broker, tmp_path, "web-1", [event("web-1", n) for n in range(30)], monkeypatch)
+    send(broker, tmp_path, "db-1", [event("db-1", n) for n in range(30)], monkeypatch)
+    done = filewarden("collect", "--from", f"{broker.url}/{SUBJECT}", "--into", pg.dsn, "--drain")
+    assert done.returncode == 0, done.stderr
+    assert "60 event(s) collected, 0 already in the table" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    def docs(*filters: str) -> list[dict]:  # type: ignore[type-arg]
+        out = filewarden("events", "--store", pg.dsn, "--json", "--limit", "0", *filters)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+    assert len(docs()) == 60
+    db = docs("--host", "db-1")
+    assert len(db) == 30
+    assert {d["host"]["name"] for d in db} == {"db-1"}
+    assert [d["event"]["sequence"] for d in db] == list(range(30))  # oldest first
+    assert {d["event"]["sequence"] for d in docs("--host", "web-1", "--action", "deletion")} == set(range(2, 30, 3))
+    assert [d["file"]["path"] for d in docs("--path", "/etc/db-1/f1*.conf")] == [
+        f"/etc/db-1/f{n}.conf" for n in (1, *range(10, 20))
+    ]
+    assert len(docs("--process", "vim", "--host", "web-1")) == 15
+    assert {d["container"]["id"] for d in docs("--container", "c0ffee00001")} == {"c0ffee000010", "c0ffee000015"}
+    assert len(docs("--since", "2026-12-04T10:00:20Z", "--host", "db-1")) == 10
+    assert [d["event"]["sequence"] for d in docs("--host", "web-1", "--limit", "0")][-3:] == [27, 28, 29]
+    assert [
+        d["event"]["sequence"] for d in filewarden_json("events", "--store", pg.dsn, "--host", "web-1", "--limit", "2")
+    ] == [28, 29]
+    table_out = filewarden("events", "--store", pg.dsn, "--table", "--host", "db-1", "--limit", "3")
+    assert table_out.returncode == 0
+    assert "host" in table_out.stdout
+    assert "db-1" in table_out.stdout
+
+
+def filewarden_json(*args: str) -> list[dict]:  # type: ignore[type-arg]
+    out = filewarden(*args, "--json")
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (
+            ["collect", "--from", "nats://127.0.0.1:4222/fim", "--into", "mysql://x/y"],
+            2,
+            "--into 'mysql://x/y': expected postgresql://",
+        ),
+        (
+            ["collect", "--from", "nats://127.0.0.1:4222/fim", "--into", "postgresql://u:secret@h/db"],
+            2,
+            "no password in the URL",
+        ),
+        (
+            ["collect", "--from", "http://x:1/fim", "--into", "postgresql://h/db"],
+            2,
+            "--from 'http://x:1/fim': expected nats://",
+        ),
+        (["events", "--host", "web-1"], 2, "--host: only with --store"),
+        (["events", "--store", "sqlite:/x"], 2, "--store 'sqlite:/x': expected postgresql://"),
+    ],
+)
+def test_bad_input_is_one_line(args: list[str], code: int, says: str) -> None:
+    done = filewarden(*args)
+    assert done.returncode == code, done.stderr
+    assert says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "secret" not in done.stderr
+
+
+def test_an_unreachable_store_is_one_line_exit_1() -> None:
+    done = filewarden("events", "--store", "postgresql://nobody@127.0.0.1:1/fleet")
+    assert done.returncode == 1
+    assert done.stderr.startswith("filewarden: error: postgresql://127.0.0.1:1/fleet: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_collect_stops_on_sigterm_and_says_what_it_did(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(broker, tmp_path, "web-1", [event("web-1", n) for n in range(50)], monkeypatch)
+    proc = subprocess.Popen(
+        [FILEWARDEN, "collect", "--from", f"{broker.url}/{SUBJECT}", "--into", pg.dsn],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+    wait_for(lambda: pg.query(f"SELECT count(*) FROM {pgstore.TABLE}")[0][0] == 50 if _table_exists(pg) else False)
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "collect: stopped: 50 event(s) collected" in err
+
+
+def _table_exists(pg: postgres.PostgresServer) -> bool:
+    return bool(pg.query("SELECT 1 FROM pg_class WHERE relname = %s", (pgstore.TABLE,)))
