@@ -27,9 +27,10 @@ class NatsServer:
     """nats-server -js on 127.0.0.1:`port`, its store in `store`: started
     again on the same store, it keeps what its streams held."""
 
-    def __init__(self, store: Path, port: int | None = None) -> None:
+    def __init__(self, store: Path, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.store = store
         self.port = port or free_port()
+        self.args = args  # more options: credentials, TLS, a configuration file
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,7 +40,7 @@ class NatsServer:
     def start(self) -> None:
         binary = shutil.which(BINARY) or f"/usr/sbin/{BINARY}"
         self.proc = subprocess.Popen(
-            [binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+            [binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store), *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
