@@ -577,11 +577,7 @@ def events(  # noqa: PLR0917 - one parameter per click option
         sys.exit(EXIT_OK)
     try:
         for doc in ev.follow(where, asked, last):
-            if table:
-                _print_events([doc], header=False)
-            else:
-                sys.stdout.buffer.write(doc + b"\n")
-                sys.stdout.buffer.flush()
+            _show_events([doc], table=table, header=False)
     except KeyboardInterrupt:
         pass
     sys.exit(EXIT_OK)

@@ -22,6 +22,7 @@ from filewarden.pipeline.jetstream import NatsSink
 from tests.support import postgres
 from tests.support.natsd import NatsCluster
 from tests.support.tcpproxy import Proxy
+from tests.support.wait import wait_for
 
 if TYPE_CHECKING:
     import pytest
@@ -39,13 +40,6 @@ def event(host: str, n: int) -> bytes:
         "file": {"path": f"/etc/{host}/f{n % 100}.conf"},
     }
     return json.dumps(doc).encode() + b"\n"
-
-
-def wait_for(condition: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what}: not after {seconds} s"
-        time.sleep(0.1)
 
 
 def test_100000_events_once_each_in_order_through_a_lost_server_and_a_30_s_cut(

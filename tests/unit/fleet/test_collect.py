@@ -12,8 +12,7 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from filewarden.fleet.collect import Collector, Progress
 from filewarden.pipeline.jetstream import NatsSink
 from tests.support import postgres
 from tests.support.natsd import NatsServer
+from tests.support.wait import wait_for
 
 FILEWARDEN = str(Path(sys.executable).parent / "filewarden")
 ACTIONS = ("creation", "modification", "deletion")
@@ -40,13 +40,6 @@ def event(host: str, n: int, day: int = 4) -> bytes:
     if n % 5 == 0:
         doc["container"] = {"id": f"c0ffee{n:06d}"}
     return json.dumps(doc).encode() + b"\n"
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not true after {seconds} s"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -69,7 +62,7 @@ def send(broker: NatsServer, tmp_path: Path, host: str, events: list[bytes], mon
     sink = NatsSink(parse_output(f"{broker.url}/{SUBJECT}"), state_dir=tmp_path / f"state-{host}")
     for start in range(0, len(events), 200):
         sink.write(events[start : start + 200])
-    wait_for(lambda: sink.spooled == 0)
+    wait_for(lambda: sink.spooled == 0, 60)
     sink.close()
     assert sink.written == len(events)
 
@@ -286,7 +279,7 @@ def test_collect_stops_on_sigterm_and_says_what_it_did(
         text=True,
         env={**os.environ},
     )
-    wait_for(lambda: pg.query(f"SELECT count(*) FROM {pgstore.TABLE}")[0][0] == 50 if _table_exists(pg) else False)
+    wait_for(lambda: pg.query(f"SELECT count(*) FROM {pgstore.TABLE}")[0][0] == 50 if _table_exists(pg) else False, 60)
     proc.terminate()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

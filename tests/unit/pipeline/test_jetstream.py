@@ -15,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from filewarden.pipeline.jetstream import NatsSink, check, host_id, spool_direct
 from filewarden.pipeline.sinks import open_outputs
 from filewarden.service.doctor import check_outputs
 from tests.support.natsd import NatsServer, free_port, stream_config, stream_messages
+from tests.support.wait import wait_for
 
 ACTIONS = ("created", "written", "deleted", "renamed")
 REPO = Path(__file__).resolve().parents[3]
@@ -45,13 +46,6 @@ def line(n: int, pad: int = 0) -> bytes:
 
 def sequences(messages: list[object]) -> list[int]:
     return [json.loads(m.data)["event"]["sequence"] for m in messages]  # type: ignore[attr-defined]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not true after {seconds} s"
-        time.sleep(0.05)
 
 
 @pytest.fixture

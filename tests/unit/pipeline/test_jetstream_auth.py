@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from filewarden.config import parse_output
 from filewarden.pipeline.jetstream import NatsSink
 from tests.support.natsd import NatsServer, stream_messages
+from tests.support.wait import wait_for
 
 SECRET = "s3cret-not-in-logs"  # noqa: S105 - the test broker's password
 
@@ -27,13 +27,6 @@ SECRET = "s3cret-not-in-logs"  # noqa: S105 - the test broker's password
 def line(n: int) -> bytes:
     doc = {"@timestamp": "2026-12-04T10:00:00Z", "event": {"action": "modification", "sequence": n}}
     return json.dumps(doc).encode() + b"\n"
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not true after {seconds} s"
-        time.sleep(0.05)
 
 
 @pytest.fixture
