@@ -290,12 +290,13 @@ def test_a_sighup_is_acted_on_while_the_pipeline_is_behind(
     received: list[int] = []
     wakeup_r, wakeup_w = os.pipe2(os.O_CLOEXEC)
     applied_while_held: list[bool] = []
+    watcher = threading.Thread(target=lambda: watch_reload(), daemon=True)
 
     def on_read(b: FakeBackend) -> None:
         if b.reads == 3:  # one batch in the held output, one queued: the next put() waits
             write_config(cfg, ["/srv/**"], [f"jsonl:{out}"])
             r.hangups.append(signal.SIGHUP)
-            threading.Thread(target=watch_reload, daemon=True).start()
+            watcher.start()
 
     def watch_reload() -> None:
         deadline = time.monotonic() + 5
@@ -312,6 +313,10 @@ def test_a_sighup_is_acted_on_while_the_pipeline_is_behind(
         worker.put(backend.stop())
         worker.close()
     finally:
+        # serve() may return on the SIGTERM before the watcher has written
+        # its wakeup byte: the pipe stays open until the watcher is done.
+        if watcher.is_alive():
+            watcher.join(10)
         os.close(wakeup_r)
         os.close(wakeup_w)
     assert applied_while_held == [True]
