@@ -608,13 +608,20 @@ def events(  # noqa: PLR0917 - one parameter per click option
 @click.option("--batch", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Events per transaction.")
 @click.option("--drain", is_flag=True, help="Exit once nothing waits in the consumer (else run until SIGTERM).")
 @click.option(
+    "--retention-days",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Drop the days (partitions) older than this many days, at start and hourly; 0: keep every event.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
 )
 def collect(  # noqa: PLR0917 - one parameter per click option
-    source: str, store: str, durable: str, batch: int, drain: bool, log_level: str
+    source: str, store: str, durable: str, batch: int, drain: bool, retention_days: int, log_level: str
 ) -> None:
     """The fleet's events from NATS JetStream into PostgreSQL, each once.
 
@@ -623,8 +630,8 @@ def collect(  # noqa: PLR0917 - one parameter per click option
     acknowledged after the commit, and the table's key (the message id)
     drops an event delivered twice, so every event is in the table once.
     Several collectors with one --durable share the work. The table
-    (filewarden_events) is partitioned by day; 'filewarden events --store'
-    asks it. Waits and tries again while the broker or the database is
+    (filewarden_events) is partitioned by UTC day; --retention-days drops
+    whole days past it. 'filewarden events --store' asks it. Waits and tries again while the broker or the database is
     away; progress on stderr every 10 s.
     """
     import asyncio
@@ -648,7 +655,7 @@ def collect(  # noqa: PLR0917 - one parameter per click option
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Collector(nats, store, durable=durable, batch=batch).run(stop, drain=drain)
+        await Collector(nats, store, durable=durable, batch=batch, retention_days=retention_days).run(stop, drain=drain)
 
     asyncio.run(main())
     sys.exit(EXIT_OK)

@@ -15,6 +15,10 @@ While the broker or the database is away, the collector waits and tries
 again (with a back-off), saying so once per outage; messages it had
 fetched but not written are handed back (``nak``) so that they come again
 at once rather than after the ack wait.
+
+With a retention (``--retention-days``), each collector drops the
+partitions of days older than it when it connects and then every hour
+(pgstore.prune), and logs each day dropped with its count of events.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ FETCH_S: Final = 1.0  # a fetch waits this long for messages
 ACK_WAIT_S: Final = 30.0  # a message fetched and not acknowledged comes again after this
 BACKOFF_S: Final = (0.5, 5.0)
 PROGRESS_EVERY_S: Final = 10.0
+PRUNE_EVERY_S: Final = 3600.0  # retention: old days' partitions dropped at start and then hourly
 
 
 @dataclass
@@ -94,12 +99,15 @@ class Collector:
         durable: str = DEFAULT_DURABLE,
         batch: int = DEFAULT_BATCH,
         ack_wait_s: float = ACK_WAIT_S,
+        retention_days: int = 0,
     ) -> None:
         self.source = source
         self.dsn = dsn
         self.durable = durable
         self.batch = batch
         self.ack_wait_s = ack_wait_s
+        self.retention_days = retention_days  # 0: keep every event
+        self._pruned_at: float | None = None
         self.progress = Progress()
         self._made: set[dt.date] = set()
         self._down_since: float | None = None
@@ -180,6 +188,7 @@ class Collector:
     ) -> bool:
         said = time.monotonic()
         while not stop.is_set():
+            await self._prune(db)
             try:
                 messages = await sub.fetch(self.batch, timeout=FETCH_S)
             except nats.errors.TimeoutError:
@@ -204,6 +213,21 @@ class Collector:
             for msg in messages:
                 await msg.ack()
         return False
+
+    async def _prune(self, db: Any) -> None:
+        if not self.retention_days:
+            return
+        if self._pruned_at is not None and time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+            return
+        for gone in await pgstore.prune(db, self.retention_days):
+            log.info(
+                "collect: retention %d day(s): dropped %s (%d event(s) of %s)",
+                self.retention_days,
+                pgstore.partition_name(gone.day),
+                gone.rows,
+                gone.day.isoformat(),
+            )
+        self._pruned_at = time.monotonic()
 
     async def _drained(self, js: JetStreamContext, stream: str) -> bool:
         info = await js.consumer_info(stream, self.durable)

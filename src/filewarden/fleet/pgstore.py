@@ -11,8 +11,13 @@ dropped by ``ON CONFLICT DO NOTHING``, and each event is in the table once.
 
 Partitions (``filewarden_events_YYYYMMDD``, UTC days) are made when a
 batch needs one, under a transaction-scoped advisory lock so that
-collectors sharing the work never race on one; dropping a day's partition
-is how old events go (``DROP TABLE filewarden_events_20261101``).
+collectors sharing the work never race on one. Old events go a day at a
+time: ``prune`` drops the partitions of days wholly older than the
+retention (``collect --retention-days``), counting their rows first, under
+the same lock. A late event (an agent's spool held it for days) makes its
+day's partition again and goes at the next prune; a collector that had
+made that partition before another dropped it makes it again (``insert``
+retries once when PostgreSQL finds no partition for a row).
 
 Order: ``stream_seq`` is the message's sequence in its stream, which keeps
 each host's events in the order the agent sent them (one connection
@@ -164,6 +169,18 @@ async def prepare(db: psycopg.AsyncConnection[Any]) -> None:
 async def insert(db: psycopg.AsyncConnection[Any], rows: Sequence[Row], made: set[dt.date]) -> int:
     """Writes `rows` in one transaction, making the days' partitions it
     needs; returns how many were new (the others were in the table)."""
+    try:
+        return await _insert(db, rows, made)
+    except psycopg.errors.CheckViolation:
+        # "no partition of relation ... found for row": a partition this
+        # collector made was dropped since (prune, here or in another
+        # collector, or by hand). The transaction was rolled back: make
+        # every day's partition again and write the batch once more.
+        made.clear()
+        return await _insert(db, rows, made)
+
+
+async def _insert(db: psycopg.AsyncConnection[Any], rows: Sequence[Row], made: set[dt.date]) -> int:
     days = {day_of(r.time) for r in rows} - made
     async with db.transaction():
         if days:
@@ -194,6 +211,55 @@ async def insert(db: psycopg.AsyncConnection[Any], rows: Sequence[Row], made: se
         new = cur.rowcount
     made |= days
     return new
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """One day's partition dropped: its day and the rows it held."""
+
+    day: dt.date
+    rows: int
+
+
+# Every partition of the table, by name (pg_inherits: the partitions
+# attached to it; the name carries the day).
+_PARTITIONS: Final = f"""
+SELECT c.relname FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+WHERE p.relname = '{TABLE}' AND p.relnamespace = c.relnamespace
+"""  # noqa: S608
+
+
+async def prune(db: psycopg.AsyncConnection[Any], days: int, now: dt.datetime | None = None) -> list[Pruned]:
+    """Drops the partitions of UTC days that ended more than `days` days
+    before `now`: an event is kept at least `days` days, and at most one
+    day more. Returns what went, oldest first."""
+    horizon = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC) - dt.timedelta(days=days)
+    gone: list[Pruned] = []
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        cur = await db.execute(_PARTITIONS)
+        for (name,) in sorted(await cur.fetchall()):
+            day = _day_of_partition(name)
+            if day is None or dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC) > horizon:
+                continue
+            # A name checked against the pattern we make (_day_of_partition).
+            count = await (await db.execute(f"SELECT count(*) FROM {name}")).fetchone()  # noqa: S608
+            await db.execute(f"DROP TABLE {name}")
+            gone.append(Pruned(day, int(count[0]) if count else 0))
+    return gone
+
+
+def _day_of_partition(name: str) -> dt.date | None:
+    prefix = TABLE + "_"
+    digits = name[len(prefix) :]
+    if not name.startswith(prefix) or len(digits) != 8 or not digits.isdigit():
+        return None  # not one of ours: left alone
+    try:
+        return dt.datetime.strptime(digits, "%Y%m%d").replace(tzinfo=dt.UTC).date()
+    except ValueError:
+        return None
 
 
 def _like_prefix(text: str) -> str:

@@ -288,3 +288,89 @@ def test_collect_stops_on_sigterm_and_says_what_it_did(
 
 def _table_exists(pg: postgres.PostgresServer) -> bool:
     return bool(pg.query("SELECT 1 FROM pg_class WHERE relname = %s", (pgstore.TABLE,)))
+
+
+# -- retention
+
+
+def dated(host: str, n: int, day: str) -> bytes:
+    """event() on another day (YYYY-MM-DD)."""
+    doc = json.loads(event(host, n))
+    doc["@timestamp"] = f"{day}T10:00:00.{n:09d}Z"
+    return json.dumps(doc).encode() + b"\n"
+
+
+def partitions(pg: postgres.PostgresServer) -> list[str]:
+    return [
+        r[0]
+        for r in pg.query(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            f"JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = '{pgstore.TABLE}' ORDER BY c.relname"
+        )
+    ]
+
+
+def test_prune_drops_whole_days_past_the_retention_and_a_late_event_makes_its_day_again(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    days = ("2026-11-01", "2026-11-02", "2026-11-03", "2026-12-04")
+    send(broker, tmp_path, "web-1", [dated("web-1", n, days[n % 4]) for n in range(40)], monkeypatch)
+    collect(broker, pg.dsn)
+    assert partitions(pg) == [f"{pgstore.TABLE}_{d.replace('-', '')}" for d in days]
+    import datetime as dt
+
+    import psycopg
+
+    async def prune_then_insert() -> tuple[list[pgstore.Pruned], int]:
+        async with await psycopg.AsyncConnection.connect(pg.dsn, autocommit=True) as db:
+            # A partition by another name (an operator's): not ours, left
+            # alone whatever its range.
+            await db.execute(
+                f"CREATE TABLE {pgstore.TABLE}_archive PARTITION OF {pgstore.TABLE} "
+                "FOR VALUES FROM ('2000-01-01') TO ('2001-01-01')"
+            )
+            # 30 days before this: 2026-11-03T00:30, so 11-01 and 11-02
+            # ended before it; 11-03 did not (an event is kept at least 30
+            # days: 11-03's go at 12-04T00:00).
+            gone = await pgstore.prune(db, 30, now=dt.datetime(2026, 12, 3, 0, 30, tzinfo=dt.UTC))
+            # A collector that had made 11-01's partition before it went:
+            # a late event of that day makes it again.
+            made = {dt.date(2026, 11, 1)}
+            row = pgstore.row_of(
+                "late-1", "web-1", 999, dated("web-1", 1, "2026-11-01").rstrip(), dt.datetime.now(dt.UTC)
+            )
+            return gone, await pgstore.insert(db, [row], made)
+
+    gone, new = asyncio.run(prune_then_insert())
+    assert gone == [pgstore.Pruned(dt.date(2026, 11, 1), 10), pgstore.Pruned(dt.date(2026, 11, 2), 10)]
+    assert new == 1
+    assert partitions(pg) == [f"{pgstore.TABLE}_{d}" for d in ("20261101", "20261103", "20261204", "archive")]
+    assert pg.query(f"SELECT count(*) FROM {pgstore.TABLE}")[0][0] == 21
+
+
+def test_collect_with_a_retention_drops_old_days_and_says_so(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    old = today - dt.timedelta(days=10)
+    send(
+        broker,
+        tmp_path,
+        "web-1",
+        [dated("web-1", n, (old if n < 5 else today).isoformat()) for n in range(20)],
+        monkeypatch,
+    )
+    collect(broker, pg.dsn)
+    assert pg.query(f"SELECT count(*) FROM {pgstore.TABLE}")[0][0] == 20
+    done = filewarden(
+        "collect", "--from", f"{broker.url}/{SUBJECT}", "--into", pg.dsn, "--drain", "--retention-days", "7"
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"retention 7 day(s): dropped {pgstore.TABLE}_{old:%Y%m%d} (5 event(s) of {old.isoformat()})" in done.stderr
+    assert partitions(pg) == [f"{pgstore.TABLE}_{today:%Y%m%d}"]
+    assert pg.query(f"SELECT count(*) FROM {pgstore.TABLE}")[0][0] == 15
+    bad = filewarden("collect", "--from", f"{broker.url}/{SUBJECT}", "--into", pg.dsn, "--retention-days", "-1")
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1
