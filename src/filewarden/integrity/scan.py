@@ -22,7 +22,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -136,14 +136,21 @@ class Scanner:
         self.cancel = cancel
 
     def scan(
-        self, *, under: Iterable[bytes] = (), update: bool = False, staged: bool = False, collect: bool = True
+        self,
+        *,
+        under: Iterable[bytes] = (),
+        update: bool = False,
+        staged: bool = False,
+        collect: bool = True,
+        leave: Collection[bytes] = frozenset(),
     ) -> ScanReport:
         """Compares the disk with the baseline; with `update`, writes what it
         found (new entries, new hashes, gone paths removed) as it goes; with
         `staged`, keeps it aside (Baseline.commit_staged(report.gone) applies
         it), so that a comparison cut short leaves the baseline as it was.
         Without `collect`, changes are not kept (a first scan that reports
-        nothing: memory stays flat)."""
+        nothing: memory stays flat). Files in `leave` are not read (another
+        reader owns their content: service/content.py)."""
         under = [os.fsencode(os.path.abspath(p)) for p in under]
         report = ScanReport(changes=[], progress=Progress())
         if staged:
@@ -204,6 +211,8 @@ class Scanner:
             inflight: dict[concurrent.futures.Future[Entry | None], tuple[Entry | None, bytes]] = {}
 
             def examine(path: bytes, st: os.stat_result, row: tuple[Any, ...] | None) -> None:
+                if path in leave:
+                    return
                 report.progress.scanned += 1
                 if not full and _reusable(row, st, algorithms, self.moved) and trusted(st.st_dev):
                     report.progress.reused += 1

@@ -93,6 +93,10 @@ class ContentWatch:
         # path -> (the content_changed document, its change, the content's digests
         # (the package's algorithm too), until when it may wait for its package)
         self._pending: dict[bytes, tuple[dict[str, Any], Change, dict[str, str], float]] = {}
+        # path -> jobs of it in _jobs; and the path being looked at: with
+        # _retry, _large and _open, what owned() names.
+        self._queued: dict[bytes, int] = {}
+        self._current: bytes | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="filewarden-content", daemon=True)
         self._idle = threading.Event()
@@ -104,9 +108,12 @@ class ContentWatch:
     def submit(self, path: bytes, doc: dict[str, Any]) -> None:
         """A close or rename to look at (the pipeline's thread: never waits)."""
         self._idle.clear()
+        with self._lock:  # counted before it can be taken: owned() never misses it
+            self._queued[path] = self._queued.get(path, 0) + 1
         try:
             self._jobs.put_nowait((path, doc))
         except queue.Full:
+            self._unqueue(path)
             with self._lock:
                 self.stats.queue_full += 1
                 if self.stats.queue_full == 1 or self.stats.queue_full % 1000 == 0:
@@ -126,6 +133,27 @@ class ContentWatch:
             if path not in self._open and len(self._open) < OPEN_MAX:
                 now = time.monotonic()
                 self._open[path] = (doc, now, now)
+
+    def owned(self) -> set[bytes]:
+        """Paths whose new content this watch has still to compare with the
+        baseline: queued, being looked at, kept for a retry, large, or held
+        open for writing. A checkpoint must not re-read them into the
+        baseline first: the comparison would then find the content "the
+        same" and a change would go unreported."""
+        with self._lock:
+            owned = set(self._queued)
+            owned.update(self._retry, self._large, self._open)
+            if self._current is not None:
+                owned.add(self._current)
+        return owned
+
+    def _unqueue(self, path: bytes) -> None:
+        with self._lock:
+            left = self._queued.get(path, 0) - 1
+            if left > 0:
+                self._queued[path] = left
+            else:
+                self._queued.pop(path, None)
 
     def backlog(self) -> int:
         """Files waiting to be hashed (queued, to retry, large, waiting for
@@ -184,29 +212,39 @@ class ContentWatch:
                 path, doc = job
                 try:
                     self._look(baseline, path, doc)
+                    with self._lock:
+                        self._current = None
                 except BaselineError as exc:
                     # Locked longer than WRITER_WAIT_S, or a full disk: the file
                     # is looked at again later, not forgotten.
                     log.error("content: %s; %s is looked at again later", exc, path.decode("utf-8", "backslashreplace"))
                     with self._lock:
                         self._retry.setdefault(path, doc)
+                        self._current = None
                     time.sleep(TICK_S)
                 except Exception:
                     log.exception("content: %s", path.decode("utf-8", "backslashreplace"))
+                    with self._lock:
+                        self._current = None
             self._recheck(force=True)  # stopping: what still waits for its package is reported
 
     def _take(self) -> tuple[bytes, dict[str, Any]] | None:
         """The next file: the queue first, then the retries, then large
-        files; None once stop() asked."""
+        files; None once stop() asked. The path taken is _current until it
+        has been looked at."""
         try:
-            return self._jobs.get_nowait()
+            return self._took(self._jobs.get_nowait())
         except queue.Empty:
             pass
         with self._lock:
             if self._retry:
-                return self._retry.popitem(last=False)
+                job = self._retry.popitem(last=False)
+                self._current = job[0]
+                return job
             if self._large:
-                return self._large.popitem(last=False)
+                job = self._large.popitem(last=False)
+                self._current = job[0]
+                return job
             if not self._pending:
                 self._idle.set()
         while True:
@@ -215,7 +253,7 @@ class ContentWatch:
                 if not self._pending and self._jobs.empty():
                     self._idle.set()
             try:
-                return self._jobs.get(timeout=TICK_S)
+                return self._took(self._jobs.get(timeout=TICK_S))
             except queue.Empty:
                 due = self._due()
                 if due:
@@ -224,6 +262,13 @@ class ContentWatch:
                         for path, doc in due:
                             self._retry[path] = doc
                     return self._take()
+
+    def _took(self, job: tuple[bytes, dict[str, Any]] | None) -> tuple[bytes, dict[str, Any]] | None:
+        if job is not None:
+            with self._lock:
+                self._current = job[0]  # first: owned() holds it throughout
+            self._unqueue(job[0])
+        return job
 
     def _look(self, baseline: Baseline, path: bytes, doc: dict[str, Any]) -> None:  # noqa: PLR0911 - one per outcome
         lower = doc.get(IMAGE)

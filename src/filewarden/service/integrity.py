@@ -302,10 +302,19 @@ class IntegrityMonitor:
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             overflow, self._overflow = self._overflow, False
+        # What the content watch has still to compare stays its own: read
+        # here first, a written file's new content would be in the baseline
+        # before the comparison, which would then find it "the same" and
+        # report nothing. Such paths wait for the next checkpoint.
+        owned = self.content.owned()
+        if owned:
+            with self._lock:
+                self._dirty.update(dirty & owned)
+            dirty -= owned
         baseline = self._baseline
         if dirty or overflow:
             scanner = Scanner(baseline, self.config.matcher, options_of(self.config), trusted=TrustRule.of(baseline))
-            scanner.scan(under=() if overflow else sorted(dirty), update=True)
+            scanner.scan(under=() if overflow else sorted(dirty), update=True, leave=owned)
         errors = self._watch.errors()
         for dev, why in errors.items():
             log.warning("baseline: writeback error on device %d:%d: %s", dev >> 8, dev & 0xFF, why)
