@@ -279,7 +279,9 @@ def test_writer_from_before_the_agent_is_reported_at_start(plain_dir: Path, meth
         ]
         os.write(w, b" ".join(str(fd).encode() for fd in fds))
         os.close(w)
-        time.sleep(60)
+        # Held until the test kills it: the agent's start (the verifier)
+        # can take minutes on a loaded machine under TCG.
+        time.sleep(3600)
         os._exit(0)
     os.close(w)
     fds = [int(x) for x in os.read(r, 100).split()]
