@@ -290,7 +290,6 @@ def test_a_sighup_is_acted_on_while_the_pipeline_is_behind(
     received: list[int] = []
     wakeup_r, wakeup_w = os.pipe2(os.O_CLOEXEC)
     applied_while_held: list[bool] = []
-    watcher = threading.Thread(target=lambda: watch_reload(), daemon=True)
 
     def on_read(b: FakeBackend) -> None:
         if b.reads == 3:  # one batch in the held output, one queued: the next put() waits
@@ -307,6 +306,7 @@ def test_a_sighup_is_acted_on_while_the_pipeline_is_behind(
         received.append(signal.SIGTERM)
         os.write(wakeup_w, b"x")
 
+    watcher = threading.Thread(target=watch_reload, daemon=True)
     backend.on_read = on_read
     try:
         runner.serve(backend, worker, wakeup_r, received, r)
