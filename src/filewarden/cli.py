@@ -28,6 +28,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 _STATE_DIR_HELP = (
     "Where the baseline (baseline.db) is kept [default: the config's state_dir, else /var/lib/filewarden]."
 )
+_HOST_ROOT_HELP = (
+    "Where the host's / is mounted (a pod's /host, or /proc/1/root with hostPID): monitored files are read "
+    "through it, and paths stay the host's; '' for none [default: the config's host_root, else none]."
+)
 
 
 def _setup_logging(level: str) -> None:
@@ -127,6 +131,7 @@ def cli() -> None:
     "here and logs why better ones were skipped; 'filewarden doctor' shows all three [default: auto].",
 )
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--host-root", metavar="DIR", default=None, help=_HOST_ROOT_HELP)
 @click.option(
     "--baseline/--no-baseline",
     default=None,
@@ -189,6 +194,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     control_socket: Path | None,
     backend: str | None,
     state_dir: Path | None,
+    host_root: str | None,
     baseline: bool | None,
     report_initial_scan: bool | None,
     rebuild_baseline: bool | None,
@@ -216,7 +222,10 @@ def run(  # noqa: PLR0917 - one parameter per click option
     (created, content changed, unlinked, renamed, chmod, chown, xattrs) with
     event.offline and event.window, and no process. The first start builds
     the baseline instead (resumed after a crash). While it runs, what live
-    events touch is written to the baseline every minute and at stop.
+    events touch is written to the baseline every minute and at stop. With
+    --host-root (the host's / mounted in a pod), the baseline, content
+    hashes and package checks read the files through it, and every path
+    stays the host's.
 
     Every event is also kept in the event store (--state-dir's events.db)
     for 'filewarden events'. Metrics for Prometheus and a health check are
@@ -243,6 +252,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
         log_level=log_level,
         backend=backend,
         state_dir=state_dir,
+        host_root=host_root,
         baseline=baseline,
         report_initial_scan=report_initial_scan,
         rebuild_baseline=rebuild_baseline,
@@ -295,7 +305,7 @@ def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket
     except ControlError as exc:
         config = load_config(config_file, paths=paths)
         matcher = config.matcher
-        doc = explain_path(os.fsencode(absolute), matcher, matcher.prefixes())
+        doc = explain_path(os.fsencode(absolute), matcher, matcher.prefixes(), root=config.host_root)
         doc["agent"] = str(exc)
     if as_json:
         click.echo(msgspec.json.encode(doc).decode())
@@ -321,7 +331,8 @@ def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket
     help="Configuration whose baseline and hashes to check (else the defaults).",
 )
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
-def doctor(verbose: bool, config_file: Path | None, state_dir: Path | None) -> None:
+@click.option("--host-root", metavar="DIR", default=None, help=_HOST_ROOT_HELP)
+def doctor(verbose: bool, config_file: Path | None, state_dir: Path | None, host_root: str | None) -> None:
     """Check everything the agent needs; print one line per check.
 
     Shows each backend (lsm, fentry, fanotify) with its status, and the one
@@ -332,11 +343,13 @@ def doctor(verbose: bool, config_file: Path | None, state_dir: Path | None) -> N
     mount (container root filesystems), warning about volatile ones, and
     checks the baseline (its state; the hashes it keeps, warning about a
     non-cryptographic one) and each nats output (its broker answers with
-    JetStream; a stream captures its subjects, or can be created).
+    JetStream; a stream captures its subjects, or can be created), and the
+    host root when one is set (it looks like a root filesystem, and PID 1's
+    mount table, the host's, is readable).
     """
     from filewarden.service.doctor import format_check, run_checks, verdict
 
-    config = load_config(config_file, state_dir=state_dir)
+    config = load_config(config_file, state_dir=state_dir, host_root=host_root)
     _setup_logging("warning")
     checks = run_checks(config=config)
     for check in checks:
@@ -352,7 +365,7 @@ _STATE_DIR_HELP = (
 
 
 def _baseline_options(command: F) -> F:
-    """PATH..., --config, --path, --state-dir: what verify and accept share."""
+    """PATH..., --config, --path, --state-dir, --host-root: what verify and accept share."""
     for option in reversed(
         (
             click.argument("paths", nargs=-1, type=click.Path(path_type=Path)),
@@ -364,6 +377,7 @@ def _baseline_options(command: F) -> F:
             ),
             click.option("--path", "globs", multiple=True, metavar="GLOB", help="Monitored globs (as for 'run')."),
             click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP),
+            click.option("--host-root", metavar="DIR", default=None, help=_HOST_ROOT_HELP),
         )
     ):
         command = option(command)
@@ -381,6 +395,7 @@ def verify(  # noqa: PLR0917 - one parameter per click option
     config_file: Path | None,
     globs: tuple[str, ...],
     state_dir: Path | None,
+    host_root: str | None,
     full: bool,
     as_json: bool,
 ) -> None:
@@ -398,21 +413,22 @@ def verify(  # noqa: PLR0917 - one parameter per click option
     from filewarden.service.baseline import verify as run_verify
     from filewarden.service.baseline import verify_document
 
-    config = load_config(config_file, paths=globs, state_dir=state_dir)
+    config = load_config(config_file, paths=globs, state_dir=state_dir, host_root=host_root)
     _setup_logging("warning")
     report, baseline = run_verify(config, config.state_dir, [str(p) for p in paths], full=full)
     with baseline:
         if as_json:
-            click.echo(dumps(verify_document(report, baseline)))
+            click.echo(dumps(verify_document(report, baseline, root=config.host_root)))
         else:
-            _print_changes(report, baseline)
+            _print_changes(report, baseline, config.host_root)
     sys.exit(EXIT_FAILURE if report.changes else EXIT_OK)
 
 
-def _print_changes(report: object, baseline: object) -> None:
+def _print_changes(report: object, baseline: object, root: object) -> None:
     from rich.table import Table
 
     from filewarden.host.packages import PackageDb
+    from filewarden.host.root import HostRoot
     from filewarden.integrity.document import text
     from filewarden.integrity.scan import ScanReport
     from filewarden.integrity.store import Baseline
@@ -420,9 +436,10 @@ def _print_changes(report: object, baseline: object) -> None:
 
     assert isinstance(report, ScanReport)
     assert isinstance(baseline, Baseline)
+    assert isinstance(root, HostRoot)
     console = _table_console()
     if report.changes:
-        packages = PackageDb()
+        packages = PackageDb.under(root)
         table = Table("action", "path", "what changed", box=None, pad_edge=False)
         for change in report.changes:
             summary = change.summary
@@ -447,9 +464,10 @@ def _print_changes(report: object, baseline: object) -> None:
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Configuration: the hashes to compare contents with.",
+    help="Configuration: the hashes to compare contents with, and the host root to read the layers through.",
 )
-def drift(which: str | None, as_json: bool, config_file: Path | None) -> None:
+@click.option("--host-root", metavar="DIR", default=None, help=_HOST_ROOT_HELP)
+def drift(which: str | None, as_json: bool, config_file: Path | None, host_root: str | None) -> None:
     """What containers changed against their image: each overlay mount's upper layer against its lower layers.
 
     For every overlay mount with an upper layer (or the one mounted at
@@ -460,18 +478,19 @@ def drift(which: str | None, as_json: bool, config_file: Path | None) -> None:
     content hidden); a regular file added or modified with an execute bit
     is flagged as a new executable, and a modified or deleted file names
     the processes that still map the image's copy (a program the container
-    replaced while it runs). Exits 0 when nothing drifted, 1 when something
-    did.
+    replaced while it runs). With --host-root, the overlays are those of
+    the host's mount table (PID 1's) and their layers are read through it.
+    Exits 0 when nothing drifted, 1 when something did.
     """
     from filewarden.host.mappings import mapped_files
     from filewarden.integrity.document import dumps, text
     from filewarden.service.drift import document, report, targets
 
-    config = load_config(config_file)
+    config = load_config(config_file, host_root=host_root)
     _setup_logging("warning")
-    chosen = targets(which)
+    chosen = targets(which, root=config.host_root)
     mapped = mapped_files() if chosen else {}
-    found = [(t, report(t, config.hashes, mapped)) for t in chosen]
+    found = [(t, report(t, config.hashes, mapped, config.host_root)) for t in chosen]
     drifted = any(changes for _, changes in found)
     if as_json:
         click.echo(dumps({"overlays": [document(t, changes) for t, changes in found]}))
@@ -776,7 +795,13 @@ def baseline() -> None:
 
 @baseline.command()
 @_baseline_options
-def accept(paths: tuple[Path, ...], config_file: Path | None, globs: tuple[str, ...], state_dir: Path | None) -> None:
+def accept(
+    paths: tuple[Path, ...],
+    config_file: Path | None,
+    globs: tuple[str, ...],
+    state_dir: Path | None,
+    host_root: str | None,
+) -> None:
     """Take the monitored files (or those at or below PATH...) as they are now as known-good.
 
     Creates the baseline when there is none. Records who accepted (the user
@@ -784,7 +809,7 @@ def accept(paths: tuple[Path, ...], config_file: Path | None, globs: tuple[str, 
     """
     from filewarden.service.baseline import accept as run_accept
 
-    config = load_config(config_file, paths=globs, state_dir=state_dir)
+    config = load_config(config_file, paths=globs, state_dir=state_dir, host_root=host_root)
     _setup_logging("warning")
     report, user, _uid = run_accept(config, config.state_dir, [str(p) for p in paths])
     p = report.progress

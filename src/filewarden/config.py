@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from msgspec import UNSET, UnsetType
 
 from filewarden import globs
 from filewarden.errors import UsageError
+from filewarden.host.root import HOST, HostRoot
 from filewarden.integrity.hashes import DEFAULT_HASHES, check_algorithms
 
 # Critical system paths, monitored when neither a config file nor --path
@@ -95,6 +97,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     buffer_records: int | UnsetType = UNSET
     backend: Literal["auto", "lsm", "fentry", "fanotify"] | UnsetType = UNSET
     state_dir: str | UnsetType = UNSET
+    host_root: str | UnsetType = UNSET
     hashes: list[str] | UnsetType = UNSET
     scan_rate_mib_s: float | UnsetType = UNSET
     max_file_size: int | UnsetType = UNSET
@@ -210,6 +213,10 @@ class Config:
     backend: Literal["auto", "lsm", "fentry", "fanotify"] = "auto"
     # The baseline (baseline.db) lives here (integrity/store.py).
     state_dir: Path = DEFAULT_STATE_DIR
+    # Where the host's / is mounted (a pod's /host): the baseline, content
+    # hashes and package checks read monitored files through it, and keep
+    # host paths (host/root.py). Unset: the agent's own / is the host's.
+    host_root: HostRoot = HOST
     # Content hashes kept for every regular file (integrity/hashes.py).
     hashes: tuple[str, ...] = ("sha256",)
     # What a baseline scan may read per second, in MiB; 0: no limit.
@@ -558,6 +565,17 @@ def _check_state_dir(raw: str, where: str) -> Path:
     return Path(raw)
 
 
+def _check_host_root(raw: str, where: str) -> HostRoot:
+    """'' or '/' for none; else an absolute path to a directory that exists."""
+    if not raw:
+        return HOST
+    if "\0" in raw or not raw.startswith("/"):
+        raise ConfigError(f"{where}: host_root {raw!r} is not an absolute path (the host's / as mounted here: /host)")
+    if not os.path.isdir(raw):
+        raise ConfigError(f"{where}: host_root {raw!r} is not a directory (is the host's / mounted there?)")
+    return HostRoot.of(raw)
+
+
 def read_file(path: Path) -> FileConfig:
     try:
         raw = path.read_bytes()
@@ -581,6 +599,7 @@ def load(
     log_level: str | None = None,
     backend: str | None = None,
     state_dir: Path | None = None,
+    host_root: str | None = None,
     baseline: bool | None = None,
     report_initial_scan: bool | None = None,
     rebuild_baseline: bool | None = None,
@@ -645,6 +664,13 @@ def load(
             else _check_state_dir(file.state_dir, where)
             if file.state_dir is not UNSET
             else DEFAULT_STATE_DIR
+        ),
+        host_root=(
+            _check_host_root(host_root, "--host-root")
+            if host_root is not None
+            else _check_host_root(file.host_root, where)
+            if file.host_root is not UNSET
+            else HOST
         ),
         hashes=check_algorithms(file.hashes, where) if file.hashes is not UNSET else DEFAULT_HASHES,
         scan_rate_mib_s=(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 from filewarden.backends.bpf import abi
 from filewarden.backends.bpf.marks import MarkRule
 from filewarden.globs import kernel_exclusion
+from filewarden.host.root import HOST, HostRoot
 
 if TYPE_CHECKING:
     from filewarden.globs import PathMatcher
@@ -94,14 +95,20 @@ def explain(
     *,
     mark_of: MarkLookup | None = None,
     loaded_hooks: Sequence[str] | None = None,
+    root: HostRoot = HOST,
 ) -> dict[str, Any]:
     """The explanation of `path` (absolute, as a writer would name it).
 
     `mark_of` looks up an inode's mark in the running agent; None means no
-    agent is running and marks are unknown."""
+    agent is running and marks are unknown. Under a host root the file is
+    looked at through its prefix, and said so."""
     doc: dict[str, Any] = {"path": os.fsdecode(path), "source": "agent" if mark_of else "configuration"}
+    real = root.real(path)
+    if root.active:
+        doc["host_root"] = str(root)
+        doc["read_as"] = os.fsdecode(real)
     try:
-        st = os.lstat(path)
+        st = os.lstat(real)
         doc["exists"] = True
         doc["type"] = _type(st.st_mode)
         is_dir = stat.S_ISDIR(st.st_mode)
@@ -109,9 +116,14 @@ def explain(
         doc["exists"] = False
         doc["error"] = exc.strerror
         is_dir = False
-    real = os.path.realpath(path)
-    if real != path:
-        doc["resolves_to"] = os.fsdecode(real)
+    resolved = os.path.realpath(real)
+    # Under a host root, only a resolution that stays below the prefix names
+    # a host path (an absolute symlink target resolves against our own /).
+    if root.active:
+        inside = resolved.startswith(root.prefix + b"/")
+        resolved = resolved[len(root.prefix) :] if inside else path
+    if resolved != path:
+        doc["resolves_to"] = os.fsdecode(resolved)
     glob = matcher.which(path)
     doc["glob"] = glob.pattern if glob else None
     exclusion = matcher.excluded(path)
@@ -178,6 +190,8 @@ def explain(
 def format_text(doc: dict[str, Any]) -> str:
     """The explanation for a terminal, one fact per line."""
     lines = [f"{doc['path']}: {'monitored' if doc['monitored'] else 'not monitored'}"]
+    if doc.get("host_root"):
+        lines.append(f"  host root: {doc['host_root']} (read as {doc['read_as']})")
     if not doc.get("exists", True):
         lines.append(f"  exists: no ({doc.get('error', '')})")
     elif "type" in doc:

@@ -5,10 +5,12 @@ and their configuration through filewarden's own loader."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from filewarden import __version__, config
@@ -109,7 +111,9 @@ def test_the_config_map_is_where_the_entrypoint_reads_and_loads(tmp_path: Path) 
     assert argv[argv.index("--config") + 1] == f"{config_mount['mountPath']}/{key}"
     path = tmp_path / key
     path.write_text(config_map["data"][key])
-    loaded = config.load(path)
+    # host_root must name a directory that exists: the pod's /host, which
+    # this machine need not have; the file's value is checked below.
+    loaded = config.load(path, host_root=str(tmp_path))
     assert loaded.state_dir == Path("/var/lib/filewarden")
     assert [o.kind for o in loaded.outputs] == ["jsonl", "otlp"]
     # The probe reaches the pod's address: the metrics must not bind loopback only.
@@ -119,6 +123,30 @@ def test_the_config_map_is_where_the_entrypoint_reads_and_loads(tmp_path: Path) 
     assert probe["path"] == "/healthz"
     (named,) = [p for p in container["ports"] if p["name"] == probe["port"]]
     assert named["containerPort"] == int(port)
+
+
+def test_the_baseline_reads_the_host_through_the_mounted_host_root(tmp_path: Path) -> None:
+    """README: the ConfigMap sets host_root to where the host's / is
+    mounted, and keeps the baseline on (it reads the host's files, not the
+    image's)."""
+    docs = documents()
+    pod = docs["DaemonSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (host_root,) = [m for m in container["volumeMounts"] if volumes[m["name"]].get("hostPath", {}).get("path") == "/"]
+    assert host_root["readOnly"] is True
+    (key,) = docs["ConfigMap"]["data"]
+    text = docs["ConfigMap"]["data"][key]
+    path = tmp_path / key
+    path.write_text(text)
+    file = config.read_file(path)
+    assert file.host_root == host_root["mountPath"] == "/host"
+    assert file.baseline is msgspec.UNSET  # on, as by default: no `baseline = false`
+    mounted = tmp_path / "host"  # the pod's /host, here
+    (mounted / "etc").mkdir(parents=True)
+    loaded = config.load(path, host_root=str(mounted))
+    assert loaded.baseline is True
+    assert loaded.host_root.real(b"/etc/passwd") == os.fsencode(mounted / "etc/passwd")
 
 
 def test_records_name_the_node() -> None:

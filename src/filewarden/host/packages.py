@@ -17,6 +17,10 @@ one query (its format is rpm's to change, the query's output is not).
 Loaded on first use (about 100,000 lines on a Debian host, a few MiB),
 and only in the processes that ask; loaded again after dpkg or rpm
 changed its records (an upgrade brings new checksums).
+
+Under a host root (host/root.py, PackageDb.under()) the databases are the
+host's, read through the prefix; the paths they name are host paths, as
+the baseline's are.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from filewarden.host.root import HOST, HostRoot
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +77,13 @@ class Shipped:
 
 class PackageDb:
     def __init__(
-        self, admindir: Path = ADMINDIR, rpm_dbpaths: tuple[Path, ...] = RPM_DBPATHS, rpm: str = "rpm"
+        self,
+        admindir: Path = ADMINDIR,
+        rpm_dbpaths: tuple[Path, ...] = RPM_DBPATHS,
+        rpm: str = "rpm",
+        root: HostRoot = HOST,
     ) -> None:
+        self.root = root  # where the files the databases name are read (their checksums checked)
         self.admindir = admindir
         self.rpm_dbpaths = rpm_dbpaths
         self.rpm = rpm
@@ -82,6 +93,13 @@ class PackageDb:
         self._loaded: tuple[int, ...] = ()
         self._rpm_command: str | None = None  # shutil.which's answer, once
         self._lock = threading.Lock()
+
+    @classmethod
+    def under(cls, root: HostRoot) -> PackageDb:
+        """The host's databases, seen through `root`. rpm is asked with
+        --dbpath, so the image's rpm reads the host's database; its file
+        names stay host paths."""
+        return cls(root.path(ADMINDIR), tuple(root.path(p) for p in RPM_DBPATHS), root=root)
 
     @property
     def present(self) -> bool:

@@ -17,6 +17,10 @@ Documentation/filesystems/overlayfs.rst gives the upper layer's grammar:
 
 A regular file that is added or modified with an execute bit is flagged
 `executable`: a program the image did not ship.
+
+Layer paths (upperdir, lowerdir) are host paths, from the host's mount
+table; under a host root (host/root.py) they are read through its prefix
+and reported as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from filewarden.host.root import HOST, HostRoot
 from filewarden.integrity import hashes
 
 WHITEOUT_DEV: Final = 0
@@ -71,12 +76,12 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, WHITEOUT_DEV)
 
 
-def _in_lowers(lowers: Sequence[bytes], rel: bytes) -> tuple[bytes, os.stat_result] | None:
+def _in_lowers(lowers: Sequence[bytes], rel: bytes, root: HostRoot) -> tuple[bytes, os.stat_result] | None:
     """The topmost lower layer's object at `rel`, unless a whiteout hides it."""
     for lower in lowers:
         candidate = lower + rel
         try:
-            st = os.lstat(candidate)
+            st = os.lstat(root.real(candidate))
         except FileNotFoundError:
             continue
         except NotADirectoryError:
@@ -94,25 +99,28 @@ def _digest(path: bytes, algorithms: Sequence[str]) -> dict[str, str]:
         return {}
 
 
-def drift(upper: bytes, lowers: Sequence[bytes], algorithms: Sequence[str] = ("sha256",)) -> Iterator[Drift]:
-    """Every departure of `upper` from `lowers` (top first), by path."""
+def drift(
+    upper: bytes, lowers: Sequence[bytes], algorithms: Sequence[str] = ("sha256",), root: HostRoot = HOST
+) -> Iterator[Drift]:
+    """Every departure of `upper` from `lowers` (top first), by path; the
+    layers are read through `root`."""
     upper = upper.rstrip(b"/")
     stack = [b""]
     while stack:
         rel_dir = stack.pop()
         try:
-            with os.scandir(upper + rel_dir or b"/") as it:
+            with os.scandir(root.real(upper + rel_dir or b"/")) as it:
                 names = sorted(e.name for e in it)
         except OSError:
             continue
         below: list[bytes] = []
         for name in names:
             rel = rel_dir + b"/" + name
-            found = _one(upper, lowers, rel, algorithms)
+            found = _one(upper, lowers, rel, algorithms, root)
             if found is not None:
                 yield found
             try:
-                st = os.lstat(upper + rel)
+                st = os.lstat(root.real(upper + rel))
             except OSError:
                 continue
             if stat.S_ISDIR(st.st_mode):
@@ -120,14 +128,17 @@ def drift(upper: bytes, lowers: Sequence[bytes], algorithms: Sequence[str] = ("s
         stack.extend(reversed(below))
 
 
-def _one(upper: bytes, lowers: Sequence[bytes], rel: bytes, algorithms: Sequence[str]) -> Drift | None:  # noqa: PLR0911 - one return per kind
+def _one(  # noqa: PLR0911 - one return per kind
+    upper: bytes, lowers: Sequence[bytes], rel: bytes, algorithms: Sequence[str], root: HostRoot
+) -> Drift | None:
     path = upper + rel
+    real = root.real(path)  # `path` is reported, `real` read
     try:
-        st = os.lstat(path)
+        st = os.lstat(real)
     except OSError:
         return None
     kind = _TYPES.get(stat.S_IFMT(st.st_mode), "other")
-    lower = _in_lowers(lowers, rel)
+    lower = _in_lowers(lowers, rel, root)
     if _is_whiteout(st):
         if lower is None:
             return None  # a whiteout over nothing (its lower name was already gone)
@@ -135,7 +146,7 @@ def _one(upper: bytes, lowers: Sequence[bytes], rel: bytes, algorithms: Sequence
     if stat.S_ISDIR(st.st_mode):
         if lower is None:
             return Drift("added", rel, path, kind, mode=st.st_mode)
-        if _xattr(path, OPAQUE_XATTRS) == b"y":
+        if _xattr(real, OPAQUE_XATTRS) == b"y":
             return Drift("opaque", rel, path, kind, lower_path=lower[0], mode=st.st_mode)
         if _meta(st) != _meta(lower[1]):
             return Drift(
@@ -144,22 +155,22 @@ def _one(upper: bytes, lowers: Sequence[bytes], rel: bytes, algorithms: Sequence
         return None  # a directory overlayfs made to hold what changed below it
     exec_bits = bool(st.st_mode & 0o111) and stat.S_ISREG(st.st_mode)
     if lower is None:
-        digest = _digest(path, algorithms) if stat.S_ISREG(st.st_mode) else {}
+        digest = _digest(real, algorithms) if stat.S_ISREG(st.st_mode) else {}
         return Drift("added", rel, path, kind, executable=exec_bits, hashes=digest, mode=st.st_mode)
     lower_path, lower_st = lower
-    if stat.S_ISREG(st.st_mode) and _xattr(path, METACOPY_XATTRS) is not None:
+    if stat.S_ISREG(st.st_mode) and _xattr(real, METACOPY_XATTRS) is not None:
         return Drift(
             "metadata_only", rel, path, kind, lower_path=lower_path, mode=st.st_mode, lower_mode=lower_st.st_mode
         )
     if stat.S_IFMT(st.st_mode) != stat.S_IFMT(lower_st.st_mode):
-        digest = _digest(path, algorithms) if stat.S_ISREG(st.st_mode) else {}
+        digest = _digest(real, algorithms) if stat.S_ISREG(st.st_mode) else {}
         return Drift("modified", rel, path, kind, exec_bits, digest, lower_path=lower_path, mode=st.st_mode)
     if stat.S_ISLNK(st.st_mode):
-        same = os.readlink(path) == os.readlink(lower_path)
+        same = os.readlink(real) == os.readlink(root.real(lower_path))
         return Drift("metadata_only" if same else "modified", rel, path, kind, lower_path=lower_path, mode=st.st_mode)
     if not stat.S_ISREG(st.st_mode):
         return Drift("metadata_only", rel, path, kind, lower_path=lower_path, mode=st.st_mode)
-    mine, theirs = _digest(path, algorithms), _digest(lower_path, algorithms)
+    mine, theirs = _digest(real, algorithms), _digest(root.real(lower_path), algorithms)
     changed = mine != theirs or not mine
     return Drift(
         "modified" if changed else "metadata_only",

@@ -120,21 +120,27 @@ def xattrs_of(path: bytes | int) -> tuple[tuple[bytes, ...], str | None]:
     return tuple(names), digest.hexdigest()
 
 
-def read(path: bytes, st: os.stat_result | None = None, fd: int | None = None) -> Entry | None:
+def read(
+    path: bytes, st: os.stat_result | None = None, fd: int | None = None, *, real: bytes | None = None
+) -> Entry | None:
     """The entry for `path` as it is now, without content hashes; None when it
     is not a regular file, directory or symlink (devices, FIFOs, sockets are
     not baselined). With `fd` (the object open, and `st` its fstat), the
-    generation and xattrs are read through it: one open, not three."""
+    generation and xattrs are read through it: one open, not three. `real`:
+    where it is read (under a host root, host/root.py); `path` is what the
+    entry records."""
+    where = path if real is None else real
     if st is None:
-        st = os.lstat(path)
+        st = os.lstat(where)
     kind = KINDS.get(stat.S_IFMT(st.st_mode))
     if kind is None:
         return None
-    target = os.readlink(path) if kind == "symlink" else None
+    # A symlink's target is kept as written: an absolute one names a host path.
+    target = os.readlink(where) if kind == "symlink" else None
     names: tuple[bytes, ...] = ()
     digest: str | None = None
     with contextlib.suppress(FileNotFoundError):
-        names, digest = xattrs_of(path if fd is None else fd)
+        names, digest = xattrs_of(where if fd is None else fd)
     return Entry(
         path=path,
         kind=kind,
@@ -146,7 +152,7 @@ def read(path: bytes, st: os.stat_result | None = None, fd: int | None = None) -
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
         ctime_ns=st.st_ctime_ns,
-        generation=generation_of(path, kind, fd),
+        generation=generation_of(where, kind, fd),
         target=target,
         xattr_names=names,
         xattr_digest=digest,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from filewarden.host.root import HOST, HostRoot
 from filewarden.integrity import entry as entries
 from filewarden.integrity import hashes, walk
 from filewarden.integrity.compare import Change, compare, differences
@@ -124,8 +125,10 @@ class Scanner:
         skip_mounts: Iterable[bytes] | None = None,
         cancel: threading.Event | None = None,
         moved: Mapping[int, int] | None = None,
+        root: HostRoot = HOST,
     ) -> None:
         self.baseline = baseline
+        self.root = root  # where the host's files are read (host/root.py); paths stay host paths
         self.moved = moved or {}
         self.matcher = matcher
         self.options = options
@@ -232,7 +235,7 @@ class Scanner:
                 while len(inflight) >= 4 * self.options.workers:
                     self._collect(inflight, settle, report, wait=True)
 
-            for group in walk.groups(self.matcher, skip=self.skip_mounts, under=under):
+            for group in walk.groups(self.matcher, skip=self.skip_mounts, under=under, root=self.root):
                 if self.cancel is not None and self.cancel.is_set():
                     for future in inflight:
                         future.cancel()
@@ -281,13 +284,14 @@ class Scanner:
         """The entry as it is now, hashed (a worker thread). A regular file is
         opened once: its stat, generation, xattrs and content all through
         that descriptor, so they describe one and the same inode."""
+        real = self.root.real(path)
         try:
             if not stat.S_ISREG(st.st_mode):
-                return entries.read(path, st)
-            fd = hashes.open_regular(path)
+                return entries.read(path, st, real=real)
+            fd = hashes.open_regular(real)
             try:
                 opened = os.fstat(fd)
-                found = entries.read(path, opened, fd)
+                found = entries.read(path, opened, fd, real=real)
                 if found is None or found.kind != "file":
                     return found  # replaced by something else since the walk
                 digest = hashes.hash_fd(fd, self.options.algorithms, throttle=self.throttle)

@@ -18,6 +18,10 @@ Everything else is read and hashed again. Each filesystem's verdict comes
 with the reason, for the log. A filesystem is known by its identity, not
 by its device number, which may differ after a reboot or a remount
 (renumbered()): the baseline's entries follow it to its new number.
+
+Under a host root (host/root.py) the mount table is the host's (PID 1's,
+its mount points host paths, as the baseline records them) and every
+device node and mount point is opened through the prefix.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 from filewarden.host import libc
 from filewarden.host.mountinfo import MountEntry, read_mountinfo
 from filewarden.host.overlayfs import OverlayMount
+from filewarden.host.root import HOST, HostRoot
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -43,7 +48,7 @@ def boot_id(path: Path = BOOT_ID) -> str:
         return "unknown"
 
 
-def _superblock_uuid(device: bytes, fs_type: str) -> str | None:
+def _superblock_uuid(device: bytes, fs_type: str, root: HostRoot = HOST) -> str | None:
     """The filesystem UUID from its superblock: ext2/3/4 (s_uuid at 1024+0x68,
     magic 0xEF53 at 1024+0x38), xfs (sb_uuid at 32, magic "XFSB"), btrfs
     (fsid at 65536+0x20, magic "_BHRfS_M" at 65536+0x40)."""
@@ -59,7 +64,9 @@ def _superblock_uuid(device: bytes, fs_type: str) -> str | None:
         return None
     base, magic_at, magic, uuid_at = layout
     try:
-        with open(device, "rb", buffering=0) as f:
+        # The host's device node, read where the host's /dev is seen (a
+        # hostPath mount is recursive: /host/dev is the host's devtmpfs).
+        with open(root.real(device), "rb", buffering=0) as f:
             f.seek(base)
             block = f.read(max(magic_at + len(magic), uuid_at + 16))
     except OSError:
@@ -93,7 +100,7 @@ class Filesystem:
         }
 
 
-def identify(entry: MountEntry) -> Filesystem:
+def identify(entry: MountEntry, root: HostRoot = HOST) -> Filesystem:
     source = entry.source.decode("utf-8", "surrogateescape")
     volatile = False
     if entry.fs_type == "overlay":
@@ -103,34 +110,34 @@ def identify(entry: MountEntry) -> Filesystem:
         lowers = ":".join(p.decode("utf-8", "surrogateescape") for p in overlay.lowerdirs)
         identity = f"overlay upper={upper} lower={lowers}"
     else:
-        uuid = _superblock_uuid(entry.source, entry.fs_type)
+        uuid = _superblock_uuid(entry.source, entry.fs_type, root)
         major, minor = os.major(entry.dev), os.minor(entry.dev)
         identity = f"uuid={uuid}" if uuid else f"{entry.fs_type} source={source} dev={major}:{minor}"
     return Filesystem(entry.dev, identity, entry.fs_type, source, entry.mount_point, volatile)
 
 
-def current(devices: Iterable[int], proc: Path = Path("/proc")) -> dict[int, Filesystem]:
+def current(devices: Iterable[int], proc: Path = Path("/proc"), root: HostRoot = HOST) -> dict[int, Filesystem]:
     """The identity of each filesystem holding one of `devices` (the first
     mount of each device in mountinfo)."""
     wanted = set(devices)
     found: dict[int, Filesystem] = {}
-    for m in read_mountinfo(proc):
+    for m in read_mountinfo(proc, root.mountinfo_pid):
         if m.dev in wanted and m.dev not in found:
-            found[m.dev] = identify(m)
+            found[m.dev] = identify(m, root)
     return found
 
 
-def renumbered(then: dict[int, dict[str, Any]], proc: Path = Path("/proc")) -> dict[int, int]:
+def renumbered(then: dict[int, dict[str, Any]], proc: Path = Path("/proc"), root: HostRoot = HOST) -> dict[int, int]:
     """Filesystems mounted now under another device number than at the
     checkpoint (device numbers are handed out at mount and probe: a loop or
     an NVMe disk, an overlay, may come back under another): old -> new, by
     identity. Identities that are not unique now are left alone."""
     now: dict[str, list[int]] = {}
     seen: set[int] = set()
-    for m in read_mountinfo(proc):
+    for m in read_mountinfo(proc, root.mountinfo_pid):
         if m.dev not in seen:
             seen.add(m.dev)
-            now.setdefault(identify(m).identity, []).append(m.dev)
+            now.setdefault(identify(m, root).identity, []).append(m.dev)
     moved = {}
     for dev, row in then.items():
         devs = now.get(row["identity"], [])
@@ -143,7 +150,8 @@ class WritebackWatch:
     """A descriptor per filesystem, held while the agent runs, so that
     syncfs() at a checkpoint reports the writeback errors since start."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: HostRoot = HOST) -> None:
+        self.root = root
         self._fds: dict[int, int] = {}
 
     def watch(self, filesystems: Iterable[Filesystem]) -> None:
@@ -151,7 +159,10 @@ class WritebackWatch:
             if fs.dev in self._fds:
                 continue
             with contextlib.suppress(OSError):
-                self._fds[fs.dev] = os.open(fs.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                # syncfs() acts on the superblock: the mount point seen through
+                # the prefix is the same one (a bind mount shares it).
+                where = self.root.real(fs.mount_point)
+                self._fds[fs.dev] = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def errors(self) -> dict[int, str]:
         found: dict[int, str] = {}

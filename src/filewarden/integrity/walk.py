@@ -1,7 +1,10 @@
 """The monitored objects on disk now: a walk from each glob's literal prefix
 that descends only where a glob can still match (globs.PathMatcher.may_hold)
 and never into a pseudo filesystem (/proc, /sys, ...: their files are not
-content, and walking them can block)."""
+content, and walking them can block).
+
+Paths are host paths throughout; with a host root (host/root.py) each
+directory is listed and each start looked at through its prefix."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from filewarden.host.mountinfo import read_mountinfo
+from filewarden.host.root import HOST, HostRoot
 
 if TYPE_CHECKING:
     from filewarden.globs import PathMatcher
@@ -26,9 +30,13 @@ PSEUDO_FILESYSTEMS: Final = frozenset(
 )  # fmt: skip
 
 
-def pseudo_mount_points(proc: Path = Path("/proc")) -> frozenset[bytes]:
+def pseudo_mount_points(proc: Path = Path("/proc"), root: HostRoot = HOST) -> frozenset[bytes]:
+    """Where pseudo filesystems are mounted, as host paths: with a host root
+    the host's mount table (PID 1's, whose mount points are spelled from the
+    host's /), not the agent's own."""
     try:
-        return frozenset(m.mount_point for m in read_mountinfo(proc) if m.fs_type in PSEUDO_FILESYSTEMS)
+        entries = read_mountinfo(proc, root.mountinfo_pid)
+        return frozenset(m.mount_point for m in entries if m.fs_type in PSEUDO_FILESYSTEMS)
     except OSError:
         return frozenset()
 
@@ -63,55 +71,66 @@ class Listing:
 
 
 def groups(
-    matcher: PathMatcher, *, skip: Iterable[bytes] | None = None, under: Iterable[bytes] = ()
+    matcher: PathMatcher,
+    *,
+    skip: Iterable[bytes] | None = None,
+    under: Iterable[bytes] = (),
+    root: HostRoot = HOST,
 ) -> Iterator[Alone | Listing]:
     """The walk, a directory at a time: each start alone, then the listing of
     every directory below it that a glob may reach (PathMatcher.may_hold),
-    never inside a pseudo filesystem. `under` replaces the roots."""
-    excluded = frozenset(pseudo_mount_points() if skip is None else skip)
+    never inside a pseudo filesystem. `under` replaces the roots (host
+    paths). Read through `root`; every path yielded is a host path."""
+    excluded = frozenset(pseudo_mount_points(root=root) if skip is None else skip)
     starts = [os.fsencode(os.path.abspath(p)) for p in under] or roots(matcher)
     for start in starts:
         try:
-            st = os.lstat(start)
+            st = os.lstat(root.real(start))
         except OSError:
             yield Alone(start, None)
             continue
         yield Alone(start, st)
         if stat.S_ISDIR(st.st_mode) and start not in excluded:
-            yield from _listings(start, matcher, excluded)
+            yield from _listings(start, matcher, excluded, root)
 
 
-def _listings(top: bytes, matcher: PathMatcher, excluded: frozenset[bytes]) -> Iterator[Listing]:
+def _listings(top: bytes, matcher: PathMatcher, excluded: frozenset[bytes], root: HostRoot) -> Iterator[Listing]:
     stack = [top]
     while stack:
         directory = stack.pop()
         if not matcher.may_hold(directory):
             continue
         try:
-            with os.scandir(directory) as it:
+            with os.scandir(root.real(directory)) as it:
                 found = sorted(it, key=lambda e: e.name)
         except OSError:
             continue
         children: list[tuple[bytes, os.stat_result]] = []
         below: list[bytes] = []
+        parent = directory.rstrip(b"/") + b"/"
         for e in found:
             try:
                 st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            children.append((e.path, st))
-            if stat.S_ISDIR(st.st_mode) and e.path not in excluded:
-                below.append(e.path)
+            path = parent + e.name  # the host path: e.path is the one read
+            children.append((path, st))
+            if stat.S_ISDIR(st.st_mode) and path not in excluded:
+                below.append(path)
         yield Listing(directory, children)
         stack.extend(reversed(below))
 
 
 def walk(
-    matcher: PathMatcher, *, skip: Iterable[bytes] | None = None, under: Iterable[bytes] = ()
+    matcher: PathMatcher,
+    *,
+    skip: Iterable[bytes] | None = None,
+    under: Iterable[bytes] = (),
+    root: HostRoot = HOST,
 ) -> Iterator[tuple[bytes, os.stat_result]]:
-    """(path, lstat) of every monitored object that exists, in sorted order
-    per directory."""
-    for group in groups(matcher, skip=skip, under=under):
+    """(host path, lstat) of every monitored object that exists, in sorted
+    order per directory."""
+    for group in groups(matcher, skip=skip, under=under, root=root):
         if isinstance(group, Alone):
             if group.st is not None and group.path != b"/" and matcher.matches(group.path):
                 yield group.path, group.st

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.host.packages import PackageDb
+from filewarden.host.root import HOST, HostRoot
 from filewarden.integrity import trust
 from filewarden.integrity.document import change_fields, text
 from filewarden.integrity.hashes import UnstableError, hash_path
@@ -48,16 +49,17 @@ class TrustRule:
     # Device numbers the baseline's entries still carry -> the number their
     # filesystem has now (when the baseline was not renumbered: verify).
     moved: dict[int, int] = field(default_factory=dict)
+    root: HostRoot = HOST  # the host's mount table, its mount points read through the prefix
 
     @classmethod
-    def of(cls, baseline: Baseline, *, renumber: bool = False) -> TrustRule:
+    def of(cls, baseline: Baseline, *, renumber: bool = False, root: HostRoot = HOST) -> TrustRule:
         """The rule for a scan now. Filesystems mounted under another device
         number than at the checkpoint are found by identity; with
         `renumber`, the baseline's entries are moved to the new numbers."""
         last = baseline.last_checkpoint()
         same_boot = last is not None and last[1] == trust.boot_id()
         then = baseline.filesystems()
-        moved = trust.renumbered(then)
+        moved = trust.renumbered(then, root=root)
         for old, new in moved.items():
             log.info(
                 "%s is device %d:%d now, was %d:%d",
@@ -70,15 +72,15 @@ class TrustRule:
         rekeyed = {new: then[old] for old, new in moved.items()}
         rekeyed.update({dev: row for dev, row in then.items() if dev not in moved and dev not in rekeyed})
         then = rekeyed
-        return cls(baseline, same_boot, then, moved={} if renumber else moved)
+        return cls(baseline, same_boot, then, moved={} if renumber else moved, root=root)
 
     def __call__(self, dev: int) -> bool:
         verdict = self.verdicts.get(dev)
         if verdict is None:
-            fs = trust.current([dev]).get(dev)
+            fs = trust.current([dev], root=self.root).get(dev)
             if fs is not None:
                 self.now[dev] = fs
-            error = _syncfs_error(fs) if fs is not None else None
+            error = _syncfs_error(fs, self.root) if fs is not None else None
             verdict = self.verdicts[dev] = trust.judge(
                 dev, fs, self.then.get(dev), same_boot=self.same_boot, error_now=error
             )
@@ -93,8 +95,8 @@ class TrustRule:
         return verdict.trusted
 
 
-def _syncfs_error(fs: trust.Filesystem) -> str | None:
-    watch = trust.WritebackWatch()
+def _syncfs_error(fs: trust.Filesystem, root: HostRoot) -> str | None:
+    watch = trust.WritebackWatch(root)
     try:
         watch.watch([fs])
         return watch.errors().get(fs.dev)
@@ -111,10 +113,16 @@ def options_of(config: Config, *, full: bool = False) -> ScanOptions:
     )
 
 
-def checkpoint(baseline: Baseline, reason: str, devices: Iterable[int], errors: dict[int, str] | None = None) -> int:
+def checkpoint(
+    baseline: Baseline,
+    reason: str,
+    devices: Iterable[int],
+    errors: dict[int, str] | None = None,
+    root: HostRoot = HOST,
+) -> int:
     """Records the boot and each filesystem's identity: what the next start
     checks before it lets stat stand for content."""
-    filesystems = trust.current(devices)
+    filesystems = trust.current(devices, root=root)
     rows = []
     for dev, fs in filesystems.items():
         row = fs.row()
@@ -185,13 +193,20 @@ def _on_tty() -> bool:
 def run_scan(
     baseline: Baseline, config: Config, *, under: Iterable[bytes] = (), full: bool = False, update: bool, what: str
 ) -> tuple[ScanReport, TrustRule]:
-    rule = TrustRule.of(baseline, renumber=update)
+    rule = TrustRule.of(baseline, renumber=update, root=config.host_root)
     if full:
         log.info("%s: --full: every file is hashed again", what)
     stored = baseline.get_meta(ALGORITHMS)
     if stored is not None and tuple(stored.split(",")) != config.hashes:
         log.info("%s: hashes were %s, now %s: files are hashed again", what, stored, ",".join(config.hashes))
-    scanner = Scanner(baseline, config.matcher, options_of(config, full=full), trusted=rule, moved=rule.moved)
+    scanner = Scanner(
+        baseline,
+        config.matcher,
+        options_of(config, full=full),
+        trusted=rule,
+        moved=rule.moved,
+        root=config.host_root,
+    )
     if _on_tty():
         with Bar(what) as bar:
             scanner.on_progress = bar
@@ -222,7 +237,7 @@ def package_of(change: Change, db: PackageDb, digests: dict[str, str] | None = N
     digest = (digests or {}).get(shipped.algorithm) or (new.hashes or {}).get(shipped.algorithm)
     if digest is None:
         try:
-            digest = hash_path(change.path, [shipped.algorithm]).hashes[shipped.algorithm]
+            digest = hash_path(db.root.real(change.path), [shipped.algorithm]).hashes[shipped.algorithm]
         except (OSError, UnstableError):
             digest = None
     doc: dict[str, Any] = {"name": shipped.package}
@@ -250,8 +265,10 @@ def verify(config: Config, state_dir: Path, paths: Iterable[str], *, full: bool)
     return report, baseline
 
 
-def verify_document(report: ScanReport, baseline: Baseline, db: PackageDb | None = None) -> dict[str, Any]:
-    db = db or PackageDb()
+def verify_document(
+    report: ScanReport, baseline: Baseline, db: PackageDb | None = None, root: HostRoot = HOST
+) -> dict[str, Any]:
+    db = db or PackageDb.under(root)
     return {
         "baseline": str(baseline.path),
         "differences": [with_package(change_fields(c), c, db) for c in report.changes],
@@ -286,7 +303,7 @@ def accept(config: Config, state_dir: Path, paths: Iterable[str]) -> tuple[ScanR
             baseline.prune(config.matcher.matches)
             baseline.set_meta(SCAN_STATE, "complete")
             baseline.set_meta(ALGORITHMS, ",".join(config.hashes))
-        checkpoint(baseline, "accept", baseline.devices())
+        checkpoint(baseline, "accept", baseline.devices(), root=config.host_root)
         user, uid = whoami()
         baseline.record_acceptance(user, uid, under, len(report.changes))
         baseline.set_meta("stale", "")

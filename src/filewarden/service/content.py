@@ -19,6 +19,9 @@ an alert flood. A package manager may write a file before it records the
 new checksum (dpkg unpacks, then installs the package's md5sums): a
 change that does not match yet is looked at again until PACKAGE_WAIT_S
 has passed, then reported.
+
+Paths are host paths (what the kernel reports); with a host root
+(host/root.py) the files are read through its prefix.
 """
 
 from __future__ import annotations
@@ -276,7 +279,7 @@ class ContentWatch:
             self._image(baseline, path, lower)
             return
         try:
-            st = os.lstat(path)
+            st = os.lstat(self.config.host_root.real(path))
         except OSError:
             return  # gone: its unlink or rename is the event
         if not stat.S_ISREG(st.st_mode):
@@ -401,10 +404,12 @@ class ContentWatch:
             baseline.put_many([msgspec.structs.replace(image, path=path)])
 
     def _read(self, path: bytes, algorithms: tuple[str, ...] | None = None) -> Entry | None:
-        fd = hashes.open_regular(path)
+        """The host path `path`, read through the host root (the entry keeps `path`)."""
+        real = self.config.host_root.real(path)
+        fd = hashes.open_regular(real)
         try:
             opened = os.fstat(fd)
-            found = entries.read(path, opened, fd)
+            found = entries.read(path, opened, fd, real=real)
             if found is None or found.kind != "file":
                 return None
             digest = hashes.hash_fd(fd, algorithms or self.config.hashes)

@@ -6,16 +6,20 @@ each backend needs is checked by the backends themselves
 real, so they answer exactly what `filewarden run` would meet); the
 overlay mounts are listed here, and the baseline (its state, the hashes
 it keeps, and a warning for a non-cryptographic one) is checked here, and
-so is each nats output's broker and stream.
+so is each nats output's broker and stream, and the host root when one is
+set.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from filewarden.backends import choose
 from filewarden.backends.base import FAIL, OK, WARN, Check, Preflight
+from filewarden.host.mountinfo import read_mountinfo
 from filewarden.host.overlayfs import OverlayTable
 from filewarden.host.sysinfo import Host
 from filewarden.integrity.hashes import ALGORITHMS
@@ -26,8 +30,8 @@ if TYPE_CHECKING:
     from filewarden.config import Config
 
 __all__ = [
-    "FAIL", "OK", "WARN", "Check", "backend_lines", "check_baseline", "check_overlays", "format_check", "run_checks",
-    "verdict",
+    "FAIL", "OK", "WARN", "Check", "backend_lines", "check_baseline", "check_host_root", "check_overlays",
+    "format_check", "run_checks", "verdict",
 ]  # fmt: skip
 
 
@@ -86,6 +90,25 @@ def check_baseline(config: Config) -> list[Check]:
     return [*checks, Check("baseline", OK, f"{path}: {count} entries, last checkpoint {when}")]
 
 
+def check_host_root(config: Config, proc: Path = Path("/proc")) -> list[Check]:
+    """The host root (host/root.py), when set: it holds a root filesystem
+    (etc/), and the host's mount table (PID 1's: hostPID) is readable, for
+    the walk's pseudo filesystems and the filesystems' identities."""
+    root = config.host_root
+    if not root.active:
+        return []
+    where = str(root)
+    fix = "mount the host's / there (hostPath /, read-only) and run with hostPID, or unset host_root"
+    if not os.path.isdir(root.real(b"/etc")):
+        return [Check("host root", FAIL, f"{where}: no etc/ there: not a root filesystem", fix)]
+    try:
+        mounts = read_mountinfo(proc, root.mountinfo_pid)
+    except OSError as exc:
+        why = f"{where}: {proc}/{root.mountinfo_pid}/mountinfo (the host's mount table): {exc.strerror}"
+        return [Check("host root", FAIL, why, fix)]
+    return [Check("host root", OK, f"{where}: the host's files read through it ({len(mounts)} host mounts)")]
+
+
 def check_service(config: Config) -> list[Check]:
     """Where the metrics are served (loopback unless told otherwise), and
     where events are kept."""
@@ -132,7 +155,13 @@ def run_checks(host: Host | None = None, config: Config | None = None) -> list[C
     found = [*checks, *backend_lines(preflights), *check_overlays(host)]
     if config is None:
         return found
-    return [*found, *check_baseline(config), *check_service(config), *check_outputs(config)]
+    return [
+        *found,
+        *check_host_root(config),
+        *check_baseline(config),
+        *check_service(config),
+        *check_outputs(config),
+    ]
 
 
 def verdict(checks: list[Check]) -> tuple[bool, str]:

@@ -1,7 +1,10 @@
 """`filewarden drift`: which overlay mounts to look at, and what each
 holds that its image does not (integrity/drift.py), and which processes
 still map the image's copy of a file the container changed
-(host/mappings.py)."""
+(host/mappings.py).
+
+Under a host root (host/root.py) the overlays are the host's (PID 1's
+mount table) and their layers are read through the prefix."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from filewarden.errors import UsageError
 from filewarden.host.mappings import maps_this_copy
 from filewarden.host.mountinfo import MountEntry, read_mountinfo
 from filewarden.host.overlayfs import OverlayMount
+from filewarden.host.root import HOST, HostRoot
 from filewarden.integrity.document import text
 from filewarden.integrity.drift import Drift, drift
 
@@ -59,8 +63,8 @@ def _container_pid(container: str, proc: Path) -> int | None:
     return None
 
 
-def targets(which: str | None, proc: Path = Path("/proc")) -> list[Target]:
-    host = read_mountinfo(proc)
+def targets(which: str | None, proc: Path = Path("/proc"), root: HostRoot = HOST) -> list[Target]:
+    host = read_mountinfo(proc, root.mountinfo_pid)
     if which is None:
         return [Target(m.mount_point, o) for m, o in _overlays(host)]
     if which.startswith("/"):
@@ -76,31 +80,34 @@ def targets(which: str | None, proc: Path = Path("/proc")) -> list[Target]:
         own = read_mountinfo(proc, pid)
     except OSError as exc:
         raise UsageError(f"container {which!r}: {exc.strerror}") from None
-    root = next((m for m in own if m.mount_point == b"/" and m.fs_type == "overlay"), None)
-    if root is None:
+    rootfs = next((m for m in own if m.mount_point == b"/" and m.fs_type == "overlay"), None)
+    if rootfs is None:
         raise UsageError(f"container {which!r}: its root filesystem is not an overlay")
-    overlay = OverlayMount.from_entry(root)
+    overlay = OverlayMount.from_entry(rootfs)
     if overlay.upperdir is None:
         raise UsageError(f"container {which!r}: its root overlay has no upper layer")
-    merged = next((m.mount_point for m in host if m.dev == root.dev), os.fsencode(f"{proc}/{pid}/root"))
+    merged = next((m.mount_point for m in host if m.dev == rootfs.dev), os.fsencode(f"{proc}/{pid}/root"))
     return [Target(merged, overlay, which)]
 
 
 def report(
-    target: Target, algorithms: tuple[str, ...], mapped: dict[tuple[int, int], list[Mapper]] | None = None
+    target: Target,
+    algorithms: tuple[str, ...],
+    mapped: dict[tuple[int, int], list[Mapper]] | None = None,
+    root: HostRoot = HOST,
 ) -> list[Drift]:
     """The drift of one overlay; with `mapped` (host/mappings.py), each
     modified or deleted file names the processes that still map the
     image's copy."""
     overlay = target.overlay
     assert overlay.upperdir is not None
-    found = sorted(drift(overlay.upperdir, overlay.lowerdirs, algorithms), key=lambda d: d.path)
+    found = sorted(drift(overlay.upperdir, overlay.lowerdirs, algorithms, root), key=lambda d: d.path)
     if mapped:
-        found = [_with_readers(d, mapped, target.merged) for d in found]
+        found = [_with_readers(d, mapped, target.merged, root) for d in found]
     return found
 
 
-def _with_readers(d: Drift, mapped: dict[tuple[int, int], list[Mapper]], merged: bytes) -> Drift:
+def _with_readers(d: Drift, mapped: dict[tuple[int, int], list[Mapper]], merged: bytes, root: HostRoot) -> Drift:
     """The processes that map the image's copy of a changed file. /proc's
     maps name the file a mapping reads by its device and inode: the lower
     file's (Linux 6.1), or the overlay file's where maps shows the inode
@@ -109,18 +116,18 @@ def _with_readers(d: Drift, mapped: dict[tuple[int, int], list[Mapper]], merged:
     if d.kind not in _IMAGE_READ or d.lower_path is None:
         return d
     try:
-        st = os.stat(d.lower_path)
+        st = os.stat(root.real(d.lower_path))
     except OSError:
         return d
     readers = {(m.pid, m.executable) for m in mapped.get((st.st_dev, st.st_ino), ())}
     if d.kind == "modified":
         try:
-            ovl = os.stat(merged.rstrip(b"/") + d.path)
+            ovl = os.stat(root.real(merged.rstrip(b"/") + d.path))
         except OSError:
             ovl = None
         if ovl is not None and (ovl.st_dev, ovl.st_ino) != (st.st_dev, st.st_ino):
             for m in mapped.get((ovl.st_dev, ovl.st_ino), ()):
-                if maps_this_copy(m, d.lower_path, d.upper_path):
+                if maps_this_copy(m, root.real(d.lower_path), root.real(d.upper_path)):
                     readers.add((m.pid, m.executable))
     if not readers:
         return d

@@ -91,12 +91,15 @@ class IntegrityMonitor:
         self._overflow = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._watch = trust.WritebackWatch()
+        self.root = config.host_root
+        self._watch = trust.WritebackWatch(self.root)
         try:
-            self._mntns: int | None = os.stat("/proc/self/ns/mnt").st_ino
+            # The mount namespace whose paths the baseline keeps: the agent's
+            # own, or with a host root the host's (its init's; hostPID).
+            self._mntns: int | None = os.stat(f"/proc/{self.root.mountinfo_pid}/ns/mnt").st_ino
         except OSError:
             self._mntns = None
-        self.packages = PackageDb()  # read at start, on a thread of its own (start())
+        self.packages = PackageDb.under(self.root)  # read at start, on a thread of its own (start())
         self.content = ContentWatch(config, self._emit, self.packages)
         # Opened here, on the caller's thread: a damaged or locked baseline is
         # one readable line before the agent reports ready.
@@ -152,10 +155,11 @@ class IntegrityMonitor:
         return len(self._dirty)
 
     def _own_path(self, doc: dict[str, Any], file: dict[str, Any]) -> str | None:
-        """The file's path as this agent sees it: file.path when the writer
-        shares the agent's mount namespace (a host overlay such as a guest's
-        /usr, where host_path is its upper layer's copy, which the baseline
-        does not know), else host_path (a container's file) when known."""
+        """The file's path as the baseline knows it: file.path when the writer
+        shares the namespace the baseline reads (the agent's, or the host's
+        under a host root; a host overlay such as a guest's /usr, where
+        host_path is its upper layer's copy, which the baseline does not
+        know), else host_path (a container's file) when known."""
         path: str | None = file.get("path")
         host: str | None = file.get("host_path")
         if host is None:
@@ -244,9 +248,9 @@ class IntegrityMonitor:
             # The filesystems of a first scan, so that a resumed one after a
             # crash in this boot can trust what it already wrote.
             if last is None:
-                checkpoint(baseline, "first scan", _devices_of_roots(config))
-        rule = TrustRule.of(baseline, renumber=True)
-        scanner = Scanner(baseline, config.matcher, options_of(config), trusted=rule, cancel=self._stop)
+                checkpoint(baseline, "first scan", _devices_of_roots(config), root=self.root)
+        rule = TrustRule.of(baseline, renumber=True, root=self.root)
+        scanner = Scanner(baseline, config.matcher, options_of(config), trusted=rule, cancel=self._stop, root=self.root)
         scanner.on_progress = progress_logger("baseline")
         what = "building the baseline" if not complete else "comparing with the baseline"
         log.info("baseline %s: %s (%s)", baseline.path, what, ", ".join(config.hashes))
@@ -275,8 +279,8 @@ class IntegrityMonitor:
         baseline.set_meta(GLOBS, "\n".join(config.paths))
         baseline.set_meta("stale", "")
         devices = baseline.devices()
-        self._watch.watch(trust.current(devices).values())
-        checkpoint(baseline, "start", devices)
+        self._watch.watch(trust.current(devices, root=self.root).values())
+        checkpoint(baseline, "start", devices, root=self.root)
         p = report.progress
         log.info(
             "baseline: %d objects (%d hashed, %.1f MiB; %d unchanged by stat) in %.1f s; %s",
@@ -313,12 +317,18 @@ class IntegrityMonitor:
             dirty -= owned
         baseline = self._baseline
         if dirty or overflow:
-            scanner = Scanner(baseline, self.config.matcher, options_of(self.config), trusted=TrustRule.of(baseline))
+            scanner = Scanner(
+                baseline,
+                self.config.matcher,
+                options_of(self.config),
+                trusted=TrustRule.of(baseline, root=self.root),
+                root=self.root,
+            )
             scanner.scan(under=() if overflow else sorted(dirty), update=True, leave=owned)
         errors = self._watch.errors()
         for dev, why in errors.items():
             log.warning("baseline: writeback error on device %d:%d: %s", dev >> 8, dev & 0xFF, why)
-        checkpoint(baseline, reason, baseline.devices(), errors)
+        checkpoint(baseline, reason, baseline.devices(), errors, root=self.root)
 
 
 def _only_newly_monitored(change: Change, added: PathMatcher, before: PathMatcher | None) -> bool:
@@ -332,5 +342,5 @@ def _devices_of_roots(config: Config) -> list[int]:
     found = []
     for root in roots(config.matcher):
         with contextlib.suppress(OSError):
-            found.append(os.stat(root).st_dev)
+            found.append(os.stat(config.host_root.real(root)).st_dev)
     return found

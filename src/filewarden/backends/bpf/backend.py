@@ -660,17 +660,18 @@ class BpfBackend:
     def explain(self, path: bytes) -> dict[str, Any]:
         """Why `path` is monitored or not, with its live inode marks."""
         marks = self.marks
+        root = self.config.host_root
 
         def mark_of(p: bytes) -> tuple[int, int] | None:
             assert marks is not None
             try:
-                return marks.of(p)
+                return marks.of(root.real(p))  # marks are by inode: the host's file, through the host root
             except OSError:
                 return None
 
         loaded = [p.hook_name for p in self.plan.loaded] if self.plan else None
         lookup = mark_of if marks is not None else None
-        return explain_path(path, self.matcher, self.kernel_prefixes(), mark_of=lookup, loaded_hooks=loaded)
+        return explain_path(path, self.matcher, self.kernel_prefixes(), mark_of=lookup, loaded_hooks=loaded, root=root)
 
     def status(self) -> dict[str, Any]:
         r = self.mark_report

@@ -463,7 +463,9 @@ class FanotifyBackend:
         }
 
     def explain(self, path: bytes) -> dict[str, Any]:
-        return explain_path(path, self.matcher, self.matcher.prefixes(), mark_of=None, loaded_hooks=[])
+        return explain_path(
+            path, self.matcher, self.matcher.prefixes(), mark_of=None, loaded_hooks=[], root=self.config.host_root
+        )
 
     def gauges(self) -> Gauges:
         # fanotify's queue overflows (and records that did not parse) are
