@@ -210,3 +210,17 @@ def test_fanotify_process_messages_keep_the_writer_current(tmp_path: Path) -> No
     shutil.rmtree(tmp_path / "proc" / "4242")
     assert fanotify_event(agent, pid=4242).process.exe == b"/usr/bin/as"  # its events may still be queued
     assert agent.stats.process_records == 3
+
+
+def test_fanotify_refuses_a_host_root(tmp_path: Path) -> None:
+    """In a container fanotify would watch the image: with host_root only
+    the BPF backends can report the host's changes, and it says so."""
+    from filewarden.backends.fanotify.backend import FanotifyBackend
+    from filewarden.config import Config
+    from filewarden.errors import BackendError
+    from filewarden.host.root import HostRoot
+
+    backend = FanotifyBackend(Config(paths=("/etc/**",), outputs=(), host_root=HostRoot.of(str(tmp_path))))
+    with pytest.raises(BackendError, match=r"fanotify watches the agent's own mounts, not the host's under host_root"):
+        backend.start()
+    backend.close()

@@ -190,13 +190,15 @@ class BpfBackend:
             self._trie = PrefixTrie(obj)
             self._layers_seen = self.layers.generation
             self._trie.load(self.kernel_prefixes(), self.matcher.kernel_exclusions())
-            self._excluded_exes = ExcludedExes(obj, self._trie)
+            self._excluded_exes = ExcludedExes(obj, self._trie, self.config.host_root)
             self._excluded_exes.load(self.config.exclude_processes)
             # Marks before the programs attach: from the first event on, a
             # monitored file is known by its inode whatever its name. (The
             # fentry backend has none: loader.retarget().)
             if self.marks_enabled:
-                self.marks = MarkTable(obj, self.config.max_evicted_marks, self.host.root / "proc")
+                self.marks = MarkTable(
+                    obj, self.config.max_evicted_marks, self.host.root / "proc", root=self.config.host_root
+                )
                 self.mark_report = self.marks.mark(self.matcher)
             self._attach_all()
             self._programs = [(p.hook_name, obj.program(p.name)) for p in plan.loaded]

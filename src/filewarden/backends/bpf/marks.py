@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final
 
 from filewarden.backends.bpf import abi
 from filewarden.globs import Glob, GlobError, PathMatcher, parse
+from filewarden.host.root import HOST, HostRoot
 
 if TYPE_CHECKING:
     from filewarden._libbpf import BpfObject
@@ -106,10 +107,12 @@ def _is_dir(path: bytes) -> bool:
         return False
 
 
-def glob_paths(glob: Glob | str) -> Iterator[tuple[bytes, bool]]:
+def glob_paths(glob: Glob | str, root: HostRoot = HOST) -> Iterator[tuple[bytes, bool]]:
     """(path, is a directory) for every existing path the glob matches,
     and every directory on the way down that a trailing ``**`` covers (the
-    tree's own root, e.g. /etc for /etc/**), each once."""
+    tree's own root, e.g. /etc for /etc/**), each once. Host paths, read
+    through `root` (in a pod: the host's files, not the image's)."""
+    real = root.real
     g = parse(glob) if isinstance(glob, str) else glob
     segs = [_segment(s) for s in split_segments(g.pattern)]
     seen: set[bytes] = set()
@@ -126,54 +129,56 @@ def glob_paths(glob: Glob | str) -> Iterator[tuple[bytes, bool]]:
         if i == len(segs):
             if path not in seen:
                 seen.add(path)
-                yield path, _is_dir(path)
+                yield path, _is_dir(real(path))
             continue
         seg = segs[i]
         if seg.recursive:
             if i == len(segs) - 1:
-                yield from _subtree(path, seen)
+                yield from _subtree(path, seen, root)
                 continue
             stack.append((path, i + 1))  # "**" as no segment at all
-            for entry in _scandir(path):
+            for entry in _scandir(real(path)):
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, i))
+                    stack.append((_join(path, entry.name), i))
             continue
         if seg.literal is not None:
             child = _join(path, seg.literal)
             if i == len(segs) - 1:
-                if os.path.lexists(child):
+                if os.path.lexists(real(child)):
                     stack.append((child, i + 1))
-            elif os.path.isdir(child):  # a literal component resolves like any path
+            elif os.path.isdir(real(child)):  # a literal component resolves like any path
                 stack.append((child, i + 1))
             continue
         assert seg.regex is not None
-        for entry in _scandir(path):
+        for entry in _scandir(real(path)):
             if not seg.regex.fullmatch(b"/" + entry.name):
                 continue
             if i == len(segs) - 1 or entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, i + 1))
+                stack.append((_join(path, entry.name), i + 1))
 
 
-def _subtree(root: bytes, seen: set[bytes]) -> Iterator[tuple[bytes, bool]]:
-    """`root` and everything below it, without following symlinks."""
-    if not _is_dir(root):
+def _subtree(top: bytes, seen: set[bytes], root: HostRoot = HOST) -> Iterator[tuple[bytes, bool]]:
+    """`top` and everything below it, without following symlinks (host
+    paths, read through `root`)."""
+    if not _is_dir(root.real(top)):
         return
-    pending = [root]
-    if root not in seen:
-        seen.add(root)
-        yield root, True
+    pending = [top]
+    if top not in seen:
+        seen.add(top)
+        yield top, True
     while pending:
         d = pending.pop()
-        for entry in _scandir(d):
+        for entry in _scandir(root.real(d)):
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
-            if entry.path not in seen:
-                seen.add(entry.path)
-                yield entry.path, is_dir
+            path = _join(d, entry.name)
+            if path not in seen:
+                seen.add(path)
+                yield path, is_dir
             if is_dir:
-                pending.append(entry.path)
+                pending.append(path)
 
 
 def tree_base(glob: Glob) -> Glob | None:
@@ -252,17 +257,21 @@ def mark_paths(
     rule: MarkRule,
     report: MarkReport | None = None,
     note_inode: Callable[[int], None] | None = None,
+    *,
+    root: HostRoot = HOST,
 ) -> MarkReport:
     """Marks each path through an O_PATH descriptor; `update(fd_key, value)`
     is the inode storage map's update. `note_inode(ino)` is told the inode
-    number of every file marked (the agent's marked_inos bloom filter)."""
+    number of every file marked (the agent's marked_inos bloom filter).
+    Host paths, opened through `root`: a bind mount keeps the inode, so
+    the mark is on the host's file."""
     report = report or MarkReport()
     for path, is_dir in paths:
         flags, index = rule.mark(path, is_dir)
         if not flags:
             continue
         try:
-            fd = os.open(path, _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(root.real(path), _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             report.note_error(exc)
             continue
@@ -282,11 +291,11 @@ def mark_paths(
     return report
 
 
-def matched_paths(matcher: PathMatcher) -> Iterator[tuple[bytes, bool]]:
+def matched_paths(matcher: PathMatcher, root: HostRoot = HOST) -> Iterator[tuple[bytes, bool]]:
     """Every path any glob matches or covers as a tree, each once."""
     seen: set[bytes] = set()
     for g in matcher.globs:
-        for path, is_dir in glob_paths(g):
+        for path, is_dir in glob_paths(g, root):
             if path not in seen:
                 seen.add(path)
                 yield path, is_dir
@@ -306,8 +315,9 @@ class MarkTable:
     """The kernel's inode marks (maps inode_marks and marked_inos, and the
     bookkeeping in fw_mark_stats) as the agent writes and reads them."""
 
-    def __init__(self, obj: BpfObject, max_evicted: int, proc: Path = Path("/proc")) -> None:
+    def __init__(self, obj: BpfObject, max_evicted: int, proc: Path = Path("/proc"), root: HostRoot = HOST) -> None:
         self._obj = obj
+        self._root = root  # where the monitored paths are read (host_root)
         self._marks = obj.map("inode_marks")
         self._inos = obj.map("marked_inos")
         self._max_evicted = max_evicted
@@ -319,9 +329,10 @@ class MarkTable:
         started = time.perf_counter()
         report = mark_paths(
             self._marks.update,
-            matched_paths(matcher),
+            matched_paths(matcher, self._root),
             MarkRule.of(matcher),
             note_inode=lambda ino: self._inos.push(_INO.pack(ino)),
+            root=self._root,
         )
         report.seconds = time.perf_counter() - started
         return report
@@ -331,11 +342,11 @@ class MarkTable:
         both match get the mark `new` gives them. Returns how many were cleared."""
         rule = MarkRule.of(new)
         cleared = 0
-        for path, is_dir in matched_paths(old):
+        for path, is_dir in matched_paths(old, self._root):
             if rule.mark(path, is_dir)[0]:
                 continue
             try:
-                fd = open_path(path)
+                fd = open_path(self._root.real(path))
             except OSError:
                 continue
             try:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from filewarden.backends.bpf import abi
 from filewarden.errors import BackendError
+from filewarden.host.root import HOST, HostRoot
 
 if TYPE_CHECKING:
     from filewarden._libbpf import BpfObject
@@ -96,11 +97,12 @@ class PrefixTrie:
         self._settings.update(_KEY0, bytes(raw))
 
 
-def exe_key(path: str) -> bytes | None:
-    """struct fw_exe_key of the executable at `path` (its inode, and its
+def exe_key(path: str, root: HostRoot = HOST) -> bytes | None:
+    """struct fw_exe_key of the executable at `path` (a host path, read
+    through `root`: a bind mount keeps the inode) (its inode, and its
     filesystem as the kernel numbers it); None if it cannot be read."""
     try:
-        st = os.stat(path)
+        st = os.stat(root.real(os.fsencode(path)))
     except OSError as exc:
         log.warning("exclude_processes: %s: %s; its changes are excluded by path only", path, exc.strerror)
         return None
@@ -111,15 +113,16 @@ def exe_key(path: str) -> bytes | None:
 class ExcludedExes:
     """The `excluded_exes` map: each excluded executable's inode."""
 
-    def __init__(self, obj: BpfObject, trie: PrefixTrie) -> None:
+    def __init__(self, obj: BpfObject, trie: PrefixTrie, root: HostRoot = HOST) -> None:
         self._map = obj.map("excluded_exes")
         self._trie = trie
+        self._root = root
         self.loaded: set[bytes] = set()
 
     def load(self, paths: Sequence[str]) -> None:
         """Puts the executables' inodes in the map: the new before the stale
         leave, the count last (after the entries it announces)."""
-        keys = {k for k in (exe_key(p) for p in paths) if k is not None}
+        keys = {k for k in (exe_key(p, self._root) for p in paths) if k is not None}
         if len(keys) > self._map.max_entries:
             raise BackendError(f"too many excluded executables ({len(keys)} > {self._map.max_entries})")
         for key in keys:

@@ -118,6 +118,15 @@ class FanotifyBackend:
 
     # -- lifetime -------------------------------------------------------------
     def start(self) -> None:
+        if self.config.host_root.active:
+            # Its marks are on the mounts the agent's own namespace shows
+            # (fanotify_mark(2) resolves the path there), and the paths it
+            # reports are read back from its own descriptors: in a container
+            # that is the image, not the host.
+            raise BackendError(
+                f"fanotify watches the agent's own mounts, not the host's under host_root {self.config.host_root}: "
+                "in a container only the BPF backends (lsm, fentry) report the host's changes"
+            )
         self.set_rate_limit(self.config.rate_limit_per_cgroup, self.config.rate_limit_burst)
         try:
             # The globs in force when a report is read decide (reconfigure() swaps them).

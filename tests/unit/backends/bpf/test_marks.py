@@ -91,3 +91,34 @@ def test_mark_paths_reports_what_it_could_not_mark(tree: Path) -> None:
     assert marks.decode_mark(stored[k1]) == (abi.MarkFlag.FILE, 0)
     link = os.lstat(tree / "etc/link").st_ino
     assert link in stored  # the symlink itself, not its (missing) target
+
+
+def test_through_a_host_root_the_walk_names_host_paths_and_marks_the_hosts_inodes(tree: Path) -> None:
+    """In a pod the host's / is at host_root: the globs are host paths, the
+    walk reads the host's directories and the marks land on its inodes."""
+    from filewarden.host.root import HostRoot
+
+    root = HostRoot.of(str(tree))
+    found = dict(marks.glob_paths("/etc/ssh/**", root))
+    assert found == {
+        b"/etc/ssh": True,
+        b"/etc/ssh/sshd_config": False,
+        b"/etc/ssh/keys": True,
+        b"/etc/ssh/keys/k1": False,
+    }
+    assert {p for p, _ in marks.glob_paths("/home/*/.ssh/*", root)} == {
+        b"/home/al/.ssh/authorized_keys",
+        b"/home/bo/.ssh/id",
+    }
+    assert {p for p, _ in marks.glob_paths("/etc/a.conf", root)} == {b"/etc/a.conf"}
+    matcher = PathMatcher(["/etc/ssh/**"])
+    stored: dict[int, bytes] = {}
+
+    def update(key: bytes, value: bytes) -> None:
+        fd = int.from_bytes(key, "little", signed=True)
+        stored[os.fstat(fd).st_ino] = value
+
+    report = marks.mark_paths(update, marks.matched_paths(matcher, root), marks.MarkRule.of(matcher), root=root)
+    assert report.failed == 0
+    assert marks.decode_mark(stored[(tree / "etc/ssh/keys/k1").stat().st_ino]) == (abi.MarkFlag.FILE, 0)
+    assert (tree / "etc/ssh").stat().st_ino in stored

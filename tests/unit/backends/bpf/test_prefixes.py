@@ -155,3 +155,15 @@ def test_the_excluded_count_keeps_the_generation_and_the_generation_keeps_the_co
     assert obj.maps["excluded_exes"].items == {}
     raw = obj.maps["settings"].items[b"\0\0\0\0"]
     assert struct.unpack_from("<I", raw, abi.SETTINGS.offsets["excluded_exes"])[0] == 0
+
+
+def test_an_excluded_executable_is_the_hosts_through_a_host_root(tmp_path: Path) -> None:
+    from filewarden.backends.bpf.prefixes import exe_key
+    from filewarden.host.root import HostRoot
+
+    (tmp_path / "usr/sbin").mkdir(parents=True)
+    tool = tmp_path / "usr/sbin/logrotate"
+    tool.write_bytes(b"#!/bin/sh\n")
+    key = exe_key("/usr/sbin/logrotate", HostRoot.of(str(tmp_path)))
+    assert key is not None
+    assert struct.unpack("<QII", key)[0] == tool.stat().st_ino
