@@ -270,6 +270,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events through each output [200000]")
     parser.add_argument("--batch", type=int, default=1000, help="events a batch, as the pipeline hands them [1000]")
     parser.add_argument("--spool-mib", type=int, default=1024, help="the spool drained to the broker [1024]")
+    parser.add_argument("--skip-collector", action="store_true")
     parser.add_argument("--skip-catch-up", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -317,24 +318,25 @@ def main() -> int:
                     met=lossless,
                 ),
             ]
-            print(f"collector: {args.events:,} events from the stream into PostgreSQL", flush=True)
-            with postgres.running() as pg:
-                got = collect_run(server.url, pg, out.in_stream or 0)
-            print(
-                f"collector: {got.events:,} rows in {got.seconds:.2f} s, {got.events / got.seconds:,.0f} rows/s; "
-                f"the table holds {got.rows:,}",
-                flush=True,
-            )
-            figures.append(
-                figure(
-                    f"collector: rows/s from a stream of {out.in_stream:,} events into PostgreSQL",
-                    round(got.events / got.seconds),
-                    "rows/s",
-                    f"{got.rows:,} rows in the table after; batches of {DEFAULT_BATCH}",
-                    target=f"= {out.in_stream:,} rows",
-                    met=got.rows == out.in_stream,
+            if not args.skip_collector:
+                print(f"collector: {args.events:,} events from the stream into PostgreSQL", flush=True)
+                with postgres.running() as pg:
+                    got = collect_run(server.url, pg, out.in_stream or 0)
+                print(
+                    f"collector: {got.events:,} rows in {got.seconds:.2f} s, {got.events / got.seconds:,.0f} rows/s; "
+                    f"the table holds {got.rows:,}",
+                    flush=True,
                 )
-            )
+                figures.append(
+                    figure(
+                        f"collector: rows/s from a stream of {out.in_stream:,} events into PostgreSQL",
+                        round(got.events / got.seconds),
+                        "rows/s",
+                        f"{got.rows:,} rows in the table after; batches of {DEFAULT_BATCH}",
+                        target=f"= {out.in_stream:,} rows",
+                        met=got.rows == out.in_stream,
+                    )
+                )
         finally:
             server.kill()
         if not args.skip_catch_up:
