@@ -7,8 +7,11 @@ On this host (BPF, no LSM): user-space throughput, bursts and footprint
 (benchmarks.userspace), the start-up snapshot (benchmarks.snapshot_scan) and
 the baseline against sha256sum (benchmarks.baseline), live content
 changes from close to event (benchmarks.content_latency), reload under a
-writer on fanotify (benchmarks.reload), and coalescing of a file rewritten
-100,000 times (benchmarks.coalesce).
+writer on fanotify (benchmarks.reload), coalescing of a file rewritten
+100,000 times (benchmarks.coalesce), and the fleet: the nats output
+against the jsonl output, the collector into PostgreSQL, and a 1 GiB
+spool's catch-up, with nats-server and PostgreSQL started on loopback
+(benchmarks.fleet).
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
 and of auditd, per-program cost, map memory (benchmarks.kernel_overhead),
 live content changes on the lsm backend (benchmarks.content_latency), and
@@ -88,6 +91,13 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
             ("--no-unlink", "--dir", "/dev/shm"),
         ),
         Step("coalescing: 100,000 rewrites of one file by one process in 10 s", "host", "benchmarks.coalesce", 1),
+        # The 1 GiB spool's filling and catch-up take most of it.
+        Step(
+            "fleet: nats output vs jsonl, collector into PostgreSQL, 1 GiB spool catch-up",
+            "host",
+            "benchmarks.fleet",
+            5,
+        ),
     ]
     if guest:
         out += [

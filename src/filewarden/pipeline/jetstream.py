@@ -66,7 +66,11 @@ PUBLISH_TIMEOUT_S: Final = 5.0  # one acknowledgement, at most; then the connect
 CONNECT_TIMEOUT_S: Final = 3
 BACKOFF_S: Final = (0.2, 5.0)  # the first wait before connecting again, and the longest
 SYNC_EVERY_S: Final = 1.0
-IN_FLIGHT: Final = 256  # events published before their acknowledgements are awaited
+# Events published before their acknowledgements are awaited: a round
+# trip a batch, so the more the fewer; under nats-py's own bound on
+# outstanding asynchronous publishes (publish_async_max_pending, 4000),
+# past which publishing waits for acknowledgements one at a time.
+IN_FLIGHT: Final = 2048
 IN_FLIGHT_BYTES: Final = 4 << 20
 # Not in a subject token: the separator, the wildcards and white space.
 _SUBJECT_UNSAFE: Final = str.maketrans(dict.fromkeys(". \t\r\n*>", "_"))
@@ -334,7 +338,7 @@ class NatsSink(CountedLosses):
                     log.info(
                         "%s: connected to %s, sending", self.spec, nc.connected_url.netloc if nc.connected_url else ""
                     )
-                await self._send(js)
+                await self._send(nc, js)
             except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
                 self._down(exc)
             except Exception as exc:  # noqa: BLE001 - never a sender that stops in silence
@@ -369,7 +373,7 @@ class NatsSink(CountedLosses):
             await asyncio.sleep(min(left, SYNC_EVERY_S))
             self._spool.sync()
 
-    async def _send(self, js: JetStreamContext) -> None:
+    async def _send(self, nc: Client, js: JetStreamContext) -> None:
         """The spool's records, in order, until the connection fails."""
         synced = time.monotonic()
         while True:
@@ -382,9 +386,7 @@ class NatsSink(CountedLosses):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), SYNC_EVERY_S)
                 continue
-            # Published together, acknowledged in turn: one connection
-            # keeps their order, and one round trip serves the lot.
-            acks = await asyncio.gather(*(self._publish(js, r) for r in records), return_exceptions=True)
+            acks = await self._publish(nc, js, records)
             done = 0
             for ack in acks:
                 if isinstance(ack, BaseException):
@@ -407,16 +409,51 @@ class NatsSink(CountedLosses):
                     continue
                 raise error
 
-    async def _publish(self, js: JetStreamContext, record: Record) -> bool:
-        """True if the stream had it already (a record sent again)."""
-        line = record.payload.rstrip(b"\n")
-        ack = await js.publish(
-            subject_of(self.options.subject, self.host, line),
-            line,
-            timeout=PUBLISH_TIMEOUT_S,
-            headers={"Nats-Msg-Id": f"{self._host_id}-{record.boot}-{self._spool.id}-{record.offset}"},
-        )
-        return bool(ack.duplicate)
+    async def _publish(self, nc: Client, js: JetStreamContext, records: list[Record]) -> list[bool | BaseException]:
+        """For each record in turn, True if the stream had it already (a
+        record sent again), False if it is new, or what failed; after the
+        first that could not be published, nothing.
+
+        Published one after the other without waiting (JetStream's
+        asynchronous publish: one reply subscription, a future a message),
+        then every acknowledgement awaited together: one connection keeps
+        their order and one round trip serves the lot. A task and a
+        timer a message (js.publish under gather) cost the sender more
+        than the publishing itself."""
+        futures: list[asyncio.Future[Any]] = []
+        failed: BaseException | None = None
+        for record in records:
+            line = record.payload.rstrip(b"\n")
+            if len(line) > nc.max_payload:
+                # Refused here, before the client registers a reply it
+                # would never release (nats-py raises it after that).
+                failed = nats.errors.MaxPayloadError()
+                break
+            try:
+                futures.append(
+                    await js.publish_async(
+                        subject_of(self.options.subject, self.host, line),
+                        line,
+                        headers={"Nats-Msg-Id": f"{self._host_id}-{record.boot}-{self._spool.id}-{record.offset}"},
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - reported in the record's place, as an acknowledgement's error
+                failed = exc
+                break
+        if futures:
+            await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT_S)
+        acks: list[bool | BaseException] = []
+        for future in futures:
+            if not future.done():
+                future.cancel()  # its reply slot released: the connection is dropped below all the same
+                acks.append(TimeoutError(f"no acknowledgement in {PUBLISH_TIMEOUT_S:g} s"))
+            elif (error := future.exception()) is not None:
+                acks.append(error)
+            else:
+                acks.append(bool(future.result().duplicate))
+        if failed is not None:
+            acks.append(failed)
+        return acks
 
     def close(self) -> None:
         """What is spooled sent while the broker answers (for up to

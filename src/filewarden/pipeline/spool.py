@@ -231,19 +231,22 @@ class Spool:
                 break  # acknowledged and removed meanwhile
             try:
                 data = os.pread(fd, min(segment.size - pos, max(max_bytes - taken, 0) + HEADER.size), pos)
+                # Walked by index: cutting each record off the front would
+                # copy the rest of the window (megabytes) once a record.
+                at = 0
                 while len(records) < max_records:
-                    if len(data) < HEADER.size:
+                    if len(data) - at < HEADER.size:
                         break
-                    length, _crc = HEADER.unpack_from(data)
-                    if len(data) < HEADER.size + length:
+                    length, _crc = HEADER.unpack_from(data, at)
+                    if len(data) - at < HEADER.size + length:
                         if records:
                             break
-                        data = os.pread(fd, HEADER.size + length, pos)  # one record larger than max_bytes
-                    payload = data[HEADER.size : HEADER.size + length]
+                        data, at = os.pread(fd, HEADER.size + length, pos), 0  # one record larger than max_bytes
+                    payload = data[at + HEADER.size : at + HEADER.size + length]
                     end = offset + HEADER.size + length
                     records.append(Record(offset, end, segment.boot, payload))
                     taken += HEADER.size + length
-                    data = data[HEADER.size + length :]
+                    at += HEADER.size + length
                     offset, pos = end, pos + HEADER.size + length
             finally:
                 os.close(fd)
