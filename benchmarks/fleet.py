@@ -1,7 +1,8 @@
 """The fleet: one agent's events to NATS JetStream, a spool's catch-up,
 and the collector into PostgreSQL.
 
-    .venv/bin/python -m benchmarks.fleet [--events 200000] [--spool-mib 1024] [--batch 1000] [--json out.json]
+    .venv/bin/python -m benchmarks.fleet [--events 200000] [--spool-mib 1024] [--batch 1000] [--nats-batch 100]
+        [--json out.json]
 
 Servers are started for the run on loopback (tests/support: Debian's
 nats-server with JetStream, its store on disk; PostgreSQL made with
@@ -12,18 +13,25 @@ initdb), as the fleet's tests start them.
   spooled, published, each acknowledged by the stream), timed from the
   first batch to the last acknowledgement, and the same batches through
   the jsonl output in the same run: events/s for both and their ratio
-  (target: the nats output >= 50,000/s). Zero loss is checked, not
-  assumed: the stream's own count of messages (stream info
-  state.messages) against the events handed in, and the sink's loss
-  counters.
-- Collector: `filewarden collect`'s Collector draining that stream (the
-  --events events) into a PostgreSQL started for the run: rows/s, the
-  table counted after.
+  (target: the nats output >= 50,000/s). The nats output runs twice,
+  each to a stream of its own: one event a message (batch=1, the
+  default) and --nats-batch events a message (?batch=N). Zero loss is
+  checked, not assumed: the events the stream holds against the events
+  handed in (batch=1: the stream's count of messages, stream info
+  state.messages; batch=N: every message read back and its events
+  counted, Filewarden-Positions, each event id once), and the sink's
+  loss counters.
+- Collector: `filewarden collect`'s Collector draining the batch=1
+  stream (the --events events) into a PostgreSQL started for the run:
+  rows/s, the table counted after.
 - Catch-up: with the broker away, the nats output's spool filled to
   --spool-mib (the output's spool_mib raised above it: its default is
   256), then the broker started: events/s and MB/s (10^6 bytes of events)
-  from the first acknowledgement to the spool empty, the reconnect
-  (the output's back-off) reported apart. One pass: it dominates the run.
+  from the output connected again (its stream checked) to the spool
+  empty, the reconnect (the output's back-off) reported apart; the first
+  acknowledgement would start the clock late with batches, whose first
+  round in flight is a good part of a small spool; once with one event a message,
+  once with --nats-batch. The batch=1 pass dominates the run.
 """
 
 from __future__ import annotations
@@ -47,11 +55,11 @@ import nats
 from benchmarks.results import figure, write
 from filewarden.config import parse_output
 from filewarden.fleet import pgstore
-from filewarden.fleet.collect import DEFAULT_BATCH, Collector
+from filewarden.fleet.collect import DEFAULT_BATCH, Collector, event_ids
 from filewarden.host.clock import WallClock
 from filewarden.model import enums
 from filewarden.model.events import FileEvent, FileInfo, Process
-from filewarden.pipeline.jetstream import NatsSink
+from filewarden.pipeline.jetstream import POSITIONS_HEADER, NatsSink
 from filewarden.pipeline.render import to_documents, to_json_line
 from filewarden.pipeline.sinks import JsonlSink
 from tests.support import postgres
@@ -59,6 +67,7 @@ from tests.support.natsd import NatsServer
 
 TARGET_EVENTS_S = 50_000
 SUBJECT = "fim"
+BATCH_SUBJECT = "fimbatch"  # the batch=N run's stream of its own (FIMBATCH)
 ACTIONS = (enums.Action.OPEN_WRITE, enums.Action.CLOSE_WRITE, enums.Action.CREATE, enums.Action.UNLINK)
 PROGRAMS = ((b"dpkg", b"/usr/bin/dpkg"), (b"vim", b"/usr/bin/vim"), (b"python3", b"/usr/bin/python3.11"))
 
@@ -82,8 +91,8 @@ class CatchUp:
     spooled_bytes: int  # the spool on disk when the broker came back
     event_bytes: int  # the events' own bytes (JSON lines)
     fill_s: float
-    reconnect_s: float  # broker started to the first acknowledgement: the output's back-off
-    drain_s: float  # first acknowledgement to the spool empty
+    reconnect_s: float  # broker started to the output connected: its back-off
+    drain_s: float  # the output connected to the spool empty
     in_stream: int
     lost: int
 
@@ -146,6 +155,35 @@ def stream_count(url: str, stream: str) -> int:
     return asyncio.run(ask())
 
 
+def stream_events(url: str, stream: str) -> tuple[int, int]:
+    """(events, distinct event ids) in a stream of batch messages, every
+    message read back: with batching, messages are not events."""
+
+    async def read() -> tuple[int, int]:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            total = int(info.state.messages or 0)
+            sub = await js.subscribe(f"{(info.config.subjects or ['>'])[0]}", ordered_consumer=True, stream=stream)
+            events, ids = 0, set[str]()
+            for _ in range(total):
+                msg = await sub.next_msg(timeout=10)
+                headers = msg.headers or {}
+                lines = msg.data.count(b"\n") + 1
+                positions = headers.get(POSITIONS_HEADER)
+                msg_id = headers.get("Nats-Msg-Id", "")
+                names = event_ids(msg_id, positions, lines) if positions else [msg_id]
+                events += lines
+                ids.update(names)
+            await sub.unsubscribe()
+            return events, len(ids)
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
 def wait(condition: Any, seconds: float, what: str, every: float = 0.005) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -167,8 +205,9 @@ def jsonl_run(work: list[list[bytes]], path: Path) -> OutputRun:
     return OutputRun(events, seconds, written, None, 0)
 
 
-def nats_run(work: list[list[bytes]], url: str, state: Path) -> OutputRun:
-    sink = NatsSink(parse_output(f"{url}/{SUBJECT}"), state_dir=state)
+def nats_run(work: list[list[bytes]], url: str, state: Path, per_message: int = 1) -> OutputRun:
+    subject, query = (SUBJECT, "") if per_message == 1 else (BATCH_SUBJECT, f"?batch={per_message}")
+    sink = NatsSink(parse_output(f"{url}/{subject}{query}"), state_dir=state)
     # Connected and the stream made first: the figure is the sending, not
     # the first connection.
     wait(lambda: sink.connected, 30, "the nats output connecting")
@@ -179,7 +218,13 @@ def nats_run(work: list[list[bytes]], url: str, state: Path) -> OutputRun:
     wait(lambda: sink.spooled == 0, 600, "the stream acknowledging every event")
     seconds = time.monotonic() - started
     sink.close()
-    return OutputRun(events, seconds, sink.written, stream_count(url, "FIM"), sink.errors + sink.duplicates)
+    lost = sink.errors + sink.duplicates
+    if per_message == 1:
+        return OutputRun(events, seconds, sink.written, stream_count(url, "FIM"), lost)
+    in_stream, distinct = stream_events(url, "FIMBATCH")
+    # An event twice (under two batch ids) would be one the table drops:
+    # counted as not delivered here, so that the figure cannot hide it.
+    return OutputRun(events, seconds, sink.written, distinct, lost + in_stream - distinct)
 
 
 def collect_run(url: str, pg: postgres.PostgresServer, events: int) -> CollectRun:
@@ -204,10 +249,12 @@ def collect_run(url: str, pg: postgres.PostgresServer, events: int) -> CollectRu
     return CollectRun(collector.progress.collected, seconds, int(rows))
 
 
-def catch_up(lines: list[bytes], batch: int, spool_mib: int, base: Path) -> CatchUp:
-    server = NatsServer(base / "nats-catch-up")
+def catch_up(lines: list[bytes], batch: int, spool_mib: int, base: Path, per_message: int = 1) -> CatchUp:
+    server = NatsServer(base / f"nats-catch-up-{per_message}")
     spec = f"{server.url}/catchup?spool_mib={spool_mib + 64}&stream_mib={2 * spool_mib + 1024}"
-    sink = NatsSink(parse_output(spec), state_dir=base / "state-catch-up")
+    if per_message > 1:
+        spec += f"&batch={per_message}"
+    sink = NatsSink(parse_output(spec), state_dir=base / f"state-catch-up-{per_message}")
     try:
         goal = spool_mib << 20
         events = event_bytes = 0
@@ -228,7 +275,7 @@ def catch_up(lines: list[bytes], batch: int, spool_mib: int, base: Path) -> Catc
             raise SystemExit(f"fleet: the spool refused events while filling ({sink.lost})")
         server.start()
         back = time.monotonic()
-        wait(lambda: sink.written > 0, 60, "the first acknowledgement after the broker came back", 0.001)
+        wait(lambda: sink.connected, 60, "the output connected after the broker came back", 0.001)
         first = time.monotonic()
         said_at = first
         while sink.spooled:
@@ -240,6 +287,12 @@ def catch_up(lines: list[bytes], batch: int, spool_mib: int, base: Path) -> Catc
                 raise SystemExit("fleet: the spool not drained after an hour")
         done = time.monotonic()
         sink.close()
+        lost = sink.errors + sink.duplicates
+        if per_message == 1:
+            in_stream = stream_count(server.url, "CATCHUP")
+        else:
+            count, in_stream = stream_events(server.url, "CATCHUP")
+            lost += count - in_stream
         return CatchUp(
             events,
             spooled_bytes,
@@ -247,8 +300,8 @@ def catch_up(lines: list[bytes], batch: int, spool_mib: int, base: Path) -> Catc
             fill_s,
             first - back,
             done - first,
-            stream_count(server.url, "CATCHUP"),
-            sink.errors + sink.duplicates,
+            in_stream,
+            lost,
         )
     finally:
         server.kill()
@@ -269,6 +322,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events through each output [200000]")
     parser.add_argument("--batch", type=int, default=1000, help="events a batch, as the pipeline hands them [1000]")
+    parser.add_argument(
+        "--nats-batch",
+        type=int,
+        default=100,
+        help="events a message for the nats output's second run (?batch=N), beside batch=1 [100]",
+    )
     parser.add_argument("--spool-mib", type=int, default=1024, help="the spool drained to the broker [1024]")
     parser.add_argument("--skip-collector", action="store_true")
     parser.add_argument("--skip-catch-up", action="store_true")
@@ -289,35 +348,46 @@ def main() -> int:
             print(f"jsonl: {jsonl.events:,} events in {jsonl.seconds:.2f} s, {jsonl.rate:,.0f}/s", flush=True)
             out = nats_run(work, server.url, base / "state")
             print(
-                f"nats: {out.events:,} events in {out.seconds:.2f} s, {out.rate:,.0f}/s acknowledged; "
+                f"nats batch=1: {out.events:,} events in {out.seconds:.2f} s, {out.rate:,.0f}/s acknowledged; "
                 f"the stream holds {out.in_stream:,}, the output lost or repeated {out.lost}",
                 flush=True,
             )
-            lossless = out.in_stream == out.events == out.written and out.lost == 0 and jsonl.written == jsonl.events
-            figures += [
-                figure(
-                    f"nats output: events/s to a one-node JetStream, acknowledged (batches of {args.batch:,})",
-                    round(out.rate),
-                    "events/s",
-                    f"jsonl output {jsonl.rate:,.0f}/s, same batches, same run",
-                    target=f">= {TARGET_EVENTS_S:,}",
-                    met=out.rate >= TARGET_EVENTS_S,
-                ),
-                figure(
-                    "nats output / jsonl output, events/s",
-                    out.rate / jsonl.rate,
-                    "ratio",
-                    f"{out.rate:,.0f}/s vs {jsonl.rate:,.0f}/s",
-                ),
-                figure(
-                    "nats output: events lost (stream's count vs handed in, loss counters)",
-                    (out.events - (out.in_stream or 0)) + out.lost,
-                    "events",
-                    f"{out.events:,} handed in, {out.in_stream:,} in the stream, {out.written:,} acknowledged",
-                    target="0",
-                    met=lossless,
-                ),
-            ]
+            many = nats_run(work, server.url, base / "state-batch", args.nats_batch)
+            print(
+                f"nats batch={args.nats_batch}: {many.events:,} events in {many.seconds:.2f} s, "
+                f"{many.rate:,.0f}/s acknowledged; the stream holds {many.in_stream:,} events, "
+                f"the output lost or repeated {many.lost}",
+                flush=True,
+            )
+            for run, label in ((out, "batch=1"), (many, f"batch={args.nats_batch}")):
+                lossless = (
+                    run.in_stream == run.events == run.written and run.lost == 0 and jsonl.written == jsonl.events
+                )
+                figures += [
+                    figure(
+                        f"nats output {label}: events/s to a one-node JetStream, acknowledged "
+                        f"(batches of {args.batch:,} handed in)",
+                        round(run.rate),
+                        "events/s",
+                        f"jsonl output {jsonl.rate:,.0f}/s, same batches, same run",
+                        target=f">= {TARGET_EVENTS_S:,}",
+                        met=run.rate >= TARGET_EVENTS_S,
+                    ),
+                    figure(
+                        f"nats output {label} / jsonl output, events/s",
+                        run.rate / jsonl.rate,
+                        "ratio",
+                        f"{run.rate:,.0f}/s vs {jsonl.rate:,.0f}/s",
+                    ),
+                    figure(
+                        f"nats output {label}: events lost (events in the stream vs handed in, loss counters)",
+                        (run.events - (run.in_stream or 0)) + run.lost,
+                        "events",
+                        f"{run.events:,} handed in, {run.in_stream:,} in the stream, {run.written:,} acknowledged",
+                        target="0",
+                        met=lossless,
+                    ),
+                ]
             if not args.skip_collector:
                 print(f"collector: {args.events:,} events from the stream into PostgreSQL", flush=True)
                 with postgres.running() as pg:
@@ -340,32 +410,37 @@ def main() -> int:
         finally:
             server.kill()
         if not args.skip_catch_up:
-            print(f"catch-up: filling a spool of {args.spool_mib:,} MiB with the broker away", flush=True)
-            c = catch_up(lines, args.batch, args.spool_mib, base)
-            print(
-                f"catch-up: {c.events:,} events ({c.spooled_bytes / 2**20:,.0f} MiB spooled, "
-                f"filled in {c.fill_s:.0f} s) "
-                f"sent in {c.drain_s:.1f} s after a {c.reconnect_s:.1f} s reconnect: {c.rate:,.0f} events/s, "
-                f"{c.mb_s:.1f} MB/s; the stream holds {c.in_stream:,}",
-                flush=True,
-            )
-            whole = c.in_stream == c.events and c.lost == 0
-            figures += [
-                figure(
-                    f"catch-up: events/s draining a {c.spooled_bytes / 2**20:,.0f} MiB spool once the broker is back",
-                    round(c.rate),
-                    "events/s",
-                    f"{c.events:,} events, {c.drain_s:.1f} s; reconnect {c.reconnect_s:.1f} s apart",
-                    target=f"= {c.events:,} in the stream",
-                    met=whole,
-                ),
-                figure(
-                    "catch-up: MB/s of events draining the spool",
-                    c.mb_s,
-                    "MB/s",
-                    f"{c.event_bytes / 1e6:,.0f} MB of JSON lines in {c.drain_s:.1f} s",
-                ),
-            ]
+            for per_message in (1, args.nats_batch):
+                print(
+                    f"catch-up batch={per_message}: filling a spool of {args.spool_mib:,} MiB with the broker away",
+                    flush=True,
+                )
+                c = catch_up(lines, args.batch, args.spool_mib, base, per_message)
+                print(
+                    f"catch-up batch={per_message}: {c.events:,} events ({c.spooled_bytes / 2**20:,.0f} MiB spooled, "
+                    f"filled in {c.fill_s:.0f} s) "
+                    f"sent in {c.drain_s:.1f} s after a {c.reconnect_s:.1f} s reconnect: {c.rate:,.0f} events/s, "
+                    f"{c.mb_s:.1f} MB/s; the stream holds {c.in_stream:,} events, lost or repeated {c.lost}",
+                    flush=True,
+                )
+                whole = c.in_stream == c.events and c.lost == 0
+                figures += [
+                    figure(
+                        f"catch-up batch={per_message}: events/s draining a {c.spooled_bytes / 2**20:,.0f} MiB spool "
+                        "once the broker is back",
+                        round(c.rate),
+                        "events/s",
+                        f"{c.events:,} events, {c.drain_s:.1f} s; reconnect {c.reconnect_s:.1f} s apart",
+                        target=f"= {c.events:,} in the stream",
+                        met=whole,
+                    ),
+                    figure(
+                        f"catch-up batch={per_message}: MB/s of events draining the spool",
+                        c.mb_s,
+                        "MB/s",
+                        f"{c.event_bytes / 1e6:,.0f} MB of JSON lines in {c.drain_s:.1f} s",
+                    ),
+                ]
     if args.json:
         write(args.json, figures, load_average=os.getloadavg())
     return 0

@@ -624,7 +624,13 @@ def events(  # noqa: PLR0917 - one parameter per click option
     show_default=True,
     help="The consumer's name: collectors with the same name share the work.",
 )
-@click.option("--batch", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Events per transaction.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Messages per transaction (an agent's batch message, ?batch=N, holds up to N events).",
+)
 @click.option("--drain", is_flag=True, help="Exit once nothing waits in the consumer (else run until SIGTERM).")
 @click.option(
     "--retention-days",
@@ -646,8 +652,9 @@ def collect(  # noqa: PLR0917 - one parameter per click option
 
     A durable consumer on the stream the agents' nats outputs write (it is
     created if missing): each batch is written in one transaction and
-    acknowledged after the commit, and the table's key (the message id)
-    drops an event delivered twice, so every event is in the table once.
+    acknowledged after the commit, and the table's key (each event's id,
+    also in a batch message) drops an event delivered twice, so every
+    event is in the table once.
     Several collectors with one --durable share the work. The table
     (filewarden_events) is partitioned by UTC day; --retention-days drops
     whole days past it. 'filewarden events --store' asks it. Waits and tries again while the broker or the database is

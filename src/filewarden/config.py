@@ -75,6 +75,10 @@ DEFAULT_NATS_STREAM_DAYS: Final = 7
 DEFAULT_NATS_DEDUP_S: Final = 600
 # Copies of the created stream in a JetStream cluster (1: a single server).
 DEFAULT_NATS_REPLICAS: Final = 1
+# Events a message (1: one message an event, on SUBJECT.<host>.<action>);
+# more go together on SUBJECT.<host>.batch, each still named by its own id.
+DEFAULT_NATS_BATCH: Final = 1
+MAX_NATS_BATCH: Final = 1000
 
 
 class ConfigError(UsageError):
@@ -127,6 +131,7 @@ class NatsOptions:
     stream_days: int = DEFAULT_NATS_STREAM_DAYS
     dedup_s: int = DEFAULT_NATS_DEDUP_S
     replicas: int = DEFAULT_NATS_REPLICAS
+    batch: int = DEFAULT_NATS_BATCH  # events a message, at most
     # Files, read when the output opens: secrets never on a command line.
     creds: str = ""  # a .creds file (user JWT and nkey seed)
     nkey: str = ""  # an nkey seed file
@@ -147,6 +152,7 @@ class NatsOptions:
             ("stream_days", DEFAULT_NATS_STREAM_DAYS),
             ("dedup_s", DEFAULT_NATS_DEDUP_S),
             ("replicas", DEFAULT_NATS_REPLICAS),
+            ("batch", DEFAULT_NATS_BATCH),
         ):
             if getattr(self, name) != default:
                 parts.append(f"{name}={getattr(self, name)}")
@@ -297,6 +303,7 @@ _NATS_NUMBERS: Final = {  # option: (least, most)
     "stream_days": (1, 36500),
     "dedup_s": (1, 86400),
     "replicas": (1, 5),  # JetStream's most
+    "batch": (1, MAX_NATS_BATCH),
 }
 _NATS_FORM: Final = "expected nats://HOST:PORT[,HOST:PORT...]/SUBJECT (nats://nats.example:4222/fim)"
 
@@ -399,7 +406,8 @@ def _parse_nats(spec: str) -> Output:
     spool_mib=N (the spool's size on disk, default 256), stream=NAME,
     stream_mib=N, stream_days=N, dedup_s=N, replicas=N (the stream created
     when none captures SUBJECT.>: its name, size and age limits, its
-    duplicate window and its copies in a cluster), creds=FILE, nkey=FILE or user_file=FILE (credentials, read
+    duplicate window and its copies in a cluster), batch=N (events a
+    message, default 1; more go to SUBJECT.<host>.batch), creds=FILE, nkey=FILE or user_file=FILE (credentials, read
     from a file: a command line is visible to every user), tls=1,
     tls_ca=FILE, tls_cert=FILE, tls_key=FILE. The port is never guessed,
     like otlp's."""

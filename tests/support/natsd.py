@@ -68,6 +68,7 @@ class Message:
     data: bytes
     msg_id: str
     seq: int  # the stream's sequence
+    positions: str = ""  # a batch message's Filewarden-Positions
 
 
 def stream_messages(url: str, stream: str) -> list[Message]:
@@ -85,9 +86,14 @@ def stream_messages(url: str, stream: str) -> list[Message]:
             out = []
             for _ in range(total):
                 msg = await sub.next_msg(timeout=5)
+                headers = msg.headers or {}
                 out.append(
                     Message(
-                        msg.subject, msg.data, (msg.headers or {}).get("Nats-Msg-Id", ""), msg.metadata.sequence.stream
+                        msg.subject,
+                        msg.data,
+                        headers.get("Nats-Msg-Id", ""),
+                        msg.metadata.sequence.stream,
+                        headers.get("Filewarden-Positions", ""),
                     )
                 )
             await sub.unsubscribe()

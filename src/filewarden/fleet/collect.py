@@ -8,8 +8,10 @@ collector that stops leaves its unacknowledged messages to the others
 after the consumer's ack wait. Each fetched batch is written in one
 transaction and acknowledged only after the commit: a collector killed
 between the two leaves the batch to be delivered again, and the table's
-key (the message id) drops what it already holds. So every event reaches
-the table once, whatever fails in between.
+key (the event's id) drops what it already holds. So every event reaches
+the table once, whatever fails in between. A batch message (the agent's
+batch=N) becomes a row per event, each named by the id it would have had
+alone (rows_of), so that the same event in two batches is one row.
 
 While the broker or the database is away, the collector waits and tries
 again (with a back-off), saying so once per outage; messages it had
@@ -36,7 +38,7 @@ import psycopg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from filewarden.fleet import pgstore
-from filewarden.pipeline.jetstream import connect, connect_options, ensure_stream
+from filewarden.pipeline.jetstream import POSITIONS_HEADER, connect, connect_options, ensure_stream
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -74,19 +76,44 @@ class Progress:
 
 
 def host_of(subject: str, prefix: str) -> str:
-    """The host token of SUBJECT.<host>.<action>."""
+    """The host token of SUBJECT.<host>.<action> (or of
+    SUBJECT.<host>.batch, whose last token is no action)."""
     rest = subject[len(prefix) + 1 :] if subject.startswith(prefix + ".") else subject
     return rest.rpartition(".")[0] or "unknown"
 
 
+def event_ids(msg_id: str, positions: str, count: int) -> list[str]:
+    """The ids of a batch message's `count` events: ``<prefix>-<position>``
+    for each position listed, the prefix being the batch id without its
+    ``-<first>-<last>``; each event is thus named as if it had come alone
+    (the id the agent gives it with batch=1), whatever batch carried it.
+    A list that does not match the body (never written by an agent) names
+    the events by their place in this message instead, each kept."""
+    listed = positions.split(",")
+    prefix = msg_id.rsplit("-", 2)[0]
+    if len(listed) == count and all(p.isdigit() for p in listed) and msg_id.count("-") >= 2:
+        return [f"{prefix}-{p}" for p in listed]
+    return [f"{msg_id}#{i}" for i in range(count)]
+
+
 def rows_of(messages: list[Msg], prefix: str, stream: str) -> list[pgstore.Row]:
+    """A row per event: one a message, or (Filewarden-Positions) one per
+    line of a batch message, each with its own id."""
     rows = []
     for msg in messages:
         meta = msg.metadata
         seq = int(meta.sequence.stream)
-        msg_id = (msg.headers or {}).get("Nats-Msg-Id") or f"{stream}-{seq}"
+        headers = msg.headers or {}
+        msg_id = headers.get("Nats-Msg-Id") or f"{stream}-{seq}"
         received = meta.timestamp if isinstance(meta.timestamp, dt.datetime) else dt.datetime.now(dt.UTC)
-        rows.append(pgstore.row_of(msg_id, host_of(msg.subject, prefix), seq, msg.data, received))
+        host = host_of(msg.subject, prefix)
+        positions = headers.get(POSITIONS_HEADER)
+        if positions is None:
+            rows.append(pgstore.row_of(msg_id, host, seq, msg.data, received))
+            continue
+        lines = msg.data.split(b"\n")
+        for part, (event_id, line) in enumerate(zip(event_ids(msg_id, positions, len(lines)), lines, strict=True)):
+            rows.append(pgstore.row_of(event_id, host, seq, line, received, part=part))
     return rows
 
 
@@ -200,15 +227,16 @@ class Collector:
                 if drain and await self._drained(js, stream):
                     return True
                 continue
+            rows = rows_of(messages, self.source.subject, stream)
             try:
-                new = await pgstore.insert(db, rows_of(messages, self.source.subject, stream), self._made)
+                new = await pgstore.insert(db, rows, self._made)
             except BaseException:
                 for msg in messages:  # come again now, not after the ack wait
                     with contextlib.suppress(Exception):
                         await msg.nak()
                 raise
             self.progress.collected += new  # committed: in the table whatever happens to the acks
-            self.progress.duplicates += len(messages) - new
+            self.progress.duplicates += len(rows) - new
             self.progress.batches += 1
             for msg in messages:
                 await msg.ack()

@@ -2,12 +2,15 @@
 
 Each row is one event as an agent wrote it (``doc``, JSONB, with
 ``host.name`` added from the subject it came on) and the columns a query
-filters on. The primary key is the JetStream message id (the agent's
-``Nats-Msg-Id``: host id, boot id, spool id and position) with the event's
-time, which a partitioned table's keys must hold; the same message always
-carries the same time, so the key is the message id: a message delivered
-again (its acknowledgement lost, a collector killed after the commit) is
-dropped by ``ON CONFLICT DO NOTHING``, and each event is in the table once.
+filters on. The primary key is the event's id (the agent's
+``Nats-Msg-Id``: host id, boot id, spool id and position; for an event of
+a batch message, the same id built from the batch's prefix and the
+event's position, collect.rows_of) with the event's time, which a
+partitioned table's keys must hold; the same event always carries the
+same time, so the key is the event's id: an event delivered again (its
+acknowledgement lost, a collector killed after the commit, a batch
+re-sent cut elsewhere) is dropped by ``ON CONFLICT DO NOTHING``, and each
+event is in the table once.
 
 Partitions (``filewarden_events_YYYYMMDD``, UTC days) are made when a
 batch needs one, under a transaction-scoped advisory lock so that
@@ -21,7 +24,9 @@ retries once when PostgreSQL finds no partition for a row).
 
 Order: ``stream_seq`` is the message's sequence in its stream, which keeps
 each host's events in the order the agent sent them (one connection
-publishes them in turn); queries order by time, then by it.
+publishes them in turn); the events of one batch message share it, and
+``part`` is each one's place in its message. Queries order by time, then
+by both.
 
 psycopg is imported only where a postgresql:// store is used.
 """
@@ -58,12 +63,17 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     sequence bigint,
     backend text,
     stream_seq bigint NOT NULL,
+    part smallint NOT NULL DEFAULT 0,
     received timestamptz NOT NULL DEFAULT now(),
     id bigserial,
     doc jsonb NOT NULL,
     PRIMARY KEY (msg_id, time)
 ) PARTITION BY RANGE (time);
-CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (time, stream_seq);
+-- A table from before batched messages: the column, and the order's
+-- index with it in place of the one without.
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS part smallint NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS {TABLE}_time;
+CREATE INDEX IF NOT EXISTS {TABLE}_order ON {TABLE} (time, stream_seq, part);
 CREATE INDEX IF NOT EXISTS {TABLE}_host ON {TABLE} (host, time);
 CREATE INDEX IF NOT EXISTS {TABLE}_path ON {TABLE} (path text_pattern_ops);
 CREATE INDEX IF NOT EXISTS {TABLE}_id ON {TABLE} (id);
@@ -74,9 +84,10 @@ CREATE INDEX IF NOT EXISTS {TABLE}_id ON {TABLE} (id);
 # every document with a regular expression, most of the collector's time.
 _INSERT: Final = f"""
 INSERT INTO {TABLE} (msg_id, time, host, action, path, container_id, process_executable, pid,
-                     sequence, backend, stream_seq, doc)
+                     sequence, backend, stream_seq, part, doc)
 SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[],
-                     %s::text[], %s::integer[], %s::bigint[], %s::text[], %s::bigint[], %b::jsonb[])
+                     %s::text[], %s::integer[], %s::bigint[], %s::text[], %s::bigint[], %s::smallint[],
+                     %b::jsonb[])
 ON CONFLICT DO NOTHING
 """  # noqa: S608
 
@@ -97,6 +108,7 @@ class Row:
     backend: str | None
     stream_seq: int
     doc: bytes
+    part: int = 0  # the event's place in its message (a batch), 0 for a message of one
 
 
 def _get(doc: dict[str, Any], section: str, key: str) -> Any:
@@ -112,8 +124,9 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def row_of(msg_id: str, host: str, stream_seq: int, data: bytes, received: dt.datetime) -> Row:
-    """The row for one message: its event's fields, and the event with
+def row_of(msg_id: str, host: str, stream_seq: int, data: bytes, received: dt.datetime, *, part: int = 0) -> Row:
+    """The row for one event (a message, or one line of a batch message):
+    its fields, and the event with
     ``host.name`` (the subject's host) when it names none. A body that is
     no JSON object is kept whole under ``message``, never dropped."""
     try:
@@ -140,6 +153,7 @@ def row_of(msg_id: str, host: str, stream_seq: int, data: bytes, received: dt.da
         backend=_text(_get(doc, "event", "backend")),
         stream_seq=stream_seq,
         doc=msgspec.json.encode(doc),
+        part=part,
     )
 
 
@@ -207,6 +221,7 @@ async def _insert(db: psycopg.AsyncConnection[Any], rows: Sequence[Row], made: s
                 [r.sequence for r in rows],
                 [r.backend for r in rows],
                 [r.stream_seq for r in rows],
+                [r.part for r in rows],
                 [r.doc.decode() for r in rows],
             ),
         )
@@ -337,7 +352,7 @@ def select(
         while True:
             try:
                 rows = db.execute(
-                    f"SELECT id, doc::text FROM {TABLE}{sql} ORDER BY time DESC, stream_seq DESC "  # noqa: S608
+                    f"SELECT id, doc::text FROM {TABLE}{sql} ORDER BY time DESC, stream_seq DESC, part DESC "  # noqa: S608
                     f"LIMIT {page} OFFSET {offset}",
                     args,
                 ).fetchall()

@@ -14,6 +14,16 @@ record's position in it, spool.py): a record sent again (its acknowledgement los
 agent killed before it noted it) has the same id, and JetStream drops it
 within the stream's duplicate window (dedup_s).
 
+With ``batch=N`` (N > 1), up to N consecutive records go as one message
+(fewer when max_payload would be passed): their lines joined by newlines,
+on ``SUBJECT.<host>.batch``, with ``Nats-Msg-Id: <prefix>-<first>-<last>``
+and ``Filewarden-Positions`` listing every record's position. The
+collector (fleet/collect.py) names each event ``<prefix>-<position>``, the
+id it would have alone, so that batches cut at other boundaries when
+re-sent after a restart (JetStream keeps both, their ids differ) still
+reach the table once per event. The spool lets a message's records go
+only once the whole message is acknowledged.
+
 What cannot be delivered is counted by cause and logged, never dropped in
 silence:
 
@@ -72,6 +82,16 @@ SYNC_EVERY_S: Final = 1.0
 # past which publishing waits for acknowledgements one at a time.
 IN_FLIGHT: Final = 2048
 IN_FLIGHT_BYTES: Final = 4 << 20
+# With batch > 1, the records read at once: past IN_FLIGHT records, as
+# many as fill IN_FLIGHT messages, within these bounds.
+MAX_READ_RECORDS: Final = 32768
+BATCH_READ_BYTES: Final = 16 << 20
+# A batch message's every record's position, in order (its id names only
+# the first and the last).
+POSITIONS_HEADER: Final = "Filewarden-Positions"
+# What a message's headers take besides their values (NATS/1.0, the
+# names, separators): the server's max_payload counts headers and body.
+HEADER_MARGIN: Final = 256
 # Not in a subject token: the separator, the wildcards and white space.
 _SUBJECT_UNSAFE: Final = str.maketrans(dict.fromkeys(". \t\r\n*>", "_"))
 
@@ -110,6 +130,39 @@ def subject_of(prefix: str, host: str, line: bytes) -> str:
     return ".".join(
         [prefix, host.translate(_SUBJECT_UNSAFE) or "unknown", str(action or "unknown").translate(_SUBJECT_UNSAFE)]
     )
+
+
+def message_size(body: bytes, headers: dict[str, str]) -> int:
+    """What a message takes against the server's max_payload: its body
+    and its headers (with room for their framing)."""
+    return len(body) + HEADER_MARGIN + sum(len(k) + len(v) for k, v in headers.items())
+
+
+def group(records: list[Record], batch: int, max_payload: int) -> list[list[Record]]:
+    """Consecutive records cut into messages of at most `batch` records
+    whose body, joined by newlines, and headers (the id, every position)
+    fit in `max_payload`; a boot starts a message of its own (the id's
+    prefix names one boot). A record too large for any message is alone:
+    the broker refuses it, and it alone is counted."""
+    if batch == 1:
+        return [[r] for r in records]
+    messages: list[list[Record]] = []
+    current: list[Record] = []
+    size = 0
+    for record in records:
+        # Its line, the newline before it, its position and comma; the id
+        # (about 100 characters) is within HEADER_MARGIN's slack.
+        cost = len(record.payload) + len(str(record.offset)) + 2
+        if current and (
+            len(current) >= batch or current[0].boot != record.boot or size + cost + HEADER_MARGIN * 2 > max_payload
+        ):
+            messages.append(current)
+            current, size = [], 0
+        current.append(record)
+        size += cost
+    if current:
+        messages.append(current)
+    return messages
 
 
 def spool_directory(state_dir: Path, output: Output) -> Path:
@@ -376,9 +429,15 @@ class NatsSink(CountedLosses):
     async def _send(self, nc: Client, js: JetStreamContext) -> None:
         """The spool's records, in order, until the connection fails."""
         synced = time.monotonic()
+        batch = self.options.batch
+        # Messages in flight stay about IN_FLIGHT whatever the batch: the
+        # records read at once grow with it, within a byte bound that a
+        # full round of batches fits in.
+        max_records = min(IN_FLIGHT * batch, MAX_READ_RECORDS)
+        max_bytes = IN_FLIGHT_BYTES if batch == 1 else BATCH_READ_BYTES
         while True:
             self._wake.clear()
-            records = self._spool.read(self._spool.acked, IN_FLIGHT, IN_FLIGHT_BYTES)
+            records = self._spool.read(self._spool.acked, max_records, max_bytes)
             if time.monotonic() - synced >= SYNC_EVERY_S:
                 self._spool.sync()  # milliseconds at most, on this thread's loop only
                 synced = time.monotonic()
@@ -386,33 +445,68 @@ class NatsSink(CountedLosses):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), SYNC_EVERY_S)
                 continue
-            acks = await self._publish(nc, js, records)
+            messages = group(records, batch, nc.max_payload)
+            acks = await self._publish(nc, js, messages)
             done = 0
             for ack in acks:
                 if isinstance(ack, BaseException):
                     break
                 done += 1
             if done:
-                dup = sum(1 for ack in acks[:done] if ack is True)
+                events = sum(len(m) for m in messages[:done])
+                dup = sum(len(m) for m, ack in zip(messages[:done], acks[:done], strict=True) if ack is True)
                 with self._lock:
-                    self.written += done
+                    self.written += events
                     self.duplicates += dup
                     self.failing = False
-                self._spool.ack(records[done - 1].end, done)
+                self._spool.ack(messages[done - 1][-1].end, events)
             if done < len(acks):
                 error = acks[done]
                 assert isinstance(error, BaseException)
                 if isinstance(error, nats.errors.MaxPayloadError | nats.js.errors.BadRequestError):
-                    # The broker refuses this event itself: counted and skipped.
-                    self._lose("refused", 1, str(error) or type(error).__name__)
-                    self._spool.ack(records[done].end, 1)
+                    # The broker refuses this message itself: counted and
+                    # skipped (an event too large is a message of its own).
+                    refused = messages[done]
+                    self._lose("refused", len(refused), str(error) or type(error).__name__)
+                    self._spool.ack(refused[-1].end, len(refused))
                     continue
                 raise error
 
-    async def _publish(self, nc: Client, js: JetStreamContext, records: list[Record]) -> list[bool | BaseException]:
-        """For each record in turn, True if the stream had it already (a
-        record sent again), False if it is new, or what failed; after the
-        first that could not be published, nothing.
+    def _message(self, records: list[Record]) -> tuple[str, bytes, dict[str, str]]:
+        """(subject, body, headers) of one message. With batch=1, the
+        event's own subject and id, as always. Otherwise (one record or
+        several, the same form): their lines joined, on
+        SUBJECT.<host>.batch, the id ``<prefix>-<first>-<last>`` and every
+        record's position in Filewarden-Positions, from which the
+        collector names each event ``<prefix>-<position>`` as if it had
+        come alone: batches cut elsewhere after a restart still name each
+        event the same."""
+        prefix = f"{self._host_id}-{records[0].boot}-{self._spool.id}"
+        if self.options.batch == 1:
+            line = records[0].payload.rstrip(b"\n")
+            return (
+                subject_of(self.options.subject, self.host, line),
+                line,
+                {"Nats-Msg-Id": f"{prefix}-{records[0].offset}"},
+            )
+        body = b"\n".join(r.payload.rstrip(b"\n") for r in records)
+        # The boot of a batch is its first record's: group() never puts
+        # records of two boots in one message.
+        return (
+            ".".join([self.options.subject, self.host.translate(_SUBJECT_UNSAFE) or "unknown", "batch"]),
+            body,
+            {
+                "Nats-Msg-Id": f"{prefix}-{records[0].offset}-{records[-1].offset}",
+                POSITIONS_HEADER: ",".join(str(r.offset) for r in records),
+            },
+        )
+
+    async def _publish(
+        self, nc: Client, js: JetStreamContext, messages: list[list[Record]]
+    ) -> list[bool | BaseException]:
+        """For each message (its records) in turn, True if the stream had
+        it already (a message sent again), False if it is new, or what
+        failed; after the first that could not be published, nothing.
 
         Published one after the other without waiting (JetStream's
         asynchronous publish: one reply subscription, a future a message),
@@ -422,22 +516,18 @@ class NatsSink(CountedLosses):
         than the publishing itself."""
         futures: list[asyncio.Future[Any]] = []
         failed: BaseException | None = None
-        for record in records:
-            line = record.payload.rstrip(b"\n")
-            if len(line) > nc.max_payload:
+        for records in messages:
+            subject, body, headers = self._message(records)
+            if len(body) > nc.max_payload or (
+                len(records) == 1 and self.options.batch > 1 and message_size(body, headers) > nc.max_payload
+            ):
                 # Refused here, before the client registers a reply it
                 # would never release (nats-py raises it after that).
                 failed = nats.errors.MaxPayloadError()
                 break
             try:
-                futures.append(
-                    await js.publish_async(
-                        subject_of(self.options.subject, self.host, line),
-                        line,
-                        headers={"Nats-Msg-Id": f"{self._host_id}-{record.boot}-{self._spool.id}-{record.offset}"},
-                    )
-                )
-            except Exception as exc:  # noqa: BLE001 - reported in the record's place, as an acknowledgement's error
+                futures.append(await js.publish_async(subject, body, headers=headers))
+            except Exception as exc:  # noqa: BLE001 - reported in the message's place, as an acknowledgement's error
                 failed = exc
                 break
         if futures:

@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from filewarden.config import parse_output
+from filewarden.eventstore.store import Query
 from filewarden.fleet import pgstore
 from filewarden.fleet.collect import Collector, Progress
-from filewarden.pipeline.jetstream import NatsSink
+from filewarden.integrity.trust import boot_id
+from filewarden.pipeline.jetstream import NatsSink, host_id
 from tests.support import postgres
 from tests.support.natsd import NatsServer
 from tests.support.wait import wait_for
@@ -374,3 +378,134 @@ def test_collect_with_a_retention_drops_old_days_and_says_so(
     bad = filewarden("collect", "--from", f"{broker.url}/{SUBJECT}", "--into", pg.dsn, "--retention-days", "-1")
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def sink_for(broker: NatsServer, tmp_path: Path, host: str, batch: int, monkeypatch: pytest.MonkeyPatch) -> NatsSink:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", f"host.name={host}")
+    query = f"?batch={batch}" if batch > 1 else ""
+    return NatsSink(parse_output(f"{broker.url}/{SUBJECT}{query}"), state_dir=tmp_path / f"state-{host}")
+
+
+def single_event_ids(sink: NatsSink, events: list[bytes]) -> list[str]:
+    """The id batch=1 gives each event: <host id>-<boot id>-<spool id>-<position>,
+    the position the record's byte offset in a new spool (a header of 8
+    bytes, then the line)."""
+    prefix = f"{host_id()}-{boot_id()}-{(sink.spool_path / 'id').read_text().strip()}"
+    ids, offset = [], 0
+    for e in events:
+        ids.append(f"{prefix}-{offset}")
+        offset += 8 + len(e)
+    return ids
+
+
+def test_a_batch_message_is_a_row_per_event_under_its_single_event_id(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batch=50: each event once, its msg_id what batch=1 would have
+    given it; the events of one message share stream_seq and keep their
+    order by part, also for the reader (equal times: the order is
+    stream_seq's and part's)."""
+    events = [
+        json.dumps({**json.loads(event("web-1", n)), "@timestamp": "2026-12-04T10:00:00Z"}).encode() + b"\n"
+        for n in range(500)
+    ]
+    sink = sink_for(broker, tmp_path, "web-1", 50, monkeypatch)
+    sink.write(events)
+    wait_for(lambda: sink.spooled == 0, 60)
+    sink.close()
+    assert sink.written == 500
+    (progress,) = collect(broker, pg.dsn)
+    assert (progress.collected, progress.duplicates) == (500, 0)
+    rows = pg.query(
+        f"SELECT host, msg_id, sequence, stream_seq, part FROM {pgstore.TABLE} ORDER BY time, stream_seq, part"
+    )
+    assert [r[2] for r in rows] == list(range(500))
+    assert [r[1] for r in rows] == single_event_ids(sink, events)
+    assert {r[0] for r in rows} == {"web-1"}
+    assert len({r[3] for r in rows}) == 10
+    assert [r[4] for r in rows] == [n % 50 for n in range(500)]
+    found, _ = pgstore.select(pg.dsn, Query(), None, None, None)
+    assert [json.loads(d)["event"]["sequence"] for d in found] == list(range(500))
+    assert [json.loads(d)["event"]["sequence"] for d in pgstore.select(pg.dsn, Query(), None, 7, None)[0]] == list(
+        range(493, 500)
+    )
+
+
+def test_a_resend_cut_at_other_boundaries_is_in_the_table_once(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acknowledgements of a batch=50 run lost (the spool put back as
+    it was) and the spool sent again with batch=30: the stream holds each
+    event twice under different batch ids; the table once, under its
+    single-event id."""
+    events = [event("web-1", n) for n in range(300)]
+    broker.kill()
+    sink = sink_for(broker, tmp_path, "web-1", 50, monkeypatch)
+    sink.drain_s = 0
+    sink.write(events)
+    sink.close()
+    kept = tmp_path / "kept"
+    shutil.copytree(sink.spool_path, kept)
+    broker.start()
+    first = sink_for(broker, tmp_path, "web-1", 50, monkeypatch)
+    wait_for(lambda: first.spooled == 0, 60)
+    first.close()
+    shutil.rmtree(sink.spool_path)
+    shutil.copytree(kept, sink.spool_path)
+    again = sink_for(broker, tmp_path, "web-1", 30, monkeypatch)
+    wait_for(lambda: again.spooled == 0, 60)
+    again.close()
+    assert (first.written, again.written) == (300, 300)
+    (progress,) = collect(broker, pg.dsn)
+    assert (progress.collected, progress.duplicates) == (300, 300)
+    rows = pg.query(f"SELECT msg_id, sequence FROM {pgstore.TABLE} ORDER BY sequence")
+    assert [r[1] for r in rows] == list(range(300))
+    assert [r[0] for r in rows] == single_event_ids(first, events)
+
+
+def test_batch_and_single_event_hosts_together(
+    broker: NatsServer, pg: postgres.PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One host with batch=1, one with batch=50, on one stream: each
+    event once, with its host (the batch subject's last token is no
+    action), in each host's order."""
+    for host, batch, count in (("web-1", 1, 200), ("db-1", 50, 400)):
+        sink = sink_for(broker, tmp_path, host, batch, monkeypatch)
+        events = [event(host, n) for n in range(count)]
+        for start in range(0, count, 100):
+            sink.write(events[start : start + 100])
+        wait_for(lambda s=sink: s.spooled == 0, 60)  # type: ignore[misc]
+        sink.close()
+        assert sink.written == count
+    (progress,) = collect(broker, pg.dsn)
+    assert (progress.collected, progress.duplicates) == (600, 0)
+    rows = pg.query(f"SELECT host, msg_id, sequence, action FROM {pgstore.TABLE} ORDER BY stream_seq, part")
+    assert len({r[1] for r in rows}) == 600
+    for host, count in (("web-1", 200), ("db-1", 400)):
+        assert [r[2] for r in rows if r[0] == host] == list(range(count))
+    assert {r[3] for r in rows if r[0] == "db-1"} == set(ACTIONS)
+
+
+def test_a_table_from_before_gets_the_part_column(pg: postgres.PostgresServer) -> None:
+    """A table made before batch messages (no part, the old order index):
+    prepare() adds the column and the index, keeping the rows."""
+    old = pgstore.SCHEMA.replace("    part smallint NOT NULL DEFAULT 0,\n", "").split("-- A table from before")[0]
+    old += f"CREATE INDEX IF NOT EXISTS {pgstore.TABLE}_time ON {pgstore.TABLE} (time, stream_seq);\n"
+    old += f"CREATE TABLE {pgstore.TABLE}_20261204 PARTITION OF {pgstore.TABLE} "
+    old += "FOR VALUES FROM ('2026-12-04T00:00:00Z') TO ('2026-12-05T00:00:00Z');\n"
+    old += (
+        f"INSERT INTO {pgstore.TABLE} (msg_id, time, host, stream_seq, doc) "
+        "VALUES ('a-b-c-0', '2026-12-04T10:00:00Z', 'web-1', 1, '{}');"
+    )
+
+    async def run() -> None:
+        async with await psycopg.AsyncConnection.connect(pg.dsn, autocommit=True) as db:
+            await db.execute(old)  # type: ignore[arg-type]
+            await pgstore.prepare(db)
+            await pgstore.prepare(db)  # and again: nothing to do
+
+    asyncio.run(run())
+    assert pg.query(f"SELECT msg_id, part FROM {pgstore.TABLE}") == [("a-b-c-0", 0)]
+    indexes = {r[0] for r in pg.query("SELECT indexname FROM pg_indexes WHERE tablename = %s", (pgstore.TABLE,))}
+    assert f"{pgstore.TABLE}_order" in indexes
+    assert f"{pgstore.TABLE}_time" not in indexes

@@ -359,6 +359,7 @@ def test_unreadable_credentials_fail_at_open(tmp_path: Path) -> None:
             ),
         ),
         ("nats://n:4222/fim?creds=/c.creds&tls=1", NatsOptions(("n:4222",), "fim", "FIM", creds="/c.creds", tls=True)),
+        ("nats://n:4222/fim?batch=50", NatsOptions(("n:4222",), "fim", "FIM", batch=50)),
         (
             "nats://n:4222/fim?nkey=/k&tls_cert=/c&tls_key=/k2",
             NatsOptions(("n:4222",), "fim", "FIM", nkey="/k", tls=True, tls_cert="/c", tls_key="/k2"),
@@ -391,6 +392,9 @@ def test_good_specs(spec: str, options: NatsOptions) -> None:
         ("nats://n:4222/fim?creds=/a&nkey=/b", "one of creds, nkey and user_file, not several"),
         ("nats://n:4222/fim?tls_key=/k", "tls_cert and tls_key go together"),
         ("nats://n:4222/fim?tls=yes", "tls must be 1 or 0, not 'yes'"),
+        ("nats://n:4222/fim?batch=0", "batch must be a whole number from 1 to 1000, not '0'"),
+        ("nats://n:4222/fim?batch=x", "batch must be a whole number from 1 to 1000, not 'x'"),
+        ("nats://n:4222/fim?batch=1001", "batch must be a whole number from 1 to 1000, not '1001'"),
     ],
 )
 def test_bad_specs(spec: str, message: str) -> None:
