@@ -82,10 +82,13 @@ _OPENED: Final = frozenset({"create", "open_write", "truncate", "modify"})  # mo
 GLOBS: Final = "globs"  # meta key: the globs the baseline was made for, one per line
 # Paths named by live events since the last checkpoint; past this many the
 # next checkpoint rescans everything instead (memory stays bounded).
-MAX_DIRTY: Final = 100_000
+MAX_DIRTY: Final = 1_000_000
 LOSS_POLL_S: Final = 1.0  # how often the backend's loss counters are read
 RESCAN_GAP_S: Final = 10.0  # a storm of losses: one rescan, then at most one per this
 LOSS_LOG_S: Final = 10.0  # a WARNING about losses at most this often
+# Live actions that make a name: a path new to the baseline that none of
+# them named while events were lost may have had its create lost.
+_MAKES: Final = frozenset({"create", "mkdir", "rename", "link", "symlink"})
 # Loss causes that a rescan repairs: all but process records (exec, fork,
 # exit), whose loss costs attribution, not a file change.
 _NOT_FILE_LOSSES: Final = frozenset({"process_records"})
@@ -138,6 +141,8 @@ class IntegrityMonitor:
         self._seen: set[bytes] | None = None  # paths live events named while a rescan runs
         self._rebuild = rebuild
         self._dirty: set[bytes] = set()
+        self._made: set[bytes] = set()  # dirty paths a live action made (_MAKES)
+        self._moved: set[bytes] = set()  # dirty paths a live rename made (what is below came with it)
         self._overflow = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -170,6 +175,8 @@ class IntegrityMonitor:
         """Live events' paths (host paths where enrichment found them), to
         re-read at the next checkpoint. Called on the pipeline's thread."""
         paths = set()
+        made = set()
+        moved = set()
         for doc in docs:
             file = doc.get("file")
             event = doc.get("event", {})
@@ -180,6 +187,10 @@ class IntegrityMonitor:
                 raw = path.encode("utf-8", "surrogateescape")
                 paths.add(raw)
                 action = doc["event"].get("action")
+                if action in _MAKES:
+                    made.add(raw)
+                    if action == "rename":
+                        moved.add(raw)
                 if action in _REHASH:
                     self.content.submit(raw, doc)
                     if action == "close_write":
@@ -200,8 +211,12 @@ class IntegrityMonitor:
             if len(self._dirty) + len(paths) > MAX_DIRTY:
                 self._overflow = True
                 self._dirty.clear()
+                self._made.clear()
+                self._moved.clear()
             elif not self._overflow:
                 self._dirty.update(paths)
+                self._made.update(made)
+                self._moved.update(moved)
 
     def dirty_count(self) -> int:
         """Paths live events touched, waiting for the next checkpoint."""
@@ -244,7 +259,14 @@ class IntegrityMonitor:
             )
         try:
             if self.started.is_set() and self._baseline.get_meta(SCAN_STATE) == "complete":
-                self._catch_up("stop")
+                self._look_for_losses()
+                lossy = self.rescans.pending_since_ns is not None
+                if lossy:
+                    log.warning(
+                        "baseline: events were lost since the last rescan and none has run since: "
+                        "the next start compares the monitored files with the baseline and reports what they missed"
+                    )
+                self._catch_up("stop", lossy=lossy)
         except BaselineError as exc:
             self._stale(exc)
 
@@ -283,9 +305,15 @@ class IntegrityMonitor:
         last_rescan = float("-inf")
         while not self._stop.wait(max(0.0, min(LOSS_POLL_S, next_checkpoint - time.monotonic()))):
             try:
+                # Read before any checkpoint: a path a live event named after
+                # a gap is then known to be in a lossy window (the gap is
+                # counted when the record after it is read, before that
+                # record's event reaches observe()).
                 self._look_for_losses()
                 now = time.monotonic()
-                if self.rescans.pending_since_ns is not None and now - last_rescan >= RESCAN_GAP_S:
+                if self.rescans.pending_since_ns is not None:
+                    if now - last_rescan < RESCAN_GAP_S:
+                        continue  # no checkpoint takes anything in while a loss waits for its rescan
                     self._rescan("loss")
                     last_rescan = time.monotonic()
                 elif now >= next_scheduled:
@@ -348,15 +376,19 @@ class IntegrityMonitor:
             self._seen = set()
         try:
             # What live events named is theirs: taken in first, unreported.
-            self._catch_up(f"{reason} rescan")
+            unmade = self._catch_up(f"{reason} rescan", lossy=reason == "loss")
             with self._lock:
-                leave = self.content.owned() | self._dirty
+                # New files whose create may be among the lost are the
+                # rescan's to report, even while the content watch has them
+                # (it finds no baseline entry to compare with: no event).
+                leave = (self.content.owned() | self._dirty) - unmade
             scanner = Scanner(
                 self._baseline,
                 self.config.matcher,
                 options_of(self.config, full=reason == "scheduled"),
-                trusted=TrustRule.of(self._baseline),
+                trusted=TrustRule.of(self._baseline, root=self.root),
                 cancel=self._stop,
+                root=self.root,
             )
             report = scanner.scan(staged=True, leave=leave)
             end = time.time_ns()
@@ -370,6 +402,7 @@ class IntegrityMonitor:
                 events.append(with_package(doc, change, self.packages))
             if events:
                 self._emit(events)
+                self.content.forget_fresh({c.path for c in report.changes})
             self._baseline.commit_staged(report.gone)
             checkpoint(self._baseline, f"{reason} rescan", self._baseline.devices())
         finally:
@@ -472,12 +505,29 @@ class IntegrityMonitor:
                 "baseline: %d files kept changing while read: compared at the next checkpoint", len(report.unstable)
             )
 
-    def _catch_up(self, reason: str) -> None:
+    def _catch_up(self, reason: str, *, lossy: bool = False) -> set[bytes]:
         """Writes what live events touched to the baseline (no events), then
-        checkpoints with the writeback errors since start."""
+        checkpoints with the writeback errors since start. `lossy`: events
+        were lost since the last checkpoint, so a path new to the baseline
+        that no live action made (its create may be among the lost) is not
+        taken in: the rescan (or the next start's comparison) reports it.
+        Returns those paths."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
+            made, self._made = self._made, set()
+            moved, self._moved = self._moved, set()
             overflow, self._overflow = self._overflow, False
+        fresh = self.content.take_fresh()
+        unmade: set[bytes] = set()
+        if lossy and not overflow:
+            unmade = {
+                p
+                for p in dirty
+                if p not in made and not _below(p, moved) and (p in fresh or self._baseline.stat_of(p) is None)
+            }
+            # Stored by the content watch as new (its create taken for the
+            # event): new to the baseline again, for the rescan to report.
+            self._baseline.delete_many(sorted(unmade & fresh))
         # What the content watch has still to compare stays its own: read
         # here first, a written file's new content would be in the baseline
         # before the comparison, which would then find it "the same" and
@@ -486,7 +536,17 @@ class IntegrityMonitor:
         if owned:
             with self._lock:
                 self._dirty.update(dirty & owned)
+                self._made.update(made & owned)
+                self._moved.update(moved & owned)
             dirty -= owned
+        if lossy and overflow:
+            # Too many paths were named to know which: reading everything now
+            # would take in what the lost events would have said. Nothing is
+            # taken in; the comparison that follows reports every difference
+            # (some of them live events said too).
+            dirty, overflow = set(), False
+        dirty -= unmade
+        owned |= unmade
         baseline = self._baseline
         if dirty or overflow:
             scanner = Scanner(
@@ -496,11 +556,35 @@ class IntegrityMonitor:
                 trusted=TrustRule.of(baseline, root=self.root),
                 root=self.root,
             )
-            scanner.scan(under=() if overflow else sorted(dirty), update=True, leave=owned)
+            named = frozenset(dirty)
+            scanner.scan(
+                under=() if overflow else sorted(dirty),
+                update=True,
+                leave=owned,
+                # After a loss, only what live events named (and what a live
+                # rename moved): the walk below a named directory must not
+                # take in a change whose event was lost.
+                admit=(lambda p: p in named or _below(p, moved)) if lossy else None,
+            )
         errors = self._watch.errors()
         for dev, why in errors.items():
             log.warning("baseline: writeback error on device %d:%d: %s", dev >> 8, dev & 0xFF, why)
         checkpoint(baseline, reason, baseline.devices(), errors, root=self.root)
+        return unmade
+
+
+def _below(path: bytes, moved: set[bytes]) -> bool:
+    """`path` is, or is below, a directory a live rename moved (its files
+    came with it: no event names them)."""
+    if not moved:
+        return False
+    while True:
+        if path in moved:
+            return True
+        parent = path.rpartition(b"/")[0]
+        if not parent:
+            return False
+        path = parent
 
 
 def _only_newly_monitored(change: Change, added: PathMatcher, before: PathMatcher | None) -> bool:

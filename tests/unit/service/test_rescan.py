@@ -154,3 +154,71 @@ def test_a_scheduled_rescan_hashes_every_file_and_finds_what_stat_hides(tmp_path
         assert world.monitor.rescans.status()["last"]["reason"] == "scheduled"
     finally:
         world.monitor.close()
+
+
+def live(world: World, action: str, path: Path) -> None:
+    world.monitor.observe([{"event": {"action": action}, "file": {"path": str(path)}, "process": {}}])
+
+
+def test_a_file_whose_create_was_lost_is_reported_once_as_created(world: World) -> None:
+    """Its create lost, its write seen live: the write alone does not let a
+    checkpoint take the file in unreported."""
+    world.start()
+    made = world.files / "made-in-the-gap.conf"
+    made.write_bytes(b"new\n")
+    world.lost["sequence_gaps"] += 1  # the create's record
+    live(world, "open_write", made)
+    live(world, "close_write", made)
+    wait_for(lambda: world.rescans("loss") == 1, 30)
+    assert world.monitor.content.wait_idle(30)
+    assert world.by_action() == {"create": ["made-in-the-gap.conf"]}
+
+
+def test_a_create_seen_live_is_not_reported_again(world: World) -> None:
+    world.start()
+    made = world.files / "seen.conf"
+    made.write_bytes(b"new\n")
+    live(world, "create", made)
+    world.lost["sequence_gaps"] += 1
+    wait_for(lambda: world.rescans("loss") == 1, 30)
+    assert world.events == []
+
+
+def test_below_a_directory_a_live_event_named_a_lost_change_is_still_reported(world: World) -> None:
+    """A live chmod of a directory has the checkpoint walk it; after a loss
+    that walk takes in only what live events named."""
+    world.start()
+    sub = world.files / "sub"
+    sub.mkdir()
+    (sub / "x.conf").write_bytes(b"one\n")
+    live(world, "mkdir", sub)
+    live(world, "create", sub / "x.conf")
+    live(world, "close_write", sub / "x.conf")
+    assert world.monitor.content.wait_idle(30)
+    world.monitor._catch_up("periodic")  # in the baseline, as after a checkpoint
+    (sub / "x.conf").write_bytes(b"changed, its events lost\n")
+    (sub / "y.conf").write_bytes(b"made, its events lost\n")
+    sub.chmod(0o700)
+    live(world, "chmod", sub)
+    world.lost["sequence_gaps"] += 4
+    wait_for(lambda: world.rescans("loss") == 1, 30)
+    assert world.by_action() == {"content_changed": ["x.conf"], "create": ["y.conf"]}
+
+
+def test_files_a_live_rename_moved_are_not_reported_as_created(world: World) -> None:
+    world.start()
+    old, new = world.files / "dir", world.files / "moved"
+    old.mkdir()
+    (old / "f.conf").write_bytes(b"f\n")
+    live(world, "mkdir", old)
+    live(world, "create", old / "f.conf")
+    world.monitor._catch_up("periodic")
+    old.rename(new)
+    world.monitor.observe(
+        [{"event": {"action": "rename"}, "file": {"path": str(new), "source_path": str(old)}, "process": {}}]
+    )
+    live(world, "close_write", new / "f.conf")
+    world.lost["sequence_gaps"] += 1  # something else's
+    wait_for(lambda: world.rescans("loss") == 1, 30)
+    assert world.monitor.content.wait_idle(30)
+    assert [e for e in world.events if e["event"].get("rescan")] == []
