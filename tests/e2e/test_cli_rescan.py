@@ -102,3 +102,64 @@ def test_every_file_of_a_burst_is_reported_once_as_created(
 def status_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if "rescan (loss: " in line]
     return lines[-1].split("rescan ", 1)[1] if lines else "?"
+
+
+def physical_offset(path: Path) -> int:
+    """Where the file's first byte is on its block device (FS_IOC_FIEMAP,
+    include/uapi/linux/fiemap.h), after a sync so that it has one."""
+    import fcntl
+    import struct
+
+    fs_ioc_fiemap = 0xC020660B
+    extent = struct.Struct("=QQQ2QI3I")  # struct fiemap_extent: 56 bytes
+    head = struct.Struct("=QQIIII")  # struct fiemap: 32 bytes
+    buf = bytearray(head.pack(0, 2**64 - 1, 1, 0, 1, 0) + bytes(extent.size))  # FIEMAP_FLAG_SYNC
+    with path.open("rb") as f:
+        fcntl.ioctl(f.fileno(), fs_ioc_fiemap, buf)
+    assert head.unpack_from(buf)[3] == 1, "no extent"
+    return int(extent.unpack_from(buf, head.size)[1])
+
+
+def test_a_scheduled_rescan_finds_a_change_no_hook_sees(start_agent: StartAgent, tmp_path: Path) -> None:
+    """The file's blocks rewritten through the loop device under its ext4:
+    no file of the filesystem is opened, so no hook and no fanotify mark
+    sees it; the scheduled rescan (every file hashed) does."""
+    import hashlib
+    import subprocess
+
+    with mounts.ext4() as fs:
+        conf = fs / "data.conf"
+        conf.write_bytes(b"A" * 4096)
+        offset = physical_offset(conf)
+        device = subprocess.run(
+            ["findmnt", "-n", "-o", "SOURCE", str(fs)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        out, state, cfg = tmp_path / "events.jsonl", tmp_path / "state", tmp_path / "fw.toml"
+        cfg.write_text(f'paths = ["{fs}/**"]\noutputs = ["jsonl:{out}"]\nrescan_interval = 3\nevent_store = false\n')
+        agent = start_agent("--config", str(cfg), "--state-dir", str(state))
+        agent.wait_ready()
+        wait_start_scans(state, 1)
+        fd = os.open(device, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"B" * 4096, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")  # the file's pages read again from the device
+        assert conf.read_bytes() == b"B" * 4096
+        deadline = time.monotonic() + 120
+        found: list[dict] = []  # type: ignore[type-arg]
+        while not found:
+            assert time.monotonic() < deadline, "no rescan reported the change"
+            time.sleep(0.5)
+            if out.exists():
+                found = [json.loads(line) for line in out.read_text().splitlines()]
+        code, _, stderr = agent.stop()
+    assert code == 0, stderr
+    (change,) = found
+    assert change["event"]["action"] == "content_changed"
+    assert change["event"]["rescan"] is True
+    assert change["file"]["path"] == str(conf)
+    assert change["file"]["hash"] == {"sha256": hashlib.sha256(b"B" * 4096).hexdigest()}
+    assert "rescan (scheduled): " in stderr
