@@ -334,7 +334,12 @@ class IntegrityMonitor:
         """Reads the backend's loss counters; a rise is a rescan to come."""
         if self.losses is None:
             return
-        now = {c: n for c, n in self.losses().items() if c not in _NOT_FILE_LOSSES}
+        try:
+            counted = self.losses()
+        except Exception as exc:  # noqa: BLE001 - a backend stopping or gone: nothing more to learn
+            log.debug("baseline: the backend's loss counters: %s", exc)
+            return
+        now = {c: n for c, n in counted.items() if c not in _NOT_FILE_LOSSES}
         before, self._lost_seen = self._lost_seen, now
         if before is None:
             # The first look: what was lost before the start scan, the start
