@@ -69,10 +69,10 @@ ONE_KERNEL = "one_kernel"
 ONE_KERNEL_DEFAULT = {"lsm": "newest", "fentry": "6.1"}
 ONE_KERNEL_SHARES: dict[str, dict[str, tuple[str, ...]]] = {
     "lsm": {
-        "6.1": ("tests/kernel/test_packages.py", "tests/e2e/test_cli_content.py"),
+        "6.1": ("tests/kernel/test_packages.py", "tests/e2e/test_cli_content.py", "tests/e2e/test_cli_host_root.py"),
         "6.12": (
             "tests/e2e/test_cli_events.py",
-            "tests/e2e/test_cli_host_root.py",
+            "tests/e2e/test_cli_rescan.py",
             "tests/e2e/test_cli_metrics.py",
             "tests/e2e/test_cli_offline.py",
             "tests/e2e/test_cli_reload.py",

@@ -780,6 +780,18 @@ def status(socket_path: Path, as_json: bool) -> None:
         if agent.get("restart_needed"):
             line += f"; needs a restart for: {', '.join(agent['restart_needed'])}"
         click.echo(line)
+    rescans = agent.get("rescans")
+    if rescans is not None:
+        runs = rescans.get("runs", {})
+        line = (
+            f"rescans: {runs.get('loss', 0)} after a loss, {runs.get('scheduled', 0)} scheduled; "
+            f"{rescans.get('reported', 0)} change(s) found"
+        )
+        if rescans.get("running"):
+            line += f"; a {rescans['running']} rescan running"
+        if rescans.get("pending_since"):
+            line += f"; events lost since {rescans['pending_since']}: a rescan is pending"
+        click.echo(line)
     for out in agent.get("outputs", []):
         state = "FAILING" if out.get("failing") else "ok"
         line = f"output {out['spec']}: {state}, {out.get('written', 0)} written, {out.get('errors', 0)} errors"

@@ -51,6 +51,7 @@ DEFAULT_STATE_DIR: Final = Path("/var/lib/filewarden")
 DEFAULT_SCAN_RATE_MIB_S: Final = 50.0
 DEFAULT_MAX_FILE_SIZE: Final = 100 * 1024 * 1024
 DEFAULT_REHASH_INTERVAL: Final = 60.0
+DEFAULT_RESCAN_INTERVAL: Final = 12 * 3600.0
 DEFAULT_RETENTION_DAYS: Final = 30.0
 DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:9464"
 DEFAULT_RETENTION_MIB: Final = 1024.0
@@ -106,6 +107,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scan_rate_mib_s: float | UnsetType = UNSET
     max_file_size: int | UnsetType = UNSET
     rehash_interval: float | UnsetType = UNSET
+    rescan_interval: float | UnsetType = UNSET
     baseline: bool | UnsetType = UNSET
     report_initial_scan: bool | UnsetType = UNSET
     rebuild_baseline: bool | UnsetType = UNSET
@@ -233,6 +235,9 @@ class Config:
     # A file held open for writing is hashed this often (seconds) until it
     # is closed; 0: only at its close.
     rehash_interval: float = DEFAULT_REHASH_INTERVAL
+    # The monitored files compared with the baseline this often (seconds),
+    # every file hashed, for changes no hook sees; 0: only after a loss.
+    rescan_interval: float = DEFAULT_RESCAN_INTERVAL
     # Keep a baseline and report what changed while the agent was not running.
     baseline: bool = True
     # Report every file of the first scan (which builds the baseline) as created.
@@ -691,6 +696,11 @@ def load(
             _check_rate(file.rehash_interval, where, "rehash_interval")
             if file.rehash_interval is not UNSET
             else DEFAULT_REHASH_INTERVAL
+        ),
+        rescan_interval=(
+            _check_rate(file.rescan_interval, where, "rescan_interval")
+            if file.rescan_interval is not UNSET
+            else DEFAULT_RESCAN_INTERVAL
         ),
         baseline=_flag(baseline, file.baseline, default=True),
         report_initial_scan=_flag(report_initial_scan, file.report_initial_scan, default=False),

@@ -53,6 +53,8 @@ def test_metrics_and_health_while_running(start_agent: StartAgent, watched: Path
     assert f'filewarden_events_total{{action="create",backend="{backend}"}}' in body
     assert f'filewarden_info{{backend="{backend}"' in body
     assert "filewarden_records_lost_total" in body
+    assert 'filewarden_rescans_total{reason="loss"} 0.0' in body
+    assert "filewarden_rescan_pending 0.0" in body
     assert f'filewarden_output_events_total{{output="sqlite:{state}/events.db"}}' in body
     assert f"metrics on http://127.0.0.1:{port}/metrics and /healthz (loopback only)" in stderr
 
@@ -90,8 +92,10 @@ def test_status_of_the_running_agent(start_agent: StartAgent, watched: Path, tmp
     assert lines[1].startswith("events: ")
     assert f"output jsonl:{tmp_path / 'o'}: ok, " in done.stdout
     assert f"output sqlite:{state}/events.db: ok, " in done.stdout
+    assert "rescans: 0 after a loss, 0 scheduled; 0 change(s) found" in lines
     doc = json.loads(as_json.stdout)
     assert len(doc["agent"]["config_digest"]) == 16
+    assert doc["agent"]["rescans"]["pending_since"] is None
     assert doc["globs"] == [f"{watched}/**"]
 
 

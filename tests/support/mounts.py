@@ -25,11 +25,11 @@ def umount(path: Path) -> None:
 
 
 @contextmanager
-def tmpfs(size: str = "64m", base: str | None = None) -> Iterator[Path]:
+def tmpfs(size: str = "64m", base: str | None = None, inodes: int = 65536) -> Iterator[Path]:
     """A fresh tmpfs mounted on a new directory."""
     where = Path(tempfile.mkdtemp(prefix="fw-tmpfs-", dir=base))
     # nr_inodes: a tiny tmpfs would otherwise have only a handful of inodes.
-    mount("-t", "tmpfs", "-o", f"size={size},nr_inodes=65536", "fwtest", str(where))
+    mount("-t", "tmpfs", "-o", f"size={size},nr_inodes={inodes}", "fwtest", str(where))
     try:
         yield where
     finally:

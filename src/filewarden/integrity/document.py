@@ -86,3 +86,14 @@ def offline_document(change: Change, window_start_ns: int | None, window_end_ns:
         window["start"] = format_timestamp(window_start_ns)
     doc["event"].update(offline=True, window=window)
     return {"@timestamp": format_timestamp(time.time_ns()), **doc}
+
+
+def rescan_document(change: Change, window_start_ns: int | None, window_end_ns: int) -> dict[str, Any]:
+    """The event for a change a rescan found while the agent ran (events
+    were lost, or a scheduled rescan): the live action, `event.rescan`,
+    the window it happened in (from the last look that saw no loss, or the
+    last checkpoint, to the rescan), no process."""
+    doc = offline_document(change, window_start_ns, window_end_ns)
+    del doc["event"]["offline"]
+    doc["event"]["rescan"] = True
+    return doc

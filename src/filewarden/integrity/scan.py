@@ -146,6 +146,7 @@ class Scanner:
         staged: bool = False,
         collect: bool = True,
         leave: Collection[bytes] = frozenset(),
+        admit: Callable[[bytes], bool] | None = None,
     ) -> ScanReport:
         """Compares the disk with the baseline; with `update`, writes what it
         found (new entries, new hashes, gone paths removed) as it goes; with
@@ -153,7 +154,10 @@ class Scanner:
         it), so that a comparison cut short leaves the baseline as it was.
         Without `collect`, changes are not kept (a first scan that reports
         nothing: memory stays flat). Files in `leave` are not read (another
-        reader owns their content: service/content.py)."""
+        reader owns their content: service/content.py); with `admit`, only
+        the paths it admits are read or found gone, the others left as the
+        baseline has them (a checkpoint after events were lost takes in
+        only what live events named)."""
         under = [os.fsencode(os.path.abspath(p)) for p in under]
         report = ScanReport(changes=[], progress=Progress())
         if staged:
@@ -200,7 +204,7 @@ class Scanner:
             """A baseline entry the disk no longer has (and, for a directory,
             all it held); entries no glob matches any more are dropped."""
             for old in self.baseline.subtree(path) if row[8] == "dir" else [self.baseline.get(path)]:
-                if old is None:
+                if old is None or (admit is not None and not admit(old.path)):
                     continue
                 if matches(old.path) and not any(_at_or_below(old.path, x) for x in self.skip_mounts or ()):
                     gone.append(old)
@@ -214,7 +218,7 @@ class Scanner:
             inflight: dict[concurrent.futures.Future[Entry | None], tuple[Entry | None, bytes]] = {}
 
             def examine(path: bytes, st: os.stat_result, row: tuple[Any, ...] | None) -> None:
-                if path in leave:
+                if path in leave or (admit is not None and not admit(path)):
                     return
                 report.progress.scanned += 1
                 if not full and _reusable(row, st, algorithms, self.moved) and trusted(st.st_dev):

@@ -100,6 +100,10 @@ class ContentWatch:
         # _retry, _large and _open, what owned() names.
         self._queued: dict[bytes, int] = {}
         self._current: bytes | None = None
+        # Files stored with no baseline entry before (their create was the
+        # event), since the last checkpoint took them: after a loss, the
+        # create may not have been (service/integrity.py).
+        self._fresh: set[bytes] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="filewarden-content", daemon=True)
         self._idle = threading.Event()
@@ -149,6 +153,16 @@ class ContentWatch:
             if self._current is not None:
                 owned.add(self._current)
         return owned
+
+    def take_fresh(self) -> set[bytes]:
+        """The files stored as new since the last call."""
+        with self._lock:
+            fresh, self._fresh = self._fresh, set()
+        return fresh
+
+    def forget_fresh(self, paths: set[bytes]) -> None:
+        with self._lock:
+            self._fresh -= paths
 
     def _unqueue(self, path: bytes) -> None:
         with self._lock:
@@ -314,6 +328,9 @@ class ContentWatch:
         baseline.put_many([now])
         if before is None or before.kind != "file" or not before.hashes:
             self.stats.new += 1
+            if before is None:
+                with self._lock:
+                    self._fresh.add(path)
             return
         common = [a for a in now.hashes or {} if a in before.hashes]
         if common and all(before.hashes[a] == (now.hashes or {})[a] for a in common):

@@ -20,6 +20,19 @@ without events (the live event already said it), and the checkpoint
 records the boot id, each filesystem's identity and any writeback error
 (integrity/trust.py). A failing baseline (a full disk, a damaged file)
 never stops events: it is logged, and the baseline is marked stale.
+
+Rescans repair what live events could not say. The backend's loss
+counters (a full ring, a sequence gap, fanotify's overflow, a tracing
+program's missed run, a rate-limited record) are read every LOSS_POLL_S;
+a loss has the monitored trees compared with the baseline (after the
+paths live events named are taken in), and each difference is one event
+with the live action, `event.rescan: true`, `event.window` from the last
+look that saw no loss to the rescan, and no process. Losses coalesce: at
+most one loss rescan starts per RESCAN_GAP_S, and losses during a rescan
+have one more follow it. A path a live event names while a rescan runs
+is left to that event. `rescan_interval` (default 12 h) also rescans on
+a schedule, hashing every file, for what no hook sees (a filesystem
+changed from another machine, a block device written under its mount).
 """
 
 from __future__ import annotations
@@ -29,13 +42,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.globs import PathMatcher
+from filewarden.host.clock import format_timestamp
 from filewarden.host.packages import PackageDb
 from filewarden.integrity import trust
-from filewarden.integrity.document import offline_document, text
+from filewarden.integrity.document import offline_document, rescan_document, text
 from filewarden.integrity.scan import CancelledError, Scanner
 from filewarden.integrity.store import Baseline, BaselineError
 from filewarden.integrity.walk import roots
@@ -67,7 +82,36 @@ _OPENED: Final = frozenset({"create", "open_write", "truncate", "modify"})  # mo
 GLOBS: Final = "globs"  # meta key: the globs the baseline was made for, one per line
 # Paths named by live events since the last checkpoint; past this many the
 # next checkpoint rescans everything instead (memory stays bounded).
-MAX_DIRTY: Final = 100_000
+MAX_DIRTY: Final = 1_000_000
+LOSS_POLL_S: Final = 1.0  # how often the backend's loss counters are read
+RESCAN_GAP_S: Final = 10.0  # a storm of losses: one rescan, then at most one per this
+LOSS_LOG_S: Final = 10.0  # a WARNING about losses at most this often
+# Live actions that make a name: a path new to the baseline that none of
+# them named while events were lost may have had its create lost.
+_MAKES: Final = frozenset({"create", "mkdir", "rename", "link", "symlink"})
+# Loss causes that a rescan repairs: all but process records (exec, fork,
+# exit), whose loss costs attribution, not a file change.
+_NOT_FILE_LOSSES: Final = frozenset({"process_records"})
+
+
+@dataclass
+class RescanState:
+    """What `filewarden status` and the metrics show of rescans."""
+
+    runs: dict[str, int] = field(default_factory=dict)  # by reason: loss, scheduled
+    reported: int = 0  # changes reported by rescans
+    running: str | None = None  # the reason of the rescan under way
+    pending_since_ns: int | None = None  # a loss seen, its rescan not started yet
+    last: dict[str, Any] | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "runs": dict(self.runs),
+            "reported": self.reported,
+            "running": self.running,
+            "pending_since": format_timestamp(self.pending_since_ns) if self.pending_since_ns is not None else None,
+            "last": self.last,
+        }
 
 
 class IntegrityMonitor:
@@ -86,8 +130,19 @@ class IntegrityMonitor:
         self.checkpoint_s = checkpoint_s
         self.offline_events = 0
         self.started = threading.Event()  # the start scan is over (whatever its outcome)
+        # The backend's loss counters by cause (set by the runner; None: no
+        # loss rescans).
+        self.losses: Callable[[], Mapping[str, int]] | None = None
+        self.rescans = RescanState()
+        self._lost_seen: dict[str, int] | None = None  # the counters at the last look
+        self._quiet_ns = time.time_ns()  # the last look that found no new loss
+        self._lost_new: dict[str, int] = {}  # lost since the last rescan began, by cause
+        self._loss_logged = 0.0
+        self._seen: set[bytes] | None = None  # paths live events named while a rescan runs
         self._rebuild = rebuild
         self._dirty: set[bytes] = set()
+        self._made: set[bytes] = set()  # dirty paths a live action made (_MAKES)
+        self._moved: set[bytes] = set()  # dirty paths a live rename made (what is below came with it)
         self._overflow = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -120,15 +175,22 @@ class IntegrityMonitor:
         """Live events' paths (host paths where enrichment found them), to
         re-read at the next checkpoint. Called on the pipeline's thread."""
         paths = set()
+        made = set()
+        moved = set()
         for doc in docs:
             file = doc.get("file")
-            if file is None or doc.get("event", {}).get("offline"):
+            event = doc.get("event", {})
+            if file is None or event.get("offline") or event.get("rescan"):
                 continue
             path = self._own_path(doc, file)
             if path is not None:
                 raw = path.encode("utf-8", "surrogateescape")
                 paths.add(raw)
                 action = doc["event"].get("action")
+                if action in _MAKES:
+                    made.add(raw)
+                    if action == "rename":
+                        moved.add(raw)
                 if action in _REHASH:
                     self.content.submit(raw, doc)
                     if action == "close_write":
@@ -144,11 +206,17 @@ class IntegrityMonitor:
         if not paths:
             return
         with self._lock:
+            if self._seen is not None:
+                self._seen.update(paths)
             if len(self._dirty) + len(paths) > MAX_DIRTY:
                 self._overflow = True
                 self._dirty.clear()
+                self._made.clear()
+                self._moved.clear()
             elif not self._overflow:
                 self._dirty.update(paths)
+                self._made.update(made)
+                self._moved.update(moved)
 
     def dirty_count(self) -> int:
         """Paths live events touched, waiting for the next checkpoint."""
@@ -191,7 +259,14 @@ class IntegrityMonitor:
             )
         try:
             if self.started.is_set() and self._baseline.get_meta(SCAN_STATE) == "complete":
-                self._catch_up("stop")
+                self._look_for_losses()
+                lossy = self.rescans.pending_since_ns is not None
+                if lossy:
+                    log.warning(
+                        "baseline: events were lost since the last rescan and none has run since: "
+                        "the next start compares the monitored files with the baseline and reports what they missed"
+                    )
+                self._catch_up("stop", lossy=lossy)
         except BaselineError as exc:
             self._stale(exc)
 
@@ -206,6 +281,9 @@ class IntegrityMonitor:
     # -- the thread
 
     def _run(self) -> None:
+        # The loss counters before the start scan: a loss while it runs
+        # has a rescan follow it (the scan may have passed the file).
+        self._look_for_losses()
         try:
             self._start_scan()
         except CancelledError as exc:
@@ -221,11 +299,143 @@ class IntegrityMonitor:
             log.exception("baseline: the start scan failed; events go on without it")
         finally:
             self.started.set()
-        while not self._stop.wait(self.checkpoint_s):
+        interval = self.config.rescan_interval
+        next_checkpoint = time.monotonic() + self.checkpoint_s
+        next_scheduled = time.monotonic() + interval if interval > 0 else float("inf")
+        last_rescan = float("-inf")
+        while not self._stop.wait(max(0.0, min(LOSS_POLL_S, next_checkpoint - time.monotonic()))):
             try:
-                self._catch_up("periodic")
+                # Read before any checkpoint: a path a live event named after
+                # a gap is then known to be in a lossy window (the gap is
+                # counted when the record after it is read, before that
+                # record's event reaches observe()).
+                self._look_for_losses()
+                now = time.monotonic()
+                if self.rescans.pending_since_ns is not None:
+                    if now - last_rescan < RESCAN_GAP_S:
+                        continue  # no checkpoint takes anything in while a loss waits for its rescan
+                    self._rescan("loss")
+                    last_rescan = time.monotonic()
+                elif now >= next_scheduled:
+                    self._rescan("scheduled")
+                    last_rescan = time.monotonic()
+                    next_scheduled = last_rescan + interval
+                elif now >= next_checkpoint:
+                    self._catch_up("periodic")
+                else:
+                    continue
+                next_checkpoint = time.monotonic() + self.checkpoint_s
+            except CancelledError:
+                return  # stopping: what the rescan did not finish, the next start compares
             except BaselineError as exc:
                 self._stale(exc)
+
+    def _look_for_losses(self) -> None:
+        """Reads the backend's loss counters; a rise is a rescan to come."""
+        if self.losses is None:
+            return
+        try:
+            counted = self.losses()
+        except Exception as exc:  # noqa: BLE001 - a backend stopping or gone: nothing more to learn
+            log.debug("baseline: the backend's loss counters: %s", exc)
+            return
+        now = {c: n for c, n in counted.items() if c not in _NOT_FILE_LOSSES}
+        before, self._lost_seen = self._lost_seen, now
+        if before is None:
+            # The first look: what was lost before the start scan, the start
+            # scan compared already.
+            self._quiet_ns = time.time_ns()
+            return
+        rise = {c: n - before.get(c, 0) for c, n in now.items() if n > before.get(c, 0)}
+        if not rise:
+            if self.rescans.pending_since_ns is None:
+                self._quiet_ns = time.time_ns()
+            return
+        for cause, n in rise.items():
+            self._lost_new[cause] = self._lost_new.get(cause, 0) + n
+        if self.rescans.pending_since_ns is None:
+            self.rescans.pending_since_ns = self._quiet_ns
+        if time.monotonic() - self._loss_logged >= LOSS_LOG_S:
+            self._loss_logged = time.monotonic()
+            log.warning(
+                "events were lost (%s): the monitored files are compared with the baseline %s",
+                ", ".join(f"{cause} {n}" for cause, n in sorted(self._lost_new.items())),
+                "after the rescan under way" if self.rescans.running else "next",
+            )
+
+    def _rescan(self, reason: str) -> None:
+        """Compares the monitored trees with the baseline and reports each
+        difference no live event named (see the module's docstring)."""
+        state = self.rescans
+        if reason == "loss":
+            since: int | None = state.pending_since_ns
+            causes, self._lost_new = self._lost_new, {}
+            state.pending_since_ns = None
+        else:
+            last = self._baseline.last_checkpoint()
+            since = last[0] if last is not None else None
+            causes = {}
+        state.running = reason
+        started = time.monotonic()
+        with self._lock:
+            self._seen = set()
+        try:
+            # What live events named is theirs: taken in first, unreported.
+            unmade = self._catch_up(f"{reason} rescan", lossy=reason == "loss")
+            with self._lock:
+                # New files whose create may be among the lost are the
+                # rescan's to report, even while the content watch has them
+                # (it finds no baseline entry to compare with: no event).
+                leave = (self.content.owned() | self._dirty) - unmade
+            scanner = Scanner(
+                self._baseline,
+                self.config.matcher,
+                options_of(self.config, full=reason == "scheduled"),
+                trusted=TrustRule.of(self._baseline, root=self.root),
+                cancel=self._stop,
+                root=self.root,
+            )
+            report = scanner.scan(staged=True, leave=leave)
+            end = time.time_ns()
+            with self._lock:
+                seen, self._seen = self._seen or set(), None
+            events = []
+            for change in report.changes:
+                if change.path in seen or (change.source_path is not None and change.source_path in seen):
+                    continue  # a live event named it meanwhile: that event is the report
+                doc = rescan_document(change, since, end)
+                events.append(with_package(doc, change, self.packages))
+            if events:
+                self._emit(events)
+                self.content.forget_fresh({c.path for c in report.changes})
+            self._baseline.commit_staged(report.gone)
+            checkpoint(self._baseline, f"{reason} rescan", self._baseline.devices())
+        finally:
+            with self._lock:
+                self._seen = None
+            state.running = None
+        state.runs[reason] = state.runs.get(reason, 0) + 1
+        state.reported += len(events)
+        p = report.progress
+        state.last = {
+            "reason": reason,
+            "lost": causes,
+            "window": events[0]["event"]["window"] if events else {"end": format_timestamp(end)},
+            "objects": p.scanned,
+            "hashed": p.hashed,
+            "seconds": round(time.monotonic() - started, 3),
+            "reported": len(events),
+        }
+        log.log(
+            logging.WARNING if events else logging.INFO,
+            "rescan (%s%s): %d objects compared with the baseline in %.1f s (%d hashed); %d change(s) reported",
+            reason,
+            ": " + ", ".join(f"{c} {n}" for c, n in sorted(causes.items())) if causes else "",
+            p.scanned,
+            time.monotonic() - started,
+            p.hashed,
+            len(events),
+        )
 
     def _stale(self, exc: BaselineError) -> None:
         log.error("%s; events go on, the baseline is stale", exc)
@@ -300,12 +510,29 @@ class IntegrityMonitor:
                 "baseline: %d files kept changing while read: compared at the next checkpoint", len(report.unstable)
             )
 
-    def _catch_up(self, reason: str) -> None:
+    def _catch_up(self, reason: str, *, lossy: bool = False) -> set[bytes]:
         """Writes what live events touched to the baseline (no events), then
-        checkpoints with the writeback errors since start."""
+        checkpoints with the writeback errors since start. `lossy`: events
+        were lost since the last checkpoint, so a path new to the baseline
+        that no live action made (its create may be among the lost) is not
+        taken in: the rescan (or the next start's comparison) reports it.
+        Returns those paths."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
+            made, self._made = self._made, set()
+            moved, self._moved = self._moved, set()
             overflow, self._overflow = self._overflow, False
+        fresh = self.content.take_fresh()
+        unmade: set[bytes] = set()
+        if lossy and not overflow:
+            unmade = {
+                p
+                for p in dirty
+                if p not in made and not _below(p, moved) and (p in fresh or self._baseline.stat_of(p) is None)
+            }
+            # Stored by the content watch as new (its create taken for the
+            # event): new to the baseline again, for the rescan to report.
+            self._baseline.delete_many(sorted(unmade & fresh))
         # What the content watch has still to compare stays its own: read
         # here first, a written file's new content would be in the baseline
         # before the comparison, which would then find it "the same" and
@@ -314,7 +541,17 @@ class IntegrityMonitor:
         if owned:
             with self._lock:
                 self._dirty.update(dirty & owned)
+                self._made.update(made & owned)
+                self._moved.update(moved & owned)
             dirty -= owned
+        if lossy and overflow:
+            # Too many paths were named to know which: reading everything now
+            # would take in what the lost events would have said. Nothing is
+            # taken in; the comparison that follows reports every difference
+            # (some of them live events said too).
+            dirty, overflow = set(), False
+        dirty -= unmade
+        owned |= unmade
         baseline = self._baseline
         if dirty or overflow:
             scanner = Scanner(
@@ -324,11 +561,35 @@ class IntegrityMonitor:
                 trusted=TrustRule.of(baseline, root=self.root),
                 root=self.root,
             )
-            scanner.scan(under=() if overflow else sorted(dirty), update=True, leave=owned)
+            named = frozenset(dirty)
+            scanner.scan(
+                under=() if overflow else sorted(dirty),
+                update=True,
+                leave=owned,
+                # After a loss, only what live events named (and what a live
+                # rename moved): the walk below a named directory must not
+                # take in a change whose event was lost.
+                admit=(lambda p: p in named or _below(p, moved)) if lossy else None,
+            )
         errors = self._watch.errors()
         for dev, why in errors.items():
             log.warning("baseline: writeback error on device %d:%d: %s", dev >> 8, dev & 0xFF, why)
         checkpoint(baseline, reason, baseline.devices(), errors, root=self.root)
+        return unmade
+
+
+def _below(path: bytes, moved: set[bytes]) -> bool:
+    """`path` is, or is below, a directory a live rename moved (its files
+    came with it: no event names them)."""
+    if not moved:
+        return False
+    while True:
+        if path in moved:
+            return True
+        parent = path.rpartition(b"/")[0]
+        if not parent:
+            return False
+        path = parent
 
 
 def _only_newly_monitored(change: Change, added: PathMatcher, before: PathMatcher | None) -> bool:

@@ -34,6 +34,7 @@ from filewarden.errors import UsageError
 if TYPE_CHECKING:
     from filewarden.backends.base import Backend
     from filewarden.pipeline.stages import Pipeline, PipelineWorker
+    from filewarden.service.integrity import RescanState
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class Agent:
     running: bool = False
     content_backlog: Callable[[], int] | None = None  # files waiting to be hashed
     dirty_paths: Callable[[], int] | None = None  # paths waiting for the next checkpoint
+    rescans: RescanState | None = None  # the baseline's rescans (service/integrity.py)
 
 
 class AgentCollector(Collector):
@@ -182,6 +184,22 @@ class AgentCollector(Collector):
             )
             dirty.add_metric([], a.dirty_paths())
             yield dirty
+        if a.rescans is not None:
+            r = a.rescans
+            runs = CounterMetricFamily(
+                "filewarden_rescans", "Rescans against the baseline, by reason (loss, scheduled).", labels=["reason"]
+            )
+            for reason in ("loss", "scheduled"):
+                runs.add_metric([reason], r.runs.get(reason, 0))
+            yield runs
+            found = CounterMetricFamily("filewarden_rescan_changes", "Changes rescans reported (no live event had).")
+            found.add_metric([], r.reported)
+            yield found
+            pending = GaugeMetricFamily(
+                "filewarden_rescan_pending", "1 while a loss waits for its rescan or a rescan runs, else 0."
+            )
+            pending.add_metric([], 1 if r.pending_since_ns is not None or r.running is not None else 0)
+            yield pending
         tree = GaugeMetricFamily("filewarden_process_tree_size", "Processes the agent knows.")
         tree.add_metric([], len(a.backend.processes))
         yield tree

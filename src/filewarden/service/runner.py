@@ -157,11 +157,13 @@ def run(
         if monitor is not None:
             monitor.emit = pipeline.write_documents
             pipeline.observer = monitor.observe
+            monitor.losses = lambda: backend.gauges().lost  # read on the baseline's thread, once a second
         worker = PipelineWorker(pipeline)
         agent = Agent(backend, pipeline, worker, sinks)
         if monitor is not None:
             agent.content_backlog = monitor.content.backlog
             agent.dirty_paths = monitor.dirty_count
+            agent.rescans = monitor.rescans
         reloader = Reloader(
             source or ConfigSource(None, lambda: config),
             config,
@@ -289,6 +291,7 @@ def about(config: Config, agent: Agent, reloader: Reloader | None = None) -> dic
             "process_records_lost": stats.process_lost,
             **coalesced(agent.pipeline),
         },
+        **({"rescans": agent.rescans.status()} if agent.rescans is not None else {}),
         "outputs": [
             {
                 "spec": sink.spec,
