@@ -17,20 +17,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Agent, filewarden, wait_start_scans
+from tests.e2e.conftest import IN_GUEST, Agent, wait_start_scans
 from tests.support import mounts
 from tests.support.proc import in_child
 
 StartAgent = Callable[..., Agent]
 
 pytestmark = [
-    # The rescan is the same on either BPF backend; the burst takes about
-    # 14 minutes under TCG: in the lsm suite only (and on fanotify on the host).
+    # The rescan is the same on either BPF backend, and the burst is long
+    # under TCG: in an lsm suite only (and on fanotify on the host).
     pytest.mark.one_bpf_backend,
     pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root"),
 ]
 
-FILES = 100_000
+# 100,000 on the host; in the guests, under TCG, where making a file and
+# rescanning it cost some hundred times more, a fifth of that keeps the
+# suite within its time (the loss and its repair are the same).
+FILES = 20_000 if IN_GUEST else 100_000
 
 
 def make_files(where: Path, n: int) -> None:
@@ -41,9 +44,11 @@ def make_files(where: Path, n: int) -> None:
 
 
 def status(sock: Path) -> dict:  # type: ignore[type-arg]
-    done = filewarden("status", "--socket", str(sock), "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["agent"]  # type: ignore[no-any-return]
+    """The agent's status, asked in this process: a `filewarden status`
+    a second would cost the agent the CPU of a Python start under TCG."""
+    from filewarden.service.control import ask
+
+    return ask(sock, {"status": True})["agent"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -75,13 +80,13 @@ def test_every_file_of_a_burst_is_reported_once_as_created(
         os.kill(agent.proc.pid, signal.SIGCONT)
     written_s = time.monotonic() - started
     # Until every file is reported, the loss seen, and no rescan pending.
-    deadline = time.monotonic() + 800
+    deadline = time.monotonic() + 700
     while True:
         rescans = status(sock)["rescans"]
         if rescans["runs"].get("loss") and not rescans["running"] and not rescans["pending_since"]:
             break
         assert time.monotonic() < deadline, rescans
-        time.sleep(1)
+        time.sleep(2)
     code, _, stderr = agent.stop(timeout=600)
     assert code == 0, stderr
     docs = [json.loads(line) for line in out.read_text().splitlines()]
