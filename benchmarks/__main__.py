@@ -8,7 +8,8 @@ On this host (BPF, no LSM): user-space throughput, bursts and footprint
 the baseline against sha256sum (benchmarks.baseline), live content
 changes from close to event (benchmarks.content_latency), reload under a
 writer on fanotify (benchmarks.reload), coalescing of a file rewritten
-100,000 times (benchmarks.coalesce), and the fleet: the nats output
+100,000 times (benchmarks.coalesce), a 100,000-file burst on the fanotify
+backend (benchmarks.fanotify_burst), and the fleet: the nats output
 against the jsonl output, the collector into PostgreSQL, and a 1 GiB
 spool's catch-up, with nats-server and PostgreSQL started on loopback
 (benchmarks.fleet).
@@ -91,6 +92,12 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
             ("--no-unlink", "--dir", "/dev/shm"),
         ),
         Step("coalescing: 100,000 rewrites of one file by one process in 10 s", "host", "benchmarks.coalesce", 1),
+        Step(
+            "fanotify: a 100,000-file burst, reports/s, overflows, each file once",
+            "host",
+            "benchmarks.fanotify_burst",
+            2,
+        ),
         # The 1 GiB spool's filling and catch-up take most of it.
         Step(
             "fleet: nats output vs jsonl, collector into PostgreSQL, 1 GiB spool catch-up",

@@ -224,3 +224,27 @@ def test_fanotify_refuses_a_host_root(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match=r"fanotify watches the agent's own mounts, not the host's under host_root"):
         backend.start()
     backend.close()
+
+
+def test_fanotify_a_creators_writes_before_its_close_are_not_events_of_their_own(tmp_path: Path) -> None:
+    """create, modify, close_write by one process: two events, numbered
+    without a gap; another process's write, and a write after the close,
+    are events."""
+    agent = fanotify_agent(tmp_path)
+
+    def ev(action: str, pid: int, path: bytes = b"/etc/new") -> Any:
+        return fanotify_event(agent, action=action, pid=pid, path=path)
+
+    made = [ev("create", 10), ev("modify", 10), ev("modify", 10), ev("modify", 11), ev("close_write", 10)]
+    after = [ev("modify", 10), ev("close_write", 10), ev("modify", 12, b"/etc/old")]
+    got = [(e.action, e.process.pid, e.seq) for e in made + after if e is not None]
+    assert got == [
+        (enums.Action.CREATE, 10, 0),
+        (enums.Action.MODIFY, 11, 1),  # another writer: its own event
+        (enums.Action.CLOSE_WRITE, 10, 2),
+        (enums.Action.MODIFY, 10, 3),  # closed, opened again: a write like any other
+        (enums.Action.CLOSE_WRITE, 10, 4),
+        (enums.Action.MODIFY, 12, 5),
+    ]
+    assert agent.folded_writes == 2
+    assert agent.stats.lost == 0

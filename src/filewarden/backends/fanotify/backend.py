@@ -30,6 +30,7 @@ import os
 import select
 import stat
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, Preflight, SummaryLine, adopt
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_CREATING_MAX: Final = 65_536  # files being written by their creator, followed at once
 _ACTIONS: Final = {
     "create": enums.Action.CREATE,
     "mkdir": enums.Action.MKDIR,
@@ -106,6 +108,10 @@ class FanotifyBackend:
         self._malformed = 0  # the watcher's malformed records already counted as lost
         self._expired_at = 0
         self._backlog: list[Event] = []  # read during reconfigure(), not yet handed out
+        # (path, pid) of files a process created and has not closed yet: its
+        # writes in between are not events of their own (see _folds()).
+        self._creating: OrderedDict[tuple[bytes, int], None] = OrderedDict()
+        self.folded_writes = 0
         # The per-cgroup rate limit, in user space here (backends/ratelimit.py):
         # fanotify names the writer's pid only, so its cgroup is read from
         # /proc (once per writer per batch, as the writer itself is).
@@ -378,6 +384,9 @@ class FanotifyBackend:
             log.debug("fanotify: no action for %r", ev.action)
             return None
         self.stats.records += 1
+        if self._folds(action, ev):
+            self.folded_writes += 1
+            return None
         info = self._writer(ev.pid, writers)
         if info is not None and info.exe is not None and info.exe in self._excluded_exes:
             # Before it is numbered: an exclusion leaves no gap (gaps are losses).
@@ -425,6 +434,27 @@ class FanotifyBackend:
             unknown=tuple(declared),
         )
 
+    def _folds(self, action: enums.Action, ev: FanotifyEvent) -> bool:
+        """A write (FAN_MODIFY) by the process that created the file, before
+        that process closed it: the create said the file is new and who made
+        it, the close_write (with the content's hash once the baseline has
+        it) what it holds; the writes between say nothing more. So a file
+        made, written and closed by one process is two events, not three
+        (fanotify merges a file's queued writes itself, fanotify_merge(),
+        but never across its create or its close)."""
+        if ev.path is None or ev.pid <= 0:
+            return False
+        key = (ev.path, ev.pid)
+        if action == enums.Action.MODIFY:
+            return key in self._creating
+        if action == enums.Action.CREATE and not ev.is_dir:
+            self._creating[key] = None
+            if len(self._creating) > _CREATING_MAX:
+                self._creating.popitem(last=False)  # the oldest: its writes are reported again
+        elif action in (enums.Action.CLOSE_WRITE, enums.Action.UNLINK, enums.Action.RENAME):
+            self._creating.pop(key, None)
+        return False
+
     def _writer(self, pid: int, writers: dict[int, ProcessInfo | None] | None) -> ProcessInfo | None:
         if pid <= 0:
             return None
@@ -461,6 +491,7 @@ class FanotifyBackend:
             "backend": self.name,
             "fanotify": w.stats.as_dict(),
             "losses": {"events": self.stats.lost},
+            "folded_writes": self.folded_writes,
             "processes": {
                 "followed_by": "process connector" if c is not None else "/proc",
                 "messages": c.messages if c is not None else 0,
