@@ -15,7 +15,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,17 +47,8 @@ def sequences(messages: list[object]) -> list[int]:
     return [json.loads(m.data)["event"]["sequence"] for m in messages]  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    broker = NatsServer(tmp_path / "nats-store")
-    yield broker
-    broker.kill()
-
-
-@pytest.fixture(autouse=True)
-def node_name(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "host.name=node-7.example,k8s.node.name=node-7")
-    return "node-7_example"  # one subject token: its dot replaced
+# Every test here publishes under the node name (conftest.py).
+pytestmark = pytest.mark.usefixtures("node_name")
 
 
 def open_sink(spec: str, state: Path, **kwargs: float) -> NatsSink:

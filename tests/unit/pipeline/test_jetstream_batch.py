@@ -4,7 +4,6 @@ several events a message, each still named by the id it has alone."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,8 @@ from tests.support.natsd import Message, NatsServer, stream_messages
 from tests.support.wait import wait_for
 from tests.unit.pipeline.test_jetstream import line, open_sink
 
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    broker = NatsServer(tmp_path / "nats-store")
-    yield broker
-    broker.kill()
-
-
-@pytest.fixture(autouse=True)
-def node_name(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "host.name=node-7.example")
-    return "node-7_example"
+# Every test here publishes under the node name (conftest.py).
+pytestmark = pytest.mark.usefixtures("node_name")
 
 
 def events_of(messages: list[Message]) -> list[tuple[str, bytes]]:
