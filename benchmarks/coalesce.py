@@ -29,21 +29,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from benchmarks.agent_cli import FILEWARDEN, status, timed_in_child
 from benchmarks.results import figure, write
-
-ROOT = Path(__file__).resolve().parent.parent
-FILEWARDEN = str(ROOT / ".venv/bin/filewarden")
 
 
 def rewrite(path: Path, n: int, seconds: float) -> float:
     """In a child process (the agent ignores nothing of it): `n` rewrites
     over `seconds`; returns how long they took."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
+
+    def work() -> None:
         start = time.monotonic()
         for i in range(n):
             if i % 100 == 0:  # paced in steps of 100: a sleep per rewrite costs more than one
@@ -53,20 +48,8 @@ def rewrite(path: Path, n: int, seconds: float) -> float:
             fd = os.open(path, os.O_WRONLY)
             os.pwrite(fd, b"%08d\n" % i, 0)
             os.close(fd)
-        os.write(w, str(time.monotonic() - start).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        took = float(f.read() or "nan")
-    os.waitpid(pid, 0)
-    return took
 
-
-def status(sock: Path) -> dict[str, Any]:
-    args = [FILEWARDEN, "status", "--socket", str(sock), "--json"]
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    doc: dict[str, Any] = json.loads(done.stdout)["agent"]
-    return doc
+    return timed_in_child(work)
 
 
 def main() -> int:

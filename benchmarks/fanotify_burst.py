@@ -25,41 +25,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from benchmarks.agent_cli import FILEWARDEN, status, timed_in_child
 from benchmarks.results import figure, write
-
-ROOT = Path(__file__).resolve().parent.parent
-FILEWARDEN = str(ROOT / ".venv/bin/filewarden")
 
 
 def make_files(where: Path, n: int) -> float:
     """In a child process: `n` files created, written and closed; returns
     how long that took."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        start = time.monotonic()
+
+    def work() -> None:
         for i in range(n):
             fd = os.open(where / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             os.write(fd, b"x")
             os.close(fd)
-        os.write(w, str(time.monotonic() - start).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        took = float(f.read() or "nan")
-    os.waitpid(pid, 0)
-    return took
 
-
-def status(sock: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [FILEWARDEN, "status", "--socket", str(sock), "--json"], capture_output=True, text=True, check=False
-    )
-    doc: dict[str, Any] = json.loads(done.stdout)["agent"]
-    return doc
+    return timed_in_child(work)
 
 
 def main() -> int:
