@@ -136,12 +136,18 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
 def hash_fd(fd: int, algorithms: Sequence[str], *, throttle: Throttle | None = None, attempts: int = 3) -> Digest:
     """Hashes the regular file open at `fd` (from its start), reading it again
     when it changed during the read; raises UnstableError after `attempts`."""
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
+    buffer: bytearray | None = None
+    view = memoryview(b"")
     for _ in range(attempts):
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise NotRegularError(f"not a regular file (mode {before.st_mode:o})")
+        if buffer is None:
+            # No bigger than the file needs (a page at least, for one that
+            # grows meanwhile): a burst of small files is hashed without
+            # zeroing a whole CHUNK for each.
+            buffer = bytearray(min(CHUNK, max(before.st_size + 1, 4096)))
+            view = memoryview(buffer)
         hashers = [ALGORITHMS[a].new() for a in algorithms]
         os.lseek(fd, 0, os.SEEK_SET)
         with open(fd, "rb", buffering=0, closefd=False) as f:

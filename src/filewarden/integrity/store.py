@@ -112,6 +112,19 @@ def _transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connect
     """One write transaction (taken at once: IMMEDIATE), rolled back on any
     failure; SQLite's errors as BaselineError."""
     with _translated(path):
+        if db.in_transaction:
+            # Inside Baseline.batch(): a savepoint, so that this write is
+            # undone alone and the batch's commit makes it durable.
+            db.execute("SAVEPOINT one")
+            try:
+                yield db
+                db.execute("RELEASE one")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK TO one")
+                    db.execute("RELEASE one")
+                raise
+            return
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -178,6 +191,7 @@ class Baseline:
     def __init__(self, path: Path, db: sqlite3.Connection) -> None:
         self.path = path
         self._db = db
+        self._batching = False
 
     # -- opening
 
@@ -252,6 +266,36 @@ class Baseline:
     def schema_version(self) -> int:
         with _translated(self.path):
             return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many writes in one transaction, each a savepoint in it. It begins
+        at the first write, so what comes before (hashing a file) holds no
+        lock; commit() or the end commits; any failure rolls back what is
+        not committed."""
+        self._batching = True
+        try:
+            yield
+            self.commit()
+        except BaseException:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._batching = False
+
+    def commit(self) -> None:
+        """Commits the batch's writes so far (nothing to do outside a batch)."""
+        if self._db.in_transaction:
+            with _translated(self.path):
+                self._db.execute("COMMIT")
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        if self._batching and not self._db.in_transaction:
+            with _translated(self.path):
+                self._db.execute("BEGIN IMMEDIATE")
+        return _transaction(self._db, self.path)
 
     # -- meta
 
@@ -356,7 +400,7 @@ class Baseline:
         keys = [(p,) for p in gone]
         with _translated(self.path):
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS staged AS SELECT * FROM main.files WHERE 0")
-        with _transaction(self._db, self.path) as db:
+        with self._write() as db:
             db.executemany("DELETE FROM main.files WHERE path = ?", keys)
             written = db.execute(
                 f"INSERT OR REPLACE INTO main.files ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.staged"  # noqa: S608
@@ -380,7 +424,7 @@ class Baseline:
         if not moved:
             return 0
         changed = 0
-        with _transaction(self._db, self.path):
+        with self._write():
             for i, old in enumerate(moved):
                 changed += self._db.execute("UPDATE files SET dev = ? WHERE dev = ?", (-1 - i, old)).rowcount
             for i, new in enumerate(moved.values()):
@@ -393,7 +437,7 @@ class Baseline:
 
     def put_many(self, entries: Iterable[Entry]) -> int:
         rows = [_row(e) for e in entries]
-        with _transaction(self._db, self.path):
+        with self._write():
             self._db.executemany(
                 f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",  # noqa: S608
                 rows,
@@ -402,7 +446,7 @@ class Baseline:
 
     def delete_many(self, paths: Iterable[bytes]) -> int:
         keys = [(p,) for p in paths]
-        with _transaction(self._db, self.path):
+        with self._write():
             self._db.executemany("DELETE FROM files WHERE path = ?", keys)
         return len(keys)
 
@@ -414,7 +458,7 @@ class Baseline:
             (f["dev"], f["identity"], f["fs_type"], f["source"], f["mount_point"], int(f["volatile"]), f["error"])
             for f in filesystems
         ]
-        with _transaction(self._db, self.path):
+        with self._write():
             self._db.execute(
                 "INSERT INTO checkpoints (at_ns, boot_id, reason) VALUES (?, ?, ?)", (now, boot_id, reason)
             )

@@ -68,7 +68,8 @@ class FileInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     gid: int | None = None
 
     def unknown(self) -> tuple[str, ...]:
-        """The document fields left out because the backend could not know them."""
+        """The document fields left out because the backend could not know them.
+        (Reads inode, device and mode only: render._unavailable caches by them.)"""
         if self.inode is not None and self.device is not None and self.mode is not None:
             return ()  # the usual case (every BPF record), asked for every event
         return tuple(name for attr, name in _FILE_FIELDS if getattr(self, attr) is None)

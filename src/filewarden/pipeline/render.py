@@ -226,6 +226,22 @@ def _process_own(proc: Process, clock: WallClock) -> dict[str, Any]:
 _OWN_MAX: Final = 1024
 _Cached = tuple[Process, "ProcessInfo | None", "ProcessInfo | None", dict[str, Any], tuple[str, ...], str | None]
 _docs: dict[int, _Cached] = {}
+_unavailable_of: dict[tuple[tuple[str, ...], bool, bool, bool, tuple[str, ...]], tuple[str, ...]] = {}
+
+
+def _unavailable(event: tuple[str, ...], info: FileInfo, process: tuple[str, ...]) -> tuple[str, ...]:
+    """event.unavailable from its three parts, in order, each name once: a
+    backend that cannot know some fields (fanotify) gives the same parts
+    for event after event."""
+    key = (event, info.inode is None, info.device is None, info.mode is None, process)  # what info.unknown() reads
+    names = _unavailable_of.get(key)
+    if names is None:
+        if len(_unavailable_of) >= _OWN_MAX:
+            _unavailable_of.clear()
+        names = _unavailable_of[key] = tuple(dict.fromkeys((*event, *info.unknown(), *process)))
+    return names
+
+
 _encoded: dict[int, tuple[dict[str, Any], msgspec.Raw]] = {}
 
 
@@ -371,7 +387,7 @@ def to_documents(
     # event.unavailable, from the parts at hand (the process's is cached);
     # the usual case, every field known, is settled by the first tests.
     if process_unknown or event.unknown or info.inode is None or info.device is None or info.mode is None:
-        base["event"]["unavailable"] = list(dict.fromkeys((*event.unknown, *info.unknown(), *process_unknown)))
+        base["event"]["unavailable"] = list(_unavailable(event.unknown, info, process_unknown))
     if not event.flags & _RENAME_EXCHANGE:
         return [base]
     # renameat2(RENAME_EXCHANGE): the destination's file went to the source.

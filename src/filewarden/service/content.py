@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 QUEUE_FILES: Final = 4096
 RETRY_MAX: Final = 100_000
 TICK_S: Final = 1.0  # how often files held open are looked at
+BATCH_FILES: Final = 256  # files looked at in one transaction of the baseline, at most
+BATCH_S: Final = 0.05  # and for no longer: the baseline's writer lock is held meanwhile
+BATCH_COMMIT_BYTES: Final = 1 << 20  # a file larger is hashed with the batch committed before
+YIELD_S: Final = 1.0  # the longest a batch waits for the record loop's backlog (event_path_busy())
 OPEN_MAX: Final = 100_000  # files held open for writing, followed for rehash_interval
 OPEN_FORGET_S: Final = 86_400.0  # a close never seen (its record lost): stop following after a day
 IMAGE: Final = "_image"  # a copy-up's job: the lower file to hash
@@ -104,10 +108,16 @@ class ContentWatch:
         # event), since the last checkpoint took them: after a loss, the
         # create may not have been (service/integrity.py).
         self._fresh: set[bytes] = set()
+        # What the batch in progress stored (owned until its commit), and
+        # which of those are new (fresh after it).
+        self._uncommitted: set[bytes] = set()
+        self._new_uncommitted: set[bytes] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="filewarden-content", daemon=True)
         self._idle = threading.Event()
         self._idle.set()
+        self._calm = threading.Event()  # cleared while the record loop has a backlog
+        self._calm.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -149,7 +159,7 @@ class ContentWatch:
         same" and a change would go unreported."""
         with self._lock:
             owned = set(self._queued)
-            owned.update(self._retry, self._large, self._open)
+            owned.update(self._retry, self._large, self._open, self._uncommitted)
             if self._current is not None:
                 owned.add(self._current)
         return owned
@@ -205,6 +215,17 @@ class ContentWatch:
                     due.append((path, doc))
         return due
 
+    def event_path_busy(self, busy: bool) -> None:
+        """The record loop says whether it is reading a backlog. Meanwhile
+        each batch of hashing waits up to YIELD_S first: draining the
+        kernel's queue or ring is what cannot wait (a full one loses events),
+        hashing can (its files stay owned and queued); and both at once
+        share one interpreter, each slowing the other."""
+        if busy:
+            self._calm.clear()
+        else:
+            self._calm.set()
+
     def wait_idle(self, timeout: float) -> bool:
         """Until every submitted file is looked at (tests, and the stop)."""
         return self._idle.wait(timeout)
@@ -226,24 +247,74 @@ class ContentWatch:
         baseline.wait_for_writers(WRITER_WAIT_S)
         with baseline:
             while (job := self._take()) is not None:
-                path, doc = job
-                try:
-                    self._look(baseline, path, doc)
-                    with self._lock:
-                        self._current = None
-                except BaselineError as exc:
-                    # Locked longer than WRITER_WAIT_S, or a full disk: the file
-                    # is looked at again later, not forgotten.
-                    log.error("content: %s; %s is looked at again later", exc, path.decode("utf-8", "backslashreplace"))
-                    with self._lock:
-                        self._retry.setdefault(path, doc)
-                        self._current = None
-                    time.sleep(TICK_S)
-                except Exception:
-                    log.exception("content: %s", path.decode("utf-8", "backslashreplace"))
-                    with self._lock:
-                        self._current = None
+                self._batch(baseline, job)
             self._recheck(force=True)  # stopping: what still waits for its package is reported
+
+    def _batch(self, baseline: Baseline, job: tuple[bytes, dict[str, Any]]) -> None:
+        """`job` and the files queued behind it (up to BATCH_FILES, or
+        BATCH_S) looked at in one transaction of the baseline: a burst of
+        small files costs one commit per batch, not one per file. Until the
+        commit, what the batch stored is owned() (another connection cannot
+        see it yet), and its new files are fresh only once committed."""
+        self._calm.wait(YIELD_S)
+        done: list[tuple[bytes, dict[str, Any]]] = []
+        try:
+            with baseline.batch():
+                deadline = time.monotonic() + BATCH_S
+                while True:
+                    done.append(job)
+                    self._one(baseline, *job)
+                    if len(done) >= BATCH_FILES or time.monotonic() >= deadline:
+                        break
+                    queued = self._queued_job()
+                    if queued is None:
+                        break
+                    job = queued
+        except BaselineError as exc:
+            # Locked longer than WRITER_WAIT_S, or a full disk: the batch's
+            # files are looked at again later, not forgotten (a change already
+            # reported may then be reported again, never lost).
+            log.error("content: %s; %d file(s) are looked at again later", exc, len(done))
+            with self._lock:
+                for path, doc in done:
+                    self._retry.setdefault(path, doc)
+                self._current = None
+                self._uncommitted.clear()
+                self._new_uncommitted.clear()
+            time.sleep(TICK_S)
+            return
+        self._committed()
+
+    def _committed(self) -> None:
+        """The batch's writes so far are committed: no longer owned, and its
+        new files fresh."""
+        with self._lock:
+            self._fresh |= self._new_uncommitted
+            self._new_uncommitted.clear()
+            self._uncommitted.clear()
+
+    def _one(self, baseline: Baseline, path: bytes, doc: dict[str, Any]) -> None:
+        try:
+            self._look(baseline, path, doc)
+        except BaselineError:
+            raise
+        except Exception:
+            log.exception("content: %s", path.decode("utf-8", "backslashreplace"))
+        with self._lock:
+            self._uncommitted.add(path)
+            self._current = None
+
+    def _queued_job(self) -> tuple[bytes, dict[str, Any]] | None:
+        """The next queued file, if one is there now (never waits); a stop
+        asked for is left in the queue for _take."""
+        try:
+            job = self._jobs.get_nowait()
+        except queue.Empty:
+            return None
+        if job is None:
+            self._jobs.put(None)
+            return None
+        return self._took(job)
 
     def _take(self) -> tuple[bytes, dict[str, Any]] | None:
         """The next file: the queue first, then the retries, then large
@@ -308,6 +379,11 @@ class ContentWatch:
                 self._large[path] = {**doc, "_large": True}
             return
         doc.pop("_large", None)
+        if st.st_size > BATCH_COMMIT_BYTES:
+            # Hashing this one takes a while: what the batch wrote so far is
+            # committed first, so the baseline's writer lock is not held meanwhile.
+            baseline.commit()
+            self._committed()
         algorithms = self._algorithms(path, doc)
         try:
             read = self._read(path, algorithms)
@@ -329,8 +405,7 @@ class ContentWatch:
         if before is None or before.kind != "file" or not before.hashes:
             self.stats.new += 1
             if before is None:
-                with self._lock:
-                    self._fresh.add(path)
+                self._new_uncommitted.add(path)  # fresh once the batch commits
             return
         common = [a for a in now.hashes or {} if a in before.hashes]
         if common and all(before.hashes[a] == (now.hashes or {})[a] for a in common):

@@ -187,7 +187,8 @@ def run(
                 if monitor is not None:
                     monitor.start()  # the backend is attached: a change during the scan is seen live
                 agent.running = True
-                serve(backend, worker, wakeup, received, reloader)
+                busy = monitor.content.event_path_busy if monitor is not None else None
+                serve(backend, worker, wakeup, received, reloader, busy=busy)
                 agent.running = False
                 log.info("stopping on %s", signal.Signals(received[0]).name)
                 sd_notify("STOPPING=1")
@@ -220,6 +221,9 @@ def run(
 # what arrives meanwhile is read as one batch (cheaper per event), and a
 # stalled pipeline (a slow lookup or output) holds the loop no longer.
 SETTLE_S: Final = 0.05
+# A read this large means the backend has a backlog: the content watch's
+# hashing waits meanwhile (ContentWatch.event_path_busy()).
+BACKLOG_EVENTS: Final = 512
 # How often the loop, waiting for room in a pipeline that is behind, looks
 # for a SIGHUP or a changed file.
 REACT_S: Final = 0.1
@@ -236,9 +240,16 @@ def watchdog_interval() -> float | None:
 
 
 def serve(
-    backend: Backend, worker: PipelineWorker, wakeup: int, received: list[int], reloader: Reloader | None = None
+    backend: Backend,
+    worker: PipelineWorker,
+    wakeup: int,
+    received: list[int],
+    reloader: Reloader | None = None,
+    *,
+    busy: Callable[[bool], None] | None = None,
 ) -> None:
     """The record loop: the backend's events to the pipeline until a signal.
+    `busy` is told after each read whether the backend has a backlog.
     Under systemd's watchdog it pings from here, at half the interval: a
     loop that stops turning (a hung backend or output) is restarted. A
     reload (SIGHUP, the file changed) runs here, between two reads, so the
@@ -257,6 +268,8 @@ def serve(
             longest = 1.0 if interval is None else min(1.0, interval / 4)
             ep.poll(longest if reloader is None else reloader.wait_s(longest))
             batch = backend.read()
+            if busy is not None:
+                busy(len(batch) >= BACKLOG_EVENTS)
             while reloader is not None and not worker.wait_room(REACT_S):
                 # The pipeline is behind: a SIGHUP is acted on now, not once
                 # it has caught up. What the switch reads ahead stays in the

@@ -25,6 +25,7 @@ drives it as it drives the BPF backends.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CREATING_MAX: Final = 65_536  # files being written by their creator, followed at once
+_PROCESSES_MAX: Final = 4_096  # writers whose Process object is reused
 _ACTIONS: Final = {
     "create": enums.Action.CREATE,
     "mkdir": enums.Action.MKDIR,
@@ -80,6 +82,20 @@ _MODES: Final = {
 # event to leave unset (document field names). The rest (the inode, the
 # writer's ids, its thread) is left unset in the event itself.
 _DECLARED: Final = frozenset({"file.previous", "file.layer", "file.target_path", "file.replaced"})
+
+
+# The decoder gives one tuple per kind of event (decoder._unavailable), and a
+# FileInfo names only the type: one object each, so that what the render
+# derives from them is derived once (render caches by the objects).
+@functools.cache
+def _declared(unavailable: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in unavailable if name in _DECLARED)
+
+
+@functools.cache
+def _file_info(mode: int | None) -> FileInfo:
+    return FileInfo(mode=mode)
+
 
 # How often exited processes are dropped from the tree (after its retention).
 _EXPIRE_EVERY_NS: Final = 10**9
@@ -111,6 +127,7 @@ class FanotifyBackend:
         # (path, pid) of files a process created and has not closed yet: its
         # writes in between are not events of their own (see _folds()).
         self._creating: OrderedDict[tuple[bytes, int], None] = OrderedDict()
+        self._processes: dict[int, tuple[ProcessInfo | None, Process]] = {}
         self.folded_writes = 0
         # The per-cgroup rate limit, in user space here (backends/ratelimit.py):
         # fanotify names the writer's pid only, so its cgroup is read from
@@ -239,11 +256,9 @@ class FanotifyBackend:
         backlog, self._backlog = self._backlog, []
         if backlog:
             timeout = 0.0
-        if timeout > 0:
-            raw = self._wait(timeout)
-        else:
-            self._follow()
-            raw = self.watcher.read()
+        # The process connector is followed after the read (below), not also
+        # before it: one look per batch is enough.
+        raw = self._wait(timeout) if timeout > 0 else self.watcher.read()
         # Messages queued before the events were read tell of every exec and
         # fork that came before them.
         self._follow()
@@ -399,28 +414,17 @@ class FanotifyBackend:
             return None
         seq = self._seq
         self._seq += 1
-        declared = [name for name in ev.unavailable if name in _DECLARED]
+        declared = _declared(ev.unavailable)
         mode = _MODES.get(ev.file_type or ("dir" if ev.is_dir else ""))
         path = ev.path
         if path is None:
-            declared.append("file.path")
+            declared += ("file.path",)
             path = b""
         # fanotify names the writer's pid (its thread group: no
         # FAN_REPORT_TID) and nothing else of it: the rest is the process
         # tree's, or unknown (None) when the tree has not got the process.
         # Never a zero: uid 0 would say the writer was root.
-        if info is None:
-            process = Process(pid=ev.pid, args=None)
-        else:
-            process = Process(
-                pid=ev.pid,
-                ppid=info.ppid,
-                start_ns=info.start_ns or None,
-                flags=0 if info.exe is not None else int(enums.ProcessFlag.EXE_UNKNOWN),
-                comm=info.comm,
-                exe=info.exe,  # None read after it exited: a zombie has no exe link
-                args=info.args,
-            )
+        process = self._process(ev.pid, info)
         return FileEvent(
             seq=seq,
             ktime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
@@ -429,9 +433,9 @@ class FanotifyBackend:
             flags=0,
             path=path,
             aux=ev.aux or b"",
-            file=FileInfo(mode=mode),
+            file=_file_info(mode),
             process=process,
-            unknown=tuple(declared),
+            unknown=declared,
         )
 
     def _folds(self, action: enums.Action, ev: FanotifyEvent) -> bool:
@@ -454,6 +458,31 @@ class FanotifyBackend:
         elif action in (enums.Action.CLOSE_WRITE, enums.Action.UNLINK, enums.Action.RENAME):
             self._creating.pop(key, None)
         return False
+
+    def _process(self, pid: int, info: ProcessInfo | None) -> Process:
+        """The writer as an event names it: one object for as long as the tree
+        holds the same entry for it, so that what is rendered of a process is
+        rendered once, not for each of its events (render._process caches by
+        the object)."""
+        hit = self._processes.get(pid)
+        if hit is not None and hit[0] is info:
+            return hit[1]
+        if info is None:
+            process = Process(pid=pid, args=None)
+        else:
+            process = Process(
+                pid=pid,
+                ppid=info.ppid,
+                start_ns=info.start_ns or None,
+                flags=0 if info.exe is not None else int(enums.ProcessFlag.EXE_UNKNOWN),
+                comm=info.comm,
+                exe=info.exe,  # None read after it exited: a zombie has no exe link
+                args=info.args,
+            )
+        if len(self._processes) >= _PROCESSES_MAX:
+            self._processes.clear()
+        self._processes[pid] = (info, process)
+        return process
 
     def _writer(self, pid: int, writers: dict[int, ProcessInfo | None] | None) -> ProcessInfo | None:
         if pid <= 0:

@@ -63,6 +63,7 @@ Events of this very process, on the caller's `ignore_paths` and on paths
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterable, Sequence
@@ -234,6 +235,7 @@ def _undo(moves: Sequence[tuple[bytes, bytes]], path: bytes) -> bytes:
     return path
 
 
+@functools.cache  # a few actions and extras: the same tuple for every event of a kind
 def _unavailable(action: str, *extra: str) -> tuple[str, ...]:
     return tuple(sorted({*UNAVAILABLE_ALWAYS, *_UNAVAILABLE_ACTION.get(action, ()), *extra}))
 
@@ -302,6 +304,7 @@ class FanotifyDecoder:
         #: own DELETE_SELF/MOVE_SELF is the only sign of their rmdir/rename.
         self.roots: set[FileId] = set()
         self._memo: dict[FileId, _Path] = {}
+        self._chosen: dict[bytes, bool] = {}
         self._items: list[_Candidate | _DirMove] = []
         self._deferred: dict[int, list[_Candidate]] = {}
         self._gone: set[FileId] = set()
@@ -338,6 +341,7 @@ class FanotifyDecoder:
         for fid in self._gone:
             self.cache.evict(fid)
         self._memo = {}
+        self._chosen = {}
         self._items = []
         self._deferred = {}
         self._gone = set()
@@ -644,9 +648,9 @@ class FanotifyDecoder:
         if rec is None:
             return _Path(None, "the event names no directory")
         parent = self._dir(rec.fid)
-        if parent.path is None:
+        if parent.path is None or rec.name is None:
             return parent
-        return parent._replace(path=_join(parent.path, rec.name) if rec.name is not None else parent.path)
+        return _Path(_join(parent.path, rec.name), parent.reason, parent.gone, parent.now)
 
     def _dir(self, fid: FileId) -> _Path:
         pinned = self.cache.pinned(fid)
@@ -736,9 +740,25 @@ class FanotifyDecoder:
     def _ignored(self, path: bytes) -> bool:
         return path in self._ignore_exact or any(path.startswith(d) for d in self._ignore_dirs)
 
-    def _keep(self, it: _Candidate) -> bool:
+    def _selected(self, path: bytes) -> bool:
+        """The caller's filter, asked once per path in a batch (a file made,
+        written and closed is three events)."""
+        hit = self._chosen.get(path)
+        if hit is None:
+            hit = self._chosen[path] = self.selected(path)
+        return hit
+
+    def _keep(self, it: _Candidate) -> bool:  # noqa: PLR0911 - one per outcome, the common one first
         ev = it.event
         if ev.action == "overflow":
+            return True
+        if it.aux_now is None and ev.path is not None:  # one path (most events): the rule below, shortened
+            if self._ignored(ev.path):
+                self.stats.ignored += 1
+                return False
+            if not self._selected(ev.path):
+                self.stats.unselected += 1
+                return False
             return True
         sides = (ev.path, ev.aux) if it.aux_now is not None else (ev.path,)
         known = [p for p in sides if p is not None]
@@ -749,7 +769,7 @@ class FanotifyDecoder:
             # an unresolvable side may be a monitored path: reported, never dropped
             self.stats.unresolved += 1
             return True
-        if not any(self.selected(p) for p in known):
+        if not any(self._selected(p) for p in known):
             self.stats.unselected += 1
             return False
         return True

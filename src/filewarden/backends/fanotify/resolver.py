@@ -44,16 +44,28 @@ class Resolver(Protocol):
     def identify(self, path: bytes) -> Identity | None: ...
 
 
+#: Whether this kernel refused AT_HANDLE_FID (before 6.5): asked once.
+_no_handle_fid = False
+
+
 def handle_of(dirfd: int, path: bytes, flags: int) -> tuple[int, bytes]:
     """(handle_type, handle) of what `path` names, as fanotify would encode it:
     AT_HANDLE_FID first (6.5+, needed on filesystems that cannot decode, like
     overlayfs without nfs_export), then a plain handle (the same bytes on
     filesystems that can decode). Raises OSError."""
-    try:
-        return libc.name_to_handle_at(dirfd, path, flags | libc.AT_HANDLE_FID)
-    except OSError as e:
-        if e.errno != errno.EINVAL:
-            raise
+    global _no_handle_fid
+    if not _no_handle_fid:
+        try:
+            return libc.name_to_handle_at(dirfd, path, flags | libc.AT_HANDLE_FID)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+        # The same call without the flag succeeding means the flag was what
+        # EINVAL refused: a kernel before 6.5 (fs/fhandle.c,
+        # do_sys_name_to_handle() refuses unknown flags), which always will.
+        result = libc.name_to_handle_at(dirfd, path, flags)
+        _no_handle_fid = True
+        return result
     return libc.name_to_handle_at(dirfd, path, flags)
 
 
@@ -67,11 +79,20 @@ def _refused(err: int | None) -> Resolution:
     return Resolution(None, f"open_by_handle_at: {name}")
 
 
+#: Filesystems whose fsid identify() remembers (a filesystem mounted again
+#: may come back with another fsid under the same st_dev; a wrong one only
+#: costs a create its file type, as a handle that does not match would).
+_FSIDS_MAX = 64
+
+
 class KernelResolver:
     """Handles -> paths with open_by_handle_at() (needs CAP_DAC_READ_SEARCH)."""
 
     def __init__(self) -> None:
         self._mounts: dict[tuple[int, int], list[int]] = {}
+        #: st_dev -> fsid: one fstatfs() per filesystem, not per create
+        #: (identify() runs for every file created in a watched tree)
+        self._fsids: dict[int, tuple[int, int]] = {}
 
     def add(self, fsid: tuple[int, int], mount_fd: int) -> None:
         """`mount_fd` is any directory of that filesystem; paths come out as
@@ -119,7 +140,11 @@ class KernelResolver:
         try:
             st = os.fstat(fd)
             htype, handle = handle_of(fd, b"", libc.AT_EMPTY_PATH)
-            fsid = libc.fstatfs_fsid(fd)
+            fsid = self._fsids.get(st.st_dev)
+            if fsid is None:
+                if len(self._fsids) >= _FSIDS_MAX:
+                    self._fsids.clear()
+                fsid = self._fsids[st.st_dev] = libc.fstatfs_fsid(fd)
             link = os.readlink(b"", dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
         except OSError:
             return None

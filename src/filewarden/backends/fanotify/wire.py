@@ -39,6 +39,12 @@ _NEW_DIR_INFO_TYPES: Final = frozenset((FAN_EVENT_INFO_TYPE_NEW_DFID_NAME,))
 _CHILD_INFO_TYPES: Final = frozenset((FAN_EVENT_INFO_TYPE_FID,))
 
 
+#: The FileIds parse_events() made lately, by their bytes (fsid, handle
+#: header, handle): bounded, emptied when full.
+_fids: dict[bytes, FileId] = {}
+_FIDS_MAX: Final = 16_384
+
+
 class FileId(msgspec.Struct, frozen=True):
     """An object as fanotify names it: filesystem id and file handle."""
 
@@ -150,11 +156,19 @@ def _parse_fid(info_type: int, rec: memoryview) -> InfoRecord | None:
     (fanotify_user.c, copy_fid_info_to_user())."""
     if len(rec) < FID_HEAD:
         return None
-    f0, f1 = FSID.unpack_from(rec, INFO_HDR.size)
     nbytes, htype = HANDLE_HDR.unpack_from(rec, INFO_HDR.size + FSID.size)
     if nbytes > len(rec) - FID_HEAD:
         return None
-    handle = bytes(rec[FID_HEAD : FID_HEAD + nbytes])
+    # A batch names the same directories, and each file's handle a few
+    # times (create, modify, close_write): one FileId per distinct id.
+    key = bytes(rec[INFO_HDR.size : FID_HEAD + nbytes])
+    fid = _fids.get(key)
+    if fid is None:
+        if len(_fids) >= _FIDS_MAX:
+            _fids.clear()
+        f0, f1 = FSID.unpack_from(rec, INFO_HDR.size)
+        # handle types are small and unsigned in practice: FILEID_INVALID is 0xff
+        fid = _fids[key] = FileId((f0, f1), htype & 0xFFFFFFFF, key[FID_HEAD - INFO_HDR.size :])
     name: bytes | None = None
     if info_type in NAMED_INFO_TYPES:
         tail = bytes(rec[FID_HEAD + nbytes :])
@@ -162,5 +176,4 @@ def _parse_fid(info_type: int, rec: memoryview) -> InfoRecord | None:
         if nul <= 0:
             return None  # the kernel never sends an empty name (it sends ".")
         name = tail[:nul]
-    # handle types are small and unsigned in practice: FILEID_INVALID is 0xff
-    return InfoRecord(info_type=info_type, fid=FileId((f0, f1), htype & 0xFFFFFFFF, handle), name=name)
+    return InfoRecord(info_type=info_type, fid=fid, name=name)
