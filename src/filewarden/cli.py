@@ -787,11 +787,15 @@ def status(socket_path: Path, as_json: bool) -> None:
             f"rescans: {runs.get('loss', 0)} after a loss, {runs.get('scheduled', 0)} scheduled; "
             f"{rescans.get('reported', 0)} change(s) found"
         )
+        if rescans.get("extended"):
+            line += f"; {rescans['extended']} pass(es) added by losses during a rescan"
         if rescans.get("running"):
             line += f"; a {rescans['running']} rescan running"
         if rescans.get("pending_since"):
             line += f"; events lost since {rescans['pending_since']}: a rescan is pending"
         click.echo(line)
+    if agent.get("hash_backlog"):
+        click.echo(f"hashing: {agent['hash_backlog']} written file(s) waiting to be hashed and compared")
     for out in agent.get("outputs", []):
         state = "FAILING" if out.get("failing") else "ok"
         line = f"output {out['spec']}: {state}, {out.get('written', 0)} written, {out.get('errors', 0)} errors"

@@ -5,8 +5,11 @@ before and after.
 
 Hashing runs on a thread of its own, fed by a bounded queue, never on the
 record loop or the pipeline. A full queue is counted and logged, and the
-file is kept for a retry once the queue has room: never dropped. A file
-larger than `max_file_size` waits until no smaller one does. Same content
+file is kept for a retry once the queue has room. Past RETRY_MAX kept files
+a file's path alone is kept: a loss of its close's event, which has the
+next loss rescan compare it with the baseline and report it (the rescan's
+event has no process). A file larger than `max_file_size` waits until no
+smaller one does. Same content
 (a rewrite with what was there) gives no event, and is counted. A file
 held open for writing is hashed every `rehash_interval` seconds while it
 stays open (a log written for days still has its changes reported).
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_FILES: Final = 4096
 RETRY_MAX: Final = 100_000
+DROPPED_MAX: Final = 1_000_000  # paths kept for a rescan past RETRY_MAX (a rescan compares all)
 TICK_S: Final = 1.0  # how often files held open are looked at
 BATCH_FILES: Final = 256  # files looked at in one transaction of the baseline, at most
 BATCH_S: Final = 0.05  # and for no longer: the baseline's writer lock is held meanwhile
@@ -76,6 +80,7 @@ class ContentStats:
     same: int = 0  # read, and the content was what the baseline had
     new: int = 0  # no baseline entry yet: stored, no event (its create was the event)
     queue_full: int = 0  # kept for a retry because the queue was full
+    dropped: int = 0  # past RETRY_MAX as well: left to a rescan (a loss)
     unreadable: int = 0
     images: int = 0  # copied-up files whose image content was hashed
     accepted: int = 0  # package managers' changes matching their package (package_changes = "accept")
@@ -112,6 +117,9 @@ class ContentWatch:
         # which of those are new (fresh after it).
         self._uncommitted: set[bytes] = set()
         self._new_uncommitted: set[bytes] = set()
+        # Paths whose close could not be kept (past RETRY_MAX): owned, so no
+        # checkpoint takes them in unseen, until a loss rescan compares them.
+        self._dropped: set[bytes] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="filewarden-content", daemon=True)
         self._idle = threading.Event()
@@ -142,6 +150,10 @@ class ContentWatch:
                 if len(self._retry) < RETRY_MAX or path in self._retry:
                     self._retry[path] = doc
                     self._retry.move_to_end(path)
+                elif path not in self._dropped:
+                    self.stats.dropped += 1
+                    if len(self._dropped) < DROPPED_MAX:
+                        self._dropped.add(path)
 
     def opened(self, path: bytes, doc: dict[str, Any]) -> None:
         """A file opened for writing (create, open_write, truncate): hashed
@@ -159,10 +171,20 @@ class ContentWatch:
         same" and a change would go unreported."""
         with self._lock:
             owned = set(self._queued)
-            owned.update(self._retry, self._large, self._open, self._uncommitted)
+            owned.update(self._retry, self._large, self._open, self._uncommitted, self._dropped)
             if self._current is not None:
                 owned.add(self._current)
         return owned
+
+    def dropped(self) -> set[bytes]:
+        """The paths left to a rescan (a copy: the rescan compares them)."""
+        with self._lock:
+            return set(self._dropped)
+
+    def release_dropped(self, paths: set[bytes]) -> None:
+        """A rescan compared these: no longer owned."""
+        with self._lock:
+            self._dropped -= paths
 
     def take_fresh(self) -> set[bytes]:
         """The files stored as new since the last call."""
@@ -221,7 +243,9 @@ class ContentWatch:
         kernel's queue or ring is what cannot wait (a full one loses events),
         hashing can (its files stay owned and queued); and both at once
         share one interpreter, each slowing the other."""
-        if busy:
+        # Not while the kept files near RETRY_MAX: hashing then goes on
+        # beside the loop, slowing it, rather than leave files to a rescan.
+        if busy and len(self._retry) < RETRY_MAX // 2:
             self._calm.clear()
         else:
             self._calm.set()
@@ -305,12 +329,17 @@ class ContentWatch:
             self._current = None
 
     def _queued_job(self) -> tuple[bytes, dict[str, Any]] | None:
-        """The next queued file, if one is there now (never waits); a stop
-        asked for is left in the queue for _take."""
+        """The next queued or kept file, if one is there now (never waits); a
+        stop asked for is left in the queue for _take."""
         try:
             job = self._jobs.get_nowait()
         except queue.Empty:
-            return None
+            with self._lock:
+                if not self._retry:
+                    return None
+                kept = self._retry.popitem(last=False)
+                self._current = kept[0]
+                return kept
         if job is None:
             self._jobs.put(None)
             return None

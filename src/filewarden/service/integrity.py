@@ -51,7 +51,7 @@ from filewarden.host.clock import format_timestamp
 from filewarden.host.packages import PackageDb
 from filewarden.integrity import trust
 from filewarden.integrity.document import offline_document, rescan_document, text
-from filewarden.integrity.scan import CancelledError, Scanner
+from filewarden.integrity.scan import CancelledError, Scanner, ScanReport
 from filewarden.integrity.store import Baseline, BaselineError
 from filewarden.integrity.walk import roots
 from filewarden.service.baseline import (
@@ -91,7 +91,7 @@ LOSS_LOG_S: Final = 10.0  # a WARNING about losses at most this often
 _MAKES: Final = frozenset({"create", "mkdir", "rename", "link", "symlink"})
 # Loss causes that a rescan repairs: all but process records (exec, fork,
 # exit), whose loss costs attribution, not a file change.
-_NOT_FILE_LOSSES: Final = frozenset({"process_records"})
+NOT_FILE_LOSSES: Final = frozenset({"process_records"})
 
 
 @dataclass
@@ -102,6 +102,7 @@ class RescanState:
     reported: int = 0  # changes reported by rescans
     running: str | None = None  # the reason of the rescan under way
     pending_since_ns: int | None = None  # a loss seen, its rescan not started yet
+    extended: int = 0  # passes added to a running rescan by losses during it
     last: dict[str, Any] | None = None
 
     def status(self) -> dict[str, Any]:
@@ -109,6 +110,7 @@ class RescanState:
             "runs": dict(self.runs),
             "reported": self.reported,
             "running": self.running,
+            "extended": self.extended,
             "pending_since": format_timestamp(self.pending_since_ns) if self.pending_since_ns is not None else None,
             "last": self.last,
         }
@@ -332,14 +334,18 @@ class IntegrityMonitor:
 
     def _look_for_losses(self) -> None:
         """Reads the backend's loss counters; a rise is a rescan to come."""
-        if self.losses is None:
-            return
-        try:
-            counted = self.losses()
-        except Exception as exc:  # noqa: BLE001 - a backend stopping or gone: nothing more to learn
-            log.debug("baseline: the backend's loss counters: %s", exc)
-            return
-        now = {c: n for c, n in counted.items() if c not in _NOT_FILE_LOSSES}
+        counted: dict[str, int] = {}
+        if self.losses is not None:
+            try:
+                counted.update(self.losses())
+            except Exception as exc:  # noqa: BLE001 - a backend stopping or gone: nothing more to learn
+                log.debug("baseline: the backend's loss counters: %s", exc)
+                return
+        if self.content.stats.dropped:
+            # Closes the content watch could not keep: their files are left
+            # to this rescan (ContentWatch.dropped()).
+            counted["hash_queue_full"] = self.content.stats.dropped
+        now = {c: n for c, n in counted.items() if c not in NOT_FILE_LOSSES}
         before, self._lost_seen = self._lost_seen, now
         if before is None:
             # The first look: what was lost before the start scan, the start
@@ -365,7 +371,10 @@ class IntegrityMonitor:
 
     def _rescan(self, reason: str) -> None:
         """Compares the monitored trees with the baseline and reports each
-        difference no live event named (see the module's docstring)."""
+        difference no live event named (see the module's docstring). A loss
+        while a pass runs extends the rescan by another pass (after
+        RESCAN_GAP_S from the last one's start): one rescan, one report,
+        its window from the first loss on; never a pass cut short."""
         state = self.rescans
         if reason == "loss":
             since: int | None = state.pending_since_ns
@@ -377,20 +386,78 @@ class IntegrityMonitor:
             causes = {}
         state.running = reason
         started = time.monotonic()
+        events: list[dict[str, Any]] = []
+        objects = hashed = passes = 0
+        end = time.time_ns()
+        try:
+            lossy = reason == "loss"
+            while True:
+                passes += 1
+                began = time.monotonic()
+                found, report, end = self._rescan_pass(f"{reason} rescan", since, lossy=lossy)
+                events += found
+                objects += report.progress.scanned
+                hashed += report.progress.hashed
+                self._look_for_losses()
+                if state.pending_since_ns is None or self._stop.is_set():
+                    break
+                # Lost while this pass ran: what it compared before may have
+                # changed unseen. The same rescan goes on, losses and all.
+                for cause, n in self._lost_new.items():
+                    causes[cause] = causes.get(cause, 0) + n
+                self._lost_new = {}
+                state.pending_since_ns = None
+                state.extended += 1
+                lossy = True
+                if self._stop.wait(max(0.0, RESCAN_GAP_S - (time.monotonic() - began))):
+                    break
+        finally:
+            state.running = None
+        state.runs[reason] = state.runs.get(reason, 0) + 1
+        state.reported += len(events)
+        state.last = {
+            "reason": reason,
+            "lost": causes,
+            "window": events[0]["event"]["window"] if events else {"end": format_timestamp(end)},
+            "passes": passes,
+            "objects": objects,
+            "hashed": hashed,
+            "seconds": round(time.monotonic() - started, 3),
+            "reported": len(events),
+        }
+        log.log(
+            logging.WARNING if events else logging.INFO,
+            "rescan (%s%s): %d objects compared with the baseline in %.1f s (%d hashed%s); %d change(s) reported",
+            reason,
+            ": " + ", ".join(f"{c} {n}" for c, n in sorted(causes.items())) if causes else "",
+            objects,
+            time.monotonic() - started,
+            hashed,
+            f", {passes} passes: extended by losses during it" if passes > 1 else "",
+            len(events),
+        )
+
+    def _rescan_pass(
+        self, what: str, since: int | None, *, lossy: bool
+    ) -> tuple[list[dict[str, Any]], ScanReport, int]:
+        """One walk of the monitored trees: its events (already emitted), the
+        scan's report, and when it ended."""
         with self._lock:
             self._seen = set()
+        # Files whose close the content watch could not keep: compared here.
+        dropped = self.content.dropped()
         try:
             # What live events named is theirs: taken in first, unreported.
-            unmade = self._catch_up(f"{reason} rescan", lossy=reason == "loss")
+            unmade = self._catch_up(what, lossy=lossy)
             with self._lock:
                 # New files whose create may be among the lost are the
                 # rescan's to report, even while the content watch has them
                 # (it finds no baseline entry to compare with: no event).
-                leave = (self.content.owned() | self._dirty) - unmade
+                leave = (self.content.owned() | self._dirty) - unmade - dropped
             scanner = Scanner(
                 self._baseline,
                 self.config.matcher,
-                options_of(self.config, full=reason == "scheduled"),
+                options_of(self.config, full=what.startswith("scheduled")),
                 trusted=TrustRule.of(self._baseline, root=self.root),
                 cancel=self._stop,
                 root=self.root,
@@ -409,33 +476,12 @@ class IntegrityMonitor:
                 self._emit(events)
                 self.content.forget_fresh({c.path for c in report.changes})
             self._baseline.commit_staged(report.gone)
-            checkpoint(self._baseline, f"{reason} rescan", self._baseline.devices())
+            checkpoint(self._baseline, what, self._baseline.devices())
+            self.content.release_dropped(dropped)
         finally:
             with self._lock:
                 self._seen = None
-            state.running = None
-        state.runs[reason] = state.runs.get(reason, 0) + 1
-        state.reported += len(events)
-        p = report.progress
-        state.last = {
-            "reason": reason,
-            "lost": causes,
-            "window": events[0]["event"]["window"] if events else {"end": format_timestamp(end)},
-            "objects": p.scanned,
-            "hashed": p.hashed,
-            "seconds": round(time.monotonic() - started, 3),
-            "reported": len(events),
-        }
-        log.log(
-            logging.WARNING if events else logging.INFO,
-            "rescan (%s%s): %d objects compared with the baseline in %.1f s (%d hashed); %d change(s) reported",
-            reason,
-            ": " + ", ".join(f"{c} {n}" for c, n in sorted(causes.items())) if causes else "",
-            p.scanned,
-            time.monotonic() - started,
-            p.hashed,
-            len(events),
-        )
+        return events, report, end
 
     def _stale(self, exc: BaselineError) -> None:
         log.error("%s; events go on, the baseline is stale", exc)

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from filewarden import __version__
 from filewarden.errors import UsageError
+from filewarden.service.integrity import NOT_FILE_LOSSES
 
 if TYPE_CHECKING:
     from filewarden.backends.base import Backend
@@ -69,6 +70,7 @@ class Agent:
     content_backlog: Callable[[], int] | None = None  # files waiting to be hashed
     dirty_paths: Callable[[], int] | None = None  # paths waiting for the next checkpoint
     rescans: RescanState | None = None  # the baseline's rescans (service/integrity.py)
+    hash_dropped: Callable[[], int] | None = None  # closes left to a rescan (content watch full)
 
 
 class AgentCollector(Collector):
@@ -116,6 +118,20 @@ class AgentCollector(Collector):
         for cause, n in sorted(gauges.lost.items()):
             lost.add_metric([cause], n)
         yield lost
+        # The same losses as the changes they hide: those of file records (not
+        # process records), and closes the content watch could not keep.
+        # Each has the monitored trees compared with the baseline (a rescan).
+        events_lost = CounterMetricFamily(
+            "filewarden_events_lost",
+            "File events lost, by cause; each loss has a rescan against the baseline report what it hid.",
+            labels=["cause"],
+        )
+        for cause, n in sorted(gauges.lost.items()):
+            if cause not in NOT_FILE_LOSSES:
+                events_lost.add_metric([cause], n)
+        if a.hash_dropped is not None:
+            events_lost.add_metric(["hash_queue_full"], a.hash_dropped())
+        yield events_lost
         if gauges.ring_fill is not None:
             ring = GaugeMetricFamily("filewarden_ring_buffer_fill_ratio", "The kernel ring buffer's used share.")
             ring.add_metric([], gauges.ring_fill)

@@ -164,6 +164,8 @@ def run(
             agent.content_backlog = monitor.content.backlog
             agent.dirty_paths = monitor.dirty_count
             agent.rescans = monitor.rescans
+            content = monitor.content
+            agent.hash_dropped = lambda: content.stats.dropped
         reloader = Reloader(
             source or ConfigSource(None, lambda: config),
             config,
@@ -305,6 +307,7 @@ def about(config: Config, agent: Agent, reloader: Reloader | None = None) -> dic
             **coalesced(agent.pipeline),
         },
         **({"rescans": agent.rescans.status()} if agent.rescans is not None else {}),
+        **({"hash_backlog": agent.content_backlog()} if agent.content_backlog is not None else {}),
         "outputs": [
             {
                 "spec": sink.spec,

@@ -3,6 +3,7 @@ loopback port, over the in-memory backend (no kernel, no root)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.error
@@ -40,7 +41,11 @@ def test_metrics_and_health_of_a_running_agent(tmp_path: Path) -> None:
         sinks = open_outputs((Output("jsonl", str(tmp_path / "o")), Output("sqlite", str(tmp_path / "e.db"))))
         pipeline = Pipeline(sinks, backend.processes, backend=backend.name)
         worker = PipelineWorker(pipeline)
-        agent = Agent(backend, pipeline, worker, sinks, content_backlog=lambda: 7)
+        agent = Agent(backend, pipeline, worker, sinks, content_backlog=lambda: 7, hash_dropped=lambda: 2)
+        real_gauges = backend.gauges
+        backend.gauges = lambda: dataclasses.replace(  # type: ignore[method-assign]
+            real_gauges(), lost={**real_gauges().lost, "process_records": 5}
+        )
         server.attach(agent)
         pipeline.emit([event(seq=i) for i in range(3)])
         agent.running = True
@@ -49,6 +54,10 @@ def test_metrics_and_health_of_a_running_agent(tmp_path: Path) -> None:
         assert 'filewarden_events_total{action="create",backend="fake"} 3.0' in body
         assert 'filewarden_info{backend="fake",kernel="' in body
         assert 'filewarden_records_lost_total{cause="sequence_gaps"} 0.0' in body
+        assert 'filewarden_events_lost_total{cause="sequence_gaps"} 0.0' in body
+        assert 'filewarden_events_lost_total{cause="hash_queue_full"} 2.0' in body
+        assert 'filewarden_records_lost_total{cause="process_records"} 5.0' in body
+        assert 'filewarden_events_lost_total{cause="process_records"}' not in body  # not a file event
         assert "filewarden_hash_backlog_files 7.0" in body
         assert f'filewarden_output_events_total{{output="jsonl:{tmp_path}/o"}} 3.0' in body
         assert "filewarden_process_tree_size" in body

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from filewarden.config import Config
+from filewarden.service import content as content_module
+from filewarden.service import integrity
 from filewarden.service.integrity import IntegrityMonitor
 from tests.support.wait import wait_for
 
@@ -222,3 +224,76 @@ def test_files_a_live_rename_moved_are_not_reported_as_created(world: World) -> 
     wait_for(lambda: world.rescans("loss") == 1, 30)
     assert world.monitor.content.wait_idle(30)
     assert [e for e in world.events if e["event"].get("rescan")] == []
+
+
+def test_a_loss_during_a_rescan_extends_it_by_a_pass(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a second rescan RESCAN_GAP_S later: the same one goes on, and its
+    one report names both losses."""
+    monkeypatch.setattr(integrity, "RESCAN_GAP_S", 0.5)
+    real = world.monitor._rescan_pass
+    passes: list[str] = []
+
+    def pass_then_lose(what: str, since: int | None, *, lossy: bool) -> Any:
+        found = real(what, since, lossy=lossy)
+        passes.append(what)
+        if len(passes) == 1:
+            # Changed after this pass compared it, with its event lost.
+            (world.files / "b.conf").write_bytes(b"changed during the rescan\n")
+            world.lost["sequence_gaps"] += 2
+        return found
+
+    world.monitor._rescan_pass = pass_then_lose  # type: ignore[method-assign]
+    world.start()
+    (world.files / "a.conf").write_bytes(b"changed before\n")
+    world.lost["sequence_gaps"] += 1
+    wait_for(lambda: world.rescans("loss") == 1, 30)
+    assert len(passes) == 2
+    assert world.by_action() == {"content_changed": ["a.conf", "b.conf"]}
+    status = world.monitor.rescans.status()
+    assert status["runs"] == {"loss": 1}
+    assert status["extended"] == 1
+    assert status["last"]["passes"] == 2
+    assert status["last"]["lost"] == {"sequence_gaps": 3}
+    assert status["pending_since"] is None
+
+
+def test_a_close_the_content_watch_could_not_keep_is_compared_by_a_rescan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the hashing queue and RETRY_MAX kept files, a close's file is
+    left to a rescan: a loss (hash_queue_full), reported once, by the rescan."""
+    monkeypatch.setattr(content_module, "QUEUE_FILES", 1)
+    monkeypatch.setattr(content_module, "RETRY_MAX", 0)
+    w = World(tmp_path)
+    (w.files / "c.conf").write_bytes(b"c one\n")
+    release = threading.Event()
+    real_look = content_module.ContentWatch._look
+
+    def held(watch: content_module.ContentWatch, *args: Any) -> None:
+        release.wait(30)
+        real_look(watch, *args)
+
+    monkeypatch.setattr(content_module.ContentWatch, "_look", held)
+    try:
+        w.start()
+        for name in ("a.conf", "b.conf", "c.conf"):
+            (w.files / name).write_bytes(f"{name} two\n".encode())
+        live(w, "close_write", w.files / "a.conf")
+        wait_for(lambda: w.monitor.content._current is not None, 10)  # taken, and held
+        live(w, "close_write", w.files / "b.conf")  # queued: the queue is full
+        with caplog.at_level(logging.WARNING, "filewarden.service.integrity"):
+            live(w, "close_write", w.files / "c.conf")  # neither queued nor kept
+            assert w.monitor.content.stats.dropped == 1
+            wait_for(lambda: w.rescans("loss") == 1, 30)
+        assert w.by_action() == {"content_changed": ["c.conf"]}
+        (rescanned,) = w.events
+        assert rescanned["event"]["rescan"] is True
+        assert rescanned["file"]["hash"] == {"sha256": sha256(b"c.conf two\n")}
+        assert w.monitor.content.dropped() == set()
+        assert any("hash_queue_full 1" in r.getMessage() for r in caplog.records)
+        release.set()
+        assert w.monitor.content.wait_idle(30)
+        assert w.by_action() == {"content_changed": ["a.conf", "b.conf", "c.conf"]}
+    finally:
+        release.set()
+        w.monitor.close()
