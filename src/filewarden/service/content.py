@@ -243,9 +243,9 @@ class ContentWatch:
         kernel's queue or ring is what cannot wait (a full one loses events),
         hashing can (its files stay owned and queued); and both at once
         share one interpreter, each slowing the other."""
-        # Not while the kept files near RETRY_MAX: hashing then goes on
+        # Not once the kept files near RETRY_MAX: hashing then goes on
         # beside the loop, slowing it, rather than leave files to a rescan.
-        if busy and len(self._retry) < RETRY_MAX // 2:
+        if busy and len(self._retry) < RETRY_MAX - QUEUE_FILES:
             self._calm.clear()
         else:
             self._calm.set()

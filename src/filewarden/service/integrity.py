@@ -80,8 +80,10 @@ _REHASH: Final = frozenset({"close_write", "rename"})
 # Events that leave a file open for writing: hashed every rehash_interval until it is closed.
 _OPENED: Final = frozenset({"create", "open_write", "truncate", "modify"})  # modify: fanotify's write
 GLOBS: Final = "globs"  # meta key: the globs the baseline was made for, one per line
-# Paths named by live events since the last checkpoint; past this many the
-# next checkpoint rescans everything instead (memory stays bounded).
+# Paths named by live events since the last checkpoint. Half this many has
+# a checkpoint (or the pending loss's rescan) run at the next look, within
+# LOSS_POLL_S; past all of them (more than half of it named within one look)
+# the next checkpoint rescans everything instead (memory stays bounded).
 MAX_DIRTY: Final = 1_000_000
 LOSS_POLL_S: Final = 1.0  # how often the backend's loss counters are read
 RESCAN_GAP_S: Final = 10.0  # a storm of losses: one rescan, then at most one per this
@@ -146,6 +148,7 @@ class IntegrityMonitor:
         self._made: set[bytes] = set()  # dirty paths a live action made (_MAKES)
         self._moved: set[bytes] = set()  # dirty paths a live rename made (what is below came with it)
         self._overflow = False
+        self._dirty_high = False  # half of MAX_DIRTY named: a checkpoint (or rescan) at once
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.root = config.host_root
@@ -219,6 +222,10 @@ class IntegrityMonitor:
                 self._dirty.update(paths)
                 self._made.update(made)
                 self._moved.update(moved)
+                if len(self._dirty) >= MAX_DIRTY // 2:
+                    # Taken in (or rescanned, a loss pending) at the monitor
+                    # thread's next look, before the set can overflow.
+                    self._dirty_high = True
 
     def dirty_count(self) -> int:
         """Paths live events touched, waiting for the next checkpoint."""
@@ -313,8 +320,9 @@ class IntegrityMonitor:
                 # record's event reaches observe()).
                 self._look_for_losses()
                 now = time.monotonic()
+                high, self._dirty_high = self._dirty_high, False
                 if self.rescans.pending_since_ns is not None:
-                    if now - last_rescan < RESCAN_GAP_S:
+                    if now - last_rescan < RESCAN_GAP_S and not high:
                         continue  # no checkpoint takes anything in while a loss waits for its rescan
                     self._rescan("loss")
                     last_rescan = time.monotonic()
@@ -322,7 +330,7 @@ class IntegrityMonitor:
                     self._rescan("scheduled")
                     last_rescan = time.monotonic()
                     next_scheduled = last_rescan + interval
-                elif now >= next_checkpoint:
+                elif now >= next_checkpoint or high:
                     self._catch_up("periodic")
                 else:
                     continue
@@ -454,6 +462,9 @@ class IntegrityMonitor:
                 # rescan's to report, even while the content watch has them
                 # (it finds no baseline entry to compare with: no event).
                 leave = (self.content.owned() | self._dirty) - unmade - dropped
+                # Of those, files a live create named: new to the baseline,
+                # and not to be reported as created a second time.
+                made_live = self._made & dropped
             scanner = Scanner(
                 self._baseline,
                 self.config.matcher,
@@ -470,6 +481,8 @@ class IntegrityMonitor:
             for change in report.changes:
                 if change.path in seen or (change.source_path is not None and change.source_path in seen):
                     continue  # a live event named it meanwhile: that event is the report
+                if change.action == "create" and change.path in made_live:
+                    continue  # its create was reported live; the baseline takes it in
                 doc = rescan_document(change, since, end)
                 events.append(with_package(doc, change, self.packages))
             if events:

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -283,17 +284,52 @@ def test_a_close_the_content_watch_could_not_keep_is_compared_by_a_rescan(
         live(w, "close_write", w.files / "b.conf")  # queued: the queue is full
         with caplog.at_level(logging.WARNING, "filewarden.service.integrity"):
             live(w, "close_write", w.files / "c.conf")  # neither queued nor kept
-            assert w.monitor.content.stats.dropped == 1
+            (w.files / "d.conf").write_bytes(b"new, its create seen live\n")
+            live(w, "create", w.files / "d.conf")
+            live(w, "close_write", w.files / "d.conf")  # nor this one
+            assert w.monitor.content.stats.dropped == 2
             wait_for(lambda: w.rescans("loss") == 1, 30)
+        # c.conf's change, once; d.conf's create was reported live: not again
         assert w.by_action() == {"content_changed": ["c.conf"]}
+        assert w.monitor._baseline.get(bytes(w.files / "d.conf")) is not None
         (rescanned,) = w.events
         assert rescanned["event"]["rescan"] is True
         assert rescanned["file"]["hash"] == {"sha256": sha256(b"c.conf two\n")}
         assert w.monitor.content.dropped() == set()
-        assert any("hash_queue_full 1" in r.getMessage() for r in caplog.records)
+        assert any("hash_queue_full 2" in r.getMessage() for r in caplog.records)
         release.set()
         assert w.monitor.content.wait_idle(30)
         assert w.by_action() == {"content_changed": ["a.conf", "b.conf", "c.conf"]}
     finally:
         release.set()
         w.monitor.close()
+
+
+def test_many_named_paths_with_a_loss_pending_have_the_rescan_come_early_and_report_nothing_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half of MAX_DIRTY named: the pending loss's rescan runs at once, not
+    RESCAN_GAP_S after the last one, so the named set never overflows (an
+    overflow would have the rescan report what live events reported)."""
+    monkeypatch.setattr(integrity, "MAX_DIRTY", 20)
+    world.start()
+    world.lost["sequence_gaps"] += 1
+    wait_for(lambda: world.rescans("loss") == 1, 30)
+    world.lost["sequence_gaps"] += 1  # its rescan would wait RESCAN_GAP_S
+    wait_for(lambda: world.monitor.rescans.pending_since_ns is not None, 10)
+    began = time.monotonic()
+    for chunk in range(5):
+        for i in range(5):
+            path = world.files / f"new{chunk}-{i}.conf"
+            path.write_bytes(b"made, its create seen live\n")
+            live(world, "create", path)
+            live(world, "close_write", path)
+        assert world.monitor.content.wait_idle(30)  # compared: no longer the content watch's
+        if chunk == 1:
+            time.sleep(2 * integrity.LOSS_POLL_S)  # 10 named: the rescan comes at the next look
+    assert time.monotonic() - began < integrity.RESCAN_GAP_S
+    assert world.rescans("loss") == 2
+    assert not world.monitor._overflow
+    world.lost["sequence_gaps"] += 1
+    wait_for(lambda: world.rescans("loss") == 3, 30)
+    assert [e for e in world.events if e["event"].get("rescan")] == []
