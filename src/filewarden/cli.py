@@ -273,9 +273,15 @@ def run(  # noqa: PLR0917 - one parameter per click option
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Configuration to explain from when no agent is running.",
+    help="With no agent answering: judge by this configuration, as 'run --config' would load it.",
 )
-@click.option("--path", "paths", multiple=True, metavar="GLOB", help="Globs to explain from (as for 'run').")
+@click.option(
+    "--path", "paths", multiple=True, metavar="GLOB", help="With no agent answering: these globs (as for 'run')."
+)
+@click.option(
+    "--exclude", multiple=True, metavar="GLOB", help="With no agent answering: these exclusions (as for 'run')."
+)
+@click.option("--host-root", metavar="DIR", default=None, help=_HOST_ROOT_HELP)
 @click.option(
     "--socket",
     "socket_path",
@@ -285,34 +291,57 @@ def run(  # noqa: PLR0917 - one parameter per click option
     help="The running agent's control socket.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as one JSON object.")
-def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket_path: Path, as_json: bool) -> None:
-    """Is PATH monitored, and why: glob, kernel prefix, inode mark, parent mark,
-    and the hooks that report it.
+def explain(  # noqa: PLR0917 - one parameter per click option
+    path: Path,
+    config_file: Path | None,
+    paths: tuple[str, ...],
+    exclude: tuple[str, ...],
+    host_root: str | None,
+    socket_path: Path,
+    as_json: bool,
+) -> None:
+    """Would a change of PATH be reported, why, and by what: its glob and
+    prefix, and what the running backend reports for it (lsm and fentry: the
+    hooks, inode and directory marks; fanotify: the mark covering its
+    directory, the fanotify events, the actions and the fields it cannot
+    give). PATH need not exist: a path not created yet is judged by its
+    nearest existing directory, as a file created there would be.
 
-    Asks the running agent (its live inode marks) through --socket; with no
-    agent there, answers from the configuration (--config/--path, else the
-    defaults) and says that marks are unknown.
+    Asks the running agent through --socket. When no agent answers, the
+    first line says so, and PATH is judged by the configuration 'run' would
+    load from the same --config/--path/--exclude/--host-root (else the
+    built-in defaults), without hooks or marks: those are the backend's.
     """
     import msgspec
 
-    from filewarden.explain import explain as explain_path
-    from filewarden.explain import format_text
+    from filewarden.explain import format_text, from_configuration
     from filewarden.service.control import ask
 
     absolute = Path(os.path.abspath(path))
     try:
         doc = ask(socket_path, {"explain": str(absolute)})
     except ControlError as exc:
-        config = load_config(config_file, paths=paths)
+        config = load_config(config_file, paths=paths, exclude=exclude, host_root=host_root)
         matcher = config.matcher
-        doc = explain_path(os.fsencode(absolute), matcher, matcher.prefixes(), root=config.host_root)
-        doc["agent"] = str(exc)
+        doc = from_configuration(
+            os.fsencode(absolute), matcher, config.host_root, str(exc), _which_config(config_file, paths, exclude)
+        )
     if as_json:
         click.echo(msgspec.json.encode(doc).decode())
     else:
         click.echo(format_text(doc))
-        if "agent" in doc:
-            click.echo(f"  note: {doc['agent']}")
+
+
+def _which_config(config_file: Path | None, paths: tuple[str, ...], exclude: tuple[str, ...]) -> str:
+    """Which configuration `run` would use, given the same options."""
+    given = [*(f"--path {p}" for p in paths), *(f"--exclude {e}" for e in exclude)]
+    if config_file is not None:
+        given.append(f"--config {config_file}")
+    if not given:
+        return "the configuration 'run' would use: the built-in defaults"
+    if not paths and config_file is None:
+        given.append("(the built-in default paths)")
+    return "the configuration 'run' would use: " + " ".join(given)
 
 
 @cli.command()
@@ -332,7 +361,17 @@ def explain(path: Path, config_file: Path | None, paths: tuple[str, ...], socket
 )
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
 @click.option("--host-root", metavar="DIR", default=None, help=_HOST_ROOT_HELP)
-def doctor(verbose: bool, config_file: Path | None, state_dir: Path | None, host_root: str | None) -> None:
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=str(DEFAULT_SOCKET),
+    show_default=True,
+    help="The running agent's control socket: its backend, what it watches and its limits are shown.",
+)
+def doctor(
+    verbose: bool, config_file: Path | None, state_dir: Path | None, host_root: str | None, socket_path: Path
+) -> None:
     """Check everything the agent needs; print one line per check.
 
     Shows each backend (lsm, fentry, fanotify) with its status, and the one
@@ -345,13 +384,14 @@ def doctor(verbose: bool, config_file: Path | None, state_dir: Path | None, host
     non-cryptographic one) and each nats output (its broker answers with
     JetStream; a stream captures its subjects, or can be created), and the
     host root when one is set (it looks like a root filesystem, and PID 1's
-    mount table, the host's, is readable).
+    mount table, the host's, is readable). When an agent answers on
+    --socket, its backend is named with what it watches and its limits.
     """
     from filewarden.service.doctor import format_check, run_checks, verdict
 
     config = load_config(config_file, state_dir=state_dir, host_root=host_root)
     _setup_logging("warning")
-    checks = run_checks(config=config)
+    checks = run_checks(config=config, socket=socket_path)
     for check in checks:
         click.echo(format_check(check, verbose))
     ok, line = verdict(checks)
@@ -744,7 +784,8 @@ def _print_events(docs: list[bytes], *, header: bool = True, fleet: bool = False
 @click.option("--json", "as_json", is_flag=True, help="Print the agent's answer as one JSON object.")
 def status(socket_path: Path, as_json: bool) -> None:
     """What the running agent is doing: its configuration's digest, backend,
-    uptime, counters, outputs, and its backend's own state.
+    uptime, counters, outputs, and its backend's own state: what it watches
+    (hooks and marks, or fanotify's marks and events) and its limits.
 
     Asks the agent through --socket. Exits 0 when an agent answered, 1 when
     none is listening there.
@@ -808,6 +849,11 @@ def status(socket_path: Path, as_json: bool) -> None:
     globs = doc.get("globs")
     if globs:
         click.echo(f"globs: {', '.join(globs)}")
+    # What the backend watches and cannot do (Backend.status(): each backend its own).
+    for line in doc.get("watches", []):
+        click.echo(f"watches: {line}")
+    for line in doc.get("limits", []):
+        click.echo(f"limit: {line}")
     sys.exit(EXIT_OK)
 
 

@@ -1,76 +1,35 @@
-"""`filewarden explain PATH`: is this file monitored, why, and by which hooks.
+"""`filewarden explain PATH`: would a change of this path be reported, why,
+and by what.
 
-The answer combines what decides in the kernel and in user space:
+Part of the answer is the configuration's, the same for every backend
+(`judge`): the glob the path matches, the prefix it falls under, the
+exclusion that drops it. The rest is the backend's own (Backend.explain():
+bpf/explain.py for the lsm and fentry programs' hooks and inode marks,
+fanotify/explain.py for fanotify's marks and events), because only the
+running backend knows what it watches. So `filewarden explain` asks the
+running agent over its control socket (service/control.py); with no agent
+answering it judges by the configuration `run` would use, says so first,
+and says nothing of hooks or marks it cannot know.
 
-1. the inode's mark (bpf/mark.bpf.h): a marked file is reported under any
-   name (hard links, bind mounts, /proc/PID/root/..., after a rename);
-2. its directory's mark: a FW_MARK_TREE directory marks what is created,
-   renamed or linked into it;
-3. the path: under a kernel prefix (the literal start of a glob) and
-   matching a glob;
-4. the exclusions: a path an `exclude` glob matches is never reported,
-   whatever its mark; the literal ones are in the kernel's trie.
-
-Marks exist only in a running agent, so `filewarden explain` asks the agent
-over its control socket (service/control.py) when one is running, and otherwise
-answers from the configuration alone and says so.
+A path that does not exist yet is judged all the same: a file created
+there would be reported if the configuration selects its path and the
+backend watches its nearest existing directory.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from filewarden.backends.bpf import abi
-from filewarden.backends.bpf.marks import MarkRule
-from filewarden.globs import kernel_exclusion
 from filewarden.host.root import HOST, HostRoot
 
 if TYPE_CHECKING:
     from filewarden.globs import PathMatcher
 
-MarkLookup = Callable[[bytes], "tuple[int, int] | None"]
 
-# Hooks that report a change to an existing file or directory itself, by type.
-_ON_FILE: Final = (
-    "file_open",  # open for writing
-    "file_release",  # a writer done with it: hashed, content_changed
-    "path_truncate",
-    "file_truncate",
-    "path_unlink",
-    "path_rename",
-    "path_chmod",
-    "path_chown",
-    "path_link",
-    "inode_setxattr",
-    "inode_removexattr",
-    "inode_set_acl",
-    "inode_remove_acl",
-    "sb_mount",  # something mounted over it
-)
-_ON_DIR: Final = (
-    "path_rmdir",
-    "path_rename",
-    "path_chmod",
-    "path_chown",
-    "inode_setxattr",
-    "inode_removexattr",
-    "inode_set_acl",
-    "inode_remove_acl",
-    "sb_mount",
-    "move_mount",
-)
-# Hooks that report a new name made inside a directory.
-_IN_DIR: Final = ("file_open", "path_mkdir", "path_mknod", "path_symlink", "path_link", "path_rename", "path_unlink")
-
-
-def _flags(flags: int) -> list[str]:
-    return [f.name.lower() for f in abi.MarkFlag if flags & f and f.name is not None]
-
-
-def _type(mode: int) -> str:
+def file_type(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "directory"
     if stat.S_ISREG(mode):
@@ -80,29 +39,30 @@ def _type(mode: int) -> str:
     return "other"
 
 
-def _mark_doc(mark: tuple[int, int] | None, matcher: PathMatcher) -> dict[str, Any] | None:
-    if mark is None:
-        return None
-    flags, rule = mark
-    glob = matcher.globs[rule].pattern if 0 <= rule < len(matcher.globs) else None
-    return {"flags": _flags(flags), "glob": glob}
+def nearest_directory(real: bytes) -> bytes:
+    """The deepest existing directory at or above `real` (the path as this
+    process reads it): where a file at `real` would be created."""
+    d = os.path.dirname(real.rstrip(b"/")) or b"/"
+    while not os.path.isdir(d) and d != b"/":
+        d = os.path.dirname(d) or b"/"
+    return d
 
 
-def explain(
-    path: bytes,
-    matcher: PathMatcher,
-    kernel_prefixes: Sequence[bytes],
-    *,
-    mark_of: MarkLookup | None = None,
-    loaded_hooks: Sequence[str] | None = None,
-    root: HostRoot = HOST,
-) -> dict[str, Any]:
-    """The explanation of `path` (absolute, as a writer would name it).
+def directory_of(doc: dict[str, Any]) -> bytes:
+    """The directory whose marks decide for a judged path: its parent, or,
+    for a path that does not exist yet, its nearest existing directory."""
+    if doc["exists"]:
+        return os.path.dirname(os.fsencode(doc["path"]).rstrip(b"/")) or b"/"
+    return os.fsencode(doc["nearest_directory"])
 
-    `mark_of` looks up an inode's mark in the running agent; None means no
-    agent is running and marks are unknown. Under a host root the file is
-    looked at through its prefix, and said so."""
-    doc: dict[str, Any] = {"path": os.fsdecode(path), "source": "agent" if mark_of else "configuration"}
+
+def judge(path: bytes, matcher: PathMatcher, prefixes: Sequence[bytes], root: HostRoot = HOST) -> dict[str, Any]:
+    """What the configuration says of `path` (absolute, as a writer would
+    name it), whichever backend runs: whether it exists (and if not, its
+    nearest existing directory), its glob, prefix and exclusion, and
+    `selected`: whether its path is monitored by glob. Under a host root the
+    file is looked at through its prefix, and said so."""
+    doc: dict[str, Any] = {"path": os.fsdecode(path)}
     real = root.real(path)
     if root.active:
         doc["host_root"] = str(root)
@@ -110,12 +70,15 @@ def explain(
     try:
         st = os.lstat(real)
         doc["exists"] = True
-        doc["type"] = _type(st.st_mode)
-        is_dir = stat.S_ISDIR(st.st_mode)
+        doc["type"] = file_type(st.st_mode)
     except OSError as exc:
+        # Not "error": the control socket's refusals are {"error": ...}.
         doc["exists"] = False
-        doc["error"] = exc.strerror
-        is_dir = False
+        doc["absent"] = exc.strerror
+        near = nearest_directory(real)
+        if root.active and near.startswith(root.prefix + b"/"):
+            near = near[len(root.prefix) :]
+        doc["nearest_directory"] = os.fsdecode(near)
     resolved = os.path.realpath(real)
     # Under a host root, only a resolution that stays below the prefix names
     # a host path (an absolute symlink target resolves against our own /).
@@ -128,90 +91,66 @@ def explain(
     doc["glob"] = glob.pattern if glob else None
     exclusion = matcher.excluded(path)
     doc["excluded_by"] = exclusion.pattern if exclusion else None
-    prefix = next((p for p in sorted(kernel_prefixes, key=len, reverse=True) if path.startswith(p)), None)
-    doc["kernel_prefix"] = os.fsdecode(prefix) if prefix is not None else None
-    # What the agent would mark at start for this path.
-    flags, _rule = MarkRule.of(matcher).mark(path, is_dir)
-    doc["marked_at_start"] = _flags(flags) if flags else []
-    parent = os.path.dirname(path.rstrip(b"/")) or b"/"
-    reasons: list[str] = []
-    mark = parent_mark = None
-    if mark_of is not None:
-        mark = mark_of(path) if doc["exists"] else None
-        try:
-            parent_mark = mark_of(parent)
-        except OSError:
-            parent_mark = None
-        doc["mark"] = _mark_doc(mark, matcher)
-        doc["parent_mark"] = _mark_doc(parent_mark, matcher)
-    else:
-        doc["mark"] = doc["parent_mark"] = "unknown (no running agent)"
-    by_mark = mark is not None and bool(mark[0] & abi.MarkFlag.FILE)
-    by_path = glob is not None and prefix is not None
-    if by_mark:
-        reasons.append("its inode carries a mark: it is reported under any name (hard link, bind mount, rename)")
-    if by_path:
-        reasons.append(f"its path matches the glob {glob.pattern!r} under the kernel prefix {os.fsdecode(prefix)!r}")  # type: ignore[union-attr,arg-type]
-    new_names = (mark is not None and bool(mark[0] & abi.MarkFlag.TREE)) or (
-        mark_of is None and bool(flags & abi.MarkFlag.TREE)
-    )
-    if new_names:
-        reasons.append("it is a monitored tree: what is created, renamed or linked into it is marked and reported")
-    if parent_mark is not None and parent_mark[0] & abi.MarkFlag.TREE and not by_mark:
-        reasons.append("its directory is a monitored tree: a new file made here is marked and reported")
+    prefix = next((p for p in sorted(prefixes, key=len, reverse=True) if path.startswith(p)), None)
+    doc["prefix"] = os.fsdecode(prefix) if prefix is not None else None
+    doc["selected"] = glob is not None and prefix is not None and exclusion is None
+    reasons = []
+    if glob is not None and prefix is not None:
+        reasons.append(f"its path matches the glob {glob.pattern!r} under the prefix {os.fsdecode(prefix)!r}")
+    elif glob is None:
+        reasons.append("no glob matches its path")
     if exclusion is not None:
-        where = (
-            "in the kernel: its changes never reach the ring buffer"
-            if kernel_exclusion(exclusion) is not None
-            else "in user space: its records are dropped before any output"
-        )
-        reasons.append(f"the exclusion {exclusion.pattern!r} matches it ({where})")
-    monitored = (by_mark or by_path) and exclusion is None
-    if mark_of is None and flags & abi.MarkFlag.FILE:
-        reasons.append("a running agent would mark its inode at start")
-    doc["monitored"] = monitored
-    if not monitored and not new_names and exclusion is None:
-        reasons.append("no glob matches this path and its inode carries no mark")
+        reasons.append(f"the exclusion {exclusion.pattern!r} matches it: its changes are never reported")
     doc["reasons"] = reasons
-    hooks: list[str] = []
-    if monitored:
-        hooks.extend(_ON_DIR if is_dir else _ON_FILE)
-    if new_names or (is_dir and prefix is not None and matcher.matches(path.rstrip(b"/") + b"/x")):
-        hooks.extend(h for h in _IN_DIR if h not in hooks)
-    if loaded_hooks is not None:
-        missing = [h for h in hooks if h not in loaded_hooks]
-        hooks = [h for h in hooks if h in loaded_hooks]
-        if missing:
-            doc["hooks_missing_on_this_kernel"] = missing
-    doc["hooks"] = hooks
+    return doc
+
+
+def from_configuration(path: bytes, matcher: PathMatcher, root: HostRoot, why: str, config: str) -> dict[str, Any]:
+    """The answer when no agent does: the configuration's part only.
+    `why`: why no agent answered; `config`: which configuration this is."""
+    doc = judge(path, matcher, matcher.prefixes(), root)
+    doc["source"] = "configuration"
+    doc["backend"] = None
+    doc["agent"] = why
+    doc["configuration"] = config
+    doc["monitored"] = doc["selected"]
+    doc["reasons"].append(
+        "which changes are reported, and how, is the running backend's to say: start the agent, "
+        "or see 'filewarden doctor' for the backend 'run' would pick"
+    )
     return doc
 
 
 def format_text(doc: dict[str, Any]) -> str:
-    """The explanation for a terminal, one fact per line."""
-    lines = [f"{doc['path']}: {'monitored' if doc['monitored'] else 'not monitored'}"]
+    """The explanation for a terminal, one fact per line; with no agent, the
+    first line says so and which configuration judged."""
+    lines = []
+    if doc.get("source") == "configuration":
+        lines.append(f"{doc.get('agent', 'no running agent answered')}: judged by {doc.get('configuration', '?')}")
+    if doc.get("exists", True):
+        verdict = "monitored" if doc["monitored"] else "not monitored"
+    else:
+        verdict = (
+            "does not exist; a file created here " + ("would" if doc["monitored"] else "would not") + " be reported"
+        )
+    lines.append(f"{doc['path']}: {verdict}")
     if doc.get("host_root"):
         lines.append(f"  host root: {doc['host_root']} (read as {doc['read_as']})")
     if not doc.get("exists", True):
-        lines.append(f"  exists: no ({doc.get('error', '')})")
+        lines.append(f"  exists: no ({doc.get('absent', '')}); nearest directory: {doc.get('nearest_directory', '?')}")
     elif "type" in doc:
         lines.append(f"  type: {doc['type']}")
     if "resolves_to" in doc:
         lines.append(f"  resolves to: {doc['resolves_to']}")
     lines.append(f"  glob: {doc['glob'] or '-'}")
-    lines.append(f"  kernel prefix: {doc['kernel_prefix'] or '-'}")
+    lines.append(f"  prefix: {doc['prefix'] or '-'}")
     if doc.get("excluded_by"):
         lines.append(f"  excluded by: {doc['excluded_by']}")
-    for key, label in (("mark", "inode mark"), ("parent_mark", "directory mark")):
-        value = doc[key]
-        if isinstance(value, dict):
-            text = ",".join(value["flags"]) + (f" (glob {value['glob']})" if value.get("glob") else "")
-        else:
-            text = value or "none"
+    if doc.get("backend"):
+        lines.append(f"  backend: {doc['backend']}")
+    for label, text in doc.get("details", []):
         lines.append(f"  {label}: {text}")
     lines.extend(f"  why: {r}" for r in doc["reasons"])
-    lines.append(f"  reported by: {', '.join(doc['hooks']) or 'no hook'}")
-    if doc.get("hooks_missing_on_this_kernel"):
-        lines.append(f"  not on this kernel: {', '.join(doc['hooks_missing_on_this_kernel'])}")
-    lines.append(f"  answered by: {doc['source']}")
+    if doc.get("source") == "agent":
+        lines.append(f"  answered by: the running agent ({doc.get('backend')} backend)")
     return "\n".join(lines)

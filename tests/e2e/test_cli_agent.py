@@ -126,12 +126,12 @@ def test_explain_asks_the_running_agent(start_agent: StartAgent, watched: Path, 
         text = filewarden("explain", "--socket", str(sock), str(watched / "w"))
         assert text.returncode == 0
         assert "monitored tree" in text.stdout
-        assert "answered by: agent" in text.stdout
+        assert "answered by: the running agent (lsm backend)" in text.stdout
     finally:
         code, _, stderr = agent.stop()
     assert code == 0, stderr
     assert not sock.exists()
     offline = filewarden("explain", "--socket", str(sock), "--path", f"{watched}/w/**", str(watched / "w" / "f"))
     assert offline.returncode == 0
-    assert "answered by: configuration" in offline.stdout
-    assert "no agent is listening" in offline.stdout
+    which = f"the configuration 'run' would use: --path {watched}/w/**"
+    assert offline.stdout.splitlines()[0] == f"no agent is listening on {sock}: judged by {which}"

@@ -165,9 +165,18 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]:
+        """The backend's state for `filewarden status`: "backend" (its name),
+        "watches" and "limits" (lines: what it watches, what it cannot
+        report), and its own counters."""
+        ...
 
-    def explain(self, path: bytes) -> dict[str, Any]: ...
+    def explain(self, path: bytes) -> dict[str, Any]:
+        """What this backend reports for `path` (explain.judge() and the
+        backend's own part: hooks and marks, or fanotify's mark and
+        events), with "details" for the terminal. A path that does not
+        exist is judged by its nearest existing directory, never refused."""
+        ...
 
     def summary(self) -> list[SummaryLine]: ...
 

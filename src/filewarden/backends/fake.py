@@ -91,7 +91,13 @@ class FakeBackend:
             os.close(self._w)
 
     def status(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"backend": self.name, "reads": self.reads, "left": len(self._batches)}
+        doc: dict[str, Any] = {
+            "backend": self.name,
+            "reads": self.reads,
+            "left": len(self._batches),
+            "watches": [],
+            "limits": ["in memory: reports only the batches it was given"],
+        }
         if self.configs:
             doc["globs"] = list(self.configs[-1].paths)
         return doc

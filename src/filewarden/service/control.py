@@ -5,9 +5,14 @@ request per connection: a JSON object on one line, answered by one JSON
 line. The socket is served on a thread of its own: a slow client (up to
 the 2 s timeout) holds up no event.
 
-    {"explain": "/etc/passwd"}  ->  the explanation (explain.py)
+    {"explain": "/etc/passwd"}  ->  the explanation (explain.py; the backend's
+                                    Backend.explain()), also of a path that does
+                                    not exist yet
     {"status": true}            ->  the agent (configuration digest, uptime, counters,
-                                    outputs), marks, snapshot and mark bookkeeping
+                                    outputs) and its backend's state: what it
+                                    watches and its limits
+
+A refusal is {"error": "..."}; no answer holds that key otherwise.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ real, so they answer exactly what `filewarden run` would meet); the
 overlay mounts are listed here, and the baseline (its state, the hashes
 it keeps, and a warning for a non-cryptographic one) is checked here, and
 so is each nats output's broker and stream, and the host root when one is
-set.
+set, and the agent running now (its backend, what it watches, its
+limits), when one answers on the control socket.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ from typing import TYPE_CHECKING
 
 from filewarden.backends import choose
 from filewarden.backends.base import FAIL, OK, WARN, Check, Preflight
+from filewarden.errors import ControlError
 from filewarden.host.mountinfo import read_mountinfo
 from filewarden.host.overlayfs import OverlayTable
 from filewarden.host.sysinfo import Host
 from filewarden.integrity.hashes import ALGORITHMS
 from filewarden.integrity.store import FILENAME, Baseline, BaselineError
+from filewarden.service.control import ask
 from filewarden.service.metrics import is_loopback
 
 if TYPE_CHECKING:
     from filewarden.config import Config
 
 __all__ = [
-    "FAIL", "OK", "WARN", "Check", "backend_lines", "check_baseline", "check_host_root", "check_overlays",
-    "format_check", "run_checks", "verdict",
+    "FAIL", "OK", "WARN", "Check", "backend_lines", "check_agent", "check_baseline", "check_host_root",
+    "check_overlays", "format_check", "run_checks", "verdict",
 ]  # fmt: skip
 
 
@@ -144,15 +147,29 @@ def check_outputs(config: Config) -> list[Check]:
     return checks
 
 
+def check_agent(socket: Path) -> list[Check]:
+    """The agent running now, if one answers on `socket`: its backend, what
+    it watches and its limits (Backend.status())."""
+    try:
+        doc = ask(socket, {"status": True})
+    except ControlError as exc:
+        return [Check("agent", OK, f"none running ({exc})")]
+    backend = doc.get("backend", "?")
+    checks = [Check("agent", OK, f"running on {socket}, {backend} backend")]
+    checks.extend(Check(f"agent {backend}", OK, f"watches {line}") for line in doc.get("watches", []))
+    checks.extend(Check(f"agent {backend}", WARN, f"limit: {line}") for line in doc.get("limits", []))
+    return checks
+
+
 def backend_lines(preflights: list[Preflight]) -> list[Check]:
     """One line per backend, best first (backends/choose.py)."""
     return [Check(f"backend {p.backend}", OK if p.ok else FAIL, p.detail, p.fix, p.log) for p in preflights]
 
 
-def run_checks(host: Host | None = None, config: Config | None = None) -> list[Check]:
+def run_checks(host: Host | None = None, config: Config | None = None, socket: Path | None = None) -> list[Check]:
     host = host or Host()
     checks, preflights = choose.report(host)
-    found = [*checks, *backend_lines(preflights), *check_overlays(host)]
+    found = [*checks, *backend_lines(preflights), *(check_agent(socket) if socket else []), *check_overlays(host)]
     if config is None:
         return found
     return [

@@ -11,6 +11,7 @@ from filewarden._libbpf import LibbpfError
 from filewarden.backends.bpf import checks as bpf_checks
 from filewarden.host.sysinfo import Host
 from filewarden.service import doctor
+from filewarden.service.control import ControlServer
 
 ALL_CAPS = f"{(1 << 21) | (1 << 38) | (1 << 39):016x}"
 
@@ -128,3 +129,20 @@ def test_the_baseline_and_its_hashes(tmp_path: Path) -> None:
     (tmp_path / "baseline.db-wal").unlink(missing_ok=True)
     damaged = check_baseline(config)[-1]
     assert (damaged.status, damaged.fix) == ("FAIL", "filewarden run --rebuild-baseline")
+
+
+def test_doctor_names_the_running_agent_and_its_limits(tmp_path: Path) -> None:
+    sock = tmp_path / "agent.sock"
+    none = doctor.Check("agent", doctor.OK, f"none running (no agent is listening on {sock})")
+    assert doctor.check_agent(sock) == [none]
+    status = {"backend": "fanotify", "watches": ["/ (ext4, 254:0): filesystem mark for /x/"], "limits": ["no uid"]}
+    server = ControlServer(sock, lambda body: status)
+    try:
+        checks = doctor.check_agent(sock)
+    finally:
+        server.close()
+    assert checks == [
+        doctor.Check("agent", doctor.OK, f"running on {sock}, fanotify backend"),
+        doctor.Check("agent fanotify", doctor.OK, "watches / (ext4, 254:0): filesystem mark for /x/"),
+        doctor.Check("agent fanotify", doctor.WARN, "limit: no uid"),
+    ]

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from filewarden import config
+from filewarden.backends.bpf.explain import explain
 from filewarden.cli import main
 from filewarden.config import Config, ConfigError
-from filewarden.explain import explain, format_text
+from filewarden.explain import format_text
 from filewarden.globs import PathMatcher
 from filewarden.host.packages import PackageDb
 from filewarden.host.root import HostRoot

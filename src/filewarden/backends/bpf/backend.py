@@ -45,6 +45,7 @@ from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, Summar
 from filewarden.backends.bpf import abi, loader, startup
 from filewarden.backends.bpf import snapshot as snapshots
 from filewarden.backends.bpf.drain import RingDrain
+from filewarden.backends.bpf.explain import explain as explain_path
 from filewarden.backends.bpf.losses import KernelLoss, LossWatch
 from filewarden.backends.bpf.marks import MarkReport, MarkTable
 from filewarden.backends.bpf.prefixes import ExcludedExes, PrefixTrie
@@ -52,7 +53,6 @@ from filewarden.backends.bpf.ratelimit import KernelRateLimit
 from filewarden.backends.bpf.select import Selection
 from filewarden.backends.ratelimit import Limit
 from filewarden.errors import BackendError
-from filewarden.explain import explain as explain_path
 from filewarden.globs import PathMatcher
 from filewarden.host.kmod import load_overlay_module
 from filewarden.host.layers import Layers
@@ -673,7 +673,15 @@ class BpfBackend:
 
         loaded = [p.hook_name for p in self.plan.loaded] if self.plan else None
         lookup = mark_of if marks is not None else None
-        return explain_path(path, self.matcher, self.kernel_prefixes(), mark_of=lookup, loaded_hooks=loaded, root=root)
+        return explain_path(
+            path,
+            self.matcher,
+            self.kernel_prefixes(),
+            backend=self.name,
+            mark_of=lookup,
+            loaded_hooks=loaded,
+            root=root,
+        )
 
     def status(self) -> dict[str, Any]:
         r = self.mark_report
@@ -694,7 +702,25 @@ class BpfBackend:
                 "fallback_reason": snap.fallback_reason,
             },
             "globs": [g.pattern for g in self.matcher.globs],
+            **self.describe(),
         }
+
+    def describe(self) -> dict[str, list[str]]:
+        """What `status` says of the programs: what they watch, and their limits."""
+        plan = self.plan
+        attach = "BPF LSM programs" if self.name == "lsm" else "fexit programs on security_<hook>()"
+        loaded = [p.hook_name for p in plan.loaded] if plan is not None else []
+        watches = [f"{attach} on {len(loaded)} hooks: {', '.join(loaded)}"]
+        if self.marks is not None:
+            r = self.mark_report
+            watches.append(f"inode marks: {r.files} files, {r.trees} trees ({r.failed} failed)")
+        watches.append(f"kernel prefixes: {', '.join(os.fsdecode(p) for p in self.kernel_prefixes())}")
+        limits = []
+        if self.marks is None:
+            limits.append("no inode marks (inode storage is for LSM programs only): files are followed by path")
+        if plan is not None and plan.missing:
+            limits.append(f"hooks this kernel lacks: {', '.join(p.hook_name for p in plan.missing)}")
+        return {"watches": watches, "limits": limits}
 
     def gauges(self) -> Gauges:
         stats = self.stats

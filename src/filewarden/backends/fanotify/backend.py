@@ -35,10 +35,11 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.backends.base import INFO, WARNING, BackendStats, Gauges, Preflight, SummaryLine, adopt
+from filewarden.backends.fanotify.explain import describe
+from filewarden.backends.fanotify.explain import explain as explain_path
 from filewarden.backends.fanotify.watcher import FanotifyError, FanotifyWatcher, available
 from filewarden.backends.ratelimit import WINDOW_S, Buckets, Limit, Summaries
 from filewarden.errors import BackendError
-from filewarden.explain import explain as explain_path
 from filewarden.globs import PathMatcher
 from filewarden.host.cgroups import cgroup2_mount, cgroup_id_of
 from filewarden.host.layers import Layers
@@ -529,12 +530,12 @@ class FanotifyBackend:
             },
             "marks": [m.describe() for m in w.marks],
             "globs": [g.pattern for g in self.matcher.globs],
+            **describe(w.marks, w.mask),
         }
 
     def explain(self, path: bytes) -> dict[str, Any]:
-        return explain_path(
-            path, self.matcher, self.matcher.prefixes(), mark_of=None, loaded_hooks=[], root=self.config.host_root
-        )
+        w = self.watcher
+        return explain_path(path, self.matcher, covering=w.covering, mask=w.mask, root=self.config.host_root)
 
     def gauges(self) -> Gauges:
         # fanotify's queue overflows (and records that did not parse) are

@@ -36,6 +36,8 @@ API::
         .marks                -> list[MarkResult], one per filesystem, for `doctor`
         .set_prefixes(prefixes) -> list[MarkResult], marks for a new set of prefixes
                                  added in place (same group, same queue)
+        .covering(directory)  -> MarkResult | None, the mark that reports what
+                                 happens in that directory (for `explain`)
         .drop_stale()         -> int, removes the marks no prefix needs any more
         .unmark_all()         removes every mark: nothing more is queued (at stop)
         .queued_bytes()       -> int, what the kernel's queue holds (FIONREAD)
@@ -360,6 +362,24 @@ class FanotifyWatcher:
                 results.append(self._mark_fs(fs))
         self.marks = results
         return results
+
+    def covering(self, directory: bytes) -> MarkResult | None:
+        """The mark through which this group hears of what happens in
+        `directory` (an existing directory): its filesystem's mark, or an
+        inode mark on the directory itself. None when neither: another
+        filesystem mounted below a prefix (a filesystem mark stops at its
+        own superblock, fs/notify/fsnotify.c: fsnotify() reads
+        sb->s_fsnotify_marks), or a directory no inode mark reached yet.
+        Raises OSError when `directory` cannot be looked at."""
+        real = os.path.realpath(directory)
+        dev = os.stat(real).st_dev
+        for fs in self._fs:
+            if fs.device != dev or not fs.prefixes:
+                continue
+            if fs.kind == "filesystem" or (fs.kind == "inode" and real in self._marked):
+                placed = sum(1 for f, _ in self._marked.values() if f is fs) if fs.kind == "inode" else 0
+                return self._result(fs, placed, [])
+        return None
 
     def drop_stale(self) -> int:
         """Removes the marks no prefix needs since set_prefixes(): a
