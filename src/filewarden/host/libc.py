@@ -135,10 +135,16 @@ def missing(*names: str) -> list[str]:
     return [n for n in names if getattr(handle, n, None) is None]
 
 
+_funcs: dict[str, Any] = {}  # name -> the function, looked up once (some run per event)
+
+
 def _call(name: str, *args: Any) -> int:
-    func = getattr(lib(), name, None)
+    func = _funcs.get(name)
     if func is None:
-        raise LibcError(errno.ENOSYS, name, "this libc does not have it")
+        func = getattr(lib(), name, None)
+        if func is None:
+            raise LibcError(errno.ENOSYS, name, "this libc does not have it")
+        _funcs[name] = func
     return int(func(*args))
 
 

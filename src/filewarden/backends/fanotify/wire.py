@@ -62,33 +62,34 @@ class InfoRecord(msgspec.Struct, frozen=True):
 
 
 class RawEvent(msgspec.Struct, frozen=True):
-    """One fanotify_event_metadata with its info records, undecoded."""
+    """One fanotify_event_metadata with its info records, undecoded. The
+    records the decoder asks for again and again are found once, when the
+    event is made (__post_init__)."""
 
     mask: int
     pid: int
     fd: int
     records: tuple[InfoRecord, ...]
+    #: The directory the event happened in (or the directory itself).
+    dir_record: InfoRecord | None = None
+    #: A rename's destination directory and name.
+    new_dir_record: InfoRecord | None = None
+    #: The child (FAN_REPORT_FID / FAN_REPORT_TARGET_FID), when reported.
+    object_id: FileId | None = None
 
-    def _first(self, types: frozenset[int]) -> InfoRecord | None:
+    def __post_init__(self) -> None:
+        d = n = o = None
         for r in self.records:
-            if r.info_type in types:
-                return r
-        return None
-
-    @property
-    def dir_record(self) -> InfoRecord | None:
-        """The directory the event happened in (or the directory itself)."""
-        return self._first(_DIR_INFO_TYPES)
-
-    @property
-    def new_dir_record(self) -> InfoRecord | None:
-        return self._first(_NEW_DIR_INFO_TYPES)
-
-    @property
-    def object_id(self) -> FileId | None:
-        """The child (FAN_REPORT_FID / FAN_REPORT_TARGET_FID), when reported."""
-        r = self._first(_CHILD_INFO_TYPES)
-        return r.fid if r is not None else None
+            t = r.info_type
+            if d is None and t in _DIR_INFO_TYPES:
+                d = r
+            elif n is None and t in _NEW_DIR_INFO_TYPES:
+                n = r
+            elif o is None and t in _CHILD_INFO_TYPES:
+                o = r.fid
+        msgspec.structs.force_setattr(self, "dir_record", d)
+        msgspec.structs.force_setattr(self, "new_dir_record", n)
+        msgspec.structs.force_setattr(self, "object_id", o)
 
     @property
     def named(self) -> bool:
@@ -108,40 +109,40 @@ class RawEvent(msgspec.Struct, frozen=True):
 
 def parse_events(buf: bytes | memoryview) -> tuple[list[RawEvent], int]:
     """Split a read() of a fanotify group into events. Returns the events and
-    the number of malformed records skipped (never raises on bad input)."""
-    view = memoryview(buf)
+    the number of malformed records skipped (never raises on bad input).
+    Works by offsets into the one buffer: no slice per event or record."""
+    data = buf if isinstance(buf, bytes) else bytes(buf)
     out: list[RawEvent] = []
     bad = 0
     off = 0
-    end = len(view)
-    while end - off >= META.size:
-        ev_len, vers, _res, meta_len, mask, fd, pid = META.unpack_from(view, off)
-        if ev_len < META.size or ev_len > end - off or meta_len < META.size or meta_len > ev_len:
+    end = len(data)
+    meta_size = META.size
+    while end - off >= meta_size:
+        ev_len, vers, _res, meta_len, mask, fd, pid = META.unpack_from(data, off)
+        if ev_len < meta_size or ev_len > end - off or meta_len < meta_size or meta_len > ev_len:
             bad += 1  # FAN_EVENT_OK() fails: nothing after this can be trusted
             break
         if vers != FANOTIFY_METADATA_VERSION:
             bad += 1
             off += ev_len
             continue
-        records, rbad = _parse_records(view[off + meta_len : off + ev_len])
+        records, rbad = _parse_records(data, off + meta_len, off + ev_len)
         bad += rbad
         out.append(RawEvent(mask=mask, pid=pid, fd=fd, records=records))
         off += ev_len
-    if 0 < end - off < META.size:
+    if 0 < end - off < meta_size:
         bad += 1
     return out, bad
 
 
-def _parse_records(view: memoryview) -> tuple[tuple[InfoRecord, ...], int]:
+def _parse_records(data: bytes, off: int, end: int) -> tuple[tuple[InfoRecord, ...], int]:
     records: list[InfoRecord] = []
-    off = 0
-    end = len(view)
     while end - off >= INFO_HDR.size:
-        info_type, _pad, rec_len = INFO_HDR.unpack_from(view, off)
+        info_type, _pad, rec_len = INFO_HDR.unpack_from(data, off)
         if rec_len < INFO_HDR.size or rec_len > end - off:
             return tuple(records), 1
         if info_type in FID_INFO_TYPES:
-            rec = _parse_fid(info_type, view[off : off + rec_len])
+            rec = _parse_fid(info_type, data, off, off + rec_len)
             if rec is None:
                 return tuple(records), 1
             records.append(rec)
@@ -150,30 +151,30 @@ def _parse_records(view: memoryview) -> tuple[tuple[InfoRecord, ...], int]:
     return tuple(records), 0
 
 
-def _parse_fid(info_type: int, rec: memoryview) -> InfoRecord | None:
-    """struct fanotify_event_info_fid: header, fsid, struct file_handle, then
-    for *_DFID_NAME a NUL-terminated name, padded to 4 bytes
-    (fanotify_user.c, copy_fid_info_to_user())."""
-    if len(rec) < FID_HEAD:
+def _parse_fid(info_type: int, data: bytes, start: int, end: int) -> InfoRecord | None:
+    """struct fanotify_event_info_fid at data[start:end]: header, fsid,
+    struct file_handle, then for *_DFID_NAME a NUL-terminated name, padded
+    to 4 bytes (fanotify_user.c, copy_fid_info_to_user())."""
+    if end - start < FID_HEAD:
         return None
-    nbytes, htype = HANDLE_HDR.unpack_from(rec, INFO_HDR.size + FSID.size)
-    if nbytes > len(rec) - FID_HEAD:
+    nbytes, htype = HANDLE_HDR.unpack_from(data, start + INFO_HDR.size + FSID.size)
+    handle_end = start + FID_HEAD + nbytes
+    if handle_end > end:
         return None
     # A batch names the same directories, and each file's handle a few
     # times (create, modify, close_write): one FileId per distinct id.
-    key = bytes(rec[INFO_HDR.size : FID_HEAD + nbytes])
+    key = data[start + INFO_HDR.size : handle_end]
     fid = _fids.get(key)
     if fid is None:
         if len(_fids) >= _FIDS_MAX:
             _fids.clear()
-        f0, f1 = FSID.unpack_from(rec, INFO_HDR.size)
+        f0, f1 = FSID.unpack_from(data, start + INFO_HDR.size)
         # handle types are small and unsigned in practice: FILEID_INVALID is 0xff
         fid = _fids[key] = FileId((f0, f1), htype & 0xFFFFFFFF, key[FID_HEAD - INFO_HDR.size :])
     name: bytes | None = None
     if info_type in NAMED_INFO_TYPES:
-        tail = bytes(rec[FID_HEAD + nbytes :])
-        nul = tail.find(b"\0")
-        if nul <= 0:
-            return None  # the kernel never sends an empty name (it sends ".")
-        name = tail[:nul]
+        nul = data.find(b"\0", handle_end, end)
+        if nul <= handle_end:
+            return None  # no NUL, or an empty name: the kernel never sends one (it sends ".")
+        name = data[handle_end:nul]
     return InfoRecord(info_type=info_type, fid=fid, name=name)
