@@ -9,7 +9,6 @@ thread held at will."""
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from typing import Any
 import pytest
 
 from filewarden.config import Config
-from filewarden.service.content import ContentWatch
 from filewarden.service.integrity import IntegrityMonitor
+from tests.support.content import hold_content
 
 
 def sha256(data: bytes) -> str:
@@ -27,20 +26,6 @@ def sha256(data: bytes) -> str:
 
 def doc(action: str, path: Path) -> dict[str, Any]:
     return {"event": {"action": action}, "file": {"path": str(path)}, "process": {}}
-
-
-class Held:
-    """The content thread waits before each comparison until released."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.release = threading.Event()
-        real = ContentWatch._look
-
-        def look(watch: ContentWatch, *args: Any) -> None:
-            self.release.wait(30)
-            real(watch, *args)
-
-        monkeypatch.setattr(ContentWatch, "_look", look)
 
 
 @pytest.fixture
@@ -72,13 +57,13 @@ def test_a_checkpoint_before_the_comparison_leaves_the_file_to_it(
     monitor, conf, events = world
     started(monitor)
     assert baseline_hash(monitor, conf) == sha256(b"one\n")
-    held = Held(monkeypatch)
+    release = hold_content(monkeypatch)
     conf.write_bytes(b"two\n")
     monitor.observe([doc("close_write", conf)])
     monitor._catch_up("periodic")  # the checkpoint comes while the comparison waits
     assert baseline_hash(monitor, conf) == sha256(b"one\n")
     assert monitor.dirty_count() == 1  # left for the next checkpoint
-    held.release.set()
+    release.set()
     assert monitor.content.wait_idle(30)
     (changed,) = events
     assert changed["event"]["action"] == "content_changed"
@@ -113,7 +98,7 @@ def test_an_overflowed_checkpoint_rescans_all_but_what_the_content_watch_owns(
     other = conf.with_name("other.conf")
     other.write_bytes(b"x\n")
     started(monitor)
-    held = Held(monkeypatch)
+    release = hold_content(monkeypatch)
     conf.write_bytes(b"two\n")
     other.write_bytes(b"y\n")
     monitor.observe([doc("close_write", conf)])
@@ -121,6 +106,6 @@ def test_an_overflowed_checkpoint_rescans_all_but_what_the_content_watch_owns(
     monitor._catch_up("periodic")
     assert baseline_hash(monitor, conf) == sha256(b"one\n")
     assert baseline_hash(monitor, other) == sha256(b"y\n")  # not the content watch's: taken in
-    held.release.set()
+    release.set()
     assert monitor.content.wait_idle(30)
     assert [e["file"]["hash"]["sha256"] for e in events] == [sha256(b"two\n")]

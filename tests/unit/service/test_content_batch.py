@@ -3,7 +3,6 @@ each: a burst costs one commit per batch. Real files, a real baseline."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from filewarden.config import Config
 from filewarden.integrity.store import Baseline, BaselineError
 from filewarden.service import content as content_module
 from filewarden.service.integrity import IntegrityMonitor
+from tests.support.content import hold_content
 
 
 @pytest.fixture
@@ -36,19 +36,6 @@ def closes(m: IntegrityMonitor, paths: list[Path]) -> None:
     m.observe([{"event": {"action": "close_write"}, "file": {"path": str(p)}, "process": {}} for p in paths])
 
 
-def held(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """The content thread waits before its next file until released."""
-    release = threading.Event()
-    real = content_module.ContentWatch._look
-
-    def look(watch: content_module.ContentWatch, *args: Any) -> None:
-        release.wait(30)
-        real(watch, *args)
-
-    monkeypatch.setattr(content_module.ContentWatch, "_look", look)
-    return release
-
-
 def test_files_queued_together_are_compared_in_one_transaction_and_each_reported(
     monitor: tuple[IntegrityMonitor, Path, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,7 +49,7 @@ def test_files_queued_together_are_compared_in_one_transaction_and_each_reported
         real_commit(baseline)
 
     monkeypatch.setattr(Baseline, "commit", commit)
-    release = held(monkeypatch)
+    release = hold_content(monkeypatch)
     paths = sorted(files.iterdir())
     for p in paths:
         p.write_bytes(b"two\n")

@@ -19,6 +19,7 @@ from filewarden.config import Config
 from filewarden.service import content as content_module
 from filewarden.service import integrity
 from filewarden.service.integrity import IntegrityMonitor
+from tests.support.content import hold_content
 from tests.support.wait import wait_for
 
 
@@ -267,14 +268,7 @@ def test_a_close_the_content_watch_could_not_keep_is_compared_by_a_rescan(
     monkeypatch.setattr(content_module, "RETRY_MAX", 0)
     w = World(tmp_path)
     (w.files / "c.conf").write_bytes(b"c one\n")
-    release = threading.Event()
-    real_look = content_module.ContentWatch._look
-
-    def held(watch: content_module.ContentWatch, *args: Any) -> None:
-        release.wait(30)
-        real_look(watch, *args)
-
-    monkeypatch.setattr(content_module.ContentWatch, "_look", held)
+    release = hold_content(monkeypatch)
     try:
         w.start()
         for name in ("a.conf", "b.conf", "c.conf"):
