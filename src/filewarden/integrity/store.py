@@ -110,28 +110,24 @@ def _why(path: Path, exc: sqlite3.Error) -> str:
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
     """One write transaction (taken at once: IMMEDIATE), rolled back on any
-    failure; SQLite's errors as BaselineError."""
+    failure; SQLite's errors as BaselineError. Inside Baseline.batch() a
+    savepoint instead, so that this write is undone alone and the batch's
+    commit makes it durable."""
+    undo: tuple[str, ...]
+    if db.in_transaction:
+        begin, done, undo = "SAVEPOINT one", ("RELEASE one",), ("ROLLBACK TO one", "RELEASE one")
+    else:
+        begin, done, undo = "BEGIN IMMEDIATE", ("COMMIT",), ("ROLLBACK",)
     with _translated(path):
-        if db.in_transaction:
-            # Inside Baseline.batch(): a savepoint, so that this write is
-            # undone alone and the batch's commit makes it durable.
-            db.execute("SAVEPOINT one")
-            try:
-                yield db
-                db.execute("RELEASE one")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK TO one")
-                    db.execute("RELEASE one")
-                raise
-            return
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(begin)
         try:
             yield db
-            db.execute("COMMIT")
+            for sql in done:
+                db.execute(sql)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+                for sql in undo:
+                    db.execute(sql)
             raise
 
 
