@@ -24,6 +24,15 @@ def status(sock: Path) -> dict[str, Any]:
     return doc
 
 
+def wait_ready(agent: subprocess.Popen[str], ready: Path) -> None:
+    """Until `filewarden run --ready-file READY` has written it; exits with
+    the agent's stderr if it ended first."""
+    while not ready.exists():
+        if agent.poll() is not None:
+            raise SystemExit(f"filewarden exited: {agent.stderr.read() if agent.stderr else ''}")
+        time.sleep(0.05)
+
+
 def timed_in_child(work: Callable[[], None]) -> float:
     """Runs `work` in a forked child; returns how long it took there."""
     r, w = os.pipe()

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.agent_cli import FILEWARDEN, status, timed_in_child
+from benchmarks.agent_cli import FILEWARDEN, status, timed_in_child, wait_ready
 from benchmarks.results import figure, write
 
 
@@ -72,10 +72,7 @@ def main() -> int:
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        while not (base / "ready").exists():
-            if agent.poll() is not None:
-                raise SystemExit(f"filewarden exited: {agent.stderr.read() if agent.stderr else ''}")
-            time.sleep(0.05)
+        wait_ready(agent, base / "ready")
         took = rewrite(target, args.rewrites, args.seconds)
         # The backend's events are all written or folded once nothing is held.
         deadline = time.monotonic() + 60

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.agent_cli import wait_ready
 from benchmarks.results import figure, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,10 +93,7 @@ def main() -> int:
     )  # fmt: skip
     figures: list[dict[str, Any]] = []
     try:
-        while not (base / "ready").exists():
-            if agent.poll() is not None:
-                raise SystemExit(f"filewarden exited: {agent.stderr.read() if agent.stderr else ''}")
-            time.sleep(0.05)
+        wait_ready(agent, base / "ready")
         wait_baseline(state)
         arrived: dict[str, int] = {}
         stop = threading.Event()

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.agent_cli import FILEWARDEN, status, timed_in_child
+from benchmarks.agent_cli import FILEWARDEN, status, timed_in_child, wait_ready
 from benchmarks.results import figure, write
 
 
@@ -65,10 +65,7 @@ def main() -> int:
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        while not (base / "ready").exists():
-            if agent.poll() is not None:
-                raise SystemExit(f"filewarden exited: {agent.stderr.read() if agent.stderr else ''}")
-            time.sleep(0.05)
+        wait_ready(agent, base / "ready")
         time.sleep(1)  # the start scan of an empty tree
         before = status(sock)["counters"]["records"]
         started = time.monotonic()

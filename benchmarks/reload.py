@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.agent_cli import wait_ready
 from benchmarks.results import figure, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,10 +131,7 @@ def main() -> int:
     cycles: list[tuple[int, dict[str, int]]] = []  # (SIGHUP sent, probe -> created)
     stderr = ""
     try:
-        while not (base / "ready").exists():
-            if agent.poll() is not None:
-                raise SystemExit(f"filewarden exited: {agent.stderr.read() if agent.stderr else ''}")
-            time.sleep(0.05)
+        wait_ready(agent, base / "ready")
         reader.start()
         pid = os.fork()
         if pid == 0:
