@@ -68,6 +68,11 @@ BATCH_COMMIT_BYTES: Final = 1 << 20  # a file larger is hashed with the batch co
 YIELD_S: Final = 1.0  # the longest a batch waits for the record loop's backlog (event_path_busy())
 OPEN_MAX: Final = 100_000  # files held open for writing, followed for rehash_interval
 OPEN_FORGET_S: Final = 86_400.0  # a close never seen (its record lost): stop following after a day
+# What ContentWatch.apply() is asked, per file: a close or rename to look
+# at, a file opened for writing, a file closed.
+SUBMIT: Final = 0
+OPENED: Final = 1
+CLOSED: Final = 2
 IMAGE: Final = "_image"  # a copy-up's job: the lower file to hash
 PACKAGE_WAIT_S: Final = 30.0  # how long a package manager's change may wait for its package's checksum
 WRITER_WAIT_S: Final = 60.0  # a write waits this long for the agent's other connection
@@ -132,36 +137,62 @@ class ContentWatch:
 
     def submit(self, path: bytes, doc: dict[str, Any]) -> None:
         """A close or rename to look at (the pipeline's thread: never waits)."""
-        self._idle.clear()
-        with self._lock:  # counted before it can be taken: owned() never misses it
-            self._queued[path] = self._queued.get(path, 0) + 1
-        try:
-            self._jobs.put_nowait((path, doc))
-        except queue.Full:
-            self._unqueue(path)
-            with self._lock:
-                self.stats.queue_full += 1
-                if self.stats.queue_full == 1 or self.stats.queue_full % 1000 == 0:
-                    log.warning(
-                        "content: the hashing queue is full (%d files); %d kept for later, not dropped",
-                        QUEUE_FILES,
-                        self.stats.queue_full,
-                    )
-                if len(self._retry) < RETRY_MAX or path in self._retry:
-                    self._retry[path] = doc
-                    self._retry.move_to_end(path)
-                elif path not in self._dropped:
-                    self.stats.dropped += 1
-                    if len(self._dropped) < DROPPED_MAX:
-                        self._dropped.add(path)
+        self.apply([(SUBMIT, path, doc)])
 
     def opened(self, path: bytes, doc: dict[str, Any]) -> None:
         """A file opened for writing (create, open_write, truncate): hashed
         every rehash_interval until its close comes (the pipeline's thread)."""
+        self.apply([(OPENED, path, doc)])
+
+    def closed(self, path: bytes) -> None:
+        self.apply([(CLOSED, path, None)])
+
+    def apply(self, ops: list[tuple[int, bytes, dict[str, Any] | None]]) -> None:
+        """A batch's SUBMIT, OPENED and CLOSED calls, in their order, with the
+        lock taken once (the pipeline's thread: never waits). A job is
+        counted in _queued before it can be taken: owned() never misses it."""
+        if not ops:
+            return
+        jobs, queued, now = self._jobs, self._queued, time.monotonic()
         with self._lock:
-            if path not in self._open and len(self._open) < OPEN_MAX:
-                now = time.monotonic()
-                self._open[path] = (doc, now, now)
+            for kind, path, doc in ops:
+                if kind == SUBMIT:
+                    assert doc is not None
+                    self._idle.clear()
+                    queued[path] = queued.get(path, 0) + 1
+                    try:
+                        jobs.put_nowait((path, doc))
+                    except queue.Full:
+                        self._keep_for_later(path, doc)
+                elif kind == OPENED:
+                    if path not in self._open and len(self._open) < OPEN_MAX:
+                        assert doc is not None
+                        self._open[path] = (doc, now, now)
+                else:
+                    self._open.pop(path, None)
+
+    def _keep_for_later(self, path: bytes, doc: dict[str, Any]) -> None:
+        """A close the full queue could not take: kept for a retry, or past
+        RETRY_MAX left to a rescan (a loss). Called with the lock held."""
+        left = self._queued.get(path, 0) - 1
+        if left > 0:
+            self._queued[path] = left
+        else:
+            self._queued.pop(path, None)
+        self.stats.queue_full += 1
+        if self.stats.queue_full == 1 or self.stats.queue_full % 1000 == 0:
+            log.warning(
+                "content: the hashing queue is full (%d files); %d kept for later, not dropped",
+                QUEUE_FILES,
+                self.stats.queue_full,
+            )
+        if len(self._retry) < RETRY_MAX or path in self._retry:
+            self._retry[path] = doc
+            self._retry.move_to_end(path)
+        elif path not in self._dropped:
+            self.stats.dropped += 1
+            if len(self._dropped) < DROPPED_MAX:
+                self._dropped.add(path)
 
     def owned(self) -> set[bytes]:
         """Paths whose new content this watch has still to compare with the
@@ -215,10 +246,6 @@ class ContentWatch:
         what its first content change is compared with. Queued like a
         close, so that it is looked at before the close that follows."""
         self.submit(path, {IMAGE: lower})
-
-    def closed(self, path: bytes) -> None:
-        with self._lock:
-            self._open.pop(path, None)
 
     def _due(self) -> list[tuple[bytes, dict[str, Any]]]:
         """Files open for writing longer than rehash_interval since their

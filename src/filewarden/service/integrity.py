@@ -63,7 +63,7 @@ from filewarden.service.baseline import (
     progress_logger,
     with_package,
 )
-from filewarden.service.content import ContentWatch
+from filewarden.service.content import CLOSED, IMAGE, OPENED, SUBMIT, ContentWatch
 
 if TYPE_CHECKING:
     from filewarden.config import Config
@@ -91,6 +91,7 @@ LOSS_LOG_S: Final = 10.0  # a WARNING about losses at most this often
 # Live actions that make a name: a path new to the baseline that none of
 # them named while events were lost may have had its create lost.
 _MAKES: Final = frozenset({"create", "mkdir", "rename", "link", "symlink"})
+_NO_EVENT: Final[dict[str, Any]] = {}
 # Loss causes that a rescan repairs: all but process records (exec, fork,
 # exit), whose loss costs attribution, not a file change.
 NOT_FILE_LOSSES: Final = frozenset({"process_records"})
@@ -182,32 +183,36 @@ class IntegrityMonitor:
         paths = set()
         made = set()
         moved = set()
+        ops: list[tuple[int, bytes, dict[str, Any] | None]] = []  # for the content watch, in order
         for doc in docs:
             file = doc.get("file")
-            event = doc.get("event", {})
-            if file is None or event.get("offline") or event.get("rescan"):
+            if file is None:
+                continue
+            event = doc.get("event", _NO_EVENT)
+            if event.get("offline") or event.get("rescan"):
                 continue
             path = self._own_path(doc, file)
             if path is not None:
                 raw = path.encode("utf-8", "surrogateescape")
                 paths.add(raw)
-                action = doc["event"].get("action")
+                action = event.get("action")
                 if action in _MAKES:
                     made.add(raw)
                     if action == "rename":
                         moved.add(raw)
                 if action in _REHASH:
-                    self.content.submit(raw, doc)
+                    ops.append((SUBMIT, raw, doc))
                     if action == "close_write":
-                        self.content.closed(raw)
+                        ops.append((CLOSED, raw, None))
                 elif action in _OPENED:
-                    self.content.opened(raw, doc)
+                    ops.append((OPENED, raw, doc))
                 lower = file.get("lower_path")
                 if lower is not None:  # a copy-up: the image's content is the one before
-                    self.content.copied_up(raw, lower.encode("utf-8", "surrogateescape"))
+                    ops.append((SUBMIT, raw, {IMAGE: lower.encode("utf-8", "surrogateescape")}))
             source = file.get("source_path")
             if source is not None:
                 paths.add(source.encode("utf-8", "surrogateescape"))
+        self.content.apply(ops)
         if not paths:
             return
         with self._lock:
