@@ -91,6 +91,9 @@ LOSS_LOG_S: Final = 10.0  # a WARNING about losses at most this often
 # Live actions that make a name: a path new to the baseline that none of
 # them named while events were lost may have had its create lost.
 _MAKES: Final = frozenset({"create", "mkdir", "rename", "link", "symlink"})
+# How far before a reload a newly monitored file's change time may be and
+# still be left to a pending loss's rescan (the coarse clock's tick, with room).
+ADOPT_CTIME_SLACK_NS: Final = 50_000_000
 _NO_EVENT: Final[dict[str, Any]] = {}
 # Loss causes that a rescan repairs: all but process records (exec, fork,
 # exit), whose loss costs attribution, not a file change.
@@ -150,6 +153,8 @@ class IntegrityMonitor:
         self._moved: set[bytes] = set()  # dirty paths a live rename made (what is below came with it)
         self._overflow = False
         self._dirty_high = False  # half of MAX_DIRTY named: a checkpoint (or rescan) at once
+        # A reloaded configuration whose globs the baseline is to take up, and when it came (wall ns).
+        self._follow: tuple[Config, int] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.root = config.host_root
@@ -284,6 +289,13 @@ class IntegrityMonitor:
         except BaselineError as exc:
             self._stale(exc)
 
+    def follow(self, config: Config) -> None:
+        """A reload changed what is monitored: the baseline takes up the new
+        globs on its own thread, within a second (_adopt). Called on the
+        record loop's thread; the latest configuration wins."""
+        with self._lock:
+            self._follow = (config, time.time_ns())
+
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -324,6 +336,10 @@ class IntegrityMonitor:
                 # counted when the record after it is read, before that
                 # record's event reaches observe()).
                 self._look_for_losses()
+                with self._lock:
+                    follow, self._follow = self._follow, None
+                if follow is not None:
+                    self._adopt(*follow)
                 now = time.monotonic()
                 high, self._dirty_high = self._dirty_high, False
                 if self.rescans.pending_since_ns is not None:
@@ -573,6 +589,62 @@ class IntegrityMonitor:
             log.warning(
                 "baseline: %d files kept changing while read: compared at the next checkpoint", len(report.unstable)
             )
+
+    def _adopt(self, new: Config, reloaded_ns: int) -> None:
+        """The reloaded configuration's globs become the baseline's: what
+        only they monitor is taken in as it is now (not reported, as a
+        start does for a glob added since the last run: it was not
+        monitored before), and what no glob matches any more is dropped.
+        From then on checkpoints and rescans compare the new set, so a
+        rescan never reports a newly monitored file as created. Files a
+        live event names meanwhile stay the content watch's and the next
+        checkpoint's. With a loss pending, a file changed since the reload
+        (its event may be the lost one) is left to the rescan."""
+        old = self.config
+        if (old.paths, old.exclude) == (new.paths, new.exclude):
+            self.config = new
+            return
+        baseline, was, now = self._baseline, old.matcher, new.matcher
+        self.config = new
+        if baseline.get_meta(SCAN_STATE) != "complete":
+            return  # the start scan was cut short: the next start scans the globs in force then
+        added = [g for g in new.paths if g not in old.paths]
+        started = time.monotonic()
+        scanner = Scanner(
+            baseline, now, options_of(new), trusted=TrustRule.of(baseline, root=self.root), root=self.root
+        )
+        lossy = self.rescans.pending_since_ns is not None
+        # The inode's change time is the coarse clock's, a tick behind at most.
+        since = reloaded_ns - ADOPT_CTIME_SLACK_NS
+
+        def admit(path: bytes) -> bool:
+            if not now.matches(path) or was.matches(path):
+                return False
+            if not lossy:
+                return True
+            try:
+                return os.lstat(self.root.real(path)).st_ctime_ns < since
+            except OSError:
+                return False
+
+        # Only the new globs' trees are walked (all of them when only the
+        # exclusions changed); only what the old set did not monitor is read.
+        report = scanner.scan(
+            under=roots(PathMatcher(added)) if added and old.exclude == new.exclude else (),
+            update=True,
+            collect=False,
+            leave=self.content.owned(),
+            admit=admit,
+        )
+        dropped = baseline.prune(now.matches)
+        baseline.set_meta(GLOBS, "\n".join(new.paths))
+        log.info(
+            "baseline: the reloaded globs taken up: %d newly monitored objects read (not reported), "
+            "%d entries no glob matches any more dropped, in %.1f s",
+            report.progress.scanned,
+            dropped,
+            time.monotonic() - started,
+        )
 
     def _catch_up(self, reason: str, *, lossy: bool = False) -> set[bytes]:
         """Writes what live events touched to the baseline (no events), then

@@ -152,7 +152,9 @@ class Reloader:
     backend: Backend
     pipeline: Pipeline
     agent: Agent | None = None
-    baseline: bool = False  # an integrity monitor runs (service/integrity.py)
+    # The integrity monitor's follow() (service/integrity.py), if a baseline
+    # is kept: told of each configuration put in force that changes paths.
+    follow: Callable[[Config], None] | None = None
     watch: ConfigWatch | None = None  # the file's directory, if watched
     hangups: list[int] = field(default_factory=list)  # SIGHUPs not acted on yet (the signal handler appends)
     loaded_at: float = field(default_factory=time.time)
@@ -223,12 +225,8 @@ class Reloader:
             effective.digest,
             f"; needs a restart: {', '.join(self.restart_needed)}" if self.restart_needed else "",
         )
-        if self.baseline and "paths" in live:
-            log.info(
-                "baseline: its scans keep the globs it started with; newly monitored files enter it as live "
-                "events touch them, and the next start baselines the rest (not reported) and drops what no "
-                "glob matches"
-            )
+        if self.follow is not None and {"paths", "exclude"}.intersection(live):
+            self.follow(effective)
         return True
 
     def _reject(self, why: str, message: str) -> bool:

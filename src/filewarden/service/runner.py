@@ -172,7 +172,7 @@ def run(
             backend,
             pipeline,
             agent,
-            baseline=monitor is not None,
+            follow=monitor.follow if monitor is not None else None,
             watch=watch_file(source.path) if source is not None and source.path is not None else None,
         )
         if control_socket is not None:
