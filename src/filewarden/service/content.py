@@ -29,6 +29,7 @@ Paths are host paths (what the kernel reports); with a host root
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import logging
@@ -91,6 +92,49 @@ class ContentStats:
     accepted: int = 0  # package managers' changes matching their package (package_changes = "accept")
 
 
+class _Jobs:
+    """The files waiting to be looked at, first in first out, up to
+    `maxsize` (and the stop's None past it): a deque under one condition,
+    filled a batch at a time (queue.Queue takes its locks and notifies
+    for each item)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: collections.deque[tuple[bytes, dict[str, Any]] | None] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+
+    def room(self) -> int:
+        return max(0, self.maxsize - len(self._items))
+
+    def put_many(self, items: list[tuple[bytes, dict[str, Any]] | None]) -> None:
+        with self._cond:
+            self._items.extend(items)
+            self._cond.notify()
+
+    def put(self, item: tuple[bytes, dict[str, Any]] | None) -> None:
+        self.put_many([item])
+
+    def get_nowait(self) -> tuple[bytes, dict[str, Any]] | None:
+        with self._cond:
+            if not self._items:
+                raise queue.Empty
+            return self._items.popleft()
+
+    def get(self, timeout: float) -> tuple[bytes, dict[str, Any]] | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+                if not self._items:
+                    raise queue.Empty
+            return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class ContentWatch:
     def __init__(
         self,
@@ -102,7 +146,7 @@ class ContentWatch:
         self.emit = emit
         self.packages = packages
         self.stats = ContentStats()
-        self._jobs: queue.Queue[tuple[bytes, dict[str, Any]] | None] = queue.Queue(QUEUE_FILES)
+        self._jobs = _Jobs(QUEUE_FILES)
         self._retry: OrderedDict[bytes, dict[str, Any]] = OrderedDict()  # path -> the latest close's document
         self._large: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         # path -> (the open's document, when it was opened or last hashed, when first opened)
@@ -153,16 +197,19 @@ class ContentWatch:
         counted in _queued before it can be taken: owned() never misses it."""
         if not ops:
             return
-        jobs, queued, now = self._jobs, self._queued, time.monotonic()
+        queued, now = self._queued, time.monotonic()
+        taken: list[tuple[bytes, dict[str, Any]] | None] = []
+        submitted = False
         with self._lock:
+            room = self._jobs.room()  # only this thread adds files: no one takes the room meanwhile
             for kind, path, doc in ops:
                 if kind == SUBMIT:
                     assert doc is not None
-                    self._idle.clear()
+                    submitted = True
                     queued[path] = queued.get(path, 0) + 1
-                    try:
-                        jobs.put_nowait((path, doc))
-                    except queue.Full:
+                    if len(taken) < room:
+                        taken.append((path, doc))
+                    else:
                         self._keep_for_later(path, doc)
                 elif kind == OPENED:
                     if path not in self._open and len(self._open) < OPEN_MAX:
@@ -170,6 +217,10 @@ class ContentWatch:
                         self._open[path] = (doc, now, now)
                 else:
                     self._open.pop(path, None)
+            if submitted:
+                self._idle.clear()
+            if taken:
+                self._jobs.put_many(taken)
 
     def _keep_for_later(self, path: bytes, doc: dict[str, Any]) -> None:
         """A close the full queue could not take: kept for a retry, or past

@@ -95,6 +95,23 @@ _MAKES: Final = frozenset({"create", "mkdir", "rename", "link", "symlink"})
 # still be left to a pending loss's rescan (the coarse clock's tick, with room).
 ADOPT_CTIME_SLACK_NS: Final = 50_000_000
 _NO_EVENT: Final[dict[str, Any]] = {}
+# What observe() does with a live event's path, by action: whether the
+# action makes it (and whether as a rename, which brings what is below),
+# and what the content watch is told, in order.
+_OBSERVED: Final[dict[str | None, tuple[bool, bool, tuple[int, ...]]]] = {
+    action: (
+        action in _MAKES,
+        action == "rename",
+        (SUBMIT, CLOSED)
+        if action == "close_write"
+        else (SUBMIT,)
+        if action in _REHASH
+        else (OPENED,)
+        if action in _OPENED
+        else (),
+    )
+    for action in _MAKES | _REHASH | _OPENED
+}
 # Loss causes that a rescan repairs: all but process records (exec, fork,
 # exit), whose loss costs attribution, not a file change.
 NOT_FILE_LOSSES: Final = frozenset({"process_records"})
@@ -189,6 +206,7 @@ class IntegrityMonitor:
         made = set()
         moved = set()
         ops: list[tuple[int, bytes, dict[str, Any] | None]] = []  # for the content watch, in order
+        own_path = self._own_path
         for doc in docs:
             file = doc.get("file")
             if file is None:
@@ -196,21 +214,19 @@ class IntegrityMonitor:
             event = doc.get("event", _NO_EVENT)
             if event.get("offline") or event.get("rescan"):
                 continue
-            path = self._own_path(doc, file)
+            path = file.get("path") if "host_path" not in file else own_path(doc, file)
             if path is not None:
                 raw = path.encode("utf-8", "surrogateescape")
                 paths.add(raw)
-                action = event.get("action")
-                if action in _MAKES:
-                    made.add(raw)
-                    if action == "rename":
-                        moved.add(raw)
-                if action in _REHASH:
-                    ops.append((SUBMIT, raw, doc))
-                    if action == "close_write":
-                        ops.append((CLOSED, raw, None))
-                elif action in _OPENED:
-                    ops.append((OPENED, raw, doc))
+                what = _OBSERVED.get(event.get("action"))
+                if what is not None:
+                    makes, moves, kinds = what
+                    if makes:
+                        made.add(raw)
+                        if moves:
+                            moved.add(raw)
+                    for kind in kinds:
+                        ops.append((kind, raw, None if kind == CLOSED else doc))
                 lower = file.get("lower_path")
                 if lower is not None:  # a copy-up: the image's content is the one before
                     ops.append((SUBMIT, raw, {IMAGE: lower.encode("utf-8", "surrogateescape")}))
