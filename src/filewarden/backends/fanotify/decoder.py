@@ -306,6 +306,7 @@ class FanotifyDecoder:
         self._memo: dict[FileId, _Path] = {}
         self._chosen: dict[bytes, bool] = {}
         self._items: list[_Candidate | _DirMove] = []
+        self._dir_moves = False  # whether _items holds a _DirMove
         self._deferred: dict[int, list[_Candidate]] = {}
         self._gone: set[FileId] = set()
 
@@ -321,6 +322,7 @@ class FanotifyDecoder:
         plan = self._plan(raw)
         self._memo = {}
         self._items = []
+        self._dir_moves = False
         for i, ev in enumerate(raw):
             self.stats.events += 1
             if ev.mask & FAN_Q_OVERFLOW:
@@ -343,6 +345,7 @@ class FanotifyDecoder:
         self._memo = {}
         self._chosen = {}
         self._items = []
+        self._dir_moves = False
         self._deferred = {}
         self._gone = set()
         self.stats.reported += len(out)
@@ -625,6 +628,7 @@ class FanotifyDecoder:
         reported (None: this process's own)."""
         if is_dir and src.path is not None and dst.path is not None:
             self._items.append(_DirMove(src.path, src.now, dst.path, dst.now))
+            self._dir_moves = True
         if out_ev is not None:
             self._items.append(_Candidate(out_ev, dst.now, src.now))
 
@@ -712,7 +716,7 @@ class FanotifyDecoder:
 
     def _finish(self) -> list[FanotifyEvent]:
         items = self._items
-        if any(isinstance(it, _DirMove) for it in items):
+        if self._dir_moves:
             undo: list[tuple[bytes, bytes]] = []  # (new, old) of later renames, latest first
             for it in reversed(items):
                 if isinstance(it, _DirMove):
