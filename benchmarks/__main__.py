@@ -145,12 +145,19 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _spread(f: dict[str, Any]) -> str:
+    """[lowest-highest] of a figure that has them (over rounds, or an estimate's range)."""
+    lo, hi = f.get("min"), f.get("max")
+    return "" if lo is None or hi is None else f"[{_cell(lo)}-{_cell(hi)}]"
+
+
 def print_table(figures: list[dict[str, Any]]) -> None:
     rows = [
         (
             f["where"],
             f["name"],
             _cell(f["value"]),
+            _spread(f),
             f["unit"],
             f.get("target") or "",
             {True: "met", False: "MISSED", None: ""}[f.get("met")],
@@ -158,9 +165,9 @@ def print_table(figures: list[dict[str, Any]]) -> None:
         )
         for f in figures
     ]
-    head = ("where", "figure", "value", "unit", "target", "", "baseline")
+    head = ("where", "figure", "value", "spread", "unit", "target", "", "baseline")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    widths[1] = min(widths[1], 70)
+    widths[1] = min(widths[1], 80)
     widths[-1] = min(widths[-1], 40)
     for r in [head, *rows]:
         print("  ".join(c[: widths[i]].ljust(widths[i]) if i != 2 else c.rjust(widths[i]) for i, c in enumerate(r)))
