@@ -104,7 +104,6 @@ CALL_TARGETS = {
 FLOOR_REAL_NS = (12, 20)
 DRIVEN = 0.5  # calls per iteration from which a loop counts as driving a hook
 MAP_BUDGET_MIB = 16.0
-SAME_ROUND = "detached (same round)"
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 MIB = 1 << 20
 _U64 = struct.Struct("<Q")
@@ -685,7 +684,7 @@ def call_report(res: Results) -> list[dict[str, Any]]:
             "empty program: file_open ns per call (TCG)",
             summary(floor)[0],
             "ns/call",
-            "bpf_stats over one ignored open/close run a round",
+            "bpf_stats, ignored open/close, each round",
             lo=summary(floor)[1],
             hi=summary(floor)[2],
         )
@@ -727,7 +726,7 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                         f"{name}: {hook} ns per {kind} call (TCG)",
                         summary(ns)[0],
                         "ns/call",
-                        "bpf_stats over the loop's run, a round each",
+                        "bpf_stats, the loop's run, each round",
                         lo=summary(ns)[1],
                         hi=summary(ns)[2],
                     )
@@ -737,7 +736,7 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                         f"{name}: {hook} {kind} call / empty program call",
                         med,
                         "x empty file_open",
-                        "empty file_open program's ns/call, same round",
+                        "empty file_open program, same round",
                         target=f"<= {limit:.0f}x" if limit else None,
                         met=(med <= limit) if limit else None,
                         lo=lo,
@@ -749,7 +748,7 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                         f"{name}: {hook} {kind} call, real-hardware ESTIMATE",
                         med * (lo_ns + hi_ns) / 2,
                         "ns/call (estimate)",
-                        f"ESTIMATE: ratio x the empty program's published {lo_ns}-{hi_ns} ns",
+                        f"ESTIMATE: ratio x {lo_ns}-{hi_ns} ns (published)",
                         lo=med * lo_ns,
                         hi=med * hi_ns,
                     )
@@ -793,7 +792,7 @@ def report(res: Results) -> list[dict[str, Any]]:
                     f"{name}: {state} vs detached",
                     med,
                     "ratio",
-                    f"{SAME_ROUND}, median of {len(v)} rounds",
+                    f"detached, same round; {len(v)} rounds",
                     target=tgt if state == AGENT else None,
                     met=met if state == AGENT else None,
                     lo=lo,
