@@ -684,7 +684,7 @@ def call_report(res: Results) -> list[dict[str, Any]]:
             "empty program: file_open ns per call (TCG)",
             summary(floor)[0],
             "ns/call",
-            "bpf_stats, ignored open/close, each round",
+            "bpf_stats, ignored open/close, by round",
             lo=summary(floor)[1],
             hi=summary(floor)[2],
         )
