@@ -14,14 +14,16 @@ against the jsonl output, the collector into PostgreSQL, and a 1 GiB
 spool's catch-up, with nats-server and PostgreSQL started on loopback
 (benchmarks.fleet).
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
-and of auditd, per-program cost, map memory (benchmarks.kernel_overhead),
-live content changes on the lsm backend (benchmarks.content_latency), and
-reload under a writer (benchmarks.reload).
+and of auditd, each program's ns per call over the empty program's, map
+memory (benchmarks.kernel_overhead), live content changes on the lsm
+backend (benchmarks.content_latency), and reload under a writer
+(benchmarks.reload).
 Each step writes its figures to lab-results/bench/; this merges them, with
 the kernel each was measured on, into one file with one entry per figure
-(name, value, unit, the baseline it was compared with, target, met), and
-prints them. Exits 1 if a step failed, 0 otherwise (a missed target is a
-figure, reported as such, not a failure of the run).
+(name, value, unit, the baseline it was compared with, target, met, and
+the lowest and highest where a figure has a spread), and prints them.
+Exits 1 if a step failed, 0 otherwise (a missed target is a figure,
+reported as such, not a failure of the run).
 """
 
 from __future__ import annotations
@@ -108,7 +110,13 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
     ]
     if guest:
         out += [
-            Step(f"kernel overhead, auditd, per-program cost, maps ({k})", k, "benchmarks.kernel_overhead", 10)
+            # 12 rounds of about 70 s each on this machine, shared.
+            Step(
+                f"kernel overhead, auditd, per-call cost over the empty program, maps ({k})",
+                k,
+                "benchmarks.kernel_overhead",
+                15,
+            )
             for k in kernels
         ]
         # The BPF backends' close (file_release / file_free_security) to
@@ -145,12 +153,19 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _spread(f: dict[str, Any]) -> str:
+    """[lowest-highest] of a figure that has them (over rounds, or an estimate's range)."""
+    lo, hi = f.get("min"), f.get("max")
+    return "" if lo is None or hi is None else f"[{_cell(lo)}-{_cell(hi)}]"
+
+
 def print_table(figures: list[dict[str, Any]]) -> None:
     rows = [
         (
             f["where"],
             f["name"],
             _cell(f["value"]),
+            _spread(f),
             f["unit"],
             f.get("target") or "",
             {True: "met", False: "MISSED", None: ""}[f.get("met")],
@@ -158,9 +173,9 @@ def print_table(figures: list[dict[str, Any]]) -> None:
         )
         for f in figures
     ]
-    head = ("where", "figure", "value", "unit", "target", "", "baseline")
+    head = ("where", "figure", "value", "spread", "unit", "target", "", "baseline")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    widths[1] = min(widths[1], 70)
+    widths[1] = min(widths[1], 80)
     widths[-1] = min(widths[-1], 40)
     for r in [head, *rows]:
         print("  ".join(c[: widths[i]].ljust(widths[i]) if i != 2 else c.rjust(widths[i]) for i, c in enumerate(r)))

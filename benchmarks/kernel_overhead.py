@@ -2,7 +2,7 @@
 them instead (run in a guest kernel).
 
     scripts/kernel_lab.py exec --kernel 6.12 -- python -m benchmarks.kernel_overhead \\
-        [--json lab-results/6.12-exec/bench-kernel-6.12.json]
+        [--json lab-results/6.12-exec/bench-kernel-6.12.json] [--rounds 12] [--ops 3000] [--stats-ops 1000]
 
 Three loops (open(O_WRONLY)/close; create/unlink; rename a->b, b->a), each
 on a path outside the monitored set (the programs run and drop the call in
@@ -25,15 +25,29 @@ Within a round the three loops of one path go through every state before
 the other path's, so the runs compared are seconds apart. Every run is a
 fresh child process (the agent ignores its own pid). A figure is the
 loop's ops/s over the detached ops/s of the same round: the median over
-the rounds, with the lowest and highest. Absolute rates under TCG mean
-nothing; the ratios measured side by side do.
+the rounds (12 by default: the targets are medians of at least 12), with
+the lowest and highest. Absolute rates under TCG mean nothing; the ratios
+measured side by side do.
 
-Then, outside the timed rounds: the kernel's own per-program cost
-(kernel.bpf_stats_enabled, run_time_ns / run_cnt of every attached
-program) on extra runs of the ignored and of the monitored loops, since
-the statistics cost something themselves; and the kernel memory of every
-map of the agent loaded with the default configuration (``memlock`` in
-the map's fdinfo).
+Each round then ends with its bpf_stats runs, apart from the timed ones
+since the statistics cost something themselves: with
+kernel.bpf_stats_enabled on, one run (--stats-ops iterations) of ignored
+open/close with the empty program attached, then one run of each loop with
+the agent attached. Every attached program's run_time_ns and run_cnt are
+read just before and just after each run, so a program's cost is its
+calls during that one loop: on the ignored loops the calls it drops, on
+the monitored loops the calls that emit a record (what other processes
+call in those seconds is counted in, and is little). A program's ns per
+call is divided by the empty program's in the same round; the empty
+program is attached on file_open only, so every hook is compared with the
+empty file_open program. TCG slows every instruction alike, so that ratio
+carries over to real hardware where the nanoseconds do not: the median
+and spread over the rounds, and, clearly labelled an estimate, the ratio
+times the 12-20 ns an empty BPF LSM program is published to cost a call
+on real hardware.
+
+Last, the kernel memory of every map of the agent loaded with the default
+configuration (``memlock`` in the map's fdinfo).
 
 Losses are printed, never hidden: the agent's ring-buffer-full count and
 the records it never read, for every run with the agent attached (with
@@ -75,8 +89,21 @@ PLACES = ("ignored", "monitored")
 DETACHED, FLOOR, AGENT, AUDITD = "detached", "empty program", "filewarden", "auditd"
 STATES = (DETACHED, FLOOR, AGENT, AUDITD)
 TARGETS = {"ignored": 0.97, "monitored": 0.80}  # filewarden vs detached
+MIN_ROUNDS = 12  # the loop ratios' targets are medians of at least this many rounds
+# ns per call of a hook's program over the empty file_open program's, same
+# round: (place, loop that drives the hook, hook) -> at most this.
+CALL_TARGETS = {
+    ("ignored", "open/close", "file_open"): 3.0,
+    ("ignored", "create/unlink", "path_unlink"): 3.0,
+    ("ignored", "rename", "path_rename"): 4.0,
+    ("monitored", "open/close", "file_open"): 20.0,
+}
+# What an empty BPF LSM program costs a call on real hardware, as published:
+# times the ratio, an estimate of a program's cost there (TCG slows every
+# instruction alike, so the ratio carries over; the nanoseconds do not).
+FLOOR_REAL_NS = (12, 20)
+DRIVEN = 0.5  # calls per iteration from which a loop counts as driving a hook
 MAP_BUDGET_MIB = 16.0
-SAME_ROUND = "detached (same round)"
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 MIB = 1 << 20
 _U64 = struct.Struct("<Q")
@@ -206,11 +233,16 @@ class ProgCost:
         return self.run_ns / self.calls if self.calls else 0.0
 
 
+def delta(before: ProgCost, after: ProgCost) -> ProgCost:
+    return ProgCost(after.run_ns - before.run_ns, after.calls - before.calls)
+
+
 @dataclass
 class Results:
     rounds: int
     ops: int
-    stats_runs: int
+    stats_ops: int
+    stats_chunks: int
     ratios: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (case, state) -> per round
     agent: dict[str, AgentTally] = field(default_factory=dict)  # case -> throughput rounds
     agent_stats_runs: dict[str, AgentTally] = field(default_factory=dict)  # case -> bpf_stats runs
@@ -219,8 +251,11 @@ class Results:
     audit_after: dict[str, int] = field(default_factory=dict)  # and after the last
     switch_seconds: dict[str, float] = field(default_factory=dict)  # state -> time spent switching into it
     audit_skipped: str = ""
-    prog_cost: dict[str, dict[str, ProgCost]] = field(default_factory=dict)  # place -> "hook (prog)" -> cost
-    floor_cost: ProgCost | None = None
+    # bpf_stats, one run of each loop a round: (case, "hook (prog)") -> that
+    # program's cost over the run, a round each; the empty program's over
+    # its ignored open/close run, a round each.
+    call_cost: dict[tuple[str, str], list[ProgCost]] = field(default_factory=dict)
+    floor_cost: list[ProgCost] = field(default_factory=list)
     maps: list[tuple[str, str, int, int]] = field(default_factory=list)  # name, type, max_entries, memlock
     marked: tuple[int, int] = (0, 0)  # files, trees marked by the default configuration
     sequence_lost: int = 0
@@ -231,21 +266,73 @@ class Results:
 
 # -- kernel statistics ------------------------------------------------------------
 def fdinfo(fd: int) -> dict[str, str]:
+    return parse_fdinfo(Path(f"/proc/self/fdinfo/{fd}").read_text())
+
+
+def parse_fdinfo(text: str) -> dict[str, str]:
     out = {}
-    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+    for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep:
             out[key.strip()] = value.strip()
     return out
 
 
-def prog_counters(programs: list[Program]) -> dict[str, ProgCost]:
-    costs = {}
-    for prog in programs:
-        info = fdinfo(prog.fd)
-        hook = prog.section.partition("/")[2] or prog.section
-        costs[f"{hook} ({prog.name})"] = ProgCost(int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0)))
-    return costs
+class Counters:
+    """run_time_ns and run_cnt of programs, from their fdinfo files opened
+    once and read again from the start: reading them opens nothing, so it
+    adds no call to the file_open and file_release counts being read (this
+    process's own calls are ignored by the agent, cheaply, and would pull
+    its ns per call down)."""
+
+    def __init__(self, programs: list[Program]) -> None:
+        self._files: list[tuple[str, int]] = []
+        try:
+            for prog in programs:
+                hook = prog.section.partition("/")[2] or prog.section
+                self._files.append((f"{hook} ({prog.name})", os.open(f"/proc/self/fdinfo/{prog.fd}", os.O_RDONLY)))
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self) -> dict[str, ProgCost]:
+        costs = {}
+        for name, fd in self._files:
+            info = parse_fdinfo(os.pread(fd, 4096, 0).decode())
+            costs[name] = ProgCost(int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0)))
+        return costs
+
+    def close(self) -> None:
+        for _, fd in self._files:
+            os.close(fd)
+        self._files = []
+
+
+def chunked(programs: list[Program], run: Callable[[int], object], ops: int, chunks: int) -> dict[str, ProgCost]:
+    """Each program's cost over `ops` iterations of `run`, made in `chunks`
+    runs with the counters read just before and just after each: all their
+    calls, at the median chunk's ns per call. run_time_ns is wall time from
+    the program's entry to its return, so a vCPU the host takes away
+    mid-call (2 CPUs shared, under TCG) adds milliseconds to one chunk;
+    the median leaves that chunk out instead of spreading it over every
+    call of the run."""
+    parts: dict[str, list[ProgCost]] = {}
+    counters = Counters(programs)
+    try:
+        for _ in range(chunks):
+            before = counters.read()
+            run(max(1, ops // chunks))
+            after = counters.read()
+            for prog, b in before.items():
+                parts.setdefault(prog, []).append(delta(b, after[prog]))
+    finally:
+        counters.close()
+    out = {}
+    for prog, costs in parts.items():
+        calls = sum(c.calls for c in costs)
+        ns = [c.ns_per_call for c in costs if c.calls]
+        out[prog] = ProgCost(round(statistics.median(ns) * calls) if ns else 0, calls)
+    return out
 
 
 @contextmanager
@@ -387,7 +474,7 @@ def map_memory(res: Results) -> None:
 
 # -- the run --------------------------------------------------------------------
 def measure(args: argparse.Namespace) -> Results:
-    res = Results(rounds=args.rounds, ops=args.ops, stats_runs=args.stats_runs)
+    res = Results(rounds=args.rounds, ops=args.ops, stats_ops=args.stats_ops, stats_chunks=args.stats_chunks)
     started = time.monotonic()
     Path("/run/fwb").mkdir(exist_ok=True)  # short paths, as on a real system
     with (
@@ -449,14 +536,45 @@ def measure(args: argparse.Namespace) -> Results:
             res.switch_seconds[state] = res.switch_seconds.get(state, 0.0) + time.monotonic() - t
             current = state
 
+        open_ignored = next(c for c in cases if c.name == "ignored open/close")
+
+        def call_costs(r: int) -> None:
+            """The round's bpf_stats runs, after its timed runs (the statistics
+            cost something themselves): the empty program on one ignored
+            open/close run, then the agent on one run of every loop, each run
+            in chunks (see chunked()): a cost is that program's calls during
+            that loop alone, ignored calls on the ignored loops, emitting ones
+            on the monitored loops. The few calls of other processes in the
+            same seconds are counted in too."""
+            with bpf_stats():
+                for state in (FLOOR, AGENT) if current == FLOOR else (AGENT, FLOOR):
+                    set_state(state)
+                    if state == FLOOR:
+                        cost = chunked([empty], open_ignored.work, args.stats_ops, args.stats_chunks)
+                        res.floor_cost.extend(cost.values())
+                        continue
+                    assert agent._obj is not None
+                    programs = [link.program for link in agent._obj.links]
+                    for case in cases:
+                        tally = res.agent_stats_runs[case.name]
+
+                        def run(n: int, case: Case = case, tally: AgentTally = tally) -> None:
+                            agent_run(agent, reader, case, n, tally)
+
+                        for prog, c in chunked(programs, run, args.stats_ops, args.stats_chunks).items():
+                            costs = res.call_cost.setdefault((case.name, prog), [])
+                            costs.extend([ProgCost()] * (r + 1 - len(costs)))  # a round each
+                            costs[r] = c
+
         try:
             with peer if AUDITD in states else nullcontext():
                 for r in range(args.rounds):
                     # The three loops of a path go through every state before
                     # the other path's: the runs compared sit seconds apart,
                     # which keeps a busy host's swings out of the ratios,
-                    # while the agent is detached only twice a round (each
-                    # detach waits out RCU grace periods: seconds under TCG).
+                    # while the agent is detached at most three times a round,
+                    # its bpf_stats runs included (each detach waits out RCU
+                    # grace periods: seconds under TCG).
                     # The order of the states rotates every round against drift.
                     order = states[r % len(states) :] + states[: r % len(states)]
                     if AUDITD in states:
@@ -475,6 +593,7 @@ def measure(args: argparse.Namespace) -> Results:
                                 else:
                                     rate = child_rate(case.work, args.ops)[0]
                                 rates[(case.name, state)] = rate
+                    call_costs(r)
                     set_state(DETACHED)
                     peer.stop()
                     for (name, state), rate in rates.items():
@@ -483,32 +602,6 @@ def measure(args: argparse.Namespace) -> Results:
                     print(f"  round {r + 1}/{args.rounds} done at {time.monotonic() - started:.0f} s", flush=True)
             res.audit_before, res.audit_after = peer.before, peer.after
 
-            # Per-program cost, apart from the throughput rounds.
-            with bpf_stats():
-                agent.attach()
-                assert agent._obj is not None
-                programs = [link.program for link in agent._obj.links]
-                for place in PLACES:
-                    before = prog_counters(programs)
-                    for _ in range(args.stats_runs):
-                        for case in cases:
-                            if case.place == place:
-                                agent_run(agent, reader, case, args.ops, res.agent_stats_runs[case.name])
-                    after = prog_counters(programs)
-                    res.prog_cost[place] = {
-                        k: ProgCost(after[k].run_ns - v.run_ns, after[k].calls - v.calls) for k, v in before.items()
-                    }
-                agent.detach()
-                floor.attach(empty)
-                [floor_before] = prog_counters([empty]).values()
-                open_ignored = next(c for c in cases if c.name == "ignored open/close")
-                for _ in range(args.stats_runs):
-                    child_rate(open_ignored.work, args.ops)
-                [floor_after] = prog_counters([empty]).values()
-                floor.detach()
-                res.floor_cost = ProgCost(
-                    floor_after.run_ns - floor_before.run_ns, floor_after.calls - floor_before.calls
-                )
         finally:
             reader.stop()
             gauge.close()
@@ -558,6 +651,111 @@ def figure(
     }
 
 
+def spread(v: list[float], fmt: str) -> str:
+    med, lo, hi = summary(v)
+    return f"{med:{fmt}} [{lo:{fmt}}-{hi:{fmt}}]"
+
+
+def call_report(res: Results) -> list[dict[str, Any]]:
+    """The per-call cost of each program the loops drive, over the empty
+    program's in the same round; prints it, returns its figures."""
+    figs: list[dict[str, Any]] = []
+    rounds = len(res.floor_cost)
+    floor = [f.ns_per_call for f in res.floor_cost if f.ns_per_call]
+    lo_ns, hi_ns = FLOOR_REAL_NS
+    print(
+        f"\nper-call kernel cost (bpf_stats run_time_ns / run_cnt), {rounds} rounds: after each round's timed runs,"
+        f"\n  one run of {res.stats_ops} iterations of each loop with filewarden attached, and one of ignored"
+        "\n  open/close with the empty program. A program's counters are read just before and after each of a"
+        f"\n  run's {res.stats_chunks} chunks, so its cost is its calls during that loop alone, at the median chunk's"
+        "\n  ns per call (a vCPU taken away mid-call inflates one chunk): ignored calls on the ignored loops,"
+        "\n  emitting calls on the monitored ones. The empty program is attached on file_open only: every hook's"
+        "\n  ns per call is divided by the empty file_open program's in the same round (TCG slows both alike, so"
+        "\n  the ratio carries over to real hardware). Median [lowest-highest] over the rounds."
+        f"\n  est. real ns: an ESTIMATE, the ratio x the {lo_ns}-{hi_ns} ns an empty BPF LSM program is published"
+        "\n  to cost a call on real hardware. Hooks a loop calls less than once every two iterations are left out."
+    )
+    if not floor:
+        print("  the empty program ran no call: no ratios")
+        return figs
+    print(f"  empty program on file_open (ignored open/close): {spread(floor, '.0f')} ns per call under TCG")
+    figs.append(
+        figure(
+            "empty program: file_open ns per call (TCG)",
+            summary(floor)[0],
+            "ns/call",
+            "bpf_stats, ignored open/close, by round",
+            lo=summary(floor)[1],
+            hi=summary(floor)[2],
+        )
+    )
+    print(
+        f"  {'loop':24} {'hook (program)':38} {'calls/iter':>10} {'ns/call (TCG)':>20}"
+        f" {'x empty program':>20} {'est. real ns':>12}   target"
+    )
+    for place in PLACES:
+        for loop in LOOPS:
+            name = f"{place} {loop}"
+            for (case, prog), costs in sorted(res.call_cost.items()):
+                if case != name:
+                    continue
+                calls = sum(c.calls for c in costs)
+                per_iter = calls / (res.stats_ops * len(costs)) if costs else 0.0
+                if per_iter < DRIVEN:
+                    continue
+                ns = [c.ns_per_call for c in costs if c.calls]
+                ratios = [
+                    c.ns_per_call / f.ns_per_call
+                    for c, f in zip(costs, res.floor_cost, strict=False)
+                    if c.calls and f.ns_per_call
+                ]
+                if not ratios:
+                    continue
+                med, lo, hi = summary(ratios)
+                hook = prog.partition(" ")[0]
+                limit = CALL_TARGETS.get((place, loop, hook))
+                verdict = f"<= {limit:.0f}x {'met' if med <= limit else 'MISSED'}" if limit else ""
+                est = f"{med * lo_ns:.0f}-{med * hi_ns:.0f}"
+                print(
+                    f"  {name:24} {prog:38} {per_iter:10.2f} {spread(ns, '.0f'):>20} {spread(ratios, '.1f'):>20}"
+                    f" {est:>12}   {verdict}"
+                )
+                kind = "ignored" if place == "ignored" else "emitting"
+                figs.append(
+                    figure(
+                        f"{name}: {hook} ns per {kind} call (TCG)",
+                        summary(ns)[0],
+                        "ns/call",
+                        "bpf_stats, the loop's run, each round",
+                        lo=summary(ns)[1],
+                        hi=summary(ns)[2],
+                    )
+                )
+                figs.append(
+                    figure(
+                        f"{name}: {hook} {kind} call / empty program call",
+                        med,
+                        "x empty file_open",
+                        "empty file_open program, same round",
+                        target=f"<= {limit:.0f}x" if limit else None,
+                        met=(med <= limit) if limit else None,
+                        lo=lo,
+                        hi=hi,
+                    )
+                )
+                figs.append(
+                    figure(
+                        f"{name}: {hook} {kind} call, real-hardware ESTIMATE",
+                        med * (lo_ns + hi_ns) / 2,
+                        "ns/call (estimate)",
+                        f"ESTIMATE: ratio x {lo_ns}-{hi_ns} ns (published)",
+                        lo=med * lo_ns,
+                        hi=med * hi_ns,
+                    )
+                )
+    return figs
+
+
 def report(res: Results) -> list[dict[str, Any]]:
     """Prints the tables; returns the figures for --json."""
     figs: list[dict[str, Any]] = []
@@ -568,7 +766,8 @@ def report(res: Results) -> list[dict[str, Any]]:
     )
     switches = ", ".join(f"{state} {sec:.0f} s" for state, sec in res.switch_seconds.items())
     print(f"  time spent switching into each state, outside the timed runs: {switches}")
-    print("\nthroughput relative to detached (same round), median [lowest-highest]:")
+    few = f" (only {res.rounds} rounds: the targets ask a median of >= {MIN_ROUNDS})" if res.rounds < MIN_ROUNDS else ""
+    print(f"\nthroughput relative to detached (same round), median [lowest-highest] of {res.rounds} rounds{few}:")
     print(f"  {'loop':26} {'empty program':>22} {'filewarden':>22} {'auditd':>22}   target (filewarden)")
     worse: list[str] = []
     for name in names:
@@ -576,24 +775,26 @@ def report(res: Results) -> list[dict[str, Any]]:
         row = [cell(res.ratios.get((name, s))) for s in (FLOOR, AGENT, AUDITD)]
         target = TARGETS[place]
         fw = res.ratios.get((name, AGENT))
-        verdict = ""
-        if fw:
-            verdict = f">= {target:.2f} {'met' if summary(fw)[0] >= target else 'MISSED'}"
+        au = res.ratios.get((name, AUDITD))
+        # Monitored: at least the target, and ahead of auditd (when measured).
+        ahead = place != "monitored" or not au or (fw is not None and summary(fw)[0] > summary(au)[0])
+        met = bool(fw) and summary(fw or [0.0])[0] >= target and ahead
+        tgt = f">= {target:.2f}" + (", > auditd" if place == "monitored" else "")
+        verdict = f"{tgt} {'met' if met else 'MISSED'}" if fw else ""
         print(f"  {name:26} {row[0]:>22} {row[1]:>22} {row[2]:>22}   {verdict}")
         for state in (FLOOR, AGENT, AUDITD):
             v = res.ratios.get((name, state))
             if not v:
                 continue
             med, lo, hi = summary(v)
-            tgt = f">= {target:.2f}" if state == AGENT else None
             figs.append(
                 figure(
                     f"{name}: {state} vs detached",
                     med,
                     "ratio",
-                    SAME_ROUND,
-                    target=tgt,
-                    met=(med >= target) if state == AGENT else None,
+                    f"detached, same round; {len(v)} rounds",
+                    target=tgt if state == AGENT else None,
+                    met=met if state == AGENT else None,
                     lo=lo,
                     hi=hi,
                 )
@@ -683,33 +884,7 @@ def report(res: Results) -> list[dict[str, Any]]:
             figure("auditd: backlog wait", waited, "ms", "auditctl -s backlog_wait_time_actual, after - before")
         )
 
-    print(f"\nper-program kernel cost (bpf_stats, {res.stats_runs} extra run(s) of each loop, filewarden attached):")
-    print(f"  {'hook (program)':44} {'ignored loops':>30} {'monitored loops':>30}")
-    print(f"  {'':44} {'ns/call':>10} {'calls':>9} {'/iter':>9} {'ns/call':>10} {'calls':>9} {'/iter':>9}")
-    iters = res.stats_runs * res.ops * len(LOOPS)
-    progs = sorted({p for costs in res.prog_cost.values() for p, c in costs.items() if c.calls})
-    for prog in progs:
-        line = f"  {prog:44}"
-        for place in PLACES:
-            c = res.prog_cost.get(place, {}).get(prog, ProgCost())
-            if not c.calls:
-                line += f" {'-':>10} {0:9d} {'':>9}"
-                continue
-            line += f" {c.ns_per_call:10.0f} {c.calls:9d} {c.calls / iters:9.3f}"
-            figs.append(figure(f"{place} loops: {prog}", c.ns_per_call, "ns/call", "bpf_stats run_time_ns/run_cnt"))
-            figs.append(figure(f"{place} loops: {prog} calls", c.calls, "calls", "bpf_stats run_cnt"))
-        print(line)
-    if res.floor_cost and res.floor_cost.calls:
-        fc = res.floor_cost
-        print(f"  {'file_open (empty program, the floor)':44} {fc.ns_per_call:10.0f} {fc.calls:9d}")
-        figs.append(
-            figure(
-                "ignored loops: file_open (empty program, floor)",
-                fc.ns_per_call,
-                "ns/call",
-                "bpf_stats run_time_ns/run_cnt",
-            )
-        )
+    figs += call_report(res)
 
     total = sum(m[3] for m in res.maps) / MIB
     met = total <= MAP_BUDGET_MIB
@@ -763,9 +938,14 @@ def report(res: Results) -> list[dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", type=int, default=3000, help="iterations per loop run [3000]")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds, states rotating each round [8]")
-    parser.add_argument("--stats-runs", type=int, default=2, help="bpf_stats runs of each loop [2]")
+    parser.add_argument("--ops", type=int, default=2000, help="iterations per loop run [2000]")
+    parser.add_argument(
+        "--rounds", type=int, default=MIN_ROUNDS, help=f"rounds, states rotating each round [{MIN_ROUNDS}]"
+    )
+    parser.add_argument(
+        "--stats-ops", type=int, default=1000, help="iterations of each bpf_stats run, one a loop a round [1000]"
+    )
+    parser.add_argument("--stats-chunks", type=int, default=10, help="chunks of each bpf_stats run [10]")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.json:

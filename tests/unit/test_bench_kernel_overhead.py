@@ -1,0 +1,82 @@
+"""The arithmetic of benchmarks.kernel_overhead's per-call figures (the
+measurement itself runs in a guest kernel)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from benchmarks import kernel_overhead as ko
+from benchmarks.kernel_overhead import ProgCost, Results
+
+
+class FakeCounters:
+    """Counters whose every read adds the next chunk's (ns, calls)."""
+
+    chunks: ClassVar[list[tuple[int, int]]] = []
+
+    def __init__(self, programs: list[Any]) -> None:
+        self.run_ns = self.calls = 0
+        self.reads = 0
+
+    def read(self) -> dict[str, ProgCost]:
+        if self.reads % 2:  # after a chunk's run
+            ns, calls = self.chunks[self.reads // 2]
+            self.run_ns += ns
+            self.calls += calls
+        self.reads += 1
+        return {"file_open (p)": ProgCost(self.run_ns, self.calls)}
+
+    def close(self) -> None:
+        pass
+
+
+def test_chunked_takes_the_median_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One chunk where the vCPU was taken away mid-call: 1 ms on 100 calls.
+    FakeCounters.chunks = [(30_000, 100), (1_000_000, 100), (31_000, 100), (29_000, 100), (30_500, 100)]
+    monkeypatch.setattr(ko, "Counters", FakeCounters)
+    runs: list[int] = []
+    [cost] = ko.chunked([], runs.append, 500, 5).values()
+    assert runs == [100] * 5
+    assert cost.calls == 500
+    assert cost.ns_per_call == pytest.approx(305.0)
+
+
+def results(floor: list[float], file_open: list[float], rounds: int = 3) -> Results:
+    res = Results(rounds=rounds, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.floor_cost = [ProgCost(round(ns * 1000), 1000) for ns in floor]
+    res.call_cost[("ignored open/close", "file_open (fw_file_open)")] = [
+        ProgCost(round(ns * 1000), 1000) for ns in file_open
+    ]
+    # Called once every ten iterations: not a hook this loop drives.
+    res.call_cost[("ignored open/close", "path_rename (fw_path_rename)")] = [ProgCost(50_000, 100)] * len(floor)
+    return res
+
+
+def by_name(figs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f["name"]: f for f in figs}
+
+
+def test_ratio_is_per_round_over_the_same_rounds_empty_program() -> None:
+    # A slower round slows both alike: the ratio stays.
+    figs = by_name(ko.call_report(results([200, 400, 300], [500, 1000, 900])))
+    ratio = figs["ignored open/close: file_open ignored call / empty program call"]
+    assert (ratio["value"], ratio["min"], ratio["max"]) == (2.5, 2.5, 3.0)
+    assert ratio["target"] == "<= 3x"
+    assert ratio["met"] is True
+    estimate = figs["ignored open/close: file_open ignored call, real-hardware ESTIMATE"]
+    assert (estimate["min"], estimate["max"]) == (30.0, 50.0)
+    assert "ESTIMATE" in estimate["baseline"]
+    assert not any("path_rename" in name for name in figs)
+
+
+def test_ratio_target_missed() -> None:
+    figs = by_name(ko.call_report(results([200, 200, 200], [700, 800, 900])))
+    assert figs["ignored open/close: file_open ignored call / empty program call"]["met"] is False
+
+
+def test_no_empty_program_calls_no_ratios() -> None:
+    res = results([200, 200, 200], [500, 500, 500])
+    res.floor_cost = [ProgCost()] * 3
+    assert ko.call_report(res) == []
