@@ -66,6 +66,7 @@ TICK_S: Final = 1.0  # how often files held open are looked at
 BATCH_FILES: Final = 256  # files looked at in one transaction of the baseline, at most
 BATCH_S: Final = 0.05  # and for no longer: the baseline's writer lock is held meanwhile
 BATCH_COMMIT_BYTES: Final = 1 << 20  # a file larger is hashed with the batch committed before
+BATCH_BUSY_S: Final = 0.01  # a batch's length while the record loop still has a backlog
 YIELD_S: Final = 1.0  # the longest a batch waits for the record loop's backlog (event_path_busy())
 OPEN_MAX: Final = 100_000  # files held open for writing, followed for rehash_interval
 OPEN_FORGET_S: Final = 86_400.0  # a close never seen (its record lost): stop following after a day
@@ -358,11 +359,13 @@ class ContentWatch:
         small files costs one commit per batch, not one per file. Until the
         commit, what the batch stored is owned() (another connection cannot
         see it yet), and its new files are fresh only once committed."""
-        self._calm.wait(YIELD_S)
+        # Still busy after the wait: a short batch, so that the files keep
+        # moving while the record loop keeps most of the interpreter.
+        calm = self._calm.wait(YIELD_S)
         done: list[tuple[bytes, dict[str, Any]]] = []
         try:
             with baseline.batch():
-                deadline = time.monotonic() + BATCH_S
+                deadline = time.monotonic() + (BATCH_S if calm else BATCH_BUSY_S)
                 while True:
                     done.append(job)
                     self._one(baseline, *job)

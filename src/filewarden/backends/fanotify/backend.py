@@ -400,6 +400,9 @@ class FanotifyBackend:
             log.debug("fanotify: no action for %r", ev.action)
             return None
         self.stats.records += 1
+        if ev.folded:  # the decoder folded writes merged into this create: records all the same
+            self.stats.records += ev.folded
+            self.folded_writes += ev.folded
         if self._folds(action, ev):
             self.folded_writes += 1
             return None

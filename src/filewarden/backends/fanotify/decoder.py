@@ -155,6 +155,7 @@ class FanotifyEvent(msgspec.Struct, frozen=True):
     object_id: FileId | None = None
     reason: str | None = None  # why `path` (or a rename's `aux`) is None
     unavailable: tuple[str, ...] = ()
+    folded: int = 0  # create: the creator's writes fanotify merged into it, not reported (FanotifyBackend._folds())
 
 
 @dataclass(slots=True)
@@ -492,6 +493,7 @@ class FanotifyDecoder:
             self.stats.link_counts += 1
             return
         dir_rec = ev.dir_record
+        folded = 0
         for bit, name in _ACTION_ORDER:
             if not mask & bit:
                 continue
@@ -509,6 +511,15 @@ class FanotifyDecoder:
                     action, aux, file_type = self._created(ev, res.path)
                     if file_type is None:
                         extra = ("file.type",)
+                    if action == "create" and mask & FAN_MODIFY and res.path is not None and ev.pid > 0:
+                        # fanotify merged the creator's writes into its create
+                        # (fanotify_merge(): same object, name and pid): the
+                        # writes of a file's creator are no event of their own
+                        # (FanotifyBackend._folds()), so none is made; the
+                        # create carries their count.
+                        folded = 1
+            elif bit == FAN_MODIFY and folded:
+                continue
             elif bit == FAN_DELETE and is_dir:
                 action = "rmdir"
                 if ev.object_id is not None:
@@ -525,6 +536,7 @@ class FanotifyDecoder:
                 object_id=ev.object_id,
                 reason=res.reason,
                 unavailable=_unavailable(action, *extra),
+                folded=folded if bit == FAN_CREATE else 0,
             )
             if bit == FAN_DELETE and i in plan.defer:
                 self._deferred.setdefault(plan.defer[i], []).append(_Candidate(out_ev, res.now, None))
