@@ -252,5 +252,6 @@ def test_fanotify_a_creators_writes_before_its_close_are_not_events_of_their_own
     # counted as records and folded writes, no event, no number taken.
     records = agent.stats.records
     merged = fanotify_event(agent, action="create", pid=13, path=b"/etc/merged", folded=1)
-    assert merged is not None and merged.seq == 6
+    assert merged is not None
+    assert merged.seq == 6
     assert (agent.stats.records - records, agent.folded_writes) == (2, 3)
