@@ -93,6 +93,15 @@ class ContentStats:
     accepted: int = 0  # package managers' changes matching their package (package_changes = "accept")
 
 
+def copied_up(path: bytes, lower: bytes) -> tuple[int, bytes, dict[str, Any]]:
+    """ContentWatch.apply()'s job for an overlay file being copied up from
+    `lower` (the image's copy): when the baseline has nothing for it yet,
+    the image's content is what its first content change is compared with.
+    Queued like a close, so that it is looked at before the close that
+    follows."""
+    return (SUBMIT, path, {IMAGE: lower})
+
+
 class _Jobs:
     """The files waiting to be looked at, first in first out, up to
     `maxsize` (and the stop's None past it): a deque under one condition,
@@ -184,18 +193,13 @@ class ContentWatch:
         """A close or rename to look at (the pipeline's thread: never waits)."""
         self.apply([(SUBMIT, path, doc)])
 
-    def opened(self, path: bytes, doc: dict[str, Any]) -> None:
-        """A file opened for writing (create, open_write, truncate): hashed
-        every rehash_interval until its close comes (the pipeline's thread)."""
-        self.apply([(OPENED, path, doc)])
-
-    def closed(self, path: bytes) -> None:
-        self.apply([(CLOSED, path, None)])
-
     def apply(self, ops: list[tuple[int, bytes, dict[str, Any] | None]]) -> None:
-        """A batch's SUBMIT, OPENED and CLOSED calls, in their order, with the
-        lock taken once (the pipeline's thread: never waits). A job is
-        counted in _queued before it can be taken: owned() never misses it."""
+        """A batch's SUBMIT (a close or rename to look at), OPENED (a file
+        opened for writing: create, open_write, truncate, hashed every
+        rehash_interval until its close comes) and CLOSED calls, in their
+        order, with the lock taken once (the pipeline's thread: never
+        waits). A job is counted in _queued before it can be taken: owned()
+        never misses it; one the full queue cannot take is kept instead."""
         if not ops:
             return
         queued, now = self._queued, time.monotonic()
@@ -207,8 +211,8 @@ class ContentWatch:
                 if kind == SUBMIT:
                     assert doc is not None
                     submitted = True
-                    queued[path] = queued.get(path, 0) + 1
                     if len(taken) < room:
+                        queued[path] = queued.get(path, 0) + 1
                         taken.append((path, doc))
                     else:
                         self._keep_for_later(path, doc)
@@ -226,11 +230,6 @@ class ContentWatch:
     def _keep_for_later(self, path: bytes, doc: dict[str, Any]) -> None:
         """A close the full queue could not take: kept for a retry, or past
         RETRY_MAX left to a rescan (a loss). Called with the lock held."""
-        left = self._queued.get(path, 0) - 1
-        if left > 0:
-            self._queued[path] = left
-        else:
-            self._queued.pop(path, None)
         self.stats.queue_full += 1
         if self.stats.queue_full == 1 or self.stats.queue_full % 1000 == 0:
             log.warning(
@@ -291,13 +290,6 @@ class ContentWatch:
         """Files waiting to be hashed (queued, to retry, large, waiting for
         their package's checksum)."""
         return self._jobs.qsize() + len(self._retry) + len(self._large) + len(self._pending)
-
-    def copied_up(self, path: bytes, lower: bytes) -> None:
-        """An overlay file being copied up from `lower` (the image's copy):
-        when the baseline has nothing for it yet, the image's content is
-        what its first content change is compared with. Queued like a
-        close, so that it is looked at before the close that follows."""
-        self.submit(path, {IMAGE: lower})
 
     def _due(self) -> list[tuple[bytes, dict[str, Any]]]:
         """Files open for writing longer than rehash_interval since their

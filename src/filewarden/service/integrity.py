@@ -63,7 +63,7 @@ from filewarden.service.baseline import (
     progress_logger,
     with_package,
 )
-from filewarden.service.content import CLOSED, IMAGE, OPENED, SUBMIT, ContentWatch
+from filewarden.service.content import CLOSED, OPENED, SUBMIT, ContentWatch, copied_up
 
 if TYPE_CHECKING:
     from filewarden.config import Config
@@ -229,7 +229,7 @@ class IntegrityMonitor:
                         ops.append((kind, raw, None if kind == CLOSED else doc))
                 lower = file.get("lower_path")
                 if lower is not None:  # a copy-up: the image's content is the one before
-                    ops.append((SUBMIT, raw, {IMAGE: lower.encode("utf-8", "surrogateescape")}))
+                    ops.append(copied_up(raw, lower.encode("utf-8", "surrogateescape")))
             source = file.get("source_path")
             if source is not None:
                 paths.add(source.encode("utf-8", "surrogateescape"))
