@@ -6,34 +6,55 @@
  * happens in is known to be outside the monitored set, the handler stops
  * there. fw_dir_remember() after a path was resolved and found unmonitored:
  * if no name in that directory could be monitored, it says so for next
- * time.
+ * time. An entry holds until the directory or a directory above it is
+ * renamed, a mount changes or a prefix is added (maps.bpf.h).
  */
 #ifndef FILEWARDEN_DIRCACHE_BPF_H
 #define FILEWARDEN_DIRCACHE_BPF_H
 
 #include "common.bpf.h"
 #include "maps.bpf.h"
+#include "walk.bpf.h"
 
 struct fw_dir_probe {
 	struct fw_dir_key key;
 	struct fw_dir_val val;
-	bool usable; /* the counts were stable: a decision may be remembered */
+	bool usable; /* nothing was moving: a decision may be remembered */
 };
 
-static __always_inline bool fw_dir_seqs(struct fw_dir_val *v)
+/*
+ * What an entry is trusted by, read now for the directory of `key`: the
+ * fingerprint of its way up (fw_dir_fingerprint(), walk.bpf.c), mount_lock's
+ * count and the prefix generation. Read before the path is resolved and
+ * again after: our hooks run before the change they see is made (a
+ * rename's d_move() comes after security_path_rename(), fs/namei.c
+ * vfs_rename()), so a move that starts while we resolve shows as a
+ * difference and nothing is remembered, and one that comes later moves a
+ * d_seq the entry holds, which retires it at the next check. False: a
+ * writer is inside one of them (an odd count), nothing read now may be
+ * kept.
+ */
+static __always_inline bool fw_dir_seqs(const struct fw_dir_key *key, struct fw_dir_val *v)
 {
-	__s64 r = fw_rename_seq(), m = fw_mount_seq();
+	__s64 m = fw_mount_seq();
 	__u32 zero = 0;
 	struct fw_settings *set;
 
-	if (r < 0 || m < 0)
+	if (m < 0 || (m & 1))
 		return false;
-	v->rename_seq = r;
+	v->fingerprint = fw_dir_fingerprint(&key->way);
+	if (!v->fingerprint)
+		return false;
 	v->mount_seq = m;
+	v->pad = 0;
 	set = bpf_map_lookup_elem(&settings, &zero);
 	v->prefix_gen = set ? set->prefix_gen : 0;
-	/* An odd count: a writer is inside; nothing resolved now may be kept. */
-	return !(v->rename_seq & 1) && !(v->mount_seq & 1);
+	return true;
+}
+
+static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct fw_dir_val *b)
+{
+	return a->fingerprint == b->fingerprint && a->mount_seq == b->mount_seq && a->prefix_gen == b->prefix_gen;
 }
 
 /* Is `dir` (seen through `mnt`) known to hold nothing monitored? Fills `p`
@@ -46,20 +67,19 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct dentry *
 	__builtin_memset(p, 0, sizeof(*p));
 	if (!dir || !mnt)
 		return false;
-	p->key.dentry = (__u64)dir;
+	p->key.way.dentry = (__u64)dir;
 	p->key.inode = (__u64)dir->d_inode; /* dir: a typed pointer */
-	p->key.vfsmnt = (__u64)mnt;
-	p->key.root_dentry = (__u64)task->fs->root.dentry;
-	p->key.root_mnt = (__u64)task->fs->root.mnt;
+	p->key.way.vfsmnt = (__u64)mnt;
+	p->key.way.root_dentry = (__u64)task->fs->root.dentry;
+	p->key.way.root_mnt = (__u64)task->fs->root.mnt;
 	p->key.ino = BPF_CORE_READ(dir, d_inode, i_ino);
 	p->key.generation = BPF_CORE_READ(dir, d_inode, i_generation);
 	p->key.dev = BPF_CORE_READ(dir, d_sb, s_dev);
-	p->usable = fw_dir_seqs(&p->val);
+	p->usable = fw_dir_seqs(&p->key, &p->val);
 	if (!p->usable)
 		return false;
 	known = bpf_map_lookup_elem(&outside_dirs, &p->key);
-	return known && known->rename_seq == p->val.rename_seq && known->mount_seq == p->val.mount_seq &&
-	       known->prefix_gen == p->val.prefix_gen;
+	return known && fw_dir_same(known, &p->val);
 }
 
 /*
@@ -93,8 +113,7 @@ static __always_inline void fw_dir_remember(struct fw_scratch *s, struct fw_dir_
 	if (bpf_map_lookup_elem(&ancestors, &s->key))
 		return; /* some names here are monitored */
 remember:
-	if (!fw_dir_seqs(&now) || now.rename_seq != p->val.rename_seq || now.mount_seq != p->val.mount_seq ||
-	    now.prefix_gen != p->val.prefix_gen)
+	if (!fw_dir_seqs(&p->key, &now) || !fw_dir_same(&now, &p->val))
 		return;
 	bpf_map_update_elem(&outside_dirs, &p->key, &p->val, BPF_ANY);
 }

@@ -67,26 +67,26 @@ extern struct {
  * and inode memory are both handed to the next directory made on that CPU
  * (slab reuse after the RCU grace period, with no rename or mount in
  * between), and the addresses alone would answer for it. An entry is trusted only
- * while the kernel's rename_lock and mount_lock sequence counts and the
- * prefix generation are what they were before its path was resolved: any
- * rename (d_move()), any mount change, any new prefix makes it stale. This
- * is how d_path() itself (fs/d_path.c) notices concurrent changes.
+ * while the fingerprint of the directory's way up to the viewer's root
+ * (fw_dir_fingerprint(), walk.bpf.c), the kernel's mount_lock sequence
+ * count and the prefix generation are what they were before its path was
+ * resolved: a rename of the directory or of any directory above it
+ * (d_move() moves the moved dentry's d_seq), any mount change, any new
+ * prefix makes it stale. A rename anywhere else leaves it in place.
  */
 struct fw_dir_key {
-	__u64 dentry;
+	struct fw_dir_way way; /* the dentry, the mount, the viewer's root */
 	__u64 inode;
-	__u64 vfsmnt;
-	__u64 root_dentry;
-	__u64 root_mnt;
 	__u64 ino;
 	__u32 generation;
 	__u32 dev;
 };
 
 struct fw_dir_val {
-	__u32 rename_seq;
-	__u32 mount_seq;
+	__u64 fingerprint; /* fw_dir_fingerprint() */
 	__u64 prefix_gen;
+	__u32 mount_seq;
+	__u32 pad;
 };
 
 extern struct {
