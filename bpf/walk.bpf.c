@@ -77,7 +77,10 @@ __noinline __s64 fw_mount_seq(void)
  * which would miss a rename above where it stopped.
  */
 #define FW_DIR_DEPTH 32
-#define FW_DENTRY_HEAD 64 /* the first bytes of a dentry, read in one go */
+/* The first bytes of a dentry, read in one go: up to the end of
+ * d_name.hash_len. Kept small: this frame and its caller's share the
+ * 512 bytes of BPF stack, and v6.1 refuses a chain past them. */
+#define FW_DENTRY_HEAD 40
 
 static __always_inline __u64 fw_mix(__u64 h, __u64 v)
 {
@@ -153,7 +156,10 @@ __noinline __u64 fw_dir_fingerprint(const struct fw_dir_way *way)
 		mnt_root = (__u64)BPF_CORE_READ(mnt_parent, mnt.mnt_root);
 		h = fw_mix(h, vfsmnt);
 	}
-	renames = fw_rename_seq();
+	/* Read here, not through fw_rename_seq(): one more call frame would
+	 * take path_rename's chain past the 512-byte stack on v6.1
+	 * (check_max_stack_depth(), kernel/bpf/verifier.c). */
+	renames = fw_seq_of(&rename_lock);
 	if (renames < 0 || (renames & 1))
 		return 0;
 	h = fw_mix(h, renames);
