@@ -190,10 +190,13 @@ enum fw_process_flags {
 	FW_PROC_IO_WORKER = 1 << 4,
 };
 
-/* One slot per counter; every exit of every handler adds one to TOTAL and
- * exactly one of the others. ERROR and RINGBUF_FULL are records lost: each
- * took a sequence number no record carries (except inode_free's ERROR: a
- * mark that did not fit in evicted_marks, no record). */
+/* One slot per counter; every exit of every handler adds one to exactly
+ * one of EMITTED, ERROR, RINGBUF_FULL, KEPT, RATE_LIMITED or (for IGNORED)
+ * to its reason in ignored_by. The programs leave TOTAL and IGNORED at 0:
+ * user space fills them in as sums, so that an exit costs one increment.
+ * ERROR and RINGBUF_FULL are records lost: each took a sequence number no
+ * record carries (except inode_free's ERROR: a mark that did not fit in
+ * evicted_marks, no record). */
 enum fw_counter {
 	FW_COUNTER_TOTAL = 0,
 	FW_COUNTER_EMITTED = 1,
@@ -208,8 +211,8 @@ enum fw_counter {
 	FW_COUNTER_MAX = 7,
 };
 
-/* Why a call was ignored: each FW_COUNTER_IGNORED exit also adds one to
- * its reason in fw_counters.ignored_by. */
+/* Why a call was ignored: each ignored exit adds one to its reason in
+ * fw_counters.ignored_by, and count[FW_COUNTER_IGNORED] is their sum. */
 enum fw_ignore_reason {
 	FW_IGNORE_DENIED = 0,                 /* an earlier LSM already refused */
 	FW_IGNORE_AGENT = 1,                  /* the agent itself */

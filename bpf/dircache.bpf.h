@@ -6,60 +6,119 @@
  * happens in is known to be outside the monitored set, the handler stops
  * there. fw_dir_remember() after a path was resolved and found unmonitored:
  * if no name in that directory could be monitored, it says so for next
- * time.
+ * time. An entry holds until the directory or a directory above it is
+ * renamed, a mount changes or a prefix is added (maps.bpf.h).
  */
 #ifndef FILEWARDEN_DIRCACHE_BPF_H
 #define FILEWARDEN_DIRCACHE_BPF_H
 
 #include "common.bpf.h"
 #include "maps.bpf.h"
+#include "walk.bpf.h"
 
 struct fw_dir_probe {
 	struct fw_dir_key key;
 	struct fw_dir_val val;
-	bool usable; /* the counts were stable: a decision may be remembered */
+	bool usable; /* nothing was moving: a decision may be remembered */
 };
 
-static __always_inline bool fw_dir_seqs(struct fw_dir_val *v)
+/* rename_lock's count as an entry keeps it (fw_dir_val.rename_seq): even
+ * while no rename is under way, else FW_DIR_NO_RENAME_SEQ, which no check
+ * takes for a match. */
+#define FW_DIR_NO_RENAME_SEQ 1
+
+static __always_inline __u32 fw_dir_rename_seq(void)
 {
-	__s64 r = fw_rename_seq(), m = fw_mount_seq();
+	__s64 r = fw_rename_seq();
+
+	return r < 0 || (r & 1) ? FW_DIR_NO_RENAME_SEQ : (__u32)r;
+}
+
+/*
+ * What an entry is trusted by, read now for the directory of `key`: the
+ * fingerprint of its way up (fw_dir_fingerprint(), walk.bpf.c), mount_lock's
+ * count and the prefix generation. Read before the path is resolved and
+ * again after: our hooks run before the change they see is made (a
+ * rename's d_move() comes after security_path_rename(), fs/namei.c
+ * vfs_rename()), so a move that starts while we resolve shows as a
+ * difference and nothing is remembered, and one that comes later moves a
+ * d_seq the entry holds, which retires it at the next check. False: a
+ * writer is inside one of them (an odd count), nothing read now may be
+ * kept. `rename_seq`: rename_lock's count read before the fingerprint.
+ */
+static __always_inline bool fw_dir_seqs(const struct fw_dir_key *key, struct fw_dir_val *v, __u32 rename_seq)
+{
+	__s64 m = fw_mount_seq();
 	__u32 zero = 0;
 	struct fw_settings *set;
 
-	if (r < 0 || m < 0)
+	if (m < 0 || (m & 1))
 		return false;
-	v->rename_seq = r;
+	v->rename_seq = rename_seq;
+	v->fingerprint = fw_dir_fingerprint(&key->way);
+	if (!v->fingerprint)
+		return false;
 	v->mount_seq = m;
 	set = bpf_map_lookup_elem(&settings, &zero);
 	v->prefix_gen = set ? set->prefix_gen : 0;
-	/* An odd count: a writer is inside; nothing resolved now may be kept. */
-	return !(v->rename_seq & 1) && !(v->mount_seq & 1);
+	return true;
 }
 
-/* Is `dir` (seen through `mnt`) known to hold nothing monitored? Fills `p`
- * for fw_dir_remember(). */
+static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct fw_dir_val *b)
+{
+	return a->fingerprint == b->fingerprint && a->mount_seq == b->mount_seq && a->prefix_gen == b->prefix_gen;
+}
+
+/*
+ * Is `dir` (seen through `mnt`) known to hold nothing monitored? Fills `p`
+ * for fw_dir_remember().
+ *
+ * The fingerprint is a walk up the tree, paid only when some rename ran
+ * since the entry was last confirmed: an entry keeps the rename_lock count
+ * read before the fingerprint that last matched, and while the count is
+ * still that (no d_move() anywhere since, fs/dcache.c takes rename_lock as
+ * a writer around it) no d_seq on the way can have moved either, so the
+ * entry stands on mount_lock and the prefix generation alone. Once the
+ * count moved, the fingerprint is taken: if it still matches, the entry
+ * takes the new count (a count older than the one stored only costs one
+ * more walk; one read after the fingerprint is never stored).
+ */
 static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct dentry *dir, struct vfsmount *mnt)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_dir_val *known;
+	struct fw_settings *set;
+	struct inode *inode;
+	__u32 zero = 0, renames;
+	__s64 m;
 
 	__builtin_memset(p, 0, sizeof(*p));
 	if (!dir || !mnt)
 		return false;
-	p->key.dentry = (__u64)dir;
-	p->key.inode = (__u64)dir->d_inode; /* dir: a typed pointer */
-	p->key.vfsmnt = (__u64)mnt;
-	p->key.root_dentry = (__u64)task->fs->root.dentry;
-	p->key.root_mnt = (__u64)task->fs->root.mnt;
-	p->key.ino = BPF_CORE_READ(dir, d_inode, i_ino);
-	p->key.generation = BPF_CORE_READ(dir, d_inode, i_generation);
-	p->key.dev = BPF_CORE_READ(dir, d_sb, s_dev);
-	p->usable = fw_dir_seqs(&p->val);
-	if (!p->usable)
-		return false;
+	/* dir and mnt are typed pointers: plain loads, no helper calls */
+	inode = dir->d_inode;
+	p->key.way.dentry = (__u64)dir;
+	p->key.way.vfsmnt = (__u64)mnt;
+	p->key.inode = (__u64)inode;
+	p->key.ino = inode->i_ino;
+	p->key.generation = inode->i_generation;
+	p->key.dev = dir->d_sb->s_dev;
+	p->key.way.root_dentry = (__u64)task->fs->root.dentry;
+	p->key.way.root_mnt = (__u64)task->fs->root.mnt;
+	renames = fw_dir_rename_seq();
 	known = bpf_map_lookup_elem(&outside_dirs, &p->key);
-	return known && known->rename_seq == p->val.rename_seq && known->mount_seq == p->val.mount_seq &&
-	       known->prefix_gen == p->val.prefix_gen;
+	if (known && renames != FW_DIR_NO_RENAME_SEQ && known->rename_seq == renames) {
+		m = fw_mount_seq();
+		set = bpf_map_lookup_elem(&settings, &zero);
+		if (m >= 0 && !(m & 1) && known->mount_seq == (__u32)m && set && known->prefix_gen == set->prefix_gen)
+			return true;
+	}
+	p->usable = fw_dir_seqs(&p->key, &p->val, renames);
+	if (!p->usable || !known || !fw_dir_same(known, &p->val))
+		return false;
+	if (renames != FW_DIR_NO_RENAME_SEQ)
+		known->rename_seq = renames;
+	return true;
 }
 
 /*
@@ -93,8 +152,7 @@ static __always_inline void fw_dir_remember(struct fw_scratch *s, struct fw_dir_
 	if (bpf_map_lookup_elem(&ancestors, &s->key))
 		return; /* some names here are monitored */
 remember:
-	if (!fw_dir_seqs(&now) || now.rename_seq != p->val.rename_seq || now.mount_seq != p->val.mount_seq ||
-	    now.prefix_gen != p->val.prefix_gen)
+	if (!fw_dir_seqs(&p->key, &now, p->val.rename_seq) || !fw_dir_same(&now, &p->val))
 		return;
 	bpf_map_update_elem(&outside_dirs, &p->key, &p->val, BPF_ANY);
 }

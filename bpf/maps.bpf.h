@@ -61,32 +61,33 @@ extern struct {
 /*
  * Directories known to hold nothing monitored, so that a change in them is
  * dropped without resolving its path (the dearest part of a handler).
- * Keyed by what the path of a directory depends on: the dentry, its inode,
- * the mount it is seen through and the viewer's root; and by the inode's
+ * Keyed by what the path of a directory depends on: the dentry, the mount
+ * it is seen through and the viewer's root; and by its inode's address,
  * number, generation and filesystem, because a removed directory's dentry
  * and inode memory are both handed to the next directory made on that CPU
  * (slab reuse after the RCU grace period, with no rename or mount in
- * between), and the addresses alone would answer for it. An entry is trusted only
- * while the kernel's rename_lock and mount_lock sequence counts and the
- * prefix generation are what they were before its path was resolved: any
- * rename (d_move()), any mount change, any new prefix makes it stale. This
- * is how d_path() itself (fs/d_path.c) notices concurrent changes.
+ * between), and the addresses alone would answer for it while no rename
+ * ran (fw_dir_check() skips the fingerprint then). An entry is trusted only
+ * while the fingerprint of the directory's way up to the viewer's root
+ * (fw_dir_fingerprint(), walk.bpf.c), the kernel's mount_lock sequence
+ * count and the prefix generation are what they were before its path was
+ * resolved: a rename of the directory or of any directory above it
+ * (d_move() moves the moved dentry's d_seq), any mount change, any new
+ * prefix makes it stale. A rename anywhere else leaves it in place.
  */
 struct fw_dir_key {
-	__u64 dentry;
+	struct fw_dir_way way; /* the dentry, the mount, the viewer's root */
 	__u64 inode;
-	__u64 vfsmnt;
-	__u64 root_dentry;
-	__u64 root_mnt;
 	__u64 ino;
 	__u32 generation;
 	__u32 dev;
 };
 
 struct fw_dir_val {
-	__u32 rename_seq;
-	__u32 mount_seq;
+	__u64 fingerprint; /* fw_dir_fingerprint() */
 	__u64 prefix_gen;
+	__u32 mount_seq;
+	__u32 rename_seq; /* rename_lock's count when the fingerprint last matched (dircache.bpf.h) */
 };
 
 extern struct {
@@ -220,34 +221,30 @@ extern struct {
 extern __u64 fw_next_seq;
 extern __u64 fw_next_proc_seq;
 
-/* Counts one exit of `hook`: TOTAL and exactly one outcome. Returns FW_ALLOW
- * so that a handler can end with `return fw_exit(...)`.
- * Atomic adds: two tasks may interleave on one CPU (see fw_scratch). */
+/* Counts one exit of `hook`: exactly one outcome. Returns FW_ALLOW so that
+ * a handler can end with `return fw_exit(...)`. TOTAL and IGNORED are not
+ * written here: user space sums them (decode_counters(), abi.py), so that
+ * every exit costs one increment. Atomic adds: two tasks may interleave on
+ * one CPU (see fw_scratch). */
 static __always_inline int fw_exit(enum fw_hook hook, enum fw_counter outcome)
 {
 	__u32 key = hook;
 	struct fw_counters *c = bpf_map_lookup_elem(&counters, &key);
 
-	if (c) {
-		__sync_fetch_and_add(&c->count[FW_COUNTER_TOTAL], 1);
-		if (outcome > FW_COUNTER_TOTAL && outcome < FW_COUNTER_MAX)
-			__sync_fetch_and_add(&c->count[outcome], 1);
-	}
+	if (c && outcome != FW_COUNTER_TOTAL && outcome != FW_COUNTER_IGNORED && outcome < FW_COUNTER_MAX)
+		__sync_fetch_and_add(&c->count[outcome], 1);
 	return FW_ALLOW;
 }
 
-/* Counts an ignored exit of `hook` and why. */
+/* Counts an ignored exit of `hook` by its reason, the one increment on the
+ * path most calls take. */
 static __always_inline int fw_ignore(enum fw_hook hook, enum fw_ignore_reason reason)
 {
 	__u32 key = hook;
 	struct fw_counters *c = bpf_map_lookup_elem(&counters, &key);
 
-	if (c) {
-		__sync_fetch_and_add(&c->count[FW_COUNTER_TOTAL], 1);
-		__sync_fetch_and_add(&c->count[FW_COUNTER_IGNORED], 1);
-		if (reason < FW_IGNORE_MAX)
-			__sync_fetch_and_add(&c->ignored_by[reason], 1);
-	}
+	if (c && reason < FW_IGNORE_MAX)
+		__sync_fetch_and_add(&c->ignored_by[reason], 1);
 	return FW_ALLOW;
 }
 

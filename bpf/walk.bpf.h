@@ -20,11 +20,31 @@
 #define FW_WALK_TRIES 3
 
 /* The sequence counts of the kernel's rename_lock and mount_lock, or -1
- * where they are unknown: without them the directory cache stays off
- * (dircache.bpf.h) and walks are not retried. Functions of walk.bpf.c,
- * the one unit that names the two locks. */
+ * where they are unknown: without mount_lock's the directory cache stays
+ * off (dircache.bpf.h), without rename_lock's it keeps no directory deeper
+ * than its fingerprint walk (fw_dir_fingerprint()), and without either
+ * walks are not retried. Functions of walk.bpf.c, the one unit that names
+ * the two locks. */
 extern __s64 fw_rename_seq(void);
 extern __s64 fw_mount_seq(void);
+
+/* A directory as a viewer sees it: its dentry, the mount it is seen
+ * through and the viewer's root (pointers as integers). */
+struct fw_dir_way {
+	__u64 dentry;
+	__u64 vfsmnt;
+	__u64 root_dentry;
+	__u64 root_mnt;
+};
+
+/* The fingerprint of the dentries from the directory up to the viewer's
+ * root: their addresses, d_seq counts and names. A rename of any of them
+ * changes it. Zero: it could not be taken now (a writer inside). A global
+ * function of walk.bpf.c, verified once for every caller; it takes the
+ * pointers in memory, where the verifier sees them as integers (passed in
+ * registers they would be typed pointers, which a global function's
+ * integer arguments refuse). */
+extern __u64 fw_dir_fingerprint(const struct fw_dir_way *way);
 
 struct fw_path_out {
 	__u32 off;

@@ -2,8 +2,9 @@
 found unmonitored, and where no other name could be monitored, is
 remembered, and later changes there are dropped before their path is
 resolved (ignore reason `outside`). An entry is keyed by the directory's
-dentry, inode, mount and the viewer's root, and trusted only while no
-rename, no mount change and no new glob happened since it was made.
+dentry, inode, mount and the viewer's root, and trusted only while the
+directory and the directories above it were not renamed, no mount changed
+and no glob was added since it was made. A rename anywhere else keeps it.
 
 Every test counts, per step, how the hook's calls ended: emitted, ignored
 as `not_selected` (the path was resolved and found unmonitored) or ignored
@@ -115,6 +116,97 @@ def test_the_cache_answers_and_a_rename_of_an_ancestor_retires_it(plain_dir: Pat
     assert events[0].seq < events[1].seq
 
 
+KEPT = (0, 0, 1)  # the change after the rename: still answered by the cache
+RESOLVED_AGAIN = (0, 1, 0)  # the entry was retired: resolved, found unmonitored
+
+
+@pytest.mark.parametrize("kind", list(CHANGES))
+@pytest.mark.parametrize("where", ["sibling", "unrelated", "child", "into"])
+def test_a_rename_elsewhere_keeps_the_entry(plain_dir: Path, kind: str, where: str) -> None:
+    """A rename that moves no directory on b's way up to the root leaves
+    b's entry in place: a sibling tree of b's parent, a directory nowhere
+    near b, a file of b's own (b is the renamed name's parent: only the
+    renamed dentry's d_seq moves, __d_move() in fs/dcache.c), and a
+    directory moved into b. Every one of them moves rename_lock's count, so
+    the entry would be retired if it were trusted only while that count
+    stands still, and the last step would be (0, 1, 0)."""
+    change = CHANGES[kind]
+    watched, a = plain_dir / "mon", plain_dir / "other" / "a"
+    b = a / "b"
+    b.mkdir(parents=True)
+    watched.mkdir()
+    sibling, unrelated = plain_dir / "other" / "sib", plain_dir / "else" / "x" / "y"
+    sibling.mkdir()
+    unrelated.mkdir(parents=True)
+    (b / "g").write_bytes(b"")
+    for name in ("f1", "f2", "f3", "f4"):
+        change.prepare(b / name)
+    renames = {
+        "sibling": (sibling, plain_dir / "other" / "sib2"),
+        "unrelated": (unrelated.parent, plain_dir / "else" / "x2"),
+        "child": (b / "g", b / "h"),
+        "into": (unrelated, b / "y"),
+    }
+    source, dest = renames[where]
+    with monitoring(f"{watched}/**") as mon:
+        steps = warm_retire_change(mon, change, b, lambda: run(lambda: os.rename(source, dest)), b / "f4")
+        events = mon.under(str(plain_dir))
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, KEPT]
+    assert events == []
+
+
+@pytest.mark.parametrize("kind", list(CHANGES))
+@pytest.mark.parametrize("moved", ["itself", "parent", "grandparent"])
+def test_a_rename_of_an_ancestor_outside_the_monitored_tree_retires_the_entry(
+    plain_dir: Path, kind: str, moved: str
+) -> None:
+    """b, its parent or its grandparent renamed, all of it staying outside
+    the monitored tree: b keeps its dentry, inode and mount, so only the
+    entry's retirement makes the very next change in b resolved again
+    (found unmonitored as before), whichever dentry on b's way up moved."""
+    change = CHANGES[kind]
+    watched, top = plain_dir / "mon", plain_dir / "other"
+    b = top / "a" / "b"
+    b.mkdir(parents=True)
+    watched.mkdir()
+    for name in ("f1", "f2", "f3", "f4"):
+        change.prepare(b / name)
+    renames = {
+        "itself": (b, top / "a" / "b2", top / "a" / "b2"),
+        "parent": (top / "a", top / "a2", top / "a2" / "b"),
+        "grandparent": (top, plain_dir / "other2", plain_dir / "other2" / "a" / "b"),
+    }
+    source, dest, now_b = renames[moved]
+    with monitoring(f"{watched}/**") as mon:
+        steps = warm_retire_change(mon, change, b, lambda: run(lambda: os.rename(source, dest)), now_b / "f4")
+        events = mon.under(str(plain_dir))
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, RESOLVED_AGAIN]
+    assert events == []
+
+
+FINGERPRINT_DEPTH = 32  # FW_DIR_DEPTH, bpf/walk.bpf.c
+
+
+def test_a_directory_deeper_than_the_fingerprint_walk_is_retired_by_any_rename(plain_dir: Path) -> None:
+    """Past FW_DIR_DEPTH steps up, an entry is trusted only while
+    rename_lock's count stands still, as every entry was before the
+    fingerprint: the cache still answers there, and a rename elsewhere
+    retires the entry. The walk up passes plain_dir's mount point too, so b
+    is further from the root than the names made here."""
+    change = CHANGES["create"]
+    watched, elsewhere = plain_dir / "mon", plain_dir / "else" / "x"
+    b = plain_dir.joinpath("other", *["d"] * FINGERPRINT_DEPTH, "b")
+    b.mkdir(parents=True)
+    watched.mkdir()
+    elsewhere.mkdir(parents=True)
+    with monitoring(f"{watched}/**") as mon:
+        rename = lambda: run(lambda: os.rename(elsewhere, plain_dir / "else" / "x2"))  # noqa: E731
+        steps = warm_retire_change(mon, change, b, rename, b / "f4")
+        events = mon.under(str(plain_dir))
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, RESOLVED_AGAIN]
+    assert events == []
+
+
 @pytest.mark.parametrize("kind", list(CHANGES))
 def test_the_very_next_change_after_an_ancestor_is_renamed_in_is_reported(plain_dir: Path, kind: str) -> None:
     """One process, working in b: two changes, the rename of b's parent into
@@ -170,10 +262,12 @@ def test_a_mount_moved_into_the_monitored_tree_retires_the_cache(plain_dir: Path
     dentry a mount point for the first time (d_set_mounted(), fs/dcache.c):
     the directory it goes onto, and the moved mount's own root, which
     attach_recursive_mnt() (fs/namespace.c) makes a mount point in advance.
-    So in the plain case either count retires the entry. With both already
-    mount points (through other views of them: nothing is mounted on
-    `target` or on the moved mount itself), only mount_lock's count moves,
-    and that case fails if mount changes do not retire entries."""
+    Entries no longer follow that count (but for directories deeper than
+    the fingerprint walk), and no dentry's d_seq moves: in both cases only
+    mount_lock's count retires the entry. The case with both already mount
+    points (through other views of them: nothing is mounted on `target` or
+    on the moved mount itself) is the one that failed, when rename_lock's
+    count was followed, if mount changes did not retire entries."""
     change = CHANGES[kind]
     watched, other = plain_dir / "mon", plain_dir / "other"
     holder, target = other / "m", watched / "m"

@@ -549,12 +549,18 @@ def decode(raw: bytes) -> FileEvent | ProcessEvent:
 
 
 def decode_counters(values: list[bytes]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Sums one hook's per-CPU struct fw_counters: (count, ignored_by)."""
+    """Sums one hook's per-CPU struct fw_counters: (count, ignored_by).
+    The programs add one to a single slot an exit (bpf/abi.h, enum
+    fw_counter): IGNORED is the sum of the reasons and TOTAL that of every
+    outcome, filled in here."""
     totals = [0] * (COUNTER_COUNT + IGNORE_REASON_COUNT)
     for raw in values:
         for i, v in enumerate(_COUNTERS.unpack_from(raw)):
             totals[i] += v
-    return tuple(totals[:COUNTER_COUNT]), tuple(totals[COUNTER_COUNT:])
+    count, ignored_by = totals[:COUNTER_COUNT], totals[COUNTER_COUNT:]
+    count[Counter.IGNORED] = sum(ignored_by)
+    count[Counter.TOTAL] = sum(count[Counter.TOTAL + 1 :])
+    return tuple(count), tuple(ignored_by)
 
 
 _SNAP_TASK: Final = struct.Struct("<" + SNAP_TASK.format)

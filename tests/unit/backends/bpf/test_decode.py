@@ -169,3 +169,25 @@ def test_a_process_sent_again_is_decoded_once() -> None:
     assert again.process is first.process  # same bytes: the same frozen object
     assert other.process is not first.process
     assert other.process.args == (b"sh", b"-x")
+
+
+def test_counters_are_summed_across_cpus_with_total_and_ignored_filled_in() -> None:
+    """The programs add one to one slot an exit (emitted, error, ... or an
+    ignore reason); IGNORED and TOTAL are sums made here."""
+
+    def cpu(count: dict[int, int], ignored_by: dict[int, int]) -> bytes:
+        values = [count.get(i, 0) for i in range(abi.COUNTER_COUNT)]
+        values += [ignored_by.get(i, 0) for i in range(abi.IGNORE_REASON_COUNT)]
+        return struct.pack(f"<{len(values)}Q", *values)
+
+    c = abi.Counter
+    per_cpu = [
+        cpu({c.EMITTED: 3, c.ERROR: 1}, {2: 5, 13: 7}),
+        cpu({c.EMITTED: 2, c.RATE_LIMITED: 4, c.RINGBUF_FULL: 1}, {13: 1}),
+    ]
+    count, ignored_by = abi.decode_counters(per_cpu)
+    assert count[c.EMITTED] == 5
+    assert count[c.IGNORED] == 13
+    assert ignored_by[2] == 5
+    assert ignored_by[13] == 8
+    assert count[c.TOTAL] == 5 + 13 + 1 + 1 + 4
