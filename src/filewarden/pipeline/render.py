@@ -49,7 +49,9 @@ _FILE_TYPES: Final = {
 _ACL_TAGS: Final = {0x01: "user_obj", 0x02: "user", 0x04: "group_obj", 0x08: "group", 0x10: "mask", 0x20: "other"}
 _ACL_HAS_ID: Final = frozenset({0x02, 0x08})
 
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode = _encoder.encode
+_encode_lines = _encoder.encode_lines
 
 # Plain ints: `int & IntFlag` builds an enum member on every call.
 _PATH_TRUNCATED: Final = int(EventFlag.PATH_TRUNCATED)
@@ -455,3 +457,37 @@ def to_json_line(doc: dict[str, Any]) -> bytes:
         # Lone surrogates from non-UTF-8 bytes: the stdlib encoder writes
         # them as \\udcXX escapes (ensure_ascii), which msgspec refuses to.
         return json.dumps(doc, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def to_json_lines(docs: list[dict[str, Any]]) -> bytes:
+    """Documents as JSON lines in one bytes object: what to_json_line() makes
+    of each, joined, in one encode for the batch (a call per document cost
+    more than the encoding itself). Each cached process part is swapped in
+    for the encode and back at once, as in to_json_line()."""
+    originals: list[Any] = []
+    keep = originals.append
+    last: Any = None
+    last_raw: msgspec.Raw | None = None
+    try:
+        for doc in docs:
+            process = doc.get("process")
+            keep(process)
+            if process is None:
+                continue
+            if process is last:  # a batch's events mostly share their process
+                if last_raw is not None:
+                    doc["process"] = last_raw
+                continue
+            hit = _encoded.get(id(process))
+            last, last_raw = process, hit[1] if hit is not None and hit[0] is process else None
+            if last_raw is not None:
+                doc["process"] = last_raw
+        return _encode_lines(docs)
+    except UnicodeEncodeError:
+        pass  # a name that is not UTF-8 somewhere in the batch: each line on its own, below
+    finally:
+        # strict=False: `originals` is as long as the loop got.
+        for doc, process in zip(docs, originals, strict=False):
+            if process is not None:
+                doc["process"] = process
+    return b"".join(map(to_json_line, docs))
