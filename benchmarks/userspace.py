@@ -171,6 +171,10 @@ def profile(p: Producer, out_dir: Path, dest: Path, records: int = 100_000) -> N
     sinks = open_outputs(config.outputs)
     pipeline = Pipeline(sinks, agent.processes, Enricher(agent.layers))
     agent.read()
+    # Numbered from where the producer is, as run_trial() does: from 0, every
+    # record would be "ahead" of a gap and the profile would show the
+    # sequence tracker's gap handling instead of its usual inline test.
+    agent.stats.sequence.next = p.next_seq()
     done = 0
     profiler = Profiler(interval=0.0002)
     try:
