@@ -43,16 +43,29 @@ class Enricher:
         self._asked: dict[int, float] = {}  # overlay devs looked up on a miss, and when
         self._rescanned_at = 0.0
         self._by_process: dict[tuple[int, int], str | None] = {}  # /proc answers, oldest first
+        self._by_object: dict[int, tuple[Process, str | None]] = {}  # answers by id(Process)
 
     # -- containers ---------------------------------------------------------
     def container_id(self, proc: Process) -> str | None:
+        # The decoder hands out one Process object per distinct process, and
+        # a busy writer's events share it: its answer is kept by the object's
+        # id (the entry holds the object, so the id is not reused while kept).
+        hit = self._by_object.get(id(proc))
+        if hit is not None and hit[0] is proc:
+            return hit[1]
         cgroup_id = proc.cgroup_id
         if self.cgroups.mount is not None and cgroup_id is not None and cgroup_id > 1:
             path = self.cgroups.path(cgroup_id)  # cached
             if path is not None:
-                return container_id_from_cgroup(path)  # None: a host cgroup, nothing more to ask
-        # cgroup v1, or a cgroup already gone: /proc while the process lives.
-        # Once per process (pid and start time), not once per event.
+                # None: a host cgroup, nothing more to ask
+                return self._keep(proc, container_id_from_cgroup(path))
+            # A cgroup not found (yet): asked again with the next event.
+            return self._from_proc(proc)
+        return self._keep(proc, self._from_proc(proc))
+
+    def _from_proc(self, proc: Process) -> str | None:
+        """cgroup v1, or a cgroup already gone: /proc while the process lives.
+        Once per process (pid and start time), not once per event."""
         key = (proc.pid, proc.start_ns or 0)
         if key in self._by_process:
             return self._by_process[key]
@@ -60,6 +73,13 @@ class Enricher:
         self._by_process[key] = cid
         if len(self._by_process) > _BY_PROCESS_MAX:
             del self._by_process[next(iter(self._by_process))]  # the oldest
+            self._by_object.clear()  # none may outlive the answer it repeats
+        return cid
+
+    def _keep(self, proc: Process, cid: str | None) -> str | None:
+        if len(self._by_object) >= _BY_PROCESS_MAX:
+            self._by_object.clear()
+        self._by_object[id(proc)] = (proc, cid)
         return cid
 
     def container_of(self, cgroup_id: int) -> str | None:

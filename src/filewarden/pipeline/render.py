@@ -11,7 +11,6 @@ dropped or replaced.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import stat
@@ -50,7 +49,9 @@ _FILE_TYPES: Final = {
 _ACL_TAGS: Final = {0x01: "user_obj", 0x02: "user", 0x04: "group_obj", 0x08: "group", 0x10: "mask", 0x20: "other"}
 _ACL_HAS_ID: Final = frozenset({0x02, 0x08})
 
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode = _encoder.encode
+_encode_lines = _encoder.encode_lines
 
 # Plain ints: `int & IntFlag` builds an enum member on every call.
 _PATH_TRUNCATED: Final = int(EventFlag.PATH_TRUNCATED)
@@ -72,6 +73,10 @@ _RENAME: Final = int(Action.RENAME)
 _TRUNCATE: Final = int(Action.TRUNCATE)
 _SETXATTR: Final = int(Action.SETXATTR)
 _SECOND_PATH: Final = {_RENAME: "source_path", int(Action.LINK): "target_path", _SYMLINK: "target_path"}
+# What makes _file() say more than the path, inode, device and type: a
+# second path, a symlink's type, a truncate's size, and these flags.
+_FILE_ACTIONS: Final = frozenset({*_SECOND_PATH, _TRUNCATE})
+_FILE_FLAGS: Final = _PATH_TRUNCATED | _PATH_FS_RELATIVE | _TRACKED | _PATH_UNSTABLE
 
 
 class Ancestry(Protocol):
@@ -86,10 +91,18 @@ def file_type(mode: int) -> str:
     return _FILE_TYPES.get(mode & 0o170000, "unknown")  # S_IFMT
 
 
-@functools.lru_cache(maxsize=4096)
+_device_names: dict[int, str] = {}
+
+
 def device_name(dev: int) -> str:
-    """st_dev as "major:minor"."""
-    return f"{os.major(dev)}:{os.minor(dev)}"
+    """st_dev as "major:minor" (remembered: a host has few devices, and a
+    dict's get costs less than lru_cache's call)."""
+    name = _device_names.get(dev)
+    if name is None:
+        if len(_device_names) >= 4096:
+            _device_names.clear()
+        name = _device_names[dev] = f"{os.major(dev)}:{os.minor(dev)}"
+    return name
 
 
 def _acl(entries: tuple[AclEntry, ...]) -> list[dict[str, Any]]:
@@ -346,28 +359,42 @@ def to_documents(
     (each side moved to the other's place). `backend` names the mechanism
     that saw it (event.backend). A field the backend could not know is not
     written, and is named in event.unavailable."""
-    if event.__class__ is RateLimited:
-        assert isinstance(event, RateLimited)
+    if isinstance(event, RateLimited):
         return [rate_limited_document(event, clock, enrich, backend)]
-    assert isinstance(event, FileEvent)
     proc = event.process
     cached = _process(proc, clock, tree)
     process, process_unknown = cached[3], cached[4]
+    action, flags, detail, info = event.action, event.flags, event.detail, event.file
+    inode, device, mode = info.inode, info.device, info.mode
+    if detail is None and not flags & _FILE_FLAGS and action not in _FILE_ACTIONS and mode is not None:
+        # Most events: the file's path, inode, device and type, nothing more
+        # (what _file() makes of them, without its tests).
+        if inode is not None and device is not None:
+            file = {
+                "path": event.path.decode("utf-8", "surrogateescape"),
+                "inode": inode,
+                "device": _device_names.get(device) or device_name(device),
+                "type": _FILE_TYPES.get(mode & 0o170000, "unknown"),  # S_IFMT
+            }
+        else:
+            file = _file_base(event.path, info, flags)
+    else:
+        file = _file(event)
     base: dict[str, Any] = {
         "@timestamp": clock.stamp(event.ktime_ns),
-        "event": {"action": ACTION_NAMES[event.action], "hook": HOOK_NAMES[event.hook], "sequence": event.seq},
-        "file": _file(event),
+        "event": {"action": ACTION_NAMES[action], "hook": HOOK_NAMES[event.hook], "sequence": event.seq},
+        "file": file,
         "process": process,
     }
     loginuid = proc.loginuid
     if loginuid is not None and loginuid != UNSET_ID:
         base["user"] = {"audit": {"id": loginuid}}
-    if event.detail is not None and isinstance(event.detail, MountDetail):
-        mount: dict[str, Any] = {"flags": event.detail.flags}
+    if detail is not None and isinstance(detail, MountDetail):
+        mount: dict[str, Any] = {"flags": detail.flags}
         if event.aux:
             mount["source"] = text(event.aux)
-        if event.detail.fs_type:
-            mount["fs_type"] = text(event.detail.fs_type)
+        if detail.fs_type:
+            mount["fs_type"] = text(detail.fs_type)
         base["mount"] = mount
     if event.flags & _DURING_OPEN:
         base["event"]["during_open"] = True
@@ -383,12 +410,11 @@ def to_documents(
         enrich.annotate(event, base)
     if backend is not None:
         base["event"]["backend"] = backend
-    info = event.file
     # event.unavailable, from the parts at hand (the process's is cached);
     # the usual case, every field known, is settled by the first tests.
-    if process_unknown or event.unknown or info.inode is None or info.device is None or info.mode is None:
+    if process_unknown or event.unknown or inode is None or device is None or mode is None:
         base["event"]["unavailable"] = list(_unavailable(event.unknown, info, process_unknown))
-    if not event.flags & _RENAME_EXCHANGE:
+    if not flags & _RENAME_EXCHANGE:
         return [base]
     # renameat2(RENAME_EXCHANGE): the destination's file went to the source.
     other = dict(base)
@@ -431,3 +457,37 @@ def to_json_line(doc: dict[str, Any]) -> bytes:
         # Lone surrogates from non-UTF-8 bytes: the stdlib encoder writes
         # them as \\udcXX escapes (ensure_ascii), which msgspec refuses to.
         return json.dumps(doc, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def to_json_lines(docs: list[dict[str, Any]]) -> bytes:
+    """Documents as JSON lines in one bytes object: what to_json_line() makes
+    of each, joined, in one encode for the batch (a call per document cost
+    more than the encoding itself). Each cached process part is swapped in
+    for the encode and back at once, as in to_json_line()."""
+    originals: list[Any] = []
+    keep = originals.append
+    last: Any = None
+    last_raw: msgspec.Raw | None = None
+    try:
+        for doc in docs:
+            process = doc.get("process")
+            keep(process)
+            if process is None:
+                continue
+            if process is last:  # a batch's events mostly share their process
+                if last_raw is not None:
+                    doc["process"] = last_raw
+                continue
+            hit = _encoded.get(id(process))
+            last, last_raw = process, hit[1] if hit is not None and hit[0] is process else None
+            if last_raw is not None:
+                doc["process"] = last_raw
+        return _encode_lines(docs)
+    except UnicodeEncodeError:
+        pass  # a name that is not UTF-8 somewhere in the batch: each line on its own, below
+    finally:
+        # strict=False: `originals` is as long as the loop got.
+        for doc, process in zip(docs, originals, strict=False):
+            if process is not None:
+                doc["process"] = process
+    return b"".join(map(to_json_line, docs))

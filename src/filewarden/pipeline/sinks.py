@@ -75,9 +75,14 @@ class JsonlSink:
         self.rotations += 1
 
     def write(self, lines: list[bytes]) -> None:
-        if not lines:
+        if lines:
+            self.write_block(b"".join(lines))
+
+    def write_block(self, data: bytes) -> None:
+        """Whole JSON lines, already joined (the pipeline encodes a batch
+        as one block)."""
+        if not data:
             return
-        data = b"".join(lines)
         try:
             if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
                 self._rotate()

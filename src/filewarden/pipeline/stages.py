@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from filewarden.host.clock import WallClock
 from filewarden.pipeline.coalesce import Coalescer
-from filewarden.pipeline.render import Ancestry, Annotator, to_documents, to_json_line
+from filewarden.pipeline.render import Ancestry, Annotator, to_documents, to_json_lines
+from filewarden.pipeline.sinks import JsonlSink
 
 if TYPE_CHECKING:
     from filewarden.model.events import Event
@@ -153,11 +154,11 @@ class Pipeline:
 
     def _write_own(self, docs: list[dict[str, Any]]) -> None:
         self.actions.update(map(_ACTION, map(_EVENT, docs)))  # counted in C: one per event
-        self._write(list(map(to_json_line, docs)))
+        self._write(docs)
 
     def _write_other(self, docs: list[dict[str, Any]]) -> None:
         self.other_actions.update((doc["event"]["action"], doc["event"].get("backend", "baseline")) for doc in docs)
-        self._write([to_json_line(doc) for doc in docs])
+        self._write(docs)
 
     def swap_sinks(self, sinks: Sequence[Sink]) -> Sequence[Sink]:
         """Writes to `sinks` from the next batch on (a reload); returns the
@@ -167,12 +168,23 @@ class Pipeline:
             old, self.sinks = self.sinks, sinks
         return old
 
-    def _write(self, lines: list[bytes]) -> None:
-        if not lines:
+    def _write(self, docs: list[dict[str, Any]]) -> None:
+        """The documents, encoded once for the batch, to every sink: a JSON
+        lines file takes the encoded block as it is; the others (which keep
+        or send events one by one) take its lines."""
+        if not docs:
             return
+        data = to_json_lines(docs)
+        lines: list[bytes] | None = None
         for sink in self.sinks:
-            sink.write(lines)
-        self.written += len(lines)
+            if isinstance(sink, JsonlSink):
+                sink.write_block(data)
+            else:
+                if lines is None:
+                    # No raw newline inside a line: JSON escapes it in strings.
+                    lines = data.splitlines(keepends=True)
+                sink.write(lines)
+        self.written += len(docs)
 
 
 class PipelineWorker:

@@ -21,7 +21,7 @@ from filewarden.model.events import (
     Process,
     XattrDetail,
 )
-from filewarden.pipeline.render import to_document, to_documents, to_json_line
+from filewarden.pipeline.render import to_document, to_documents, to_json_line, to_json_lines
 
 FILE = FileInfo(inode=1234, size=10, device=0x801, mode=0o100640, uid=0, gid=0)
 
@@ -236,3 +236,22 @@ def test_a_non_utf8_process_part_is_encoded_with_each_event() -> None:
     docs = [to_document(event(process=proc, seq=s), FixedClock()) for s in (1, 2)]
     for doc in docs:
         assert json.loads(to_json_line(doc))["process"]["name"].encode("utf-8", "surrogateescape") == b"\xffx"
+
+
+def test_a_batch_encodes_to_the_lines_of_its_documents_and_leaves_them_as_they_were(tmp_path: Path) -> None:
+    """to_json_lines() is what to_json_line() makes of each document,
+    joined: with events of one process (its cached part swapped in), of
+    others, and with a name that is not UTF-8 anywhere in the batch (each
+    line then encoded on its own)."""
+    tree = ProcessTree(tmp_path, clock_ticks=100)
+    shared, other = process(), process(loginuid=0, comm=b"vi")
+    docs = [to_document(event(process=shared, seq=s), FixedClock(), tree) for s in (1, 2, 3)]
+    docs.append(to_document(event(process=other, seq=4), FixedClock(), tree))
+    docs.append(to_document(event(process=shared, seq=5, path=b"/etc/\xff-x"), FixedClock(), tree))
+    for batch in (docs[:4], docs):
+        before = [json.dumps(d, sort_keys=True, default=str) for d in batch]
+        parts = [d["process"] for d in batch]
+        assert to_json_lines(batch) == b"".join(map(to_json_line, batch))
+        assert [json.dumps(d, sort_keys=True, default=str) for d in batch] == before
+        assert all(d["process"] is p for d, p in zip(batch, parts, strict=True))
+    assert to_json_lines([]) == b""

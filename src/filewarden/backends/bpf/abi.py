@@ -446,9 +446,10 @@ def _check_header(raw: bytes, fixed: int) -> tuple[int, int, int, int, int, int]
 
 
 # The whole fixed part of struct fw_event in one unpack: header, the
-# middle fields, the process as bytes (the key of _processes), the file and
-# the detail as bytes. Checked against EVENT's offsets below.
-_EVENT_FIXED: Final = struct.Struct(f"<{HEADER.format}IHHHHB3x{PROCESS.size}s{FILE.format}{DETAIL.size}s")
+# middle fields, the process as bytes (the key of _processes) and the file;
+# the detail is skipped (read at _DETAIL_AT by the few actions that have
+# one, not copied out of every record). Checked against EVENT's offsets below.
+_EVENT_FIXED: Final = struct.Struct(f"<{HEADER.format}IHHHHB3x{PROCESS.size}s{FILE.format}{DETAIL.size}x")
 assert _EVENT_FIXED.size == EVENT_SIZE
 assert struct.calcsize(f"<{HEADER.format}IHHHHB3x") == _PROC_AT
 
@@ -458,7 +459,7 @@ def _decode_file(raw: bytes) -> FileEvent:
         _check_header(raw, EVENT_SIZE)  # raises: what is wrong with it
     (
         _, hook, action, size, seq, ktime_ns, flags, path_len, aux_len, extra_len, mnt_rel_len, layer,
-        proc_raw, ino, fsize, dev, mode, uid, gid, detail_raw,
+        proc_raw, ino, fsize, dev, mode, uid, gid,
     ) = _EVENT_FIXED.unpack_from(raw)  # fmt: skip
     if size != len(raw):
         raise DecodeError(f"record size {len(raw)} does not match its header (size {size})")
@@ -483,14 +484,14 @@ def _decode_file(raw: bytes) -> FileEvent:
     if action in _HAS_DETAIL:
         extra = raw[aux_end:extra_end]
         if action == _CHMOD_ACTION:
-            detail = ChmodDetail(*_CHMOD.unpack_from(detail_raw))
+            detail = ChmodDetail(*_CHMOD.unpack_from(raw, _DETAIL_AT))
         elif action == _CHOWN_ACTION:
-            detail = ChownDetail(*_CHOWN.unpack_from(detail_raw))
+            detail = ChownDetail(*_CHOWN.unpack_from(raw, _DETAIL_AT))
         elif action in _XATTR_ACTIONS:
-            value_size, xattr_flags = _XATTR.unpack_from(detail_raw)
+            value_size, xattr_flags = _XATTR.unpack_from(raw, _DETAIL_AT)
             detail = XattrDetail(value_size, xattr_flags, _acl(extra) if flags & _ACL else None)
         elif action in _MOUNT_ACTIONS:
-            detail = MountDetail(_MOUNT.unpack_from(detail_raw)[0], extra)
+            detail = MountDetail(_MOUNT.unpack_from(raw, _DETAIL_AT)[0], extra)
         elif flags & _TARGET_EXISTED:  # a rename over an existing file
             if len(extra) != _FILE.size:
                 raise DecodeError(f"rename record carries {len(extra)} bytes for the replaced file")
@@ -532,18 +533,26 @@ def _decode_exit(raw: bytes) -> ExitEvent:
     return ExitEvent(seq, ktime_ns, pid, exit_code, start_ns)
 
 
+# Plain ints: RecordKind.FILE looked up on its class for every record cost
+# as much as a fifth of decoding it (Python 3.11).
+_FILE_KIND: Final = int(RecordKind.FILE)
+_EXEC_KIND: Final = int(RecordKind.EXEC)
+_FORK_KIND: Final = int(RecordKind.FORK)
+_EXIT_KIND: Final = int(RecordKind.EXIT)
+
+
 def decode(raw: bytes) -> FileEvent | ProcessEvent:
     """One ring-buffer record to a frozen event."""
     if len(raw) < 2:
         raise DecodeError(f"record of {len(raw)} bytes is shorter than struct fw_header")
     kind = raw[0] | raw[1] << 8
-    if kind == RecordKind.FILE:
+    if kind == _FILE_KIND:
         return _decode_file(raw)
-    if kind == RecordKind.EXEC:
+    if kind == _EXEC_KIND:
         return _decode_exec(raw)
-    if kind == RecordKind.FORK:
+    if kind == _FORK_KIND:
         return _decode_fork(raw)
-    if kind == RecordKind.EXIT:
+    if kind == _EXIT_KIND:
         return _decode_exit(raw)
     raise DecodeError(f"unknown record kind {kind}")
 
