@@ -32,16 +32,27 @@ if TYPE_CHECKING:
     from filewarden.model.events import FileEvent
 
 _shared: BpfBackend | None = None
+# Why the shared agent did not start, once it did not: every test asks for
+# it, and a start that fails under emulation spends a minute or more probing
+# program by program before it says why, so each later test fails at once
+# with the first one's reason instead of probing again for many minutes.
+_shared_failed: str | None = None
 # The backend the guest runs the suite on (tests/lab/guest.sh): lsm, or
 # fentry when the guest was booted with BPF LSM off.
 BACKEND = os.environ.get("FILEWARDEN_BACKEND", "lsm")
 
 
 def shared_agent() -> BpfBackend:
-    global _shared
+    global _shared, _shared_failed
+    if _shared_failed is not None:
+        raise RuntimeError(f"the shared agent did not start (an earlier test's attempt): {_shared_failed}")
     if _shared is None:
         agent = BpfBackend(Config(paths=("/fw-nothing-yet/**",), outputs=(Output("jsonl", "-"),)), backend=BACKEND)
-        agent.start()
+        try:
+            agent.start()
+        except Exception as exc:
+            _shared_failed = f"{type(exc).__name__}: {exc}"
+            raise
         atexit.register(agent.close)
         _shared = agent
     return _shared
