@@ -435,7 +435,9 @@ class ContentWatch:
                 job = self._large.popitem(last=False)
                 self._current = job[0]
                 return job
-            if not self._pending:
+            # The queue again, under the lock apply() fills it with: files
+            # queued since the look above must not be called done.
+            if not self._pending and self._jobs.empty():
                 self._idle.set()
         while True:
             if self._pending:

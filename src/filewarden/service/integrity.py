@@ -276,6 +276,12 @@ class IntegrityMonitor:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        # The record loop has stopped: hashing need not yield to it any more.
+        # Left as the loop's last busy read set it, each batch would wait
+        # YIELD_S first and run for BATCH_BUSY_S, and files closed just
+        # before the stop would outlast STOP_HASHING_S (and content.stop()
+        # would then wait for all of them at that pace).
+        self.content.event_path_busy(False)
         if not self.content.wait_idle(STOP_HASHING_S):
             log.warning("content: files closed before the stop were not all hashed in %.0f s", STOP_HASHING_S)
         self.content.stop()

@@ -12,6 +12,7 @@ import pytest
 from filewarden.config import Config
 from filewarden.integrity.store import Baseline, BaselineError
 from filewarden.service import content as content_module
+from filewarden.service import integrity as integrity_module
 from filewarden.service.integrity import IntegrityMonitor
 from tests.support.content import hold_content
 
@@ -88,3 +89,25 @@ def test_a_batch_whose_baseline_write_fails_is_looked_at_again_and_reported_once
         entry = m._baseline.get(bytes(p))
         assert entry is not None
         assert entry.size == 4
+
+
+def test_a_stop_after_a_busy_read_hashes_what_was_closed_without_yielding(
+    monitor: tuple[IntegrityMonitor, Path, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The record loop's last read had a backlog (hashing yields to it),
+    then the agent stops: the loop is gone, so the files closed before the
+    stop are hashed at once, not a short batch after each YIELD_S wait."""
+    m, files, events = monitor
+    monkeypatch.setattr(content_module, "YIELD_S", 3.0)
+    monkeypatch.setattr(content_module, "BATCH_BUSY_S", 0.0)  # a file a batch while busy
+    monkeypatch.setattr(integrity_module, "STOP_HASHING_S", 2.0)
+    paths = sorted(files.iterdir())[:3]
+    for p in paths:
+        p.write_bytes(b"two\n")
+    m.content.event_path_busy(True)
+    closes(m, paths)
+    m.stop()
+    assert "not all hashed" not in caplog.text
+    assert sorted(Path(e["file"]["path"]) for e in events) == paths
