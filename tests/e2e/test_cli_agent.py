@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Agent, filewarden
+from tests.support.jsonl import written
 from tests.support.proc import in_child, touch
 
 pytestmark = pytest.mark.lsm
@@ -22,7 +23,7 @@ StartAgent = Callable[..., Agent]
 
 
 def events_in(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return written(path)
 
 
 def test_sigterm_stop_loses_nothing(start_agent: StartAgent, watched: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Agent, filewarden
+from tests.support.jsonl import written
 from tests.support.proc import in_child
 
 StartAgent = Callable[..., Agent]
@@ -35,7 +36,7 @@ WRITE_LIKE = frozenset({"open_write", "modify", "close_write"})
 
 
 def docs(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.read_text().splitlines()]
+    return written(out)
 
 
 def ns(stamp: str) -> int:

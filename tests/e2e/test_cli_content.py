@@ -6,7 +6,6 @@ file_free_security, fanotify through FAN_CLOSE_WRITE)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Agent, wait_start_scans
+from tests.support.jsonl import written
 from tests.support.proc import in_child, touch
 
 StartAgent = Callable[..., Agent]
@@ -27,7 +27,7 @@ def sha256(data: bytes) -> str:
 
 
 def docs(out: Path) -> list[dict]:  # type: ignore[type-arg]
-    return [json.loads(line) for line in out.read_text().splitlines()]
+    return written(out)
 
 
 def content_changes(out: Path, want: int, timeout: float = 60) -> list[dict]:  # type: ignore[type-arg]

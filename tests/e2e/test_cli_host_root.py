@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import FILEWARDEN, Agent, filewarden, wait_start_scans
 from tests.support import mounts
+from tests.support.jsonl import written
 from tests.support.proc import in_child, touch
 
 pytestmark = [
@@ -45,7 +46,7 @@ def host_root(tmp_path: Path) -> Iterator[Path]:
 
 
 def docs(out: Path) -> list[dict]:  # type: ignore[type-arg]
-    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    return written(out)
 
 
 def test_the_scan_and_the_content_hashes_read_the_hosts_files(watched: Path, host_root: Path, tmp_path: Path) -> None:

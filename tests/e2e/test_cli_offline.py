@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Agent, wait_start_scans
 from tests.support import mounts
+from tests.support.jsonl import written
 
 StartAgent = Callable[..., Agent]
 # What the baseline does the same whatever the backend: on the host only
@@ -36,7 +36,7 @@ def offline_run(start_agent: StartAgent, args: list[str], state: Path, n: int, o
     code, _, stderr = agent.stop()
     assert code == 0, stderr
     assert "Traceback" not in stderr
-    return [json.loads(line) for line in out.read_text().splitlines()]
+    return written(out)
 
 
 def test_each_kind_of_change_while_stopped_is_reported_once(
@@ -100,7 +100,7 @@ def test_changes_seen_live_are_not_reported_again_at_the_next_start(
     (watched / "g").write_bytes(b"new")
     code, _, stderr = agent.stop()
     assert code == 0, stderr
-    live = [json.loads(line) for line in out.read_text().splitlines()]
+    live = written(out)
     assert {d["file"]["path"] for d in live} >= {f"{watched}/f", f"{watched}/g"}
     assert not any(d["event"].get("offline") for d in live)
     assert offline_run(start_agent, args, state, 2, out) == []

@@ -17,6 +17,7 @@ import pytest
 
 from filewarden.service.control import ask
 from tests.e2e.conftest import filewarden
+from tests.support.jsonl import written
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Agent
@@ -52,9 +53,7 @@ def paths_in(out: Path) -> list[str]:
     had their glob out (on fentry a program's recursion miss is such a
     loss, and under emulation one can come unbidden): that is the rescan's
     report, tested in test_cli_rescan.py, not the reload's."""
-    if not out.exists():
-        return []
-    docs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    docs = written(out)
     return [d["file"]["path"] for d in docs if d["event"]["action"] == "create" and not d["event"].get("rescan")]
 
 

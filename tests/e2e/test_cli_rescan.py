@@ -7,7 +7,6 @@ rescan the loss sets off, with `event.rescan: true`. Never twice."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import Agent, wait_start_scans
 from tests.support import mounts
+from tests.support.jsonl import written
 from tests.support.proc import in_child
 
 StartAgent = Callable[..., Agent]
@@ -88,7 +88,7 @@ def test_every_file_of_a_burst_is_reported_once_as_created(
         time.sleep(2)
     code, _, stderr = agent.stop(timeout=600)
     assert code == 0, stderr
-    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    docs = written(out)
     creates = Counter(d["file"]["path"] for d in docs if d["event"]["action"] == "create")
     live = sum(1 for d in docs if d["event"]["action"] == "create" and not d["event"].get("rescan"))
     rescanned = sum(1 for d in docs if d["event"]["action"] == "create" and d["event"].get("rescan"))
@@ -163,7 +163,7 @@ def test_a_scheduled_rescan_finds_a_change_no_hook_sees(start_agent: StartAgent,
             assert time.monotonic() < deadline, "no rescan reported the change"
             time.sleep(0.5)
             if out.exists():
-                found = [json.loads(line) for line in out.read_text().splitlines()]
+                found = written(out)
         code, _, stderr = agent.stop()
     assert code == 0, stderr
     (change,) = found
