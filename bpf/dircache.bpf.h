@@ -35,18 +35,12 @@ static __always_inline __u32 fw_dir_rename_seq(void)
 }
 
 /*
- * What an entry is trusted by, read now for the directory of `key`: the
- * fingerprint of its way up (fw_dir_fingerprint(), walk.bpf.c), mount_lock's
- * count and the prefix generation. Read before the path is resolved and
- * again after: our hooks run before the change they see is made (a
- * rename's d_move() comes after security_path_rename(), fs/namei.c
- * vfs_rename()), so a move that starts while we resolve shows as a
- * difference and nothing is remembered, and one that comes later moves a
- * d_seq the entry holds, which retires it at the next check. False: a
- * writer is inside one of them (an odd count), nothing read now may be
- * kept. `rename_seq`: rename_lock's count read before the fingerprint.
+ * What an entry is trusted by, read now: mount_lock's count, the prefix
+ * generation and `rename_seq` (rename_lock's, read before the
+ * fingerprint). False: a mount change is under way (an odd count), nothing
+ * read now may be kept.
  */
-static __always_inline bool fw_dir_seqs(const struct fw_dir_key *key, struct fw_dir_val *v, __u32 rename_seq)
+static __always_inline bool fw_dir_counts(struct fw_dir_val *v, __u32 rename_seq)
 {
 	__s64 m = fw_mount_seq();
 	__u32 zero = 0;
@@ -54,14 +48,30 @@ static __always_inline bool fw_dir_seqs(const struct fw_dir_key *key, struct fw_
 
 	if (m < 0 || (m & 1))
 		return false;
-	v->rename_seq = rename_seq;
-	v->fingerprint = fw_dir_fingerprint(&key->way);
-	if (!v->fingerprint)
-		return false;
 	v->mount_seq = m;
+	v->rename_seq = rename_seq;
 	set = bpf_map_lookup_elem(&settings, &zero);
 	v->prefix_gen = set ? set->prefix_gen : 0;
 	return true;
+}
+
+/*
+ * The counts and the fingerprint of the way up of `key`'s directory
+ * (fw_dir_fingerprint(), walk.bpf.c). Read before the path is resolved
+ * and again after: our hooks run before the change they see is made (a
+ * rename's d_move() comes after security_path_rename(), fs/namei.c
+ * vfs_rename()), so a move that starts while we resolve shows as a
+ * difference and nothing is remembered, and one that comes later moves a
+ * d_seq the entry holds, which retires it at the next check. False: a
+ * writer is inside one of them (an odd count), nothing read now may be
+ * kept.
+ */
+static __always_inline bool fw_dir_seqs(const struct fw_dir_key *key, struct fw_dir_val *v, __u32 rename_seq)
+{
+	if (!fw_dir_counts(v, rename_seq))
+		return false;
+	v->fingerprint = fw_dir_fingerprint(&key->way);
+	return v->fingerprint != 0;
 }
 
 static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct fw_dir_val *b)
@@ -87,10 +97,8 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct dentry *
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_dir_val *known;
-	struct fw_settings *set;
 	struct inode *inode;
-	__u32 zero = 0, renames;
-	__s64 m;
+	__u32 renames;
 
 	__builtin_memset(p, 0, sizeof(*p));
 	if (!dir || !mnt)
@@ -106,14 +114,14 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct dentry *
 	p->key.way.root_dentry = (__u64)task->fs->root.dentry;
 	p->key.way.root_mnt = (__u64)task->fs->root.mnt;
 	renames = fw_dir_rename_seq();
+	if (!fw_dir_counts(&p->val, renames))
+		return false;
 	known = bpf_map_lookup_elem(&outside_dirs, &p->key);
-	if (known && renames != FW_DIR_NO_RENAME_SEQ && known->rename_seq == renames) {
-		m = fw_mount_seq();
-		set = bpf_map_lookup_elem(&settings, &zero);
-		if (m >= 0 && !(m & 1) && known->mount_seq == (__u32)m && set && known->prefix_gen == set->prefix_gen)
-			return true;
-	}
-	p->usable = fw_dir_seqs(&p->key, &p->val, renames);
+	if (known && renames != FW_DIR_NO_RENAME_SEQ && known->rename_seq == renames &&
+	    known->mount_seq == p->val.mount_seq && known->prefix_gen == p->val.prefix_gen)
+		return true;
+	p->val.fingerprint = fw_dir_fingerprint(&p->key.way);
+	p->usable = p->val.fingerprint != 0;
 	if (!p->usable || !known || !fw_dir_same(known, &p->val))
 		return false;
 	if (renames != FW_DIR_NO_RENAME_SEQ)
