@@ -398,9 +398,12 @@ def read_junit(path: Path, name: str) -> SuiteResult:
         if (skip := case.find("skipped")) is not None:
             result.skipped += 1
             result.skips.append(f"{test_id}: {skip.get('message', '')}")
-        elif case.find("failure") is not None or case.find("error") is not None:
+        elif (failure := case.find("failure")) is not None or (failure := case.find("error")) is not None:
             result.failed += 1
-            result.failures.append(test_id)
+            # The assertion's own message, in the summary: a CI log keeps
+            # only its tail, far from the guest's traceback.
+            message = " ".join((failure.get("message") or "").split())
+            result.failures.append(f"{test_id}: {message[:400]}" if message else test_id)
         else:
             result.passed += 1
     result.ran = True

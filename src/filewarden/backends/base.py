@@ -152,6 +152,17 @@ class Backend(Protocol):
 
     def read(self, timeout: float = 0.0) -> list[Event]: ...
 
+    @property
+    def caught_up_at(self) -> int | None:
+        """The wall clock (ns since the epoch, as events are stamped) when
+        the last read() that emptied the source began: every event stamped
+        before it has been handed out, give or take the moments between a
+        kernel program's stamp and its record's commit. None until a read
+        has. The pipeline ends a coalescing window by it, not by the wall
+        clock alone: a record loop held up (a busy host) still has the
+        window's events to hand out."""
+        ...
+
     def reconfigure(self, config: Config) -> None:
         """Puts a reloaded configuration in force while running: the
         monitored set (paths) in place, without reloading programs or

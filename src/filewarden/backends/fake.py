@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,6 +45,7 @@ class FakeBackend:
         self.reads = 0
         self.configs: list[Config] = []  # what reconfigure() was given, in order
         self.rate_limit = (0, 0)
+        self.caught_up_at: int | None = None
         self._batches = deque(batches)
         self._at_stop = at_stop or []
         self._fail_start = fail_start
@@ -65,6 +67,8 @@ class FakeBackend:
         self.reads += 1
         if self.on_read is not None:
             self.on_read(self)
+        # Each batch is what one read finds: the source is empty after it.
+        self.caught_up_at = time.time_ns()
         batch = self._batches.popleft() if self._batches else []
         self.stats.records += len(batch)
         self.stats.events += len(batch)

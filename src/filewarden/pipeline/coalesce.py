@@ -40,9 +40,12 @@ T / window + 1 events per key. A window is over once an event stamped
 after its end has come (the backends hand events out in the order they
 happened, give or take CPUs a few microseconds apart), or, once nothing
 has come for GRACE_S, when the wall clock is GRACE_S past its end: a write
-stamped in the window may still be on its way from the kernel. An event
-that comes later still (an agent held up longer) starts a window of its
-own; its count is never lost.
+stamped in the window may still be on its way from the kernel. When the
+source says how far it has read (caught_up(): the start of its last read
+that emptied it), the wall clock counts only up to there: a record loop
+held up on a busy host, its ring still holding the window's writes, does
+not see them split into windows of their own. An event that comes later
+still starts a window of its own; its count is never lost.
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ _STAMP_LEN: Final = len("2026-12-03T10:00:00.123456789Z")
 # this, two starts of one pid are one process (a pid is used again only
 # after every other pid has been).
 START_SLACK_NS: Final = 10_000_000
+# How often a window whose end the wall clock has passed asks again while
+# the source has not yet read that far (caught_up() also ends the wait).
+SOURCE_WAIT_S: Final = 0.05
 
 
 class _Held:
@@ -122,6 +128,9 @@ class Coalescer:
         self._grace_ns = round(min(window, GRACE_S) * 1e9)
         self._seen = ""  # the latest @timestamp seen: windows ending before it are over
         self._fed_at = 0  # when documents last came (wall clock, ns)
+        # How far the source has read (caught_up()); None: a source that
+        # does not say, and the wall clock alone ends windows.
+        self._caught_up: int | None = None
         self.renumber = renumber
         self.max_held = max_held
         self._now = now
@@ -161,7 +170,16 @@ class Coalescer:
             return None
         now = self._now()
         wait = (max(first.deadline, self._fed_at) + self._grace_ns - now) / 1e9
+        if wait <= 0 and self._caught_up is not None and first.deadline > self._caught_up - self._grace_ns:
+            return SOURCE_WAIT_S  # over by the wall clock: the source has yet to read that far
         return min(self.window + GRACE_S, max(0.0, wait))
+
+    def caught_up(self, at: int) -> None:
+        """The source has handed out every event stamped before `at`
+        (wall clock, ns): its last read that emptied it began then."""
+        with self._lock:
+            if self._caught_up is None or at > self._caught_up:
+                self._caught_up = at
 
     def feed(self, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The documents to write now: `docs` that pass through (the rest
@@ -185,6 +203,8 @@ class Coalescer:
         with self._lock:
             if now - self._fed_at < self._grace_ns:
                 return self._take_due(None)  # events are coming: their times say
+            if self._caught_up is not None and self._caught_up < now:
+                now = self._caught_up  # what the source has yet to read may still be in a window
             return self._take_due(now - self._grace_ns)
 
     def flush(self) -> list[dict[str, Any]]:

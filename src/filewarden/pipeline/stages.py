@@ -128,6 +128,12 @@ class Pipeline:
         waits = [c.due_in() for c in (self.coalesce, self.coalesce_other) if c is not None]
         return min((w for w in waits if w is not None), default=None)
 
+    def caught_up(self, at: int) -> None:
+        """The backend has handed out every event stamped before `at`
+        (Backend.caught_up_at): a held window of its events may end by it."""
+        if self.coalesce is not None:
+            self.coalesce.caught_up(at)
+
     def tick(self) -> None:
         """Writes the held events whose window has ended."""
         if self.coalesce is None or self.coalesce_other is None:
@@ -242,6 +248,15 @@ class PipelineWorker:
                 self._cond.notify()
         self._raise()
 
+    def caught_up(self, at: int | None) -> None:
+        """How far the backend has read (Backend.caught_up_at), told after
+        put() of that read's batch; wakes a worker waiting for it to end a
+        window."""
+        if at is None or self.pipeline.coalesce is None:
+            return
+        self.pipeline.caught_up(at)
+        self._wake()
+
     def wait_room(self, timeout: float) -> bool:
         """Waits (at most `timeout` seconds) until put() would not wait;
         True then, or when the worker has stopped (put() raises its error)."""
@@ -281,7 +296,8 @@ class PipelineWorker:
 
     def _wake(self) -> None:
         """Ends the worker's wait for work: a document another thread
-        handed the pipeline is held, and its window's end is the deadline."""
+        handed the pipeline is held, and its window's end is the deadline;
+        or the backend has read further (caught_up())."""
         with self._cond:
             if self._idle:
                 self._cond.notify()

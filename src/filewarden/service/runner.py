@@ -229,6 +229,9 @@ BACKLOG_EVENTS: Final = 512
 # How often the loop, waiting for room in a pipeline that is behind, looks
 # for a SIGHUP or a changed file.
 REACT_S: Final = 0.1
+# The shortest wait of the record loop while coalesced events are held:
+# their window's end is near, or the pipeline is about to write them.
+HELD_POLL_S: Final = 0.01
 
 
 def watchdog_interval() -> float | None:
@@ -266,9 +269,15 @@ def serve(
             ep.register(watch.fileno(), select.EPOLLIN)
         for fd, events in backend.wake_fds():  # e.g. the mount table: overlays come and go
             ep.register(fd, events)
+        due_in = worker.pipeline.due_in
         while not received:
             longest = 1.0 if interval is None else min(1.0, interval / 4)
-            ep.poll(longest if reloader is None else reloader.wait_s(longest))
+            wait = longest if reloader is None else reloader.wait_s(longest)
+            if (held := due_in()) is not None:
+                # A held window ends once the backend has read past it
+                # (Backend.caught_up_at): read again by then.
+                wait = min(wait, max(held, HELD_POLL_S))
+            ep.poll(wait)
             batch = backend.read()
             if busy is not None:
                 busy(len(batch) >= BACKLOG_EVENTS)
@@ -278,6 +287,7 @@ def serve(
                 # backend's backlog and comes after this batch.
                 reloader.check()
             worker.put(batch)
+            worker.caught_up(backend.caught_up_at)
             worker.settle(SETTLE_S)
             if reloader is not None and reloader.check():
                 worker.put(backend.read())  # what the switch read ahead (backend.reconfigure())

@@ -12,7 +12,7 @@ import pytest
 from filewarden.host.clock import format_timestamp
 from filewarden.model import enums
 from filewarden.model.events import Process
-from filewarden.pipeline.coalesce import Coalescer
+from filewarden.pipeline.coalesce import SOURCE_WAIT_S, Coalescer
 from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from tests.unit.pipeline.test_render import event
 
@@ -87,6 +87,28 @@ def test_windows_follow_the_events_times_however_late_they_arrive() -> None:
     clock.t = 5.25
     assert [(d["event"]["count"], d["event"]["window"]["end"]) for d in c.due()] == [(10, stamp(2.9))]
     assert c.held == 0
+
+
+def test_a_source_held_up_keeps_the_window_open_until_it_has_read_past_its_end() -> None:
+    clock = Clock()
+    c = Coalescer(1.0, now=clock)
+    c.caught_up(BASE)
+    assert c.feed([doc("open_write", at=0.0)]) == []
+    c.caught_up(BASE + 100_000_000)  # read at 0.1 s, and nothing came since
+    clock.t = 3.0  # the wall clock is far past the window; the record loop was held up
+    assert c.due() == []
+    assert c.due_in() == SOURCE_WAIT_S
+    # The loop turns at last: the writes it had yet to hand out fold in.
+    assert c.feed([doc("open_write", at=0.5), doc("open_write", at=0.9)]) == []
+    c.caught_up(BASE + 3_000_000_000)
+    clock.t = 3.3
+    (out,) = c.due()
+    assert (out["event"]["count"], out["event"]["window"]["end"]) == (3, stamp(0.9))
+    # Without a word from the source, the wall clock alone ends a window.
+    alone = Coalescer(1.0, now=clock)
+    alone.feed([doc("open_write", at=3.3)])
+    clock.t = 4.6
+    assert summary(alone.due()) == [("open_write", None, 1)]
 
 
 def test_a_window_is_over_once_an_event_after_its_end_comes() -> None:

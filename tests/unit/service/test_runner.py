@@ -3,6 +3,7 @@ the in-memory backend (no kernel, no root)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,8 @@ from filewarden.backends.fake import FakeBackend
 from filewarden.config import Config, Output
 from filewarden.errors import BackendError, OutputError
 from filewarden.eventstore import store
+from filewarden.model import enums
+from filewarden.model.events import Process
 from filewarden.pipeline.stages import Pipeline, PipelineWorker
 from filewarden.service import runner
 from filewarden.service.control import ask
@@ -241,3 +244,29 @@ def test_changes_made_while_stopped_are_reported_at_the_next_start(
     out.write_text("")
     start_once()
     assert out.read_text() == ""  # each reported once
+
+
+def test_a_loop_held_up_past_a_window_still_folds_the_writes_it_had_yet_to_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Opens for writing stamped within one window, handed out in two reads
+    # with the record loop held up (a busy host) for longer than the window
+    # and its grace in between: the window ends once the backend has read
+    # past it (Backend.caught_up_at), not by the wall clock alone.
+    proc = Process(pid=811, start_ns=1)
+    now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    opens = [event(enums.Action.OPEN_WRITE, seq=i, process=proc, ktime_ns=now + i * 10_000_000) for i in range(6)]
+    backend = FakeBackend([opens[:3], opens[3:]], root=tmp_path)
+    monkeypatch.setattr(choose, "start", lambda cfg, host=None: (backend.start(), backend)[1])
+
+    def on_read(b: FakeBackend) -> None:
+        if b.reads == 2:
+            time.sleep(0.8)  # held up: the window (0.2 s) and its grace are long over
+        if b.reads == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    backend.on_read = on_read
+    out = tmp_path / "events.jsonl"
+    cfg = dataclasses.replace(config(out), coalesce_window=0.2)
+    assert runner.run(cfg) == 0
+    assert [(d["event"]["action"], d["event"]["count"]) for d in lines(out)] == [("open_write", 6)]

@@ -139,6 +139,7 @@ class BpfBackend:
         self._mounts: MountWatcher | None = None
         self.stats = BpfStats()
         self._backlog: list[FileEvent] = []  # read during set_paths(), not yet handed out
+        self.caught_up_at: int | None = None  # see read()
         self._expired_at = 0
         self.mark_report = MarkReport()
         self.snapshot: snapshots.Snapshot | None = None
@@ -442,7 +443,14 @@ class BpfBackend:
         backlog, self._backlog = self._backlog, []
         if backlog:
             timeout = 0.0
+        began = time.time_ns()
         records = self._ring.poll(timeout) if timeout > 0 else self._ring.read(READ_BATCH)
+        if len(records) < READ_BATCH or timeout > 0:
+            # The ring was read up to where the producers stood when this
+            # read began (or to a record still being written, whose stamp
+            # is at most a few microseconds old: the coalescing grace
+            # covers it). poll() has no limit.
+            self.caught_up_at = began
         now = time.monotonic()
         events: list[Event] = [*backlog, *self._process(records)]
         if now >= self._loss_check_at:

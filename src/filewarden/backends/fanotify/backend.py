@@ -125,6 +125,9 @@ class FanotifyBackend:
         self._malformed = 0  # the watcher's malformed records already counted as lost
         self._expired_at = 0
         self._backlog: list[Event] = []  # read during reconfigure(), not yet handed out
+        # fanotify's events are stamped when read (they carry no time), so
+        # any read has every event stamped before it: see read().
+        self.caught_up_at: int | None = None
         # (path, pid) of files a process created and has not closed yet: its
         # writes in between are not events of their own (see _folds()).
         self._creating: OrderedDict[tuple[bytes, int], None] = OrderedDict()
@@ -257,6 +260,7 @@ class FanotifyBackend:
         backlog, self._backlog = self._backlog, []
         if backlog:
             timeout = 0.0
+        self.caught_up_at = time.time_ns()
         # The process connector is followed after the read (below), not also
         # before it: one look per batch is enough.
         raw = self._wait(timeout) if timeout > 0 else self.watcher.read()
