@@ -103,7 +103,7 @@ def run_trial(p: Producer, out_dir: Path, rate: int, seconds: float, burst: int 
         outputs.append(Output("sqlite", str(out_dir / "events.db")))
     config = Config(paths=("/etc/**",), outputs=tuple(outputs))
     agent = BpfBackend(config)
-    agent.use_ring(MmapRingReader(p.ring))
+    agent.use_ring(MmapRingReader(p.ring), awake=p.obj.mapped_global("fw_reader_awake"))
     sinks = open_outputs(config.outputs)
     pipeline = Pipeline(sinks, agent.processes, Enricher(agent.layers))
     agent.read()  # drop what an earlier trial left

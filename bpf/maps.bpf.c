@@ -12,6 +12,7 @@ FW_DEFINE(fw_dpath_hooks) = 0;
 FW_DEFINE(fw_scratch_cpus) = 0;
 FW_DEFINE(fw_next_seq) = 0;
 FW_DEFINE(fw_next_proc_seq) = 0;
+FW_DEFINE(fw_reader_awake) = 0;
 
 FW_DEFINE(events) SEC(".maps");
 FW_DEFINE(counters) SEC(".maps");

@@ -221,6 +221,29 @@ extern struct {
 extern __u64 fw_next_seq;
 extern __u64 fw_next_proc_seq;
 
+/*
+ * 1 while user space's ring-drain thread is awake and will look at the
+ * ring again without being woken (drain.py); 0 while it sleeps in poll(),
+ * and before it runs. A commit's wakeup is an irq_work that wakes the
+ * ring's waiters (kernel/bpf/ringbuf.c, bpf_ringbuf_commit()): on a
+ * record after record it costs more than the rest of the commit, and the
+ * thread it wakes is already running. So a record is committed with
+ * BPF_RB_NO_WAKEUP while the thread is awake, and with the kernel's usual
+ * rule (wake the waiters if the consumer had caught up) while it sleeps.
+ * The flag is read after the reservation: the thread clears it, then
+ * looks at the ring once more before it sleeps, so a record reserved
+ * before the clear is seen there. One reserved at the very moment of the
+ * clear can miss both (no barrier orders the two sides); the thread's
+ * poll() returns within its 0.1 s timeout and takes it then.
+ */
+extern volatile __u32 fw_reader_awake;
+
+/* bpf_ringbuf_submit*()'s flags: see fw_reader_awake. */
+static __always_inline __u64 fw_wakeup_flags(void)
+{
+	return fw_reader_awake ? BPF_RB_NO_WAKEUP : 0;
+}
+
 /* Counts one exit of `hook`: exactly one outcome. Returns FW_ALLOW so that
  * a handler can end with `return fw_exit(...)`. TOTAL and IGNORED are not
  * written here: user space sums them (decode_counters(), abi.py), so that

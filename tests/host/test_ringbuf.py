@@ -295,3 +295,72 @@ def test_unknown_names_are_key_errors() -> None:
         with pytest.raises(KeyError, match="no program 'nope'"):
             p.obj.program("nope")
         assert p.obj.map("counters").lookup(b"\xff\x00\x00\x00") is None
+
+
+def _sleeper_wait(fd: int, timeout: float) -> tuple[threading.Thread, list[float]]:
+    """A thread already asleep in select() on `fd`: how long until it woke."""
+    took: list[float] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        select.select([fd], [], [], timeout)
+        took.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.2)  # asleep by now
+    return thread, took
+
+
+def test_a_record_wakes_a_sleeping_reader_only_while_the_reader_is_flagged_asleep() -> None:
+    # maps.bpf.h, fw_reader_awake: committed with BPF_RB_NO_WAKEUP while 1.
+    with producer() as p:
+        flag = p.obj.mapped_global("fw_reader_awake").cast("I")
+        assert flag[0] == 0  # before any reader: every record may wake one
+        reader = MmapRingReader(p.ring)
+        flag[0] = 1
+        thread, took = _sleeper_wait(p.ring.fd, 1.5)
+        p.produce(1)
+        thread.join()
+        assert took[0] > 1.4  # not woken: it ran out its timeout
+        assert len(reader.read()) == 1  # the record is there all the same
+        flag[0] = 0
+        thread, took = _sleeper_wait(p.ring.fd, 10.0)
+        p.produce(1)
+        thread.join()
+        assert took[0] < 5.0
+        assert len(reader.read()) == 1
+        reader.close()
+
+
+def test_the_drain_keeps_the_flag_and_takes_a_trickle_at_once_however_it_falls() -> None:
+    # The drain flags itself awake while it works and asleep before it
+    # waits: a record committed around either change is taken without
+    # waiting for the drain's 0.1 s look-up (or missing a wakeup).
+    with producer() as p:
+        flag = p.obj.mapped_global("fw_reader_awake").cast("I")
+        told: list[bool] = []
+
+        def awake(on: bool) -> None:
+            told.append(on)
+            flag[0] = int(on)
+
+        drain = RingDrain(MmapRingReader(p.ring), awake=awake)
+        slow = 0
+        got = 0
+        for i in range(200):
+            time.sleep(0.001 * (i % 7))  # some while it gathers, some while it sleeps
+            p.produce(1)
+            started = time.monotonic()
+            while not (records := drain.poll(1.0)):
+                pass
+            got += len(records)
+            slow += time.monotonic() - started > 0.09
+        time.sleep(0.3)
+        idle = flag[0]
+        drain.close()
+    assert got == 200
+    assert slow <= 2, slow  # at most the rare race of maps.bpf.h, caught by the 0.1 s look-up
+    assert idle == 0  # asleep: the next record wakes it
+    assert told[0] is True
+    assert told[-1] is False

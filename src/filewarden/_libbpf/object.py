@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -212,6 +213,18 @@ class BpfObject(OwnedHandle):
         if raw is None:
             raise KeyError(f"{section} of {self.path.name} cannot be read")
         return raw[var.offset : var.offset + var.size]
+
+    def mapped_global(self, name: str, section: str = ".bss") -> memoryview:
+        """A global variable of a loaded object, mapped into this process:
+        a write reaches the programs at once, without a system call. libbpf
+        creates .bss and .data BPF_F_MMAPABLE (libbpf.c,
+        bpf_object__init_internal_map()); the view keeps the mapping."""
+        var = self.btf().datasec_vars(section).get(name)
+        if var is None:
+            raise KeyError(f"no {section} variable {name!r} in {self.path.name}")
+        section_map = self.map(section)
+        mapped = mmap.mmap(section_map.fd, section_map.value_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        return memoryview(mapped)[var.offset : var.offset + var.size]
 
     # -- load and attach ----------------------------------------------------
     def load(self) -> None:

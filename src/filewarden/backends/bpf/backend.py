@@ -102,6 +102,18 @@ class BpfStats(BackendStats):
         return self.losses.recursion_misses
 
 
+class _AwakeFlag:
+    """Sets the programs' fw_reader_awake (maps.bpf.h) through its mapping."""
+
+    __slots__ = ("_word",)
+
+    def __init__(self, word: memoryview) -> None:
+        self._word = word.cast("I")
+
+    def __call__(self, awake: bool) -> None:
+        self._word[0] = int(awake)
+
+
 class BpfBackend:
     """Loads the programs, reads and decodes their records, keeps the process
     tree, and hands out the file events that match the monitored globs."""
@@ -206,7 +218,11 @@ class BpfBackend:
             self._loss_source = self._kernel_loss
             ring = obj.map("events")
             reader = MmapRingReader(ring) if self.config.reader == "mmap" else LibbpfRingReader(ring)
-            self._reader = RingDrain(reader, self.config.buffer_records) if self.config.buffer_records else reader
+            if self.config.buffer_records:
+                flag = obj.mapped_global("fw_reader_awake")
+                self._reader = RingDrain(reader, self.config.buffer_records, awake=_AwakeFlag(flag))
+            else:
+                self._reader = reader
         except LibbpfUnavailableError as exc:
             self.close()
             raise BackendError(str(exc)) from None
@@ -404,15 +420,25 @@ class BpfBackend:
             selected.excluded_exes = exes
 
     # -- events ---------------------------------------------------------------
-    def use_ring(self, reader: RingReader, losses: Callable[[], KernelLoss] | None = None) -> None:
+    def use_ring(
+        self,
+        reader: RingReader,
+        losses: Callable[[], KernelLoss] | None = None,
+        awake: memoryview | None = None,
+    ) -> None:
         """Reads records from `reader` (a ring some other object fills, in
         the real ABI) instead of loading the programs: the benchmarks feed
         the backend's reader, decoder and selection this way on kernels
-        without BPF LSM. `losses` gives that producer's loss counters.
-        Before start() only."""
+        without BPF LSM. `losses` gives that producer's loss counters,
+        `awake` its fw_reader_awake (BpfObject.mapped_global()). Before
+        start() only."""
         if self._obj is not None or self._reader is not None:
             raise RuntimeError("the backend already has a ring")
-        self._reader = RingDrain(reader, self.config.buffer_records) if self.config.buffer_records else reader
+        if self.config.buffer_records:
+            flag = _AwakeFlag(awake) if awake is not None else None
+            self._reader = RingDrain(reader, self.config.buffer_records, awake=flag)
+        else:
+            self._reader = reader
         self._loss_source = losses
 
     def fileno(self) -> int:

@@ -53,9 +53,19 @@ _ANNOUNCE_S: Final = 0.05
 
 
 class RingDrain:
-    def __init__(self, ring: RingReader, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+    def __init__(
+        self,
+        ring: RingReader,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        awake: Callable[[bool], None] | None = None,
+    ) -> None:
+        """`awake`, if given, is told whether the thread will look at the
+        ring again by itself (True) or sleeps until the ring wakes it
+        (False): the programs skip the ring's wakeup while it is awake
+        (maps.bpf.h, fw_reader_awake)."""
         self._ring = ring
         self.max_records = max_records
+        self._awake = awake
         # Records, or (from take()) copies of ring space to split: flagged.
         self._batches: deque[tuple[bool, list[bytes] | list[memoryview], int]] = deque()  # (raw?, items, records)
         self._take: Callable[[], list[tuple[memoryview, int]]] | None = getattr(ring, "take", None)
@@ -84,7 +94,12 @@ class RingDrain:
         ring, take = self._ring, self._take
         unannounced = 0  # records queued since the reading thread was last woken
         since = 0.0  # when the oldest of them was queued
+        tell = self._awake
+        awake = False  # what `tell` was last told (the programs' flag starts at 0: asleep)
         try:
+            if tell is not None:
+                tell(True)
+                awake = True
             while not self._stop.is_set():
                 with self._lock:
                     if self._queued >= self.max_records:
@@ -105,6 +120,9 @@ class RingDrain:
                     self._queued += n
                     self.peak = max(self.peak, self._queued)
                 if n:
+                    if not awake and tell is not None:
+                        tell(True)
+                        awake = True
                     if not unannounced:
                         since = time.monotonic()
                     unannounced += n
@@ -115,11 +133,25 @@ class RingDrain:
                 if unannounced:
                     os.eventfd_write(self._ready, 1)
                     unannounced = 0
-                if not n:  # caught up: wait for the ring without the lock (and without the GIL)
+                if not n:
+                    if awake and tell is not None:
+                        # From now on a record wakes us; one committed
+                        # without a wakeup just before is taken by looking
+                        # once more.
+                        tell(False)
+                        awake = False
+                        continue
+                    # Caught up: wait for the ring without the lock (and without the GIL).
                     select.select([ring.fileno()], [], [], _WAIT_S)
+                    if tell is not None:
+                        tell(True)
+                        awake = True
         except Exception as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
             self._failure = exc
             os.eventfd_write(self._ready, 1)
+        finally:
+            if awake and tell is not None:
+                tell(False)  # the reading thread polls the ring itself from now on: it must be woken
 
     # -- RingReader -----------------------------------------------------------
     def fileno(self) -> int:
