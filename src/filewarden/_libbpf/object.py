@@ -13,7 +13,7 @@ from pathlib import Path
 from filewarden._libbpf._handle import OwnedHandle
 from filewarden._libbpf._lib import LibbpfError, lib, take_log
 from filewarden._libbpf._types import BPF_PROG_INFO, BPF_PROG_TYPE_TRACING, BPF_TEST_RUN_OPTS, BPF_TRACE_FEXIT
-from filewarden._libbpf.btf import Btf
+from filewarden._libbpf.btf import Btf, VarSecinfo
 from filewarden._libbpf.maps import Map
 
 
@@ -187,6 +187,13 @@ class BpfObject(OwnedHandle):
         """The object's BTF (owned by the object)."""
         return Btf(lib().bpf_object__btf(self.handle), owned=False)
 
+    def _global_var(self, name: str, section: str) -> VarSecinfo:
+        """Where the global `name` lies in `section` (the object's BTF)."""
+        var = self.btf().datasec_vars(section).get(name)
+        if var is None:
+            raise KeyError(f"no {section} variable {name!r} in {self.path.name}")
+        return var
+
     def set_rodata(self, name: str, value: bytes) -> None:
         """Sets a ``const volatile`` global before load.
 
@@ -195,9 +202,7 @@ class BpfObject(OwnedHandle):
         """
         if self.loaded:
             raise RuntimeError("set_rodata() after load()")
-        var = self.btf().datasec_vars(".rodata").get(name)
-        if var is None:
-            raise KeyError(f"no .rodata variable {name!r} in {self.path.name}")
+        var = self._global_var(name, ".rodata")
         if len(value) != var.size:
             raise ValueError(f"{name} is {var.size} bytes, got {len(value)}")
         size = ctypes.c_size_t()
@@ -206,9 +211,7 @@ class BpfObject(OwnedHandle):
 
     def read_global(self, name: str, section: str = ".bss") -> bytes:
         """Current value of a global variable of a loaded object."""
-        var = self.btf().datasec_vars(section).get(name)
-        if var is None:
-            raise KeyError(f"no {section} variable {name!r} in {self.path.name}")
+        var = self._global_var(name, section)
         raw = self.map(section).lookup(b"\0\0\0\0")
         if raw is None:
             raise KeyError(f"{section} of {self.path.name} cannot be read")
@@ -219,9 +222,7 @@ class BpfObject(OwnedHandle):
         a write reaches the programs at once, without a system call. libbpf
         creates .bss and .data BPF_F_MMAPABLE (libbpf.c,
         bpf_object__init_internal_map()); the view keeps the mapping."""
-        var = self.btf().datasec_vars(section).get(name)
-        if var is None:
-            raise KeyError(f"no {section} variable {name!r} in {self.path.name}")
+        var = self._global_var(name, section)
         section_map = self.map(section)
         mapped = mmap.mmap(section_map.fd, section_map.value_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         return memoryview(mapped)[var.offset : var.offset + var.size]

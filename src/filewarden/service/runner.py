@@ -269,11 +269,13 @@ def serve(
             ep.register(watch.fileno(), select.EPOLLIN)
         for fd, events in backend.wake_fds():  # e.g. the mount table: overlays come and go
             ep.register(fd, events)
-        due_in = worker.pipeline.due_in
+        # The held windows of the backend's own events (content changes'
+        # are not the backend's to end).
+        own = worker.pipeline.coalesce
         while not received:
             longest = 1.0 if interval is None else min(1.0, interval / 4)
             wait = longest if reloader is None else reloader.wait_s(longest)
-            if (held := due_in()) is not None:
+            if own is not None and (held := own.due_in()) is not None:
                 # A held window ends once the backend has read past it
                 # (Backend.caught_up_at): read again by then.
                 wait = min(wait, max(held, HELD_POLL_S))
