@@ -67,6 +67,7 @@ def test_default_output_is_stdout_and_logs_stay_on_stderr(start_agent: StartAgen
     assert "{" not in stderr  # no event leaked into the logs
 
 
+@pytest.mark.one_bpf_backend  # outputs, not capture
 def test_several_outputs_get_the_same_events(start_agent: StartAgent, watched: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"kept": true}\n')  # jsonl:PATH appends
@@ -80,6 +81,7 @@ def test_several_outputs_get_the_same_events(start_agent: StartAgent, watched: P
     assert len(events_in(b)) == 1
 
 
+@pytest.mark.one_bpf_backend  # the service manager's protocol, not capture
 def test_systemd_is_told_when_ready(start_agent: StartAgent, watched: Path, tmp_path: Path) -> None:
     address = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:

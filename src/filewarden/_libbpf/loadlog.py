@@ -42,6 +42,9 @@ _PROG = re.compile(r"prog '([^']+)': ")
 # libbpf's own words for the program whose load or attach failed.
 _FAILED = re.compile(r"prog '([^']+)': (?:BPF program load failed|-- BEGIN PROG LOAD LOG|failed to )")
 _LOAD_FAILED = re.compile(r"prog '[^']+': BPF program load failed")
+# A map the kernel would not create (libbpf.c, bpf_object__create_maps()):
+# the object fails before any program is verified.
+_MAP_FAILED = re.compile(r"map '([^']+)': failed to create")
 # An instruction as the verifier prints it: "139: (79) r2 = *(u64 *)(r1 +48)".
 _INSN = re.compile(r"\d+: \([0-9a-f]{2}\) ")
 # A header of the explanation that follows the refusal ("Causal path:").
@@ -60,6 +63,9 @@ class LoadLog:
     refusal: str  # the verifier's refusal line; "" without a verifier log
     reason: str  # one line on why: the refusal, or libbpf's last word
     tail: tuple[str, ...]  # the lines worth showing, oldest first
+    #: The map libbpf could not create when no program is named as failing:
+    #: then every program of the object fails alike; "" otherwise.
+    failed_map: str = ""
 
     def summary(self) -> str:
         """``program: reason``, or "" when the log names no failure."""
@@ -143,6 +149,9 @@ def read_load_log(lines: Sequence[str], keep: int = TAIL_LINES) -> LoadLog:
     long the verifier's explanation after it."""
     program = next((m.group(1) for line in reversed(lines) if (m := _FAILED.search(line))), "")
     if not program:
+        failed_map = next((m.group(1) for line in reversed(lines) if (m := _MAP_FAILED.search(line))), "")
+        if failed_map:
+            return LoadLog("", False, "", _last_word(lines), tuple(lines[max(len(lines) - keep, 0) :]), failed_map)
         program = next((m.group(1) for line in reversed(lines) if (m := _PROG.search(line))), "")
     # Where the report of the failure starts: libbpf's "load failed" line.
     report = next((i for i in range(len(lines) - 1, -1, -1) if _LOAD_FAILED.search(lines[i])), -1)

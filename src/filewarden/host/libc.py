@@ -30,6 +30,7 @@ import ctypes
 import errno
 import functools
 import os
+import struct
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -102,11 +103,7 @@ _c_uint = ctypes.c_uint
 SIGNATURES: Final[dict[str, tuple[Any, tuple[Any, ...], _Checker]]] = {
     "fanotify_init": (_c_int, (_c_uint, _c_uint), _minus_one_errno),
     "fanotify_mark": (_c_int, (_c_int, _c_uint, ctypes.c_uint64, _c_int, ctypes.c_char_p), _minus_one_errno),
-    "name_to_handle_at": (
-        _c_int,
-        (_c_int, ctypes.c_char_p, ctypes.POINTER(FileHandle), ctypes.POINTER(_c_int), _c_int),
-        _minus_one_errno,
-    ),
+    # name_to_handle_at: no signature, see name_to_handle_at() below.
     "open_by_handle_at": (_c_int, (_c_int, ctypes.POINTER(FileHandle), _c_int), _minus_one_errno),
     "fstatfs": (_c_int, (_c_int, ctypes.POINTER(Statfs)), _minus_one_errno),
     "syncfs": (_c_int, (_c_int,), _minus_one_errno),
@@ -156,14 +153,40 @@ def fanotify_mark(fd: int, flags: int, mask: int, dirfd: int, path: bytes | None
     _call("fanotify_mark", fd, flags, mask, dirfd, path)
 
 
+#: struct file_handle's head (handle_bytes, handle_type), then room for
+#: MAX_HANDLE_SZ bytes of handle, then the int name_to_handle_at() writes
+#: the mount id to: one buffer a call.
+_HANDLE_HEAD: Final = struct.Struct("=Ii")
+_HANDLE_END: Final = _HANDLE_HEAD.size + MAX_HANDLE_SZ
+_HANDLE_EMPTY: Final = _HANDLE_HEAD.pack(MAX_HANDLE_SZ, 0)
+_bare: dict[str, Any] = {}
+
+
+def _bare_function(name: str) -> Any:
+    """`name` from its own libc handle, without argtypes or errcheck: for a
+    call made once per event, where ctypes' conversions and the Python check
+    cost more than the system call. The caller passes only ints, bytes and
+    ctypes buffers, and checks the result itself."""
+    func = _bare.get(name)
+    if func is None:
+        func = getattr(ctypes.CDLL(None, use_errno=True), name, None)
+        if func is None:
+            raise LibcError(errno.ENOSYS, name, "this libc does not have it")
+        func.restype = ctypes.c_int
+        _bare[name] = func
+    return func
+
+
 def name_to_handle_at(dirfd: int, path: bytes, flags: int) -> tuple[int, bytes]:
     """(handle_type, handle) of what `path` names; the handle type as the
-    unsigned number fanotify reports (FILEID_INVALID is 0xff)."""
-    fh = FileHandle()
-    fh.handle_bytes = MAX_HANDLE_SZ
-    mount_id = ctypes.c_int()
-    _call("name_to_handle_at", dirfd, path, ctypes.byref(fh), ctypes.byref(mount_id), flags)
-    return fh.handle_type & 0xFFFFFFFF, bytes(fh.f_handle[: fh.handle_bytes])
+    unsigned number fanotify reports (FILEID_INVALID is 0xff). Called for
+    every file a fanotify group sees created (resolver.identify()): a bare
+    call on one buffer takes about 3.5 us where the typed one took 5.5."""
+    buf = ctypes.create_string_buffer(_HANDLE_EMPTY, _HANDLE_END + ctypes.sizeof(_c_int))
+    if _bare_function("name_to_handle_at")(dirfd, path, buf, ctypes.byref(buf, _HANDLE_END), flags) == -1:
+        raise LibcError(ctypes.get_errno(), "name_to_handle_at")
+    nbytes, htype = _HANDLE_HEAD.unpack_from(buf)
+    return htype & 0xFFFFFFFF, buf.raw[_HANDLE_HEAD.size : _HANDLE_HEAD.size + nbytes]
 
 
 def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int) -> int:

@@ -42,3 +42,20 @@ def test_the_table_is_applied_once_and_lacks_nothing() -> None:
     assert libc.lib() is libc.lib()
     assert libc.missing(*libc.SIGNATURES) == []
     assert libc.missing("filewarden_no_such_function") == ["filewarden_no_such_function"]
+
+
+def test_a_handle_names_the_object_not_the_name(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    os.link(tmp_path / "a", tmp_path / "a-too")
+    a = libc.name_to_handle_at(libc.AT_FDCWD, bytes(tmp_path / "a"), 0)
+    assert libc.name_to_handle_at(libc.AT_FDCWD, bytes(tmp_path / "a-too"), 0) == a
+    assert libc.name_to_handle_at(libc.AT_FDCWD, bytes(tmp_path / "b"), 0) != a
+    fd = os.open(tmp_path / "a", os.O_PATH)
+    try:
+        assert libc.name_to_handle_at(fd, b"", libc.AT_EMPTY_PATH) == a
+    finally:
+        os.close(fd)
+    handle_type, handle = a
+    assert 0 < len(handle) <= libc.MAX_HANDLE_SZ
+    assert handle_type != 0xFF  # FILEID_INVALID

@@ -9,7 +9,9 @@ import pytest
 
 from filewarden._libbpf import LibbpfError
 from filewarden.backends.bpf import checks as bpf_checks
+from filewarden.backends.bpf import loader
 from filewarden.host.sysinfo import Host
+from filewarden.model.enums import Hook
 from filewarden.service import doctor
 from filewarden.service.control import ControlServer
 
@@ -146,3 +148,32 @@ def test_doctor_names_the_running_agent_and_its_limits(tmp_path: Path) -> None:
         doctor.Check("agent fanotify", doctor.OK, "watches / (ext4, 254:0): filesystem mark for /x/"),
         doctor.Check("agent fanotify", doctor.WARN, "limit: no uid"),
     ]
+
+
+def test_a_map_the_kernel_will_not_create_is_one_line_after_one_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No program was verified (inode storage where BPF LSM is off): one
+    line for every hook, without an object loaded per program to find the
+    same answer again."""
+    programs = (("fw_file_open", Hook.FILE_OPEN), ("fw_path_unlink", Hook.PATH_UNLINK))
+    plan = loader.Plan(tuple(loader.ProgramPlan(n, h, f"lsm/{n[3:]}", True, "") for n, h in programs))
+    loads: list[set[str]] = []
+    said = ("libbpf: map 'inode_marks': failed to create: Invalid argument(-22)",)
+
+    def load(_path: Path, names: set[str], _mask: int) -> None:
+        loads.append(names)
+        raise LibbpfError(errno.EINVAL, "bpf_object__load", said)
+
+    monkeypatch.setattr(bpf_checks, "_load", load)
+    monkeypatch.setattr(loader, "plan", lambda _path: plan)
+    [check] = bpf_checks.check_hooks(Path("unused.o"), prior_ok=False)
+    assert (check.name, check.status, check.fix) == ("hooks", "FAIL", "fix the failed checks above first")
+    assert check.detail.startswith("no program can load: map 'inode_marks': failed to create: Invalid argument(-22)")
+    assert check.log == said
+    assert loads == [{"fw_file_open", "fw_path_unlink"}]
+
+    def probe(_path: Path) -> loader.Plan:  # the same failure met by plan()'s probe
+        raise LibbpfError(errno.EINVAL, "bpf_object__load", said)
+
+    monkeypatch.setattr(loader, "plan", probe)
+    [again] = bpf_checks.check_hooks(Path("unused.o"), prior_ok=False)
+    assert again == check

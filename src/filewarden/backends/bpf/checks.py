@@ -141,12 +141,31 @@ def _program_check(p: loader.ProgramPlan, error: LibbpfError | None, prior_ok: b
     return Check(name, OK, f"{p.name} loads and attaches{how}")
 
 
+def _object_failure(exc: LibbpfError, prior_ok: bool) -> Check:
+    """One line for an object that failed before any program was verified
+    (a map the kernel would not create, such as inode storage where BPF
+    LSM is off): every hook alike, so not a line each."""
+    detail = f"no program can load: {exc.load_log.reason} (in {exc.function}, before any program was verified)"
+    if prior_ok:
+        return Check(
+            "hooks",
+            FAIL,
+            detail,
+            "report this line with libbpf's log ('filewarden doctor -v' shows it)",
+            exc.load_log.tail,
+        )
+    return Check("hooks", FAIL, detail, "fix the failed checks above first", exc.load_log.tail)
+
+
 def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
     """Every program, as `filewarden run` would load it, then attached one by
     one. A hook this kernel lacks is a warning: the others still run."""
     try:
         plan = loader.plan(path)
     except LibbpfError as exc:
+        if exc.load_log.failed_map:
+            yield _object_failure(exc, prior_ok)
+            return
         # Even the probe could not load: name the program it tried.
         program = exc.load_log.program
         hook = loader.PROGRAMS.get(program, enums.Hook.FILE_OPEN)
@@ -169,8 +188,13 @@ def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
                 else:
                     yield _program_check(p, None, prior_ok)
         return
-    except LibbpfError:
-        pass  # some program would not load: find which, one by one
+    except LibbpfError as exc:
+        if exc.load_log.failed_map:
+            # Each program alone would fail the same way: loading them one
+            # by one (an object each) would only cost time.
+            yield _object_failure(exc, prior_ok)
+            return
+        # some program would not load: find which, one by one
     for p in loaded:
         try:
             with _load(path, {p.name}, plan.dpath_mask) as obj:

@@ -208,6 +208,8 @@ def _probe_together(path: Path, candidates: dict[str, enums.Hook], backend: str)
                 retarget(obj, backend)
                 obj.load()
         except LibbpfError as exc:
+            if exc.load_log.failed_map:
+                raise  # no program was verified: nothing here answers the probe, and the load would fail alike
             failed = exc.load_log.program
             if failed not in remaining or not _refused(exc, failed):
                 for name, hook in remaining.items():

@@ -154,6 +154,7 @@ class RefusingObject:
     programs_in_order = ("fw_file_open", "fw_path_unlink", "fw_path_rename", "fw_move_mount")
     refused: frozenset[str] = frozenset()
     unattributed = False
+    map_fails = False
     loads: ClassVar[list[tuple[str, ...]]] = []
 
     def __init__(self, _path: Path) -> None:
@@ -174,15 +175,24 @@ class RefusingObject:
     def load(self) -> None:
         loaded = tuple(p.name for p in self.progs if p.autoload)
         type(self).loads.append(loaded)
+        if self.map_fails:  # as libbpf 1.1 says it where inode storage needs BPF LSM
+            log = (
+                "libbpf: map 'inode_marks': failed to create: Invalid argument(-22)",
+                "libbpf: failed to load object 'x'",
+            )
+            raise loader.LibbpfError(22, "bpf_object__load", log)
         for name in loaded:
             if name in self.refused:
                 said = "" if self.unattributed else f"libbpf: prog '{name}': BPF program load failed: Invalid argument"
                 raise loader.LibbpfError(22, "bpf_object__load", (said, "helper call is not allowed in probe"))
 
 
-def probe_with(monkeypatch: pytest.MonkeyPatch, refused: set[str], *, unattributed: bool = False) -> dict[str, bool]:
+def probe_with(
+    monkeypatch: pytest.MonkeyPatch, refused: set[str], *, unattributed: bool = False, map_fails: bool = False
+) -> dict[str, bool]:
     monkeypatch.setattr(RefusingObject, "refused", frozenset(refused))
     monkeypatch.setattr(RefusingObject, "unattributed", unattributed)
+    monkeypatch.setattr(RefusingObject, "map_fails", map_fails)
     monkeypatch.setattr(RefusingObject, "loads", [])
     monkeypatch.setattr(loader, "BpfObject", RefusingObject)
     hooks = {"fw_file_open": Hook.FILE_OPEN, "fw_path_unlink": Hook.PATH_UNLINK, "fw_path_rename": Hook.PATH_RENAME}
@@ -217,3 +227,13 @@ def test_a_refusal_libbpf_names_no_program_for_is_probed_one_at_a_time(monkeypat
     found = probe_with(monkeypatch, {"fw_path_rename"}, unattributed=True)
     assert found == {"fw_file_open": True, "fw_path_unlink": True, "fw_path_rename": False, "fw_move_mount": True}
     assert sorted(asked) == sorted(found)
+
+
+def test_an_object_whose_map_fails_is_not_probed_program_by_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No program was verified: every load would fail alike, so the probe
+    raises after one load (and nothing is kept for the boot)."""
+    monkeypatch.setattr(loader, "_probe_one", lambda *_: pytest.fail("probed one at a time"))
+    with pytest.raises(loader.LibbpfError) as info:
+        probe_with(monkeypatch, set(), map_fails=True)
+    assert info.value.load_log.failed_map == "inode_marks"
+    assert len(RefusingObject.loads) == 1

@@ -193,3 +193,12 @@ def test_doctor_says_plainly_when_the_verifier_never_ran() -> None:
     detail, _ = bpf_checks._hook_failure("fw_probe_fexit", exc, prior_ok=True)
     assert "(EPERM) before the verifier ran (no verifier log)" in detail
     assert "BPF LSM programs cannot be loaded here" in detail
+
+
+def test_a_map_the_kernel_would_not_create_names_no_program() -> None:
+    """Where BPF LSM is off, inode storage cannot be created: the object
+    fails before any program is verified, and every program alike."""
+    found = read_load_log(golden("7.3-map-without-bpf-lsm"))
+    assert (found.program, found.failed_map, found.verifier) == ("", "inode_marks", False)
+    assert found.reason == "map 'inode_marks': failed to create: Invalid argument(-22)"
+    assert read_load_log(golden("6.18-scalar")).failed_map == ""
