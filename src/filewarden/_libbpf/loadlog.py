@@ -148,10 +148,10 @@ def read_load_log(lines: Sequence[str], keep: int = TAIL_LINES) -> LoadLog:
     failure, and always reaches back to the refused instruction, however
     long the verifier's explanation after it."""
     program = next((m.group(1) for line in reversed(lines) if (m := _FAILED.search(line))), "")
-    if not program:
-        failed_map = next((m.group(1) for line in reversed(lines) if (m := _MAP_FAILED.search(line))), "")
-        if failed_map:
-            return LoadLog("", False, "", _last_word(lines), tuple(lines[max(len(lines) - keep, 0) :]), failed_map)
+    failed_map = (
+        "" if program else next((m.group(1) for line in reversed(lines) if (m := _MAP_FAILED.search(line))), "")
+    )
+    if not program and not failed_map:
         program = next((m.group(1) for line in reversed(lines) if (m := _PROG.search(line))), "")
     # Where the report of the failure starts: libbpf's "load failed" line.
     report = next((i for i in range(len(lines) - 1, -1, -1) if _LOAD_FAILED.search(lines[i])), -1)
@@ -160,7 +160,7 @@ def read_load_log(lines: Sequence[str], keep: int = TAIL_LINES) -> LoadLog:
     if block is None:
         if report >= 0:
             return LoadLog(program, False, "", NO_VERIFIER_LOG, tuple(lines[max(start, report) :]))
-        return LoadLog(program, False, "", _last_word(lines), tuple(lines[start:]))
+        return LoadLog(program, False, "", _last_word(lines), tuple(lines[start:]), failed_map)
     begin, end = block
     index, refusal = _refusal(_verifier_lines(lines, begin, end))
     # Not before libbpf's "load failed" line (else the BEGIN line): what

@@ -11,7 +11,7 @@ import errno
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from filewarden import _bpf
 from filewarden._libbpf import NO_VERIFIER_LOG, BpfObject, LibbpfError, LibbpfUnavailableError
@@ -94,6 +94,10 @@ def check_object() -> tuple[Check, Path | None]:
     return Check("bpf-object", OK, str(path)), path
 
 
+_FIX_ABOVE: Final = "fix the failed checks above first"
+_REPORT_IT: Final = "report this line with libbpf's log ('filewarden doctor -v' shows it)"
+
+
 def _hook_failure(program: str, exc: LibbpfError, prior_ok: bool) -> tuple[str, str]:
     """(detail, fix) for a program that would not load or attach: the
     program and the verifier's refusal, or that the kernel refused it
@@ -111,11 +115,11 @@ def _hook_failure(program: str, exc: LibbpfError, prior_ok: bool) -> tuple[str, 
                 "nothing above explains it, so a sandbox, hypervisor or lockdown policy blocks BPF LSM "
                 "programs (BPF trampolines) on this kernel; run filewarden on a kernel that allows them"
             )
-        return detail, "fix the failed checks above first"
+        return detail, _FIX_ABOVE
     detail = f"{program} failed in {exc.function}: {exc.strerror} (errno {exc.errno}){why}"
     if exc.errno in (errno.ENOENT, errno.ESRCH) and not found.verifier:
         return detail, "this kernel lacks the hook; the others still run"
-    return detail, "report this line with libbpf's log ('filewarden doctor -v' shows it)"
+    return detail, _REPORT_IT
 
 
 def _load(path: Path, programs: set[str], dpath_mask: int) -> BpfObject:
@@ -146,15 +150,8 @@ def _object_failure(exc: LibbpfError, prior_ok: bool) -> Check:
     (a map the kernel would not create, such as inode storage where BPF
     LSM is off): every hook alike, so not a line each."""
     detail = f"no program can load: {exc.load_log.reason} (in {exc.function}, before any program was verified)"
-    if prior_ok:
-        return Check(
-            "hooks",
-            FAIL,
-            detail,
-            "report this line with libbpf's log ('filewarden doctor -v' shows it)",
-            exc.load_log.tail,
-        )
-    return Check("hooks", FAIL, detail, "fix the failed checks above first", exc.load_log.tail)
+    fix = _REPORT_IT if prior_ok else _FIX_ABOVE
+    return Check("hooks", FAIL, detail, fix, exc.load_log.tail)
 
 
 def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
