@@ -46,6 +46,15 @@ and spread over the rounds, and, clearly labelled an estimate, the ratio
 times the 12-20 ns an empty BPF LSM program is published to cost a call
 on real hardware.
 
+Beside the empty program, on the same calls, run three reference programs
+(benchmarks/bpf/floor.bpf.c): an inode lookup; an inode lookup and a
+directory lookup; two inode lookups and a directory lookup, each with the
+task and one counter increment. They are the least an ignored call costs
+in a monitor that asks the file's mark and the directory's verdict, which
+filewarden's ignored file_open, unlink and rename must: the table prints
+the one each target's hook needs beside it, as the floor under that
+target.
+
 Last, the kernel memory of every map of the agent loaded with the default
 configuration (``memlock`` in the map's fdinfo).
 
@@ -65,6 +74,8 @@ import mmap
 import os
 import statistics
 import struct
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -74,7 +85,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import audit
-from filewarden import _bpf
+from filewarden import _bpf, _build
 from filewarden._libbpf import BpfObject
 from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.config import DEFAULT_PATHS, Config, Output
@@ -98,6 +109,24 @@ CALL_TARGETS = {
     ("ignored", "rename", "path_rename"): 4.0,
     ("monitored", "open/close", "file_open"): 20.0,
 }
+# Reference programs on file_open (benchmarks/bpf/floor.bpf.c): the least an
+# ignored call costs where a monitor asks these maps, timed on the same calls
+# as the empty program. name -> what it does.
+FLOORS = {
+    "floor_mark": "an inode lookup",
+    "floor_mark_dir": "an inode lookup and a directory lookup",
+    "floor_2marks_dir": "two inode lookups and a directory lookup",
+}
+# The reference that holds the lookups a target's hook cannot do without:
+# file_open asks the file's mark and its directory's verdict; unlink and
+# rename ask the name's inode, the directory's mark and its verdict (a
+# rename within one directory, as the loop's are).
+FLOOR_OF = {
+    ("ignored", "open/close", "file_open"): "floor_mark_dir",
+    ("ignored", "create/unlink", "path_unlink"): "floor_2marks_dir",
+    ("ignored", "rename", "path_rename"): "floor_2marks_dir",
+}
+FLOOR_SRC = Path(__file__).resolve().parent / "bpf" / "floor.bpf.c"
 # What an empty BPF LSM program costs a call on real hardware, as published:
 # times the ratio, an estimate of a program's cost there (TCG slows every
 # instruction alike, so the ratio carries over; the nanoseconds do not).
@@ -256,6 +285,8 @@ class Results:
     # its ignored open/close run, a round each.
     call_cost: dict[tuple[str, str], list[ProgCost]] = field(default_factory=dict)
     floor_cost: list[ProgCost] = field(default_factory=list)
+    # The reference programs (FLOORS) on the empty program's runs: name -> a round each.
+    ref_cost: dict[str, list[ProgCost]] = field(default_factory=dict)
     maps: list[tuple[str, str, int, int]] = field(default_factory=list)  # name, type, max_entries, memlock
     marked: tuple[int, int] = (0, 0)  # files, trees marked by the default configuration
     sequence_lost: int = 0
@@ -333,6 +364,49 @@ def chunked(programs: list[Program], run: Callable[[int], object], ops: int, chu
         ns = [c.ns_per_call for c in costs if c.calls]
         out[prog] = ProgCost(round(statistics.median(ns) * calls) if ns else 0, calls)
     return out
+
+
+@contextmanager
+def places() -> Iterator[tuple[Path, Path]]:
+    """The monitored and the ignored directory, side by side on a tmpfs
+    under /run (short paths, as on a real system)."""
+    Path("/run/fwb").mkdir(exist_ok=True)
+    with mounts.tmpfs("256m", base="/run/fwb") as base:
+        watched, ignored = base / "watched", base / "ignored"
+        watched.mkdir()
+        ignored.mkdir()
+        yield watched, ignored
+
+
+@contextmanager
+def empty_program() -> Iterator[tuple[BpfObject, Program]]:
+    """The empty file_open program, loaded (not attached)."""
+    with BpfObject(_bpf.object_path("selftest")) as obj:
+        empty = obj.program("fw_bench_empty_file_open")
+        empty.set_autoload(True)
+        obj.program("fw_selftest_produce").set_autoload(False)
+        obj.load()
+        yield obj, empty
+
+
+@contextmanager
+def floor_object() -> Iterator[BpfObject]:
+    """The reference programs, compiled here (the guest sees the tree
+    read-only) and loaded. Their "agent" is pid 0, which makes no call:
+    they test the caller as the agent does and go on, on the calls of
+    the empty program's run (this process's own)."""
+    bpf = _build.source_dir()
+    if bpf is None:
+        raise RuntimeError("the reference programs need the source checkout's bpf/ folder")
+    with tempfile.TemporaryDirectory(prefix="fw-floor-") as tmp:
+        out = Path(tmp) / "floor.bpf.o"
+        cmd = [_build._tool("clang"), *_build.CFLAGS, "-I", str(bpf), "-I", str(bpf / "vmlinux" / "x86")]
+        subprocess.run([*cmd, "-c", str(FLOOR_SRC), "-o", str(out)], check=True)
+        with BpfObject(out) as obj:
+            for name in FLOORS:
+                obj.program(name).set_autoload(True)
+            obj.load()
+            yield obj
 
 
 @contextmanager
@@ -476,19 +550,12 @@ def map_memory(res: Results) -> None:
 def measure(args: argparse.Namespace) -> Results:
     res = Results(rounds=args.rounds, ops=args.ops, stats_ops=args.stats_ops, stats_chunks=args.stats_chunks)
     started = time.monotonic()
-    Path("/run/fwb").mkdir(exist_ok=True)  # short paths, as on a real system
     with (
-        mounts.tmpfs("256m", base="/run/fwb") as base,
+        places() as (watched, ignored),
         mounts.tmpfs("1g", base="/run/fwb") as audit_dir,  # audit's log: RAM, never the shared disk
-        BpfObject(_bpf.object_path("selftest")) as floor,
+        empty_program() as (floor, empty),
+        floor_object() as refs,
     ):
-        watched, ignored = base / "watched", base / "ignored"
-        watched.mkdir()
-        ignored.mkdir()
-        empty = floor.program("fw_bench_empty_file_open")
-        empty.set_autoload(True)
-        floor.program("fw_selftest_produce").set_autoload(False)
-        floor.load()
         tune_interpreter()  # as `filewarden run` does
         agent = BpfBackend(Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),)))
         agent.start()
@@ -550,8 +617,21 @@ def measure(args: argparse.Namespace) -> Results:
                 for state in (FLOOR, AGENT) if current == FLOOR else (AGENT, FLOOR):
                     set_state(state)
                     if state == FLOOR:
-                        cost = chunked([empty], open_ignored.work, args.stats_ops, args.stats_chunks)
-                        res.floor_cost.extend(cost.values())
+                        # The reference programs beside the empty one, on
+                        # the same calls (each program's time is its own).
+                        ref_progs = [refs.program(name) for name in FLOORS]
+                        for prog in ref_progs:
+                            refs.attach(prog)
+                        try:
+                            cost = chunked([empty, *ref_progs], open_ignored.work, args.stats_ops, args.stats_chunks)
+                        finally:
+                            refs.detach()
+                        for label, c in cost.items():
+                            name = label.partition("(")[2].rstrip(")")
+                            if name in FLOORS:
+                                res.ref_cost.setdefault(name, []).append(c)
+                            else:
+                                res.floor_cost.append(c)
                         continue
                     assert agent._obj is not None
                     programs = [link.program for link in agent._obj.links]
@@ -689,6 +769,25 @@ def call_report(res: Results) -> list[dict[str, Any]]:
             hi=summary(floor)[2],
         )
     )
+    refs = ref_ratios(res)
+    if refs:
+        print(
+            "  reference programs on the same calls (benchmarks/bpf/floor.bpf.c): the least an ignored call costs"
+            "\n  where a monitor asks these maps (each also takes the task and counts its exit), x empty program:"
+        )
+    for name, ratios in refs.items():
+        med, lo, hi = summary(ratios)
+        print(f"    {FLOORS[name]:44} {spread(ratios, '.1f'):>20}")
+        figs.append(
+            figure(
+                f"reference: {FLOORS[name]}, per call / empty program call",
+                med,
+                "x empty file_open",
+                "empty file_open program, same calls",
+                lo=lo,
+                hi=hi,
+            )
+        )
     print(
         f"  {'loop':24} {'hook (program)':38} {'calls/iter':>10} {'ns/call (TCG)':>20}"
         f" {'x empty program':>20} {'est. real ns':>12}   target"
@@ -715,6 +814,11 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                 hook = prog.partition(" ")[0]
                 limit = CALL_TARGETS.get((place, loop, hook))
                 verdict = f"<= {limit:.0f}x {'met' if med <= limit else 'MISSED'}" if limit else ""
+                ref = refs.get(FLOOR_OF.get((place, loop, hook), ""))
+                if limit and ref:
+                    floor_med = summary(ref)[0]
+                    verdict += f" (the lookups it needs alone: {floor_med:.1f}x"
+                    verdict += ", above the target)" if floor_med > limit else ")"
                 est = f"{med * lo_ns:.0f}-{med * hi_ns:.0f}"
                 print(
                     f"  {name:24} {prog:38} {per_iter:10.2f} {spread(ns, '.0f'):>20} {spread(ratios, '.1f'):>20}"
@@ -754,6 +858,21 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                     )
                 )
     return figs
+
+
+def ref_ratios(res: Results) -> dict[str, list[float]]:
+    """Each reference program's ns per call over the empty program's, on
+    the same calls, a round each."""
+    out = {}
+    for name, costs in res.ref_cost.items():
+        ratios = [
+            c.ns_per_call / f.ns_per_call
+            for c, f in zip(costs, res.floor_cost, strict=False)
+            if c.calls and f.ns_per_call
+        ]
+        if ratios:
+            out[name] = ratios
+    return out
 
 
 def report(res: Results) -> list[dict[str, Any]]:

@@ -10,18 +10,19 @@ SEC("lsm/path_chmod")
 int BPF_PROG(fw_path_chmod, const struct path *path, umode_t mode)
 {
 	const enum fw_hook hook = FW_HOOK_PATH_CHMOD;
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
 	__u32 old_mode, new_mode;
 	bool tracked;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(task, hook);
 	old_mode = path->dentry->d_inode->i_mode;
 	new_mode = (mode & 07777) | (old_mode & ~07777);
 	if (new_mode == old_mode)
 		return fw_ignore(hook, FW_IGNORE_UNCHANGED);
 	tracked = fw_marked(path->dentry->d_inode);
-	if (!tracked && fw_dir_check(&dp, path->dentry->d_parent, path->mnt))
+	if (!tracked && fw_dir_check(&dp, task, path->dentry->d_parent, path->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_CHMOD);
@@ -42,6 +43,7 @@ SEC("lsm/path_chown")
 int BPF_PROG(fw_path_chown, const struct path *path, __u32 uid, __u32 gid)
 {
 	const enum fw_hook hook = FW_HOOK_PATH_CHOWN;
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
 	struct inode *inode = path->dentry->d_inode;
@@ -49,11 +51,11 @@ int BPF_PROG(fw_path_chown, const struct path *path, __u32 uid, __u32 gid)
 	__u32 old_gid = inode->i_gid.val;
 	bool tracked;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(task, hook);
 	if ((uid == (__u32)-1 || uid == old_uid) && (gid == (__u32)-1 || gid == old_gid))
 		return fw_ignore(hook, FW_IGNORE_UNCHANGED);
 	tracked = fw_marked(inode);
-	if (!tracked && fw_dir_check(&dp, path->dentry->d_parent, path->mnt))
+	if (!tracked && fw_dir_check(&dp, task, path->dentry->d_parent, path->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_CHOWN);
@@ -106,7 +108,7 @@ static __always_inline struct fw_scratch *fw_xattr_begin(enum fw_hook hook, enum
 	struct fw_scratch *s;
 
 	*verdict = FW_ALLOW;
-	if ((bpf_get_current_pid_tgid() >> 32) == fw_agent_tgid) {
+	if ((__u32)bpf_get_current_task_btf()->tgid == fw_agent_tgid) {
 		fw_ignore(hook, FW_IGNORE_AGENT);
 		return NULL;
 	}

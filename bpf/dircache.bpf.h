@@ -80,8 +80,8 @@ static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct
 }
 
 /*
- * Is `dir` (seen through `mnt`) known to hold nothing monitored? Fills `p`
- * for fw_dir_remember().
+ * Is `dir` (seen through `mnt` by `task`, the current one) known to hold
+ * nothing monitored? Fills `p` for fw_dir_remember().
  *
  * The fingerprint is a walk up the tree, paid only when some rename ran
  * since the entry was last confirmed: an entry keeps the rename_lock count
@@ -93,9 +93,9 @@ static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct
  * takes the new count (a count older than the one stored only costs one
  * more walk; one read after the fingerprint is never stored).
  */
-static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct dentry *dir, struct vfsmount *mnt)
+static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_struct *task, struct dentry *dir,
+					 struct vfsmount *mnt)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_dir_val *known;
 	struct inode *inode;
 	__u32 renames;

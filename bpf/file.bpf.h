@@ -101,11 +101,12 @@ static __always_inline bool fw_creds_overridden(void)
  * the open system calls, 32-bit ones, and io_uring's IORING_OP_OPENAT run
  * by an io-wq worker, which makes no system call at all.
  */
-static __always_inline bool fw_in_open(void)
+static __always_inline bool fw_in_open(struct task_struct *task)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-
-	return BPF_CORE_READ(task, nameidata) != NULL;
+	/* `task`: bpf_get_current_task_btf()'s, a typed pointer: a plain load
+	 * (see the hot-path note above), where BPF_CORE_READ() was a helper
+	 * call on every regular-file mknod. */
+	return task->nameidata != NULL;
 }
 
 #endif /* FILEWARDEN_FILE_BPF_H */

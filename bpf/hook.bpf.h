@@ -28,9 +28,14 @@
 #include "dircache.bpf.h"
 #include "mark.bpf.h"
 
-#define FW_SKIP_AGENT(hook)                                                      \
+/* The agent's own calls. `task` is bpf_get_current_task_btf(), which the
+ * handler fetches once for this and for the directory cache's key: tgid is
+ * then a plain load (bpf_get_current_pid_tgid() would be a second helper
+ * call; the JIT inlines the task helper from v6.13, the pid one not on
+ * x86). */
+#define FW_SKIP_AGENT(task, hook)                                                \
 	do {                                                                     \
-		if ((bpf_get_current_pid_tgid() >> 32) == fw_agent_tgid)         \
+		if ((__u32)(task)->tgid == fw_agent_tgid)                        \
 			return fw_ignore(hook, FW_IGNORE_AGENT);                 \
 	} while (0)
 

@@ -18,7 +18,7 @@ int BPF_PROG(fw_sb_mount, const char *dev_name, const struct path *path, const c
 	struct fw_scratch *s;
 	long n;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(bpf_get_current_task_btf(), hook);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_MOUNT);
 	fw_set_path(s, path, hook);
@@ -40,7 +40,7 @@ int BPF_PROG(fw_sb_umount, struct vfsmount *mnt, int flags)
 	const enum fw_hook hook = FW_HOOK_SB_UMOUNT;
 	struct fw_scratch *s;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(bpf_get_current_task_btf(), hook);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_UMOUNT);
 	fw_set_path_walk(s, mnt->mnt_root, mnt);
@@ -59,7 +59,7 @@ int BPF_PROG(fw_move_mount, const struct path *from_path, const struct path *to_
 	struct fw_scratch *s;
 	struct fw_path_out out = {};
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(bpf_get_current_task_btf(), hook);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_MOUNT);
 	fw_set_path(s, to_path, hook);

@@ -10,13 +10,14 @@
 static __always_inline int fw_remove(enum fw_hook hook, enum fw_action action, const struct path *dir,
 				     struct dentry *dentry)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
 	bool tracked;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(task, hook);
 	tracked = fw_marked(dentry->d_inode) || fw_tree_mark(dir->dentry->d_inode);
-	if (!tracked && fw_dir_check(&dp, dir->dentry, dir->mnt))
+	if (!tracked && fw_dir_check(&dp, task, dir->dentry, dir->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, action);
@@ -49,11 +50,11 @@ int BPF_PROG(fw_path_rmdir, const struct path *dir, struct dentry *dentry)
 static __always_inline int fw_note_create(enum fw_hook hook, enum fw_action action, const struct path *dir,
 					  struct dentry *dentry)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_pending_create *p;
 
-	FW_SKIP_AGENT(hook);
-	p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL,
-				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	FW_SKIP_AGENT(task, hook);
+	p = bpf_task_storage_get(&pending_create, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!p)
 		return fw_lost(hook); /* d_instantiate cannot report it */
 	p->dentry = (__u64)dentry;
@@ -77,13 +78,13 @@ SEC("lsm/path_mknod")
 int BPF_PROG(fw_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
 {
 	const enum fw_hook hook = FW_HOOK_PATH_MKNOD;
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_pending_create *p;
 	struct fw_mark *tree;
 
-	if ((mode & FW_S_IFMT) == FW_S_IFREG && fw_in_open()) {
-		FW_SKIP_AGENT(hook);
-		p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL,
-					 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if ((mode & FW_S_IFMT) == FW_S_IFREG && fw_in_open(task)) {
+		FW_SKIP_AGENT(task, hook);
+		p = bpf_task_storage_get(&pending_create, task, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!p)
 			return fw_lost(hook); /* file_open cannot know the directory's mark */
 		tree = fw_tree_mark(dir->dentry->d_inode);
@@ -138,22 +139,39 @@ int BPF_PROG(fw_path_rename, const struct path *old_dir, struct dentry *old_dent
 	     struct dentry *new_dentry, unsigned int flags)
 {
 	const enum fw_hook hook = FW_HOOK_PATH_RENAME;
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_mark *to_tree, *from_tree;
 	struct fw_dir_probe from, to;
 	struct fw_scratch *s;
-	bool outside_to, tracked;
+	bool outside_to, tracked, same_dir;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(task, hook);
+	/* Most renames stay in one directory (an editor's or a package
+	 * manager's "write a temporary name, rename it over"): its mark and
+	 * its cache entry are then asked once. The mounts are the same:
+	 * do_renameat2() (fs/namei.c) refuses a rename across mounts (EXDEV)
+	 * before the hook. (One pointer comparison: clang folds two into a
+	 * bitwise or of pointers, which the verifier refuses.) */
+	same_dir = old_dir->dentry == new_dir->dentry;
 	/* Marks stay with the inode: a marked file renamed out of the
 	 * monitored tree is still followed (and this rename reported); one
 	 * renamed into a monitored tree is marked from now on. */
 	to_tree = fw_tree_mark(new_dir->dentry->d_inode);
-	from_tree = fw_tree_mark(old_dir->dentry->d_inode);
-	tracked = to_tree || from_tree || fw_marked(old_dentry->d_inode) || fw_marked(new_dentry->d_inode);
+	from_tree = same_dir ? to_tree : fw_tree_mark(old_dir->dentry->d_inode);
+	tracked = to_tree != NULL;
+	/* An opaque bool: with from_tree possibly to_tree, clang would test
+	 * the two pointers or-ed together, which the verifier refuses. */
+	barrier_var(tracked);
+	tracked = tracked || from_tree || fw_marked(old_dentry->d_inode) || fw_marked(new_dentry->d_inode);
 	if (!tracked) {
-		outside_to = fw_dir_check(&to, new_dir->dentry, new_dir->mnt);
-		if (fw_dir_check(&from, old_dir->dentry, old_dir->mnt) && outside_to)
+		outside_to = fw_dir_check(&to, task, new_dir->dentry, new_dir->mnt);
+		if (same_dir) {
+			if (outside_to)
+				return fw_ignore(hook, FW_IGNORE_OUTSIDE);
+			from = to;
+		} else if (fw_dir_check(&from, task, old_dir->dentry, old_dir->mnt) && outside_to) {
 			return fw_ignore(hook, FW_IGNORE_OUTSIDE);
+		}
 	} else {
 		__builtin_memset(&to, 0, sizeof(to));
 		__builtin_memset(&from, 0, sizeof(from));
@@ -196,7 +214,7 @@ int BPF_PROG(fw_path_link, struct dentry *old_dentry, const struct path *new_dir
 	struct fw_scratch *s;
 	bool tracked;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(bpf_get_current_task_btf(), hook);
 	tree = fw_tree_mark(new_dir->dentry->d_inode);
 	tracked = tree || fw_marked(old_dentry->d_inode);
 	FW_CLAIM(s, hook);
@@ -220,7 +238,7 @@ int BPF_PROG(fw_path_symlink, const struct path *dir, struct dentry *dentry, con
 
 	bool tracked;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(bpf_get_current_task_btf(), hook);
 	tracked = fw_tree_mark(dir->dentry->d_inode) != NULL;
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_SYMLINK);

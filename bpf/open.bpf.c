@@ -14,13 +14,12 @@
  */
 /* An O_TRUNC open: note (or forget) that ovl_open() is about to copy the
  * file up, for the truncate hook that reports the open (fw_pending_create). */
-static __always_inline void fw_note_copyup(struct inode *inode)
+static __always_inline void fw_note_copyup(struct task_struct *task, struct inode *inode)
 {
 	bool lower = fw_overlay_lower_only(inode);
 	struct fw_pending_create *p;
 
-	p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL,
-				 lower ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	p = bpf_task_storage_get(&pending_create, task, NULL, lower ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 	if (p)
 		p->copyup_inode = lower ? (__u64)inode : 0;
 }
@@ -31,6 +30,7 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 	const enum fw_hook hook = FW_HOOK_FILE_OPEN;
 	struct dentry *dentry = file->f_path.dentry;
 	struct fw_mark *tree = NULL;
+	struct task_struct *task;
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
 	__u32 f_mode, action;
@@ -42,19 +42,23 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 	 * tracing program must return 0. */
 	if (ret != 0)
 		return fw_ignore(hook, FW_IGNORE_DENIED);
-	FW_SKIP_AGENT(hook);
-
+	/* The file's own fields first, plain loads: most opens read, and leave
+	 * here without a helper call. */
 	f_mode = file->f_mode;
 	if (f_mode & FW_FMODE_CREATED)
 		action = FW_ACTION_CREATE;
-	else if ((file->f_flags & FW_O_TRUNC) && (file->f_inode->i_mode & FW_S_IFMT) == FW_S_IFREG) {
-		fw_note_copyup(file->f_inode);
-		return fw_ignore(hook, FW_IGNORE_TRUNCATE_FOLLOWS);
-	}
+	else if ((file->f_flags & FW_O_TRUNC) && (file->f_inode->i_mode & FW_S_IFMT) == FW_S_IFREG)
+		action = FW_ACTION_TRUNCATE; /* reported by the truncate hook */
 	else if (f_mode & FW_FMODE_WRITE)
 		action = FW_ACTION_OPEN_WRITE;
 	else
 		return fw_ignore(hook, FW_IGNORE_NOT_WRITE);
+	task = bpf_get_current_task_btf();
+	FW_SKIP_AGENT(task, hook);
+	if (action == FW_ACTION_TRUNCATE) {
+		fw_note_copyup(task, file->f_inode);
+		return fw_ignore(hook, FW_IGNORE_TRUNCATE_FOLLOWS);
+	}
 
 	switch (fw_file_backing(file)) {
 	case FW_BACKING_FAKE_PATH:
@@ -70,7 +74,7 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 	 * open: fw_pending_create), an existing one if it carries a mark
 	 * itself. */
 	if (action == FW_ACTION_CREATE) {
-		struct fw_pending_create *p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL, 0);
+		struct fw_pending_create *p = bpf_task_storage_get(&pending_create, task, NULL, 0);
 
 		if (p && p->open_dentry == (__u64)dentry) {
 			p->open_dentry = 0;
@@ -81,7 +85,7 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 	} else {
 		tracked = fw_marked(file->f_inode);
 	}
-	if (!tracked && fw_dir_check(&dp, dentry->d_parent, file->f_path.mnt))
+	if (!tracked && fw_dir_check(&dp, task, dentry->d_parent, file->f_path.mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, action);
@@ -109,14 +113,15 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
  * untrusted). */
 static __always_inline int fw_truncate(enum fw_hook hook, const struct path *path, struct inode *inode)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct dentry *dentry = path->dentry;
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
 	bool during_open, tracked;
 
-	FW_SKIP_AGENT(hook);
+	FW_SKIP_AGENT(task, hook);
 	tracked = fw_marked(inode);
-	if (!tracked && fw_dir_check(&dp, dentry->d_parent, path->mnt))
+	if (!tracked && fw_dir_check(&dp, task, dentry->d_parent, path->mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_TRUNCATE);
@@ -126,9 +131,9 @@ static __always_inline int fw_truncate(enum fw_hook hook, const struct path *pat
 		return fw_done_ignored(s, hook, FW_IGNORE_NOT_SELECTED);
 	}
 	fw_set_file_dentry(s, dentry);
-	during_open = fw_in_open();
+	during_open = fw_in_open(task);
 	if (during_open) {
-		struct fw_pending_create *p = bpf_task_storage_get(&pending_create, bpf_get_current_task_btf(), NULL, 0);
+		struct fw_pending_create *p = bpf_task_storage_get(&pending_create, task, NULL, 0);
 
 		if (p && p->copyup_inode) {
 			if (p->copyup_inode == (__u64)dentry->d_inode && s->ev.layer == FW_LAYER_UPPER)
@@ -169,6 +174,7 @@ static __always_inline int fw_release(struct file *file, bool opened)
 {
 	const enum fw_hook hook = FW_HOOK_FILE_RELEASE;
 	struct dentry *dentry = file->f_path.dentry;
+	struct task_struct *task;
 	struct fw_dir_probe dp;
 	struct fw_scratch *s;
 	bool tracked;
@@ -177,7 +183,8 @@ static __always_inline int fw_release(struct file *file, bool opened)
 		return fw_ignore(hook, FW_IGNORE_NOT_WRITE);
 	if ((file->f_inode->i_mode & FW_S_IFMT) != FW_S_IFREG)
 		return fw_ignore(hook, FW_IGNORE_NOT_REGULAR);
-	FW_SKIP_AGENT(hook);
+	task = bpf_get_current_task_btf();
+	FW_SKIP_AGENT(task, hook);
 	switch (fw_file_backing(file)) {
 	case FW_BACKING_FAKE_PATH:
 		return fw_ignore(hook, FW_IGNORE_BACKING_FAKE_PATH);
@@ -187,7 +194,7 @@ static __always_inline int fw_release(struct file *file, bool opened)
 		break;
 	}
 	tracked = fw_marked(file->f_inode);
-	if (!tracked && fw_dir_check(&dp, dentry->d_parent, file->f_path.mnt))
+	if (!tracked && fw_dir_check(&dp, task, dentry->d_parent, file->f_path.mnt))
 		return fw_ignore(hook, FW_IGNORE_OUTSIDE);
 	FW_CLAIM(s, hook);
 	fw_event_init(s, hook, FW_ACTION_CLOSE_WRITE);

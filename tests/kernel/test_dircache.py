@@ -116,6 +116,34 @@ def test_the_cache_answers_and_a_rename_of_an_ancestor_retires_it(plain_dir: Pat
     assert events[0].seq < events[1].seq
 
 
+def test_a_rename_within_one_directory_asks_its_entry_once(plain_dir: Path) -> None:
+    """path_rename looks a directory up once when both names are in it
+    (bpf/namespace.bpf.c): the first rename there is resolved and
+    remembered for both names, the next ones are answered by the entry,
+    and one out of it into the monitored tree is reported."""
+    watched, b = plain_dir / "mon", plain_dir / "other" / "b"
+    b.mkdir(parents=True)
+    watched.mkdir()
+    for name in ("f1", "f2", "f3"):
+        _new_file(b / name)
+    steps: list[Callable[[], object]] = [
+        lambda: os.rename(b / "f1", b / "g1"),
+        lambda: (os.rename(b / "f2", b / "g2"), os.rename(b / "f3", b / "g3")),
+        lambda: os.rename(b / "g1", watched / "g1"),
+    ]
+    with monitoring(f"{watched}/**") as mon:
+        tallies = [mon.tally()]
+        for step in steps:
+            run(step)
+            tallies.append(mon.tally())
+        events = mon.under(str(plain_dir))
+    outcomes = [outcome(later, earlier, "path_rename") for earlier, later in itertools.pairwise(tallies)]
+    # Had the first rename not remembered the directory, the second step
+    # would be (0, 2, 0).
+    assert outcomes == [WARMED, FROM_CACHE, REPORTED]
+    assert summary(events) == [("rename", f"{watched}/g1")]
+
+
 KEPT = (0, 0, 1)  # the change after the rename: still answered by the cache
 RESOLVED_AGAIN = (0, 1, 0)  # the entry was retired: resolved, found unmonitored
 

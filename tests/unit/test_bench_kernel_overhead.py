@@ -80,3 +80,23 @@ def test_no_empty_program_calls_no_ratios() -> None:
     res = results([200, 200, 200], [500, 500, 500])
     res.floor_cost = [ProgCost()] * 3
     assert ko.call_report(res) == []
+
+
+def test_references_are_per_round_over_the_same_calls_empty_program(capsys: pytest.CaptureFixture[str]) -> None:
+    res = results([200, 400, 300], [1000, 2000, 1500])
+    res.ref_cost["floor_mark_dir"] = [ProgCost(700_000, 1000), ProgCost(1_000_000, 1000), ProgCost(900_000, 1000)]
+    res.ref_cost["floor_mark"] = [ProgCost(0, 0)] * 3  # attached, never called: no figure
+    figs = by_name(ko.call_report(res))
+    ref = figs["reference: an inode lookup and a directory lookup, per call / empty program call"]
+    assert (ref["value"], ref["min"], ref["max"]) == (3.0, 2.5, 3.5)
+    assert not any(name.startswith("reference: an inode lookup,") for name in figs)
+    out = capsys.readouterr().out
+    # The target's row names the floor its hook needs: 3.0x, at the 3x target, not above it.
+    assert "<= 3x MISSED (the lookups it needs alone: 3.0x)" in out
+
+
+def test_a_floor_above_the_target_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    res = results([200, 200, 200], [1000, 1000, 1000])
+    res.ref_cost["floor_mark_dir"] = [ProgCost(800_000, 1000)] * 3
+    ko.call_report(res)
+    assert "(the lookups it needs alone: 4.0x, above the target)" in capsys.readouterr().out

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Reference programs for benchmarks.kernel_overhead: the least an ignored
+ * call can cost in a monitor that follows files by identity and by name, as
+ * filewarden does. Each is an lsm/file_open program, attached alone and
+ * timed with bpf_stats on the same ignored open/close loop as the empty
+ * program, so each reads as a multiple of it:
+ *
+ *   floor_mark           the file's own mark: one inode storage lookup (a
+ *                        monitored file can be reached by any name: a hard
+ *                        link, a bind mount, a rename out of the tree)
+ *   floor_mark_dir       and the directory's verdict: one hash lookup keyed
+ *                        like filewarden's "nothing monitored here" cache
+ *                        (the directory, its mount, the viewer's root)
+ *   floor_2marks_dir     and one more inode lookup: a removal or a rename
+ *                        asks the name's inode and its directory's (the
+ *                        directory's own mark: new names in it are
+ *                        monitored)
+ *
+ * Each also does what every filewarden exit does: the task (the agent's own
+ * calls are skipped) and one per-CPU counter increment. Nothing here reads
+ * a path, checks a sequence count, or is correct as a monitor: it is the
+ * floor under any design that must ask these maps, not a design.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "abi.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define FMODE_WRITE 0x2
+
+/* The agent's pid, as filewarden's programs test it; 0 in the benchmark,
+ * whose timed calls are its own. */
+const volatile __u32 floor_agent_tgid = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_INODE_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct fw_mark);
+} floor_marks SEC(".maps");
+
+/* The size of filewarden's directory key (maps.bpf.h, struct fw_dir_key). */
+struct floor_dir_key {
+	__u64 dentry, vfsmnt, root_dentry, root_mnt, inode, ino;
+	__u32 generation, dev;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct floor_dir_key);
+	__type(value, __u64);
+} floor_dirs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} floor_exits SEC(".maps");
+
+/* Lookups that found something: the dir lookups must hit, as filewarden's
+ * do on an ignored loop (the first call of a directory adds it). */
+__u64 floor_dir_hits = 0;
+
+static __always_inline int floor_exit(void)
+{
+	__u32 zero = 0;
+	__u64 *c = bpf_map_lookup_elem(&floor_exits, &zero);
+
+	if (c)
+		__sync_fetch_and_add(c, 1);
+	return 0;
+}
+
+static __always_inline bool floor_skip(struct file *file, struct task_struct **task)
+{
+	if (!(file->f_mode & FMODE_WRITE))
+		return true;
+	*task = bpf_get_current_task_btf();
+	return (__u32)(*task)->tgid == floor_agent_tgid;
+}
+
+static __always_inline void floor_dir(struct task_struct *task, struct file *file)
+{
+	struct dentry *dir = file->f_path.dentry->d_parent;
+	struct floor_dir_key key = {};
+	struct inode *inode = dir->d_inode;
+	__u64 one = 1;
+
+	key.dentry = (__u64)dir;
+	key.vfsmnt = (__u64)file->f_path.mnt;
+	key.root_dentry = (__u64)task->fs->root.dentry;
+	key.root_mnt = (__u64)task->fs->root.mnt;
+	key.inode = (__u64)inode;
+	key.ino = inode->i_ino;
+	key.generation = inode->i_generation;
+	key.dev = dir->d_sb->s_dev;
+	if (bpf_map_lookup_elem(&floor_dirs, &key))
+		__sync_fetch_and_add(&floor_dir_hits, 1);
+	else
+		bpf_map_update_elem(&floor_dirs, &key, &one, BPF_ANY);
+}
+
+SEC("?lsm/file_open")
+int BPF_PROG(floor_mark, struct file *file, int ret)
+{
+	struct task_struct *task;
+
+	if (ret || floor_skip(file, &task))
+		return ret;
+	if (bpf_inode_storage_get(&floor_marks, file->f_inode, NULL, 0))
+		return ret;
+	floor_exit();
+	return ret;
+}
+
+SEC("?lsm/file_open")
+int BPF_PROG(floor_mark_dir, struct file *file, int ret)
+{
+	struct task_struct *task;
+
+	if (ret || floor_skip(file, &task))
+		return ret;
+	if (bpf_inode_storage_get(&floor_marks, file->f_inode, NULL, 0))
+		return ret;
+	floor_dir(task, file);
+	floor_exit();
+	return ret;
+}
+
+SEC("?lsm/file_open")
+int BPF_PROG(floor_2marks_dir, struct file *file, int ret)
+{
+	struct task_struct *task;
+
+	if (ret || floor_skip(file, &task))
+		return ret;
+	/* The second lookup asks the same inode: the directory's inode is not
+	 * a pointer every verifier trusts from file_open's argument (v7.x),
+	 * and a lookup that finds no storage costs the same either way. */
+	if (bpf_inode_storage_get(&floor_marks, file->f_inode, NULL, 0) ||
+	    bpf_inode_storage_get(&floor_marks, file->f_inode, NULL, 0))
+		return ret;
+	floor_dir(task, file);
+	floor_exit();
+	return ret;
+}
