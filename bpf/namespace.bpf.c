@@ -47,10 +47,9 @@ int BPF_PROG(fw_path_rmdir, const struct path *dir, struct dentry *dentry)
  * made it, so the hook notes the dentry in the thread's storage and
  * d_instantiate (below) reports the event with the inode.
  */
-static __always_inline int fw_note_create(enum fw_hook hook, enum fw_action action, const struct path *dir,
-					  struct dentry *dentry)
+static __always_inline int fw_note_create(struct task_struct *task, enum fw_hook hook, enum fw_action action,
+					  const struct path *dir, struct dentry *dentry)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct fw_pending_create *p;
 
 	FW_SKIP_AGENT(task, hook);
@@ -67,7 +66,7 @@ static __always_inline int fw_note_create(enum fw_hook hook, enum fw_action acti
 SEC("lsm/path_mkdir")
 int BPF_PROG(fw_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode)
 {
-	return fw_note_create(FW_HOOK_PATH_MKDIR, FW_ACTION_MKDIR, dir, dentry);
+	return fw_note_create(bpf_get_current_task_btf(), FW_HOOK_PATH_MKDIR, FW_ACTION_MKDIR, dir, dentry);
 }
 
 /* may_o_create() (fs/namei.c) calls this hook for O_CREAT opens too, from
@@ -93,7 +92,7 @@ int BPF_PROG(fw_path_mknod, const struct path *dir, struct dentry *dentry, umode
 		p->open_tree.rule = tree ? tree->rule : 0;
 		return fw_ignore(hook, FW_IGNORE_CREATE_BY_OPEN);
 	}
-	return fw_note_create(hook, FW_ACTION_CREATE, dir, dentry);
+	return fw_note_create(task, hook, FW_ACTION_CREATE, dir, dentry);
 }
 
 /* security_d_instantiate(): a dentry gets its inode. Called for every
