@@ -44,8 +44,7 @@ def build() -> Path:
         raise SystemExit("inode_tracking: needs a source checkout (bpf/)")
     if out.exists() and out.stat().st_mtime_ns >= max(SRC.stat().st_mtime_ns, (bpf / "abi.h").stat().st_mtime_ns):
         return out
-    cmd = ["clang", *_build.CFLAGS, "-I", str(bpf), "-I", str(bpf / "vmlinux" / "x86"), "-c", str(SRC), "-o", str(out)]
-    subprocess.run(cmd, check=True)
+    _build.compile_unit(SRC, out, bpf)
     return out
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from benchmarks.kernel_overhead import (
     BUILDERS,
     DRIVEN,
+    EMPTY,
     FLOORS,
     LOOPS,
     ProgCost,
@@ -42,6 +43,7 @@ from benchmarks.kernel_overhead import (
     empty_program,
     floor_object,
     places,
+    program_of,
     spread,
 )
 from filewarden.backends.bpf.backend import BpfBackend
@@ -128,12 +130,12 @@ def measure_build(
         with bpf_stats():
             cost: dict[str, ProgCost] = chunked([empty, *ref_progs, *programs], run, ops, chunks)
         if loop == "open/close":
-            empty_ns = next(c.ns_per_call for label, c in cost.items() if "fw_bench_empty" in label)
+            empty_ns = next(c.ns_per_call for label, c in cost.items() if program_of(label) == EMPTY)
         if not empty_ns:
             continue
         for label, c in cost.items():
-            prog = label.partition("(")[2].rstrip(")")
-            if prog == "fw_bench_empty_file_open" or c.calls < ops * DRIVEN:
+            prog = program_of(label)
+            if prog == EMPTY or c.calls < ops * DRIVEN:
                 continue
             if prog in FLOORS and loop != "open/close":
                 continue

@@ -74,7 +74,6 @@ import mmap
 import os
 import statistics
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -127,6 +126,7 @@ FLOOR_OF = {
     ("ignored", "rename", "path_rename"): "floor_2marks_dir",
 }
 FLOOR_SRC = Path(__file__).resolve().parent / "bpf" / "floor.bpf.c"
+EMPTY = "fw_bench_empty_file_open"  # the empty program, in the selftest object
 # What an empty BPF LSM program costs a call on real hardware, as published:
 # times the ratio, an estimate of a program's cost there (TCG slows every
 # instruction alike, so the ratio carries over; the nanoseconds do not).
@@ -309,6 +309,11 @@ def parse_fdinfo(text: str) -> dict[str, str]:
     return out
 
 
+def program_of(label: str) -> str:
+    """The program's name in a Counters label, "hook (program)"."""
+    return label.partition(" (")[2].removesuffix(")")
+
+
 class Counters:
     """run_time_ns and run_cnt of programs, from their fdinfo files opened
     once and read again from the start: reading them opens nothing, so it
@@ -382,7 +387,7 @@ def places() -> Iterator[tuple[Path, Path]]:
 def empty_program() -> Iterator[tuple[BpfObject, Program]]:
     """The empty file_open program, loaded (not attached)."""
     with BpfObject(_bpf.object_path("selftest")) as obj:
-        empty = obj.program("fw_bench_empty_file_open")
+        empty = obj.program(EMPTY)
         empty.set_autoload(True)
         obj.program("fw_selftest_produce").set_autoload(False)
         obj.load()
@@ -400,8 +405,7 @@ def floor_object() -> Iterator[BpfObject]:
         raise RuntimeError("the reference programs need the source checkout's bpf/ folder")
     with tempfile.TemporaryDirectory(prefix="fw-floor-") as tmp:
         out = Path(tmp) / "floor.bpf.o"
-        cmd = [_build._tool("clang"), *_build.CFLAGS, "-I", str(bpf), "-I", str(bpf / "vmlinux" / "x86")]
-        subprocess.run([*cmd, "-c", str(FLOOR_SRC), "-o", str(out)], check=True)
+        _build.compile_unit(FLOOR_SRC, out, bpf)
         with BpfObject(out) as obj:
             for name in FLOORS:
                 obj.program(name).set_autoload(True)
@@ -627,7 +631,7 @@ def measure(args: argparse.Namespace) -> Results:
                         finally:
                             refs.detach()
                         for label, c in cost.items():
-                            name = label.partition("(")[2].rstrip(")")
+                            name = program_of(label)
                             if name in FLOORS:
                                 res.ref_cost.setdefault(name, []).append(c)
                             else:

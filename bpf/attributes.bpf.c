@@ -108,7 +108,7 @@ static __always_inline struct fw_scratch *fw_xattr_begin(enum fw_hook hook, enum
 	struct fw_scratch *s;
 
 	*verdict = FW_ALLOW;
-	if ((__u32)bpf_get_current_task_btf()->tgid == fw_agent_tgid) {
+	if (fw_is_agent(bpf_get_current_task_btf())) {
 		fw_ignore(hook, FW_IGNORE_AGENT);
 		return NULL;
 	}

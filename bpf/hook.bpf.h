@@ -33,9 +33,14 @@
  * then a plain load (bpf_get_current_pid_tgid() would be a second helper
  * call; the JIT inlines the task helper from v6.13, the pid one not on
  * x86). */
+static __always_inline bool fw_is_agent(struct task_struct *task)
+{
+	return (__u32)task->tgid == fw_agent_tgid;
+}
+
 #define FW_SKIP_AGENT(task, hook)                                                \
 	do {                                                                     \
-		if ((__u32)(task)->tgid == fw_agent_tgid)                        \
+		if (fw_is_agent(task))                                           \
 			return fw_ignore(hook, FW_IGNORE_AGENT);                 \
 	} while (0)
 

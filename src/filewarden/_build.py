@@ -123,12 +123,23 @@ def _run(cmd: list[str], what: str) -> None:
         raise BuildError(f"{what} failed:\n{result.stderr}{result.stdout}")
 
 
+def _clang() -> str:
+    return _tool("clang", "clang-14", "clang-15", "clang-16")
+
+
+def compile_unit(source: Path, out: Path, src: Path, *, clang: str | None = None) -> None:
+    """Compiles one BPF unit against `src`'s headers (bpf/ and its vmlinux.h):
+    each unit of the objects, and the benchmarks' and tests' own programs."""
+    includes = ("-I", str(src), "-I", str(src / "vmlinux" / "x86"))
+    _run([clang or _clang(), *CFLAGS, *includes, "-c", str(source), "-o", str(out)], f"compiling {source.name}")
+
+
 def build(src: Path, out: Path, *, force: bool = False) -> list[Path]:
     """Builds every object into `out` (atomically); returns their paths."""
     objects = [out / f"{stem}.bpf.o" for stem in OBJECTS]
     if not force and not stale(src, out):
         return objects
-    clang = _tool("clang", "clang-14", "clang-15", "clang-16")
+    clang = _clang()
     strip = _tool("llvm-strip", "llvm-strip-14", "llvm-strip-15", "llvm-strip-16")
     bpftool = _tool("bpftool", package="bpftool (apt-get install bpftool)")
     out.mkdir(parents=True, exist_ok=True)
@@ -137,13 +148,11 @@ def build(src: Path, out: Path, *, force: bool = False) -> list[Path]:
         for obj in objects:
             _install(cached / obj.name, obj)
         return objects
-    includes = ("-I", str(src), "-I", str(src / "vmlinux" / "x86"))
     with tempfile.TemporaryDirectory(prefix="filewarden-bpf.") as tmp:
         units: dict[str, str] = {}
         for unit in sorted({u for stem_units in OBJECTS.values() for u in stem_units}):
             units[unit] = os.path.join(tmp, f"{unit}.unit.o")
-            source = src / f"{unit}.bpf.c"
-            _run([clang, *CFLAGS, *includes, "-c", str(source), "-o", units[unit]], f"compiling {source.name}")
+            compile_unit(src / f"{unit}.bpf.c", Path(units[unit]), src, clang=clang)
         for stem, obj in zip(OBJECTS, objects, strict=True):
             linked = os.path.join(tmp, obj.name)
             _run([bpftool, "gen", "object", linked, *(units[u] for u in OBJECTS[stem])], f"linking {obj.name}")

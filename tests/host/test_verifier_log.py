@@ -4,7 +4,6 @@ verifier's refusal, and the reports show the log's tail."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def refused_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bpf") / "refused.bpf.o"
-    clang = _build._tool("clang", "clang-14", "clang-15", "clang-16")
-    includes = ("-I", str(REPO / "bpf" / "vmlinux" / "x86"))
-    subprocess.run([clang, *_build.CFLAGS, *includes, "-c", str(SOURCE), "-o", str(out)], check=True)
+    _build.compile_unit(SOURCE, out, REPO / "bpf")
     return out
 
 
