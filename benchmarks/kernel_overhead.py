@@ -125,6 +125,10 @@ FLOOR_OF = {
     ("ignored", "create/unlink", "path_unlink"): "floor_2marks_dir",
     ("ignored", "rename", "path_rename"): "floor_2marks_dir",
 }
+# Programs that run on the same calls as a target's hook, whose time a call
+# of the hook costs too: every rename runs the directory move counters on
+# __d_move() (bpf/moves.bpf.c), whatever it moves. hook -> their hook.
+RUNS_WITH = {"path_rename": "__d_move"}
 FLOOR_SRC = Path(__file__).resolve().parent / "bpf" / "floor.bpf.c"
 EMPTY = "fw_bench_empty_file_open"  # the empty program, in the selftest object
 # What an empty BPF LSM program costs a call on real hardware, as published:
@@ -823,11 +827,34 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                     floor_med = summary(ref)[0]
                     verdict += f" (the lookups it needs alone: {floor_med:.1f}x"
                     verdict += ", above the target)" if floor_med > limit else ")"
+                together = with_companions(res, name, prog) if limit else None
+                if together is not None:
+                    verdict = f"see the row below ({verdict})"
                 est = f"{med * lo_ns:.0f}-{med * hi_ns:.0f}"
                 print(
                     f"  {name:24} {prog:38} {per_iter:10.2f} {spread(ns, '.0f'):>20} {spread(ratios, '.1f'):>20}"
                     f" {est:>12}   {verdict}"
                 )
+                if together is not None and limit:
+                    t_med = summary(together)[0]
+                    label = f"{hook} + its {RUNS_WITH[hook]} programs"
+                    print(
+                        f"  {name:24} {label:38} {'':10} {'':>20} {spread(together, '.1f'):>20}"
+                        f" {f'{t_med * lo_ns:.0f}-{t_med * hi_ns:.0f}':>12}"
+                        f"   <= {limit:.0f}x {'met' if t_med <= limit else 'MISSED'}"
+                    )
+                    figs.append(
+                        figure(
+                            f"{name}: {hook} ignored call with the {RUNS_WITH[hook]} programs / empty program call",
+                            t_med,
+                            "x empty file_open",
+                            "empty file_open program, same round",
+                            target=f"<= {limit:.0f}x",
+                            met=t_med <= limit,
+                            lo=summary(together)[1],
+                            hi=summary(together)[2],
+                        )
+                    )
                 kind = "ignored" if place == "ignored" else "emitting"
                 figs.append(
                     figure(
@@ -845,8 +872,9 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                         med,
                         "x empty file_open",
                         "empty file_open program, same round",
-                        target=f"<= {limit:.0f}x" if limit else None,
-                        met=(med <= limit) if limit else None,
+                        # Judged with the programs that run with it, where some do (above).
+                        target=f"<= {limit:.0f}x" if limit and together is None else None,
+                        met=(med <= limit) if limit and together is None else None,
                         lo=lo,
                         hi=hi,
                     )
@@ -862,6 +890,26 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                     )
                 )
     return figs
+
+
+def with_companions(res: Results, case: str, prog: str) -> list[float] | None:
+    """Per round: the time of `prog` (a target's hook) and of the programs
+    that run with it (RUNS_WITH), per call of the hook, over the empty
+    program's ns per call; None when none of them ran in `case`."""
+    hook = prog.partition(" ")[0]
+    with_hook = RUNS_WITH.get(hook)
+    if with_hook is None:
+        return None
+    companions = [costs for (c, p), costs in res.call_cost.items() if c == case and p.partition(" ")[0] == with_hook]
+    if not companions:
+        return None
+    ratios = []
+    for r, (own, floor) in enumerate(zip(res.call_cost[(case, prog)], res.floor_cost, strict=False)):
+        if not own.calls or not floor.ns_per_call:
+            continue
+        ns = own.run_ns + sum(costs[r].run_ns for costs in companions if r < len(costs))
+        ratios.append(ns / own.calls / floor.ns_per_call)
+    return ratios or None
 
 
 def ref_ratios(res: Results) -> dict[str, list[float]]:

@@ -7,7 +7,8 @@
  * there. fw_dir_remember() after a path was resolved and found unmonitored:
  * if no name in that directory could be monitored, it says so for next
  * time. An entry holds until the directory or a directory above it is
- * renamed, a mount changes or a prefix is added (maps.bpf.h).
+ * renamed, a mount changes or a prefix is added (maps.bpf.h); a file renamed
+ * anywhere costs it nothing (moves.bpf.c).
  */
 #ifndef FILEWARDEN_DIRCACHE_BPF_H
 #define FILEWARDEN_DIRCACHE_BPF_H
@@ -22,22 +23,40 @@ struct fw_dir_probe {
 	bool usable; /* nothing was moving: a decision may be remembered */
 };
 
-/* rename_lock's count as an entry keeps it (fw_dir_val.rename_seq): even
- * while no rename is under way, else FW_DIR_NO_RENAME_SEQ, which no check
- * takes for a match. */
+/*
+ * The move count an entry keeps (fw_dir_val.rename_seq). Where the
+ * programs of moves.bpf.c run (fw_moves_traced, set at load), it is
+ * fw_dir_moves, which only a move that involves a directory changes: a
+ * plain load. Elsewhere it is rename_lock's count, which every rename
+ * moves (d_move() takes rename_lock as a writer, fs/dcache.c), read with a
+ * helper call. Either way the value is even while nothing is being moved,
+ * else FW_DIR_NO_RENAME_SEQ, which no check takes for a match.
+ */
 #define FW_DIR_NO_RENAME_SEQ 1
+
+/* Directory moves begun and done (moves.bpf.c); whether its programs run. */
+extern __u64 fw_dir_moves;
+extern const volatile bool fw_moves_traced;
 
 static __always_inline __u32 fw_dir_rename_seq(void)
 {
-	__s64 r = fw_rename_seq();
+	__u64 m;
+	__s64 r;
 
+	if (fw_moves_traced) {
+		/* One load: its parity and its value are of the same instant.
+		 * The truncation keeps the parity. */
+		m = *(volatile __u64 *)&fw_dir_moves;
+		return m & 1 ? FW_DIR_NO_RENAME_SEQ : (__u32)m;
+	}
+	r = fw_rename_seq();
 	return r < 0 || (r & 1) ? FW_DIR_NO_RENAME_SEQ : (__u32)r;
 }
 
 /*
  * What an entry is trusted by, read now: mount_lock's count, the prefix
- * generation and `rename_seq` (rename_lock's, read before the
- * fingerprint). False: a mount change is under way (an odd count), nothing
+ * generation and `rename_seq` (the move count, fw_dir_rename_seq(), read
+ * before the fingerprint). False: a mount change is under way (an odd count), nothing
  * read now may be kept.
  */
 static __always_inline bool fw_dir_counts(struct fw_dir_val *v, __u32 rename_seq)
@@ -83,15 +102,16 @@ static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct
  * Is `dir` (seen through `mnt` by `task`, the current one) known to hold
  * nothing monitored? Fills `p` for fw_dir_remember().
  *
- * The fingerprint is a walk up the tree, paid only when some rename ran
- * since the entry was last confirmed: an entry keeps the rename_lock count
- * read before the fingerprint that last matched, and while the count is
- * still that (no d_move() anywhere since, fs/dcache.c takes rename_lock as
- * a writer around it) no d_seq on the way can have moved either, so the
- * entry stands on mount_lock and the prefix generation alone. Once the
- * count moved, the fingerprint is taken: if it still matches, the entry
- * takes the new count (a count older than the one stored only costs one
- * more walk; one read after the fingerprint is never stored).
+ * The fingerprint is a walk up the tree, paid only when something was
+ * moved since the entry was last confirmed: an entry keeps the move count
+ * (fw_dir_rename_seq()) read before the fingerprint that last matched, and
+ * while the count is still that, no directory was moved anywhere since (or
+ * no dentry at all, where rename_lock's count stands in), so no d_seq on
+ * the way can have moved either and the entry stands on mount_lock and the
+ * prefix generation alone. Once the count moved, the fingerprint is taken:
+ * if it still matches, the entry takes the new count (a count older than
+ * the one stored only costs one more walk; one read after the fingerprint
+ * is never stored).
  */
 static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_struct *task, struct dentry *dir,
 					 struct vfsmount *mnt)

@@ -45,12 +45,25 @@ enum fw_backing {
  * relocates the offsets. BPF_CORE_READ() costs a helper call per step and is
  * kept for pointers that arrived as plain numbers (container_of(), maps).
  */
-static __always_inline enum fw_backing fw_file_backing(struct file *file)
+/*
+ * `opener`: the task running the open, where the caller is file_open, else
+ * NULL. overlayfs opens its backing files on its mounter's credentials
+ * (ovl_open_realfile() and copy-up run under ovl_override_creds(),
+ * fs/overlayfs/file.c and copy_up.c, v6.1 to v7.x), so an open on the
+ * task's own credentials (cred == real_cred) opens no backing file, and
+ * the mount's namespace, a helper call away (struct mount is reached by
+ * container_of()), is not read: most opens are such. A release has no such
+ * rule: the last fput() of a backing file runs on the credentials of the
+ * process that closed the overlay file.
+ */
+static __always_inline enum fw_backing fw_file_backing(struct file *file, struct task_struct *opener)
 {
 	struct mount *mnt = container_of((struct vfsmount *)(unsigned long)file->f_path.mnt, struct mount, mnt);
 
 	if (file->f_path.dentry->d_sb != file->f_inode->i_sb)
 		return FW_BACKING_FAKE_PATH;
+	if (opener && opener->cred == opener->real_cred)
+		return FW_NOT_BACKING;
 	if ((unsigned long)BPF_CORE_READ(mnt, mnt_ns) == FW_MNT_NS_INTERNAL)
 		return FW_BACKING_INTERNAL_MOUNT;
 	return FW_NOT_BACKING;

@@ -66,8 +66,8 @@ extern struct {
  * number, generation and filesystem, because a removed directory's dentry
  * and inode memory are both handed to the next directory made on that CPU
  * (slab reuse after the RCU grace period, with no rename or mount in
- * between), and the addresses alone would answer for it while no rename
- * ran (fw_dir_check() skips the fingerprint then). An entry is trusted only
+ * between), and the addresses alone would answer for it while nothing was
+ * moved (fw_dir_check() skips the fingerprint then). An entry is trusted only
  * while the fingerprint of the directory's way up to the viewer's root
  * (fw_dir_fingerprint(), walk.bpf.c), the kernel's mount_lock sequence
  * count and the prefix generation are what they were before its path was
@@ -87,7 +87,7 @@ struct fw_dir_val {
 	__u64 fingerprint; /* fw_dir_fingerprint() */
 	__u64 prefix_gen;
 	__u32 mount_seq;
-	__u32 rename_seq; /* rename_lock's count when the fingerprint last matched (dircache.bpf.h) */
+	__u32 rename_seq; /* the move count when the fingerprint last matched (fw_dir_rename_seq()) */
 };
 
 extern struct {

@@ -60,7 +60,7 @@ int BPF_PROG(fw_file_open, struct file *file, int ret)
 		return fw_ignore(hook, FW_IGNORE_TRUNCATE_FOLLOWS);
 	}
 
-	switch (fw_file_backing(file)) {
+	switch (fw_file_backing(file, task)) {
 	case FW_BACKING_FAKE_PATH:
 		return fw_ignore(hook, FW_IGNORE_BACKING_FAKE_PATH);
 	case FW_BACKING_INTERNAL_MOUNT:
@@ -185,7 +185,7 @@ static __always_inline int fw_release(struct file *file, bool opened)
 		return fw_ignore(hook, FW_IGNORE_NOT_REGULAR);
 	task = bpf_get_current_task_btf();
 	FW_SKIP_AGENT(task, hook);
-	switch (fw_file_backing(file)) {
+	switch (fw_file_backing(file, NULL)) {
 	case FW_BACKING_FAKE_PATH:
 		return fw_ignore(hook, FW_IGNORE_BACKING_FAKE_PATH);
 	case FW_BACKING_INTERNAL_MOUNT:

@@ -24,6 +24,7 @@ OBJECTS: dict[str, tuple[str, ...]] = {
         "filewarden",  # license, the ABI's types in BTF
         "maps",  # defines the shared maps and settings
         "walk",  # defines the path walk's counters and lock reads
+        "moves",  # defines the directory move count; its programs attach first
         "marks",  # defines the inode marks' maps; inode_free
         "ratelimit",  # defines the per-cgroup rate limit's maps
         "open",

@@ -106,6 +106,9 @@ def test_doctor_passes_in_the_guest() -> None:
     assert "FAIL" not in result.stdout
     assert "ok    backend fentry" in result.stdout
     assert "ok    hook file_open" in result.stdout
+    moves = next(line for line in result.stdout.splitlines() if " directory moves " in line)
+    assert moves.startswith("ok    directory moves "), moves
+    assert moves.endswith(" load and attach on __d_move: file renames cost the cache nothing"), moves
 
 
 @pytest.mark.needs_lsm

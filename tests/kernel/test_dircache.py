@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernel.test_path_rename import RENAME_EXCHANGE, renameat2
 from tests.support import mounts
 from tests.support.monitor import Monitor, Tally, monitoring, summary
 from tests.support.proc import in_child, touch
@@ -422,3 +423,66 @@ def test_a_directory_made_where_a_removed_one_was_is_not_taken_for_it(plain_dir:
         f"emitted {emitted}, not_selected {not_selected}, outside {outside} (the cache answered {rounds} times)"
     )
     assert (emitted, not_selected, outside) == (rounds, rounds, rounds)
+
+
+def test_only_a_move_of_a_directory_moves_the_count(plain_dir: Path) -> None:
+    """bpf/moves.bpf.c counts the moves __d_move() makes that involve a
+    directory, two for each; a file renamed or two files exchanged leave
+    the count alone, so they cost no cache entry a walk. Every kernel the
+    suite runs on has __d_move in its BTF."""
+    d, e, f, g = plain_dir / "d", plain_dir / "e", plain_dir / "f", plain_dir / "g"
+    d.mkdir()
+    e.mkdir()
+    f.write_bytes(b"")
+    g.write_bytes(b"")
+    steps: dict[str, Callable[[], object]] = {
+        "file renamed": lambda: os.rename(f, plain_dir / "f2"),
+        "files exchanged": lambda: renameat2(plain_dir / "f2", g, RENAME_EXCHANGE),
+        "directory renamed": lambda: os.rename(d, plain_dir / "d2"),
+        "file and directory exchanged": lambda: renameat2(g, plain_dir / "d2", RENAME_EXCHANGE),
+        "directory moved into another": lambda: os.rename(g, e / "sub"),  # g is the directory now
+    }
+    with monitoring(f"{plain_dir}/mon/**") as mon:
+        assert mon.agent.plan is not None
+        assert mon.agent.plan.moves_traced
+        moved = {}
+        for name, step in steps.items():
+            before = mon.agent.directory_moves()
+            run(step)
+            after = mon.agent.directory_moves()
+            assert before is not None
+            assert after is not None
+            moved[name] = after - before
+    assert moved == {
+        "file renamed": 0,
+        "files exchanged": 0,
+        "directory renamed": 2,
+        "file and directory exchanged": 2,
+        "directory moved into another": 2,
+    }
+
+
+def test_an_ancestor_moved_while_the_programs_were_detached_retires_the_entry(plain_dir: Path) -> None:
+    """While detached, the programs count no move; attach() moves the count
+    itself (BpfBackend.attach()), so an entry made before is checked again.
+    Here b's parent moved into the monitored tree while detached: without
+    that, the entry would still answer for b and the change be missed."""
+    change = CHANGES["create"]
+    watched, a = plain_dir / "mon", plain_dir / "other" / "a"
+    b = a / "b"
+    b.mkdir(parents=True)
+    watched.mkdir()
+    now_b = watched / "a" / "b"
+    with monitoring(f"{watched}/**", fresh=True) as mon:
+
+        def moved_while_detached() -> None:
+            mon.agent.detach()
+            try:
+                run(lambda: os.rename(a, watched / "a"))
+            finally:
+                mon.agent.attach()
+
+        steps = warm_retire_change(mon, change, b, moved_while_detached, now_b / "f4")
+        events = mon.under(str(plain_dir))
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, REPORTED]
+    assert summary(events) == [("create", f"{now_b}/f4")]

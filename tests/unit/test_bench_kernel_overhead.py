@@ -100,3 +100,22 @@ def test_a_floor_above_the_target_says_so(capsys: pytest.CaptureFixture[str]) ->
     res.ref_cost["floor_mark_dir"] = [ProgCost(800_000, 1000)] * 3
     ko.call_report(res)
     assert "(the lookups it needs alone: 4.0x, above the target)" in capsys.readouterr().out
+
+
+def test_a_rename_is_judged_with_the_programs_that_run_with_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every rename also runs the move counters on __d_move (bpf/moves.bpf.c):
+    the rename target is judged on their time and path_rename's together,
+    per call of path_rename, over the same round's empty program."""
+    res = Results(rounds=2, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.floor_cost = [ProgCost(200_000, 1000), ProgCost(400_000, 1000)]
+    case = "ignored rename"
+    res.call_cost[(case, "path_rename (fw_path_rename)")] = [ProgCost(600_000, 1000), ProgCost(1_200_000, 1000)]
+    res.call_cost[(case, "__d_move (fw_dir_move_begin)")] = [ProgCost(100_000, 1000), ProgCost(200_000, 1000)]
+    res.call_cost[(case, "__d_move (fw_dir_move_end)")] = [ProgCost(100_000, 1000), ProgCost(200_000, 1000)]
+    figs = by_name(ko.call_report(res))
+    own = figs["ignored rename: path_rename ignored call / empty program call"]
+    assert (own["value"], own["target"], own["met"]) == (3.0, None, None)
+    both = figs["ignored rename: path_rename ignored call with the __d_move programs / empty program call"]
+    assert (both["value"], both["min"], both["max"]) == (4.0, 4.0, 4.0)
+    assert (both["target"], both["met"]) == ("<= 4x", True)
+    assert "path_rename + its __d_move programs" in capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,10 +272,11 @@ class BpfObject(OwnedHandle):
         finally:
             lib().bpf_link__destroy(handle)
 
-    def attach_all(self) -> list[AttachFailure]:
-        """Attaches every loaded program; returns those that failed."""
+    def attach_all(self, first: Collection[str] = ()) -> list[AttachFailure]:
+        """Attaches every loaded program, those named in `first` before the
+        others; returns those that failed."""
         failures = []
-        for prog in self.programs():
+        for prog in sorted(self.programs(), key=lambda p: p.name not in first):
             if not prog.autoload:
                 continue
             try:

@@ -180,20 +180,8 @@ class BpfBackend:
             self.plan = plan = loader.plan(
                 path, host=self.host, walk_only=self._walk_only, cache_dir=self._probe_cache, backend=self.name
             )
-            self._obj = obj = BpfObject(path)
-            obj.set_rodata("fw_agent_tgid", struct.pack("<I", os.getpid()))
-            obj.set_rodata("fw_dpath_hooks", struct.pack("<I", plan.dpath_mask))
-            obj.set_max_entries("events", self.config.ring_buffer_bytes)
-            obj.set_max_entries("evicted_marks", self.config.max_evicted_marks)
-            # Scratch slots: some per CPU, then some for any CPU (maps.bpf.h).
-            cpus = possible_cpus()
-            obj.set_rodata("fw_scratch_cpus", struct.pack("<I", cpus))
-            obj.set_max_entries("scratch", cpus * abi.ScratchSlots.SLOTS + abi.ScratchSlots.SHARED)
-            wanted = {p.name for p in plan.loaded}
-            for prog in obj.programs():
-                prog.set_autoload(prog.name in wanted)
-            loader.retarget(obj, self.name)
-            obj.load()
+            obj, plan = loader.load_planned(lambda p: self._load(path, p), plan)
+            self._obj, self.plan = obj, plan
             # Before the programs attach: their first records meet the limit.
             self.rate_limit = KernelRateLimit(obj, self._limit)
             # Overlay mounts first: their lower layers go in the trie with
@@ -237,6 +225,11 @@ class BpfBackend:
             log.info("rate limit: %s, in the kernel", self._limit.describe())
         for missing in plan.missing:
             log.info("this kernel has no %s hook: %s is not loaded", missing.hook_name, missing.name)
+        if not plan.moves_traced:
+            log.info(
+                "this kernel's BTF has no %s: the directory cache re-checks its entries after every rename",
+                loader.MOVE_FUNCTION,
+            )
         walked = [p.hook_name for p in plan.loaded if p.path_method == "walk"]
         if walked:
             log.debug("paths walked (bpf_d_path not allowed here) on: %s", ", ".join(walked))
@@ -263,9 +256,35 @@ class BpfBackend:
                 ", ".join(f"{k}: {v}" for k, v in sorted(report.errors.items())),
             )
 
+    def _load(self, path: Path, plan: loader.Plan) -> BpfObject:
+        """`path` opened, set up for this agent and `plan`, and loaded."""
+        obj = BpfObject(path)
+        try:
+            obj.set_rodata("fw_agent_tgid", struct.pack("<I", os.getpid()))
+            obj.set_rodata("fw_dpath_hooks", struct.pack("<I", plan.dpath_mask))
+            obj.set_max_entries("events", self.config.ring_buffer_bytes)
+            obj.set_max_entries("evicted_marks", self.config.max_evicted_marks)
+            # Scratch slots: some per CPU, then some for any CPU (maps.bpf.h).
+            cpus = possible_cpus()
+            obj.set_rodata("fw_scratch_cpus", struct.pack("<I", cpus))
+            obj.set_max_entries("scratch", cpus * abi.ScratchSlots.SLOTS + abi.ScratchSlots.SHARED)
+            if plan.moves_traced:  # false as built
+                obj.set_rodata("fw_moves_traced", b"\1")
+            wanted = plan.wanted
+            for prog in obj.programs():
+                prog.set_autoload(prog.name in wanted)
+            loader.retarget(obj, self.name)
+            obj.load()
+        except BaseException:
+            obj.close()
+            raise
+        return obj
+
     def _attach_all(self) -> None:
         assert self._obj is not None
-        failures = self._obj.attach_all()
+        # The move counters first: from the first hook on, every directory
+        # move is counted (bpf/moves.bpf.c).
+        failures = self._obj.attach_all(first=loader.MOVE_PROGRAMS)
         if failures:
             first = failures[0]
             log.debug("%s", first.error.load_log.report())
@@ -302,7 +321,21 @@ class BpfBackend:
         if self._obj is None:
             raise RuntimeError("backend is not started")
         if not self._obj.links:
+            if self.plan is not None and self.plan.moves_traced:
+                # Directories moved while detached were not counted: one
+                # more move makes every cache entry check its way up again
+                # (bpf/moves.bpf.c). No program writes it now.
+                moves = self._obj.mapped_global("fw_dir_moves").cast("Q")
+                moves[0] = (moves[0] | 1) + 1
             self._attach_all()
+
+    def directory_moves(self) -> int | None:
+        """The programs' count of directory moves (bpf/moves.bpf.c): odd
+        while one is under way, two more after each. None where they do
+        not run (loader.MOVE_FUNCTION is not in the kernel's BTF)."""
+        if self._obj is None or self.plan is None or not self.plan.moves_traced:
+            return None
+        return int(self._obj.mapped_global("fw_dir_moves").cast("Q")[0])
 
     # -- inode marks ------------------------------------------------------------
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from filewarden import _bpf
-from filewarden._libbpf import NO_VERIFIER_LOG, BpfObject, LibbpfError, LibbpfUnavailableError
+from filewarden._libbpf import NO_VERIFIER_LOG, BpfObject, Btf, LibbpfError, LibbpfUnavailableError
 from filewarden._libbpf import version as libbpf_version
 from filewarden.backends.base import FAIL, OK, WARN, Check, Preflight
 from filewarden.backends.bpf import loader
@@ -202,14 +202,39 @@ def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
             yield _program_check(p, None, prior_ok)
 
 
+_NO_MOVES = "the directory cache re-checks its entries after every rename (slower, never wrong)"
+
+
+def check_moves(path: Path) -> Check:
+    """The directory cache's move counters (bpf/moves.bpf.c), loaded and
+    attached as `filewarden run` does; where they cannot be, the agent runs
+    without them."""
+    name = "directory moves"
+    with Btf.vmlinux() as vmlinux:
+        if not loader.moves_traceable(vmlinux):
+            return Check(name, WARN, f"this kernel's BTF has no {loader.MOVE_FUNCTION}: {_NO_MOVES}", "")
+    try:
+        with _load(path, set(loader.MOVE_PROGRAMS), 0) as obj:
+            for program in loader.MOVE_PROGRAMS:
+                obj.attach(obj.program(program))
+    except LibbpfError as exc:
+        detail, _ = _hook_failure(exc.load_log.program or loader.MOVE_PROGRAMS[0], exc, True)
+        return Check(name, WARN, f"{detail}; {_NO_MOVES}", "", exc.load_log.tail)
+    programs = " and ".join(loader.MOVE_PROGRAMS)
+    return Check(name, OK, f"{programs} load and attach on {loader.MOVE_FUNCTION}: file renames cost the cache nothing")
+
+
 def run(host: Host) -> list[Check]:
-    """Every check, in order; the hooks only once the object is found."""
+    """Every check, in order; the hooks only once the object is found, the
+    directory move counters only once every hook loads."""
     checks = [check_kernel(host), check_btf(host), check_bpf_lsm(host), check_privileges(host), check_libbpf()]
     obj_check, path = check_object()
     checks.append(obj_check)
     if path is not None:
         prior_ok = all(c.status != FAIL for c in checks)
         checks.extend(check_hooks(path, prior_ok))
+        if all(c.status != FAIL for c in checks):
+            checks.append(check_moves(path))
     return checks
 
 

@@ -29,9 +29,10 @@ import json
 import logging
 import os
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from filewarden._libbpf import BpfObject, Btf, LibbpfError
 from filewarden._libbpf import _types as btf_kinds
@@ -40,6 +41,7 @@ from filewarden.host.sysinfo import Host
 from filewarden.model import enums
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Program of filewarden.bpf.o -> the hook it serves.
 PROGRAMS: Final[dict[str, enums.Hook]] = {
@@ -70,6 +72,13 @@ PROGRAMS: Final[dict[str, enums.Hook]] = {
     "fw_file_release": enums.Hook.FILE_RELEASE,
     "fw_file_free": enums.Hook.FILE_RELEASE,
 }
+
+# The programs that count directory moves for the directory cache
+# (bpf/moves.bpf.c), on the kernel function every dentry move goes through.
+# Loaded, with fw_moves_traced set, where the kernel's BTF has the function;
+# elsewhere the cache counts moves by rename_lock, which every rename moves.
+MOVE_PROGRAMS: Final = ("fw_dir_move_begin", "fw_dir_move_end")
+MOVE_FUNCTION: Final = "__d_move"
 
 # Hooks whose program resolves a struct path and so may use bpf_d_path().
 DPATH_CANDIDATES: Final = frozenset(
@@ -109,6 +118,13 @@ class ProgramPlan:
 @dataclass(frozen=True, slots=True)
 class Plan:
     programs: tuple[ProgramPlan, ...]
+    moves_traced: bool = False  # MOVE_PROGRAMS load
+
+    @property
+    def wanted(self) -> frozenset[str]:
+        """The names of the programs to load."""
+        names = {p.name for p in self.loaded}
+        return frozenset(names | set(MOVE_PROGRAMS) if self.moves_traced else names)
 
     @property
     def dpath_mask(self) -> int:
@@ -174,6 +190,11 @@ def hook_exists(btf: Btf, section: str, backend: str = "lsm") -> bool:
     if kind == "tp_btf":
         return btf.has(f"btf_trace_{name}", btf_kinds.BTF_KIND_TYPEDEF)
     return True
+
+
+def moves_traceable(btf: Btf) -> bool:
+    """Can MOVE_PROGRAMS attach here: is MOVE_FUNCTION in the kernel's BTF?"""
+    return btf.has(MOVE_FUNCTION, btf_kinds.BTF_KIND_FUNC)
 
 
 def _refused(exc: LibbpfError, program: str) -> bool:
@@ -294,6 +315,7 @@ def plan(
     host = host or Host()
     with Btf.vmlinux() as vmlinux, BpfObject(path) as obj:
         sections = {prog.name: prog.section for prog in obj.programs()}
+        moves_traced = moves_traceable(vmlinux) and all(name in sections for name in MOVE_PROGRAMS)
         drafts = []
         for name, hook in PROGRAMS.items():
             section = sections.get(name)
@@ -319,7 +341,23 @@ def plan(
         )
         for p in drafts
     )
-    return Plan(programs)
+    return Plan(programs, moves_traced)
+
+
+def load_planned(load: Callable[[Plan], T], plan: Plan) -> tuple[T, Plan]:
+    """`load(plan)`, and the plan it loaded. Where the kernel refuses the
+    move counters (MOVE_FUNCTION is in the BTF but cannot be traced: a
+    compiler's clone of it, say), the object is loaded again without them:
+    the directory cache then counts moves by rename_lock, as where the BTF
+    lacks the function. Any other failure is the caller's."""
+    try:
+        return load(plan), plan
+    except LibbpfError as exc:
+        if not plan.moves_traced or exc.load_log.program not in MOVE_PROGRAMS:
+            raise
+        log.warning("%s: the directory cache re-checks its entries after every rename", exc)
+    plan = replace(plan, moves_traced=False)
+    return load(plan), plan
 
 
 def describe_load_error(exc: LibbpfError, program: str = "", doing: str = "loading") -> str:

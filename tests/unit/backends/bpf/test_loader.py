@@ -51,7 +51,7 @@ def every_hook(monkeypatch: pytest.MonkeyPatch) -> FakeBtf:
     secs = sections()
     lsm = {s.partition("/")[2] for s in secs.values() if s.startswith("lsm")}
     tps = {s.partition("/")[2] for s in secs.values() if s.startswith("tp_btf")}
-    funcs = {loader.fexit_target(s) or "" for s in secs.values()}
+    funcs = {loader.fexit_target(s) or "" for s in secs.values()} | {loader.MOVE_FUNCTION}
     btf = kernel(lsm_hooks=lsm, security_funcs=funcs, tracepoints=tps)
     use_btf(monkeypatch, btf)
     return btf
@@ -108,6 +108,23 @@ def test_a_hook_the_kernel_lacks_is_left_out_and_named(monkeypatch: pytest.Monke
     plan = loader.plan(_bpf.object_path(), host=fixture_host(tmp_path), walk_only=True, cache_dir=None)
     assert {p.name for p in plan.missing} == {"fw_file_truncate", "fw_inode_set_acl", "fw_file_free"}
     assert "fw_file_truncate" not in {p.name for p in plan.loaded}
+
+
+def test_the_move_counters_load_where_the_kernel_has_the_function_they_trace(
+    every_hook: FakeBtf, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """bpf/moves.bpf.c: with __d_move in the BTF both programs load with
+    the hooks' programs; without it neither does, and the directory cache
+    falls back to rename_lock's count (fw_moves_traced stays 0)."""
+    host = fixture_host(tmp_path)
+    traced = loader.plan(_bpf.object_path(), host=host, walk_only=True, cache_dir=None)
+    assert traced.moves_traced
+    assert traced.wanted == {p.name for p in traced.loaded} | set(loader.MOVE_PROGRAMS)
+    use_btf(monkeypatch, FakeBtf(every_hook.names - {(loader.MOVE_FUNCTION, btf_kinds.BTF_KIND_FUNC)}))
+    untraced = loader.plan(_bpf.object_path(), host=host, walk_only=True, cache_dir=None)
+    assert not untraced.moves_traced
+    assert untraced.wanted == {p.name for p in untraced.loaded}
+    assert not untraced.wanted & set(loader.MOVE_PROGRAMS)
 
 
 def test_before_file_release_file_free_security_reports_a_release(
@@ -237,3 +254,39 @@ def test_an_object_whose_map_fails_is_not_probed_program_by_program(monkeypatch:
         probe_with(monkeypatch, set(), map_fails=True)
     assert info.value.load_log.failed_map == "inode_marks"
     assert len(RefusingObject.loads) == 1
+
+
+def refusal(program: str) -> loader.LibbpfError:
+    """The load failure libbpf reports for `program`."""
+    said = f"libbpf: prog '{program}': BPF program load failed: Invalid argument"
+    return loader.LibbpfError(22, "bpf_object__load", (said, "attach_btf_id 1234 is not a function"))
+
+
+def test_move_counters_the_kernel_refuses_are_left_out_and_the_rest_loads() -> None:
+    plan = loader.Plan((), moves_traced=True)
+    tried: list[bool] = []
+
+    def load(p: loader.Plan) -> str:
+        tried.append(p.moves_traced)
+        if p.moves_traced:
+            raise refusal(loader.MOVE_PROGRAMS[0])
+        return "object"
+
+    obj, loaded = loader.load_planned(load, plan)
+    assert (obj, loaded.moves_traced, tried) == ("object", False, [True, False])
+
+
+@pytest.mark.parametrize(
+    ("refused", "traced"),
+    [("fw_file_open", True), (loader.MOVE_PROGRAMS[1], False)],  # the second: a plan without them names nothing
+)
+def test_any_other_load_failure_is_the_callers(refused: str, traced: bool) -> None:
+    tried: list[bool] = []
+
+    def load(p: loader.Plan) -> str:
+        tried.append(p.moves_traced)
+        raise refusal(refused)
+
+    with pytest.raises(loader.LibbpfError):
+        loader.load_planned(load, loader.Plan((), moves_traced=traced))
+    assert tried == [traced]

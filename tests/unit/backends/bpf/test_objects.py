@@ -15,8 +15,9 @@ MAPS = {
     "events", "counters", "prefixes", "ancestors", "excluded_exes", "settings", "outside_dirs", "proc_cache",
     "pending_create", "scratch", "inode_marks", "evicted_marks", "marked_inos",
 }  # fmt: skip
-RODATA = {"fw_abi_types", "fw_agent_tgid", "fw_dpath_hooks", "fw_scratch_cpus", "fw_marks_enabled"}
+RODATA = {"fw_abi_types", "fw_agent_tgid", "fw_dpath_hooks", "fw_scratch_cpus", "fw_marks_enabled", "fw_moves_traced"}
 BSS = {"fw_mark_stats", "fw_next_seq", "fw_next_proc_seq", "fw_reader_awake", "fw_walk_retries", "fw_walk_unstable"}
+BSS |= {"fw_dir_moves"}  # bpf/moves.bpf.c
 # The per-cgroup rate limit's (bpf/ratelimit.bpf.h).
 MAPS |= {"rate_limit", "rl_cgroups", "rl_paths"}
 BSS |= {"fw_rl_blank"}
@@ -32,7 +33,7 @@ def test_libbpf_opens_the_object(stem: str) -> None:
 
 def test_filewarden_object_has_every_program_map_and_global() -> None:
     with BpfObject(_bpf.object_path()) as obj:
-        assert {p.name for p in obj.programs()} == set(loader.PROGRAMS)
+        assert {p.name for p in obj.programs()} == set(loader.PROGRAMS) | set(loader.MOVE_PROGRAMS)
         btf = obj.btf()
         assert set(btf.datasec_vars(".maps")) == MAPS
         assert set(btf.datasec_vars(".rodata")) == RODATA
