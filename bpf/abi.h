@@ -245,6 +245,14 @@ enum fw_scratch_slots {
 	FW_SCRATCH_SHARED = 16,
 };
 
+/* What the thread that reads the ring is doing: the value of fw_reader_awake
+ * (maps.bpf.h), written by user space (drain.py), read by every commit. */
+enum fw_reader_state {
+	FW_READER_ASLEEP = 0, /* in poll() with no look of its own due: woken as the kernel does */
+	FW_READER_AWAKE = 1,  /* will look at the ring again by itself: no wakeup */
+	FW_READER_DOZING = 2, /* in poll() with a short timeout: woken only past fw_wake_bytes */
+};
+
 /* Value of the per-CPU "counters" array map, indexed by enum fw_hook. */
 struct fw_counters {
 	__u64 count[FW_COUNTER_MAX];

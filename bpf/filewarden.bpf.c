@@ -39,6 +39,7 @@ const volatile struct fw_abi_types {
 	enum fw_layer layer;
 	enum fw_mark_flags mark_flags;
 	enum fw_scratch_slots scratch_slots;
+	enum fw_reader_state reader_state;
 	struct fw_mark mark;
 	struct fw_inode_id inode_id;
 	struct fw_mark_stats mark_stats;

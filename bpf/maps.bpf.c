@@ -12,7 +12,8 @@ FW_DEFINE(fw_dpath_hooks) = 0;
 FW_DEFINE(fw_scratch_cpus) = 0;
 FW_DEFINE(fw_next_seq) = 0;
 FW_DEFINE(fw_next_proc_seq) = 0;
-FW_DEFINE(fw_reader_awake) = 0;
+FW_DEFINE(fw_reader_awake) = FW_READER_ASLEEP;
+FW_DEFINE(fw_wake_bytes) = 1ULL << 20;
 
 FW_DEFINE(events) SEC(".maps");
 FW_DEFINE(counters) SEC(".maps");

@@ -222,26 +222,42 @@ extern __u64 fw_next_seq;
 extern __u64 fw_next_proc_seq;
 
 /*
- * 1 while user space's ring-drain thread is awake and will look at the
- * ring again without being woken (drain.py); 0 while it sleeps in poll(),
- * and before it runs. A commit's wakeup is an irq_work that wakes the
- * ring's waiters (kernel/bpf/ringbuf.c, bpf_ringbuf_commit()): on a
- * record after record it costs more than the rest of the commit, and the
- * thread it wakes is already running. So a record is committed with
- * BPF_RB_NO_WAKEUP while the thread is awake, and with the kernel's usual
- * rule (wake the waiters if the consumer had caught up) while it sleeps.
- * The flag is read after the reservation: the thread clears it, then
- * looks at the ring once more before it sleeps, so a record reserved
- * before the clear is seen there. One reserved at the very moment of the
- * clear can miss both (no barrier orders the two sides); the thread's
- * poll() returns within its 0.1 s timeout and takes it then.
+ * What the thread that takes records out of the ring is doing (enum
+ * fw_reader_state), so that a commit wakes it only when that is worth its
+ * cost. A commit's wakeup is an irq_work that wakes the ring's waiters
+ * (kernel/bpf/ringbuf.c, bpf_ringbuf_commit()); on a record after record
+ * it costs more than the rest of the record (benchmarks.kernel_overhead:
+ * an emitting file_open took three times as long with it).
+ *
+ * AWAKE: the thread looks at the ring again by itself; no wakeup. It sets
+ * this after it wakes, and leaves it (for DOZING) only once it found the
+ * ring empty, then looks once more, so a record committed just before is
+ * taken there.
+ * DOZING: the thread sleeps in poll() with a short timeout (drain.py,
+ * _DOZE_S) and takes what came when it ends, so the ring wakes it only
+ * once it holds fw_wake_bytes, an eighth of it: a burst is taken long
+ * before the ring fills, a trickle waits up to the timeout, in batches.
+ * ASLEEP (before any thread, and after one stopped): the kernel's own rule,
+ * a wakeup when the consumer had caught up, for a reader that polls the
+ * ring without a timeout of its own.
+ *
+ * A commit at the very moment of a change may use the state before it (no
+ * barrier orders the two sides): one that should have woken the thread is
+ * taken when its poll() times out.
  */
 extern volatile __u32 fw_reader_awake;
+extern const volatile __u64 fw_wake_bytes; /* set by user space at load: the ring's size / 8 */
 
 /* bpf_ringbuf_submit*()'s flags: see fw_reader_awake. */
 static __always_inline __u64 fw_wakeup_flags(void)
 {
-	return fw_reader_awake ? BPF_RB_NO_WAKEUP : 0;
+	__u32 state = fw_reader_awake;
+
+	if (state == FW_READER_ASLEEP)
+		return 0;
+	if (state == FW_READER_DOZING && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= fw_wake_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
 }
 
 /* Counts one exit of `hook`: exactly one outcome. Returns FW_ALLOW so that

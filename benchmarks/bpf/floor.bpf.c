@@ -16,11 +16,17 @@
  *                        asks the name's inode and its directory's (the
  *                        directory's own mark: new names in it are
  *                        monitored)
+ *   floor_emit           the least a reported call does: a ring
+ *                        reservation, the task's ids and name, the file's
+ *                        inode number and its path by bpf_d_path(),
+ *                        submitted without a wakeup (a reader drains the
+ *                        ring: benchmarks.kernel_overhead.floor_object())
  *
  * Each also does what every filewarden exit does: the task (the agent's own
- * calls are skipped) and one per-CPU counter increment. Nothing here reads
- * a path, checks a sequence count, or is correct as a monitor: it is the
- * floor under any design that must ask these maps, not a design.
+ * calls are skipped) and one per-CPU counter increment. Nothing here but
+ * floor_emit reads a path, nothing checks a sequence count, and none is
+ * correct as a monitor: they are the floor under any design that must ask
+ * these maps or send this record, not a design.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -147,6 +153,45 @@ int BPF_PROG(floor_2marks_dir, struct file *file, int ret)
 	    bpf_inode_storage_get(&floor_marks, file->f_inode, NULL, 0))
 		return ret;
 	floor_dir(task, file);
+	floor_exit();
+	return ret;
+}
+
+/* A record with what any report of a change names: who, which file, where. */
+struct floor_record {
+	__u32 tgid, pid;
+	__u64 ino;
+	char comm[16];
+	char path[4096];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} floor_ring SEC(".maps");
+
+/* Reservations that failed: the figure stands only while this is 0. */
+__u64 floor_ring_full = 0;
+
+SEC("?lsm/file_open")
+int BPF_PROG(floor_emit, struct file *file, int ret)
+{
+	struct floor_record *r;
+	struct task_struct *task;
+
+	if (ret || floor_skip(file, &task))
+		return ret;
+	r = bpf_ringbuf_reserve(&floor_ring, sizeof(*r), 0);
+	if (!r) {
+		__sync_fetch_and_add(&floor_ring_full, 1);
+		return ret;
+	}
+	r->tgid = task->tgid;
+	r->pid = task->pid;
+	r->ino = file->f_inode->i_ino;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	bpf_d_path((struct path *)&file->f_path, r->path, sizeof(r->path));
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 	floor_exit();
 	return ret;
 }

@@ -54,5 +54,6 @@ class Producer:
 def producer(ring_bytes: int = 1 << 20) -> Iterator[Producer]:
     with BpfObject(_bpf.object_path("selftest")) as obj:
         obj.set_max_entries("events", ring_bytes)
+        obj.set_rodata("fw_wake_bytes", struct.pack("<Q", ring_bytes // 8))  # as the agent sets it
         obj.load()
         yield Producer(obj, obj.program("fw_selftest_produce"), obj.map("events"))

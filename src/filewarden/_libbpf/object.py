@@ -194,6 +194,10 @@ class BpfObject(OwnedHandle):
             raise KeyError(f"no {section} variable {name!r} in {self.path.name}")
         return var
 
+    def has_global(self, name: str, section: str = ".rodata") -> bool:
+        """Does the object define the global `name` in `section`?"""
+        return name in self.btf().datasec_vars(section)
+
     def set_rodata(self, name: str, value: bytes) -> None:
         """Sets a ``const volatile`` global before load.
 

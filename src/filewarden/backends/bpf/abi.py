@@ -135,6 +135,14 @@ class ScratchSlots(enum.IntEnum):
     SHARED = 16
 
 
+class ReaderState(enum.IntEnum):
+    """enum fw_reader_state: what the ring's reader is doing (fw_reader_awake)."""
+
+    ASLEEP = 0
+    AWAKE = 1
+    DOZING = 2
+
+
 # C enum name -> (Python enum, prefix of the C enumerators)
 ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {
     "fw_hook": (Hook, "FW_HOOK_"),
@@ -147,6 +155,7 @@ ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {
     "fw_layer": (Layer, "FW_LAYER_"),
     "fw_mark_flags": (MarkFlag, "FW_MARK_"),
     "fw_scratch_slots": (ScratchSlots, "FW_SCRATCH_"),
+    "fw_reader_state": (ReaderState, "FW_READER_"),
 }
 # Enums of snapshot.bpf.o
 SNAP_ENUMS: Final[dict[str, tuple[type[enum.IntEnum] | type[enum.IntFlag], str]]] = {

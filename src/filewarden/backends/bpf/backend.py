@@ -110,8 +110,8 @@ class _AwakeFlag:
     def __init__(self, word: memoryview) -> None:
         self._word = word.cast("I")
 
-    def __call__(self, awake: bool) -> None:
-        self._word[0] = int(awake)
+    def __call__(self, state: abi.ReaderState) -> None:
+        self._word[0] = int(state)
 
 
 class BpfBackend:
@@ -227,7 +227,8 @@ class BpfBackend:
             log.info("this kernel has no %s hook: %s is not loaded", missing.hook_name, missing.name)
         if not plan.moves_traced:
             log.info(
-                "this kernel's BTF has no %s: the directory cache re-checks its entries after every rename",
+                "no program counts directory moves on %s here: the directory cache re-checks its entries "
+                "after every rename",
                 loader.MOVE_FUNCTION,
             )
         walked = [p.hook_name for p in plan.loaded if p.path_method == "walk"]
@@ -268,8 +269,13 @@ class BpfBackend:
             cpus = possible_cpus()
             obj.set_rodata("fw_scratch_cpus", struct.pack("<I", cpus))
             obj.set_max_entries("scratch", cpus * abi.ScratchSlots.SLOTS + abi.ScratchSlots.SHARED)
-            if plan.moves_traced:  # false as built
+            if plan.moves_traced:  # false as built, and absent from builds without the programs
                 obj.set_rodata("fw_moves_traced", b"\1")
+            # A dozing reader is woken once the ring is an eighth full
+            # (maps.bpf.h; builds before it had no such reader, as
+            # benchmarks.kernel_ab may load).
+            if obj.has_global("fw_wake_bytes"):
+                obj.set_rodata("fw_wake_bytes", struct.pack("<Q", self.config.ring_buffer_bytes // 8))
             wanted = plan.wanted
             for prog in obj.programs():
                 prog.set_autoload(prog.name in wanted)

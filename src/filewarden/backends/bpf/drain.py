@@ -32,6 +32,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from filewarden._libbpf import split_records
+from filewarden.backends.bpf.abi import ReaderState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,7 +42,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORDS: Final = 65536  # about 20 MiB of 300-byte records
-_WAIT_S: Final = 0.1  # how often the thread looks up from a wait, to stop
+_WAIT_S: Final = 0.1  # how often the thread looks up from a wait for room, to stop
+# How long the thread dozes in poll() once it caught up with the ring: the
+# programs wake it before that only when the ring fills up to an eighth
+# (maps.bpf.h, FW_READER_DOZING), so a trickle of records waits up to this
+# long, and is taken in one batch, rather than waking it once a record.
+_DOZE_S: Final = 0.05
 # Fewer records than this in a take: a trickle, not a burst. The thread then
 # waits _GATHER_S before it looks again, so that it (and the reader after
 # it) wakes once per hundred records rather than once per record: at 100,000
@@ -57,12 +63,13 @@ class RingDrain:
         self,
         ring: RingReader,
         max_records: int = DEFAULT_MAX_RECORDS,
-        awake: Callable[[bool], None] | None = None,
+        awake: Callable[[ReaderState], None] | None = None,
     ) -> None:
-        """`awake`, if given, is told whether the thread will look at the
-        ring again by itself (True) or sleeps until the ring wakes it
-        (False): the programs skip the ring's wakeup while it is awake
-        (maps.bpf.h, fw_reader_awake)."""
+        """`awake`, if given, is told what the thread is doing: looking at
+        the ring by itself (AWAKE), dozing in a poll() that times out
+        within _DOZE_S (DOZING), or gone, so that the ring must wake
+        whoever polls it (ASLEEP). The programs wake the ring's waiters
+        accordingly (maps.bpf.h, fw_reader_awake)."""
         self._ring = ring
         self.max_records = max_records
         self._awake = awake
@@ -95,10 +102,10 @@ class RingDrain:
         unannounced = 0  # records queued since the reading thread was last woken
         since = 0.0  # when the oldest of them was queued
         tell = self._awake
-        awake = False  # what `tell` was last told (the programs' flag starts at 0: asleep)
+        awake = False  # whether `tell` was last told AWAKE (the programs' flag starts ASLEEP)
         try:
             if tell is not None:
-                tell(True)
+                tell(ReaderState.AWAKE)
                 awake = True
             while not self._stop.is_set():
                 with self._lock:
@@ -121,7 +128,7 @@ class RingDrain:
                     self.peak = max(self.peak, self._queued)
                 if n:
                     if not awake and tell is not None:
-                        tell(True)
+                        tell(ReaderState.AWAKE)
                         awake = True
                     if not unannounced:
                         since = time.monotonic()
@@ -135,23 +142,23 @@ class RingDrain:
                     unannounced = 0
                 if not n:
                     if awake and tell is not None:
-                        # From now on a record wakes us; one committed
-                        # without a wakeup just before is taken by looking
-                        # once more.
-                        tell(False)
+                        # From now on a filling ring wakes us; one record
+                        # committed without a wakeup just before is taken
+                        # by looking once more.
+                        tell(ReaderState.DOZING)
                         awake = False
                         continue
-                    # Caught up: wait for the ring without the lock (and without the GIL).
-                    select.select([ring.fileno()], [], [], _WAIT_S)
+                    # Caught up: doze on the ring without the lock (and without the GIL).
+                    select.select([ring.fileno()], [], [], _DOZE_S if tell is not None else _WAIT_S)
                     if tell is not None:
-                        tell(True)
+                        tell(ReaderState.AWAKE)
                         awake = True
         except Exception as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
             self._failure = exc
             os.eventfd_write(self._ready, 1)
         finally:
-            if awake and tell is not None:
-                tell(False)  # the reading thread polls the ring itself from now on: it must be woken
+            if tell is not None:
+                tell(ReaderState.ASLEEP)  # the reading thread polls the ring itself from now on: it must be woken
 
     # -- RingReader -----------------------------------------------------------
     def fileno(self) -> int:
