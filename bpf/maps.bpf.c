@@ -14,6 +14,8 @@ FW_DEFINE(fw_next_seq) = 0;
 FW_DEFINE(fw_next_proc_seq) = 0;
 FW_DEFINE(fw_reader_awake) = FW_READER_ASLEEP;
 FW_DEFINE(fw_wake_bytes) = 1ULL << 20;
+FW_DEFINE(fw_wake_gap_ns) = 10000000ULL;
+FW_DEFINE(fw_woken_ns) = 0;
 
 FW_DEFINE(events) SEC(".maps");
 FW_DEFINE(counters) SEC(".maps");

@@ -234,9 +234,12 @@ extern __u64 fw_next_proc_seq;
  * ring empty, then looks once more, so a record committed just before is
  * taken there.
  * DOZING: the thread sleeps in poll() with a short timeout (drain.py,
- * _DOZE_S) and takes what came when it ends, so the ring wakes it only
- * once it holds fw_wake_bytes, an eighth of it: a burst is taken long
- * before the ring fills, a trickle waits up to the timeout, in batches.
+ * _DOZE_S) and takes what came when it ends. A commit wakes it when no
+ * commit did in the last fw_wake_gap_ns (the first record of a burst, or
+ * a lone one, is taken at once, as before), or when the ring holds
+ * fw_wake_bytes, an eighth of it; the records of a trickle in between
+ * wait for the next of these or for the timeout, and are taken in
+ * batches: at most one wakeup in fw_wake_gap_ns, not one a record.
  * ASLEEP (before any thread, and after one stopped): the kernel's own rule,
  * a wakeup when the consumer had caught up, for a reader that polls the
  * ring without a timeout of its own.
@@ -247,17 +250,24 @@ extern __u64 fw_next_proc_seq;
  */
 extern volatile __u32 fw_reader_awake;
 extern const volatile __u64 fw_wake_bytes; /* set by user space at load: the ring's size / 8 */
+extern const volatile __u64 fw_wake_gap_ns; /* FW_WAKE_GAP_NS: set by user space at load, 10 ms */
+extern __u64 fw_woken_ns;		    /* when a commit last woke a dozing reader (boot ns) */
 
-/* bpf_ringbuf_submit*()'s flags: see fw_reader_awake. */
-static __always_inline __u64 fw_wakeup_flags(void)
+/* bpf_ringbuf_submit*()'s flags: see fw_reader_awake. `now` is the
+ * record's bpf_ktime_get_boot_ns(). Concurrent commits on two CPUs may
+ * both wake the reader: one wakeup too many, never one too few. */
+static __always_inline __u64 fw_wakeup_flags(__u64 now)
 {
 	__u32 state = fw_reader_awake;
 
 	if (state == FW_READER_ASLEEP)
 		return 0;
-	if (state == FW_READER_DOZING && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= fw_wake_bytes)
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
+	if (state != FW_READER_DOZING)
+		return BPF_RB_NO_WAKEUP;
+	if (now - fw_woken_ns < fw_wake_gap_ns && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < fw_wake_bytes)
+		return BPF_RB_NO_WAKEUP;
+	fw_woken_ns = now;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
 /* Counts one exit of `hook`: exactly one outcome. Returns FW_ALLOW so that

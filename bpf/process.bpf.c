@@ -59,7 +59,7 @@ int BPF_PROG(fw_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 	bpf_dynptr_write(&dp, 0, &s->exec, sizeof(struct fw_exec), 0);
 	bpf_dynptr_write(&dp, sizeof(struct fw_exec), c->exe, exe_len, 0);
 	bpf_dynptr_write(&dp, sizeof(struct fw_exec) + exe_len, c->args, args_len, 0);
-	bpf_ringbuf_submit_dynptr(&dp, fw_wakeup_flags());
+	bpf_ringbuf_submit_dynptr(&dp, fw_wakeup_flags(s->exec.hdr.ktime_ns));
 	return fw_done(s, hook, FW_COUNTER_EMITTED);
 }
 
@@ -68,7 +68,7 @@ static __always_inline enum fw_counter fw_output(void *record, __u32 size, struc
 	hdr->size = size;
 	hdr->ktime_ns = bpf_ktime_get_boot_ns();
 	hdr->seq = __sync_fetch_and_add(&fw_next_proc_seq, 1);
-	return bpf_ringbuf_output(&events, record, size, fw_wakeup_flags()) ? FW_COUNTER_RINGBUF_FULL
+	return bpf_ringbuf_output(&events, record, size, fw_wakeup_flags(hdr->ktime_ns)) ? FW_COUNTER_RINGBUF_FULL
 									  : FW_COUNTER_EMITTED;
 }
 

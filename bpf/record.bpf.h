@@ -230,7 +230,7 @@ static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_p
 		off += exe_len;
 		bpf_dynptr_write(&dp, off, c->args, args_len, 0);
 	}
-	bpf_ringbuf_submit_dynptr(&dp, fw_wakeup_flags());
+	bpf_ringbuf_submit_dynptr(&dp, fw_wakeup_flags(s->ev.hdr.ktime_ns));
 	return FW_COUNTER_EMITTED;
 }
 

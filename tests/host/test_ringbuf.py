@@ -333,19 +333,25 @@ def test_a_record_wakes_a_sleeping_reader_only_while_the_reader_is_flagged_aslee
         reader.close()
 
 
-def test_a_dozing_reader_is_woken_only_once_the_ring_is_an_eighth_full() -> None:
-    # maps.bpf.h, FW_READER_DOZING: a record below fw_wake_bytes (an eighth
-    # of the ring, as the agent sets it) is committed without a wakeup; the
-    # record that takes the ring past it wakes the reader.
-    with producer() as p:
+def test_a_dozing_reader_is_woken_by_the_first_record_in_a_while_or_by_a_filling_ring() -> None:
+    # maps.bpf.h, FW_READER_DOZING: a commit wakes the reader when none did
+    # for fw_wake_gap_ns (10 s here, 10 ms in the agent), or when the ring
+    # holds fw_wake_bytes (an eighth of it, as the agent sets it); any other
+    # is committed without a wakeup.
+    with producer(wake_gap_ns=10_000_000_000) as p:
         flag = p.obj.mapped_global("fw_reader_awake").cast("I")
         reader = MmapRingReader(p.ring)
         flag[0] = abi.ReaderState.DOZING
+        thread, took = _sleeper_wait(p.ring.fd, 10.0)
+        p.produce(1)
+        thread.join()
+        assert took[0] < 5.0  # the first record: woken at once
+        assert len(reader.read()) == 1
         thread, took = _sleeper_wait(p.ring.fd, 1.5)
         p.produce(1)
         thread.join()
-        assert took[0] > 1.4  # not woken: one record is a trickle
-        assert len(reader.read()) == 1
+        assert took[0] > 1.4  # within the gap, and a trickle: not woken
+        assert len(reader.read()) == 1  # the record is there all the same
         thread, took = _sleeper_wait(p.ring.fd, 10.0)
         p.produce(1000)  # about 300 KiB of records: past 128 KiB of a 1 MiB ring
         thread.join()

@@ -51,9 +51,11 @@ class Producer:
 
 
 @contextmanager
-def producer(ring_bytes: int = 1 << 20) -> Iterator[Producer]:
+def producer(ring_bytes: int = 1 << 20, wake_gap_ns: int = 10_000_000) -> Iterator[Producer]:
     with BpfObject(_bpf.object_path("selftest")) as obj:
         obj.set_max_entries("events", ring_bytes)
-        obj.set_rodata("fw_wake_bytes", struct.pack("<Q", ring_bytes // 8))  # as the agent sets it
+        # As the agent sets them (maps.bpf.h, fw_reader_awake).
+        obj.set_rodata("fw_wake_bytes", struct.pack("<Q", ring_bytes // 8))
+        obj.set_rodata("fw_wake_gap_ns", struct.pack("<Q", wake_gap_ns))
         obj.load()
         yield Producer(obj, obj.program("fw_selftest_produce"), obj.map("events"))

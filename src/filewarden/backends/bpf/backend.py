@@ -273,7 +273,7 @@ class BpfBackend:
                 obj.set_rodata("fw_moves_traced", b"\1")
             # A dozing reader is woken once the ring is an eighth full
             # (maps.bpf.h; builds before it had no such reader, as
-            # benchmarks.kernel_ab may load).
+            # benchmarks.kernel_ab may load). fw_wake_gap_ns stays 10 ms.
             if obj.has_global("fw_wake_bytes"):
                 obj.set_rodata("fw_wake_bytes", struct.pack("<Q", self.config.ring_buffer_bytes // 8))
             wanted = plan.wanted

@@ -16,9 +16,10 @@ MAPS = {
     "pending_create", "scratch", "inode_marks", "evicted_marks", "marked_inos",
 }  # fmt: skip
 RODATA = {"fw_abi_types", "fw_agent_tgid", "fw_dpath_hooks", "fw_scratch_cpus", "fw_marks_enabled", "fw_moves_traced"}
-RODATA |= {"fw_wake_bytes"}  # maps.bpf.h, fw_reader_awake
+RODATA |= {"fw_wake_bytes", "fw_wake_gap_ns"}  # maps.bpf.h, fw_reader_awake
 BSS = {"fw_mark_stats", "fw_next_seq", "fw_next_proc_seq", "fw_reader_awake", "fw_walk_retries", "fw_walk_unstable"}
 BSS |= {"fw_dir_moves"}  # bpf/moves.bpf.c
+BSS |= {"fw_woken_ns"}  # maps.bpf.h, fw_reader_awake
 # The per-cgroup rate limit's (bpf/ratelimit.bpf.h).
 MAPS |= {"rate_limit", "rl_cgroups", "rl_paths"}
 BSS |= {"fw_rl_blank"}
