@@ -250,7 +250,7 @@ extern __u64 fw_next_proc_seq;
  */
 extern volatile __u32 fw_reader_awake;
 extern const volatile __u64 fw_wake_bytes; /* set by user space at load: the ring's size / 8 */
-extern const volatile __u64 fw_wake_gap_ns; /* FW_WAKE_GAP_NS: set by user space at load, 10 ms */
+extern const volatile __u64 fw_wake_gap_ns; /* 10 ms as built (tests set it longer) */
 extern __u64 fw_woken_ns;		    /* when a commit last woke a dozing reader (boot ns) */
 
 /* bpf_ringbuf_submit*()'s flags: see fw_reader_awake. `now` is the

@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_RECORDS: Final = 65536  # about 20 MiB of 300-byte records
 _WAIT_S: Final = 0.1  # how often the thread looks up from a wait for room, to stop
 # How long the thread dozes in poll() once it caught up with the ring: the
-# programs wake it before that only when the ring fills up to an eighth
-# (maps.bpf.h, FW_READER_DOZING), so a trickle of records waits up to this
-# long, and is taken in one batch, rather than waking it once a record.
+# programs wake it before that only for the first record in 10 ms or when
+# the ring fills up to an eighth (maps.bpf.h, FW_READER_DOZING), so the
+# rest of a trickle waits up to this long, and is taken in one batch,
+# rather than waking it once a record.
 _DOZE_S: Final = 0.05
 # Fewer records than this in a take: a trickle, not a burst. The thread then
 # waits _GATHER_S before it looks again, so that it (and the reader after
