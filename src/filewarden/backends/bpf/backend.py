@@ -327,21 +327,26 @@ class BpfBackend:
         if self._obj is None:
             raise RuntimeError("backend is not started")
         if not self._obj.links:
-            if self.plan is not None and self.plan.moves_traced:
+            moves = self._moves()
+            if moves is not None:
                 # Directories moved while detached were not counted: one
                 # more move makes every cache entry check its way up again
                 # (bpf/moves.bpf.c). No program writes it now.
-                moves = self._obj.mapped_global("fw_dir_moves").cast("Q")
                 moves[0] = (moves[0] | 1) + 1
             self._attach_all()
 
-    def directory_moves(self) -> int | None:
-        """The programs' count of directory moves (bpf/moves.bpf.c): odd
-        while one is under way, two more after each. None where they do
-        not run (loader.MOVE_FUNCTION is not in the kernel's BTF)."""
+    def _moves(self) -> memoryview | None:
+        """fw_dir_moves (bpf/moves.bpf.c) through its mapping, where its
+        programs run (loader.MOVE_FUNCTION is in the kernel's BTF)."""
         if self._obj is None or self.plan is None or not self.plan.moves_traced:
             return None
-        return int(self._obj.mapped_global("fw_dir_moves").cast("Q")[0])
+        return self._obj.mapped_global("fw_dir_moves").cast("Q")
+
+    def directory_moves(self) -> int | None:
+        """The programs' count of directory moves: odd while one is under
+        way, two more after each. None where they do not run."""
+        moves = self._moves()
+        return None if moves is None else int(moves[0])
 
     # -- inode marks ------------------------------------------------------------
     @property
