@@ -19,7 +19,7 @@
 
 struct fw_dir_probe {
 	struct fw_dir_key key;
-	struct fw_dir_val val;
+	struct fw_dir_val val; /* val.fingerprint 0 while usable: deferred (fw_dir_check()) */
 	bool usable; /* nothing was moving: a decision may be remembered */
 };
 
@@ -112,6 +112,14 @@ static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct
  * if it still matches, the entry takes the new count (a count older than
  * the one stored only costs one more walk; one read after the fingerprint
  * is never stored).
+ *
+ * A directory with no entry is not fingerprinted here: the fingerprint is
+ * wanted only to remember the directory, which a call that goes on to emit
+ * (a monitored directory never has an entry) never does, and the walk up
+ * the tree was the dearest part of its check. fw_dir_remember() takes it
+ * then, and keeps it only if the move count is still the one read here:
+ * no directory was moved in between, so the way up is what it was here
+ * (the hit above trusts an entry on the same ground).
  */
 static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_struct *task, struct dentry *dir,
 					 struct vfsmount *mnt)
@@ -140,6 +148,11 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_str
 	if (known && renames != FW_DIR_NO_RENAME_SEQ && known->rename_seq == renames &&
 	    known->mount_seq == p->val.mount_seq && known->prefix_gen == p->val.prefix_gen)
 		return true;
+	if (!known) {
+		/* Deferred (above); without a move count to hold it to, never. */
+		p->usable = renames != FW_DIR_NO_RENAME_SEQ;
+		return false;
+	}
 	p->val.fingerprint = fw_dir_fingerprint(&p->key.way);
 	p->usable = p->val.fingerprint != 0;
 	if (!p->usable || !known || !fw_dir_same(known, &p->val))
@@ -180,8 +193,19 @@ static __always_inline void fw_dir_remember(struct fw_scratch *s, struct fw_dir_
 	if (bpf_map_lookup_elem(&ancestors, &s->key))
 		return; /* some names here are monitored */
 remember:
-	if (!fw_dir_seqs(&p->key, &now, p->val.rename_seq) || !fw_dir_same(&now, &p->val))
+	if (!fw_dir_seqs(&p->key, &now, p->val.rename_seq))
 		return;
+	if (p->val.fingerprint == 0) {
+		/* Deferred by fw_dir_check(): the way up now is the way up then
+		 * if no directory was moved in between; the count is read after
+		 * the fingerprint, so none was moved while it was taken either. */
+		if (fw_dir_rename_seq() != p->val.rename_seq || now.mount_seq != p->val.mount_seq ||
+		    now.prefix_gen != p->val.prefix_gen)
+			return;
+		p->val.fingerprint = now.fingerprint;
+	} else if (!fw_dir_same(&now, &p->val)) {
+		return;
+	}
 	bpf_map_update_elem(&outside_dirs, &p->key, &p->val, BPF_ANY);
 }
 

@@ -37,7 +37,7 @@ static __always_inline void fw_path(struct fw_walk_state *st, char *buf, const s
 		}
 		/* -ENAMETOOLONG: the walk keeps the tail and flags it */
 	}
-	fw_walk(st, buf, BPF_CORE_READ(path, dentry), BPF_CORE_READ(path, mnt), out);
+	fw_walk(st, buf, path->dentry, path->mnt, out);
 }
 
 /* The path of `dentry`, a child of the directory `dir`. */
@@ -61,7 +61,7 @@ static __always_inline void fw_path_child(struct fw_walk_state *st, char *buf, c
 			}
 		}
 	}
-	fw_walk(st, buf, dentry, BPF_CORE_READ(dir, mnt), out);
+	fw_walk(st, buf, dentry, dir->mnt, out);
 }
 
 /*

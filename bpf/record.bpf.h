@@ -48,8 +48,8 @@ static __always_inline void fw_set_path(struct fw_scratch *s, const struct path 
 	struct fw_path_out out = {};
 
 	fw_path(&s->walk, s->path, path, hook, &out);
-	s->path_dentry = (__u64)BPF_CORE_READ(path, dentry);
-	s->path_vfsmnt = (__u64)BPF_CORE_READ(path, mnt);
+	s->path_dentry = (__u64)path->dentry; /* a hook's argument: plain loads (file.bpf.h) */
+	s->path_vfsmnt = (__u64)path->mnt;
 	s->path_off = out.off;
 	s->ev.path_len = out.len;
 	s->ev.flags |= out.flags;
@@ -62,7 +62,7 @@ static __always_inline void fw_set_path_child(struct fw_scratch *s, const struct
 
 	fw_path_child(&s->walk, s->path, dir, dentry, hook, &out);
 	s->path_dentry = (__u64)dentry;
-	s->path_vfsmnt = (__u64)BPF_CORE_READ(dir, mnt);
+	s->path_vfsmnt = (__u64)dir->mnt;
 	s->path_off = out.off;
 	s->ev.path_len = out.len;
 	s->ev.flags |= out.flags;
@@ -217,18 +217,26 @@ static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_p
 		bpf_ringbuf_discard_dynptr(&dp, 0);
 		return FW_COUNTER_RINGBUF_FULL;
 	}
+	/* A part that is empty (most records have no aux or extra) costs no
+	 * helper call. */
 	bpf_dynptr_write(&dp, 0, &s->ev, sizeof(struct fw_event), 0);
 	off = sizeof(struct fw_event);
 	bpf_dynptr_write(&dp, off, s->path + (s->path_off & FW_MASK), path_len, 0);
 	off += path_len;
-	bpf_dynptr_write(&dp, off, s->aux + (s->aux_off & FW_MASK), aux_len, 0);
-	off += aux_len;
-	bpf_dynptr_write(&dp, off, s->extra, extra_len, 0);
-	off += extra_len;
+	if (aux_len) {
+		bpf_dynptr_write(&dp, off, s->aux + (s->aux_off & FW_MASK), aux_len, 0);
+		off += aux_len;
+	}
+	if (extra_len) {
+		bpf_dynptr_write(&dp, off, s->extra, extra_len, 0);
+		off += extra_len;
+	}
 	if (c) {
-		bpf_dynptr_write(&dp, off, c->exe, exe_len, 0);
+		if (exe_len)
+			bpf_dynptr_write(&dp, off, c->exe, exe_len, 0);
 		off += exe_len;
-		bpf_dynptr_write(&dp, off, c->args, args_len, 0);
+		if (args_len)
+			bpf_dynptr_write(&dp, off, c->args, args_len, 0);
 	}
 	bpf_ringbuf_submit_dynptr(&dp, fw_wakeup_flags(s->ev.hdr.ktime_ns));
 	return FW_COUNTER_EMITTED;
