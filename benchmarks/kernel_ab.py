@@ -1,9 +1,11 @@
 """Two builds of filewarden's programs side by side in one boot: each
-ignored call's bpf_stats ns per call over the empty program's, the builds
-taking turns every round (run in a guest kernel).
+ignored (or, with --place monitored, emitting) call's bpf_stats ns per
+call over the empty program's, the builds taking turns every round (run in
+a guest kernel).
 
     git worktree add ../before <commit> && (cd ../before && .venv/bin/python -m filewarden._build)
     scripts/kernel_lab.py exec --kernel 6.12 -- python -m benchmarks.kernel_ab --rounds 6 \\
+        [--place ignored|monitored|both] \\
         before=../before/src/filewarden/_bpf/filewarden.bpf.o after=src/filewarden/_bpf/filewarden.bpf.o
 
 (the objects must be where the guest sees them: inside the project's
@@ -18,7 +20,10 @@ median chunk; the empty program and the reference programs
 (benchmarks/bpf/floor.bpf.c) are attached throughout, and a program's ns
 per call is divided by the empty program's on the same round's
 open/close. The references must read the same for both builds: they show
-that the two were measured alike.
+that the two were measured alike. On the monitored loops every call is
+reported, and each build's records are read all along by a reader thread
+of its own, as kernel_overhead's are (the reader's dozing and waking are
+part of what an emitting call costs).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +40,13 @@ from benchmarks.kernel_overhead import (
     EMPTY,
     FLOORS,
     LOOPS,
+    PLACES,
+    AgentTally,
+    Case,
     ProgCost,
+    Reader,
+    RingGauge,
+    agent_run,
     bpf_stats,
     child_rate,
     chunked,
@@ -64,24 +74,34 @@ def parse_build(text: str) -> tuple[str, Path]:
 
 
 def ratios_by_build(
-    builds: list[tuple[str, Path]], rounds: int, ops: int, chunks: int
+    builds: list[tuple[str, Path]], rounds: int, ops: int, chunks: int, where: tuple[str, ...] = ("ignored",)
 ) -> dict[tuple[str, str, str], list[float]]:
-    """(build, loop, program) -> ns per call over the empty program's, a round each."""
+    """(build, "place loop", program) -> ns per call over the empty program's, a round each."""
     out: dict[tuple[str, str, str], list[float]] = {}
     with places() as (watched, ignored), empty_program() as (floor, empty), floor_object() as refs:
         floor.attach(empty)
         ref_progs = [refs.program(name) for name in FLOORS]
         for prog in ref_progs:
             refs.attach(prog)
-        works = {loop: BUILDERS[loop](ignored) for loop in LOOPS}
+        # The ignored loops first: their open/close gives the round's empty program.
+        cases = [
+            Case(place, loop, BUILDERS[loop](watched if place == "monitored" else ignored))
+            for place in PLACES
+            for loop in LOOPS
+            if place in where or (place, loop) == ("ignored", "open/close")
+        ]
         config = Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),))
         agents: dict[str, BpfBackend] = {}
+        readers: dict[str, Reader] = {}
         try:
             for name, path in builds:
                 agent = BpfBackend(config, object_path=path)
                 agents[name] = agent
                 agent.start()
                 agent.detach()
+                assert agent._obj is not None
+                readers[name] = Reader(agent, RingGauge(agent._obj.map("events").fd))
+                readers[name].start()
             for r in range(rounds):
                 order = builds if r % 2 == 0 else builds[::-1]
                 for name, _ in order:
@@ -90,9 +110,10 @@ def ratios_by_build(
                     try:
                         measure_build(
                             agent,
+                            readers[name],
                             empty=empty,
                             ref_progs=ref_progs,
-                            works=works,
+                            cases=cases,
                             ops=ops,
                             chunks=chunks,
                             out=out,
@@ -102,17 +123,23 @@ def ratios_by_build(
                         agent.detach()
                 print(f"  round {r + 1}/{rounds} done", flush=True)
         finally:
+            for reader in readers.values():
+                reader.stop()
+                reader.gauge.close()
             for agent in agents.values():
                 agent.close()
+    if "ignored" not in where:
+        out = {k: v for k, v in out.items() if not k[1].startswith("ignored ") or program_of(k[2]) in FLOORS}
     return out
 
 
 def measure_build(
     agent: BpfBackend,
+    reader: Reader,
     *,
     empty: Program,
     ref_progs: list[Program],
-    works: dict[str, Callable[[int], None]],
+    cases: list[Case],
     ops: int,
     chunks: int,
     out: dict[tuple[str, str, str], list[float]],
@@ -122,14 +149,18 @@ def measure_build(
     assert agent._obj is not None
     programs = [link.program for link in agent._obj.links]
     empty_ns = 0.0
-    for loop, work in works.items():
+    tally = AgentTally()
+    for case in cases:
 
-        def run(n: int, work: Callable[[int], None] = work) -> None:
-            child_rate(work, n)
+        def run(n: int, case: Case = case) -> None:
+            if case.place == "monitored":
+                agent_run(agent, reader, case, n, tally)  # waits until the reader took every record
+            else:
+                child_rate(case.work, n)
 
         with bpf_stats():
             cost: dict[str, ProgCost] = chunked([empty, *ref_progs, *programs], run, ops, chunks)
-        if loop == "open/close":
+        if case.name == "ignored open/close":
             empty_ns = next(c.ns_per_call for label, c in cost.items() if program_of(label) == EMPTY)
         if not empty_ns:
             continue
@@ -137,18 +168,26 @@ def measure_build(
             prog = program_of(label)
             if prog == EMPTY or c.calls < ops * DRIVEN:
                 continue
-            if prog in FLOORS and loop != "open/close":
+            if prog in FLOORS and case.name != "ignored open/close":
                 continue
-            out.setdefault((name, loop, label), []).append(c.ns_per_call / empty_ns)
+            out.setdefault((name, case.name, label), []).append(c.ns_per_call / empty_ns)
+    if tally.ring_full or tally.unread or tally.undrained:
+        print(
+            f"  WARNING: {name}: {tally.ring_full} ring-full, {tally.unread} unread, {tally.undrained} late runs",
+            flush=True,
+        )
 
 
 def report(builds: list[tuple[str, Path]], ratios: dict[tuple[str, str, str], list[float]]) -> None:
     names = [name for name, _ in builds]
     print(
-        f"\nignored calls, bpf_stats ns per call over the empty program's (same round), median [lowest-highest]"
-        f"\n  {'loop':15} {'hook (program)':40}" + "".join(f" {n:>20}" for n in names) + "   change"
+        "\nbpf_stats ns per call over the empty program's (same round), median [lowest-highest]"
+        f"\n  {'loop':25} {'hook (program)':40}" + "".join(f" {n:>20}" for n in names) + "   change"
     )
-    rows = sorted({(loop, label) for _, loop, label in ratios}, key=lambda k: (LOOPS.index(k[0]), k[1]))
+    rows = sorted(
+        {(loop, label) for _, loop, label in ratios},
+        key=lambda k: (k[0].partition(" ")[0], LOOPS.index(k[0].partition(" ")[2]), k[1]),
+    )
     for loop, label in rows:
         cells = [ratios.get((n, loop, label)) for n in names]
         text = "".join(f" {spread(c, '.1f') if c else '-':>20}" for c in cells)
@@ -156,7 +195,7 @@ def report(builds: list[tuple[str, Path]], ratios: dict[tuple[str, str, str], li
         change = ""
         if first and last:
             change = f"{statistics.median(last) / statistics.median(first) - 1:+.0%}"
-        print(f"  {loop:15} {label:40}{text}   {change}".rstrip())
+        print(f"  {loop:25} {label:40}{text}   {change}".rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,10 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--stats-ops", type=int, default=1000, help="iterations of each loop a run")
     parser.add_argument("--stats-chunks", type=int, default=10)
+    parser.add_argument(
+        "--place",
+        choices=("ignored", "monitored", "both"),
+        default="ignored",
+        help="the loops timed: ignored calls, emitting ones (monitored), or both",
+    )
     args = parser.parse_args(argv)
     if len({name for name, _ in args.builds}) != len(args.builds):
         parser.error("each build needs its own name")
-    ratios = ratios_by_build(args.builds, args.rounds, args.stats_ops, args.stats_chunks)
+    where = PLACES if args.place == "both" else (args.place,)
+    ratios = ratios_by_build(args.builds, args.rounds, args.stats_ops, args.stats_chunks, where)
     report(args.builds, ratios)
     return 0
 

@@ -53,7 +53,17 @@ task and one counter increment. They are the least an ignored call costs
 in a monitor that asks the file's mark and the directory's verdict, which
 filewarden's ignored file_open, unlink and rename must: the table prints
 the one each target's hook needs beside it, as the floor under that
-target.
+target. A fourth, floor_emit, does the least a reported call does (a ring
+reservation, the task, the inode, bpf_d_path(), a submit): the emitting
+target's floor.
+
+For each monitored loop, the most reporting its calls allows, round by
+round: an iteration's detached time T beside the time the programs take
+per iteration (their bpf_stats run), as the loop ratio T / (T + programs)
+that would leave if nothing else cost anything; for filewarden's programs,
+and for as many records as filewarden sends at floor_emit's cost each. A
+loop ratio target above floor_emit's cannot be met here by any monitor
+that sends these records from the kernel.
 
 Last, the kernel memory of every map of the agent loaded with the default
 configuration (``memlock`` in the map's fdinfo).
@@ -283,6 +293,7 @@ class Results:
     stats_ops: int
     stats_chunks: int
     ratios: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (case, state) -> per round
+    detached_rate: dict[str, list[float]] = field(default_factory=dict)  # case -> iterations/s, per round
     agent: dict[str, AgentTally] = field(default_factory=dict)  # case -> throughput rounds
     agent_stats_runs: dict[str, AgentTally] = field(default_factory=dict)  # case -> bpf_stats runs
     audit: dict[str, AuditTally] = field(default_factory=dict)
@@ -717,7 +728,9 @@ def measure(args: argparse.Namespace) -> Results:
                     set_state(DETACHED)
                     peer.stop()
                     for (name, state), rate in rates.items():
-                        if state != DETACHED:
+                        if state == DETACHED:
+                            res.detached_rate.setdefault(name, []).append(rate)
+                        else:
                             res.ratios.setdefault((name, state), []).append(rate / rates[(name, DETACHED)])
                     print(f"  round {r + 1}/{args.rounds} done at {time.monotonic() - started:.0f} s", flush=True)
             res.audit_before, res.audit_after = peer.before, peer.after
@@ -924,6 +937,69 @@ def call_report(res: Results) -> list[dict[str, Any]]:
     return figs
 
 
+def budget_report(res: Results) -> list[dict[str, Any]]:
+    """What reporting costs a monitored loop's iteration, beside what the
+    loop costs alone: each round's detached time per iteration, the time
+    filewarden's programs take per iteration (their bpf_stats run), and
+    the time the same number of records would take at floor_emit's cost
+    (the least a reported call does: benchmarks/bpf/floor.bpf.c). From
+    these, the loop ratio each would allow if nothing else cost anything
+    (no reader, no cache lost to it): T / (T + programs). A target above
+    floor_emit's ratio cannot be met by any monitor that sends these
+    records from the kernel, on this machine."""
+    figs: list[dict[str, Any]] = []
+    emit = res.ref_cost.get("floor_emit", [])
+    rows = []
+    for loop in LOOPS:
+        name = f"monitored {loop}"
+        det, tally = res.detached_rate.get(name, []), res.agent.get(name)
+        if not det or not tally or not tally.ops:
+            continue
+        per_iter = tally.produced / tally.ops
+        ours, floor, t_us = [], [], []
+        for r, rate in enumerate(det):
+            t = 1e9 / rate  # ns per iteration, detached
+            progs = [costs[r] for (case, _), costs in res.call_cost.items() if case == name and r < len(costs)]
+            prog_ns = sum(c.run_ns for c in progs) / res.stats_ops
+            t_us.append(t / 1000)
+            if prog_ns:
+                ours.append(t / (t + prog_ns))
+            if r < len(emit) and emit[r].calls:
+                floor.append(t / (t + per_iter * emit[r].ns_per_call))
+        rows.append((name, t_us, per_iter, ours, floor))
+    if not rows:
+        return figs
+    target = TARGETS["monitored"]
+    print(
+        "\nmonitored loops: the most reporting their calls allows (TCG, same round). T: an iteration's time"
+        "\n  detached; each ratio is T / (T + the programs' time per iteration), what the loop would reach if"
+        "\n  nothing but the programs cost anything (no reader, no cache or CPU lost to it). filewarden's"
+        "\n  programs: their bpf_stats run; floor_emit: as many records as filewarden sends, each at the cost"
+        "\n  of the least a reported call does. Median [lowest-highest] over the rounds."
+    )
+    print(f"  {'loop':26} {'T us/iter':>18} {'records/iter':>13} {'filewarden progs':>20} {'floor_emit':>20}")
+    for name, t_us, per_iter, ours, floor in rows:
+        cells = [spread(v, ".2f") if v else "-" for v in (ours, floor)]
+        note = ""
+        if floor and summary(floor)[0] < target:
+            note = f"   below {target:.2f}: no kernel reporter reaches the target here"
+        print(f"  {name:26} {spread(t_us, '.1f'):>18} {per_iter:13.2f} {cells[0]:>20} {cells[1]:>20}{note}")
+        for label, v in (("filewarden's programs", ours), ("floor_emit per record", floor)):
+            if v:
+                med, lo, hi = summary(v)
+                figs.append(
+                    figure(
+                        f"{name}: loop ratio allowed by {label} alone",
+                        med,
+                        "ratio",
+                        "detached time per iteration, same round",
+                        lo=lo,
+                        hi=hi,
+                    )
+                )
+    return figs
+
+
 def with_companions(res: Results, case: str, prog: str) -> list[float] | None:
     """Per round: the time of `prog` (a target's hook) and of the programs
     that run with it (RUNS_WITH), per call of the hook, over the empty
@@ -1088,6 +1164,7 @@ def report(res: Results) -> list[dict[str, Any]]:
         )
 
     figs += call_report(res)
+    figs += budget_report(res)
 
     total = sum(m[3] for m in res.maps) / MIB
     met = total <= MAP_BUDGET_MIB

@@ -119,3 +119,29 @@ def test_a_rename_is_judged_with_the_programs_that_run_with_it(capsys: pytest.Ca
     assert (both["value"], both["min"], both["max"]) == (4.0, 4.0, 4.0)
     assert (both["target"], both["met"]) == ("<= 4x", True)
     assert "path_rename + its __d_move programs" in capsys.readouterr().out
+
+
+def test_the_budget_gives_the_loop_ratio_each_cost_allows(capsys: pytest.CaptureFixture[str]) -> None:
+    """A monitored loop's iteration takes T detached; the programs' time per
+    iteration p allows T / (T + p) at most, and as many records at
+    floor_emit's cost allow T / (T + records x floor_emit), round by round."""
+    res = Results(rounds=2, ops=2000, stats_ops=1000, stats_chunks=10)
+    case = "monitored open/close"
+    res.detached_rate[case] = [50_000.0, 25_000.0]  # T = 20 us, then 40 us
+    res.agent[case] = ko.AgentTally(ops=4000, produced=8000)  # 2 records an iteration
+    # 1000 iterations a run: 10 us, then 20 us, of programs an iteration
+    res.call_cost[(case, "file_open (fw_file_open)")] = [ProgCost(6_000_000, 1000), ProgCost(12_000_000, 1000)]
+    res.call_cost[(case, "file_release (fw_file_release)")] = [ProgCost(4_000_000, 1000), ProgCost(8_000_000, 1000)]
+    res.ref_cost["floor_emit"] = [ProgCost(5_000_000, 1000), ProgCost(2_500_000, 1000)]  # 5 us, then 2.5 us
+    figs = by_name(ko.budget_report(res))
+    ours = figs["monitored open/close: loop ratio allowed by filewarden's programs alone"]
+    assert (ours["min"], ours["max"]) == (pytest.approx(2 / 3, abs=1e-4), pytest.approx(2 / 3, abs=1e-4))
+    floor = figs["monitored open/close: loop ratio allowed by floor_emit per record alone"]
+    # 20 / (20 + 2 x 5) and 40 / (40 + 2 x 2.5)
+    assert (floor["min"], floor["max"]) == (pytest.approx(0.6667, abs=1e-4), pytest.approx(0.8889, abs=1e-4))
+    out = capsys.readouterr().out
+    assert "no kernel reporter reaches the target here" in out  # median 0.78 < 0.80
+
+
+def test_no_budget_without_detached_runs() -> None:
+    assert ko.budget_report(Results(rounds=1, ops=1, stats_ops=1, stats_chunks=1)) == []
