@@ -57,13 +57,15 @@ target. A fourth, floor_emit, does the least a reported call does (a ring
 reservation, the task, the inode, bpf_d_path(), a submit): the emitting
 target's floor.
 
-For each monitored loop, the most reporting its calls allows, round by
-round: an iteration's detached time T beside the time the programs take
-per iteration (their bpf_stats run), as the loop ratio T / (T + programs)
-that would leave if nothing else cost anything; for filewarden's programs,
-and for as many records as filewarden sends at floor_emit's cost each. A
-loop ratio target above floor_emit's cannot be met here by any monitor
-that sends these records from the kernel.
+For each loop, the most the programs allow it, round by round: an
+iteration's detached time T beside the time the programs take per
+iteration (their bpf_stats run), as the loop ratio T / (T + programs)
+that would leave if nothing else cost anything; for filewarden's
+programs, and for the least any monitor must run there (LEAST_PER_ITER:
+the references an ignored loop's calls need; on a monitored loop, as many
+records as filewarden sends at floor_emit's cost each). A loop ratio
+target above the least's cannot be met here by any monitor that does
+that much in the kernel.
 
 Last, the kernel memory of every map of the agent loaded with the default
 configuration (``memlock`` in the map's fdinfo).
@@ -140,6 +142,18 @@ FLOOR_OF = {
     # task's ids and name and the path, without any lookup (timed on the
     # ignored loop's calls, whose paths are as long as the monitored one's).
     ("monitored", "open/close", "file_open"): "floor_emit",
+}
+# The calls of an ignored loop's iteration that any file integrity monitor
+# must decide on in the kernel, as reference programs: loop -> (reference,
+# calls an iteration). An open for writing and its release ask the file's
+# mark and its directory's verdict (a release is where a writer is done and
+# the content can be checked), and so does a create, of the directory: its
+# mark and its verdict; an unlink and a rename within a directory ask the
+# name's mark, the directory's and its verdict (two renames an iteration).
+LEAST_PER_ITER: dict[str, tuple[tuple[str, int], ...]] = {
+    "open/close": (("floor_mark_dir", 2),),
+    "create/unlink": (("floor_mark_dir", 2), ("floor_2marks_dir", 1)),
+    "rename": (("floor_2marks_dir", 2),),
 }
 # Programs that run on the same calls as a target's hook, whose time a call
 # of the hook costs too: every rename runs the directory move counters on
@@ -938,53 +952,60 @@ def call_report(res: Results) -> list[dict[str, Any]]:
 
 
 def budget_report(res: Results) -> list[dict[str, Any]]:
-    """What reporting costs a monitored loop's iteration, beside what the
-    loop costs alone: each round's detached time per iteration, the time
-    filewarden's programs take per iteration (their bpf_stats run), and
-    the time the same number of records would take at floor_emit's cost
-    (the least a reported call does: benchmarks/bpf/floor.bpf.c). From
-    these, the loop ratio each would allow if nothing else cost anything
-    (no reader, no cache lost to it): T / (T + programs). A target above
-    floor_emit's ratio cannot be met by any monitor that sends these
-    records from the kernel, on this machine."""
+    """What the programs cost a loop's iteration, beside what the loop
+    costs alone, round by round: the detached time per iteration T, the
+    time filewarden's programs take per iteration (their bpf_stats run),
+    and the least any monitor must spend there (LEAST_PER_ITER: reference
+    programs timed on the same round's calls). From these, the loop ratio
+    each leaves if nothing else cost anything (no reader, no cache lost
+    to it): T / (T + programs). A loop ratio target above the least's
+    cannot be met by any monitor that does that much in the kernel, on
+    this machine."""
     figs: list[dict[str, Any]] = []
-    emit = res.ref_cost.get("floor_emit", [])
     rows = []
-    for loop in LOOPS:
-        name = f"monitored {loop}"
-        det, tally = res.detached_rate.get(name, []), res.agent.get(name)
-        if not det or not tally or not tally.ops:
-            continue
-        per_iter = tally.produced / tally.ops
-        ours, floor, t_us = [], [], []
-        for r, rate in enumerate(det):
-            t = 1e9 / rate  # ns per iteration, detached
-            progs = [costs[r] for (case, _), costs in res.call_cost.items() if case == name and r < len(costs)]
-            prog_ns = sum(c.run_ns for c in progs) / res.stats_ops
-            t_us.append(t / 1000)
-            if prog_ns:
-                ours.append(t / (t + prog_ns))
-            if r < len(emit) and emit[r].calls:
-                floor.append(t / (t + per_iter * emit[r].ns_per_call))
-        rows.append((name, t_us, per_iter, ours, floor))
+    for place in PLACES:
+        for loop in LOOPS:
+            name = f"{place} {loop}"
+            det, tally = res.detached_rate.get(name, []), res.agent.get(name)
+            if not det or not tally or not tally.ops:
+                continue
+            per_iter = tally.produced / tally.ops
+            ours, least, t_us = [], [], []
+            for r, rate in enumerate(det):
+                t = 1e9 / rate  # ns per iteration, detached
+                progs = [costs[r] for (case, _), costs in res.call_cost.items() if case == name and r < len(costs)]
+                prog_ns = sum(c.run_ns for c in progs) / res.stats_ops
+                t_us.append(t / 1000)
+                if prog_ns:
+                    ours.append(t / (t + prog_ns))
+                need = least_ns(res, place, loop, r, per_iter)
+                if need:
+                    least.append(t / (t + need))
+            rows.append((name, t_us, per_iter, ours, least))
     if not rows:
         return figs
-    target = TARGETS["monitored"]
     print(
-        "\nmonitored loops: the most reporting their calls allows (TCG, same round). T: an iteration's time"
-        "\n  detached; each ratio is T / (T + the programs' time per iteration), what the loop would reach if"
-        "\n  nothing but the programs cost anything (no reader, no cache or CPU lost to it). filewarden's"
-        "\n  programs: their bpf_stats run; floor_emit: as many records as filewarden sends, each at the cost"
-        "\n  of the least a reported call does. Median [lowest-highest] over the rounds."
+        "\nthe most the programs allow each loop (TCG, same round). T: an iteration's time detached; each"
+        "\n  ratio is T / (T + programs' time per iteration), what the loop would reach if nothing but the"
+        "\n  programs cost anything (no reader, no cache or CPU lost to it). filewarden: its programs' bpf_stats"
+        "\n  run. least: reference programs on the same round's calls, as many as any monitor must run there:"
     )
-    print(f"  {'loop':26} {'T us/iter':>18} {'records/iter':>13} {'filewarden progs':>20} {'floor_emit':>20}")
-    for name, t_us, per_iter, ours, floor in rows:
-        cells = [spread(v, ".2f") if v else "-" for v in (ours, floor)]
+    for loop, needs in LEAST_PER_ITER.items():
+        what = " + ".join(f"{n} x {FLOORS[ref]}" for ref, n in needs)
+        print(f"    ignored {loop}: {what}")
+    print(
+        "    monitored loops: as many records as filewarden sends, each at floor_emit's cost"
+        "\n  Median [lowest-highest] over the rounds."
+    )
+    print(f"  {'loop':26} {'T us/iter':>18} {'records/iter':>13} {'filewarden':>20} {'least':>20}")
+    for name, t_us, per_iter, ours, least in rows:
+        target = TARGETS[name.split()[0]]
+        cells = [spread(v, ".3f") if v else "-" for v in (ours, least)]
         note = ""
-        if floor and summary(floor)[0] < target:
-            note = f"   below {target:.2f}: no kernel reporter reaches the target here"
+        if least and summary(least)[0] < target:
+            note = f"   below {target:.2f}: no monitor that does this much reaches the target here"
         print(f"  {name:26} {spread(t_us, '.1f'):>18} {per_iter:13.2f} {cells[0]:>20} {cells[1]:>20}{note}")
-        for label, v in (("filewarden's programs", ours), ("floor_emit per record", floor)):
+        for label, v in (("filewarden's programs", ours), ("the least any monitor runs", least)):
             if v:
                 med, lo, hi = summary(v)
                 figs.append(
@@ -998,6 +1019,22 @@ def budget_report(res: Results) -> list[dict[str, Any]]:
                     )
                 )
     return figs
+
+
+def least_ns(res: Results, place: str, loop: str, r: int, per_iter: float) -> float:
+    """The least time per iteration any monitor's programs take on `loop`
+    in round `r`, by the reference programs' cost that round; 0 when a
+    reference was not timed."""
+    if place == "monitored":
+        emit = res.ref_cost.get("floor_emit", [])
+        return per_iter * emit[r].ns_per_call if r < len(emit) and emit[r].calls else 0.0
+    total = 0.0
+    for ref, n in LEAST_PER_ITER.get(loop, ()):
+        costs = res.ref_cost.get(ref, [])
+        if r >= len(costs) or not costs[r].calls:
+            return 0.0
+        total += n * costs[r].ns_per_call
+    return total
 
 
 def with_companions(res: Results, case: str, prog: str) -> list[float] | None:

@@ -136,11 +136,36 @@ def test_the_budget_gives_the_loop_ratio_each_cost_allows(capsys: pytest.Capture
     figs = by_name(ko.budget_report(res))
     ours = figs["monitored open/close: loop ratio allowed by filewarden's programs alone"]
     assert (ours["min"], ours["max"]) == (pytest.approx(2 / 3, abs=1e-4), pytest.approx(2 / 3, abs=1e-4))
-    floor = figs["monitored open/close: loop ratio allowed by floor_emit per record alone"]
+    floor = figs["monitored open/close: loop ratio allowed by the least any monitor runs alone"]
     # 20 / (20 + 2 x 5) and 40 / (40 + 2 x 2.5)
     assert (floor["min"], floor["max"]) == (pytest.approx(0.6667, abs=1e-4), pytest.approx(0.8889, abs=1e-4))
     out = capsys.readouterr().out
-    assert "no kernel reporter reaches the target here" in out  # median 0.78 < 0.80
+    assert "below 0.80: no monitor that does this much reaches the target here" in out  # median 0.78
+
+
+def test_an_ignored_loops_least_is_the_references_its_calls_need(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ignored open/close: the open and the release each ask the file's mark
+    and the directory's verdict, two floor_mark_dir a round's iteration."""
+    res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
+    case = "ignored open/close"
+    res.detached_rate[case] = [100_000.0]  # T = 10 us
+    res.agent[case] = ko.AgentTally(ops=2000, produced=0)
+    res.call_cost[(case, "file_open (fw_file_open)")] = [ProgCost(1_000_000, 1000)]  # 1 us an iteration
+    res.ref_cost["floor_mark_dir"] = [ProgCost(250_000, 1000)]  # 250 ns a call
+    figs = by_name(ko.budget_report(res))
+    assert figs[f"{case}: loop ratio allowed by filewarden's programs alone"]["value"] == pytest.approx(
+        10 / 11, abs=1e-4
+    )
+    least = figs[f"{case}: loop ratio allowed by the least any monitor runs alone"]
+    assert least["value"] == pytest.approx(10 / 10.5, abs=1e-4)  # below 0.97
+    assert "below 0.97" in capsys.readouterr().out
+
+
+def test_without_its_references_a_loop_has_no_least() -> None:
+    res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.ref_cost["floor_mark_dir"] = [ProgCost(250_000, 1000)]
+    assert ko.least_ns(res, "ignored", "create/unlink", 0, 0.0) == 0.0  # floor_2marks_dir missing
+    assert ko.least_ns(res, "ignored", "open/close", 0, 0.0) == 500.0
 
 
 def test_no_budget_without_detached_runs() -> None:
