@@ -187,6 +187,10 @@ struct fw_scratch {
 	__u64 owner; /* 0: free; else pid_tgid of the holder */
 	struct fw_prefix_key key;
 	struct fw_event ev;  /* the fixed part; data[] is assembled in the ring */
+	/* Right after the fixed part, as data[] follows it in the record: a
+	 * path from the buffer's start (bpf_d_path(), most records) goes to
+	 * the ring in the fixed part's write (fw_send()). */
+	char path[FW_BUF];
 	struct fw_exec exec; /* the same, for exec records */
 	struct fw_proc_cache exec_cache; /* the new program of an exec */
 	__u32 path_off;
@@ -196,12 +200,14 @@ struct fw_scratch {
 	__u64 path_dentry; /* what path[] names: the dentry and its vfsmount */
 	__u64 path_vfsmnt;
 	struct fw_walk_state walk;
-	char path[FW_BUF];
 	char aux[FW_BUF];
 	char extra[FW_EXTRA_MAX];
 	char exe_walk[FW_PATH_MAX + FW_NAME_MAX]; /* where the executable's path is walked */
 };
 #pragma clang diagnostic pop
+_Static_assert(__builtin_offsetof(struct fw_scratch, path) ==
+		       __builtin_offsetof(struct fw_scratch, ev) + sizeof(struct fw_event),
+	       "fw_send() writes the fixed part and the path at once");
 
 extern struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

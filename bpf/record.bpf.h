@@ -217,12 +217,17 @@ static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_p
 		bpf_ringbuf_discard_dynptr(&dp, 0);
 		return FW_COUNTER_RINGBUF_FULL;
 	}
-	/* A part that is empty (most records have no aux or extra) costs no
-	 * helper call. */
-	bpf_dynptr_write(&dp, 0, &s->ev, sizeof(struct fw_event), 0);
-	off = sizeof(struct fw_event);
-	bpf_dynptr_write(&dp, off, s->path + (s->path_off & FW_MASK), path_len, 0);
-	off += path_len;
+	/* Each write is a helper call, dear next to the bytes it copies: a
+	 * path at its buffer's start, which follows the fixed part in the slot
+	 * (maps.bpf.h), goes with the fixed part, and a part that is empty
+	 * (most records have no aux or extra) costs no call. */
+	if ((s->path_off & FW_MASK) == 0) {
+		bpf_dynptr_write(&dp, 0, &s->ev, sizeof(struct fw_event) + path_len, 0);
+	} else {
+		bpf_dynptr_write(&dp, 0, &s->ev, sizeof(struct fw_event), 0);
+		bpf_dynptr_write(&dp, sizeof(struct fw_event), s->path + (s->path_off & FW_MASK), path_len, 0);
+	}
+	off = sizeof(struct fw_event) + path_len;
 	if (aux_len) {
 		bpf_dynptr_write(&dp, off, s->aux + (s->aux_off & FW_MASK), aux_len, 0);
 		off += aux_len;
