@@ -264,7 +264,7 @@ struct fw_counters {
 struct fw_settings {
 	__u64 prefix_gen;    /* +1 whenever the monitored prefixes change */
 	__u32 excluded_exes; /* entries in excluded_exes: 0 spares every handler the lookup */
-	__u32 _pad;
+	__u32 excluded_prefixes; /* excluded entries in prefixes: 0 spares a marked file the prefix lookup */
 };
 
 /* The value of a "prefixes" entry: the rule's number, and this bit for an

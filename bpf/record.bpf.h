@@ -181,17 +181,34 @@ static __always_inline bool fw_aux_selected(struct fw_scratch *s)
 	return fw_selected(s, s->aux, &out);
 }
 
+/* Are there excluded prefixes at all (settings.excluded_prefixes, set by
+ * user space before it adds any)? If the settings cannot be read, say yes. */
+static __always_inline bool fw_any_excluded_prefix(void)
+{
+	__u32 zero = 0;
+	struct fw_settings *set = bpf_map_lookup_elem(&settings, &zero);
+
+	return !set || set->excluded_prefixes;
+}
+
 /* Is the record to be sent? Not if its path is excluded, marked or not
  * (a monitored tree's new files inherit its mark: an excluded name below it
  * must still be dropped); yes if the file carries a mark (`tracked`, flagged),
- * else if its path is under a monitored prefix. */
+ * else if its path is under a monitored prefix. A marked file's path is
+ * looked up for its exclusion only, so not at all while nothing is
+ * excluded (the default): the prefix lookup, a 256-byte copy and the
+ * trie's walk, was a tenth of an emitting call. User space judges every
+ * record's path again (backends/bpf/select.py): an exclusion the kernel
+ * missed while it was being added costs a record, never a wrong one out. */
 static __always_inline bool fw_keep(struct fw_scratch *s, bool tracked)
 {
 	if (!tracked)
 		return fw_path_selected(s);
-	fw_path_selected(s); /* for its exclusion only */
-	if (s->excluded)
-		return false;
+	if (fw_any_excluded_prefix()) {
+		fw_path_selected(s);
+		if (s->excluded)
+			return false;
+	}
 	s->ev.flags |= FW_EVENT_TRACKED;
 	return true;
 }

@@ -218,7 +218,7 @@ class Layout:
 
 COUNTERS: Final = Layout("fw_counters", [("count", f"{COUNTER_COUNT}Q"), ("ignored_by", f"{IGNORE_REASON_COUNT}Q")])
 PREFIX_KEY: Final = Layout("fw_prefix_key", [("prefixlen", "I"), ("data", f"{PREFIX_MAX}s")])
-SETTINGS: Final = Layout("fw_settings", [("prefix_gen", "Q"), ("excluded_exes", "I"), ("_pad", "I")])
+SETTINGS: Final = Layout("fw_settings", [("prefix_gen", "Q"), ("excluded_exes", "I"), ("excluded_prefixes", "I")])
 EXE_KEY: Final = Layout("fw_exe_key", [("ino", "Q"), ("dev", "I"), ("_pad", "I")])
 PREFIX_EXCLUDED: Final = 1 << 31  # FW_PREFIX_EXCLUDED: a "prefixes" value's flag
 HEADER: Final = Layout(

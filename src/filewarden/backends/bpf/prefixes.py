@@ -11,6 +11,9 @@ Excluded prefixes share the trie, their value flagged (FW_PREFIX_EXCLUDED):
 the longest prefix that matches a path decides. An excluded file's key ends
 in its NUL and matches that name alone. They add no `ancestors`: a
 directory a monitored prefix does not go through is outside either way.
+Their number is in `settings` too: while it is 0 the programs send a
+marked file's records without looking its path up, so it is set before
+the first excluded entry goes in.
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ class PrefixTrie:
         stale_dirs = ancestor_dirs(self.loaded)
         if len(wanted_dirs | stale_dirs) > ancestors.max_entries:
             raise BackendError(f"too many directories above the monitored prefixes ({len(wanted_dirs)})")
+        if excluded:
+            # Before the first excluded entry is in: while the count is 0
+            # the programs send a marked file's records without looking its
+            # path up (fw_keep()).
+            self._set_count("excluded_prefixes", len(set(excluded)))
         for key, value in values.items():
             prefixes.update(abi.prefix_key(key), value)
         for d in wanted_dirs:
@@ -77,6 +85,7 @@ class PrefixTrie:
         for d in stale_dirs - wanted_dirs:
             ancestors.delete(abi.prefix_key(d))
         self.bump_generation()
+        self._set_count("excluded_prefixes", len(set(excluded)))  # once the stale ones are out
         self.loaded = list(wanted)
         self.excluded = list(excluded)
 
@@ -92,8 +101,11 @@ class PrefixTrie:
 
     def set_excluded_count(self, count: int) -> None:
         """Tells the programs how many executables are excluded (0: none to look up)."""
+        self._set_count("excluded_exes", count)
+
+    def _set_count(self, field: str, count: int) -> None:
         raw = self._settings_value()
-        struct.pack_into("<I", raw, abi.SETTINGS.offsets["excluded_exes"], count)
+        struct.pack_into("<I", raw, abi.SETTINGS.offsets[field], count)
         self._settings.update(_KEY0, bytes(raw))
 
 

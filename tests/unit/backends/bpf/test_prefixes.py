@@ -167,3 +167,28 @@ def test_an_excluded_executable_is_the_hosts_through_a_host_root(tmp_path: Path)
     key = exe_key("/usr/sbin/logrotate", HostRoot.of(str(tmp_path)))
     assert key is not None
     assert struct.unpack("<QII", key)[0] == tool.stat().st_ino
+
+
+def excluded_count(obj: FakeObject) -> int:
+    raw = obj.maps["settings"].items.get(b"\0\0\0\0", bytes(abi.SETTINGS.size))
+    return int(struct.unpack_from("<I", raw, abi.SETTINGS.offsets["excluded_prefixes"])[0])
+
+
+def test_the_programs_are_told_of_exclusions_before_the_first_goes_in() -> None:
+    """While settings.excluded_prefixes is 0 a marked file's path is not
+    looked up (bpf/record.bpf.h fw_keep()): it must be set before an
+    excluded entry is in the trie, and go back to 0 once none is."""
+    obj = FakeObject()
+    trie = PrefixTrie(obj)  # type: ignore[arg-type]
+    trie.load([b"/etc/"])
+    assert excluded_count(obj) == 0
+    obj.log.clear()
+    trie.load([b"/etc/"], [b"/etc/mtab\0", b"/etc/cache/"])
+    assert excluded_count(obj) == 2
+    first_excluded = next(
+        i for i, (op, name, key) in enumerate(obj.log) if op == "update" and name == "prefixes" and b"mtab" in key
+    )
+    first_settings = next(i for i, (op, name, _) in enumerate(obj.log) if op == "update" and name == "settings")
+    assert first_settings < first_excluded
+    trie.load([b"/etc/"])
+    assert excluded_count(obj) == 0
