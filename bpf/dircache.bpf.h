@@ -62,14 +62,13 @@ static __always_inline __u32 fw_dir_rename_seq(void)
 static __always_inline bool fw_dir_counts(struct fw_dir_val *v, __u32 rename_seq)
 {
 	__s64 m = fw_mount_seq();
-	__u32 zero = 0;
 	struct fw_settings *set;
 
 	if (m < 0 || (m & 1))
 		return false;
 	v->mount_seq = m;
 	v->rename_seq = rename_seq;
-	set = bpf_map_lookup_elem(&settings, &zero);
+	set = fw_settings_get();
 	v->prefix_gen = set ? set->prefix_gen : 0;
 	return true;
 }
@@ -155,7 +154,7 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_str
 	}
 	p->val.fingerprint = fw_dir_fingerprint(&p->key.way);
 	p->usable = p->val.fingerprint != 0;
-	if (!p->usable || !known || !fw_dir_same(known, &p->val))
+	if (!p->usable || !fw_dir_same(known, &p->val))
 		return false;
 	if (renames != FW_DIR_NO_RENAME_SEQ)
 		known->rename_seq = renames;

@@ -49,12 +49,10 @@ static __always_inline bool fw_is_agent(struct task_struct *task)
  * kernel threads). Nothing to look up while none is excluded. */
 static __always_inline bool fw_exe_excluded(void)
 {
+	struct fw_settings *set = fw_settings_get();
 	struct fw_exe_key key = {};
-	struct fw_settings *set;
 	struct inode *inode;
-	__u32 zero = 0;
 
-	set = bpf_map_lookup_elem(&settings, &zero);
 	if (!set || !set->excluded_exes)
 		return false;
 	inode = BPF_CORE_READ(bpf_get_current_task_btf(), mm, exe_file, f_inode);

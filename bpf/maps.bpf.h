@@ -48,6 +48,14 @@ extern struct {
 	__type(value, struct fw_settings);
 } settings SEC(".maps");
 
+/* The one settings entry (NULL only if the map cannot be read). */
+static __always_inline struct fw_settings *fw_settings_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&settings, &zero);
+}
+
 /* Executables whose changes are not reported (config exclude_processes),
  * by inode: user space stats each one at start and at every reload. */
 extern struct {

@@ -185,8 +185,7 @@ static __always_inline bool fw_aux_selected(struct fw_scratch *s)
  * user space before it adds any)? If the settings cannot be read, say yes. */
 static __always_inline bool fw_any_excluded_prefix(void)
 {
-	__u32 zero = 0;
-	struct fw_settings *set = bpf_map_lookup_elem(&settings, &zero);
+	struct fw_settings *set = fw_settings_get();
 
 	return !set || set->excluded_prefixes;
 }

@@ -70,11 +70,13 @@ class PrefixTrie:
         stale_dirs = ancestor_dirs(self.loaded)
         if len(wanted_dirs | stale_dirs) > ancestors.max_entries:
             raise BackendError(f"too many directories above the monitored prefixes ({len(wanted_dirs)})")
-        if excluded:
-            # Before the first excluded entry is in: while the count is 0
-            # the programs send a marked file's records without looking its
-            # path up (fw_keep()).
-            self._set_count("excluded_prefixes", len(set(excluded)))
+        # While the count is 0 the programs send a marked file's records
+        # without looking its path up (fw_keep()): set before the first
+        # excluded entry is in, or, when there is none, once the stale
+        # ones are out. Only whether it is 0 matters to them.
+        excluded_count = len(set(excluded))
+        if excluded_count:
+            self._set_count("excluded_prefixes", excluded_count)
         for key, value in values.items():
             prefixes.update(abi.prefix_key(key), value)
         for d in wanted_dirs:
@@ -85,7 +87,8 @@ class PrefixTrie:
         for d in stale_dirs - wanted_dirs:
             ancestors.delete(abi.prefix_key(d))
         self.bump_generation()
-        self._set_count("excluded_prefixes", len(set(excluded)))  # once the stale ones are out
+        if not excluded_count:
+            self._set_count("excluded_prefixes", 0)
         self.loaded = list(wanted)
         self.excluded = list(excluded)
 
