@@ -7,8 +7,8 @@
  * there. fw_dir_remember() after a path was resolved and found unmonitored:
  * if no name in that directory could be monitored, it says so for next
  * time. An entry holds until the directory or a directory above it is
- * renamed, a mount changes or a prefix is added (maps.bpf.h); a file renamed
- * anywhere costs it nothing (moves.bpf.c).
+ * renamed, a mount changes in the viewer's namespace or a prefix is added
+ * (maps.bpf.h); a file renamed anywhere costs it nothing (moves.bpf.c).
  */
 #ifndef FILEWARDEN_DIRCACHE_BPF_H
 #define FILEWARDEN_DIRCACHE_BPF_H
@@ -53,21 +53,84 @@ static __always_inline __u32 fw_dir_rename_seq(void)
 	return r < 0 || (r & 1) ? FW_DIR_NO_RENAME_SEQ : (__u32)r;
 }
 
+/* mnt_namespace's id, unique for the boot: its own `seq` on 6.1 and 6.12
+ * (fs/mount.h); later kernels dropped it for ns_common's `ns_id`, which
+ * every namespace has (7.3: inside an anonymous struct ns_tree, which
+ * CO-RE finds the field through). */
+struct mnt_namespace___seq {
+	__u64 seq;
+} __attribute__((preserve_access_index));
+
 /*
- * What an entry is trusted by, read now: mount_lock's count, the prefix
- * generation and `rename_seq` (the move count, fw_dir_rename_seq(), read
- * before the fingerprint). False: a mount change is under way (an odd count), nothing
- * read now may be kept.
+ * The viewer's mount namespace, by its id, and its count of mount changes.
+ *
+ * mnt_namespace.event is what makes poll() on /proc/PID/mounts wake on any
+ * change of that namespace's mount tree (mounts_poll(), fs/proc_namespace.c),
+ * so every change moves it: attaching and moving a mount and pivot_root()
+ * call touch_mnt_namespace(), which stores ++event; an unmount bumps the
+ * global count first (do_umount(), __detach_mounts() and
+ * mark_mounts_for_expiry() in fs/namespace.c, from v6.1 through v7.x) and
+ * umount_tree() then stores it in every namespace it took a mount from
+ * (__touch_mnt_namespace()). It is one aligned 64-bit word, written under
+ * mount_lock as a writer after the change it counts: an entry made while a
+ * change is under way keeps the count from before it and is retired by the
+ * store that ends the change; a check that trusts an older entry meanwhile
+ * answers for the tree as it was, as path walks do until mount_lock is
+ * released (they retry on its count).
+ *
+ * Only mounts of the viewer's namespace can change its paths, and an entry
+ * is made only for a directory seen through a mount of it
+ * (fw_dir_mount_ours()): a mount leaves a namespace only by an unmount,
+ * which moves the count. The id (unique for the boot, never reused) keeps a
+ * viewer in another namespace that shares a root (a chroot into
+ * /proc/PID/root) from taking another namespace's count for its own.
+ *
+ * Plain loads through typed pointers, no helper call: mount_lock's own
+ * count, which every mount change anywhere moves, could only be read with
+ * bpf_probe_read_kernel() (it is no BTF variable on Debian's kernels), which
+ * made up a fifth of an ignored call. False: no namespace (an exiting task).
  */
-static __always_inline bool fw_dir_counts(struct fw_dir_val *v, __u32 rename_seq)
+static __always_inline bool fw_dir_mounts(struct task_struct *task, struct fw_dir_val *v)
 {
-	__s64 m = fw_mount_seq();
+	struct nsproxy *nsp = task->nsproxy;
+	struct mnt_namespace *ns = nsp ? nsp->mnt_ns : NULL;
+
+	if (!ns)
+		return false;
+	if (bpf_core_field_exists(((struct mnt_namespace___seq *)0)->seq))
+		v->mnt_ns = ((struct mnt_namespace___seq *)ns)->seq;
+	else
+		v->mnt_ns = ns->ns.ns_id;
+	v->mount_event = *(volatile __u64 *)&ns->event;
+	return v->mnt_ns != 0;
+}
+
+/* Is `vfsmnt` a mount of `task`'s namespace (not another's, nor a detached
+ * tree's)? Read with a helper: struct mount is reached by container_of(),
+ * which typed loads refuse; paid only when an entry is made. */
+static __always_inline bool fw_dir_mount_ours(struct task_struct *task, __u64 vfsmnt)
+{
+	struct mount *m = container_of((struct vfsmount *)vfsmnt, struct mount, mnt);
+	struct nsproxy *nsp = task->nsproxy;
+
+	return nsp && (__u64)BPF_CORE_READ(m, mnt_ns) == (__u64)nsp->mnt_ns;
+}
+
+/*
+ * What an entry is trusted by, read now: the viewer's mount namespace and
+ * its count of mount changes (fw_dir_mounts()), the prefix generation and
+ * `rename_seq` (the move count, fw_dir_rename_seq(), read before the
+ * fingerprint). False: they cannot be read (no namespace), nothing read now
+ * may be kept.
+ */
+static __always_inline bool fw_dir_counts(struct task_struct *task, struct fw_dir_val *v, __u32 rename_seq)
+{
 	struct fw_settings *set;
 
-	if (m < 0 || (m & 1))
+	if (!fw_dir_mounts(task, v))
 		return false;
-	v->mount_seq = m;
 	v->rename_seq = rename_seq;
+	v->_pad = 0;
 	set = fw_settings_get();
 	v->prefix_gen = set ? set->prefix_gen : 0;
 	return true;
@@ -84,9 +147,10 @@ static __always_inline bool fw_dir_counts(struct fw_dir_val *v, __u32 rename_seq
  * writer is inside one of them (an odd count), nothing read now may be
  * kept.
  */
-static __always_inline bool fw_dir_seqs(const struct fw_dir_key *key, struct fw_dir_val *v, __u32 rename_seq)
+static __always_inline bool fw_dir_seqs(struct task_struct *task, const struct fw_dir_key *key, struct fw_dir_val *v,
+					__u32 rename_seq)
 {
-	if (!fw_dir_counts(v, rename_seq))
+	if (!fw_dir_counts(task, v, rename_seq))
 		return false;
 	v->fingerprint = fw_dir_fingerprint(&key->way);
 	return v->fingerprint != 0;
@@ -94,7 +158,8 @@ static __always_inline bool fw_dir_seqs(const struct fw_dir_key *key, struct fw_
 
 static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct fw_dir_val *b)
 {
-	return a->fingerprint == b->fingerprint && a->mount_seq == b->mount_seq && a->prefix_gen == b->prefix_gen;
+	return a->fingerprint == b->fingerprint && a->mnt_ns == b->mnt_ns && a->mount_event == b->mount_event &&
+	       a->prefix_gen == b->prefix_gen;
 }
 
 /*
@@ -106,8 +171,8 @@ static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct
  * (fw_dir_rename_seq()) read before the fingerprint that last matched, and
  * while the count is still that, no directory was moved anywhere since (or
  * no dentry at all, where rename_lock's count stands in), so no d_seq on
- * the way can have moved either and the entry stands on mount_lock and the
- * prefix generation alone. Once the count moved, the fingerprint is taken:
+ * the way can have moved either and the entry stands on the namespace's
+ * mount count and the prefix generation alone. Once the count moved, the fingerprint is taken:
  * if it still matches, the entry takes the new count (a count older than
  * the one stored only costs one more walk; one read after the fingerprint
  * is never stored).
@@ -127,7 +192,10 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_str
 	struct inode *inode;
 	__u32 renames;
 
-	__builtin_memset(p, 0, sizeof(*p));
+	/* Every field is written before it is read (the key in full: it has
+	 * no padding to hash), so no memset of the probe: 16 stores fewer. */
+	p->usable = false;
+	p->val.fingerprint = 0;
 	if (!dir || !mnt)
 		return false;
 	/* dir and mnt are typed pointers: plain loads, no helper calls */
@@ -141,11 +209,12 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_str
 	p->key.way.root_dentry = (__u64)task->fs->root.dentry;
 	p->key.way.root_mnt = (__u64)task->fs->root.mnt;
 	renames = fw_dir_rename_seq();
-	if (!fw_dir_counts(&p->val, renames))
+	if (!fw_dir_counts(task, &p->val, renames))
 		return false;
 	known = bpf_map_lookup_elem(&outside_dirs, &p->key);
 	if (known && renames != FW_DIR_NO_RENAME_SEQ && known->rename_seq == renames &&
-	    known->mount_seq == p->val.mount_seq && known->prefix_gen == p->val.prefix_gen)
+	    known->mount_event == p->val.mount_event && known->mnt_ns == p->val.mnt_ns &&
+	    known->prefix_gen == p->val.prefix_gen)
 		return true;
 	if (!known) {
 		/* Deferred (above); without a move count to hold it to, never. */
@@ -171,6 +240,7 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_str
 static __always_inline void fw_dir_remember(struct fw_scratch *s, struct fw_dir_probe *p, char *buf, __u32 off,
 					    __u32 len, __u32 flags, __u32 name_len)
 {
+	struct task_struct *task;
 	struct fw_dir_val now;
 	__u32 dir_len;
 
@@ -192,14 +262,15 @@ static __always_inline void fw_dir_remember(struct fw_scratch *s, struct fw_dir_
 	if (bpf_map_lookup_elem(&ancestors, &s->key))
 		return; /* some names here are monitored */
 remember:
-	if (!fw_dir_seqs(&p->key, &now, p->val.rename_seq))
+	task = bpf_get_current_task_btf();
+	if (!fw_dir_mount_ours(task, p->key.way.vfsmnt) || !fw_dir_seqs(task, &p->key, &now, p->val.rename_seq))
 		return;
 	if (p->val.fingerprint == 0) {
 		/* Deferred by fw_dir_check(): the way up now is the way up then
 		 * if no directory was moved in between; the count is read after
 		 * the fingerprint, so none was moved while it was taken either. */
-		if (fw_dir_rename_seq() != p->val.rename_seq || now.mount_seq != p->val.mount_seq ||
-		    now.prefix_gen != p->val.prefix_gen)
+		if (fw_dir_rename_seq() != p->val.rename_seq || now.mount_event != p->val.mount_event ||
+		    now.mnt_ns != p->val.mnt_ns || now.prefix_gen != p->val.prefix_gen)
 			return;
 		p->val.fingerprint = now.fingerprint;
 	} else if (!fw_dir_same(&now, &p->val)) {

@@ -77,11 +77,13 @@ extern struct {
  * between), and the addresses alone would answer for it while nothing was
  * moved (fw_dir_check() skips the fingerprint then). An entry is trusted only
  * while the fingerprint of the directory's way up to the viewer's root
- * (fw_dir_fingerprint(), walk.bpf.c), the kernel's mount_lock sequence
- * count and the prefix generation are what they were before its path was
- * resolved: a rename of the directory or of any directory above it
- * (d_move() moves the moved dentry's d_seq), any mount change, any new
- * prefix makes it stale. A rename anywhere else leaves it in place.
+ * (fw_dir_fingerprint(), walk.bpf.c), the viewer's mount namespace and
+ * its count of mount changes, and the prefix generation are what they were
+ * before its path was resolved: a rename of the directory or of any
+ * directory above it (d_move() moves the moved dentry's d_seq), any mount
+ * change in that namespace, any new prefix makes it stale. A rename
+ * anywhere else, or a mount change in another namespace (a container
+ * starting), leaves it in place.
  */
 struct fw_dir_key {
 	struct fw_dir_way way; /* the dentry, the mount, the viewer's root */
@@ -90,12 +92,17 @@ struct fw_dir_key {
 	__u32 generation;
 	__u32 dev;
 };
+/* No padding: fw_dir_check() writes every field and hashes the whole key. */
+_Static_assert(sizeof(struct fw_dir_key) == sizeof(struct fw_dir_way) + 2 * sizeof(__u64) + 2 * sizeof(__u32),
+	       "struct fw_dir_key has padding");
 
 struct fw_dir_val {
 	__u64 fingerprint; /* fw_dir_fingerprint() */
 	__u64 prefix_gen;
-	__u32 mount_seq;
+	__u64 mnt_ns; /* the viewer's mount namespace, by its id (fw_dir_mounts()) */
+	__u64 mount_event; /* its count of mount changes, mnt_namespace.event */
 	__u32 rename_seq; /* the move count when the fingerprint last matched (fw_dir_rename_seq()) */
+	__u32 _pad;
 };
 
 extern struct {

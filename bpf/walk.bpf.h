@@ -20,11 +20,11 @@
 #define FW_WALK_TRIES 3
 
 /* The sequence counts of the kernel's rename_lock and mount_lock, or -1
- * where they are unknown: without mount_lock's the directory cache stays
- * off (dircache.bpf.h), without rename_lock's it keeps no directory deeper
- * than its fingerprint walk (fw_dir_fingerprint()), and without either
- * walks are not retried. Functions of walk.bpf.c, the one unit that names
- * the two locks. */
+ * where they are unknown: without rename_lock's the directory cache keeps
+ * no directory deeper than its fingerprint walk (fw_dir_fingerprint()),
+ * and without either walks are not retried. Functions of walk.bpf.c, the
+ * one unit that names the two locks. (The directory cache follows mount
+ * changes by the namespace's own count: dircache.bpf.h fw_dir_mounts().) */
 extern __s64 fw_rename_seq(void);
 extern __s64 fw_mount_seq(void);
 

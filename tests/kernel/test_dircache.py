@@ -4,7 +4,8 @@ remembered, and later changes there are dropped before their path is
 resolved (ignore reason `outside`). An entry is keyed by the directory's
 dentry, inode, mount and the viewer's root, and trusted only while the
 directory and the directories above it were not renamed, no mount changed
-and no glob was added since it was made. A rename anywhere else keeps it.
+in the viewer's mount namespace and no glob was added since it was made. A
+rename anywhere else, or a mount in another namespace, keeps it.
 
 Every test counts, per step, how the hook's calls ended: emitted, ignored
 as `not_selected` (the path was resolved and found unmonitored) or ignored
@@ -280,6 +281,47 @@ def mount_syscall(source: Path, target: Path, flags: int) -> None:
         raise OSError(err, os.strerror(err), str(target))
 
 
+CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 16384, 1 << 18  # include/uapi/linux/sched.h, mount.h
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), what)
+
+
+def mount_in_a_namespace_of_its_own(where: Path) -> None:
+    """In a mount namespace of the caller's own, private (nothing it mounts
+    propagates back): a tmpfs mounted on `where`, then unmounted, as a
+    container's runtime does when it starts and stops."""
+    _check(_libc.unshare(CLONE_NEWNS), "unshare")
+    _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "/")
+    _check(_libc.mount(b"fwns", bytes(where), b"tmpfs", 0, None), str(where))
+    _check(_libc.umount2(bytes(where), 0), str(where))
+
+
+@pytest.mark.parametrize("kind", list(CHANGES))
+def test_a_mount_in_another_namespace_keeps_the_entry(plain_dir: Path, kind: str) -> None:
+    """An entry is trusted while the viewer's mount namespace has not
+    changed (fw_dir_mounts(), mnt_namespace.event): a tmpfs mounted and
+    unmounted in a namespace of its own leaves b's entry in place, and the
+    change after it is answered by the cache. Were entries still held to
+    mount_lock's count, which every mount anywhere moves, the last step
+    would be (0, 1, 0)."""
+    change = CHANGES[kind]
+    watched, b, where = plain_dir / "mon", plain_dir / "other" / "a" / "b", plain_dir / "elsewhere"
+    for d in (watched, b, where):
+        d.mkdir(parents=True)
+    for name in ("f1", "f2", "f3", "f4"):
+        change.prepare(b / name)
+    with monitoring(f"{watched}/**") as mon:
+        retire = lambda: run(lambda: mount_in_a_namespace_of_its_own(where))  # noqa: E731
+        steps = warm_retire_change(mon, change, b, retire, b / "f4")
+        events = mon.under(str(plain_dir))
+    assert steps == [WARMED, FROM_CACHE, NOT_SEEN, KEPT]
+    assert events == []
+
+
 @pytest.mark.parametrize("kind", list(CHANGES))
 @pytest.mark.parametrize("points", ["fresh", "mount-points-already"])
 def test_a_mount_moved_into_the_monitored_tree_retires_the_cache(plain_dir: Path, points: str, kind: str) -> None:
@@ -293,7 +335,8 @@ def test_a_mount_moved_into_the_monitored_tree_retires_the_cache(plain_dir: Path
     attach_recursive_mnt() (fs/namespace.c) makes a mount point in advance.
     Entries no longer follow that count (but for directories deeper than
     the fingerprint walk), and no dentry's d_seq moves: in both cases only
-    mount_lock's count retires the entry. The case with both already mount
+    the namespace's count of mount changes (mnt_namespace.event) retires
+    the entry. The case with both already mount
     points (through other views of them: nothing is mounted on `target` or
     on the moved mount itself) is the one that failed, when rename_lock's
     count was followed, if mount changes did not retire entries."""
