@@ -15,7 +15,13 @@ JSONL output (to a file on tmpfs), driven as `filewarden run` drives them.
   into an 8 MiB ring: loss must be zero.
 - Footprint: the consumer's RSS when idle and its peak under load.
 
+- Replay (--replay ROUNDS): only the consumer's own CPU per event, on one
+  thread; with the compiled hot modules (filewarden/_native.py) in use, the
+  same replay follows in a process that imports every module from its .py
+  file (FILEWARDEN_NATIVE=0), so the two figures are side by side.
+
     .venv/bin/python -m benchmarks.userspace [--seconds 30] [--json FILE]
+    .venv/bin/python -m benchmarks.userspace --replay 20
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import os
 import resource
 import select
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +42,7 @@ from pathlib import Path
 from pyinstrument import Profiler
 
 from benchmarks.results import figure, write
+from filewarden import _native
 from filewarden._libbpf import MmapRingReader
 from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.config import Config, Output
@@ -273,6 +281,10 @@ def main() -> int:
         "--replay", type=int, default=0, metavar="ROUNDS",
         help="only the consumer's CPU per event: 20,000 records replayed ROUNDS times on one thread, the least",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-pure", action="store_true",
+        help="with --replay: skip the second replay with the hot modules from their .py files",
+    )  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("userspace: run as root (BPF_PROG_TEST_RUN)", file=sys.stderr)
@@ -280,22 +292,35 @@ def main() -> int:
     if len(os.sched_getaffinity(0)) < 2:
         print("userspace: needs two CPUs (producer and consumer each on its own)", file=sys.stderr)
         return 2
+    cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {0})
     tune_interpreter()  # as `filewarden run` does
     figures: list[dict[str, object]] = []
+    modules = "compiled (mypyc)" if _native.in_use() else "pure Python"
     if args.replay:
         with producer(RING_BYTES) as p, tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
             gc.freeze()
             read_us, emit_us = replay(p, Path(tmp), args.replay)
         print(
-            f"replay: read {read_us:.2f} + emit {emit_us:.2f} = {read_us + emit_us:.2f} us of CPU per event "
-            f"(least of {args.replay} rounds of 20,000)"
+            f"replay, {modules} hot modules: read {read_us:.2f} + emit {emit_us:.2f} = {read_us + emit_us:.2f} us "
+            f"of CPU per event (least of {args.replay} rounds of 20,000)"
         )
+        if _native.in_use() and not args.no_pure:
+            # The same replay with every module from its .py file, in a
+            # process of its own (the choice is made at import).
+            env = {**os.environ, _native.ENV: "0"}
+            argv = [sys.executable, "-m", "benchmarks.userspace", "--replay", str(args.replay)]
+            sys.stdout.flush()
+            os.sched_setaffinity(0, cpus)  # the child takes CPU 0 for itself, as this one did
+            subprocess.run([*argv, "--no-pure"], env=env, check=True)
         return 0
     with producer(RING_BYTES) as p, tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         out_dir = Path(tmp)
         idle_rss = _rss_kib("VmRSS")
-        print(f"ring {RING_BYTES >> 20} MiB; record {len(PATH)}-byte path; consumer on CPU 0, producer on CPU 1")
+        print(
+            f"ring {RING_BYTES >> 20} MiB; record {len(PATH)}-byte path; consumer on CPU 0, producer on CPU 1; "
+            f"{modules} hot modules"
+        )
         print(f"{'rate/s':>9} {'s':>6} {'produced':>10} {'ring full':>10} {'gaps':>6} {'written':>10} {'us/event':>9}")
 
         def show(t: Trial) -> None:

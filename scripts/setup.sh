@@ -20,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-agent_pkgs=(python3 python3-venv libbpf1 clang llvm libbpf-dev bpftool)
+agent_pkgs=(python3 python3-venv python3-dev gcc libbpf1 clang llvm libbpf-dev bpftool)
 test_pkgs=(qemu-system-x86 busybox-static file kmod udev crun rpm e2fsprogs systemd nats-server postgresql)
 bench_pkgs=(auditd)
 pkgs=("${agent_pkgs[@]}")
@@ -56,7 +56,7 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_update -eq 1 ]; then
     fi
 fi
 
-extras=$([ "$tests" = yes ] && echo "[dev]" || echo "")
+extras=$([ "$tests" = yes ] && echo "[dev]" || echo "[native]")
 stamp=.venv/.filewarden-setup
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras $(/usr/bin/python3 -V 2>&1)"
 if [ ! -x .venv/bin/python ]; then
@@ -68,5 +68,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -e ".$extras"
     echo "$want" >"$stamp"
 fi
-# Builds the BPF objects if a source changed since (cached by content).
+# Builds the BPF objects and the compiled hot modules if a source changed
+# since (cached by content; by size and time for the modules).
 .venv/bin/python -m filewarden._build >/dev/null

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from filewarden import _native
+
+# Before any other module of the package is imported: the compiled hot
+# modules, if built from the sources present (filewarden/_native.py).
+_native.install()
+
 _version: str | None = None
 
 

@@ -1,4 +1,6 @@
-"""Compiles the BPF programs (stdlib only: also run by hatch_build.py).
+"""Compiles the BPF programs (stdlib only: also run by hatch_build.py), and
+in a source checkout the hot Python modules with mypyc (build_native(),
+filewarden/_native.py).
 
 The objects are CO-RE: compiled once against the committed
 bpf/vmlinux/x86/vmlinux.h and relocated by libbpf at load time for the
@@ -12,6 +14,7 @@ after linking; the BTF that CO-RE and the ABI check need stays.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -168,14 +171,80 @@ def build(src: Path, out: Path, *, force: bool = False) -> list[Path]:
     return objects
 
 
+# Compiles the modules given as paths (relative to the current directory,
+# the package's parent) into argv[1]/lib, in a fresh interpreter.
+_MYPYC_SCRIPT = """
+import sys
+from mypyc.build import mypycify
+from setuptools import setup
+
+tmp, *sources = sys.argv[1:]
+setup(
+    name="filewarden-native",
+    ext_modules=mypycify(sources, opt_level="3", target_dir=tmp + "/c"),
+    script_args=["-q", "build_ext", "--build-lib", tmp + "/lib", "--build-temp", tmp + "/obj"],
+)
+"""
+
+
+def build_native(*, force: bool = False) -> list[Path]:
+    """Compiles filewarden._native.NATIVE with mypyc into _compiled/ (with
+    its manifest) unless the build there still matches every source;
+    returns the extensions. BuildError without mypyc or a C compiler."""
+    from filewarden import _native  # noqa: PLC0415 (the hatch hook loads this file alone: no package)
+
+    out = Path(_native.COMPILED_DIR)
+    if not force and _native.usable():
+        return sorted(out.glob("*.so"))
+    if importlib.util.find_spec("mypyc") is None:
+        raise BuildError("mypyc not found: pip install 'filewarden[native]' (or scripts/setup.sh)")
+    _tool("cc", "gcc", package="a C compiler and the Python headers (apt-get install gcc python3-dev)")
+    package_root = Path(_native.PACKAGE_DIR).parent
+    sources = {m: _native.source_of(m) for m in _native.NATIVE}
+    stamps = {m: _native.stamp(s) for m, s in sources.items()}  # before: an edit during the build retires it
+    with tempfile.TemporaryDirectory(prefix="filewarden-native.") as tmp:
+        env = {**os.environ, "MYPY_CACHE_DIR": os.path.join(tmp, "mypy-cache")}
+        cmd = [sys.executable, "-c", _MYPYC_SCRIPT, tmp, *(os.path.relpath(s, package_root) for s in sources.values())]
+        result = subprocess.run(cmd, cwd=package_root, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            what = ", ".join(_native.NATIVE)
+            raise BuildError(f"compiling {what} with mypyc failed:\n{result.stderr}{result.stdout}")
+        lib = Path(tmp) / "lib"
+        files: dict[str, str] = {}
+        staged = Path(tmp) / "compiled"
+        staged.mkdir()
+        for so in lib.rglob("*.so"):
+            rel = so.relative_to(lib)
+            module = ".".join((*rel.parts[:-1], rel.name.split(".", 1)[0]))
+            name = module + rel.name[rel.name.index(".") :]  # the module's name, then its ABI suffix
+            shutil.copyfile(so, staged / name)
+            files[module] = name
+        if set(_native.NATIVE) - set(files):
+            raise BuildError(f"mypyc made no extension for {sorted(set(_native.NATIVE) - set(files))}")
+        _native.write_manifest(str(staged), files, stamps)
+        # Replaced whole: the finder never sees a manifest beside another
+        # build's files.
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        shutil.copytree(staged, out)
+        shutil.rmtree(old, ignore_errors=True)
+    return sorted(out.glob("*.so"))
+
+
 def main() -> int:
     src = source_dir()
     if src is None:
         print("no bpf/ sources next to this package", file=sys.stderr)
         return 1
+    force = "--force" in sys.argv
     try:
-        for obj in build(src, Path(__file__).parent / "_bpf", force="--force" in sys.argv):
+        for obj in build(src, Path(__file__).parent / "_bpf", force=force):
             print(obj)
+        if "--no-native" not in sys.argv:
+            for ext in build_native(force=force):
+                print(ext)
     except BuildError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -386,6 +386,7 @@ def doctor(
     host root when one is set (it looks like a root filesystem, and PID 1's
     mount table, the host's, is readable). When an agent answers on
     --socket, its backend is named with what it watches and its limits.
+    The python line says whether the hot modules run compiled (mypyc).
     """
     from filewarden.service.doctor import format_check, run_checks, verdict
 

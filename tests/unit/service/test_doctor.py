@@ -177,3 +177,11 @@ def test_a_map_the_kernel_will_not_create_is_one_line_after_one_load(monkeypatch
     monkeypatch.setattr(loader, "plan", probe)
     [again] = bpf_checks.check_hooks(Path("unused.o"), prior_ok=False)
     assert again == check
+
+
+def test_the_python_line_says_whether_the_hot_modules_run_compiled() -> None:
+    compiled, pure = doctor.check_python(compiled=True), doctor.check_python(compiled=False)
+    assert (compiled.name, compiled.status, compiled.detail) == ("python", doctor.OK, "hot modules compiled (mypyc)")
+    assert pure.status == doctor.OK
+    assert pure.detail.startswith("hot modules run from their .py files")
+    assert "python -m filewarden._build" in pure.detail
