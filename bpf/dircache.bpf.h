@@ -88,7 +88,7 @@ struct mnt_namespace___seq {
  * Plain loads through typed pointers, no helper call: mount_lock's own
  * count, which every mount change anywhere moves, could only be read with
  * bpf_probe_read_kernel() (it is no BTF variable on Debian's kernels), which
- * made up a fifth of an ignored call. False: no namespace (an exiting task).
+ * made up a sixth of an ignored call. False: no namespace (an exiting task).
  */
 static __always_inline bool fw_dir_mounts(struct task_struct *task, struct fw_dir_val *v)
 {
