@@ -309,10 +309,10 @@ def main() -> int:
             # The same replay with every module from its .py file, in a
             # process of its own (the choice is made at import).
             env = {**os.environ, _native.ENV: "0"}
-            argv = [sys.executable, "-m", "benchmarks.userspace", "--replay", str(args.replay)]
+            argv = [sys.executable, "-m", "benchmarks.userspace", "--replay", str(args.replay), "--no-pure"]
             sys.stdout.flush()
             os.sched_setaffinity(0, cpus)  # the child takes CPU 0 for itself, as this one did
-            subprocess.run([*argv, "--no-pure"], env=env, check=True)
+            subprocess.run(argv, env=env, check=True)
         return 0
     with producer(RING_BYTES) as p, tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         out_dir = Path(tmp)

@@ -116,7 +116,7 @@ class _Finder:
 
 def install() -> bool:
     """Puts the finder first if a usable build is there; whether it did."""
-    if os.environ.get(ENV, "1") == "0" or any(isinstance(f, _Finder) for f in sys.meta_path):
+    if os.environ.get(ENV, "1") == "0" or in_use():
         return False
     paths = usable()
     if not paths:

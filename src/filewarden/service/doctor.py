@@ -42,8 +42,11 @@ __all__ = [
 
 def check_python(compiled: bool | None = None) -> Check:
     """Whether the hot modules (decoder, enrichment, rendering) run
-    compiled (filewarden/_native.py): about a sixth less CPU per event."""
-    if compiled if compiled is not None else _native.in_use():
+    compiled (filewarden/_native.py; `compiled`: as if they did or not):
+    12-17% less of the consumer's CPU per event."""
+    if compiled is None:
+        compiled = _native.in_use()
+    if compiled:
         return Check("python", OK, "hot modules compiled (mypyc)")
     return Check(
         "python",
