@@ -156,10 +156,16 @@ static __always_inline bool fw_dir_seqs(struct task_struct *task, const struct f
 	return v->fingerprint != 0;
 }
 
+/* The same mount namespace, no mount change in it and no new prefix since
+ * `a` was read: what every use of an entry asks besides the way up. */
+static __always_inline bool fw_dir_same_counts(const struct fw_dir_val *a, const struct fw_dir_val *b)
+{
+	return a->mount_event == b->mount_event && a->mnt_ns == b->mnt_ns && a->prefix_gen == b->prefix_gen;
+}
+
 static __always_inline bool fw_dir_same(const struct fw_dir_val *a, const struct fw_dir_val *b)
 {
-	return a->fingerprint == b->fingerprint && a->mnt_ns == b->mnt_ns && a->mount_event == b->mount_event &&
-	       a->prefix_gen == b->prefix_gen;
+	return a->fingerprint == b->fingerprint && fw_dir_same_counts(a, b);
 }
 
 /*
@@ -213,8 +219,7 @@ static __always_inline bool fw_dir_check(struct fw_dir_probe *p, struct task_str
 		return false;
 	known = bpf_map_lookup_elem(&outside_dirs, &p->key);
 	if (known && renames != FW_DIR_NO_RENAME_SEQ && known->rename_seq == renames &&
-	    known->mount_event == p->val.mount_event && known->mnt_ns == p->val.mnt_ns &&
-	    known->prefix_gen == p->val.prefix_gen)
+	    fw_dir_same_counts(known, &p->val))
 		return true;
 	if (!known) {
 		/* Deferred (above); without a move count to hold it to, never. */
@@ -269,8 +274,7 @@ remember:
 		/* Deferred by fw_dir_check(): the way up now is the way up then
 		 * if no directory was moved in between; the count is read after
 		 * the fingerprint, so none was moved while it was taken either. */
-		if (fw_dir_rename_seq() != p->val.rename_seq || now.mount_event != p->val.mount_event ||
-		    now.mnt_ns != p->val.mnt_ns || now.prefix_gen != p->val.prefix_gen)
+		if (fw_dir_rename_seq() != p->val.rename_seq || !fw_dir_same_counts(&now, &p->val))
 			return;
 		p->val.fingerprint = now.fingerprint;
 	} else if (!fw_dir_same(&now, &p->val)) {
