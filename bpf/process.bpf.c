@@ -8,12 +8,20 @@
  * exec and fork also fill the process's exe/args cache (fw_proc_cache),
  * which the file programs would otherwise fill on a process's first event
  * by walking its executable's path and reading its arguments: the longest
- * work a file program does. These tracepoints run with preemption off
- * (include/linux/tracepoint.h), the file programs with preemption on, and
- * on the fentry backend the time a file program's task spends preempted
- * inside it is time in which the trampoline's recursion guard skips every
- * other run of that program on that CPU (bpf_prog_inc_misses_counter(),
- * kernel/bpf/trampoline.c).
+ * work a file program does. Before 7.0 these tracepoints run with
+ * preemption off (include/linux/tracepoint.h), the file programs with
+ * preemption on, and on the fentry backend the time a file program's task
+ * spends preempted inside it is time in which the trampoline's recursion
+ * guard skips every other run of that program on that CPU
+ * (bpf_prog_inc_misses_counter(), kernel/bpf/trampoline.c).
+ *
+ * From 7.0 a tracepoint calls its programs under SRCU-fast with only
+ * migration off (commit a46023d5616e, "tracing: Guard __DECLARE_TRACE() use
+ * of __DO_TRACE_CALL() with SRCU-fast"; __bpf_trace_run() in
+ * kernel/trace/bpf_trace.c), so these programs can be preempted too, and
+ * the raw tracepoint's own recursion guard skips their other runs on that
+ * CPU meanwhile: a lost process record, counted in the program's
+ * recursion_misses and reported like every loss (losses.py).
  */
 #include "hook.bpf.h"
 

@@ -13,7 +13,10 @@ the output, and what counts it:
   backend) is skipped while the same program is already running on that
   CPU, for instance when its task was preempted inside it, and the kernel
   only adds one to the program's ``recursion_misses``. LSM programs are not
-  guarded that way; for them it stays 0.
+  guarded that way; for them it stays 0. The process tracepoints (exec,
+  fork, exit) are guarded on either backend, and from 7.0 their programs
+  can be preempted (bpf/process.bpf.c): a skipped run there loses a
+  process record.
 
 :class:`LossWatch` takes these counters as the agent reads them (about once
 a second) and logs every new loss at WARNING, naming the hook, while the
