@@ -12,7 +12,9 @@ JSONL output (to a file on tmpfs), driven as `filewarden run` drives them.
   rate with zero loss is then held for --seconds (30) and reported with the
   consumer's CPU microseconds per event.
 - Burst: --burst (50,000) records in one go, as fast as the producer can,
-  into an 8 MiB ring: loss must be zero.
+  into an 8 MiB ring: loss must be zero. The ring holds 32,768 of these
+  records (printed), so the reader must take the rest while the burst is
+  written: the faster the producer, the harder.
 - Footprint: the consumer's RSS when idle and its peak under load.
 
 - Replay (--replay ROUNDS): only the consumer's own CPU per event, on one
@@ -170,6 +172,16 @@ def run_trial(p: Producer, out_dir: Path, rate: int, seconds: float, burst: int 
         agent.close()
 
 
+def ring_capacity(p: Producer) -> tuple[int, int]:
+    """(the size of the benchmark's record, how many such records the ring
+    holds): each takes an 8-byte header and is padded to 8 bytes
+    (BPF_RINGBUF_HDR_SZ, kernel/bpf/ringbuf.c). A burst larger than that
+    loses records unless the reader takes the excess while it is written."""
+    p.produce(1, PATH)
+    size = len(MmapRingReader(p.ring).read()[0])
+    return size, RING_BYTES // ((size + 8 + 7) // 8 * 8)
+
+
 def profile(p: Producer, out_dir: Path, dest: Path, records: int = 100_000) -> None:
     """Where the consumer's time goes: `records` records already in the
     ring, taken, decoded, enriched and written under pyinstrument."""
@@ -317,9 +329,10 @@ def main() -> int:
     with producer(RING_BYTES) as p, tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         out_dir = Path(tmp)
         idle_rss = _rss_kib("VmRSS")
+        record_size, holds = ring_capacity(p)
         print(
-            f"ring {RING_BYTES >> 20} MiB; record {len(PATH)}-byte path; consumer on CPU 0, producer on CPU 1; "
-            f"{modules} hot modules"
+            f"ring {RING_BYTES >> 20} MiB, {holds:,} records of {record_size} bytes ({len(PATH)}-byte path); "
+            f"consumer on CPU 0, producer on CPU 1; {modules} hot modules"
         )
         print(f"{'rate/s':>9} {'s':>6} {'produced':>10} {'ring full':>10} {'gaps':>6} {'written':>10} {'us/event':>9}")
 
@@ -356,8 +369,8 @@ def main() -> int:
     else:
         print("sustained: no rate held without loss")
     print(
-        f"burst: {args.burst:,} records in {burst.seconds * 1000:.1f} ms into {RING_BYTES >> 20} MiB: "
-        f"{burst.ring_full} ring full, {burst.gaps} gaps, {burst.written:,} written"
+        f"burst: {args.burst:,} records in {burst.seconds * 1000:.1f} ms into {RING_BYTES >> 20} MiB "
+        f"(which holds {holds:,}): {burst.ring_full} ring full, {burst.gaps} gaps, {burst.written:,} written"
     )
     print(f"consumer RSS: {idle_rss / 1024:.1f} MiB idle, {peak_rss / 1024:.1f} MiB peak under load")
     rate = sustained.rate if sustained else 0

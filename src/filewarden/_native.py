@@ -26,11 +26,20 @@ from typing import Final
 
 NATIVE: Final = (
     "filewarden.backends.bpf.abi",
+    "filewarden.backends.bpf.records",
+    "filewarden.backends.bpf.select",
+    "filewarden.backends.sequence",
+    "filewarden.globs",
+    "filewarden.host.clock",
     "filewarden.pipeline.enrich",
     "filewarden.pipeline.render",
+    "filewarden.pipeline.sinks",
+    "filewarden.pipeline.stages",
 )
-"""Every record goes through these: the decoder, the enrichment and the
-JSON rendering (``benchmarks/userspace.py --replay``)."""
+"""Every record goes through these: the decoder and the record loop, the
+sequence check, the path decision with its globs, the enrichment, the
+time stamp, the JSON rendering, the pipeline and its sinks
+(``benchmarks/userspace.py --replay``)."""
 
 PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 COMPILED_DIR: Final = os.path.join(PACKAGE_DIR, "_compiled")

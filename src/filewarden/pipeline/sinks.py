@@ -122,8 +122,8 @@ class SqliteSink:
         except StoreError as exc:
             raise OutputError(f"output {self.spec}: {exc}") from None
         self._queue: queue.Queue[list[bytes] | None] = queue.Queue(STORE_QUEUE_BATCHES)
-        self._thread = threading.Thread(target=self._run, name="filewarden-store", daemon=True)
-        self._thread.start()
+        self._runner = threading.Thread(target=self._run, name="filewarden-store", daemon=True)
+        self._runner.start()
 
     @property
     def written(self) -> int:
@@ -167,9 +167,9 @@ class SqliteSink:
 
     def close(self) -> None:
         """Every queued batch stored, then closed."""
-        if self._thread.is_alive():
+        if self._runner.is_alive():
             self._queue.put(None)
-            self._thread.join()
+            self._runner.join()
         self._writer.close()
 
 

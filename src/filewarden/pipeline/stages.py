@@ -213,9 +213,9 @@ class PipelineWorker:
         self._busy = False  # the worker is writing a batch
         self._closing = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="filewarden-pipeline", daemon=True)
+        self._runner = threading.Thread(target=self._run, name="filewarden-pipeline", daemon=True)
         pipeline.wake = self._wake
-        self._thread.start()
+        self._runner.start()
 
     @property
     def queued(self) -> int:
@@ -240,7 +240,7 @@ class PipelineWorker:
             else:
                 if len(pending) >= self._max_batches:
                     self.waits += 1
-                    while len(pending) >= self._max_batches and self._thread.is_alive():
+                    while len(pending) >= self._max_batches and self._runner.is_alive():
                         self._cond.wait(0.5)
                 pending.append(list(events))
                 self.peak = max(self.peak, len(pending))
@@ -262,7 +262,7 @@ class PipelineWorker:
         True then, or when the worker has stopped (put() raises its error)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: len(self._pending) < self._max_batches or not self._thread.is_alive(), timeout
+                lambda: len(self._pending) < self._max_batches or not self._runner.is_alive(), timeout
             )
 
     def settle(self, timeout: float) -> None:
@@ -274,11 +274,11 @@ class PipelineWorker:
         one larger batch. A worker held up longer (a slow lookup or
         output) no longer holds up the loop."""
         with self._cond:
-            if (self._pending or self._busy) and self._thread.is_alive():
+            if (self._pending or self._busy) and self._runner.is_alive():
                 self._cond.wait_for(self._settled, timeout)
 
     def _settled(self) -> bool:
-        return not (self._pending or self._busy) or not self._thread.is_alive()
+        return not (self._pending or self._busy) or not self._runner.is_alive()
 
     def close(self) -> None:
         """Writes every queued batch, stops the thread, and raises what the
@@ -286,7 +286,7 @@ class PipelineWorker:
         with self._cond:
             self._closing = True
             self._cond.notify()
-        self._thread.join()
+        self._runner.join()
         self._raise()
 
     def _raise(self) -> None:

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-
 from filewarden import _bpf
 from filewarden._libbpf import (
     BpfObject,
@@ -50,6 +48,7 @@ from filewarden.backends.bpf.losses import KernelLoss, LossWatch
 from filewarden.backends.bpf.marks import MarkReport, MarkTable
 from filewarden.backends.bpf.prefixes import ExcludedExes, PrefixTrie
 from filewarden.backends.bpf.ratelimit import KernelRateLimit
+from filewarden.backends.bpf.records import sort_records
 from filewarden.backends.bpf.select import Selection
 from filewarden.backends.ratelimit import Limit
 from filewarden.errors import BackendError
@@ -59,20 +58,16 @@ from filewarden.host.layers import Layers
 from filewarden.host.overlayfs import MountWatcher
 from filewarden.host.proctree import ProcessTree
 from filewarden.host.sysinfo import Host
-from filewarden.model.enums import Action, ProcessFlag
-from filewarden.model.events import Event, ExecEvent, ExitEvent, FileEvent, ForkEvent, RateLimited
 
 if TYPE_CHECKING:
     from filewarden.config import Config
+    from filewarden.model.events import Event, FileEvent, RateLimited
 
 log = logging.getLogger(__name__)
 
 _EXPIRE_EVERY_NS: Final = 10 * 10**9
 # How often read() reads the kernel's loss counters and recursion misses.
 LOSS_CHECK_EVERY_S: Final = 1.0
-_ARGS_TRUNCATED: Final = int(ProcessFlag.ARGS_TRUNCATED)
-_renumber = msgspec.structs.replace
-_CLOSE_WRITE: Final = int(Action.CLOSE_WRITE)
 
 # Records read() takes at a time; the rest stay queued (the ring or the
 # drain thread's buffer stays readable). Decoded, rendered and written in
@@ -570,61 +565,20 @@ class BpfBackend:
         stats = self.stats
         stats.records += len(records)
         stats.record_bytes += sum(map(len, records))
-        sequence = stats.sequence
-        observe = sequence.observe
-        keep = self.selected.keep
         excluded_before = self.selected.excluded
-        tree = self.processes
-        out: list[FileEvent] = []
-        number = self._next_out
-        for record in records:
-            try:
-                event = abi.decode(record)
-            except abi.DecodeError as exc:
-                stats.malformed += 1
-                log.warning("dropped a malformed record: %s", exc)
-                continue
-            if isinstance(event, FileEvent):
-                if event.seq == sequence.next and not sequence.ahead:
-                    sequence.next += 1  # the usual case, inline: the next number, none waiting ahead
-                else:
-                    observe(event.seq)
-                if event.action == _CLOSE_WRITE:
-                    # Not an event of its own: the baseline hashes the file
-                    # (service/integrity.py), and the output numbers stay
-                    # one apart.
-                    if keep(event):
-                        out.append(_renumber(event, seq=-1, internal=True))
-                    else:
-                        stats.filtered += 1
-                elif keep(event):
-                    out.append(_renumber(event, seq=number))
-                    number += 1
-                else:
-                    stats.filtered += 1
-                continue
-            stats.process_sequence.observe(event.seq)
-            stats.process_records += 1
-            if isinstance(event, ExecEvent):
-                p = event.process
-                tree.on_exec(
-                    pid=p.pid,
-                    ppid=p.ppid or 0,
-                    start_ns=p.start_ns or 0,
-                    exe=p.exe,
-                    args=p.args or (),
-                    args_truncated=bool(p.flags & _ARGS_TRUNCATED),
-                    comm=p.comm or b"",
-                )
-            elif isinstance(event, ForkEvent):
-                tree.on_fork(
-                    parent_pid=event.parent_pid,
-                    child_pid=event.child_pid,
-                    child_start_ns=event.child_start_ns,
-                    parent_start_ns=event.parent_start_ns,
-                )
-            elif isinstance(event, ExitEvent):
-                tree.on_exit(pid=event.pid, start_ns=event.start_ns, ktime_ns=event.ktime_ns)
+        done = sort_records(
+            records,
+            self._next_out,
+            sequence=stats.sequence,
+            process_sequence=stats.process_sequence,
+            keep=self.selected.keep,
+            tree=self.processes,
+        )
+        out = done.events
+        stats.malformed += done.malformed
+        stats.filtered += done.filtered
+        stats.process_records += done.process_records
+        number = done.next_number
         stats.events += len(out)
         self._next_out = number
         newly_excluded = self.selected.excluded - excluded_before
