@@ -121,6 +121,12 @@ struct fw_proc_cache {
 	__u16 args_len;
 	char exe[FW_EXE_MAX];
 	char args[FW_ARGS_MAX];
+	/* The program it describes: the process's task_struct.self_exec_id
+	 * when filled, which every exec adds one to (begin_new_exec(),
+	 * fs/exec.c) and fork copies. A cache of another id is refilled
+	 * (fw_proc_cache_get()): from 7.0 the exec program itself can be
+	 * skipped (process.bpf.c), and its cache must not outlive the exec. */
+	__u64 exec_id;
 };
 #define FW_PROC_CACHE_FILLED (1U << 31)
 

@@ -42,6 +42,7 @@ int BPF_PROG(fw_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 	mm = BPF_CORE_READ(p, mm);
 	fw_read_exe_args(c, &s->walk, s->exe_walk, BPF_CORE_READ(bprm, file), BPF_CORE_READ(mm, arg_start),
 			 BPF_CORE_READ(mm, arg_end));
+	c->exec_id = p->self_exec_id; /* counted by now: begin_new_exec() came first */
 	/* ... and keep what it knows of the new one: `p` is the thread-group
 	 * leader by now (de_thread() in begin_new_exec(), fs/exec.c), where
 	 * fw_proc_cache_get() looks. */

@@ -116,12 +116,17 @@ static __always_inline struct fw_proc_cache *fw_proc_cache_get(struct task_struc
 	struct task_struct *leader = task->group_leader;
 	struct fw_proc_cache *c;
 	struct mm_struct *mm;
+	__u64 exec_id;
 
 	c = bpf_task_storage_get(&proc_cache, leader, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!c)
 		return NULL;
-	if (c->flags & FW_PROC_CACHE_FILLED)
+	/* The leader's id: an exec makes the execing thread the leader
+	 * (de_thread(), fs/exec.c) before it counts the exec. */
+	exec_id = leader->self_exec_id;
+	if ((c->flags & FW_PROC_CACHE_FILLED) && c->exec_id == exec_id)
 		return c;
+	c->exec_id = exec_id;
 	mm = task->mm;
 	if (!mm) { /* a kernel thread */
 		c->flags = FW_PROC_EXE_UNKNOWN | FW_PROC_CACHE_FILLED;

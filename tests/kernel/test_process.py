@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from filewarden.host.clock import WallClock
-from filewarden.model.enums import EventFlag
+from filewarden.model.enums import Action, EventFlag
 from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary
 from tests.support.proc import in_child
@@ -93,3 +93,30 @@ def test_the_arguments_are_those_the_exec_gave(plain_dir: Path, how: str) -> Non
         in_child(lambda: subprocess.run([sys.executable, "-c", SCRIBBLE, str(f), how], check=True))
         (e,) = mon.under(str(plain_dir))
     assert e.process.args[:2] == (os.fsencode(sys.executable), b"-c")
+
+
+def test_an_exec_whose_program_did_not_run_names_the_new_program(plain_dir: Path) -> None:
+    """From 7.0 the kernel can skip the exec program (its recursion guard,
+    while a task is preempted inside it: process.bpf.c). Here it is
+    detached instead, for certain. The process's cache of its executable
+    and arguments still describes the program it ran before; it records
+    which exec it describes (task_struct.self_exec_id), so the first event
+    after the exec fills it again instead of naming the old program."""
+    before, after = plain_dir / "before", plain_dir / "after"
+
+    def work() -> None:
+        before.write_bytes(b"x")  # fills the cache: this Python
+        os.execv("/bin/sh", ["sh", "-c", f"echo x > {after}"])
+
+    with monitoring(f"{plain_dir}/**", fresh=True) as mon:
+        assert mon.agent._obj is not None
+        execs = [link for link in mon.agent._obj.links if link.program.name == "fw_sched_exec"]
+        assert len(execs) == 1
+        execs[0].destroy()
+        in_child(work)
+        events = mon.under(str(plain_dir))
+    created = {os.fsdecode(e.path): e.process for e in events if e.action == Action.CREATE}
+    assert set(created) == {str(before), str(after)}
+    assert created[str(before)].exe == os.fsencode(os.path.realpath(sys.executable))
+    assert created[str(after)].exe == os.fsencode(os.path.realpath("/bin/sh"))
+    assert created[str(after)].args[:2] == (b"sh", b"-c")
