@@ -15,7 +15,8 @@ spool's catch-up, with nats-server and PostgreSQL started on loopback
 (benchmarks.fleet).
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
 and of auditd, each program's ns per call over the empty program's, map
-memory (benchmarks.kernel_overhead), live content changes on the lsm
+memory (benchmarks.kernel_overhead), the agent's start and stop and the
+instructions its programs cost the verifier (benchmarks.agent_load), live content changes on the lsm
 backend (benchmarks.content_latency), and reload under a writer
 (benchmarks.reload).
 Each step writes its figures to lab-results/bench/; this merges them, with
@@ -117,6 +118,10 @@ def steps(kernels: list[str], guest: bool) -> list[Step]:
                 "benchmarks.kernel_overhead",
                 15,
             )
+            for k in kernels
+        ]
+        out += [
+            Step(f"agent start and stop, instructions verified ({k}, lsm)", k, "benchmarks.agent_load", 3)
             for k in kernels
         ]
         # The BPF backends' close (file_release / file_free_security) to

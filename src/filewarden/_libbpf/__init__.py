@@ -7,7 +7,8 @@ Public surface::
     LibbpfUnavailableError  no usable libbpf.so.1 (>= 1.0) on this system
     BpfObject          open / set_rodata / load / attach_all / close
     Program, Link, AttachFailure
-    ProgInfo           a loaded program's counters (Program.info()): recursion misses
+    ProgInfo           a loaded program's counters (Program.info()): recursion misses,
+                       run time, instructions verified
     Map                lookup / update / delete / keys, per-CPU aware
     Btf                BTF of an object file or of the running kernel
     MmapRingReader     ring buffer consumer reading the mapped ring directly

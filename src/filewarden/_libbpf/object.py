@@ -16,6 +16,8 @@ from filewarden._libbpf._types import BPF_PROG_INFO, BPF_PROG_TYPE_TRACING, BPF_
 from filewarden._libbpf.btf import Btf, VarSecinfo
 from filewarden._libbpf.maps import Map
 
+_VERIFIED_INSNS_END = BPF_PROG_INFO.verified_insns.offset + BPF_PROG_INFO.verified_insns.size
+
 
 @dataclass(frozen=True, slots=True)
 class ProgInfo:
@@ -30,6 +32,9 @@ class ProgInfo:
     # tracepoints' (bpf_trace_run*() in kernel/trace/bpf_trace.c). Always
     # 0 for LSM programs, which the guard does not cover.
     recursion_misses: int
+    # Instructions the verifier went through to accept the program, its
+    # subprograms' included (v5.16; None where the kernel does not say).
+    verified_insns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,9 @@ class Program:
         info = BPF_PROG_INFO()
         size = ctypes.c_uint32(ctypes.sizeof(info))
         lib().bpf_obj_get_info_by_fd(self.fd, ctypes.byref(info), ctypes.byref(size))
-        return ProgInfo(int(info.id), int(info.run_time_ns), int(info.run_cnt), int(info.recursion_misses))
+        # The kernel gives back how much of the struct it filled.
+        verified = int(info.verified_insns) if size.value >= _VERIFIED_INSNS_END else None
+        return ProgInfo(int(info.id), int(info.run_time_ns), int(info.run_cnt), int(info.recursion_misses), verified)
 
     def test_run(self, ctx: bytes = b"") -> int:
         """Runs the program once with BPF_PROG_TEST_RUN; returns its return value."""
