@@ -55,7 +55,11 @@ filewarden's ignored file_open, unlink and rename must: the table prints
 the one each target's hook needs beside it, as the floor under that
 target. A fourth, floor_emit, does the least a reported call does (a ring
 reservation, the task, the inode, bpf_d_path(), a submit): the emitting
-target's floor.
+target's floor. A fifth, floor_checked, is the second with what
+filewarden's own design adds for a correct answer (an overlay's backing
+file told apart; the verdict held to the mount namespace's count, the
+configuration's generation and the move count): printed beside the
+others, the floor under this design's ignored file_open.
 
 For each loop, the most the programs allow it, round by round: an
 iteration's detached time T beside the time the programs take per
@@ -129,6 +133,7 @@ FLOORS = {
     "floor_mark": "an inode lookup",
     "floor_mark_dir": "an inode lookup and a directory lookup",
     "floor_2marks_dir": "two inode lookups and a directory lookup",
+    "floor_checked": "inode + directory lookup, checked as ours",
     "floor_emit": "a record: task, inode, path by bpf_d_path, ring",
 }
 # The reference that holds the lookups a target's hook cannot do without:

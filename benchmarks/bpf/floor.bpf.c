@@ -16,6 +16,16 @@
  *                        asks the name's inode and its directory's (the
  *                        directory's own mark: new names in it are
  *                        monitored)
+ *   floor_checked        floor_mark_dir with what filewarden's design
+ *                        needs besides the lookups for a correct answer:
+ *                        an overlay's backing file told apart (file.bpf.h
+ *                        fw_file_backing()), and the remembered verdict
+ *                        held to the viewer's mount namespace and its
+ *                        count of mount changes, the configuration's
+ *                        generation and the count of directory moves
+ *                        (dircache.bpf.h fw_dir_check()): the floor under
+ *                        this design's ignored file_open, not under any
+ *                        design
  *   floor_emit           the least a reported call does: a ring
  *                        reservation, the task's ids and name, the file's
  *                        inode number and its path by bpf_d_path(),
@@ -24,11 +34,13 @@
  *
  * Each also does what every filewarden exit does: the task (the agent's own
  * calls are skipped) and one per-CPU counter increment. Nothing here but
- * floor_emit reads a path, nothing checks a sequence count, and none is
- * correct as a monitor: they are the floor under any design that must ask
- * these maps or send this record, not a design.
+ * floor_emit reads a path, nothing but floor_checked checks a count, and
+ * none is correct as a monitor: they are the floor under any design that
+ * must ask these maps or send this record (floor_checked: under
+ * filewarden's), not a design.
  */
 #include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -112,6 +124,83 @@ static __always_inline void floor_dir(struct task_struct *task, struct file *fil
 		bpf_map_update_elem(&floor_dirs, &key, &one, BPF_ANY);
 }
 
+/* What floor_checked holds an entry to, as filewarden's struct fw_dir_val
+ * (maps.bpf.h) does: read on every call, compared with the entry's. */
+struct floor_counts {
+	__u64 mnt_ns, mount_event, moves;
+	__u32 generation, _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct floor_dir_key);
+	__type(value, struct floor_counts);
+} floor_checked_dirs SEC(".maps");
+
+/* The configuration's generation, in an array as filewarden's settings. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} floor_generation SEC(".maps");
+
+/* Directory moves, a global as filewarden's fw_dir_moves (moves.bpf.c);
+ * nothing moves it here. */
+__u64 floor_moves = 0;
+
+/* mnt_namespace's id: its own `seq` up to 6.x, ns_common's ns_id later
+ * (as dircache.bpf.h reads it). */
+struct mnt_namespace___seq {
+	__u64 seq;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool floor_read_counts(struct task_struct *task, struct floor_counts *c)
+{
+	struct nsproxy *nsp = task->nsproxy;
+	struct mnt_namespace *ns = nsp ? nsp->mnt_ns : NULL;
+	__u32 zero = 0, *generation;
+
+	if (!ns)
+		return false;
+	if (bpf_core_field_exists(((struct mnt_namespace___seq *)0)->seq))
+		c->mnt_ns = ((struct mnt_namespace___seq *)ns)->seq;
+	else
+		c->mnt_ns = ns->ns.ns_id;
+	c->mount_event = *(volatile __u64 *)&ns->event;
+	c->moves = *(volatile __u64 *)&floor_moves;
+	generation = bpf_map_lookup_elem(&floor_generation, &zero);
+	c->generation = generation ? *generation : 0;
+	c->_pad = 0;
+	return true;
+}
+
+static __always_inline void floor_dir_checked(struct task_struct *task, struct file *file)
+{
+	struct dentry *dir = file->f_path.dentry->d_parent;
+	struct inode *inode = dir->d_inode;
+	struct floor_dir_key key = {};
+	struct floor_counts now, *known;
+
+	key.dentry = (__u64)dir;
+	key.vfsmnt = (__u64)file->f_path.mnt;
+	key.root_dentry = (__u64)task->fs->root.dentry;
+	key.root_mnt = (__u64)task->fs->root.mnt;
+	key.inode = (__u64)inode;
+	key.ino = inode->i_ino;
+	key.generation = inode->i_generation;
+	key.dev = dir->d_sb->s_dev;
+	if (!floor_read_counts(task, &now))
+		return;
+	known = bpf_map_lookup_elem(&floor_checked_dirs, &key);
+	if (known && known->moves == now.moves && known->mount_event == now.mount_event &&
+	    known->mnt_ns == now.mnt_ns && known->generation == now.generation)
+		__sync_fetch_and_add(&floor_dir_hits, 1);
+	else
+		bpf_map_update_elem(&floor_checked_dirs, &key, &now, BPF_ANY);
+}
+
 SEC("?lsm/file_open")
 int BPF_PROG(floor_mark, struct file *file, int ret)
 {
@@ -135,6 +224,24 @@ int BPF_PROG(floor_mark_dir, struct file *file, int ret)
 	if (bpf_inode_storage_get(&floor_marks, file->f_inode, NULL, 0))
 		return ret;
 	floor_dir(task, file);
+	floor_exit();
+	return ret;
+}
+
+SEC("?lsm/file_open")
+int BPF_PROG(floor_checked, struct file *file, int ret)
+{
+	struct task_struct *task;
+
+	if (ret || floor_skip(file, &task))
+		return ret;
+	/* An overlay's backing file (a fake path, or opened on the mounter's
+	 * credentials): its own exit, as filewarden's. */
+	if (file->f_path.dentry->d_sb != file->f_inode->i_sb || task->cred != task->real_cred)
+		return floor_exit();
+	if (bpf_inode_storage_get(&floor_marks, file->f_inode, NULL, 0))
+		return ret;
+	floor_dir_checked(task, file);
 	floor_exit();
 	return ret;
 }
