@@ -16,9 +16,9 @@ spool's catch-up, with nats-server and PostgreSQL started on loopback
 In each guest kernel (virtme-ng, QEMU TCG): kernel overhead of the agent
 and of auditd, each program's ns per call over the empty program's, map
 memory (benchmarks.kernel_overhead), the agent's start and stop and the
-instructions its programs cost the verifier (benchmarks.agent_load), live content changes on the lsm
-backend (benchmarks.content_latency), and reload under a writer
-(benchmarks.reload).
+instructions its programs cost the verifier (benchmarks.agent_load), live
+content changes on the lsm backend (benchmarks.content_latency), and
+reload under a writer (benchmarks.reload).
 Each step writes its figures to lab-results/bench/; this merges them, with
 the kernel each was measured on, into one file with one entry per figure
 (name, value, unit, the baseline it was compared with, target, met, and

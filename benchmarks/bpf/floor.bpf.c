@@ -103,21 +103,28 @@ static __always_inline bool floor_skip(struct file *file, struct task_struct **t
 	return (__u32)(*task)->tgid == floor_agent_tgid;
 }
 
-static __always_inline void floor_dir(struct task_struct *task, struct file *file)
+/* The key of the file's directory, as the viewer `task` sees it. */
+static __always_inline void floor_dir_key_of(struct task_struct *task, struct file *file, struct floor_dir_key *key)
 {
 	struct dentry *dir = file->f_path.dentry->d_parent;
-	struct floor_dir_key key = {};
 	struct inode *inode = dir->d_inode;
+
+	key->dentry = (__u64)dir;
+	key->vfsmnt = (__u64)file->f_path.mnt;
+	key->root_dentry = (__u64)task->fs->root.dentry;
+	key->root_mnt = (__u64)task->fs->root.mnt;
+	key->inode = (__u64)inode;
+	key->ino = inode->i_ino;
+	key->generation = inode->i_generation;
+	key->dev = dir->d_sb->s_dev;
+}
+
+static __always_inline void floor_dir(struct task_struct *task, struct file *file)
+{
+	struct floor_dir_key key = {};
 	__u64 one = 1;
 
-	key.dentry = (__u64)dir;
-	key.vfsmnt = (__u64)file->f_path.mnt;
-	key.root_dentry = (__u64)task->fs->root.dentry;
-	key.root_mnt = (__u64)task->fs->root.mnt;
-	key.inode = (__u64)inode;
-	key.ino = inode->i_ino;
-	key.generation = inode->i_generation;
-	key.dev = dir->d_sb->s_dev;
+	floor_dir_key_of(task, file, &key);
 	if (bpf_map_lookup_elem(&floor_dirs, &key))
 		__sync_fetch_and_add(&floor_dir_hits, 1);
 	else
@@ -178,19 +185,10 @@ static __always_inline bool floor_read_counts(struct task_struct *task, struct f
 
 static __always_inline void floor_dir_checked(struct task_struct *task, struct file *file)
 {
-	struct dentry *dir = file->f_path.dentry->d_parent;
-	struct inode *inode = dir->d_inode;
 	struct floor_dir_key key = {};
 	struct floor_counts now, *known;
 
-	key.dentry = (__u64)dir;
-	key.vfsmnt = (__u64)file->f_path.mnt;
-	key.root_dentry = (__u64)task->fs->root.dentry;
-	key.root_mnt = (__u64)task->fs->root.mnt;
-	key.inode = (__u64)inode;
-	key.ino = inode->i_ino;
-	key.generation = inode->i_generation;
-	key.dev = dir->d_sb->s_dev;
+	floor_dir_key_of(task, file, &key);
 	if (!floor_read_counts(task, &now))
 		return;
 	known = bpf_map_lookup_elem(&floor_checked_dirs, &key);
