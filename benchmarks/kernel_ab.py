@@ -16,11 +16,14 @@ as its own agent, detached but the one measured) and measured on the same
 loops seconds apart, the order swapped every round, so a change is told
 from that drift. Each run is kernel_overhead's bpf_stats run: the ignored
 loops of a forked child, the counters read around each of 10 chunks, the
-median chunk; the empty program and the reference programs
-(benchmarks/bpf/floor.bpf.c) are attached throughout, and a program's ns
-per call is divided by the empty program's on the same round's
-open/close. The references must read the same for both builds: they show
-that the two were measured alike. On the monitored loops every call is
+median chunk. Before each build's turn, with every build detached, the
+empty program and the reference programs (benchmarks/bpf/floor.bpf.c)
+run on their loops, the empty program first on its call as the build's
+programs are on theirs (kernel_overhead.reference_run(): a program
+behind another on the same call reads cheaper under TCG), and a
+program's ns per call is divided by that turn's empty program's. The references must
+read the same for both builds: they show that the two were measured
+alike. On the monitored loops every call is
 reported, and each build's records are read all along by a reader thread
 of its own, as kernel_overhead's are (the reader's dozing and waking are
 part of what an emitting call costs).
@@ -32,15 +35,14 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from benchmarks.kernel_overhead import (
     BUILDERS,
     DRIVEN,
-    EMPTY,
     FLOORS,
     LOOPS,
     PLACES,
+    REF_LOOP,
     AgentTally,
     Case,
     ProgCost,
@@ -52,15 +54,13 @@ from benchmarks.kernel_overhead import (
     chunked,
     empty_program,
     floor_object,
+    label_of,
     places,
-    program_of,
+    reference_run,
     spread,
 )
 from filewarden.backends.bpf.backend import BpfBackend
 from filewarden.config import Config, Output
-
-if TYPE_CHECKING:
-    from filewarden._libbpf.object import Program
 
 
 def parse_build(text: str) -> tuple[str, Path]:
@@ -79,10 +79,6 @@ def ratios_by_build(
     """(build, "place loop", program) -> ns per call over the empty program's, a round each."""
     out: dict[tuple[str, str, str], list[float]] = {}
     with places() as (watched, ignored), empty_program() as (floor, empty), floor_object() as refs:
-        floor.attach(empty)
-        ref_progs = [refs.program(name) for name in FLOORS]
-        for prog in ref_progs:
-            refs.attach(prog)
         # The ignored loops first: their open/close gives the round's empty program.
         cases = [
             Case(place, loop, BUILDERS[loop](watched if place == "monitored" else ignored))
@@ -90,6 +86,7 @@ def ratios_by_build(
             for loop in LOOPS
             if place in where or (place, loop) == ("ignored", "open/close")
         ]
+        ref_cases = [c for c in cases if c.place == "ignored" and c.loop in {"open/close", *REF_LOOP.values()}]
         config = Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),))
         agents: dict[str, BpfBackend] = {}
         readers: dict[str, Reader] = {}
@@ -105,22 +102,31 @@ def ratios_by_build(
             for r in range(rounds):
                 order = builds if r % 2 == 0 else builds[::-1]
                 for name, _ in order:
+                    # Every build detached: the empty program and the
+                    # references (kernel_overhead.reference_run()).
+                    empty_ns = 0.0
+                    refs_ns: dict[tuple[str, str], float] = {}
+                    with bpf_stats():
+                        for case in ref_cases:
+                            for ref, c in reference_run(floor, empty, refs, case, ops=ops, chunks=chunks).items():
+                                if ref not in FLOORS:
+                                    empty_ns = c.ns_per_call
+                                elif c.calls >= ops * DRIVEN:
+                                    refs_ns[(case.name, label_of(refs.program(ref)))] = c.ns_per_call
+                    for (case_name, label), ns in refs_ns.items():
+                        if empty_ns:
+                            out.setdefault((name, case_name, label), []).append(ns / empty_ns)
+                    if not empty_ns:
+                        continue
                     agent = agents[name]
                     agent.attach()
                     try:
-                        measure_build(
-                            agent,
-                            readers[name],
-                            empty=empty,
-                            ref_progs=ref_progs,
-                            cases=cases,
-                            ops=ops,
-                            chunks=chunks,
-                            out=out,
-                            name=name,
-                        )
+                        measured = [c for c in cases if c.place in where]
+                        found = measure_build(agent, readers[name], cases=measured, ops=ops, chunks=chunks)
                     finally:
                         agent.detach()
+                    for (case_name, label), ns in found.items():
+                        out.setdefault((name, case_name, label), []).append(ns / empty_ns)
                 print(f"  round {r + 1}/{rounds} done", flush=True)
         finally:
             for reader in readers.values():
@@ -128,28 +134,19 @@ def ratios_by_build(
                 reader.gauge.close()
             for agent in agents.values():
                 agent.close()
-    if "ignored" not in where:
-        out = {k: v for k, v in out.items() if not k[1].startswith("ignored ") or program_of(k[2]) in FLOORS}
     return out
 
 
 def measure_build(
-    agent: BpfBackend,
-    reader: Reader,
-    *,
-    empty: Program,
-    ref_progs: list[Program],
-    cases: list[Case],
-    ops: int,
-    chunks: int,
-    out: dict[tuple[str, str, str], list[float]],
-    name: str,
-) -> None:
-    """One round of one build: every loop's bpf_stats run."""
+    agent: BpfBackend, reader: Reader, *, cases: list[Case], ops: int, chunks: int
+) -> dict[tuple[str, str], float]:
+    """One round of one build, attached: every loop's bpf_stats run.
+    ("place loop", "hook (program)") -> ns per call, for the programs the
+    loop drives."""
     assert agent._obj is not None
     programs = [link.program for link in agent._obj.links]
-    empty_ns = 0.0
     tally = AgentTally()
+    found: dict[tuple[str, str], float] = {}
     for case in cases:
 
         def run(n: int, case: Case = case) -> None:
@@ -159,23 +156,17 @@ def measure_build(
                 child_rate(case.work, n)
 
         with bpf_stats():
-            cost: dict[str, ProgCost] = chunked([empty, *ref_progs, *programs], run, ops, chunks)
-        if case.name == "ignored open/close":
-            empty_ns = next(c.ns_per_call for label, c in cost.items() if program_of(label) == EMPTY)
-        if not empty_ns:
-            continue
+            cost: dict[str, ProgCost] = chunked(programs, run, ops, chunks)
         for label, c in cost.items():
-            prog = program_of(label)
-            if prog == EMPTY or c.calls < ops * DRIVEN:
-                continue
-            if prog in FLOORS and case.name != "ignored open/close":
-                continue
-            out.setdefault((name, case.name, label), []).append(c.ns_per_call / empty_ns)
+            if c.calls >= ops * DRIVEN:
+                found[(case.name, label)] = c.ns_per_call
     if tally.ring_full or tally.unread or tally.undrained:
         print(
-            f"  WARNING: {name}: {tally.ring_full} ring-full, {tally.unread} unread, {tally.undrained} late runs",
+            f"  WARNING: {agent.config.paths}: {tally.ring_full} ring-full, {tally.unread} unread,"
+            f" {tally.undrained} late runs",
             flush=True,
         )
+    return found
 
 
 def report(builds: list[tuple[str, Path]], ratios: dict[tuple[str, str, str], list[float]]) -> None:

@@ -2,9 +2,10 @@
 /*
  * Reference programs for benchmarks.kernel_overhead: the least an ignored
  * call can cost in a monitor that follows files by identity and by name, as
- * filewarden does. Each is an lsm/file_open program, attached alone and
- * timed with bpf_stats on the same ignored open/close loop as the empty
- * program, so each reads as a multiple of it:
+ * filewarden does. Each (but floor_unlink and floor_rename) is an
+ * lsm/file_open program, attached alone and timed with bpf_stats on the
+ * same ignored open/close loop as the empty program, so each reads as a
+ * multiple of it:
  *
  *   floor_mark           the file's own mark: one inode storage lookup (a
  *                        monitored file can be reached by any name: a hard
@@ -26,6 +27,13 @@
  *                        (dircache.bpf.h fw_dir_check()): the floor under
  *                        this design's ignored file_open, not under any
  *                        design
+ *   floor_unlink,        floor_checked's lookups and checks on the hooks
+ *   floor_rename         of the other two targets (lsm/path_unlink,
+ *                        lsm/path_rename), timed on the ignored calls of
+ *                        the loops that drive them and read as multiples
+ *                        of the empty file_open program, as filewarden's
+ *                        own programs there: the floor under this
+ *                        design's ignored unlink and rename (below)
  *   floor_emit           the least a reported call does: a ring
  *                        reservation, the task's ids and name, the file's
  *                        inode number and its path by bpf_d_path(),
@@ -34,10 +42,10 @@
  *
  * Each also does what every filewarden exit does: the task (the agent's own
  * calls are skipped) and one per-CPU counter increment. Nothing here but
- * floor_emit reads a path, nothing but floor_checked checks a count, and
- * none is correct as a monitor: they are the floor under any design that
- * must ask these maps or send this record (floor_checked: under
- * filewarden's), not a design.
+ * floor_emit reads a path, nothing but floor_checked, floor_unlink and
+ * floor_rename checks a count, and none is correct as a monitor: they are
+ * the floor under any design that must ask these maps or send this record
+ * (the three that check: under filewarden's), not a design.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -81,9 +89,13 @@ struct {
 	__type(value, __u64);
 } floor_exits SEC(".maps");
 
-/* Lookups that found something: the dir lookups must hit, as filewarden's
- * do on an ignored loop (the first call of a directory adds it). */
-__u64 floor_dir_hits = 0;
+/* Directory lookups that found no entry, or a stale one: the entry is made
+ * then, so on a loop's calls they must stay few, as filewarden's do on an
+ * ignored loop (benchmarks.kernel_overhead.floor_object() warns
+ * otherwise). Counted on a miss only, which pays an update anyway: a hit
+ * costs no more than filewarden's does (an atomic add on a global here
+ * made every reference dearer than filewarden's own program). */
+__u64 floor_dir_misses = 0;
 
 static __always_inline int floor_exit(void)
 {
@@ -103,14 +115,14 @@ static __always_inline bool floor_skip(struct file *file, struct task_struct **t
 	return (__u32)(*task)->tgid == floor_agent_tgid;
 }
 
-/* The key of the file's directory, as the viewer `task` sees it. */
-static __always_inline void floor_dir_key_of(struct task_struct *task, struct file *file, struct floor_dir_key *key)
+/* The key of directory `dir` seen through `mnt`, as the viewer `task` sees it. */
+static __always_inline void floor_dir_key_of(struct task_struct *task, struct dentry *dir, struct vfsmount *mnt,
+					     struct floor_dir_key *key)
 {
-	struct dentry *dir = file->f_path.dentry->d_parent;
 	struct inode *inode = dir->d_inode;
 
 	key->dentry = (__u64)dir;
-	key->vfsmnt = (__u64)file->f_path.mnt;
+	key->vfsmnt = (__u64)mnt;
 	key->root_dentry = (__u64)task->fs->root.dentry;
 	key->root_mnt = (__u64)task->fs->root.mnt;
 	key->inode = (__u64)inode;
@@ -124,11 +136,11 @@ static __always_inline void floor_dir(struct task_struct *task, struct file *fil
 	struct floor_dir_key key = {};
 	__u64 one = 1;
 
-	floor_dir_key_of(task, file, &key);
-	if (bpf_map_lookup_elem(&floor_dirs, &key))
-		__sync_fetch_and_add(&floor_dir_hits, 1);
-	else
+	floor_dir_key_of(task, file->f_path.dentry->d_parent, file->f_path.mnt, &key);
+	if (!bpf_map_lookup_elem(&floor_dirs, &key)) {
+		__sync_fetch_and_add(&floor_dir_misses, 1);
 		bpf_map_update_elem(&floor_dirs, &key, &one, BPF_ANY);
+	}
 }
 
 /* What floor_checked holds an entry to, as filewarden's struct fw_dir_val
@@ -183,20 +195,21 @@ static __always_inline bool floor_read_counts(struct task_struct *task, struct f
 	return true;
 }
 
-static __always_inline void floor_dir_checked(struct task_struct *task, struct file *file)
+/* The verdict of directory `dir` (through `mnt`), held to the counts. */
+static __always_inline void floor_dir_checked(struct task_struct *task, struct dentry *dir, struct vfsmount *mnt)
 {
 	struct floor_dir_key key = {};
 	struct floor_counts now, *known;
 
-	floor_dir_key_of(task, file, &key);
+	floor_dir_key_of(task, dir, mnt, &key);
 	if (!floor_read_counts(task, &now))
 		return;
 	known = bpf_map_lookup_elem(&floor_checked_dirs, &key);
-	if (known && known->moves == now.moves && known->mount_event == now.mount_event &&
-	    known->mnt_ns == now.mnt_ns && known->generation == now.generation)
-		__sync_fetch_and_add(&floor_dir_hits, 1);
-	else
+	if (!known || known->moves != now.moves || known->mount_event != now.mount_event ||
+	    known->mnt_ns != now.mnt_ns || known->generation != now.generation) {
+		__sync_fetch_and_add(&floor_dir_misses, 1);
 		bpf_map_update_elem(&floor_checked_dirs, &key, &now, BPF_ANY);
+	}
 }
 
 SEC("?lsm/file_open")
@@ -239,7 +252,7 @@ int BPF_PROG(floor_checked, struct file *file, int ret)
 		return floor_exit();
 	if (bpf_inode_storage_get(&floor_marks, file->f_inode, NULL, 0))
 		return ret;
-	floor_dir_checked(task, file);
+	floor_dir_checked(task, file->f_path.dentry->d_parent, file->f_path.mnt);
 	floor_exit();
 	return ret;
 }
@@ -299,4 +312,71 @@ int BPF_PROG(floor_emit, struct file *file, int ret)
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 	floor_exit();
 	return ret;
+}
+
+/*
+ * floor_checked's work on the hooks of the other two targets, timed on the
+ * calls of the loops that drive them (not on file_open's): the least this
+ * design's ignored unlink and rename do. An unlink asks the name's mark,
+ * its directory's (new names there are monitored) and the directory's
+ * verdict, held to the counts; a rename asks both names' marks and each
+ * directory's mark and verdict (once where the two are one, as in the
+ * loop, and as filewarden does).
+ */
+static __always_inline bool floor_is_agent(struct task_struct *task)
+{
+	return (__u32)task->tgid == floor_agent_tgid;
+}
+
+SEC("?lsm/path_unlink")
+int BPF_PROG(floor_unlink, const struct path *dir, struct dentry *dentry)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	if (floor_is_agent(task))
+		return 0;
+	if (bpf_inode_storage_get(&floor_marks, dentry->d_inode, NULL, 0) ||
+	    bpf_inode_storage_get(&floor_marks, dir->dentry->d_inode, NULL, 0))
+		return 0;
+	floor_dir_checked(task, dir->dentry, dir->mnt);
+	return floor_exit();
+}
+
+SEC("?lsm/path_rename")
+int BPF_PROG(floor_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry, unsigned int flags)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool same_dir = old_dir->dentry == new_dir->dentry;
+
+	if (floor_is_agent(task))
+		return 0;
+	/* The target name has no inode when nothing is replaced, as in the
+	 * loop: no lookup then, as filewarden's fw_mark_of(). */
+	if (bpf_inode_storage_get(&floor_marks, new_dir->dentry->d_inode, NULL, 0) ||
+	    bpf_inode_storage_get(&floor_marks, old_dentry->d_inode, NULL, 0) ||
+	    (new_dentry->d_inode && bpf_inode_storage_get(&floor_marks, new_dentry->d_inode, NULL, 0)))
+		return 0;
+	if (!same_dir && bpf_inode_storage_get(&floor_marks, old_dir->dentry->d_inode, NULL, 0))
+		return 0;
+	floor_dir_checked(task, new_dir->dentry, new_dir->mnt);
+	if (!same_dir)
+		floor_dir_checked(task, old_dir->dentry, old_dir->mnt);
+	return floor_exit();
+}
+
+/* The empty program on the other two targets' hooks, timed on the same
+ * calls as floor_unlink and floor_rename: what any program costs a call
+ * there, beside the empty file_open program every ratio is read against. */
+SEC("?lsm/path_unlink")
+int BPF_PROG(floor_empty_unlink, const struct path *dir, struct dentry *dentry)
+{
+	return 0;
+}
+
+SEC("?lsm/path_rename")
+int BPF_PROG(floor_empty_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry, unsigned int flags)
+{
+	return 0;
 }

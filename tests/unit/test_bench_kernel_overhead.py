@@ -102,6 +102,64 @@ def test_a_floor_above_the_target_says_so(capsys: pytest.CaptureFixture[str]) ->
     assert "(what it must do alone: 4.0x, above the target)" in capsys.readouterr().out
 
 
+def test_an_unlink_row_gives_this_designs_floor_and_its_own_hooks_empty_program(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """path_unlink's row names the lookups' floor, this design's (the lookups
+    checked, on path_unlink's own calls) and the hook's program over the
+    empty program on path_unlink itself, besides the file_open one."""
+    res = Results(rounds=2, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.floor_cost = [ProgCost(200_000, 1000)] * 2
+    res.call_cost[("ignored create/unlink", "path_unlink (fw_path_unlink)")] = [ProgCost(1_000_000, 1000)] * 2
+    res.ref_cost["floor_2marks_dir"] = [ProgCost(500_000, 1000)] * 2
+    res.ref_cost["floor_unlink"] = [ProgCost(800_000, 1000)] * 2
+    res.ref_cost["floor_empty_unlink"] = [ProgCost(250_000, 1000)] * 2
+    ko.call_report(res)
+    out = capsys.readouterr().out
+    assert "<= 3x MISSED (what it must do alone: 2.5x; this design's least: 4.0x, above the target)" in out
+    assert "[4.0x the empty program on path_unlink]" in out
+
+
+class FakeObject:
+    """A BpfObject that notes the order programs are attached in."""
+
+    def __init__(self, attached: list[str]) -> None:
+        self.attached = attached
+
+    def program(self, name: str) -> Any:
+        return type("Prog", (), {"name": name, "section": "lsm/x"})()
+
+    def attach(self, prog: Any) -> None:
+        self.attached.append(prog.name)
+
+    def detach(self) -> None:
+        self.attached.clear()
+
+
+def test_the_empty_programs_are_attached_last_to_run_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trampoline runs the last attached program first, and a program
+    behind another reads cheaper under TCG: the empty programs, which the
+    ratios divide by, go last, so they run first as filewarden's do."""
+    attached: list[str] = []
+    seen: list[list[str]] = []
+
+    def chunked(programs: list[Any], run: Any, ops: int, chunks: int) -> dict[str, ProgCost]:
+        seen.append(list(attached))
+        return {f"x ({p.name})": ProgCost(1, 1) for p in programs}
+
+    monkeypatch.setattr(ko, "chunked", chunked)
+    objs = FakeObject(attached)
+    empty = objs.program(ko.EMPTY)
+    open_close = ko.Case("ignored", "open/close", lambda n: None)
+    costs = ko.reference_run(objs, empty, objs, open_close, ops=10, chunks=1)  # type: ignore[arg-type]
+    assert seen[-1][-1] == ko.EMPTY
+    assert set(costs) == {ko.EMPTY} | {n for n in ko.FLOORS if n not in ko.REF_LOOP}
+    unlink = ko.Case("ignored", "create/unlink", lambda n: None)
+    costs = ko.reference_run(objs, empty, objs, unlink, ops=10, chunks=1)  # type: ignore[arg-type]
+    assert seen[-1] == ["floor_unlink", "floor_empty_unlink"]
+    assert not attached  # all detached after the run
+
+
 def test_a_rename_is_judged_with_the_programs_that_run_with_it(capsys: pytest.CaptureFixture[str]) -> None:
     """Every rename also runs the move counters on __d_move (bpf/moves.bpf.c):
     the rename target is judged on their time and path_rename's together,

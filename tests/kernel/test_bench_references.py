@@ -1,0 +1,39 @@
+"""The reference programs of `make bench` (benchmarks/bpf/floor.bpf.c) load
+and run on this kernel: each is the floor a target of the kernel step is
+read against, so one the verifier refused, or one attached where its loop
+never calls it, would leave a target without its floor. Each runs here
+as benchmarks.kernel_overhead runs it, on a short ignored loop of its hook,
+and must have run once for each call the loop makes; the directory
+lookups must hit (they make their entry once)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import kernel_overhead as ko
+
+pytestmark = pytest.mark.one_bpf_backend
+
+OPS = 40
+# Calls of a reference's hook per iteration of its loop: one write open, one
+# unlink, two renames.
+CALLS_PER_ITER = {"open/close": 1, "create/unlink": 1, "rename": 2}
+
+
+def test_every_reference_program_runs_on_its_loops_calls() -> None:
+    seen: dict[str, int] = {}
+    with (
+        ko.places() as (_, ignored),
+        ko.empty_program() as (floor, empty),
+        ko.floor_object() as refs,
+        ko.bpf_stats(),
+    ):
+        for loop in ("open/close", "create/unlink", "rename"):
+            case = ko.Case("ignored", loop, ko.BUILDERS[loop](ignored))
+            for name, cost in ko.reference_run(floor, empty, refs, case, ops=OPS, chunks=2).items():
+                assert cost.calls >= OPS * CALLS_PER_ITER[loop], (loop, name, cost)
+                assert cost.run_ns > 0, (loop, name, cost)
+                seen[name] = cost.calls
+        misses = int.from_bytes(refs.read_global("floor_dir_misses"), "little")
+    assert set(seen) == {ko.EMPTY, *ko.FLOORS}
+    assert misses <= ko.FLOOR_MISSES_MAX
