@@ -219,6 +219,30 @@ def test_an_ignored_loops_least_is_the_references_its_calls_need(capsys: pytest.
     assert "below 0.97" in capsys.readouterr().out
 
 
+def test_an_ignored_loops_design_least_is_its_own_hooks_checked_references(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ignored create/unlink under this design: the create's open and its
+    release each at floor_checked's cost, the unlink at floor_unlink's; a
+    target above what that leaves says so, even where the least any
+    monitor runs leaves more."""
+    res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
+    case = "ignored create/unlink"
+    res.detached_rate[case] = [100_000.0]  # T = 10 us
+    res.agent[case] = ko.AgentTally(ops=2000, produced=0)
+    res.call_cost[(case, "path_unlink (fw_path_unlink)")] = [ProgCost(1_000_000, 1000)]
+    res.ref_cost["floor_mark_dir"] = [ProgCost(50_000, 1000)]
+    res.ref_cost["floor_2marks_dir"] = [ProgCost(60_000, 1000)]
+    res.ref_cost["floor_checked"] = [ProgCost(100_000, 1000)]
+    res.ref_cost["floor_unlink"] = [ProgCost(200_000, 1000)]
+    figs = by_name(ko.budget_report(res))
+    least = figs[f"{case}: loop ratio allowed by the least any monitor runs alone"]
+    assert least["value"] == pytest.approx(10 / 10.16, abs=1e-4)  # above 0.97
+    design = figs[f"{case}: loop ratio allowed by this design's least alone"]
+    assert design["value"] == pytest.approx(10 / 10.4, abs=1e-4)  # 2 x 100 + 200 ns: below 0.97
+    assert "below 0.97: the target asks more than this design's least leaves" in capsys.readouterr().out
+
+
 def test_without_its_references_a_loop_has_no_least() -> None:
     res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
     res.ref_cost["floor_mark_dir"] = [ProgCost(250_000, 1000)]
