@@ -21,12 +21,12 @@ empty program and the reference programs (benchmarks/bpf/floor.bpf.c)
 run on their loops, the empty program first on its call as the build's
 programs are on theirs (kernel_overhead.reference_run(): a program
 behind another on the same call reads cheaper under TCG), and a
-program's ns per call is divided by that turn's empty program's. The references must
-read the same for both builds: they show that the two were measured
-alike. On the monitored loops every call is
-reported, and each build's records are read all along by a reader thread
-of its own, as kernel_overhead's are (the reader's dozing and waking are
-part of what an emitting call costs).
+program's ns per call is divided by that turn's empty program's. The
+references must read the same for both builds: they show that the two
+were measured alike. On the monitored loops every call is reported, and
+each build's records are read all along by a reader thread of its own,
+as kernel_overhead's are (the reader's dozing and waking are part of what
+an emitting call costs).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def ratios_by_build(
     """(build, "place loop", program) -> ns per call over the empty program's, a round each."""
     out: dict[tuple[str, str, str], list[float]] = {}
     with places() as (watched, ignored), empty_program() as (floor, empty), floor_object() as refs:
-        # The ignored loops first: their open/close gives the round's empty program.
+        # Ignored open/close always: the empty program's loop, whatever is measured.
         cases = [
             Case(place, loop, BUILDERS[loop](watched if place == "monitored" else ignored))
             for place in PLACES
