@@ -34,22 +34,20 @@ since the statistics cost something themselves: with
 kernel.bpf_stats_enabled on, one run (--stats-ops iterations) of ignored
 open/close with the empty program attached, then one run of each loop
 with the agent attached. Every attached program's run_time_ns and
-run_cnt are read just before and just after each run, so a program's cost is its
-calls during that one loop: on the ignored loops the calls it drops, on
-the monitored loops the calls that emit a record (what other processes
-call in those seconds is counted in, and is little). A program's ns per
-call is divided by the empty program's in the same round; the empty
-program is attached on file_open only, so every hook is compared with the
-empty file_open program. The empty program runs first on its call, as
-filewarden's programs do on theirs (one on each hook a loop drives):
-under TCG a program that runs behind another on the same call finds what
-it touches warm and reads cheaper (reference_run()). TCG slows every
-instruction alike,
-so that ratio carries over to real hardware where the nanoseconds do
-not: the median
-and spread over the rounds, and, clearly labelled an estimate, the ratio
-times the 12-20 ns an empty BPF LSM program is published to cost a call
-on real hardware.
+run_cnt are read just before and just after each run, so a program's
+cost is its calls during that one loop: on the ignored loops the calls
+it drops, on the monitored loops the calls that emit a record (what
+other processes call in those seconds is counted in, and is little). A
+program's ns per call is divided by the empty program's in the same
+round; the empty program is attached on file_open only, so every hook is
+compared with the empty file_open program. The empty program runs first
+on its call, as filewarden's programs do on theirs (one on each hook a
+loop drives): under TCG a program that runs behind another on the same
+call finds what it touches warm and reads cheaper (reference_run()). TCG
+slows every instruction alike, so that ratio carries over to real
+hardware where the nanoseconds do not: the median and spread over the
+rounds, and, clearly labelled an estimate, the ratio times the 12-20 ns
+an empty BPF LSM program is published to cost a call on real hardware.
 
 Behind the empty program, on the same calls, run three reference programs
 (benchmarks/bpf/floor.bpf.c): an inode lookup; an inode lookup and a
@@ -781,12 +779,11 @@ def measure(args: argparse.Namespace) -> Results:
             same seconds are counted in too."""
             with bpf_stats():
                 for state in (FLOOR, AGENT) if current == FLOOR else (AGENT, FLOOR):
-                    set_state(state)
                     if state == FLOOR:
                         # The empty program and the reference programs of
                         # each ignored loop, the empty one first on its
-                        # call (see reference_run()).
-                        floor.detach()
+                        # call: reference_run() attaches it, last, itself.
+                        set_state(DETACHED)
                         for case in ref_cases:
                             for name, c in reference_run(
                                 floor, empty, refs, case, ops=args.stats_ops, chunks=args.stats_chunks
@@ -795,8 +792,8 @@ def measure(args: argparse.Namespace) -> Results:
                                     res.ref_cost.setdefault(name, []).append(c)
                                 else:
                                     res.floor_cost.append(c)
-                        set_state(DETACHED)
                         continue
+                    set_state(state)
                     assert agent._obj is not None
                     programs = [link.program for link in agent._obj.links]
                     for case in cases:

@@ -107,12 +107,17 @@ static __always_inline int floor_exit(void)
 	return 0;
 }
 
+static __always_inline bool floor_is_agent(struct task_struct *task)
+{
+	return (__u32)task->tgid == floor_agent_tgid;
+}
+
 static __always_inline bool floor_skip(struct file *file, struct task_struct **task)
 {
 	if (!(file->f_mode & FMODE_WRITE))
 		return true;
 	*task = bpf_get_current_task_btf();
-	return (__u32)(*task)->tgid == floor_agent_tgid;
+	return floor_is_agent(*task);
 }
 
 /* The key of directory `dir` seen through `mnt`, as the viewer `task` sees it. */
@@ -323,11 +328,6 @@ int BPF_PROG(floor_emit, struct file *file, int ret)
  * directory's mark and verdict (once where the two are one, as in the
  * loop, and as filewarden does).
  */
-static __always_inline bool floor_is_agent(struct task_struct *task)
-{
-	return (__u32)task->tgid == floor_agent_tgid;
-}
-
 SEC("?lsm/path_unlink")
 int BPF_PROG(floor_unlink, const struct path *dir, struct dentry *dentry)
 {
