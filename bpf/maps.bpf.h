@@ -119,8 +119,9 @@ struct fw_proc_cache {
 	__u32 flags; /* enum fw_process_flags; FW_PROC_CACHE_FILLED */
 	__u16 exe_len;
 	__u16 args_len;
-	char exe[FW_EXE_MAX];
-	char args[FW_ARGS_MAX];
+	/* The executable's path, then the arguments right after it (at
+	 * exe_len), as a record carries them: one copy sends both. */
+	char data[FW_EXE_MAX + FW_ARGS_MAX];
 	/* The program it describes: the process's task_struct.self_exec_id
 	 * when filled, which every exec adds one to (begin_new_exec(),
 	 * fs/exec.c) and fork copies. A cache of another id is refilled

@@ -66,8 +66,8 @@ int BPF_PROG(fw_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 		return fw_done(s, hook, FW_COUNTER_RINGBUF_FULL);
 	}
 	bpf_dynptr_write(&dp, 0, &s->exec, sizeof(struct fw_exec), 0);
-	bpf_dynptr_write(&dp, sizeof(struct fw_exec), c->exe, exe_len, 0);
-	bpf_dynptr_write(&dp, sizeof(struct fw_exec) + exe_len, c->args, args_len, 0);
+	if (exe_len + args_len)
+		bpf_dynptr_write(&dp, sizeof(struct fw_exec), c->data, exe_len + args_len, 0);
 	bpf_ringbuf_submit_dynptr(&dp, fw_wakeup_flags(s->exec.hdr.ktime_ns));
 	return fw_done(s, hook, FW_COUNTER_EMITTED);
 }

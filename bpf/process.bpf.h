@@ -11,6 +11,19 @@
 #define FW_PF_KTHREAD 0x00200000
 #define FW_PF_IO_WORKER 0x00000010
 
+/* A task's name (task_struct.comm, TASK_COMM_LEN: 16 bytes on every kernel
+ * filewarden supports) in two loads, where bpf_get_current_comm() is a
+ * helper call that copies it byte by byte (strscpy_pad()). Unlocked, as the
+ * helper reads it; __set_task_comm() (fs/exec.c) ends it with a NUL within
+ * the 16 bytes, and the last byte is cleared in case a rename is read half
+ * done. */
+static __always_inline void fw_read_comm(char *comm, struct task_struct *task)
+{
+	((__u64 *)comm)[0] = *(__u64 *)&task->comm[0];
+	((__u64 *)comm)[1] = *(__u64 *)&task->comm[8];
+	comm[FW_COMM_LEN - 1] = 0;
+}
+
 /* `task`: the current task, as a typed pointer (bpf_get_current_task_btf()
  * or a tracepoint's argument): direct loads, see file.bpf.h. */
 static __always_inline void fw_fill_process(struct fw_process *p, struct task_struct *task)
@@ -29,7 +42,11 @@ static __always_inline void fw_fill_process(struct fw_process *p, struct task_st
 		p->loginuid = task->loginuid.val;
 	else
 		p->loginuid = (__u32)-1;
-	p->cgroup_id = bpf_get_current_cgroup_id();
+	/* What bpf_get_current_cgroup_id() returns (cgroup_id() of
+	 * task_dfl_cgroup(), include/linux/cgroup.h), as loads rather than a
+	 * helper call: the programs run under rcu_read_lock(), which keeps
+	 * the css_set and its cgroup. */
+	p->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 	p->start_ns = task->group_leader->start_boottime;
 	p->mntns = task->nsproxy->mnt_ns->ns.inum;
 	p->exe_len = 0;
@@ -43,10 +60,10 @@ static __always_inline void fw_fill_process(struct fw_process *p, struct task_st
 		 * actor; which of its threads submitted the request the hooks
 		 * cannot see (io_kiocb is not reachable from them). */
 		p->flags |= FW_PROC_IO_WORKER;
-		bpf_probe_read_kernel_str(p->comm, sizeof(p->comm), task->group_leader->comm);
+		fw_read_comm(p->comm, task->group_leader);
 		return;
 	}
-	bpf_get_current_comm(p->comm, sizeof(p->comm)); /* task is current */
+	fw_read_comm(p->comm, task);
 }
 
 /* The lengths of the exe and args of `c` (none without it) that a record
@@ -77,7 +94,7 @@ static __always_inline void fw_read_exe_args(struct fw_proc_cache *c, struct fw_
 					     struct file *exe_file, unsigned long arg_start, unsigned long arg_end)
 {
 	struct fw_path_out out = {};
-	__u32 n, from;
+	__u32 n, from, at;
 
 	c->flags = 0;
 	if (!exe_file) {
@@ -96,14 +113,17 @@ static __always_inline void fw_read_exe_args(struct fw_proc_cache *c, struct fw_
 		if (out.flags & FW_EVENT_PATH_TRUNCATED)
 			c->flags |= FW_PROC_EXE_TRUNCATED;
 		c->exe_len = n;
-		bpf_probe_read_kernel(c->exe, n, walk_buf + (from & FW_MASK));
+		bpf_probe_read_kernel(c->data, n, walk_buf + (from & FW_MASK));
 	}
+	at = c->exe_len;
+	if (at > FW_EXE_MAX)
+		at = FW_EXE_MAX; /* it is not: for the verifier */
 	n = arg_end > arg_start ? arg_end - arg_start : 0;
 	if (n > FW_ARGS_MAX) {
 		n = FW_ARGS_MAX;
 		c->flags |= FW_PROC_ARGS_TRUNCATED;
 	}
-	if (n && bpf_probe_read_user(c->args, n, (void *)arg_start))
+	if (n && bpf_probe_read_user(c->data + at, n, (void *)arg_start))
 		n = 0; /* not resident: leave it to user space */
 	c->args_len = n;
 	c->flags |= FW_PROC_CACHE_FILLED;

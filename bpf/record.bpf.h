@@ -252,13 +252,8 @@ static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_p
 		bpf_dynptr_write(&dp, off, s->extra, extra_len, 0);
 		off += extra_len;
 	}
-	if (c) {
-		if (exe_len)
-			bpf_dynptr_write(&dp, off, c->exe, exe_len, 0);
-		off += exe_len;
-		if (args_len)
-			bpf_dynptr_write(&dp, off, c->args, args_len, 0);
-	}
+	if (c && exe_len + args_len)
+		bpf_dynptr_write(&dp, off, c->data, exe_len + args_len, 0);
 	bpf_ringbuf_submit_dynptr(&dp, fw_wakeup_flags(s->ev.hdr.ktime_ns));
 	return FW_COUNTER_EMITTED;
 }

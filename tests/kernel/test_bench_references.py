@@ -1,15 +1,22 @@
-"""The reference programs of `make bench` (benchmarks/bpf/floor.bpf.c) load
-and run on this kernel: each is the floor a target of the kernel step is
-read against, so one the verifier refused, or one attached where its loop
-never calls it, would leave a target without its floor. Each runs here
-as benchmarks.kernel_overhead runs it, on a short ignored loop of its hook,
+"""The benchmarks' own BPF programs load and run on this kernel.
+
+The reference programs of `make bench` (benchmarks/bpf/floor.bpf.c): each
+is the floor a target of the kernel step is read against, so one the
+verifier refused, or one attached where its loop never calls it, would
+leave a target without its floor. Each runs here as
+benchmarks.kernel_overhead runs it, on a short ignored loop of its hook,
 and must have run once for each call the loop makes; the directory
-lookups must hit (they make their entry once)."""
+lookups must hit (they make their entry once).
+
+benchmarks.emit_pieces (benchmarks/bpf/pieces.bpf.c): filewarden's own
+functions, inlined into one program as its programs inline them, so a
+change to them that this program's verifier refuses shows here."""
 
 from __future__ import annotations
 
 import pytest
 
+from benchmarks import emit_pieces as ep
 from benchmarks import kernel_overhead as ko
 
 pytestmark = pytest.mark.one_bpf_backend
@@ -37,3 +44,17 @@ def test_every_reference_program_runs_on_its_loops_calls() -> None:
         misses = int.from_bytes(refs.read_global("floor_dir_misses"), "little")
     assert set(seen) == {ko.EMPTY, *ko.FLOORS}
     assert misses <= ko.FLOOR_MISSES_MAX
+
+
+def test_the_pieces_program_times_every_piece_on_this_processs_opens() -> None:
+    """benchmarks.emit_pieces: filewarden's functions, inlined into one
+    program, load on this kernel and each runs (run_piece() checks that the
+    program ran on each open)."""
+    r = ep.measure(1, ep.DPATH_HOOKS, warm_iters=50, once_calls=3, empty_calls=100, progress=False)
+    assert r.empty_ns[0] > 0
+    for name, _ in ep.PIECES:
+        assert len(r.warm[name]) == 1, name
+        assert r.warm[name][0] > 0, name
+        assert len(r.once[name]) == 1, name
+        assert r.once[name][0] > 0, name
+    assert len(ep.report(r)) == len(ep.PIECES) + 2

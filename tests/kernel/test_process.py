@@ -15,7 +15,7 @@ from filewarden.host.clock import WallClock
 from filewarden.model.enums import Action, EventFlag
 from filewarden.pipeline.render import to_documents
 from tests.support.monitor import monitoring, summary
-from tests.support.proc import in_child
+from tests.support.proc import in_child, set_comm, touch
 
 
 def test_a_short_lived_shell_writer_is_attributed(plain_dir: Path) -> None:
@@ -36,6 +36,29 @@ def test_a_short_lived_shell_writer_is_attributed(plain_dir: Path) -> None:
     assert proc["parent"]["parent"]["executable"] == python
     assert proc["user"]["id"] == os.geteuid()
     assert proc["start"].endswith("Z")
+
+
+def test_the_name_and_cgroup_are_the_writers_at_each_write(plain_dir: Path) -> None:
+    """The programs read the task's name and cgroup id themselves (no
+    helper): the whole 15-byte name, then a shorter one over it, and the id
+    of the cgroup v2 directory the writer is in (its inode number)."""
+    long_name, short_name = "fw-fifteen-char", "fw"
+    assert len(long_name) == 15  # TASK_COMM_LEN - 1
+
+    def work() -> None:
+        touch(plain_dir / "long", os.O_WRONLY | os.O_CREAT)
+        set_comm(short_name)
+        touch(plain_dir / "short", os.O_WRONLY | os.O_CREAT)
+
+    with monitoring(f"{plain_dir}/**") as mon:
+        pid = in_child(work, comm=long_name)
+        events = mon.under(str(plain_dir))
+    assert summary(events) == [("create", str(plain_dir / "long")), ("create", str(plain_dir / "short"))]
+    assert [e.process.comm for e in events] == [long_name.encode(), short_name.encode()]
+    assert {e.process.pid for e in events} == {pid}
+    (line,) = [ln for ln in Path("/proc/self/cgroup").read_text().splitlines() if ln.startswith("0::")]
+    cgroup_dir = Path("/sys/fs/cgroup") / line.removeprefix("0::").lstrip("/")
+    assert {e.process.cgroup_id for e in events} == {cgroup_dir.stat().st_ino}
 
 
 def test_long_arguments_are_cut_and_marked(plain_dir: Path) -> None:

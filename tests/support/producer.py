@@ -14,7 +14,8 @@ from filewarden.backends.bpf import abi
 from filewarden.model import enums
 
 # struct fw_selftest_args (bpf/selftest.bpf.c), with its struct fw_proc_cache
-_ARGS = struct.Struct(f"<IIIIQHHHH{abi.PATH_MAX}sIHH{abi.EXE_MAX}s{enums.ARGS_MAX}sQ")
+# (exe and args one after the other in its data[]).
+_ARGS = struct.Struct(f"<IIIIQHHHH{abi.PATH_MAX}sIHH{abi.EXE_MAX + enums.ARGS_MAX}sQ")
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Producer:
         args: bytes = b"selftest\0--produce",
     ) -> None:
         self.program.test_run(
-            _ARGS.pack(count, action, pid, 0, 77, len(path), 0, 0, 0, path, 0, len(exe), len(args), exe, args, 0)
+            _ARGS.pack(count, action, pid, 0, 77, len(path), 0, 0, 0, path, 0, len(exe), len(args), exe + args, 0)
         )
 
     def outcome(self) -> tuple[int, int]:

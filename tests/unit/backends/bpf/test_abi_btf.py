@@ -124,8 +124,7 @@ def member_size(btf: Btf, struct_name: str, member: str) -> int:
 
 def test_limits_match_the_header(btf: Btf) -> None:
     assert member_size(btf, "fw_scratch", "path") == 2 * abi.PATH_MAX  # FW_BUF
-    assert member_size(btf, "fw_proc_cache", "exe") == abi.EXE_MAX
-    assert member_size(btf, "fw_proc_cache", "args") == enums.ARGS_MAX
+    assert member_size(btf, "fw_proc_cache", "data") == abi.EXE_MAX + enums.ARGS_MAX
     assert member_size(btf, "fw_scratch", "extra") == abi.EXTRA_MAX
     assert abi.PREFIX_KEY.sizes["data"] == abi.PREFIX_MAX
     assert abi.PROCESS.sizes["comm"] == abi.COMM_LEN
