@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -54,7 +52,8 @@ PIECES = (
     ("fill_process", "fw_fill_process(): ids, credentials, name, cgroup"),
     ("fill_helpers", "  the same with name and cgroup id by helpers"),
     ("proc_cache", "fw_proc_cache_get(): exe and args, cached"),
-    ("send", "reservation, fixed part, path, exe and args"),
+    ("send", "fw_record_put(): the record whole, one output"),
+    ("send_parts", "  the same part by part, by a dynptr"),
     ("stamp", "time and sequence number"),
     ("d_path", "bpf_d_path() alone"),
     ("set_path", "fw_set_path()"),
@@ -83,14 +82,13 @@ def link(out: Path, tmp: Path) -> None:
     src = _build.source_dir()
     if src is None:
         raise RuntimeError("the pieces program needs the source checkout's bpf/ folder")
-    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
     objs = []
     for unit in UNITS:
         objs.append(tmp / f"{unit}.unit.o")
         _build.compile_unit(src / f"{unit}.bpf.c", objs[-1], src)
     objs.append(tmp / "pieces.unit.o")
     _build.compile_unit(PIECES_SRC, objs[-1], src)
-    subprocess.run([bpftool, "gen", "object", str(out), *map(str, objs)], check=True, capture_output=True)
+    _build.link(objs, out)
 
 
 @contextmanager

@@ -212,31 +212,51 @@ static __always_inline bool fw_keep(struct fw_scratch *s, bool tracked)
 	return true;
 }
 
-/* Numbers, times and sends the record: the fixed part from the slot, the
- * variable parts from where they were built, exe and args from `c`. */
-static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_proc_cache *c)
+/* Bytes of extra and of exe and args (from `c`) in a record that
+ * fw_record_size() sized, bounded for the verifier. */
+static __always_inline __u32 fw_record_extra_len(struct fw_scratch *s)
 {
-	struct bpf_dynptr dp;
+	__u32 n = s->ev.extra_len;
+
+	return n > FW_EXTRA_MAX ? FW_EXTRA_MAX : n;
+}
+
+static __always_inline __u32 fw_record_cached_len(struct fw_scratch *s, struct fw_proc_cache *c)
+{
+	__u32 n = c ? s->ev.proc.exe_len + s->ev.proc.args_len : 0;
+
+	return n > FW_EXE_MAX + FW_ARGS_MAX ? FW_EXE_MAX + FW_ARGS_MAX : n;
+}
+
+/* The record's size in the ring (its hdr.size): the fixed part, the
+ * variable parts as built, exe and args from `c` (their lengths set in
+ * the process part). */
+static __always_inline __u32 fw_record_size(struct fw_scratch *s, struct fw_proc_cache *c)
+{
+	__u32 exe_len, args_len;
+
+	fw_proc_lens(&s->ev.proc, c, &exe_len, &args_len);
+	return sizeof(struct fw_event) + (s->ev.path_len & FW_MASK) + (s->ev.aux_len & FW_MASK) +
+	       fw_record_extra_len(s) + exe_len + args_len;
+}
+
+/* Puts a record sized by fw_record_size() in the ring part by part: a
+ * dynptr reserved, each part written to it (the fixed part, the path, aux,
+ * extra, exe and args, a part that is empty costing no call), submitted.
+ * 0, or the helper's error when the ring is full. */
+static __always_inline long fw_record_put_parts(struct fw_scratch *s, struct fw_proc_cache *c, __u64 flags)
+{
 	__u32 path_len = s->ev.path_len & FW_MASK;
 	__u32 aux_len = s->ev.aux_len & FW_MASK;
-	__u32 extra_len = s->ev.extra_len;
-	__u32 exe_len, args_len, off;
-
-	if (extra_len > FW_EXTRA_MAX)
-		extra_len = FW_EXTRA_MAX;
-	fw_proc_lens(&s->ev.proc, c, &exe_len, &args_len);
-	s->ev.hdr.size = sizeof(struct fw_event) + path_len + aux_len + extra_len + exe_len + args_len;
-	s->ev.hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	s->ev.hdr.seq = __sync_fetch_and_add(&fw_next_seq, 1);
+	__u32 extra_len = fw_record_extra_len(s);
+	__u32 cached = fw_record_cached_len(s, c);
+	struct bpf_dynptr dp;
+	__u32 off;
 
 	if (bpf_ringbuf_reserve_dynptr(&events, s->ev.hdr.size, 0, &dp)) {
 		bpf_ringbuf_discard_dynptr(&dp, 0);
-		return FW_COUNTER_RINGBUF_FULL;
+		return -1;
 	}
-	/* Each write is a helper call, dear next to the bytes it copies: a
-	 * path at its buffer's start, which follows the fixed part in the slot
-	 * (maps.bpf.h), goes with the fixed part, and a part that is empty
-	 * (most records have no aux or extra) costs no call. */
 	if ((s->path_off & FW_MASK) == 0) {
 		bpf_dynptr_write(&dp, 0, &s->ev, sizeof(struct fw_event) + path_len, 0);
 	} else {
@@ -252,9 +272,55 @@ static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_p
 		bpf_dynptr_write(&dp, off, s->extra, extra_len, 0);
 		off += extra_len;
 	}
-	if (c && exe_len + args_len)
-		bpf_dynptr_write(&dp, off, c->data, exe_len + args_len, 0);
-	bpf_ringbuf_submit_dynptr(&dp, fw_wakeup_flags(s->ev.hdr.ktime_ns));
+	if (cached)
+		bpf_dynptr_write(&dp, off, c->data, cached, 0);
+	bpf_ringbuf_submit_dynptr(&dp, flags);
+	return 0;
+}
+
+/*
+ * Puts a record sized by fw_record_size() in the ring. One whose path
+ * starts its buffer, which follows the fixed part in the slot (maps.bpf.h;
+ * bpf_d_path() writes it there), and which has no aux (a rename's, link's
+ * or symlink's second path, an xattr's name, a mount move's source) is
+ * assembled in the slot, extra and exe and args copied after the path,
+ * and goes to the ring whole in one bpf_ringbuf_output(); others part by
+ * part (above). The dynptr's reservation, writes and submit are three
+ * helper calls or more, and each bpf_dynptr_write() copies with memmove()
+ * (__bpf_dynptr_write(), kernel/bpf/helpers.c), which is `rep movsb` from
+ * 32 bytes on a CPU with ERMS (arch/x86/lib/memmove_64.S), where
+ * bpf_ringbuf_output()'s memcpy() is a loop of 8-byte moves unless the
+ * CPU has FSRM too (arch/x86/lib/memcpy_64.S). benchmarks.emit_pieces
+ * times both ways.
+ */
+static __always_inline long fw_record_put(struct fw_scratch *s, struct fw_proc_cache *c, __u64 flags)
+{
+	__u32 extra_len = fw_record_extra_len(s);
+	__u32 cached = fw_record_cached_len(s, c);
+	__u32 off = s->ev.path_len & FW_MASK;
+
+	if ((s->path_off & FW_MASK) || (s->ev.aux_len & FW_MASK))
+		return fw_record_put_parts(s, c, flags);
+	if (extra_len) {
+		bpf_probe_read_kernel(s->path + off, extra_len, s->extra);
+		off += extra_len;
+	}
+	if (cached) {
+		bpf_probe_read_kernel(s->path + off, cached, c->data);
+		off += cached;
+	}
+	return bpf_ringbuf_output(&events, &s->ev, sizeof(struct fw_event) + off, flags);
+}
+
+/* Numbers, times and sends the record: the fixed part from the slot, the
+ * variable parts from where they were built, exe and args from `c`. */
+static __always_inline enum fw_counter fw_send(struct fw_scratch *s, struct fw_proc_cache *c)
+{
+	s->ev.hdr.size = fw_record_size(s, c);
+	s->ev.hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	s->ev.hdr.seq = __sync_fetch_and_add(&fw_next_seq, 1);
+	if (fw_record_put(s, c, fw_wakeup_flags(s->ev.hdr.ktime_ns)))
+		return FW_COUNTER_RINGBUF_FULL;
 	return FW_COUNTER_EMITTED;
 }
 

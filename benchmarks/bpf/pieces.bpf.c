@@ -13,7 +13,8 @@
  *                    TCG each page a piece touches first on a call costs a
  *                    software TLB fill, so this reads far above the first.
  *
- * The record a piece builds goes nowhere: the reservation is discarded.
+ * The records the two ways of sending put in the ring go nowhere: no one
+ * reads it (8 MiB, a new one each round: more than a round's records).
  */
 #include "hook.bpf.h"
 
@@ -33,7 +34,8 @@ enum pieces_piece {
 	PIECE_FILL_PROCESS,   /* fw_fill_process() */
 	PIECE_FILL_HELPERS,   /* the same with the name and cgroup id by helper calls */
 	PIECE_PROC_CACHE,     /* fw_proc_cache_get(): the exe and args, filled */
-	PIECE_SEND,           /* the reservation, the fixed part and path, exe and args */
+	PIECE_SEND,           /* fw_record_put(): the record whole, by bpf_ringbuf_output() */
+	PIECE_SEND_PARTS,     /* fw_record_put_parts(): the same record part by part, by a dynptr */
 	PIECE_STAMP,          /* the time and the sequence number */
 	PIECE_D_PATH,         /* bpf_d_path() alone */
 	PIECE_SET_PATH,       /* fw_set_path() */
@@ -76,35 +78,11 @@ static __always_inline void pieces_fill_helpers(struct fw_process *p, struct tas
 	bpf_get_current_comm(p->comm, sizeof(p->comm));
 }
 
-/* What fw_send() does short of the submit: the record's reservation and
- * its parts written, then discarded. */
-static __always_inline void pieces_send(struct fw_scratch *s, struct fw_proc_cache *c)
-{
-	__u32 path_len = s->ev.path_len & FW_MASK;
-	__u32 exe_len, args_len, off;
-	struct bpf_dynptr dp;
-
-	fw_proc_lens(&s->ev.proc, c, &exe_len, &args_len);
-	if (bpf_ringbuf_reserve_dynptr(&events, sizeof(struct fw_event) + path_len + exe_len + args_len, 0, &dp)) {
-		bpf_ringbuf_discard_dynptr(&dp, 0);
-		return;
-	}
-	if ((s->path_off & FW_MASK) == 0) {
-		bpf_dynptr_write(&dp, 0, &s->ev, sizeof(struct fw_event) + path_len, 0);
-	} else {
-		bpf_dynptr_write(&dp, 0, &s->ev, sizeof(struct fw_event), 0);
-		bpf_dynptr_write(&dp, sizeof(struct fw_event), s->path + (s->path_off & FW_MASK), path_len, 0);
-	}
-	off = sizeof(struct fw_event) + path_len;
-	if (c && exe_len + args_len)
-		bpf_dynptr_write(&dp, off, c->data, exe_len + args_len, 0);
-	bpf_ringbuf_discard_dynptr(&dp, BPF_RB_NO_WAKEUP);
-}
-
 static long pieces_one(__u64 index, void *data)
 {
 	struct pieces_ctx *x = data;
 	struct fw_scratch *s = x->s;
+	struct fw_proc_cache *c;
 	struct fw_dir_probe dp;
 
 	switch (x->piece) {
@@ -118,7 +96,13 @@ static long pieces_one(__u64 index, void *data)
 		pieces_sink += fw_proc_cache_get(x->task, &s->walk, s->exe_walk) != NULL;
 		break;
 	case PIECE_SEND:
-		pieces_send(s, bpf_task_storage_get(&proc_cache, x->task->group_leader, NULL, 0));
+	case PIECE_SEND_PARTS:
+		c = bpf_task_storage_get(&proc_cache, x->task->group_leader, NULL, 0);
+		s->ev.hdr.size = fw_record_size(s, c);
+		if (x->piece == PIECE_SEND)
+			pieces_sink += fw_record_put(s, c, BPF_RB_NO_WAKEUP);
+		else
+			pieces_sink += fw_record_put_parts(s, c, BPF_RB_NO_WAKEUP);
 		break;
 	case PIECE_STAMP:
 		pieces_sink += bpf_ktime_get_boot_ns() + __sync_fetch_and_add(&fw_next_seq, 1);

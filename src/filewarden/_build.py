@@ -138,6 +138,13 @@ def compile_unit(source: Path, out: Path, src: Path, *, clang: str | None = None
     _run([clang or _clang(), *CFLAGS, *includes, "-c", str(source), "-o", str(out)], f"compiling {source.name}")
 
 
+def link(units: list[Path], out: Path, *, bpftool: str | None = None) -> None:
+    """Links compiled units into one object, in their order (the units that
+    define maps first): the objects' own, and the benchmarks' programs."""
+    tool = bpftool or _tool("bpftool", package="bpftool (apt-get install bpftool)")
+    _run([tool, "gen", "object", str(out), *map(str, units)], f"linking {out.name}")
+
+
 def build(src: Path, out: Path, *, force: bool = False) -> list[Path]:
     """Builds every object into `out` (atomically); returns their paths."""
     objects = [out / f"{stem}.bpf.o" for stem in OBJECTS]
@@ -158,10 +165,10 @@ def build(src: Path, out: Path, *, force: bool = False) -> list[Path]:
             units[unit] = os.path.join(tmp, f"{unit}.unit.o")
             compile_unit(src / f"{unit}.bpf.c", Path(units[unit]), src, clang=clang)
         for stem, obj in zip(OBJECTS, objects, strict=True):
-            linked = os.path.join(tmp, obj.name)
-            _run([bpftool, "gen", "object", linked, *(units[u] for u in OBJECTS[stem])], f"linking {obj.name}")
-            _run([strip, "-g", linked], f"stripping {obj.name}")
-            _install(Path(linked), obj)
+            linked = Path(tmp) / obj.name
+            link([Path(units[u]) for u in OBJECTS[stem]], linked, bpftool=bpftool)
+            _run([strip, "-g", str(linked)], f"stripping {obj.name}")
+            _install(linked, obj)
     try:
         cached.mkdir(parents=True, exist_ok=True)
         for obj in objects:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from filewarden.host.clock import WallClock
@@ -41,6 +42,33 @@ def test_bind_mount_over_a_monitored_file_and_umount(plain_dir: Path) -> None:
     assert doc["mount"]["source"] == str(fake)
     assert doc["mount"]["flags"] & MS_BIND
     assert doc["process"]["executable"].endswith("/mount")
+
+
+def test_a_mount_without_a_source_keeps_its_type_and_process(plain_dir: Path) -> None:
+    """mount(2) with no source: a record with extra (the filesystem's type)
+    and no aux, which goes to the ring whole (bpf/record.bpf.h,
+    fw_record_put()): the type after the path, exe and args after it."""
+    watched = plain_dir / "etc"
+    point = watched / "sub"
+    point.mkdir(parents=True)
+
+    def work() -> None:
+        if _libc.mount(None, str(point).encode(), b"tmpfs", 0, None) != 0:
+            raise OSError(ctypes.get_errno(), "mount")
+        run("umount", str(point))
+
+    with monitoring(f"{watched}/**") as mon:
+        pid = in_child(work)
+        events = mon.under(str(plain_dir))
+    assert summary(events) == [("mount", str(point)), ("umount", str(point))]
+    doc = to_documents(events[0], WallClock())[0]
+    assert doc["file"]["path"] == str(point)
+    assert "source" not in doc["mount"]
+    assert doc["mount"]["fs_type"] == "tmpfs"
+    assert doc["process"]["pid"] == pid
+    assert doc["process"]["executable"] == os.path.realpath(sys.executable)
+    argv0 = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0]
+    assert doc["process"]["args"][0] == os.fsdecode(argv0)
 
 
 def test_mount_elsewhere_is_not_reported(plain_dir: Path) -> None:
