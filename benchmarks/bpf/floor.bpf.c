@@ -2,7 +2,7 @@
 /*
  * Reference programs for benchmarks.kernel_overhead: the least an ignored
  * call can cost in a monitor that follows files by identity and by name, as
- * filewarden does. Each (but floor_unlink and floor_rename) is an
+ * filewarden does. Each (but those on other hooks, named below) is an
  * lsm/file_open program, attached alone and timed with bpf_stats on the
  * same ignored open/close loop as the empty program, so each reads as a
  * multiple of it:
@@ -34,6 +34,11 @@
  *                        of the empty file_open program, as filewarden's
  *                        own programs there: the floor under this
  *                        design's ignored unlink and rename (below)
+ *   floor_empty_move,    empty programs on __d_move(), entry and exit,
+ *   floor_empty_move_end where filewarden's directory move counters run
+ *                        on every rename (bpf/moves.bpf.c): what its
+ *                        cache adds to any rename at least, timed on the
+ *                        rename loop's calls
  *   floor_emit           the least a reported call does: a ring
  *                        reservation, the task's ids and name, the file's
  *                        inode number and its path by bpf_d_path(),
@@ -377,6 +382,21 @@ int BPF_PROG(floor_empty_unlink, const struct path *dir, struct dentry *dentry)
 SEC("?lsm/path_rename")
 int BPF_PROG(floor_empty_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
 	     struct dentry *new_dentry, unsigned int flags)
+{
+	return 0;
+}
+
+/* The directory cache's move count (bpf/moves.bpf.c) needs a program
+ * before and one after every __d_move(): the least they cost a rename is
+ * two empty programs there. */
+SEC("?fentry/__d_move")
+int BPF_PROG(floor_empty_move, struct dentry *dentry, struct dentry *target)
+{
+	return 0;
+}
+
+SEC("?fexit/__d_move")
+int BPF_PROG(floor_empty_move_end, struct dentry *dentry, struct dentry *target)
 {
 	return 0;
 }

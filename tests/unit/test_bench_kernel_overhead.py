@@ -243,6 +243,36 @@ def test_an_ignored_loops_design_least_is_its_own_hooks_checked_references(
     assert "below 0.97: the target asks more than this design's least leaves" in capsys.readouterr().out
 
 
+def test_a_renames_design_least_counts_the_move_programs_it_needs() -> None:
+    """Ignored rename under this design: two renames an iteration, each at
+    floor_rename's cost and the two empty programs' on __d_move, which its
+    cache's move count needs on every rename; without them timed, none."""
+    res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.ref_cost["floor_rename"] = [ProgCost(300_000, 1000)]
+    assert ko.least_ns(res, "ignored", "rename", 0, 0.0, table=ko.DESIGN_LEAST_PER_ITER) == 0.0
+    res.ref_cost["floor_empty_move"] = [ProgCost(50_000, 1000)]
+    res.ref_cost["floor_empty_move_end"] = [ProgCost(40_000, 1000)]
+    # 2 x (300 + 50 + 40) ns
+    assert ko.least_ns(res, "ignored", "rename", 0, 0.0, table=ko.DESIGN_LEAST_PER_ITER) == 780.0
+
+
+def test_the_rename_row_with_its_move_programs_gives_this_designs_least_with_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.floor_cost = [ProgCost(200_000, 1000)]
+    case = "ignored rename"
+    res.call_cost[(case, "path_rename (fw_path_rename)")] = [ProgCost(600_000, 1000)]
+    res.call_cost[(case, "__d_move (fw_dir_move_begin)")] = [ProgCost(100_000, 1000)]
+    res.call_cost[(case, "__d_move (fw_dir_move_end)")] = [ProgCost(100_000, 1000)]
+    res.ref_cost["floor_rename"] = [ProgCost(800_000, 1000)]  # 4x
+    res.ref_cost["floor_empty_move"] = [ProgCost(200_000, 1000)]  # 1x
+    res.ref_cost["floor_empty_move_end"] = [ProgCost(100_000, 1000)]  # 0.5x
+    ko.call_report(res)
+    assert "(this design's least with them: 5.5x, above the target)" in capsys.readouterr().out
+    assert ko.design_with({"floor_rename": [4.0]}, "floor_rename", "path_rename") is None
+
+
 def test_without_its_references_a_loop_has_no_least() -> None:
     res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
     res.ref_cost["floor_mark_dir"] = [ProgCost(250_000, 1000)]
