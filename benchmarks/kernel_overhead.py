@@ -201,24 +201,26 @@ LEAST_PER_ITER: dict[str, tuple[tuple[str, int], ...]] = {
     "create/unlink": (("floor_mark_dir", 2), ("floor_2marks_dir", 1)),
     "rename": (("floor_2marks_dir", 2),),
 }
-# The same, for this design: the references that do the lookups with the
-# checks its cache needs, on each call's own hook (an open and its release:
-# floor_checked, the file_open reference, as fw_file_release asks the same;
-# an unlink, a rename: theirs, and with a rename the two programs its
-# cache's move count needs on __d_move(), at least empty: DESIGN_WITH).
-# Measured behind an empty program, each at most its cost alone.
+# The least of the programs that run with a target's hook (RUNS_WITH), as
+# references: this design's least on that hook is its reference
+# (DESIGN_FLOOR_OF) and these. A rename's: the two programs its cache's
+# move count needs on __d_move(), at least empty.
+DESIGN_WITH = {"path_rename": ("floor_empty_move", "floor_empty_move_end")}
+# The same as LEAST_PER_ITER, for this design: the references that do the
+# lookups with the checks its cache needs, on each call's own hook (an open
+# and its release: floor_checked, the file_open reference, as
+# fw_file_release asks the same; an unlink, a rename: theirs, and with a
+# rename DESIGN_WITH's). Measured behind an empty program, each at most
+# its cost alone.
 DESIGN_LEAST_PER_ITER: dict[str, tuple[tuple[str, int], ...]] = {
     "open/close": (("floor_checked", 2),),
     "create/unlink": (("floor_checked", 2), ("floor_unlink", 1)),
-    "rename": (("floor_rename", 2), ("floor_empty_move", 2), ("floor_empty_move_end", 2)),
+    "rename": (("floor_rename", 2), *((ref, 2) for ref in DESIGN_WITH["path_rename"])),
 }
 # Programs that run on the same calls as a target's hook, whose time a call
 # of the hook costs too: every rename runs the directory move counters on
 # __d_move() (bpf/moves.bpf.c), whatever it moves. hook -> their hook.
 RUNS_WITH = {"path_rename": "__d_move"}
-# The least those programs cost, as references: this design's least on a
-# hook they run with is its reference (DESIGN_FLOOR_OF) and these.
-DESIGN_WITH = {"path_rename": ("floor_empty_move", "floor_empty_move_end")}
 FLOOR_SRC = Path(__file__).resolve().parent / "bpf" / "floor.bpf.c"
 EMPTY = "fw_bench_empty_file_open"  # the empty program, in the selftest object
 # What an empty BPF LSM program costs a call on real hardware, as published:
@@ -1207,8 +1209,9 @@ def with_companions(res: Results, case: str, prog: str) -> list[float] | None:
 
 def design_with(refs: dict[str, list[float]], design: str, hook: str) -> list[float] | None:
     """Per round: this design's reference on `hook` and the references of
-    the programs that run with it (DESIGN_WITH), summed; None when one of
-    them was not timed that round."""
+    the programs that run with it (DESIGN_WITH), summed round by round
+    over the rounds all of them have; None when the hook has none, or one
+    of them was never timed."""
     names = (design, *DESIGN_WITH.get(hook, ()))
     if not design or len(names) == 1 or any(n not in refs for n in names):
         return None
