@@ -212,8 +212,8 @@ static __always_inline bool fw_keep(struct fw_scratch *s, bool tracked)
 	return true;
 }
 
-/* Bytes of extra and of exe and args (from `c`) in a record that
- * fw_record_size() sized, bounded for the verifier. */
+/* Bytes of extra, and of exe and args (from `c`), as the record carries
+ * them, bounded for the verifier. */
 static __always_inline __u32 fw_record_extra_len(struct fw_scratch *s)
 {
 	__u32 n = s->ev.extra_len;
@@ -279,37 +279,57 @@ static __always_inline long fw_record_put_parts(struct fw_scratch *s, struct fw_
 }
 
 /*
- * Puts a record sized by fw_record_size() in the ring. One whose path
- * starts its buffer, which follows the fixed part in the slot (maps.bpf.h;
- * bpf_d_path() writes it there), and which has no aux (a rename's, link's
- * or symlink's second path, an xattr's name, a mount move's source) is
- * assembled in the slot, extra and exe and args copied after the path,
- * and goes to the ring whole in one bpf_ringbuf_output(); others part by
- * part (above). The dynptr's reservation, writes and submit are three
- * helper calls or more, and each bpf_dynptr_write() copies with memmove()
- * (__bpf_dynptr_write(), kernel/bpf/helpers.c), which is `rep movsb` from
- * 32 bytes on a CPU with ERMS (arch/x86/lib/memmove_64.S), where
- * bpf_ringbuf_output()'s memcpy() is a loop of 8-byte moves unless the
- * CPU has FSRM too (arch/x86/lib/memcpy_64.S). benchmarks.emit_pieces
- * times both ways.
+ * Puts a record sized by fw_record_size() in the ring. One without aux (a
+ * rename's, link's or symlink's second path, an xattr's name, a mount
+ * move's source) is assembled in the slot and goes to the ring whole, in
+ * one bpf_ringbuf_output(): extra and exe and args are copied after its
+ * path, and its fixed part is where it is when the path starts its buffer
+ * (bpf_d_path() writes it there; the buffer follows the fixed part in the
+ * slot, maps.bpf.h), else copied right before the path: a walked path
+ * ends at FW_PATH_MAX (fw_walk_once(), walk.bpf.c), far from the end of
+ * its FW_BUF buffer. Others go part by part (above). The dynptr's
+ * reservation, writes and submit are three helper calls or more, and each
+ * bpf_dynptr_write() copies with memmove() (__bpf_dynptr_write(),
+ * kernel/bpf/helpers.c), which is `rep movsb` from 32 bytes on a CPU with
+ * ERMS (arch/x86/lib/memmove_64.S), where bpf_ringbuf_output()'s memcpy()
+ * is a loop of 8-byte moves unless the CPU has FSRM too
+ * (arch/x86/lib/memcpy_64.S). benchmarks.emit_pieces times both ways.
  */
 static __always_inline long fw_record_put(struct fw_scratch *s, struct fw_proc_cache *c, __u64 flags)
 {
+	/* Read first, in this order: read after the aux test, 6.1's verifier
+	 * refused benchmarks/bpf/pieces.bpf.c, which inlines this beside the
+	 * other pieces ("R3 min value is outside of the allowed memory
+	 * range"). */
 	__u32 extra_len = fw_record_extra_len(s);
 	__u32 cached = fw_record_cached_len(s, c);
-	__u32 off = s->ev.path_len & FW_MASK;
+	__u32 path_off = s->path_off & FW_MASK;
+	__u32 path_len = s->ev.path_len & FW_MASK;
+	__u32 start, end;
 
-	if ((s->path_off & FW_MASK) || (s->ev.aux_len & FW_MASK))
+	if (s->ev.aux_len & FW_MASK)
 		return fw_record_put_parts(s, c, flags);
+	if (path_off == 0) {
+		start = 0;
+	} else if (path_off >= sizeof(struct fw_event) && path_off + path_len == FW_PATH_MAX) {
+		start = path_off - sizeof(struct fw_event);
+		if (bpf_probe_read_kernel(s->path + start, sizeof(struct fw_event), &s->ev))
+			return fw_record_put_parts(s, c, flags);
+	} else {
+		return fw_record_put_parts(s, c, flags);
+	}
+	end = path_off + path_len;
 	if (extra_len) {
-		bpf_probe_read_kernel(s->path + off, extra_len, s->extra);
-		off += extra_len;
+		bpf_probe_read_kernel(s->path + end, extra_len, s->extra);
+		end += extra_len;
 	}
 	if (cached) {
-		bpf_probe_read_kernel(s->path + off, cached, c->data);
-		off += cached;
+		bpf_probe_read_kernel(s->path + end, cached, c->data);
+		end += cached;
 	}
-	return bpf_ringbuf_output(&events, &s->ev, sizeof(struct fw_event) + off, flags);
+	if (path_off == 0)
+		return bpf_ringbuf_output(&events, &s->ev, sizeof(struct fw_event) + end, flags);
+	return bpf_ringbuf_output(&events, s->path + start, end - start, flags);
 }
 
 /* Numbers, times and sends the record: the fixed part from the slot, the

@@ -46,11 +46,13 @@ def test_every_reference_program_runs_on_its_loops_calls() -> None:
     assert misses <= ko.FLOOR_MISSES_MAX
 
 
-def test_the_pieces_program_times_every_piece_on_this_processs_opens() -> None:
+@pytest.mark.parametrize("dpath_hooks", [ep.DPATH_HOOKS, 0], ids=["bpf_d_path", "walk"])
+def test_the_pieces_program_times_every_piece_on_this_processs_opens(dpath_hooks: int) -> None:
     """benchmarks.emit_pieces: filewarden's functions, inlined into one
     program, load on this kernel and each runs (run_piece() checks that the
-    program ran on each open)."""
-    r = ep.measure(1, ep.DPATH_HOOKS, warm_iters=50, once_calls=3, empty_calls=100, progress=False)
+    program ran on each open), with the path from bpf_d_path() and walked
+    (--walk), which a record is sent differently with."""
+    r = ep.measure(1, dpath_hooks, warm_iters=50, once_calls=3, empty_calls=100, progress=False)
     assert r.empty_ns[0] > 0
     for name, _ in ep.PIECES:
         assert len(r.warm[name]) == 1, name
