@@ -325,6 +325,124 @@ int BPF_PROG(floor_emit, struct file *file, int ret)
 }
 
 /*
+ * floor_record: the least a record with the fields filewarden's record
+ * carries costs, sized to what it holds. Who: the process's ids, users,
+ * cgroup, start, mount namespace and name, by loads, and its executable
+ * and first arguments from task storage (filled once a process, as
+ * filewarden's process cache); which file: the inode's identity and
+ * attributes; where: the path by bpf_d_path(); when: the boot clock and a
+ * sequence number (a gap is loss). It asks the file's mark first, as an
+ * emitting call of a marked file must (the benchmark's monitored file is
+ * marked, so filewarden asks nothing else), and puts the record in the
+ * ring in one bpf_ringbuf_output() from a per-CPU slot: a reservation must
+ * be of a constant size, and one of the largest record would take the
+ * ring's room of a dozen. Not there: filewarden's overlay layer, the path
+ * inside its mount, the rate limit, a fallback where bpf_d_path() fails,
+ * and its counters but one.
+ */
+struct floor_proc {
+	__u32 len; /* bytes of data: the executable's name, then arguments */
+	char data[FW_EXE_MAX + FW_ARGS_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct floor_proc);
+} floor_procs SEC(".maps");
+
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
+struct floor_slot {
+	struct fw_event ev; /* filewarden's fixed part (abi.h) */
+	char data[2 * FW_PATH_MAX]; /* the path, then exe and args: data[] */
+};
+#pragma clang diagnostic pop
+_Static_assert(__builtin_offsetof(struct floor_slot, data) == sizeof(struct fw_event),
+	       "the record goes to the ring from the fixed part on");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct floor_slot);
+} floor_slots SEC(".maps");
+
+__u64 floor_seq = 0;
+
+/* Once a process: its executable's name and its first arguments. */
+static __always_inline void floor_proc_fill(struct floor_proc *c, struct task_struct *task)
+{
+	struct mm_struct *mm = task->mm;
+	long n, m;
+
+	if (!mm)
+		return;
+	n = bpf_probe_read_kernel_str(c->data, FW_EXE_MAX, BPF_CORE_READ(mm, exe_file, f_path.dentry, d_name.name));
+	n = n > 0 ? n : 0;
+	m = bpf_probe_read_user(c->data + (n & (FW_EXE_MAX - 1)), FW_ARGS_MAX, (void *)mm->arg_start);
+	c->len = (n & (FW_EXE_MAX - 1)) + (m ? 0 : FW_ARGS_MAX);
+}
+
+SEC("?lsm/file_open")
+int BPF_PROG(floor_record, struct file *file, int ret)
+{
+	struct inode *inode = file->f_inode;
+	struct task_struct *task;
+	const struct cred *cred;
+	struct floor_slot *s;
+	struct floor_proc *c;
+	__u32 zero = 0, len, extra;
+	long n;
+
+	if (ret || floor_skip(file, &task))
+		return ret;
+	if (bpf_inode_storage_get(&floor_marks, inode, NULL, 0))
+		return ret;
+	s = bpf_map_lookup_elem(&floor_slots, &zero);
+	c = bpf_task_storage_get(&floor_procs, task->group_leader, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s || !c)
+		return ret;
+	if (!c->len)
+		floor_proc_fill(c, task->group_leader);
+	cred = task->cred;
+	s->ev.proc.pid = task->tgid;
+	s->ev.proc.tid = task->pid;
+	s->ev.proc.ppid = task->real_parent->tgid;
+	s->ev.proc.uid = cred->uid.val;
+	s->ev.proc.euid = cred->euid.val;
+	s->ev.proc.gid = cred->gid.val;
+	s->ev.proc.egid = cred->egid.val;
+	s->ev.proc.cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	s->ev.proc.start_ns = task->group_leader->start_boottime;
+	s->ev.proc.mntns = task->nsproxy->mnt_ns->ns.inum;
+	((__u64 *)s->ev.proc.comm)[0] = *(__u64 *)&task->comm[0];
+	((__u64 *)s->ev.proc.comm)[1] = *(__u64 *)&task->comm[8];
+	s->ev.file.ino = inode->i_ino;
+	s->ev.file.size = inode->i_size;
+	s->ev.file.dev = inode->i_sb->s_dev;
+	s->ev.file.mode = inode->i_mode;
+	s->ev.file.uid = inode->i_uid.val;
+	s->ev.file.gid = inode->i_gid.val;
+	n = bpf_d_path((struct path *)&file->f_path, s->data, FW_PATH_MAX);
+	len = n > 0 ? (n - 1) & (FW_PATH_MAX - 1) : 0;
+	extra = c->len;
+	if (extra > FW_EXE_MAX + FW_ARGS_MAX)
+		extra = FW_EXE_MAX + FW_ARGS_MAX;
+	if (extra)
+		bpf_probe_read_kernel(s->data + len, extra, c->data);
+	s->ev.path_len = len;
+	s->ev.hdr.size = sizeof(s->ev) + len + extra;
+	s->ev.hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	s->ev.hdr.seq = __sync_fetch_and_add(&floor_seq, 1);
+	if (bpf_ringbuf_output(&floor_ring, &s->ev, sizeof(s->ev) + len + extra, BPF_RB_NO_WAKEUP))
+		__sync_fetch_and_add(&floor_ring_full, 1);
+	floor_exit();
+	return ret;
+}
+
+/*
  * floor_checked's work on the hooks of the other two targets, timed on the
  * calls of the loops that drive them (not on file_open's): the least this
  * design's ignored unlink and rename do. An unlink asks the name's mark,

@@ -201,6 +201,35 @@ def test_the_budget_gives_the_loop_ratio_each_cost_allows(capsys: pytest.Capture
     assert "below 0.80: the target asks more than the least leaves" in out  # median 0.78
 
 
+def test_a_monitored_loops_design_least_is_its_records_at_floor_records_cost() -> None:
+    """Under this design each record a monitored loop sends costs at least
+    floor_record (a record with filewarden's fields), as many as it sends;
+    the least any monitor runs stays at floor_emit's."""
+    res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.ref_cost["floor_emit"] = [ProgCost(2_000_000, 1000)]  # 2 us a call
+    assert ko.least_ns(res, "monitored", "create/unlink", 0, 3.0, table=ko.DESIGN_LEAST_PER_ITER) == 6000.0
+    assert (
+        ko.least_ns(res, "monitored", "create/unlink", 0, 3.0, table=ko.DESIGN_LEAST_PER_ITER, record="floor_record")
+        == 0.0
+    )  # not timed
+    res.ref_cost["floor_record"] = [ProgCost(3_000_000, 1000)]
+    assert (
+        ko.least_ns(res, "monitored", "create/unlink", 0, 3.0, table=ko.DESIGN_LEAST_PER_ITER, record="floor_record")
+        == 9000.0
+    )
+
+
+def test_the_emitting_row_gives_floor_emit_and_this_designs_record(capsys: pytest.CaptureFixture[str]) -> None:
+    res = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.floor_cost = [ProgCost(200_000, 1000)]
+    res.call_cost[("monitored open/close", "file_open (fw_file_open)")] = [ProgCost(5_000_000, 1000)]  # 25x
+    res.ref_cost["floor_emit"] = [ProgCost(2_400_000, 1000)]  # 12x
+    res.ref_cost["floor_record"] = [ProgCost(4_400_000, 1000)]  # 22x
+    ko.call_report(res)
+    out = capsys.readouterr().out
+    assert "<= 20x MISSED (what it must do alone: 12.0x; this design's least: 22.0x, above the target)" in out
+
+
 def test_an_ignored_loops_least_is_the_references_its_calls_need(capsys: pytest.CaptureFixture[str]) -> None:
     """Ignored open/close: the open and the release each ask the file's mark
     and the directory's verdict, two floor_mark_dir a round's iteration."""
