@@ -62,6 +62,11 @@ PIECES = (
     ("selected", "fw_path_selected(): the prefix trie"),
     ("rate_limited", "fw_rate_limited() (no limit set)"),
     ("dir_check", "fw_dir_check(): the directory's verdict"),
+    ("backing", "fw_file_backing(): an overlay's backing file?"),
+    ("claim", "FW_CLAIM: excluded program?, a slot claimed"),
+    ("event_init", "fw_event_init()"),
+    ("keep", "fw_keep() of a marked file"),
+    ("exit", "fw_exit(): the outcome's counter"),
 )
 # bpf_d_path() on file_open, the one hook the program is on: allowed there
 # on every kernel (bpf_d_path_allowed(), kernel/trace/bpf_trace.c).

@@ -44,6 +44,11 @@ enum pieces_piece {
 	PIECE_SELECTED,       /* fw_path_selected() */
 	PIECE_RATE_LIMITED,   /* fw_rate_limited() */
 	PIECE_DIR_CHECK,      /* fw_dir_check() */
+	PIECE_BACKING,        /* fw_file_backing() */
+	PIECE_CLAIM,          /* FW_CLAIM's work: fw_exe_excluded(), a slot claimed and released */
+	PIECE_EVENT_INIT,     /* fw_event_init() */
+	PIECE_KEEP,           /* fw_keep() of a marked file, nothing excluded */
+	PIECE_EXIT,           /* fw_exit(): the outcome's counter */
 	PIECE_COUNT,
 };
 
@@ -81,7 +86,7 @@ static __always_inline void pieces_fill_helpers(struct fw_process *p, struct tas
 static long pieces_one(__u64 index, void *data)
 {
 	struct pieces_ctx *x = data;
-	struct fw_scratch *s = x->s;
+	struct fw_scratch *s = x->s, *t;
 	struct fw_proc_cache *c;
 	struct fw_dir_probe dp;
 
@@ -127,6 +132,27 @@ static long pieces_one(__u64 index, void *data)
 		break;
 	case PIECE_DIR_CHECK:
 		pieces_sink += fw_dir_check(&dp, x->task, x->file->f_path.dentry->d_parent, x->file->f_path.mnt);
+		break;
+	case PIECE_BACKING:
+		pieces_sink += fw_file_backing(x->file, x->task);
+		break;
+	case PIECE_CLAIM:
+		/* A second slot: the program holds one. The first it tries is
+		 * that one, so this claim fails once where a hook's does not. */
+		if (fw_exe_excluded())
+			break;
+		t = fw_scratch_claim(2);
+		if (t)
+			fw_scratch_release(t);
+		break;
+	case PIECE_EVENT_INIT:
+		fw_event_init(s, FW_HOOK_FILE_OPEN, FW_ACTION_OPEN_WRITE);
+		break;
+	case PIECE_KEEP:
+		pieces_sink += fw_keep(s, true);
+		break;
+	case PIECE_EXIT:
+		pieces_sink += fw_exit(FW_HOOK_FILE_OPEN, FW_COUNTER_EMITTED);
 		break;
 	default:
 		break;
