@@ -86,9 +86,10 @@ programs, and for the least any monitor must run there (LEAST_PER_ITER:
 the references an ignored loop's calls need; on a monitored loop, as many
 records as filewarden sends at floor_emit's cost each), and for this
 design's least (DESIGN_LEAST_PER_ITER; on a monitored loop, each record
-at floor_record's cost). A loop ratio target above the least's asks more
-than any monitor that does that much in the kernel can give here, by this estimate: bpf_stats time runs with
-the statistics on and counts their clock reads, so it errs low.
+at floor_record's cost). A loop ratio target above the least's asks
+more than any monitor that does that much in the kernel can give here,
+by this estimate: bpf_stats time runs with the statistics on and counts
+their clock reads, so it errs low.
 
 Last, the kernel memory of every map of the agent loaded with the default
 configuration (``memlock`` in the map's fdinfo).
