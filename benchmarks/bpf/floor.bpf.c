@@ -44,13 +44,17 @@
  *                        inode number and its path by bpf_d_path(),
  *                        submitted without a wakeup (a reader drains the
  *                        ring: benchmarks.kernel_overhead.floor_object())
+ *   floor_record         the file's mark, then a record with every field
+ *                        filewarden's carries, sized to them (below): the
+ *                        floor under this design's emitting file_open
  *
  * Each also does what every filewarden exit does: the task (the agent's own
  * calls are skipped) and one per-CPU counter increment. Nothing here but
- * floor_emit reads a path, nothing but floor_checked, floor_unlink and
- * floor_rename checks a count, and none is correct as a monitor: they are
- * the floor under any design that must ask these maps or send this record
- * (the three that check: under filewarden's), not a design.
+ * floor_emit and floor_record reads a path, nothing but floor_checked,
+ * floor_unlink and floor_rename checks a count, and none is correct as a
+ * monitor: they are the floor under any design that must ask these maps
+ * or send this record (the three that check, and floor_record: under
+ * filewarden's), not a design.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
