@@ -1036,7 +1036,7 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                 if together is not None and limit:
                     t_med = summary(together)[0]
                     label = f"{hook} + its {RUNS_WITH[hook]} programs"
-                    with_design = design_with(refs, DESIGN_FLOOR_OF.get((place, loop, hook), ""), hook)
+                    with_design = design_with(res, DESIGN_FLOOR_OF.get((place, loop, hook), ""), hook)
                     least = ""
                     if with_design:
                         d_med = summary(with_design)[0]
@@ -1225,16 +1225,23 @@ def with_companions(res: Results, case: str, prog: str) -> list[float] | None:
     return ratios or None
 
 
-def design_with(refs: dict[str, list[float]], design: str, hook: str) -> list[float] | None:
+def design_with(res: Results, design: str, hook: str) -> list[float] | None:
     """Per round: this design's reference on `hook` and the references of
-    the programs that run with it (DESIGN_WITH), summed round by round
-    over the rounds all of them have; None when the hook has none, or one
-    of them was never timed."""
+    the programs that run with it (DESIGN_WITH), summed over the empty
+    program's ns per call that round; a round in which one of them made no
+    call, or the empty program none, is left out (never matched with
+    another round's). None when the hook has none, or no round has them
+    all."""
     names = (design, *DESIGN_WITH.get(hook, ()))
-    if not design or len(names) == 1 or any(n not in refs for n in names):
+    if not design or len(names) == 1 or any(n not in res.ref_cost for n in names):
         return None
-    rounds = min(len(refs[n]) for n in names)
-    return [sum(refs[n][r] for n in names) for r in range(rounds)] or None
+    out = []
+    for r, empty in enumerate(res.floor_cost):
+        costs = [res.ref_cost[n][r] for n in names if r < len(res.ref_cost[n])]
+        if not empty.ns_per_call or len(costs) < len(names) or not all(c.calls for c in costs):
+            continue
+        out.append(sum(c.ns_per_call for c in costs) / empty.ns_per_call)
+    return out or None
 
 
 def ref_ratios(res: Results) -> dict[str, list[float]]:

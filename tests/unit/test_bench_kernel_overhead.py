@@ -299,7 +299,22 @@ def test_the_rename_row_with_its_move_programs_gives_this_designs_least_with_the
     res.ref_cost["floor_empty_move_end"] = [ProgCost(100_000, 1000)]  # 0.5x
     ko.call_report(res)
     assert "(this design's least with them: 5.5x, above the target)" in capsys.readouterr().out
-    assert ko.design_with({"floor_rename": [4.0]}, "floor_rename", "path_rename") is None
+    only = Results(rounds=1, ops=2000, stats_ops=1000, stats_chunks=10)
+    only.floor_cost = res.floor_cost
+    only.ref_cost["floor_rename"] = res.ref_cost["floor_rename"]
+    assert ko.design_with(only, "floor_rename", "path_rename") is None
+
+
+def test_this_designs_least_with_them_leaves_out_a_round_one_of_them_missed() -> None:
+    """A round in which a __d_move reference made no call is left out,
+    never summed with the next round's figures."""
+    res = Results(rounds=3, ops=2000, stats_ops=1000, stats_chunks=10)
+    res.floor_cost = [ProgCost(200_000, 1000)] * 3
+    res.ref_cost["floor_rename"] = [ProgCost(800_000, 1000), ProgCost(600_000, 1000), ProgCost(400_000, 1000)]
+    res.ref_cost["floor_empty_move"] = [ProgCost(0, 0), ProgCost(200_000, 1000), ProgCost(200_000, 1000)]
+    res.ref_cost["floor_empty_move_end"] = [ProgCost(100_000, 1000)] * 3
+    # rounds 2 and 3: 3 + 1 + 0.5 and 2 + 1 + 0.5
+    assert ko.design_with(res, "floor_rename", "path_rename") == [4.5, 3.5]
 
 
 def test_without_its_references_a_loop_has_no_least() -> None:
