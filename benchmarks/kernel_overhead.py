@@ -202,6 +202,11 @@ DESIGN_FLOOR_OF = {
     # storage, time and sequence), sized to them, as this design sends.
     ("monitored", "open/close", "file_open"): "floor_record",
 }
+# The reference of each record a monitored loop sends, in its loop budget:
+# the emitting file_open's, the least any monitor's and this design's.
+EMITTING = ("monitored", "open/close", "file_open")
+RECORD_REF = FLOOR_OF[EMITTING]
+DESIGN_RECORD_REF = DESIGN_FLOOR_OF[EMITTING]
 # The calls of an ignored loop's iteration that any file integrity monitor
 # must decide on in the kernel, as reference programs: loop -> (reference,
 # calls an iteration). An open for writing and its release ask the file's
@@ -1125,7 +1130,7 @@ def budget_report(res: Results) -> list[dict[str, Any]]:
                 need = least_ns(res, place, loop, r, per_iter)
                 if need:
                     least.append(t / (t + need))
-                need = least_ns(res, place, loop, r, per_iter, table=DESIGN_LEAST_PER_ITER, record="floor_record")
+                need = least_ns(res, place, loop, r, per_iter, table=DESIGN_LEAST_PER_ITER, record=DESIGN_RECORD_REF)
                 if need:
                     design.append(t / (t + need))
             rows.append((name, t_us, per_iter, ours, least, design))
@@ -1140,12 +1145,12 @@ def budget_report(res: Results) -> list[dict[str, Any]]:
     for loop, needs in LEAST_PER_ITER.items():
         what = " + ".join(f"{n} x {FLOORS[ref]}" for ref, n in needs)
         print(f"    ignored {loop}: {what}")
-    print("    monitored loops: as many records as filewarden sends, each at floor_emit's cost")
+    print(f"    monitored loops: as many records as filewarden sends, each at {RECORD_REF}'s cost")
     print("  this design: the references with the checks its cache needs, on each call's own hook:")
     for loop, needs in DESIGN_LEAST_PER_ITER.items():
         what = " + ".join(f"{n} x {ref}" for ref, n in needs)
         print(f"    ignored {loop}: {what}")
-    print("    monitored loops: as many records as filewarden sends, each at floor_record's cost")
+    print(f"    monitored loops: as many records as filewarden sends, each at {DESIGN_RECORD_REF}'s cost")
     print("  Median [lowest-highest] over the rounds.")
     print(f"  {'loop':26} {'T us/iter':>18} {'records/iter':>13} {'filewarden':>20} {'least':>20} {'this design':>20}")
     for name, t_us, per_iter, ours, least, design in rows:
@@ -1187,7 +1192,7 @@ def least_ns(
     per_iter: float,
     *,
     table: dict[str, tuple[tuple[str, int], ...]] = LEAST_PER_ITER,
-    record: str = "floor_emit",
+    record: str = RECORD_REF,
 ) -> float:
     """The least time per iteration any monitor's programs take on `loop`
     in round `r` (or this design's: `table` on an ignored loop, `record`
