@@ -22,8 +22,8 @@ mechanism at a time, the order rotating every round:
   state's runs (see benchmarks/audit.py).
 
 Within a round the three loops of one path go through every state before
-the other path's, so the runs compared are seconds apart. Every run is a
-fresh child process (the agent ignores its own pid). A figure is the
+the other path's, so the runs compared are seconds apart. Every timed run
+is a fresh child process (the agent ignores its own pid). A figure is the
 loop's ops/s over the detached ops/s of the same round: the median over
 the rounds (12 by default: the targets are medians of at least 12), with
 the lowest and highest. Absolute rates under TCG mean nothing; the ratios
@@ -33,7 +33,12 @@ Each round then ends with its bpf_stats runs, apart from the timed ones
 since the statistics cost something themselves: with
 kernel.bpf_stats_enabled on, one run (--stats-ops iterations) of ignored
 open/close with the empty program attached, then one run of each loop
-with the agent attached. Every attached program's run_time_ns and
+with the agent attached. These runs all take place in one worker process,
+started once: what a program keeps per process (filewarden's executable
+and arguments, read on a process's first record) is read once, as in a
+process that keeps writing, not once every chunk of a run. The first
+call of a fresh process, which reads them, is timed on its own (ten
+fresh processes a round) and printed in a row of its own. Every attached program's run_time_ns and
 run_cnt are read just before and just after each run, so a program's
 cost is its calls during that one loop: on the ignored loops the calls
 it drops, on the monitored loops the calls that emit a record (what
@@ -113,9 +118,11 @@ import struct
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,6 +256,11 @@ FLOOR_REAL_NS = (12, 20)
 # directory's first call makes its entry; a mount change retires them).
 FLOOR_MISSES_MAX = 64
 DRIVEN = 0.5  # calls per iteration from which a loop counts as driving a hook
+# A process's first emitting call, timed apart (Worker): the fresh
+# processes of a round, and the program and tally they are read under.
+FIRST_CALLS = 10
+FIRST_PROG = "file_open (fw_file_open)"
+FIRST = "monitored 1st open/close"
 MAP_BUDGET_MIB = 16.0
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 MIB = 1 << 20
@@ -342,6 +354,73 @@ def child_rate(work: Callable[[int], None], ops: int) -> tuple[float, int]:
     return float(text), pid
 
 
+class Worker:
+    """One process, forked once, that runs the loops of the bpf_stats
+    runs on request: run(case name, n) -> iterations/s of that loop's n
+    iterations. Its programs' per-process state (filewarden's cache of the
+    executable and arguments in task storage, floor_record's) is filled on
+    its first call and then held, as in a process that keeps writing; a
+    fresh child for every chunk of a hundred calls would pay that fill in
+    each and charge it to the calls around it. Never the agent's own
+    process (the agent ignores its pid). A process's first call is timed
+    apart (first_calls())."""
+
+    def __init__(self, works: dict[str, Callable[[int], None]]) -> None:
+        self._names = list(works)
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            # Nothing of the benchmark's but the two pipes: an inherited
+            # BPF link would keep its program attached after the benchmark
+            # detaches it (and its next attach would fail, EBUSY).
+            lo, hi = sorted((req_r, rep_w))
+            os.closerange(3, lo)
+            os.closerange(lo + 1, hi)
+            os.closerange(hi + 1, os.sysconf("SC_OPEN_MAX"))
+            code = 0
+            try:
+                while len(msg := os.read(req_r, _REQUEST.size)) == _REQUEST.size:
+                    index, n = _REQUEST.unpack(msg)
+                    start = time.perf_counter()
+                    works[self._names[index]](n)
+                    os.write(rep_w, _RATE.pack(n / (time.perf_counter() - start)))
+            except BaseException:  # noqa: BLE001 - a forked child must never return into the benchmark
+                traceback.print_exc()
+                code = 1
+            os._exit(code)
+        os.close(req_r)
+        os.close(rep_w)
+        self.pid, self._req, self._rep = pid, req_w, rep_r
+
+    def run(self, name: str, n: int) -> float:
+        os.write(self._req, _REQUEST.pack(self._names.index(name), n))
+        reply = os.read(self._rep, _RATE.size)
+        if len(reply) != _RATE.size:
+            raise RuntimeError(f"loop worker {self.pid} stopped")
+        return float(_RATE.unpack(reply)[0])
+
+    def close(self) -> None:
+        os.close(self._req)  # the worker reads end of file and leaves
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self._rep)
+        if status != 0:
+            raise RuntimeError(f"loop worker {self.pid} failed (wait status {status})")
+
+
+_REQUEST = struct.Struct("<II")  # the loop's index, iterations
+_RATE = struct.Struct("<d")
+
+
+def first_calls(case: Case, n: int) -> float:
+    """`case`'s loop in n fresh processes, one iteration each: a process's
+    first calls. Its iterations/s, first to last fork."""
+    start = time.perf_counter()
+    for _ in range(n):
+        child_rate(case.work, 1)
+    return n / (time.perf_counter() - start)
+
+
 # -- tallies --------------------------------------------------------------------
 @dataclass
 class AgentTally:
@@ -405,6 +484,8 @@ class Results:
     floor_cost: list[ProgCost] = field(default_factory=list)
     # The reference programs (FLOORS) on the empty program's runs: name -> a round each.
     ref_cost: dict[str, list[ProgCost]] = field(default_factory=dict)
+    # filewarden's file_open on a fresh process's first call (FIRST_CALLS a round, one a chunk): a round each.
+    first_cost: list[ProgCost] = field(default_factory=list)
     maps: list[tuple[str, str, int, int]] = field(default_factory=list)  # name, type, max_entries, memlock
     marked: tuple[int, int] = (0, 0)  # files, trees marked by the default configuration
     sequence_lost: int = 0
@@ -495,9 +576,17 @@ def chunked(programs: list[Program], run: Callable[[int], object], ops: int, chu
 
 
 def reference_run(
-    floor: BpfObject, empty: Program, refs: BpfObject, case: Case, *, ops: int, chunks: int
+    floor: BpfObject,
+    empty: Program,
+    refs: BpfObject,
+    case: Case,
+    *,
+    ops: int,
+    chunks: int,
+    run: Callable[[int], object] | None = None,
 ) -> dict[str, ProgCost]:
-    """One bpf_stats run of `case` (chunked()) with the reference programs
+    """One bpf_stats run of `case` (chunked(); its loop in this process
+    unless `run` runs it elsewhere) with the reference programs
     of its loop attached (REF_LOOP) and, on open/close, the empty program:
     program name -> its cost. Each program's time is its own, but not its
     place: a trampoline runs the last attached program first
@@ -520,7 +609,7 @@ def reference_run(
         if case.loop == "open/close":
             floor.attach(empty)
             progs.append(empty)
-        cost = chunked(progs, case.work, ops, chunks)
+        cost = chunked(progs, run or case.work, ops, chunks)
     finally:
         refs.detach()
         floor.detach()
@@ -689,15 +778,24 @@ def numbered(agent: BpfBackend) -> int:
     return agent.produced() + agent.produced_processes()
 
 
-def agent_run(agent: BpfBackend, reader: Reader, case: Case, ops: int, tally: AgentTally) -> float:
-    """One run with the agent attached; waits until the reader has taken
-    every record the run produced (or the ring refused it), so neither the
-    records nor the reader's work spill into the next run."""
+def agent_run(
+    agent: BpfBackend,
+    reader: Reader,
+    case: Case,
+    ops: int,
+    tally: AgentTally,
+    *,
+    run: Callable[[Case, int], float] | None = None,
+) -> float:
+    """One run with the agent attached, in a fresh child unless `run`
+    (case, ops -> iterations/s) says where; waits until the reader has
+    taken every record the run produced (or the ring refused it), so
+    neither the records nor the reader's work spill into the next run."""
     p0, r0, f0 = numbered(agent), agent.stats.records, ring_full(agent)
     b0 = agent.stats.record_bytes
     reader.peak = 0
     reader.gc.reset()
-    rate, _ = child_rate(case.work, ops)
+    rate = run(case, ops) if run else child_rate(case.work, ops)[0]
     deadline = time.monotonic() + 120
     while True:
         produced, read, full = numbered(agent) - p0, agent.stats.records - r0, ring_full(agent) - f0
@@ -767,6 +865,8 @@ def measure(args: argparse.Namespace) -> Results:
             res.agent[case.name] = AgentTally()
             res.agent_stats_runs[case.name] = AgentTally()
             res.audit[case.name] = AuditTally()
+        res.agent_stats_runs[FIRST] = AgentTally()
+        worker = Worker({case.name: case.work for case in cases})
         states: tuple[str, ...] = STATES
         if missing := audit.missing_tools():
             res.audit_skipped = f"{', '.join(missing)} not installed (Debian package auditd)"
@@ -801,7 +901,11 @@ def measure(args: argparse.Namespace) -> Results:
             current = state
 
         open_ignored = next(c for c in cases if c.name == "ignored open/close")
+        open_monitored = next(c for c in cases if c.name == "monitored open/close")
         ref_cases = [open_ignored] + [c for c in cases if c.place == "ignored" and c.loop in REF_LOOP.values()]
+
+        def in_worker(case: Case, n: int) -> float:
+            return worker.run(case.name, n)
 
         def call_costs(r: int) -> None:
             """The round's bpf_stats runs, after its timed runs (the statistics
@@ -810,8 +914,10 @@ def measure(args: argparse.Namespace) -> Results:
             agent on one run of every loop, each run
             in chunks (see chunked()): a cost is that program's calls during
             that loop alone, ignored calls on the ignored loops, emitting ones
-            on the monitored loops. The few calls of other processes in the
-            same seconds are counted in too."""
+            on the monitored loops. Every loop runs in the one worker process
+            (Worker). The few calls of other processes in the same seconds are
+            counted in too. Last, the agent's file_open on the first call of
+            FIRST_CALLS fresh processes, one chunk each."""
             with bpf_stats():
                 for state in (FLOOR, AGENT) if current == FLOOR else (AGENT, FLOOR):
                     if state == FLOOR:
@@ -821,7 +927,13 @@ def measure(args: argparse.Namespace) -> Results:
                         set_state(DETACHED)
                         for case in ref_cases:
                             for name, c in reference_run(
-                                floor, empty, refs, case, ops=args.stats_ops, chunks=args.stats_chunks
+                                floor,
+                                empty,
+                                refs,
+                                case,
+                                ops=args.stats_ops,
+                                chunks=args.stats_chunks,
+                                run=partial(worker.run, case.name),
                             ).items():
                                 if name in FLOORS:
                                     res.ref_cost.setdefault(name, []).append(c)
@@ -835,12 +947,19 @@ def measure(args: argparse.Namespace) -> Results:
                         tally = res.agent_stats_runs[case.name]
 
                         def run(n: int, case: Case = case, tally: AgentTally = tally) -> None:
-                            agent_run(agent, reader, case, n, tally)
+                            agent_run(agent, reader, case, n, tally, run=in_worker)
 
                         for prog, c in chunked(programs, run, args.stats_ops, args.stats_chunks).items():
                             costs = res.call_cost.setdefault((case.name, prog), [])
                             costs.extend([ProgCost()] * (r + 1 - len(costs)))  # a round each
                             costs[r] = c
+
+                    def first(n: int) -> None:
+                        agent_run(agent, reader, open_monitored, n, res.agent_stats_runs[FIRST], run=first_calls)
+
+                    opens = [p for p in programs if label_of(p) == FIRST_PROG]
+                    for c in chunked(opens, first, FIRST_CALLS, FIRST_CALLS).values():
+                        res.first_cost.append(c)
 
         try:
             with peer if AUDITD in states else nullcontext():
@@ -881,6 +1000,7 @@ def measure(args: argparse.Namespace) -> Results:
             res.audit_before, res.audit_after = peer.before, peer.after
 
         finally:
+            worker.close()
             reader.stop()
             gauge.close()
             res.ring_bytes = agent.config.ring_buffer_bytes
@@ -950,7 +1070,8 @@ def call_report(res: Results) -> list[dict[str, Any]]:
         "\n  median chunk's ns per call (a vCPU taken away mid-call inflates one chunk): ignored calls on the"
         "\n  ignored loops, emitting calls on the monitored ones. Every hook's ns per call is divided by the empty"
         "\n  file_open program's in the same round (TCG slows both alike, so the ratio carries over to real"
-        "\n  hardware). Median [lowest-highest] over the rounds."
+        "\n  hardware). Median [lowest-highest] over the rounds. All these runs take place in one worker"
+        "\n  process, so what a program reads once a process is read once; a process's first call has a row."
         f"\n  est. real ns: an ESTIMATE, the ratio x the {lo_ns}-{hi_ns} ns an empty BPF LSM program is published"
         "\n  to cost a call on real hardware. Hooks a loop calls less than once every two iterations are left out."
     )
@@ -1098,6 +1219,28 @@ def call_report(res: Results) -> list[dict[str, Any]]:
                         hi=med * hi_ns,
                     )
                 )
+    first = [
+        c.ns_per_call / f.ns_per_call
+        for c, f in zip(res.first_cost, res.floor_cost, strict=False)
+        if c.calls and f.ns_per_call
+    ]
+    if first:
+        med = summary(first)[0]
+        print(
+            f"  {'monitored open/close':24} {'file_open, a process first':38} {'':10} {'':>20}"
+            f" {spread(first, '.1f'):>20} {f'{med * lo_ns:.0f}-{med * hi_ns:.0f}':>12}"
+            "   once a process: its executable and arguments read into its cache"
+        )
+        figs.append(
+            figure(
+                "monitored open/close: file_open, a process's first emitting call / empty program call",
+                med,
+                "x empty file_open",
+                f"the first call of {FIRST_CALLS} fresh processes a round, one chunk each",
+                lo=summary(first)[1],
+                hi=summary(first)[2],
+            )
+        )
     return figs
 
 
@@ -1325,9 +1468,9 @@ def report(res: Results) -> list[dict[str, Any]]:
         f" {'late':>5} {'peak MiB':>9} {'GC ms':>6}"
     )
     for label, tallies in (("throughput", res.agent), ("bpf_stats", res.agent_stats_runs)):
-        for name in names:
-            t = tallies[name]
-            if not t.ops:
+        for name in (*names, FIRST):
+            t = tallies.get(name)
+            if not t or not t.ops:
                 continue
             per = t.produced / t.ops
             peak = t.peak_backlog / MIB

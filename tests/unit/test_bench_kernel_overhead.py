@@ -3,6 +3,9 @@ measurement itself runs in a guest kernel)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -326,3 +329,60 @@ def test_without_its_references_a_loop_has_no_least() -> None:
 
 def test_no_budget_without_detached_runs() -> None:
     assert ko.budget_report(Results(rounds=1, ops=1, stats_ops=1, stats_chunks=1)) == []
+
+
+def test_the_worker_runs_every_loop_in_one_process(tmp_path: Path) -> None:
+    log = tmp_path / "pids"
+
+    def work(tag: str) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            with log.open("a") as f:
+                f.write(f"{tag} {n} {os.getpid()}\n")
+
+        return run
+
+    worker = ko.Worker({"a": work("a"), "b": work("b")})
+    try:
+        assert worker.run("b", 3) > 0
+        assert worker.run("a", 5) > 0
+        assert worker.run("b", 7) > 0
+    finally:
+        worker.close()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert [(tag, n) for tag, n, _ in lines] == [("b", "3"), ("a", "5"), ("b", "7")]
+    assert {pid for _, _, pid in lines} == {str(worker.pid)}
+    assert worker.pid != os.getpid()
+
+
+def test_a_worker_whose_loop_fails_says_so() -> None:
+    def fails(n: int) -> None:
+        raise OSError("no such file")
+
+    worker = ko.Worker({"a": fails})
+    with pytest.raises(RuntimeError, match="stopped"):
+        worker.run("a", 1)
+    with pytest.raises(RuntimeError, match="failed"):
+        worker.close()
+
+
+def test_first_calls_are_each_a_fresh_process(tmp_path: Path) -> None:
+    log = tmp_path / "pids"
+
+    def run(n: int) -> None:
+        with log.open("a") as f:
+            f.write(f"{n} {os.getpid()}\n")
+
+    assert ko.first_calls(ko.Case("monitored", "open/close", run), 3) > 0
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert [n for n, _ in lines] == ["1", "1", "1"]
+    assert len({pid for _, pid in lines} | {str(os.getpid())}) == 4
+
+
+def test_a_processs_first_call_is_a_row_of_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    res = results([500, 400, 600], [10_000, 8_000, 12_000])
+    res.first_cost = [ProgCost(round(ns * 10), 10) for ns in (50_000, 60_000, 30_000)]
+    figs = by_name(ko.call_report(res))
+    first = figs["monitored open/close: file_open, a process's first emitting call / empty program call"]
+    assert first["value"] == pytest.approx(100.0)  # 100, 150, 50 a round
+    assert first["target"] is None
+    assert "file_open, a process first" in capsys.readouterr().out
