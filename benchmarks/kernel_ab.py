@@ -14,9 +14,9 @@ its rounds are minutes apart, and the host's load from outside moves the
 ratios between them by up to 2x. Here both builds are loaded at once (each
 as its own agent, detached but the one measured) and measured on the same
 loops seconds apart, the order swapped every round, so a change is told
-from that drift. Each run is kernel_overhead's bpf_stats run: the ignored
-loops of a forked child, the counters read around each of 10 chunks, the
-median chunk. Before each build's turn, with every build detached, the
+from that drift. Each run is kernel_overhead's bpf_stats run: the loops
+of one worker process (kernel_overhead.Worker), the counters read around
+each of 10 chunks, the median chunk. Before each build's turn, with every build detached, the
 empty program and the reference programs (benchmarks/bpf/floor.bpf.c)
 run on their loops, the empty program first on its call as the build's
 programs are on theirs (kernel_overhead.reference_run(): a program
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 from benchmarks.kernel_overhead import (
@@ -48,9 +49,9 @@ from benchmarks.kernel_overhead import (
     ProgCost,
     Reader,
     RingGauge,
+    Worker,
     agent_run,
     bpf_stats,
-    child_rate,
     chunked,
     empty_program,
     floor_object,
@@ -87,6 +88,7 @@ def ratios_by_build(
             if place in where or (place, loop) == ("ignored", "open/close")
         ]
         ref_cases = [c for c in cases if c.place == "ignored" and c.loop in {"open/close", *REF_LOOP.values()}]
+        worker = Worker({case.name: case.work for case in cases})
         config = Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),))
         agents: dict[str, BpfBackend] = {}
         readers: dict[str, Reader] = {}
@@ -108,7 +110,10 @@ def ratios_by_build(
                     refs_ns: dict[tuple[str, str], float] = {}
                     with bpf_stats():
                         for case in ref_cases:
-                            for ref, c in reference_run(floor, empty, refs, case, ops=ops, chunks=chunks).items():
+                            run = partial(worker.run, case.name)
+                            for ref, c in reference_run(
+                                floor, empty, refs, case, ops=ops, chunks=chunks, run=run
+                            ).items():
                                 if ref not in FLOORS:
                                     empty_ns = c.ns_per_call
                                 elif c.calls >= ops * DRIVEN:
@@ -122,13 +127,14 @@ def ratios_by_build(
                     agent.attach()
                     try:
                         measured = [c for c in cases if c.place in where]
-                        found = measure_build(agent, readers[name], cases=measured, ops=ops, chunks=chunks)
+                        found = measure_build(agent, readers[name], worker, cases=measured, ops=ops, chunks=chunks)
                     finally:
                         agent.detach()
                     for (case_name, label), ns in found.items():
                         out.setdefault((name, case_name, label), []).append(ns / empty_ns)
                 print(f"  round {r + 1}/{rounds} done", flush=True)
         finally:
+            worker.close()
             for reader in readers.values():
                 reader.stop()
                 reader.gauge.close()
@@ -138,7 +144,7 @@ def ratios_by_build(
 
 
 def measure_build(
-    agent: BpfBackend, reader: Reader, *, cases: list[Case], ops: int, chunks: int
+    agent: BpfBackend, reader: Reader, worker: Worker, *, cases: list[Case], ops: int, chunks: int
 ) -> dict[tuple[str, str], float]:
     """One round of one build, attached: every loop's bpf_stats run.
     ("place loop", "hook (program)") -> ns per call, for the programs the
@@ -147,13 +153,18 @@ def measure_build(
     programs = [link.program for link in agent._obj.links]
     tally = AgentTally()
     found: dict[tuple[str, str], float] = {}
+
+    def in_worker(case: Case, n: int) -> float:
+        return worker.run(case.name, n)
+
     for case in cases:
 
         def run(n: int, case: Case = case) -> None:
             if case.place == "monitored":
-                agent_run(agent, reader, case, n, tally)  # waits until the reader took every record
+                # waits until the reader took every record
+                agent_run(agent, reader, case, n, tally, run=in_worker)
             else:
-                child_rate(case.work, n)
+                worker.run(case.name, n)
 
         with bpf_stats():
             cost: dict[str, ProgCost] = chunked(programs, run, ops, chunks)
