@@ -185,3 +185,37 @@ def test_the_python_line_says_whether_the_hot_modules_run_compiled() -> None:
     assert pure.status == doctor.OK
     assert pure.detail.startswith("hot modules run from their .py files")
     assert "python -m filewarden._build" in pure.detail
+
+
+def test_a_hook_another_program_stands_in_for_is_not_named_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """file_free_security is loaded only where file_release is missing:
+    on a kernel with file_release, doctor said "this kernel has no
+    file_release hook" for the stand-in left unloaded."""
+    programs = (
+        loader.ProgramPlan("fw_file_release", Hook.FILE_RELEASE, "lsm/file_release", True, ""),
+        loader.ProgramPlan("fw_file_free", Hook.FILE_RELEASE, "lsm/file_free_security", False, ""),
+        loader.ProgramPlan("fw_file_truncate", Hook.FILE_TRUNCATE, "lsm/file_truncate", False, ""),
+    )
+
+    class Loaded:
+        def __enter__(self) -> Loaded:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def attach(self, program: object) -> None:
+            pass
+
+        def program(self, name: str) -> str:
+            return name
+
+    monkeypatch.setattr(bpf_checks, "_load", lambda _path, _names, _mask: Loaded())
+    monkeypatch.setattr(loader, "plan", lambda _path: loader.Plan(programs))
+    checks = list(bpf_checks.check_hooks(Path("unused.o"), prior_ok=True))
+    assert [(c.name, c.status) for c in checks] == [
+        ("hook file_truncate", doctor.WARN),
+        ("hook file_release", doctor.OK),
+    ]
+    assert checks[0].detail == "this kernel has no file_truncate hook: not monitored"
+    assert checks[1].detail == "fw_file_release loads and attaches"

@@ -140,7 +140,11 @@ class Plan:
 
     @property
     def missing(self) -> tuple[ProgramPlan, ...]:
-        return tuple(p for p in self.programs if not p.available)
+        """The programs of hooks this kernel lacks. A program another one
+        stands in for (file_free_security where file_release is there, and
+        the other way round) is not loaded, but its hook is monitored."""
+        covered = {p.hook for p in self.loaded}
+        return tuple(p for p in self.programs if not p.available and p.hook not in covered)
 
 
 # The fentry backend runs each LSM program as fexit on the kernel function

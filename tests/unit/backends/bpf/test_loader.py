@@ -106,8 +106,10 @@ def test_a_hook_the_kernel_lacks_is_left_out_and_named(monkeypatch: pytest.Monke
     tps = {s.partition("/")[2] for s in secs.values() if s.startswith("tp_btf")}
     use_btf(monkeypatch, kernel(lsm_hooks=lsm, security_funcs=set(), tracepoints=tps))
     plan = loader.plan(_bpf.object_path(), host=fixture_host(tmp_path), walk_only=True, cache_dir=None)
-    assert {p.name for p in plan.missing} == {"fw_file_truncate", "fw_inode_set_acl", "fw_file_free"}
+    assert {p.name for p in plan.missing} == {"fw_file_truncate", "fw_inode_set_acl"}
     assert "fw_file_truncate" not in {p.name for p in plan.loaded}
+    # file_release is there: file_free_security, its stand-in, is not loaded, and not missing.
+    assert "fw_file_free" not in {p.name for p in plan.loaded}
 
 
 def test_the_move_counters_load_where_the_kernel_has_the_function_they_trace(
@@ -135,7 +137,10 @@ def test_before_file_release_file_free_security_reports_a_release(
     tps = {s.partition("/")[2] for s in secs.values() if s.startswith("tp_btf")}
     use_btf(monkeypatch, kernel(lsm_hooks=lsm, security_funcs=set(), tracepoints=tps))
     plan = loader.plan(_bpf.object_path(), host=fixture_host(tmp_path), walk_only=True, cache_dir=None)
-    assert {p.name for p in plan.missing} == {"fw_file_release"}
+    # file_free_security stands in: the hook is monitored, nothing is missing.
+    assert plan.missing == ()
+    assert "fw_file_free" in {p.name for p in plan.loaded}
+    assert "fw_file_release" not in {p.name for p in plan.loaded}
     assert loader.fexit_target("lsm/file_free_security") == "security_file_free"
 
 
@@ -143,7 +148,8 @@ def test_fentry_attaches_to_the_security_functions_and_keeps_no_marks(every_hook
     host = fixture_host(tmp_path)
     cached_probe(tmp_path / "cache", host, dict.fromkeys(loader.PROGRAMS, False), backend="fentry")
     plan = loader.plan(_bpf.object_path(), host=host, cache_dir=tmp_path / "cache", backend="fentry")
-    assert {p.name for p in plan.missing} == {*loader.FENTRY_LEFT_OUT, "fw_file_free"}
+    assert {p.name for p in plan.missing} == set(loader.FENTRY_LEFT_OUT)
+    assert "fw_file_free" not in {p.name for p in plan.loaded}
     assert loader.fexit_target("lsm/path_unlink") == "security_path_unlink"
     assert loader.fexit_target("lsm/inode_free_security") == "security_inode_free"
     assert loader.fexit_target("tp_btf/sched_process_exec") is None
