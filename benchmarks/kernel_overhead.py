@@ -38,11 +38,12 @@ started once: what a program keeps per process (filewarden's executable
 and arguments, read on a process's first record) is read once, as in a
 process that keeps writing, not once every chunk of a run. The first
 call of a fresh process, which reads them, is timed on its own (ten
-fresh processes a round) and printed in a row of its own. Every attached program's run_time_ns and
-run_cnt are read just before and just after each run, so a program's
-cost is its calls during that one loop: on the ignored loops the calls
-it drops, on the monitored loops the calls that emit a record (what
-other processes call in those seconds is counted in, and is little). A
+fresh processes a round) and printed in a row of its own. Every
+attached program's run_time_ns and run_cnt are read just before and
+just after each run, so a program's cost is its calls during that one
+loop: on the ignored loops the calls it drops, on the monitored loops
+the calls that emit a record (what other processes call in those
+seconds is counted in, and is little). A
 program's ns per call is divided by the empty program's in the same
 round; the empty program is attached on file_open only, so every hook is
 compared with the empty file_open program. The empty program runs first
