@@ -16,12 +16,13 @@ as its own agent, detached but the one measured) and measured on the same
 loops seconds apart, the order swapped every round, so a change is told
 from that drift. Each run is kernel_overhead's bpf_stats run: the loops
 of one worker process (kernel_overhead.Worker), the counters read around
-each of 10 chunks, the median chunk. Before each build's turn, with every build detached, the
-empty program and the reference programs (benchmarks/bpf/floor.bpf.c)
-run on their loops, the empty program first on its call as the build's
-programs are on theirs (kernel_overhead.reference_run(): a program
-behind another on the same call reads cheaper under TCG), and a
-program's ns per call is divided by that turn's empty program's. The
+each of 10 chunks, the median chunk. Before each build's turn, with every
+build detached, the empty program and the reference programs
+(benchmarks/bpf/floor.bpf.c) run on their loops, the empty program first
+on its call as the build's programs are on theirs
+(kernel_overhead.reference_run(): a program behind another on the same
+call reads cheaper under TCG), and a program's ns per call is divided by
+that turn's empty program's. The
 references must read the same for both builds: they show that the two
 were measured alike. On the monitored loops every call is reported, and
 each build's records are read all along by a reader thread of its own,
@@ -88,7 +89,7 @@ def ratios_by_build(
             if place in where or (place, loop) == ("ignored", "open/close")
         ]
         ref_cases = [c for c in cases if c.place == "ignored" and c.loop in {"open/close", *REF_LOOP.values()}]
-        worker = Worker({case.name: case.work for case in cases})
+        worker = Worker(cases)
         config = Config(paths=(f"{watched}/**",), outputs=(Output("jsonl", "-"),))
         agents: dict[str, BpfBackend] = {}
         readers: dict[str, Reader] = {}
@@ -110,7 +111,7 @@ def ratios_by_build(
                     refs_ns: dict[tuple[str, str], float] = {}
                     with bpf_stats():
                         for case in ref_cases:
-                            run = partial(worker.run, case.name)
+                            run = partial(worker.run, case)
                             for ref, c in reference_run(
                                 floor, empty, refs, case, ops=ops, chunks=chunks, run=run
                             ).items():
@@ -154,17 +155,14 @@ def measure_build(
     tally = AgentTally()
     found: dict[tuple[str, str], float] = {}
 
-    def in_worker(case: Case, n: int) -> float:
-        return worker.run(case.name, n)
-
     for case in cases:
 
         def run(n: int, case: Case = case) -> None:
             if case.place == "monitored":
                 # waits until the reader took every record
-                agent_run(agent, reader, case, n, tally, run=in_worker)
+                agent_run(agent, reader, case, n, tally, run=worker.run)
             else:
-                worker.run(case.name, n)
+                worker.run(case, n)
 
         with bpf_stats():
             cost: dict[str, ProgCost] = chunked(programs, run, ops, chunks)

@@ -357,7 +357,7 @@ def child_rate(work: Callable[[int], None], ops: int) -> tuple[float, int]:
 
 class Worker:
     """One process, forked once, that runs the loops of the bpf_stats
-    runs on request: run(case name, n) -> iterations/s of that loop's n
+    runs on request: run(case, n) -> iterations/s of that loop's n
     iterations. Its programs' per-process state (filewarden's cache of the
     executable and arguments in task storage, floor_record's) is filled on
     its first call and then held, as in a process that keeps writing; a
@@ -366,8 +366,8 @@ class Worker:
     process (the agent ignores its pid). A process's first call is timed
     apart (first_calls())."""
 
-    def __init__(self, works: dict[str, Callable[[int], None]]) -> None:
-        self._names = list(works)
+    def __init__(self, cases: list[Case]) -> None:
+        self._names = [case.name for case in cases]
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         pid = os.fork()
@@ -384,7 +384,7 @@ class Worker:
                 while len(msg := os.read(req_r, _REQUEST.size)) == _REQUEST.size:
                     index, n = _REQUEST.unpack(msg)
                     start = time.perf_counter()
-                    works[self._names[index]](n)
+                    cases[index].work(n)
                     os.write(rep_w, _RATE.pack(n / (time.perf_counter() - start)))
             except BaseException:  # noqa: BLE001 - a forked child must never return into the benchmark
                 traceback.print_exc()
@@ -394,8 +394,8 @@ class Worker:
         os.close(rep_w)
         self.pid, self._req, self._rep = pid, req_w, rep_r
 
-    def run(self, name: str, n: int) -> float:
-        os.write(self._req, _REQUEST.pack(self._names.index(name), n))
+    def run(self, case: Case, n: int) -> float:
+        os.write(self._req, _REQUEST.pack(self._names.index(case.name), n))
         reply = os.read(self._rep, _RATE.size)
         if len(reply) != _RATE.size:
             raise RuntimeError(f"loop worker {self.pid} stopped")
@@ -867,7 +867,7 @@ def measure(args: argparse.Namespace) -> Results:
             res.agent_stats_runs[case.name] = AgentTally()
             res.audit[case.name] = AuditTally()
         res.agent_stats_runs[FIRST] = AgentTally()
-        worker = Worker({case.name: case.work for case in cases})
+        worker = Worker(cases)
         states: tuple[str, ...] = STATES
         if missing := audit.missing_tools():
             res.audit_skipped = f"{', '.join(missing)} not installed (Debian package auditd)"
@@ -905,9 +905,6 @@ def measure(args: argparse.Namespace) -> Results:
         open_monitored = next(c for c in cases if c.name == "monitored open/close")
         ref_cases = [open_ignored] + [c for c in cases if c.place == "ignored" and c.loop in REF_LOOP.values()]
 
-        def in_worker(case: Case, n: int) -> float:
-            return worker.run(case.name, n)
-
         def call_costs(r: int) -> None:
             """The round's bpf_stats runs, after its timed runs (the statistics
             cost something themselves): the empty program and the
@@ -934,7 +931,7 @@ def measure(args: argparse.Namespace) -> Results:
                                 case,
                                 ops=args.stats_ops,
                                 chunks=args.stats_chunks,
-                                run=partial(worker.run, case.name),
+                                run=partial(worker.run, case),
                             ).items():
                                 if name in FLOORS:
                                     res.ref_cost.setdefault(name, []).append(c)
@@ -948,7 +945,7 @@ def measure(args: argparse.Namespace) -> Results:
                         tally = res.agent_stats_runs[case.name]
 
                         def run(n: int, case: Case = case, tally: AgentTally = tally) -> None:
-                            agent_run(agent, reader, case, n, tally, run=in_worker)
+                            agent_run(agent, reader, case, n, tally, run=worker.run)
 
                         for prog, c in chunked(programs, run, args.stats_ops, args.stats_chunks).items():
                             costs = res.call_cost.setdefault((case.name, prog), [])

@@ -341,11 +341,12 @@ def test_the_worker_runs_every_loop_in_one_process(tmp_path: Path) -> None:
 
         return run
 
-    worker = ko.Worker({"a": work("a"), "b": work("b")})
+    a, b = ko.Case("ignored", "a", work("a")), ko.Case("ignored", "b", work("b"))
+    worker = ko.Worker([a, b])
     try:
-        assert worker.run("b", 3) > 0
-        assert worker.run("a", 5) > 0
-        assert worker.run("b", 7) > 0
+        assert worker.run(b, 3) > 0
+        assert worker.run(a, 5) > 0
+        assert worker.run(b, 7) > 0
     finally:
         worker.close()
     lines = [line.split() for line in log.read_text().splitlines()]
@@ -358,9 +359,10 @@ def test_a_worker_whose_loop_fails_says_so() -> None:
     def fails(n: int) -> None:
         raise OSError("no such file")
 
-    worker = ko.Worker({"a": fails})
+    a = ko.Case("ignored", "a", fails)
+    worker = ko.Worker([a])
     with pytest.raises(RuntimeError, match="stopped"):
-        worker.run("a", 1)
+        worker.run(a, 1)
     with pytest.raises(RuntimeError, match="failed"):
         worker.close()
 
