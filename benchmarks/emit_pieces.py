@@ -2,7 +2,7 @@
 what filewarden's emitting programs spend their time on, read as
 multiples of the empty file_open program's ns per call in the same boot.
 
-    scripts/kernel_lab.py exec --kernel 6.12 -- python -m benchmarks.emit_pieces [--rounds 10] [--walk]
+    scripts/kernel_lab.py exec --kernel 6.12 -- python -m benchmarks.emit_pieces [--rounds 10] [--walk | --kfunc]
 
 benchmarks/bpf/pieces.bpf.c runs one piece (filewarden's own function,
 inlined as in its programs) on each open this process makes, in a
@@ -97,9 +97,10 @@ def link(out: Path, tmp: Path) -> None:
 
 
 @contextmanager
-def pieces_object(dpath_hooks: int) -> Iterator[BpfObject]:
+def pieces_object(dpath_hooks: int, kpath_hooks: int = 0) -> Iterator[BpfObject]:
     """The pieces program, loaded and attached; fw_set_path() calls
-    bpf_d_path() on the hooks of the mask `dpath_hooks` (fw_dpath_hooks)."""
+    bpf_d_path() on the hooks of the mask `dpath_hooks` (fw_dpath_hooks),
+    bpf_path_d_path() on those of `kpath_hooks` (fw_kpath_hooks)."""
     with tempfile.TemporaryDirectory(prefix="fw-pieces-") as tmp:
         out = Path(tmp) / "pieces.bpf.o"
         link(out, Path(tmp))
@@ -108,6 +109,7 @@ def pieces_object(dpath_hooks: int) -> Iterator[BpfObject]:
                 prog.set_autoload(prog.name == PROGRAM)
             obj.set_rodata("pieces_tgid", struct.pack("<I", os.getpid()))
             obj.set_rodata("fw_dpath_hooks", struct.pack("<I", dpath_hooks))
+            obj.set_rodata("fw_kpath_hooks", struct.pack("<I", kpath_hooks))
             obj.load()
             obj.attach(obj.program(PROGRAM))
             yield obj
@@ -151,6 +153,7 @@ def measure(
     rounds: int,
     dpath_hooks: int,
     *,
+    kpath_hooks: int = 0,
     warm_iters: int = WARM_ITERS,
     once_calls: int = ONCE_CALLS,
     empty_calls: int = 3000,
@@ -160,7 +163,7 @@ def measure(
     TARGET.touch()
     for n in range(rounds):
         r.empty_ns.append(empty_ns(empty_calls))
-        with pieces_object(dpath_hooks) as obj:
+        with pieces_object(dpath_hooks, kpath_hooks) as obj:
             for index, (name, _) in enumerate(PIECES):
                 r.warm[name].append(run_piece(obj, index, warm_iters) / warm_iters)
                 r.once[name].append(statistics.median(run_piece(obj, index, 1) for _ in range(once_calls)))
@@ -195,15 +198,25 @@ def report(r: Readings) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument(
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
         "--walk",
         action="store_true",
         help="resolve the path by filewarden's walk, not bpf_d_path(), as on the hooks where the kernel refuses it",
     )
+    how.add_argument(
+        "--kfunc",
+        action="store_true",
+        help="resolve the path by the kfunc bpf_path_d_path() (Linux 6.12 and later), as file_release does",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    print("\n".join(report(measure(args.rounds, 0 if args.walk else DPATH_HOOKS))), flush=True)
+    if args.walk or args.kfunc:
+        dpath, kpath = 0, DPATH_HOOKS if args.kfunc else 0
+    else:
+        dpath, kpath = DPATH_HOOKS, 0
+    print("\n".join(report(measure(args.rounds, dpath, kpath_hooks=kpath))), flush=True)
     return 0
 
 

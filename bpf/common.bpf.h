@@ -71,6 +71,10 @@ extern const volatile __u32 fw_agent_tgid; /* the agent's own pid: never reporte
  * this kernel, found by probing at load (kernels differ: v6.1 refuses it on
  * every path_* hook, v6.12 allows it). Elsewhere paths are walked. */
 extern const volatile __u32 fw_dpath_hooks;
+/* Hooks on which the verifier allows the kfunc bpf_path_d_path() (v6.12)
+ * where it refuses bpf_d_path(), probed alike; 0 on a kernel without it
+ * and on the fentry backend (path.bpf.h). */
+extern const volatile __u32 fw_kpath_hooks;
 
 #define FW_BIT(hook) (1U << (hook))
 

@@ -9,6 +9,7 @@
 
 FW_DEFINE(fw_agent_tgid) = 0;
 FW_DEFINE(fw_dpath_hooks) = 0;
+FW_DEFINE(fw_kpath_hooks) = 0;
 FW_DEFINE(fw_scratch_cpus) = 0;
 FW_DEFINE(fw_next_seq) = 0;
 FW_DEFINE(fw_next_proc_seq) = 0;

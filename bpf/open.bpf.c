@@ -3,6 +3,7 @@
  * Opens and truncations: file_open (creations and opens for writing) and
  * the two truncate hooks, which also report O_TRUNC opens.
  */
+#define FW_KPATH /* this unit may call bpf_path_d_path() (path.bpf.h) */
 #include "hook.bpf.h"
 
 /*

@@ -6,8 +6,11 @@
  * verifier allows it only on some hooks, and which ones depends on the
  * kernel (bpf_d_path_allowed(): LSM hooks in sleepable_lsm_hooks,
  * kernel/bpf/bpf_lsm.c); user space probes that at load and sets
- * fw_dpath_hooks. Elsewhere we walk the dentries up to the task's root
- * (walk.bpf.h).
+ * fw_dpath_hooks. From v6.12 the kfunc bpf_path_d_path() calls the same
+ * d_path() and is allowed to every LSM program (bpf_fs_kfuncs_filter(),
+ * fs/bpf_fs_kfuncs.c) on a trusted path, file_release's among them; user
+ * space probes it where bpf_d_path() is refused and sets fw_kpath_hooks.
+ * Elsewhere we walk the dentries up to the task's root (walk.bpf.h).
  *
  * Results land in a FW_BUF-byte buffer as (offset, length): d_path writes
  * from the start, the walk writes backwards from FW_PATH_MAX. A path longer
@@ -22,20 +25,45 @@
 #include "maps.bpf.h"
 #include "walk.bpf.h"
 
+/*
+ * Only the unit that defines FW_KPATH calls the kfunc (open.bpf.c: file_open,
+ * the truncate hooks and file_release, the one whose path v6.12 and later
+ * walk without it): the static linker of libbpf 1.1 (`bpftool gen object`
+ * on Debian 12) fails on an extern kfunc declared in two units ("global
+ * 'bpf_path_d_path': failed to resolve size of underlying type").
+ * Weak: where the kernel lacks it libbpf leaves the call unresolved, which
+ * the verifier accepts in code it never reaches (add_kfunc_call(),
+ * kernel/bpf/verifier.c), and fw_kpath_hooks is 0 there.
+ */
+#ifdef FW_KPATH
+extern int bpf_path_d_path(struct path *path, char *buf, size_t buf__sz) __ksym __weak;
+#endif
+
+/* d_path() of `path` into buf, by whichever of the two this hook may call:
+ * its length with the NUL, 0 where it may call neither (the caller walks),
+ * or an error (-ENAMETOOLONG: the walk keeps the tail and flags it). The
+ * masks are read-only at load, so the verifier sees one call or none. */
+static __always_inline long fw_d_path(const struct path *path, char *buf, enum fw_hook hook)
+{
+	if (fw_dpath_hooks & FW_BIT(hook))
+		return bpf_d_path((struct path *)path, buf, FW_PATH_MAX);
+#ifdef FW_KPATH
+	if (fw_kpath_hooks & FW_BIT(hook))
+		return bpf_path_d_path((struct path *)path, buf, FW_PATH_MAX);
+#endif
+	return 0;
+}
+
 /* The path of `path`. */
 static __always_inline void fw_path(struct fw_walk_state *st, char *buf, const struct path *path,
 				    enum fw_hook hook, struct fw_path_out *out)
 {
-	long n;
+	long n = fw_d_path(path, buf, hook);
 
-	if (fw_dpath_hooks & FW_BIT(hook)) {
-		n = bpf_d_path((struct path *)path, buf, FW_PATH_MAX);
-		if (n > 0 && n <= FW_PATH_MAX) {
-			out->off = 0;
-			out->len = (n - 1) & FW_MASK;
-			return;
-		}
-		/* -ENAMETOOLONG: the walk keeps the tail and flags it */
+	if (n > 0 && n <= FW_PATH_MAX) {
+		out->off = 0;
+		out->len = (n - 1) & FW_MASK;
+		return;
 	}
 	fw_walk(st, buf, path->dentry, path->mnt, out);
 }
@@ -44,21 +72,17 @@ static __always_inline void fw_path(struct fw_walk_state *st, char *buf, const s
 static __always_inline void fw_path_child(struct fw_walk_state *st, char *buf, const struct path *dir,
 					  struct dentry *dentry, enum fw_hook hook, struct fw_path_out *out)
 {
-	long n, m;
+	long n = fw_d_path(dir, buf, hook), m;
 
-	if (fw_dpath_hooks & FW_BIT(hook)) {
-		n = bpf_d_path((struct path *)dir, buf, FW_PATH_MAX);
-		if (n > 0 && n <= FW_PATH_MAX) {
-			n -= 1; /* the NUL */
-			if (n != 1) /* not "/": add the separator */
-				buf[n++ & FW_MASK] = '/';
-			m = bpf_probe_read_kernel_str(buf + (n & FW_MASK), FW_NAME_MAX,
-						      BPF_CORE_READ(dentry, d_name.name));
-			if (m > 0 && n + m - 1 < FW_PATH_MAX) {
-				out->off = 0;
-				out->len = (n + m - 1) & FW_MASK;
-				return;
-			}
+	if (n > 0 && n <= FW_PATH_MAX) {
+		n -= 1; /* the NUL */
+		if (n != 1) /* not "/": add the separator */
+			buf[n++ & FW_MASK] = '/';
+		m = bpf_probe_read_kernel_str(buf + (n & FW_MASK), FW_NAME_MAX, BPF_CORE_READ(dentry, d_name.name));
+		if (m > 0 && n + m - 1 < FW_PATH_MAX) {
+			out->off = 0;
+			out->len = (n + m - 1) & FW_MASK;
+			return;
 		}
 	}
 	fw_walk(st, buf, dentry, dir->mnt, out);

@@ -16,6 +16,7 @@
  * The records the two ways of sending put in the ring go nowhere: no one
  * reads it (8 MiB, a new one each round: more than a round's records).
  */
+#define FW_KPATH /* fw_set_path() may call bpf_path_d_path() (--kfunc) */
 #include "hook.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

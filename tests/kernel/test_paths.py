@@ -71,6 +71,33 @@ def test_d_path_and_the_walk_agree(plain_dir: Path) -> None:
     assert len(runs[0]) == 13
 
 
+def test_a_writers_close_is_named_by_d_path_where_the_kernel_has_the_kfunc(plain_dir: Path) -> None:
+    """No kernel lets file_release call bpf_d_path(); from v6.12 an LSM
+    program may call the kfunc bpf_path_d_path() there (loader.KPATH_CANDIDATES),
+    so the close's path is d_path's, not walked. Older kernels, and the
+    fentry backend (the kfunc is for LSM programs only), walk it."""
+    from filewarden._libbpf import Btf
+    from filewarden._libbpf._types import BTF_KIND_FUNC
+    from filewarden.backends.bpf import loader
+    from tests.support.monitor import BACKEND
+
+    with Btf.vmlinux() as vmlinux:
+        kfunc = BACKEND == "lsm" and vmlinux.has(loader.KPATH_FUNCTION, BTF_KIND_FUNC)
+    deep = plain_dir / ("d" * 200) / ("e" * 200)
+    deep.mkdir(parents=True)
+    files = [plain_dir / "written", deep / "written-deep"]
+    with monitoring(f"{plain_dir}/**", fresh=True) as mon:
+        in_child(lambda: [touch(f, data=b"x") for f in files])
+        mon.stop()
+        plan = mon.agent.plan
+        assert plan is not None
+        release = next(p for p in plan.loaded if p.hook == Hook.FILE_RELEASE)
+        assert release.path_method == (loader.D_PATH_KFUNC if kfunc else loader.WALK)
+        closes = [e for e in mon.closes if e.path.startswith(bytes(plain_dir))]
+    assert [e.path for e in closes] == [bytes(f) for f in files]
+    assert [bool(e.flags & EventFlag.PATH_WALKED) for e in closes] == [not kfunc] * 2
+
+
 def test_a_chrooted_writer_gets_its_own_view(plain_dir: Path) -> None:
     (plain_dir / "fw-jail").mkdir()
 

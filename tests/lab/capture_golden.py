@@ -55,7 +55,7 @@ def main(out: Path) -> int:
         root = base / "golden"
         root.mkdir()
         obj.set_rodata("fw_agent_tgid", struct.pack("<I", os.getpid()))
-        obj.set_rodata("fw_dpath_hooks", struct.pack("<I", plan.dpath_mask))
+        plan.set_path_methods(obj)
         wanted = {p.name for p in plan.loaded}
         for prog in obj.programs():
             prog.set_autoload(prog.name in wanted)

@@ -226,9 +226,9 @@ class BpfBackend:
                 "after every rename",
                 loader.MOVE_FUNCTION,
             )
-        walked = [p.hook_name for p in plan.loaded if p.path_method == "walk"]
+        walked = [p.hook_name for p in plan.loaded if p.path_method == loader.WALK]
         if walked:
-            log.debug("paths walked (bpf_d_path not allowed here) on: %s", ", ".join(walked))
+            log.debug("paths walked (d_path not allowed here) on: %s", ", ".join(walked))
         # After attaching: a process that starts from now on is seen by the
         # fork/exec programs, one started before by the snapshot, and so is
         # a descriptor opened for writing before.
@@ -257,7 +257,7 @@ class BpfBackend:
         obj = BpfObject(path)
         try:
             obj.set_rodata("fw_agent_tgid", struct.pack("<I", os.getpid()))
-            obj.set_rodata("fw_dpath_hooks", struct.pack("<I", plan.dpath_mask))
+            plan.set_path_methods(obj)
             obj.set_max_entries("events", self.config.ring_buffer_bytes)
             obj.set_max_entries("evicted_marks", self.config.max_evicted_marks)
             # Scratch slots: some per CPU, then some for any CPU (maps.bpf.h).

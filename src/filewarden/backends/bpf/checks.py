@@ -122,11 +122,11 @@ def _hook_failure(program: str, exc: LibbpfError, prior_ok: bool) -> tuple[str, 
     return detail, _REPORT_IT
 
 
-def _load(path: Path, programs: set[str], dpath_mask: int) -> BpfObject:
+def _load(path: Path, programs: set[str], plan: loader.Plan) -> BpfObject:
     obj = BpfObject(path)
     try:
         obj.set_rodata("fw_agent_tgid", struct.pack("<I", 0))
-        obj.set_rodata("fw_dpath_hooks", struct.pack("<I", dpath_mask))
+        plan.set_path_methods(obj)
         for prog in obj.programs():
             prog.set_autoload(prog.name in programs)
         obj.load()
@@ -176,7 +176,7 @@ def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
         yield Check(f"hook {p.hook_name}", WARN, f"this kernel has no {p.hook_name} hook: not monitored", "")
     loaded = plan.loaded
     try:
-        with _load(path, {p.name for p in loaded}, plan.dpath_mask) as obj:
+        with _load(path, {p.name for p in loaded}, plan) as obj:
             for p in loaded:
                 try:
                     obj.attach(obj.program(p.name))
@@ -194,7 +194,7 @@ def check_hooks(path: Path, prior_ok: bool) -> Iterator[Check]:
         # some program would not load: find which, one by one
     for p in loaded:
         try:
-            with _load(path, {p.name}, plan.dpath_mask) as obj:
+            with _load(path, {p.name}, plan) as obj:
                 obj.attach(obj.program(p.name))
         except LibbpfError as exc:
             yield _program_check(p, exc, prior_ok)
@@ -214,7 +214,7 @@ def check_moves(path: Path) -> Check:
         if not loader.moves_traceable(vmlinux):
             return Check(name, WARN, f"this kernel's BTF has no {loader.MOVE_FUNCTION}: {_NO_MOVES}", "")
     try:
-        with _load(path, set(loader.MOVE_PROGRAMS), 0) as obj:
+        with _load(path, set(loader.MOVE_PROGRAMS), loader.Plan(())) as obj:
             for program in loader.MOVE_PROGRAMS:
                 obj.attach(obj.program(program))
     except LibbpfError as exc:

@@ -14,7 +14,11 @@ from a version number:
   a read-only global (``fw_dpath_hooks``) picks, and the verifier prunes
   the branch not taken. The probe loads the candidate programs with their
   bits set: those the verifier accepts may use d_path; one it refuses
-  walks, and the rest are loaded again without it.
+  walks, and the rest are loaded again without it. Where the kernel has
+  the kfunc ``bpf_path_d_path()`` (v6.12), the programs that would walk
+  and may call it (KPATH_CANDIDATES) are probed again with it
+  (``fw_kpath_hooks``): ``file_release``, which no kernel lets call
+  ``bpf_d_path()``, gets its path from d_path() that way.
 
 Probe results depend only on the kernel and the object, so they are kept
 per boot (keyed by /proc/sys/kernel/random/boot_id and the object's hash)
@@ -98,6 +102,19 @@ DPATH_CANDIDATES: Final = frozenset(
     }
 )
 
+# Hooks whose program may call the kfunc bpf_path_d_path() where the
+# verifier refuses bpf_d_path(): those of bpf/open.bpf.c, the one unit that
+# calls it (path.bpf.h says why only one).
+KPATH_CANDIDATES: Final = frozenset(
+    {enums.Hook.FILE_OPEN, enums.Hook.PATH_TRUNCATE, enums.Hook.FILE_TRUNCATE, enums.Hook.FILE_RELEASE}
+)
+KPATH_FUNCTION: Final = "bpf_path_d_path"
+
+# ProgramPlan.path_method
+D_PATH: Final = "d_path"
+D_PATH_KFUNC: Final = "d_path kfunc"
+WALK: Final = "walk"
+
 DEFAULT_CACHE_DIR: Final = Path("/run/filewarden")
 _memo: dict[str, dict[str, bool]] = {}
 
@@ -108,7 +125,7 @@ class ProgramPlan:
     hook: enums.Hook
     section: str
     available: bool  # the kernel has the hook
-    path_method: str  # "d_path", "walk", or "" when the program resolves no struct path
+    path_method: str  # D_PATH, D_PATH_KFUNC, WALK, or "" when the program resolves no struct path
 
     @property
     def hook_name(self) -> str:
@@ -128,11 +145,25 @@ class Plan:
 
     @property
     def dpath_mask(self) -> int:
+        """fw_dpath_hooks: the hooks whose program calls bpf_d_path()."""
+        return self._mask(D_PATH)
+
+    @property
+    def kpath_mask(self) -> int:
+        """fw_kpath_hooks: the hooks whose program calls bpf_path_d_path()."""
+        return self._mask(D_PATH_KFUNC)
+
+    def _mask(self, method: str) -> int:
         mask = 0
-        for p in self.programs:
-            if p.path_method == "d_path":
+        for p in self.loaded:
+            if p.path_method == method:
                 mask |= 1 << p.hook
         return mask
+
+    def set_path_methods(self, obj: BpfObject) -> None:
+        """Before load: tells `obj`'s programs how each resolves paths."""
+        obj.set_rodata("fw_dpath_hooks", struct.pack("<I", self.dpath_mask))
+        obj.set_rodata("fw_kpath_hooks", struct.pack("<I", self.kpath_mask))
 
     @property
     def loaded(self) -> tuple[ProgramPlan, ...]:
@@ -201,17 +232,21 @@ def moves_traceable(btf: Btf) -> bool:
     return btf.has(MOVE_FUNCTION, btf_kinds.BTF_KIND_FUNC)
 
 
-def _refused(exc: LibbpfError, program: str) -> bool:
-    """Is `exc` the verifier refusing bpf_d_path() in `program`? Its refusal
-    ("helper call is not allowed in probe") is EINVAL; EACCES covers older
-    wordings. Anything else is not an answer to the probe's question."""
+def _refused(exc: LibbpfError, program: str, rodata: str) -> bool:
+    """Is `exc` the verifier refusing the d_path call that `rodata` turns on
+    in `program`? Its refusal ("helper call is not allowed in probe", "R1
+    must be referenced or trusted") is EINVAL; EACCES covers older wordings
+    and a kfunc this kind of program may not call. Anything else is not an
+    answer to the probe's question."""
     if exc.errno in (errno.EINVAL, errno.EACCES):
-        log.debug("%s resolves paths by walking: the verifier refused bpf_d_path (%s)", program, exc.load_log.reason)
+        log.debug("%s: the verifier refused the call %s turns on (%s)", program, rodata, exc.load_log.reason)
         return True
     return False
 
 
-def _probe_together(path: Path, candidates: dict[str, enums.Hook], backend: str) -> dict[str, bool]:
+def _probe_together(
+    path: Path, candidates: dict[str, enums.Hook], backend: str, rodata: str = "fw_dpath_hooks"
+) -> dict[str, bool]:
     """Every candidate loaded at once with its bit set; the one the verifier
     refuses (libbpf names it in its log) walks, and the others are loaded
     again without it, until a load succeeds. One object load per refused
@@ -229,16 +264,16 @@ def _probe_together(path: Path, candidates: dict[str, enums.Hook], backend: str)
             with BpfObject(path) as obj:
                 for prog in obj.programs():
                     prog.set_autoload(prog.name in remaining)
-                obj.set_rodata("fw_dpath_hooks", struct.pack("<I", mask))
+                obj.set_rodata(rodata, struct.pack("<I", mask))
                 retarget(obj, backend)
                 obj.load()
         except LibbpfError as exc:
             if exc.load_log.failed_map:
                 raise  # no program was verified: nothing here answers the probe, and the load would fail alike
             failed = exc.load_log.program
-            if failed not in remaining or not _refused(exc, failed):
+            if failed not in remaining or not _refused(exc, failed, rodata):
                 for name, hook in remaining.items():
-                    results[name] = _probe_one(path, name, hook, backend)
+                    results[name] = _probe_one(path, name, hook, backend, rodata)
                 return results
             results[failed] = False
             del remaining[failed]
@@ -248,19 +283,19 @@ def _probe_together(path: Path, candidates: dict[str, enums.Hook], backend: str)
     return results
 
 
-def _probe_one(path: Path, program: str, hook: enums.Hook, backend: str) -> bool:
-    """Does the verifier accept `program` using bpf_d_path()? (For fexit
-    programs the kernel allows it on a short list of functions only,
-    btf_allowlist_d_path in kernel/trace/bpf_trace.c.)"""
+def _probe_one(path: Path, program: str, hook: enums.Hook, backend: str, rodata: str = "fw_dpath_hooks") -> bool:
+    """Does the verifier accept `program` with the call `rodata` turns on?
+    (For fexit programs the kernel allows bpf_d_path() on a short list of
+    functions only, btf_allowlist_d_path in kernel/trace/bpf_trace.c.)"""
     try:
         with BpfObject(path) as obj:
             for prog in obj.programs():
                 prog.set_autoload(prog.name == program)
-            obj.set_rodata("fw_dpath_hooks", struct.pack("<I", 1 << hook))
+            obj.set_rodata(rodata, struct.pack("<I", 1 << hook))
             retarget(obj, backend)
             obj.load()
     except LibbpfError as exc:
-        if _refused(exc, program):
+        if _refused(exc, program, rodata):
             return False
         raise
     return True
@@ -279,9 +314,13 @@ def probe_dpath(
     host: Host,
     cache_dir: Path | None = DEFAULT_CACHE_DIR,
     backend: str = "lsm",
+    rodata: str = "fw_dpath_hooks",
 ) -> dict[str, bool]:
-    """program name -> may it use bpf_d_path() (probed once per boot)."""
+    """program name -> may it use bpf_d_path() (probed once per boot); with
+    `rodata` "fw_kpath_hooks", bpf_path_d_path()."""
     key = _cache_key(path, host, backend)
+    if rodata != "fw_dpath_hooks":
+        key = f"{key}-{rodata}"
     known = _memo.get(key)
     cache_file = cache_dir / f"dpath-{key}.json" if cache_dir is not None else None
     if known is None and cache_file is not None:
@@ -291,7 +330,7 @@ def probe_dpath(
             known = None
     if known is not None and all(p.name in known for p in candidates):
         return known
-    results = _probe_together(path, {p.name: p.hook for p in candidates}, backend)
+    results = _probe_together(path, {p.name: p.hook for p in candidates}, backend, rodata)
     _memo[key] = results
     if cache_file is not None:
         try:
@@ -320,6 +359,8 @@ def plan(
     with Btf.vmlinux() as vmlinux, BpfObject(path) as obj:
         sections = {prog.name: prog.section for prog in obj.programs()}
         moves_traced = moves_traceable(vmlinux) and all(name in sections for name in MOVE_PROGRAMS)
+        # A kfunc for LSM programs only (bpf_fs_kfuncs_filter(), fs/bpf_fs_kfuncs.c).
+        kfunc = backend == "lsm" and not walk_only and vmlinux.has(KPATH_FUNCTION, btf_kinds.BTF_KIND_FUNC)
         drafts = []
         for name, hook in PROGRAMS.items():
             section = sections.get(name)
@@ -334,17 +375,24 @@ def plan(
     if any(p.name == "fw_file_release" and p.available for p in drafts):
         drafts = [ProgramPlan(p.name, p.hook, p.section, False, "") if p.name == "fw_file_free" else p for p in drafts]
     candidates = [p for p in drafts if p.available and p.hook in DPATH_CANDIDATES]
-    allowed = {} if walk_only else probe_dpath(path, candidates, host=host, cache_dir=cache_dir, backend=backend)
-    programs = tuple(
-        ProgramPlan(
-            p.name,
-            p.hook,
-            p.section,
-            p.available,
-            ("d_path" if allowed.get(p.name) else "walk") if p in candidates else "",
-        )
-        for p in drafts
-    )
+    probed = {} if walk_only else probe_dpath(path, candidates, host=host, cache_dir=cache_dir, backend=backend)
+    allowed = {p.name for p in candidates if probed.get(p.name)}
+    walkers = [p for p in drafts if p.available and p.hook in KPATH_CANDIDATES and p.name not in allowed]
+    kallowed: set[str] = set()
+    if kfunc and walkers:
+        kprobed = probe_dpath(path, walkers, host=host, cache_dir=cache_dir, backend=backend, rodata="fw_kpath_hooks")
+        kallowed = {p.name for p in walkers if kprobed.get(p.name)}
+
+    def method(p: ProgramPlan) -> str:
+        if not p.available:
+            return ""
+        if p.name in allowed:
+            return D_PATH
+        if p.name in kallowed:
+            return D_PATH_KFUNC
+        return WALK if p.hook in DPATH_CANDIDATES | KPATH_CANDIDATES else ""
+
+    programs = tuple(ProgramPlan(p.name, p.hook, p.section, p.available, method(p)) for p in drafts)
     return Plan(programs, moves_traced)
 
 

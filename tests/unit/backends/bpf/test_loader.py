@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -71,9 +72,13 @@ def fixture_host(root: Path) -> Host:
     return Host(root)
 
 
-def cached_probe(cache: Path, host: Host, answers: dict[str, bool], backend: str = "lsm") -> None:
+def cached_probe(
+    cache: Path, host: Host, answers: dict[str, bool], backend: str = "lsm", rodata: str = "fw_dpath_hooks"
+) -> None:
     """What an earlier start of this boot found, as plan() keeps it."""
     key = loader._cache_key(_bpf.object_path(), host, backend)
+    if rodata != "fw_dpath_hooks":
+        key = f"{key}-{rodata}"
     cache.mkdir(parents=True, exist_ok=True)
     (cache / f"dpath-{key}.json").write_text(json.dumps(answers))
 
@@ -94,10 +99,65 @@ def test_the_cached_probe_decides_the_path_method_without_loading(every_hook: Fa
     assert not plan.dpath_mask & 1 << Hook.PATH_UNLINK
 
 
+def test_file_release_gets_its_path_from_the_kfunc_where_the_kernel_has_it(
+    every_hook: FakeBtf, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No kernel lets file_release call bpf_d_path(); from v6.12 it may call
+    bpf_path_d_path(). Asked only of the programs that would walk, and only
+    where the BTF has the kfunc, on the lsm backend."""
+    host, cache = fixture_host(tmp_path), tmp_path / "cache"
+    cached_probe(cache, host, {name: name != "fw_path_unlink" for name in loader.PROGRAMS})
+    cached_probe(cache, host, {"fw_file_release": True}, rodata="fw_kpath_hooks")
+    use_btf(monkeypatch, FakeBtf(every_hook.names | {(loader.KPATH_FUNCTION, btf_kinds.BTF_KIND_FUNC)}))
+    plan = loader.plan(_bpf.object_path(), host=host, cache_dir=cache)
+    by_name = {p.name: p for p in plan.programs}
+    assert by_name["fw_file_release"].path_method == loader.D_PATH_KFUNC
+    assert by_name["fw_file_open"].path_method == loader.D_PATH
+    assert by_name["fw_path_unlink"].path_method == loader.WALK  # not in the kfunc's unit
+    assert by_name["fw_file_free"].path_method == ""  # not loaded here
+    assert plan.kpath_mask == 1 << Hook.FILE_RELEASE
+    assert not plan.dpath_mask & plan.kpath_mask
+    # Without the kfunc in the BTF, or on the fentry backend, it walks.
+    use_btf(monkeypatch, every_hook)
+    assert {p.name: p.path_method for p in loader.plan(_bpf.object_path(), host=host, cache_dir=cache).programs}[
+        "fw_file_release"
+    ] == loader.WALK
+    with_kfunc = FakeBtf(every_hook.names | {(loader.KPATH_FUNCTION, btf_kinds.BTF_KIND_FUNC)})
+    use_btf(monkeypatch, with_kfunc)
+    cached_probe(cache, host, dict.fromkeys(loader.PROGRAMS, False), backend="fentry")
+    fentry = loader.plan(_bpf.object_path(), host=host, cache_dir=cache, backend="fentry")
+    assert fentry.kpath_mask == 0
+    assert {p.name: p.path_method for p in fentry.programs}["fw_file_release"] == loader.WALK
+
+
+def test_the_masks_reach_the_object_before_load(every_hook: FakeBtf, tmp_path: Path) -> None:
+    class Rodata:
+        def __init__(self) -> None:
+            self.values: dict[str, bytes] = {}
+
+        def set_rodata(self, name: str, value: bytes) -> None:
+            self.values[name] = value
+
+    programs = (
+        loader.ProgramPlan("fw_file_open", Hook.FILE_OPEN, "lsm/file_open", True, loader.D_PATH),
+        loader.ProgramPlan("fw_file_release", Hook.FILE_RELEASE, "lsm/file_release", True, loader.D_PATH_KFUNC),
+        loader.ProgramPlan("fw_path_unlink", Hook.PATH_UNLINK, "lsm/path_unlink", True, loader.WALK),
+        loader.ProgramPlan("fw_file_free", Hook.FILE_RELEASE, "lsm/file_free_security", False, ""),
+    )
+    obj = Rodata()
+    loader.Plan(programs).set_path_methods(obj)  # type: ignore[arg-type]
+    assert obj.values == {
+        "fw_dpath_hooks": struct.pack("<I", 1 << Hook.FILE_OPEN),
+        "fw_kpath_hooks": struct.pack("<I", 1 << Hook.FILE_RELEASE),
+    }
+
+
 def test_walk_only_asks_no_probe(every_hook: FakeBtf, tmp_path: Path) -> None:
     plan = loader.plan(_bpf.object_path(), host=fixture_host(tmp_path), walk_only=True, cache_dir=None)
-    assert plan.dpath_mask == 0
-    assert {p.path_method for p in plan.programs if p.hook in loader.DPATH_CANDIDATES} == {"walk"}
+    assert plan.dpath_mask == plan.kpath_mask == 0
+    assert {p.path_method for p in plan.loaded if p.hook in loader.DPATH_CANDIDATES | loader.KPATH_CANDIDATES} == {
+        "walk"
+    }
 
 
 def test_a_hook_the_kernel_lacks_is_left_out_and_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -242,7 +302,7 @@ def test_a_probe_with_nothing_refused_loads_once(monkeypatch: pytest.MonkeyPatch
 def test_a_refusal_libbpf_names_no_program_for_is_probed_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
 
-    def one(_path: Path, program: str, _hook: Hook, _backend: str) -> bool:
+    def one(_path: Path, program: str, _hook: Hook, _backend: str, _rodata: str) -> bool:
         asked.append(program)
         return program != "fw_path_rename"
 

@@ -16,6 +16,7 @@ MAPS = {
     "pending_create", "scratch", "inode_marks", "evicted_marks", "marked_inos",
 }  # fmt: skip
 RODATA = {"fw_abi_types", "fw_agent_tgid", "fw_dpath_hooks", "fw_scratch_cpus", "fw_marks_enabled", "fw_moves_traced"}
+RODATA |= {"fw_kpath_hooks"}  # path.bpf.h, bpf_path_d_path()
 RODATA |= {"fw_wake_bytes", "fw_wake_gap_ns"}  # maps.bpf.h, fw_reader_awake
 BSS = {"fw_mark_stats", "fw_next_seq", "fw_next_proc_seq", "fw_reader_awake", "fw_walk_retries", "fw_walk_unstable"}
 BSS |= {"fw_dir_moves"}  # bpf/moves.bpf.c
