@@ -220,6 +220,8 @@ class BpfBackend:
             log.info("rate limit: %s, in the kernel", self._limit.describe())
         for missing in plan.missing:
             log.info("this kernel has no %s hook: %s is not loaded", missing.hook_name, missing.name)
+        for p in plan.left_out:
+            log.info("%s is left out on the %s backend: it %s", p.name, self.name, p.left_out)
         if not plan.moves_traced:
             log.info(
                 "no program counts directory moves on %s here: the directory cache re-checks its entries "
@@ -752,6 +754,8 @@ class BpfBackend:
             limits.append("no inode marks (inode storage is for LSM programs only): files are followed by path")
         if plan is not None and plan.missing:
             limits.append(f"hooks this kernel lacks: {', '.join(p.hook_name for p in plan.missing)}")
+        if plan is not None and plan.left_out:
+            limits.append(f"hooks left out on this backend: {', '.join(p.hook_name for p in plan.left_out)}")
         return {"watches": watches, "limits": limits}
 
     def gauges(self) -> Gauges:

@@ -126,6 +126,7 @@ class ProgramPlan:
     section: str
     available: bool  # the kernel has the hook
     path_method: str  # D_PATH, D_PATH_KFUNC, WALK, or "" when the program resolves no struct path
+    left_out: str = ""  # why this backend leaves the program out where the kernel has its hook
 
     @property
     def hook_name(self) -> str:
@@ -173,9 +174,15 @@ class Plan:
     def missing(self) -> tuple[ProgramPlan, ...]:
         """The programs of hooks this kernel lacks. A program another one
         stands in for (file_free_security where file_release is there, and
-        the other way round) is not loaded, but its hook is monitored."""
+        the other way round) is not loaded, but its hook is monitored; one
+        the backend leaves out (FENTRY_LEFT_OUT) is not missing either."""
         covered = {p.hook for p in self.loaded}
-        return tuple(p for p in self.programs if not p.available and p.hook not in covered)
+        return tuple(p for p in self.programs if not p.available and p.hook not in covered and not p.left_out)
+
+    @property
+    def left_out(self) -> tuple[ProgramPlan, ...]:
+        """The programs this backend leaves out on purpose (FENTRY_LEFT_OUT)."""
+        return tuple(p for p in self.programs if p.left_out)
 
 
 # The fentry backend runs each LSM program as fexit on the kernel function
@@ -367,8 +374,9 @@ def plan(
             if section is None:
                 raise KeyError(f"{path.name} has no program {name}")
             present = hook_exists(vmlinux, section, backend)
-            if backend == "fentry" and name in FENTRY_LEFT_OUT:
-                present = False
+            if present and backend == "fentry" and name in FENTRY_LEFT_OUT:
+                drafts.append(ProgramPlan(name, hook, section, False, "", FENTRY_LEFT_OUT[name]))
+                continue
             drafts.append(ProgramPlan(name, hook, section, present, ""))
     # file_free_security stands in for file_release only where the kernel
     # has no file_release (before v6.10): one of the two reports a release.
@@ -392,7 +400,7 @@ def plan(
             return D_PATH_KFUNC
         return WALK if p.hook in DPATH_CANDIDATES | KPATH_CANDIDATES else ""
 
-    programs = tuple(ProgramPlan(p.name, p.hook, p.section, p.available, method(p)) for p in drafts)
+    programs = tuple(ProgramPlan(p.name, p.hook, p.section, p.available, method(p), p.left_out) for p in drafts)
     return Plan(programs, moves_traced)
 
 
