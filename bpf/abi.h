@@ -259,8 +259,7 @@ struct fw_counters {
 	__u64 ignored_by[FW_IGNORE_MAX];
 };
 
-/* Value of the one-entry "settings" array map: what user space changes at
- * run time. */
+/* What user space changes at run time: fw_config.settings (below). */
 struct fw_settings {
 	__u64 prefix_gen;    /* +1 whenever the monitored prefixes change */
 	__u32 excluded_exes; /* entries in excluded_exes: 0 spares every handler the lookup */
@@ -284,13 +283,30 @@ struct fw_exe_key {
 
 /*
  * The per-cgroup rate limit of file records (ratelimit.bpf.h): a token
- * bucket per cgroup v2 id. Value of the one-entry "rate_limit" array map,
- * written by user space at start and whenever the limit changes.
+ * bucket per cgroup v2 id. fw_config.rate_limit (below), written by user
+ * space at start and whenever the limit changes.
  */
 struct fw_rate_limit {
 	__u64 interval_ns; /* 10^9 / events per second: one token's refill time; 0: no limit */
 	__u64 burst_ns;    /* burst * interval_ns: how far ahead of now a cgroup may draw */
 };
+
+/*
+ * The global fw_config (.bss, maps.bpf.c): what user space changes at run
+ * time, written through the mapped .bss (BpfObject.mapped_global()), read
+ * by the programs with plain loads. An emitting call touches .bss anyway
+ * (its sequence number), and so does a call that asks the directory cache
+ * (the directory move count), so the settings and the rate limit cost no
+ * page of their own there, where each of the one-entry array maps they
+ * were in did (a page first touched on a call is dear under QEMU's TCG:
+ * benchmarks.emit_pieces). A cache line of its own: the counters beside
+ * it in .bss are written on every record, this is only read.
+ */
+struct fw_config {
+	struct fw_settings settings;
+	struct fw_rate_limit rate_limit;
+	__u8 _pad[32];
+} __attribute__((aligned(64)));
 
 /* The last bytes of a suppressed record's path kept in rl_paths. */
 #define FW_RL_PATH_MAX 128

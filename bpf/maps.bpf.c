@@ -17,13 +17,13 @@ FW_DEFINE(fw_reader_awake) = FW_READER_ASLEEP;
 FW_DEFINE(fw_wake_bytes) = 1ULL << 20;
 FW_DEFINE(fw_wake_gap_ns) = 10000000ULL;
 FW_DEFINE(fw_woken_ns) = 0;
+FW_DEFINE(fw_config) = {};
 
 FW_DEFINE(events) SEC(".maps");
 FW_DEFINE(counters) SEC(".maps");
 FW_DEFINE(prefixes) SEC(".maps");
 FW_DEFINE(ancestors) SEC(".maps");
 FW_DEFINE(excluded_exes) SEC(".maps");
-FW_DEFINE(settings) SEC(".maps");
 FW_DEFINE(outside_dirs) SEC(".maps");
 FW_DEFINE(proc_cache) SEC(".maps");
 FW_DEFINE(pending_create) SEC(".maps");

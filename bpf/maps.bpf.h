@@ -41,19 +41,12 @@ extern struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } ancestors SEC(".maps");
 
-extern struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fw_settings);
-} settings SEC(".maps");
+extern struct fw_config fw_config; /* abi.h */
 
-/* The one settings entry (NULL only if the map cannot be read). */
+/* The run-time settings: plain loads from .bss (struct fw_config). */
 static __always_inline struct fw_settings *fw_settings_get(void)
 {
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&settings, &zero);
+	return &fw_config.settings;
 }
 
 /* Executables whose changes are not reported (config exclude_processes),

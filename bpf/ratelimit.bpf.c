@@ -3,7 +3,6 @@
 #include "common.bpf.h"
 #include "ratelimit.bpf.h"
 
-FW_DEFINE(rate_limit) SEC(".maps");
 FW_DEFINE(rl_cgroups) SEC(".maps");
 FW_DEFINE(rl_paths) SEC(".maps");
 FW_DEFINE(fw_rl_blank) = {};

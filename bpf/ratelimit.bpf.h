@@ -33,13 +33,6 @@ struct fw_rl_cgroup {
 	__u64 suppressed; /* records over the limit since the entry was made */
 };
 
-extern struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fw_rate_limit);
-} rate_limit SEC(".maps");
-
 /* Every cgroup that sent a file record while a limit was set. A plain
  * hash: map_check_btf() (kernel/bpf/syscall.c) allows a bpf_spin_lock in
  * hash, array and local storage values only, not in an LRU hash. User
@@ -112,16 +105,14 @@ static __always_inline void fw_rl_note(struct fw_scratch *s, __u64 cgroup_id)
  * sent (a limit never silently drops). */
 static __always_inline bool fw_rate_limited(struct fw_scratch *s)
 {
-	__u32 zero = 0;
-	struct fw_rate_limit *limit = bpf_map_lookup_elem(&rate_limit, &zero);
 	struct fw_rl_cgroup *b;
 	__u64 cgroup_id, now, interval, burst, next;
 	bool over;
 
-	if (!limit || !limit->interval_ns)
+	interval = fw_config.rate_limit.interval_ns;
+	if (!interval)
 		return false;
-	interval = limit->interval_ns;
-	burst = limit->burst_ns;
+	burst = fw_config.rate_limit.burst_ns;
 	cgroup_id = bpf_get_current_cgroup_id();
 	b = bpf_map_lookup_elem(&rl_cgroups, &cgroup_id);
 	if (!b) {

@@ -171,17 +171,11 @@ struct {
 	__type(value, struct floor_counts);
 } floor_checked_dirs SEC(".maps");
 
-/* The configuration's generation, in an array as filewarden's settings. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} floor_generation SEC(".maps");
-
-/* Directory moves, a global as filewarden's fw_dir_moves (moves.bpf.c);
- * nothing moves it here. */
+/* Directory moves and the configuration's generation, globals in .bss as
+ * filewarden's fw_dir_moves (moves.bpf.c) and fw_config (abi.h); nothing
+ * changes them here. */
 __u64 floor_moves = 0;
+__u32 floor_generation = 0;
 
 /* mnt_namespace's id: its own `seq` up to 6.x, ns_common's ns_id later
  * (as dircache.bpf.h reads it). */
@@ -193,7 +187,6 @@ static __always_inline bool floor_read_counts(struct task_struct *task, struct f
 {
 	struct nsproxy *nsp = task->nsproxy;
 	struct mnt_namespace *ns = nsp ? nsp->mnt_ns : NULL;
-	__u32 zero = 0, *generation;
 
 	if (!ns)
 		return false;
@@ -203,8 +196,7 @@ static __always_inline bool floor_read_counts(struct task_struct *task, struct f
 		c->mnt_ns = ns->ns.ns_id;
 	c->mount_event = *(volatile __u64 *)&ns->event;
 	c->moves = *(volatile __u64 *)&floor_moves;
-	generation = bpf_map_lookup_elem(&floor_generation, &zero);
-	c->generation = generation ? *generation : 0;
+	c->generation = *(volatile __u32 *)&floor_generation;
 	c->_pad = 0;
 	return true;
 }

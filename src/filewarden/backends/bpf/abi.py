@@ -11,7 +11,7 @@ import enum
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from filewarden.model.enums import (  # re-exported: the ABI's mirror of them is checked here
     NOT_IN_KERNEL,
@@ -37,6 +37,9 @@ from filewarden.model.events import (
     SnapshotTask,
     XattrDetail,
 )
+
+if TYPE_CHECKING:
+    from filewarden._libbpf import BpfObject
 
 PATH_MAX: Final = 4096
 NAME_MAX: Final = 256
@@ -280,6 +283,9 @@ FORK: Final = Layout(
 )
 EXIT: Final = Layout("fw_exit", [("hdr", HEADER), ("pid", "I"), ("exit_code", "I"), ("start_ns", "Q")])
 RATE_LIMIT: Final = Layout("fw_rate_limit", [("interval_ns", "Q"), ("burst_ns", "Q")])
+# The global fw_config (.bss): the settings and the rate limit, which user
+# space writes through the mapped .bss (prefixes.py, ratelimit.py).
+CONFIG: Final = Layout("fw_config", [("settings", SETTINGS), ("rate_limit", RATE_LIMIT), ("_pad", "32s")])
 RL_CGROUP: Final = Layout("fw_rl_cgroup", [("lock", "I"), ("_pad", "I"), ("tat_ns", "Q"), ("suppressed", "Q")])
 RL_PATH_KEY: Final = Layout("fw_rl_path_key", [("cgroup_id", "Q"), ("hash", "Q"), ("action", "I"), ("_pad", "I")])
 RL_PATH: Final = Layout(
@@ -338,7 +344,7 @@ SNAP_LAYOUTS: Final = (SNAP_TASK, SNAP_FILE, SNAP_STATS)
 LAYOUTS: Final = (
     COUNTERS, PREFIX_KEY, SETTINGS, EXE_KEY, HEADER, PROCESS, FILE, ACL_ENTRY, CHMOD, CHOWN, XATTR, MOUNT, DETAIL,
     EVENT, EXEC, FORK, EXIT, MARK, INODE_ID, MARK_STATS,
-    RATE_LIMIT, RL_CGROUP, RL_PATH_KEY, RL_PATH,
+    RATE_LIMIT, CONFIG, RL_CGROUP, RL_PATH_KEY, RL_PATH,
 )  # fmt: skip
 
 _HEADER: Final = struct.Struct("<" + HEADER.format)
@@ -651,6 +657,13 @@ _SNAP_KTHREAD: Final = int(SnapFlag.KTHREAD)
 _RL_CGROUP: Final = struct.Struct("<" + RL_CGROUP.format)
 _RL_PATH_KEY: Final = struct.Struct("<" + RL_PATH_KEY.format)
 _RL_PATH: Final = struct.Struct("<" + RL_PATH.format)
+
+
+def config_part(obj: BpfObject, part: str) -> memoryview:
+    """The `part` of the loaded object's fw_config ("settings",
+    "rate_limit"), mapped: a write reaches the programs at once."""
+    start = CONFIG.offsets[part]
+    return obj.mapped_global("fw_config")[start : start + CONFIG.sizes[part]]
 
 
 def rate_limit(rate: int, burst: int) -> bytes:

@@ -3,15 +3,16 @@
 The programs match a path against literal prefixes (the globs' fixed
 starts and every overlay's lower layers) in the LPM trie `prefixes`;
 `ancestors` holds the directories on the way to them, where some names are
-monitored and others not. Each change bumps the generation in `settings`,
-which retires every "nothing monitored here" decision the programs
-remembered (the directory cache, dircache.bpf.h).
+monitored and others not. Each change bumps the generation in the
+settings (fw_config.settings, a global the programs read), which retires
+every "nothing monitored here" decision the programs remembered (the
+directory cache, dircache.bpf.h).
 
 Excluded prefixes share the trie, their value flagged (FW_PREFIX_EXCLUDED):
 the longest prefix that matches a path decides. An excluded file's key ends
 in its NUL and matches that name alone. They add no `ancestors`: a
 directory a monitored prefix does not go through is outside either way.
-Their number is in `settings` too: while it is 0 the programs send a
+Their number is in the settings too: while it is 0 the programs send a
 marked file's records without looking its path up, so it is set before
 the first excluded entry goes in.
 """
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from filewarden._libbpf import BpfObject
 
 log = logging.getLogger(__name__)
-_KEY0 = b"\0\0\0\0"
 
 
 def ancestor_dirs(prefixes: Sequence[bytes]) -> set[bytes]:
@@ -51,7 +51,7 @@ class PrefixTrie:
     def __init__(self, obj: BpfObject) -> None:
         self._prefixes = obj.map("prefixes")
         self._ancestors = obj.map("ancestors")
-        self._settings = obj.map("settings")
+        self._settings = abi.config_part(obj, "settings")
         self.loaded: list[bytes] = []  # the monitored prefixes the trie holds
         self.excluded: list[bytes] = []  # and the excluded ones
 
@@ -92,24 +92,20 @@ class PrefixTrie:
         self.loaded = list(wanted)
         self.excluded = list(excluded)
 
-    def _settings_value(self) -> bytearray:
-        return bytearray(self._settings.lookup(_KEY0) or bytes(abi.SETTINGS.size))
-
+    # Each field is written in place, one aligned store of its own size
+    # ("<Q" and "<I" pack natively here), which a program reads whole: a
+    # generation read half-written could equal an older one.
     def bump_generation(self) -> None:
-        raw = self._settings_value()
         offset = abi.SETTINGS.offsets["prefix_gen"]
-        (gen,) = struct.unpack_from("<Q", raw, offset)
-        struct.pack_into("<Q", raw, offset, gen + 1)
-        self._settings.update(_KEY0, bytes(raw))
+        (gen,) = struct.unpack_from("<Q", self._settings, offset)
+        struct.pack_into("<Q", self._settings, offset, gen + 1)
 
     def set_excluded_count(self, count: int) -> None:
         """Tells the programs how many executables are excluded (0: none to look up)."""
         self._set_count("excluded_exes", count)
 
     def _set_count(self, field: str, count: int) -> None:
-        raw = self._settings_value()
-        struct.pack_into("<I", raw, abi.SETTINGS.offsets[field], count)
-        self._settings.update(_KEY0, bytes(raw))
+        struct.pack_into("<I", self._settings, abi.SETTINGS.offsets[field], count)
 
 
 def exe_key(path: str, root: HostRoot = HOST) -> bytes | None:

@@ -1,5 +1,5 @@
 """The kernel side of the per-cgroup rate limit (bpf/ratelimit.bpf.h): its
-setting in the `rate_limit` map, and the suppression totals in
+setting in fw_config.rate_limit (a global the programs read), and the suppression totals in
 `rl_cgroups` and `rl_paths`, read about once a second for the summaries
 (backends/ratelimit.py)."""
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from filewarden._libbpf import BpfObject
     from filewarden.model.events import RateLimited
 
-_KEY0: Final = struct.pack("<I", 0)
 # A cgroup whose bucket has been full again this long sends nothing over
 # the limit: its entry is deleted once its counts are summed up.
 IDLE_NS: Final = 2 * 10**9
@@ -24,7 +23,7 @@ IDLE_NS: Final = 2 * 10**9
 
 class KernelRateLimit:
     def __init__(self, obj: BpfObject, limit: Limit) -> None:
-        self._config = obj.map("rate_limit")
+        self._config = abi.config_part(obj, "rate_limit")
         self._cgroups = obj.map("rl_cgroups")
         self._paths = obj.map("rl_paths")
         self.summaries = Summaries(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
@@ -33,7 +32,15 @@ class KernelRateLimit:
 
     def set(self, limit: Limit) -> None:
         """Puts `limit` in force at once; each cgroup's bucket keeps its state."""
-        self._config.update(_KEY0, abi.rate_limit(limit.rate, limit.bucket))
+        # The interval first to 0 (no limit), then the burst, then the
+        # interval: a program that reads the two between the writes sends
+        # the record, where a new interval with an old burst could drop it.
+        # Each is one aligned 8-byte store ("<Q" packs natively here).
+        at = abi.RATE_LIMIT.offsets
+        interval_ns, burst_ns = struct.unpack("<QQ", abi.rate_limit(limit.rate, limit.bucket))
+        struct.pack_into("<Q", self._config, at["interval_ns"], 0)
+        struct.pack_into("<Q", self._config, at["burst_ns"], burst_ns)
+        struct.pack_into("<Q", self._config, at["interval_ns"], interval_ns)
         self.limit = limit
 
     def totals(self, now_ns: int) -> tuple[dict[int, int], list[PathTotal], list[bytes]]:
