@@ -33,8 +33,8 @@ class KernelRateLimit:
     def set(self, limit: Limit) -> None:
         """Puts `limit` in force at once; each cgroup's bucket keeps its state."""
         # The interval first to 0 (no limit), then the burst, then the
-        # interval: a program that reads the two between the writes sends
-        # the record, where a new interval with an old burst could drop it.
+        # interval: a call that reads the interval between the writes sends
+        # its record, where a new interval with an old burst could drop it.
         # Each is one aligned 8-byte store ("<Q" packs natively here).
         at = abi.RATE_LIMIT.offsets
         interval_ns, burst_ns = struct.unpack("<QQ", abi.rate_limit(limit.rate, limit.bucket))
