@@ -48,7 +48,13 @@ static __always_inline long fw_d_path(const struct path *path, char *buf, enum f
 	if (fw_dpath_hooks & FW_BIT(hook))
 		return bpf_d_path((struct path *)path, buf, FW_PATH_MAX);
 #ifdef FW_KPATH
-	if (fw_kpath_hooks & FW_BIT(hook))
+	/* d_path() reads current->fs (get_fs_root_rcu(), fs/d_path.c), which
+	 * an exiting task has dropped by the time it closes its last files:
+	 * do_exit() (kernel/exit.c) runs exit_files(), then exit_fs(), then
+	 * exit_task_work(), which runs __fput() and so file_release. 7.3.4
+	 * oopsed on that NULL. Such a close is walked (the walk reads through
+	 * the fault-tolerant loads of BPF). */
+	if ((fw_kpath_hooks & FW_BIT(hook)) && bpf_get_current_task_btf()->fs)
 		return bpf_path_d_path((struct path *)path, buf, FW_PATH_MAX);
 #endif
 	return 0;

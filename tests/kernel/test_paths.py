@@ -98,6 +98,26 @@ def test_a_writers_close_is_named_by_d_path_where_the_kernel_has_the_kfunc(plain
     assert [bool(e.flags & EventFlag.PATH_WALKED) for e in closes] == [not kfunc] * 2
 
 
+def test_a_close_at_exit_is_walked(plain_dir: Path) -> None:
+    """A process that exits holding a file open for writing closes it in
+    do_exit(), after exit_fs() dropped current->fs, which d_path() reads:
+    7.3.4 oopsed in bpf_path_d_path() there. Such a close is walked
+    (path.bpf.h, fw_d_path()) and named all the same."""
+    f = plain_dir / "held-at-exit"
+
+    def hold() -> None:
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"x")
+        os._exit(0)  # do_exit() puts the descriptor
+
+    with monitoring(f"{plain_dir}/**", fresh=True) as mon:
+        in_child(hold)
+        mon.stop()
+        closes = [e for e in mon.closes if e.path.startswith(bytes(plain_dir))]
+    assert [e.path for e in closes] == [bytes(f)]
+    assert closes[0].flags & EventFlag.PATH_WALKED
+
+
 def test_a_chrooted_writer_gets_its_own_view(plain_dir: Path) -> None:
     (plain_dir / "fw-jail").mkdir()
 
